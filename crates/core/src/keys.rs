@@ -1,0 +1,136 @@
+use ed25519_dalek::Signer;
+use serde::{Deserialize, Serialize};
+
+use crate::NodeId;
+
+/// An Ed25519 signing key (a node key or a fabric admin key).
+///
+/// `Debug` never prints the secret.
+#[derive(Clone)]
+pub struct SecretKey(ed25519_dalek::SigningKey);
+
+/// A detached Ed25519 signature.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signature(#[serde(with = "sig_bytes")] pub [u8; 64]);
+
+/// A signature did not verify.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SignatureError {
+    /// The public key bytes are not a valid Ed25519 point.
+    #[error("malformed public key")]
+    BadKey,
+    /// The signature does not match the message and key.
+    #[error("signature does not verify")]
+    Mismatch,
+}
+
+impl SecretKey {
+    /// A key from a 32-byte seed. Callers supply the randomness (this crate does no IO).
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        SecretKey(ed25519_dalek::SigningKey::from_bytes(&seed))
+    }
+
+    /// The 32-byte seed, for storing the key.
+    pub fn seed(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    /// The matching public key, as a node id.
+    pub fn public(&self) -> NodeId {
+        NodeId(self.0.verifying_key().to_bytes())
+    }
+
+    /// Sign `message` in the given domain.
+    pub fn sign(&self, domain: &str, message: &[u8]) -> Signature {
+        Signature(self.0.sign(&domain_message(domain, message)).to_bytes())
+    }
+
+    /// The PKCS#8 v1 DER encoding of this key (what TLS libraries load).
+    pub fn to_pkcs8_der(&self) -> Vec<u8> {
+        // RFC 8410: SEQUENCE { INTEGER 0, SEQUENCE { OID 1.3.101.112 }, OCTET STRING { OCTET STRING seed } }
+        const PREFIX: [u8; 16] = [
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        let mut der = PREFIX.to_vec();
+        der.extend_from_slice(&self.seed());
+        der
+    }
+}
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretKey(public {})", self.public())
+    }
+}
+
+impl NodeId {
+    /// Verify a signature made by this key in `domain`.
+    pub fn verify(
+        &self,
+        domain: &str,
+        message: &[u8],
+        sig: &Signature,
+    ) -> Result<(), SignatureError> {
+        let key =
+            ed25519_dalek::VerifyingKey::from_bytes(&self.0).map_err(|_| SignatureError::BadKey)?;
+        let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
+        key.verify_strict(&domain_message(domain, message), &sig)
+            .map_err(|_| SignatureError::Mismatch)
+    }
+}
+
+fn domain_message(domain: &str, message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(domain.len() + 1 + message.len());
+    out.extend_from_slice(domain.as_bytes());
+    out.push(0);
+    out.extend_from_slice(message);
+    out
+}
+
+impl std::fmt::Debug for Signature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Signature({}…)", crate::id::hex(&self.0[..4]))
+    }
+}
+
+mod sig_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
+        let v: &[u8] = <&[u8]>::deserialize(d)?;
+        v.try_into()
+            .map_err(|_| serde::de::Error::invalid_length(v.len(), &"64 bytes"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_are_domain_separated() {
+        let key = SecretKey::from_seed([7; 32]);
+        let sig = key.sign("a", b"msg");
+        assert_eq!(key.public().verify("a", b"msg", &sig), Ok(()));
+        assert_eq!(
+            key.public().verify("b", b"msg", &sig),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            key.public().verify("a", b"msh", &sig),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn pkcs8_has_the_rfc8410_shape() {
+        let der = SecretKey::from_seed([9; 32]).to_pkcs8_der();
+        assert_eq!(der.len(), 48);
+        assert_eq!(&der[16..], &[9; 32]);
+    }
+}

@@ -1,0 +1,42 @@
+//! weft's vocabulary: node and fabric identities, the signed documents that admit a node to a
+//! fabric (invites, membership certificates, revocations), node records, and the wire encoding
+//! every protocol shares.
+//!
+//! This crate owns *what things are and how they are checked*; it performs no IO and never reads
+//! a clock: every check that depends on time takes `now` (Unix milliseconds) as an argument, so
+//! the rules are tested deterministically. It knows nothing about QUIC, sockets, files or tokio.
+//!
+//! Signatures are Ed25519 over a domain-separated encoding (`sign_domain || postcard(body)`), so a
+//! signature made for one kind of document can never be replayed as another.
+
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+mod admission;
+mod id;
+mod keys;
+mod record;
+pub mod wire;
+
+pub use admission::{
+    AdmissionError, CertBody, Invite, InviteBody, MembershipCert, Placement, Revocation,
+    RevocationBody, Role,
+};
+pub use id::{FabricId, IdParseError, NodeId};
+pub use keys::{SecretKey, Signature, SignatureError};
+pub use record::{Capacity, NodeRecord, RecordBody};
+
+/// The software version every node reports in its record.
+pub const SOFTWARE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The numbers protocols register under, in one place so they never collide.
+pub mod proto {
+    /// Stream protocol: redeem an invite for a membership certificate (guests allowed).
+    pub const JOIN: u16 = 1;
+    /// Stream protocol: exchange node records and revocations.
+    pub const SYNC: u16 = 2;
+    /// Datagram channel: SWIM membership messages.
+    pub const SWIM: u8 = 1;
+    /// Datagram channel: RTT probes that feed network coordinates.
+    pub const COORD: u8 = 2;
+}

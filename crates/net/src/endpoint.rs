@@ -1,0 +1,486 @@
+//! The QUIC endpoint: dialing and accepting authenticated connections, and routing each stream
+//! (by the protocol number in its header) and each datagram (by its first byte) to a handler.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use weft_core::wire::{self, WireError};
+use weft_core::{MembershipCert, NodeId, SecretKey};
+
+use crate::tls::{self, MemberVerifier};
+use crate::trust::{PeerInfo, Trust};
+use crate::wan::{SiteMap, WanConfig, WanSocket, WanStats};
+
+/// How long a dial may take before it is abandoned.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new stream may take to send its header.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Datagrams queued per peer while a connection to it is being dialed.
+const MAX_PENDING_DATAGRAMS: usize = 64;
+/// QUIC application error code sent when closing a connection for a protocol violation.
+const CLOSE_PROTOCOL_VIOLATION: u32 = 1;
+/// QUIC application error code sent when closing a connection to a revoked peer.
+const CLOSE_REVOKED: u32 = 2;
+
+/// Transport failures.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// Could not bind or configure the endpoint.
+    #[error("cannot start endpoint on {addr}: {reason}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The peer could not be reached or refused the handshake.
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// A stream failed.
+    #[error("stream failed: {0}")]
+    Stream(String),
+    /// A malformed message.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The peer did not answer in time.
+    #[error("timed out")]
+    Timeout,
+}
+
+/// Who opened a stream.
+#[derive(Clone, Debug)]
+pub enum Peer {
+    /// An authenticated fabric member.
+    Member(PeerInfo),
+    /// A node without a membership certificate (only for guest-accessible protocols).
+    Guest(SocketAddr),
+}
+
+/// A boxed future, as stream handlers return.
+pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Handles one incoming stream of a protocol (after its header has been read).
+pub type StreamHandler =
+    Arc<dyn Fn(Peer, quinn::SendStream, quinn::RecvStream) -> BoxFuture + Send + Sync>;
+
+/// Handles one incoming datagram of a channel (the channel byte already stripped).
+pub type DatagramHandler = Arc<dyn Fn(&PeerInfo, Bytes) + Send + Sync>;
+
+/// How to build an endpoint.
+pub struct EndpointConfig {
+    /// UDP address to bind.
+    pub listen: SocketAddr,
+    /// The node key.
+    pub key: SecretKey,
+    /// The node's membership certificate; `None` while joining (then it can only be a guest).
+    pub membership: Option<MembershipCert>,
+    /// The fabric trust anchor.
+    pub trust: Arc<Trust>,
+    /// Whether to accept guests (connections without a certificate) for guest protocols.
+    pub accept_guests: bool,
+    /// WAN emulation: this node's site, the links, and where peers are.
+    pub wan: Option<(String, WanConfig, Arc<SiteMap>)>,
+}
+
+struct Inner {
+    quinn: quinn::Endpoint,
+    client: quinn::ClientConfig,
+    local: NodeId,
+    trust: Arc<Trust>,
+    conns: Mutex<HashMap<NodeId, quinn::Connection>>,
+    dialing: Mutex<HashMap<NodeId, Vec<Bytes>>>,
+    streams: RwLock<HashMap<u16, (StreamHandler, bool)>>,
+    datagrams: RwLock<HashMap<u8, DatagramHandler>>,
+    wan_stats: Arc<WanStats>,
+}
+
+/// A node's QUIC endpoint. Cheap to clone.
+#[derive(Clone)]
+pub struct Endpoint {
+    inner: Arc<Inner>,
+}
+
+impl Endpoint {
+    /// Bind the endpoint and start accepting connections. Must run inside a tokio runtime.
+    pub fn bind(cfg: EndpointConfig) -> Result<Endpoint, NetError> {
+        let bind_err = |reason: String| NetError::Bind {
+            addr: cfg.listen,
+            reason,
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let (cert, key) = tls::make_certificate(&cfg.key, cfg.membership.as_ref())
+            .map_err(|e| bind_err(e.to_string()))?;
+
+        let verifier = Arc::new(MemberVerifier::new(
+            cfg.trust.clone(),
+            provider.clone(),
+            cfg.accept_guests,
+        ));
+        let mut server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| bind_err(e.to_string()))?
+            .with_client_cert_verifier(verifier.clone())
+            .with_single_cert(vec![cert.clone()], key.clone_key())
+            .map_err(|e| bind_err(e.to_string()))?;
+        server_tls.alpn_protocols = vec![tls::ALPN.to_vec()];
+        let client_builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| bind_err(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let mut client_tls = if cfg.membership.is_some() {
+            client_builder
+                .with_client_auth_cert(vec![cert], key)
+                .map_err(|e| bind_err(e.to_string()))?
+        } else {
+            client_builder.with_no_client_auth()
+        };
+        client_tls.alpn_protocols = vec![tls::ALPN.to_vec()];
+
+        let transport = Arc::new(transport_config());
+        let quic_server = quinn::crypto::rustls::QuicServerConfig::try_from(server_tls)
+            .map_err(|e| bind_err(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic_server));
+        server.transport_config(transport.clone());
+        let quic_client = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls)
+            .map_err(|e| bind_err(e.to_string()))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(quic_client));
+        client.transport_config(transport);
+
+        let socket = std::net::UdpSocket::bind(cfg.listen).map_err(|e| bind_err(e.to_string()))?;
+        let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
+        let wan_stats = Arc::new(WanStats::default());
+        let quinn = match cfg.wan {
+            Some((site, wan, sites)) if !wan.is_noop() => {
+                let plain = runtime
+                    .wrap_udp_socket(socket)
+                    .map_err(|e| bind_err(e.to_string()))?;
+                let emulated = WanSocket::new(plain, site, wan, sites, wan_stats.clone());
+                quinn::Endpoint::new_with_abstract_socket(
+                    quinn::EndpointConfig::default(),
+                    Some(server),
+                    Arc::new(emulated),
+                    runtime,
+                )
+            }
+            _ => quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                Some(server),
+                socket,
+                runtime,
+            ),
+        }
+        .map_err(|e| bind_err(e.to_string()))?;
+
+        let endpoint = Endpoint {
+            inner: Arc::new(Inner {
+                quinn,
+                client,
+                local: cfg.key.public(),
+                trust: cfg.trust,
+                conns: Mutex::new(HashMap::new()),
+                dialing: Mutex::new(HashMap::new()),
+                streams: RwLock::new(HashMap::new()),
+                datagrams: RwLock::new(HashMap::new()),
+                wan_stats,
+            }),
+        };
+        tokio::spawn(endpoint.clone().accept_loop());
+        Ok(endpoint)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.local
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.quinn.local_addr()
+    }
+
+    /// The trust anchor and revocation list.
+    pub fn trust(&self) -> &Arc<Trust> {
+        &self.inner.trust
+    }
+
+    /// Datagrams (delayed, dropped) by WAN emulation so far.
+    pub fn wan_counters(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.inner.wan_stats.delayed.load(Relaxed),
+            self.inner.wan_stats.dropped.load(Relaxed),
+        )
+    }
+
+    /// Route streams of `protocol` to `handler`. `guests` lets nodes without a certificate use it.
+    pub fn register_stream(&self, protocol: u16, guests: bool, handler: StreamHandler) {
+        self.inner
+            .streams
+            .write()
+            .insert(protocol, (handler, guests));
+    }
+
+    /// Route datagrams of `channel` (members only) to `handler`.
+    pub fn register_datagram(&self, channel: u8, handler: DatagramHandler) {
+        self.inner.datagrams.write().insert(channel, handler);
+    }
+
+    /// Dial `addr`; the peer must be a member (and `expect`, if given).
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        expect: Option<NodeId>,
+    ) -> Result<(quinn::Connection, PeerInfo), NetError> {
+        let err = |reason: String| NetError::Connect { addr, reason };
+        let connecting = self
+            .inner
+            .quinn
+            .connect_with(self.inner.client.clone(), addr, tls::SERVER_NAME)
+            .map_err(|e| err(e.to_string()))?;
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| err("handshake timed out".into()))?
+            .map_err(|e| err(e.to_string()))?;
+        let peer = tls::connection_peer(&conn)
+            .ok_or_else(|| err("peer presented no membership certificate".into()))?;
+        if let Some(expected) = expect
+            && expected != peer.id
+        {
+            conn.close(CLOSE_PROTOCOL_VIOLATION.into(), b"unexpected node");
+            return Err(err(format!("expected node {expected}, found {}", peer.id)));
+        }
+        if peer.id == self.inner.local {
+            conn.close(CLOSE_PROTOCOL_VIOLATION.into(), b"self");
+            return Err(err("that address is this node".into()));
+        }
+        self.adopt(conn.clone(), Peer::Member(peer.clone()));
+        Ok((conn, peer))
+    }
+
+    /// A live connection to `id` at `addr`, dialing if needed.
+    pub async fn connection(
+        &self,
+        id: NodeId,
+        addr: SocketAddr,
+    ) -> Result<quinn::Connection, NetError> {
+        if let Some(conn) = self.cached(&id) {
+            return Ok(conn);
+        }
+        Ok(self.connect(addr, Some(id)).await?.0)
+    }
+
+    /// Open a stream of `protocol` to `id` at `addr`.
+    pub async fn open(
+        &self,
+        id: NodeId,
+        addr: SocketAddr,
+        protocol: u16,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), NetError> {
+        let conn = self.connection(id, addr).await?;
+        open_on(&conn, protocol).await
+    }
+
+    /// Send a datagram on `channel` to `id` at `addr`: unreliable, never blocks. If no connection
+    /// exists one is dialed in the background and the datagram sent when it is up.
+    pub fn send_datagram(&self, id: NodeId, addr: SocketAddr, channel: u8, payload: &[u8]) {
+        let mut buf = Vec::with_capacity(payload.len() + 1);
+        buf.push(channel);
+        buf.extend_from_slice(payload);
+        let buf = Bytes::from(buf);
+        if let Some(conn) = self.cached(&id) {
+            let _ = conn.send_datagram(buf);
+            return;
+        }
+        let mut dialing = self.inner.dialing.lock();
+        if let Some(pending) = dialing.get_mut(&id) {
+            if pending.len() < MAX_PENDING_DATAGRAMS {
+                pending.push(buf);
+            }
+            return;
+        }
+        dialing.insert(id, vec![buf]);
+        drop(dialing);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let result = this.connect(addr, Some(id)).await;
+            let pending = this.inner.dialing.lock().remove(&id).unwrap_or_default();
+            match result {
+                Ok((conn, _)) => {
+                    for d in pending {
+                        let _ = conn.send_datagram(d);
+                    }
+                }
+                Err(e) => tracing::debug!(peer = %id, %addr, error = %e, "dial failed"),
+            }
+        });
+    }
+
+    /// The smoothed RTT of the current connection to `id`, if any.
+    pub fn rtt(&self, id: &NodeId) -> Option<Duration> {
+        self.cached(id).map(|c| c.rtt())
+    }
+
+    /// Close any connection to `id` (used when it is revoked).
+    pub fn disconnect(&self, id: &NodeId) {
+        if let Some(conn) = self.inner.conns.lock().remove(id) {
+            conn.close(CLOSE_REVOKED.into(), b"revoked");
+        }
+    }
+
+    /// Close the endpoint, telling peers, and wait briefly for that to be sent.
+    pub async fn shutdown(&self) {
+        self.inner.quinn.close(0u32.into(), b"shutdown");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.quinn.wait_idle()).await;
+    }
+
+    fn cached(&self, id: &NodeId) -> Option<quinn::Connection> {
+        let mut conns = self.inner.conns.lock();
+        match conns.get(id) {
+            Some(c) if c.close_reason().is_none() => Some(c.clone()),
+            Some(_) => {
+                conns.remove(id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    async fn accept_loop(self) {
+        while let Some(incoming) = self.inner.quinn.accept().await {
+            let this = self.clone();
+            tokio::spawn(async move {
+                let remote = incoming.remote_address();
+                let conn = match tokio::time::timeout(CONNECT_TIMEOUT, incoming).await {
+                    Ok(Ok(conn)) => conn,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%remote, error = %e, "refused incoming connection");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let peer = match tls::connection_peer(&conn) {
+                    Some(p) => Peer::Member(p),
+                    None => Peer::Guest(remote),
+                };
+                this.adopt(conn, peer);
+            });
+        }
+    }
+
+    /// Remember a connection (members only) and start serving what the peer sends on it.
+    fn adopt(&self, conn: quinn::Connection, peer: Peer) {
+        if let Peer::Member(info) = &peer {
+            self.inner.conns.lock().insert(info.id, conn.clone());
+            let this = self.clone();
+            let (c, info) = (conn.clone(), info.clone());
+            tokio::spawn(async move { this.datagram_loop(c, info).await });
+        }
+        let this = self.clone();
+        tokio::spawn(async move { this.stream_loop(conn, peer).await });
+    }
+
+    fn refuse_if_revoked(&self, conn: &quinn::Connection, peer: &Peer) -> bool {
+        if let Peer::Member(info) = peer
+            && self.inner.trust.is_revoked(&info.id)
+        {
+            conn.close(CLOSE_REVOKED.into(), b"revoked");
+            self.forget(&info.id, conn);
+            return true;
+        }
+        false
+    }
+
+    fn forget(&self, id: &NodeId, conn: &quinn::Connection) {
+        let mut conns = self.inner.conns.lock();
+        if conns.get(id).is_some_and(|c| c.stable_id() == conn.stable_id()) {
+            conns.remove(id);
+        }
+    }
+
+    async fn stream_loop(self, conn: quinn::Connection, peer: Peer) {
+        while let Ok((send, mut recv)) = conn.accept_bi().await {
+            if self.refuse_if_revoked(&conn, &peer) {
+                return;
+            }
+            let this = self.clone();
+            let (peer, conn) = (peer.clone(), conn.clone());
+            tokio::spawn(async move {
+                let mut header = [0u8; 7];
+                let read = tokio::time::timeout(HEADER_TIMEOUT, recv.read_exact(&mut header));
+                if !matches!(read.await, Ok(Ok(()))) {
+                    return;
+                }
+                let Ok((protocol, _version)) = wire::parse_stream_header(header) else {
+                    conn.close(CLOSE_PROTOCOL_VIOLATION.into(), b"bad stream header");
+                    return;
+                };
+                let handler = this.inner.streams.read().get(&protocol).cloned();
+                match handler {
+                    Some((handler, guests)) if guests || matches!(peer, Peer::Member(_)) => {
+                        handler(peer, send, recv).await;
+                    }
+                    Some(_) => {
+                        conn.close(CLOSE_PROTOCOL_VIOLATION.into(), b"members only");
+                    }
+                    None => {
+                        let mut send = send;
+                        let _ = send.reset(quinn::VarInt::from_u32(404));
+                    }
+                }
+            });
+        }
+        if let Peer::Member(info) = &peer {
+            self.forget(&info.id, &conn);
+        }
+    }
+
+    async fn datagram_loop(self, conn: quinn::Connection, info: PeerInfo) {
+        let peer = Peer::Member(info.clone());
+        while let Ok(datagram) = conn.read_datagram().await {
+            if self.refuse_if_revoked(&conn, &peer) {
+                return;
+            }
+            let Some(&channel) = datagram.first() else {
+                continue;
+            };
+            let handler = self.inner.datagrams.read().get(&channel).cloned();
+            if let Some(handler) = handler {
+                handler(&info, datagram.slice(1..));
+            }
+        }
+    }
+}
+
+/// Open a stream of `protocol` on an existing connection.
+pub async fn open_on(
+    conn: &quinn::Connection,
+    protocol: u16,
+) -> Result<(quinn::SendStream, quinn::RecvStream), NetError> {
+    let (mut send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| NetError::Stream(e.to_string()))?;
+    send.write_all(&wire::stream_header(protocol, 1))
+        .await
+        .map_err(|e| NetError::Stream(e.to_string()))?;
+    Ok((send, recv))
+}
+
+fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(6_000))));
+    t.keep_alive_interval(Some(Duration::from_secs(1)));
+    t
+}

@@ -1,0 +1,388 @@
+//! WAN emulation: per-site-pair one-way delay, jitter and loss applied to a node's outgoing UDP
+//! datagrams, so one machine can host a believable multi-region fabric (this kernel has no
+//! `netem`).
+//!
+//! It wraps the UDP socket quinn uses. When emulation is off the endpoint is built on the plain
+//! socket and this module is not in the path at all, so it costs nothing.
+//!
+//! Delayed datagrams wait in one timer task (a heap ordered by due time), not one task each.
+
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt;
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use quinn::udp::{RecvMeta, Transmit};
+use quinn::{AsyncUdpSocket, UdpPoller};
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// One direction of a link between two sites.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LinkSpec {
+    /// One-way delay in milliseconds.
+    pub delay_ms: f64,
+    /// Uniform extra delay in `0..jitter_ms`.
+    pub jitter_ms: f64,
+    /// Probability in `0..=1` that a datagram is dropped.
+    pub loss: f64,
+}
+
+impl LinkSpec {
+    fn is_noop(&self) -> bool {
+        self.delay_ms <= 0.0 && self.jitter_ms <= 0.0 && self.loss <= 0.0
+    }
+}
+
+/// The emulated network as seen from one node.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WanConfig {
+    /// Links between pairs of sites (symmetric): `(a, b, spec)`. `a == b` sets intra-site links.
+    pub links: Vec<(String, String, LinkSpec)>,
+    /// Extra loss applied to every datagram that leaves the node, whatever the pair.
+    pub loss: f64,
+}
+
+impl WanConfig {
+    /// The link from site `a` to site `b` (including the global loss).
+    pub fn link(&self, a: &str, b: &str) -> LinkSpec {
+        let mut spec = self
+            .links
+            .iter()
+            .find(|(x, y, _)| (x == a && y == b) || (x == b && y == a))
+            .map(|(_, _, s)| *s)
+            .unwrap_or_default();
+        spec.loss = 1.0 - (1.0 - spec.loss) * (1.0 - self.loss);
+        spec
+    }
+
+    /// True when nothing would be delayed or dropped.
+    pub fn is_noop(&self) -> bool {
+        self.loss <= 0.0 && self.links.iter().all(|(_, _, s)| s.is_noop())
+    }
+
+    /// Parse `a-b=DELAY[:JITTER[:LOSS%]]` items separated by commas, e.g.
+    /// `eu-us=80ms,eu-ap=150ms:10ms,us-ap=120ms:0ms:1%`.
+    pub fn parse_links(text: &str) -> Result<Vec<(String, String, LinkSpec)>, String> {
+        let mut links = Vec::new();
+        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (pair, spec) = item
+                .split_once('=')
+                .ok_or_else(|| format!("{item:?}: expected SITE-SITE=DELAY, e.g. eu-us=80ms"))?;
+            let (a, b) = pair
+                .split_once('-')
+                .ok_or_else(|| format!("{pair:?}: expected two sites joined by '-', e.g. eu-us"))?;
+            if a.is_empty() || b.is_empty() {
+                return Err(format!("{pair:?}: empty site name"));
+            }
+            let mut parts = spec.split(':');
+            let delay_ms = parse_ms(parts.next().unwrap_or(""))?;
+            let jitter_ms = parts.next().map(parse_ms).transpose()?.unwrap_or(0.0);
+            let loss = parts.next().map(parse_percent).transpose()?.unwrap_or(0.0);
+            if parts.next().is_some() {
+                return Err(format!("{spec:?}: expected DELAY[:JITTER[:LOSS%]]"));
+            }
+            links.push((
+                a.to_string(),
+                b.to_string(),
+                LinkSpec {
+                    delay_ms,
+                    jitter_ms,
+                    loss,
+                },
+            ));
+        }
+        Ok(links)
+    }
+}
+
+/// Parse a duration in milliseconds such as `80ms`, `1.5ms`, `0.2s` or a bare number of ms.
+pub fn parse_ms(text: &str) -> Result<f64, String> {
+    let t = text.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        (t, 1.0)
+    };
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 80ms"))?;
+    if !value.is_finite() || !(0.0..=60_000.0).contains(&(value * scale)) {
+        return Err(format!("{text:?} is out of range (0 to 60s)"));
+    }
+    Ok(value * scale)
+}
+
+/// Parse a loss rate such as `5%` or `0.05`.
+pub fn parse_percent(text: &str) -> Result<f64, String> {
+    let t = text.trim();
+    let value = match t.strip_suffix('%') {
+        Some(n) => n.parse::<f64>().map(|v| v / 100.0),
+        None => t.parse::<f64>(),
+    }
+    .map_err(|_| format!("{text:?} is not a loss rate like 5%"))?;
+    if !(0.0..=1.0).contains(&value) {
+        return Err(format!("{text:?}: loss must be between 0% and 100%"));
+    }
+    Ok(value)
+}
+
+impl FromStr for LinkSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        WanConfig::parse_links(&format!("a-b={s}")).map(|mut l| l.remove(0).2)
+    }
+}
+
+/// Which site each peer address belongs to; filled in by membership as records arrive.
+#[derive(Debug, Default)]
+pub struct SiteMap {
+    sites: RwLock<HashMap<SocketAddr, String>>,
+}
+
+impl SiteMap {
+    /// Record that `addr` is in `site`.
+    pub fn insert(&self, addr: SocketAddr, site: &str) {
+        let mut sites = self.sites.write();
+        if sites.get(&addr).map(String::as_str) != Some(site) {
+            sites.insert(addr, site.to_string());
+        }
+    }
+
+    /// The site of `addr`, if known.
+    pub fn site_of(&self, addr: &SocketAddr) -> Option<String> {
+        self.sites.read().get(addr).cloned()
+    }
+}
+
+/// Counters of what the emulator did.
+#[derive(Debug, Default)]
+pub struct WanStats {
+    /// Datagrams delayed.
+    pub delayed: AtomicU64,
+    /// Datagrams dropped.
+    pub dropped: AtomicU64,
+}
+
+struct Delayed {
+    due: Instant,
+    seq: u64,
+    destination: SocketAddr,
+    contents: Vec<u8>,
+    src_ip: Option<std::net::IpAddr>,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+impl Eq for Delayed {}
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Delayed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // BinaryHeap is a max-heap: reverse so the earliest is on top.
+        (other.due, other.seq).cmp(&(self.due, self.seq))
+    }
+}
+
+/// A UDP socket that emulates WAN links on the way out.
+pub(crate) struct WanSocket {
+    inner: Arc<dyn AsyncUdpSocket>,
+    local_site: String,
+    config: WanConfig,
+    sites: Arc<SiteMap>,
+    queue: mpsc::UnboundedSender<Delayed>,
+    seq: AtomicU64,
+    stats: Arc<WanStats>,
+    rng: Mutex<rand::rngs::StdRng>,
+}
+
+impl fmt::Debug for WanSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WanSocket")
+            .field("local_site", &self.local_site)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WanSocket {
+    /// Wrap `inner`. Must be called inside a tokio runtime (it starts the delay task).
+    pub(crate) fn new(
+        inner: Arc<dyn AsyncUdpSocket>,
+        local_site: String,
+        config: WanConfig,
+        sites: Arc<SiteMap>,
+        stats: Arc<WanStats>,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run_delay_queue(inner.clone(), rx));
+        WanSocket {
+            inner,
+            local_site,
+            config,
+            sites,
+            queue: tx,
+            seq: AtomicU64::new(0),
+            stats,
+            rng: Mutex::new(rand::make_rng()),
+        }
+    }
+}
+
+async fn run_delay_queue(inner: Arc<dyn AsyncUdpSocket>, mut rx: mpsc::UnboundedReceiver<Delayed>) {
+    let mut heap: BinaryHeap<Delayed> = BinaryHeap::new();
+    loop {
+        let next_due = heap.peek().map(|d| d.due);
+        tokio::select! {
+            item = rx.recv() => match item {
+                Some(d) => heap.push(d),
+                None => return,
+            },
+            _ = async {
+                match next_due {
+                    Some(due) => tokio::time::sleep_until(due).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let now = Instant::now();
+                while heap.peek().is_some_and(|d| d.due <= now) {
+                    if let Some(d) = heap.pop() {
+                        let transmit = Transmit {
+                            destination: d.destination,
+                            ecn: None,
+                            contents: &d.contents,
+                            segment_size: None,
+                            src_ip: d.src_ip,
+                        };
+                        // A full socket buffer drops the datagram, as a congested link would.
+                        let _ = inner.try_send(&transmit);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl AsyncUdpSocket for WanSocket {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        let link = match self.sites.site_of(&transmit.destination) {
+            Some(site) => self.config.link(&self.local_site, &site),
+            None => LinkSpec {
+                loss: self.config.loss,
+                ..LinkSpec::default()
+            },
+        };
+        if link.is_noop() {
+            return self.inner.try_send(transmit);
+        }
+        let (drop, jitter) = {
+            let mut rng = self.rng.lock();
+            let drop = link.loss > 0.0 && rng.random_bool(link.loss.min(1.0));
+            let jitter = if link.jitter_ms > 0.0 {
+                rng.random_range(0.0..link.jitter_ms)
+            } else {
+                0.0
+            };
+            (drop, jitter)
+        };
+        if drop {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let delay = link.delay_ms + jitter;
+        if delay <= 0.0 {
+            return self.inner.try_send(transmit);
+        }
+        self.stats.delayed.fetch_add(1, Ordering::Relaxed);
+        let due = Instant::now() + Duration::from_secs_f64(delay / 1000.0);
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let item = Delayed {
+            due,
+            seq,
+            destination: transmit.destination,
+            contents: transmit.contents.to_vec(),
+            src_ip: transmit.src_ip,
+        };
+        // The queue only closes when the runtime shuts down; then the datagram is lost anyway.
+        let _ = self.queue.send(item);
+        Ok(())
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        self.inner.poll_recv(cx, bufs, meta)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        // One datagram per transmit, so each can be delayed or dropped on its own.
+        1
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_link_specs() {
+        let links = WanConfig::parse_links("eu-us=80ms, eu-ap=0.15s:10ms ,us-ap=120:0:1%").unwrap();
+        assert_eq!(links.len(), 3);
+        assert_eq!(links[0].2.delay_ms, 80.0);
+        assert_eq!(links[1].2.delay_ms, 150.0);
+        assert_eq!(links[1].2.jitter_ms, 10.0);
+        assert!((links[2].2.loss - 0.01).abs() < 1e-12);
+        for bad in ["eu", "eu=5ms", "eu-us=fast", "eu-us=5ms:1ms:200%", "-us=1ms", "eu-us=1:2:3:4"] {
+            assert!(WanConfig::parse_links(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn links_are_symmetric_and_loss_composes() {
+        let cfg = WanConfig {
+            links: WanConfig::parse_links("eu-us=80ms:0ms:10%").unwrap(),
+            loss: 0.1,
+        };
+        assert_eq!(cfg.link("us", "eu").delay_ms, 80.0);
+        assert!((cfg.link("eu", "us").loss - 0.19).abs() < 1e-9);
+        assert_eq!(cfg.link("eu", "eu").delay_ms, 0.0);
+        assert!((cfg.link("eu", "eu").loss - 0.1).abs() < 1e-9);
+        assert!(!cfg.is_noop());
+        assert!(WanConfig::default().is_noop());
+    }
+}
