@@ -1,1 +1,63 @@
-//! placeholder
+//! The node's local HTTP JSON API and the client the CLI uses to talk to it.
+//!
+//! The API listens on loopback by default and every request must carry the bearer token stored
+//! in the node's data directory (`api.token`, mode 0600), so only the node's operator can use
+//! it. Errors map, in one place, to an HTTP status and a JSON `{"error": "..."}` body.
+//!
+//! It knows the node's public operations and nothing of QUIC, SWIM or storage internals.
+
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+mod client;
+mod server;
+
+pub use client::{ApiClient, ApiError};
+pub use server::serve;
+
+use serde::{Deserialize, Serialize};
+
+/// File in the data directory holding the API's address.
+pub const API_ADDR_FILE: &str = "api.addr";
+
+/// `POST /v1/invites` body.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct InviteParams {
+    /// Site to certify (empty: the joiner declares it).
+    #[serde(default)]
+    pub site: String,
+    /// Region to certify.
+    #[serde(default)]
+    pub region: String,
+    /// Jurisdiction to certify.
+    #[serde(default)]
+    pub jurisdiction: String,
+    /// Roles (empty: storage + compute).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Lifetime in seconds.
+    pub ttl_secs: u64,
+}
+
+/// `POST /v1/invites` answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InviteAnswer {
+    /// The invite text.
+    pub invite: String,
+    /// Unix ms expiry.
+    pub expires_at: u64,
+}
+
+/// `POST /v1/revoke` body and answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RevokeParams {
+    /// Node id or unique prefix.
+    pub node: String,
+}
+
+/// Error body.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: String,
+}

@@ -1,1 +1,389 @@
-//! placeholder
+//! A weft node, assembled from validated settings: it opens the data directory, loads the node
+//! key and membership, binds the authenticated endpoint (with WAN emulation if asked), starts
+//! fabric membership, and serves admission if it holds the fabric's admin key.
+//!
+//! This crate owns the data-directory layout and the admission workflow (init, invite, join,
+//! revoke). It does not parse configuration files or flags (the binary turns those into
+//! [`NodeSettings`]) and knows nothing about HTTP.
+
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+mod admission;
+mod datadir;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use weft_core::{
+    Capacity, Invite, MembershipCert, NodeId, Revocation, RevocationBody, Role, SecretKey,
+};
+use weft_fabric::{Fabric, FabricConfig, MemberState, MemberStatus, SwimTiming};
+use weft_net::{Endpoint, EndpointConfig, NetError, SiteMap, Trust, WanConfig};
+
+pub use admission::{
+    CERT_VALIDITY, InviteRequest, JoinError, JoinRequest, JoinResponse, init_fabric, issue_invite,
+    redeem,
+};
+pub use datadir::{DataDir, DataDirError, FabricFile};
+
+/// Everything needed to start a node, already validated.
+#[derive(Clone, Debug)]
+pub struct NodeSettings {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// UDP address for QUIC.
+    pub listen: SocketAddr,
+    /// Address peers should use (defaults to the bound address).
+    pub advertise: Option<SocketAddr>,
+    /// Operator labels.
+    pub labels: BTreeMap<String, String>,
+    /// Offered resources.
+    pub capacity: Capacity,
+    /// WAN emulation (tests and local demos).
+    pub wan: Option<WanConfig>,
+    /// Failure-detection timing.
+    pub timing: SwimTiming,
+}
+
+/// Node failures.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Data directory problem.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// Transport problem.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The stored certificate is not valid for the stored fabric.
+    #[error("stored membership certificate is not valid: {0}")]
+    BadMembership(String),
+    /// An admin-only action on a node without the admin key.
+    #[error("this node does not hold the fabric admin key; run the command on the node that ran `weft init`")]
+    NotAdmin,
+    /// A node id or prefix that matches no known node.
+    #[error("no known node matches {0:?}")]
+    UnknownNode(String),
+    /// A prefix that matches several nodes.
+    #[error("{0:?} matches several nodes ({1}); give more digits")]
+    AmbiguousNode(String, String),
+    /// Bad request from a user.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A node's own summary, as `weft status` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Full id.
+    pub id: String,
+    /// Short id.
+    pub short_id: String,
+    /// Fabric id.
+    pub fabric: String,
+    /// Site.
+    pub site: String,
+    /// Region.
+    pub region: String,
+    /// Jurisdiction.
+    pub jurisdiction: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// QUIC address.
+    pub addr: SocketAddr,
+    /// Seconds since start.
+    pub uptime_secs: f64,
+    /// Holds the admin key.
+    pub admin: bool,
+    /// Members by state (including this node).
+    pub alive: usize,
+    /// Suspect members.
+    pub suspect: usize,
+    /// Dead members.
+    pub dead: usize,
+    /// Revoked members.
+    pub revoked: usize,
+    /// Dead verdicts this node has seen.
+    pub dead_verdicts: u64,
+    /// Resident memory in bytes.
+    pub rss_bytes: u64,
+    /// Software version.
+    pub version: String,
+    /// Datagrams delayed and dropped by WAN emulation.
+    pub wan_delayed: u64,
+    /// Datagrams dropped by WAN emulation.
+    pub wan_dropped: u64,
+}
+
+struct Inner {
+    dir: DataDir,
+    key: SecretKey,
+    cert: MembershipCert,
+    admin: Option<SecretKey>,
+    endpoint: Endpoint,
+    fabric: Fabric,
+    advertise: SocketAddr,
+    started: Instant,
+    stop: watch::Sender<bool>,
+}
+
+/// A running node. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl Node {
+    /// Start the node described by `settings`. Must run inside a tokio runtime.
+    pub async fn start(settings: NodeSettings) -> Result<Node, NodeError> {
+        let dir = DataDir::open(&settings.data_dir)?;
+        let (admin_pub, fabric_file) = dir
+            .fabric()?
+            .ok_or_else(|| DataDirError::NotAMember(dir.root().to_path_buf()))?;
+        let key = dir.node_key()?;
+        let cert = dir.membership()?;
+        let trust = Arc::new(Trust::new(admin_pub));
+        trust
+            .check(&cert, &key.public(), weft_net::now_ms())
+            .map_err(|e| NodeError::BadMembership(e.to_string()))?;
+        let admin = dir.admin_key()?;
+        let site_map = settings.wan.as_ref().map(|_| Arc::new(SiteMap::default()));
+        let endpoint = Endpoint::bind(EndpointConfig {
+            listen: settings.listen,
+            key: key.clone(),
+            membership: Some(cert.clone()),
+            trust,
+            accept_guests: admin.is_some(),
+            wan: settings.wan.clone().zip(site_map.clone()).map(|(wan, sites)| {
+                (cert.body.placement.site.clone(), wan, sites)
+            }),
+        })?;
+        let bound = endpoint.local_addr().map_err(|e| NetError::Bind {
+            addr: settings.listen,
+            reason: e.to_string(),
+        })?;
+        let advertise = settings.advertise.unwrap_or(bound);
+        if let Some(admin_key) = &admin {
+            Arc::new(admission::Admissions::new(dir.clone(), admin_key.clone())?)
+                .register(&endpoint);
+        }
+        let mut bootstrap = fabric_file.bootstrap.clone();
+        bootstrap.extend(load_peers(&dir));
+        bootstrap.retain(|a| *a != advertise);
+        bootstrap.dedup();
+        let mut cfg = FabricConfig::new(key.clone(), cert.clone(), advertise, weft_net::now_ms());
+        cfg.labels = settings.labels;
+        cfg.capacity = settings.capacity;
+        cfg.bootstrap = bootstrap;
+        cfg.timing = settings.timing;
+        cfg.site_map = site_map;
+        let fabric = Fabric::start(endpoint.clone(), cfg);
+        let (stop, _) = watch::channel(false);
+        let node = Node {
+            inner: Arc::new(Inner {
+                dir,
+                key,
+                cert,
+                admin,
+                endpoint,
+                fabric,
+                advertise,
+                started: Instant::now(),
+                stop,
+            }),
+        };
+        tokio::spawn(node.clone().persist_peers());
+        tracing::info!(id = %node.id(), addr = %advertise, site = %node.inner.cert.body.placement.site, "node started");
+        Ok(node)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.key.public()
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &DataDir {
+        &self.inner.dir
+    }
+
+    /// The address peers reach this node on.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.advertise
+    }
+
+    /// Fabric membership.
+    pub fn fabric(&self) -> &Fabric {
+        &self.inner.fabric
+    }
+
+    /// Every known node.
+    pub fn members(&self) -> Vec<MemberStatus> {
+        self.inner.fabric.members()
+    }
+
+    /// This node's summary.
+    pub fn status(&self) -> NodeStatus {
+        let members = self.members();
+        let count = |s: MemberState| members.iter().filter(|m| m.state == s).count();
+        let (wan_delayed, wan_dropped) = self.inner.endpoint.wan_counters();
+        let body = &self.inner.cert.body;
+        NodeStatus {
+            id: self.id().to_hex(),
+            short_id: self.id().short(),
+            fabric: body.fabric.to_hex(),
+            site: body.placement.site.clone(),
+            region: body.placement.region.clone(),
+            jurisdiction: body.placement.jurisdiction.clone(),
+            roles: body.roles.iter().map(|r| r.as_str().to_string()).collect(),
+            addr: self.inner.advertise,
+            uptime_secs: self.inner.started.elapsed().as_secs_f64(),
+            admin: self.inner.admin.is_some(),
+            alive: count(MemberState::Alive),
+            suspect: count(MemberState::Suspect),
+            dead: count(MemberState::Dead),
+            revoked: count(MemberState::Revoked),
+            dead_verdicts: self.inner.fabric.dead_verdicts(),
+            rss_bytes: rss_bytes(),
+            version: weft_core::SOFTWARE_VERSION.to_string(),
+            wan_delayed,
+            wan_dropped,
+        }
+    }
+
+    /// Issue an invite (admin nodes only). The invite names this node as its bootstrap.
+    pub fn invite(&self, request: InviteRequest) -> Result<Invite, NodeError> {
+        let admin = self.inner.admin.as_ref().ok_or(NodeError::NotAdmin)?;
+        if request.ttl.is_zero() {
+            return Err(NodeError::Invalid("invite lifetime must be positive".into()));
+        }
+        if request.roles.contains(&Role::Admin) {
+            return Err(NodeError::Invalid(
+                "invites cannot grant the admin role; the admin key stays on its node".into(),
+            ));
+        }
+        issue_invite(admin, request, vec![self.inner.advertise], weft_net::now_ms())
+            .map_err(|e| NodeError::Invalid(format!("cannot make an invite: {e}")))
+    }
+
+    /// Revoke the node whose id starts with `prefix` (admin nodes only).
+    pub fn revoke(&self, prefix: &str) -> Result<NodeId, NodeError> {
+        let admin = self.inner.admin.as_ref().ok_or(NodeError::NotAdmin)?;
+        let prefix = prefix.trim();
+        if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(NodeError::Invalid(format!(
+                "{prefix:?} is not a node id (hex digits, as `weft nodes` shows)"
+            )));
+        }
+        let matches: Vec<NodeId> = self
+            .members()
+            .iter()
+            .filter_map(|m| m.id.parse::<NodeId>().ok())
+            .filter(|id| id.matches_prefix(prefix))
+            .collect();
+        let target = match matches.as_slice() {
+            [] => return Err(NodeError::UnknownNode(prefix.to_string())),
+            [one] => *one,
+            many => {
+                let list = many.iter().map(|m| m.short()).collect::<Vec<_>>().join(", ");
+                return Err(NodeError::AmbiguousNode(prefix.to_string(), list));
+            }
+        };
+        if target == self.id() {
+            return Err(NodeError::Invalid(
+                "refusing to revoke the admin node itself".into(),
+            ));
+        }
+        let rev = Revocation::issue(
+            admin,
+            RevocationBody {
+                fabric: self.inner.cert.body.fabric,
+                node: target,
+                revoked_at: weft_net::now_ms(),
+            },
+        );
+        self.inner
+            .fabric
+            .revoke(rev)
+            .map_err(|e| NodeError::Invalid(e.to_string()))?;
+        Ok(target)
+    }
+
+    /// Ask the node to stop (what `weft down` and the API's shutdown do).
+    pub fn request_stop(&self) {
+        let _ = self.inner.stop.send(true);
+    }
+
+    /// Wait until a stop is requested or the node learns it was revoked.
+    pub async fn stopped(&self) {
+        let mut rx = self.inner.stop.subscribe();
+        loop {
+            if *rx.borrow() || self.inner.fabric.is_revoked() {
+                return;
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    /// Leave the fabric gracefully and close the endpoint.
+    pub async fn shutdown(&self) {
+        save_peers(&self.inner.dir, &self.inner.fabric);
+        self.inner.fabric.leave().await;
+        self.inner.endpoint.shutdown().await;
+        tracing::info!("node stopped");
+    }
+
+    async fn persist_peers(self) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            save_peers(&self.inner.dir, &self.inner.fabric);
+        }
+    }
+}
+
+const PEERS_FILE: &str = "peers.json";
+
+fn save_peers(dir: &DataDir, fabric: &Fabric) {
+    let addrs: Vec<SocketAddr> = fabric
+        .members()
+        .iter()
+        .filter(|m| !m.is_self && m.state != MemberState::Revoked)
+        .filter_map(|m| m.addr)
+        .collect();
+    if addrs.is_empty() {
+        return;
+    }
+    if let Ok(json) = serde_json::to_vec(&addrs)
+        && let Err(e) = dir.write_atomic(PEERS_FILE, &json)
+    {
+        tracing::warn!(error = %e, "cannot save known peers");
+    }
+}
+
+fn load_peers(dir: &DataDir) -> Vec<SocketAddr> {
+    std::fs::read(dir.path(PEERS_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Resident set size of this process (Linux), in bytes.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}

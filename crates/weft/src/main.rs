@@ -1,1 +1,95 @@
-fn main() {}
+//! The `weft` binary: parses flags and `node.toml`, turns them into validated settings, and
+//! wires a node, its API and the operator commands. The only place that knows the CLI and
+//! configuration files.
+
+mod bench;
+mod config;
+mod local;
+mod node_cmd;
+mod ops;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// weft: a decentralized cloud of independently owned nodes.
+#[derive(Parser, Debug)]
+#[command(name = "weft", version, about, propagate_version = true)]
+struct Cli {
+    /// Node data directory [default: $WEFT_DATA, else ~/.weft/node]
+    #[arg(long, global = true, env = "WEFT_DATA")]
+    data: Option<PathBuf>,
+
+    /// Log filter for commands that run a node (e.g. info, debug, weft_fabric=debug)
+    #[arg(long, global = true, env = "WEFT_LOG")]
+    log: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a new fabric with this node as its first (admin) node
+    Init(node_cmd::InitArgs),
+    /// Run the node in the foreground
+    Run(node_cmd::RunArgs),
+    /// Print a single-use invite for a new node (admin node only)
+    Invite(ops::InviteArgs),
+    /// Redeem an invite: become a member of its fabric, then run the node
+    Join(node_cmd::JoinArgs),
+    /// Revoke a node's membership; every node refuses it from then on (admin node only)
+    Revoke(ops::RevokeArgs),
+    /// Show this node's status
+    Status(JsonFlag),
+    /// List the fabric's nodes as this node sees them
+    Nodes(JsonFlag),
+    /// Start a local multi-site fabric of node processes on this machine
+    Up(local::UpArgs),
+    /// Stop a local fabric started with `weft up`
+    Down(local::DownArgs),
+    /// Run a benchmark and print its figures
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(Args, Debug)]
+struct JsonFlag {
+    /// Print JSON instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init(a) => node_cmd::init(cli.data, a),
+        Command::Run(a) => node_cmd::run(cli.data, cli.log, a),
+        Command::Join(a) => node_cmd::join(cli.data, cli.log, a),
+        Command::Invite(a) => ops::invite(cli.data, a),
+        Command::Revoke(a) => ops::revoke(cli.data, a),
+        Command::Status(j) => ops::status(cli.data, j.json),
+        Command::Nodes(j) => ops::nodes(cli.data, j.json),
+        Command::Up(a) => local::up(a),
+        Command::Down(a) => local::down(a),
+        Command::Bench(b) => bench::run(b),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The data directory to use when none was given.
+fn default_data_dir() -> PathBuf {
+    home().join(".weft").join("node")
+}
+
+/// The user's home directory (or the current directory when $HOME is unset).
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from)
+}

@@ -1,0 +1,136 @@
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{API_ADDR_FILE, ErrorBody};
+
+/// Talking to a node's API failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No running node found for the data directory.
+    #[error("no running node found in {dir} ({reason}); start one with `weft run` or `weft up`")]
+    NoNode {
+        /// The data directory.
+        dir: String,
+        /// What was missing.
+        reason: String,
+    },
+    /// The node did not answer.
+    #[error("node at {addr} is not answering: {reason}")]
+    Unreachable {
+        /// API address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The node answered with an error.
+    #[error("{message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The node's message.
+        message: String,
+    },
+}
+
+/// A blocking client for one node's API.
+#[derive(Clone)]
+pub struct ApiClient {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl ApiClient {
+    /// A client for the node that uses `dir` as its data directory.
+    pub fn for_data_dir(dir: &Path) -> Result<ApiClient, ApiError> {
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name))
+                .map(|s| s.trim().to_string())
+                .map_err(|e| ApiError::NoNode {
+                    dir: dir.display().to_string(),
+                    reason: format!("{name}: {e}"),
+                })
+        };
+        let addr = read(API_ADDR_FILE)?;
+        let token = read("api.token")?;
+        Ok(ApiClient::new(&addr, &token))
+    }
+
+    /// A client for the API at `addr` (host:port) with `token`.
+    pub fn new(addr: &str, token: &str) -> ApiClient {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        ApiClient {
+            base: format!("http://{addr}"),
+            token: token.to_string(),
+            agent,
+        }
+    }
+
+    /// GET a JSON resource.
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        let resp = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call();
+        self.decode(resp)
+    }
+
+    /// POST a JSON body.
+    pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ApiError> {
+        let resp = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .send_json(body);
+        self.decode(resp)
+    }
+
+    /// POST with an empty body, ignoring the answer's content.
+    pub fn post_empty(&self, path: &str) -> Result<(), ApiError> {
+        let resp = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .send_empty();
+        match resp {
+            Ok(r) if r.status().is_success() => Ok(()),
+            other => self.decode::<serde_json::Value>(other).map(|_| ()),
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(
+        &self,
+        resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, ApiError> {
+        let mut resp = resp.map_err(|e| ApiError::Unreachable {
+            addr: self.base.clone(),
+            reason: e.to_string(),
+        })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let message = resp
+                .body_mut()
+                .read_json::<ErrorBody>()
+                .map(|b| b.error)
+                .unwrap_or_else(|_| format!("HTTP {status}"));
+            return Err(ApiError::Refused {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        resp.body_mut()
+            .read_json::<T>()
+            .map_err(|e| ApiError::Unreachable {
+                addr: self.base.clone(),
+                reason: format!("bad answer: {e}"),
+            })
+    }
+}

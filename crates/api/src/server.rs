@@ -1,0 +1,124 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use weft_core::{Placement, Role};
+use weft_node::{InviteRequest, Node, NodeError};
+
+use crate::{ErrorBody, InviteAnswer, InviteParams, RevokeParams};
+
+#[derive(Clone)]
+struct AppState {
+    node: Node,
+    token: Arc<str>,
+}
+
+struct ApiFailure(StatusCode, String);
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+    }
+}
+
+impl From<NodeError> for ApiFailure {
+    fn from(e: NodeError) -> Self {
+        let status = match &e {
+            NodeError::NotAdmin => StatusCode::FORBIDDEN,
+            NodeError::UnknownNode(_) => StatusCode::NOT_FOUND,
+            NodeError::AmbiguousNode(..) | NodeError::Invalid(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiFailure(status, e.to_string())
+    }
+}
+
+/// Serve the API on `listener` until the node stops.
+pub async fn serve(node: Node, listener: tokio::net::TcpListener, token: String) -> std::io::Result<()> {
+    let state = AppState {
+        node: node.clone(),
+        token: token.into(),
+    };
+    let app = Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/invites", post(invite))
+        .route("/v1/revoke", post(revoke))
+        .route("/v1/shutdown", post(shutdown))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { node.stopped().await })
+        .await
+}
+
+async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !presented.is_some_and(|t| constant_time_eq(t.as_bytes(), state.token.as_bytes())) {
+        return ApiFailure(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong API token (it is in the node's data directory: api.token)".into(),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn status(State(s): State<AppState>) -> Json<weft_node::NodeStatus> {
+    Json(s.node.status())
+}
+
+async fn nodes(State(s): State<AppState>) -> Json<Vec<weft_fabric::MemberStatus>> {
+    Json(s.node.members())
+}
+
+async fn invite(
+    State(s): State<AppState>,
+    Json(p): Json<InviteParams>,
+) -> Result<Json<InviteAnswer>, ApiFailure> {
+    let roles = p
+        .roles
+        .iter()
+        .map(|r| r.parse::<Role>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiFailure(StatusCode::BAD_REQUEST, e))?;
+    let invite = s.node.invite(InviteRequest {
+        placement: Placement {
+            site: p.site,
+            region: p.region,
+            jurisdiction: p.jurisdiction,
+        },
+        roles,
+        ttl: Duration::from_secs(p.ttl_secs),
+    })?;
+    Ok(Json(InviteAnswer {
+        invite: invite.to_text(),
+        expires_at: invite.body.expires_at,
+    }))
+}
+
+async fn revoke(
+    State(s): State<AppState>,
+    Json(p): Json<RevokeParams>,
+) -> Result<Json<RevokeParams>, ApiFailure> {
+    let id = s.node.revoke(&p.node)?;
+    Ok(Json(RevokeParams { node: id.to_hex() }))
+}
+
+async fn shutdown(State(s): State<AppState>) -> StatusCode {
+    s.node.request_stop();
+    StatusCode::ACCEPTED
+}

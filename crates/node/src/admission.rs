@@ -1,0 +1,305 @@
+//! Creating a fabric, issuing invites, redeeming them, and the join protocol between them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use weft_core::{
+    AdmissionError, CertBody, FabricId, Invite, InviteBody, MembershipCert, NodeId, Placement,
+    Role, SecretKey, Signature, proto, wire,
+};
+use weft_net::{Endpoint, EndpointConfig, NetError, Peer, Trust, read_message, write_message};
+
+use crate::datadir::{DataDir, DataDirError};
+
+const JOIN_PROOF_DOMAIN: &str = "weft join request v1";
+const MAX_JOIN_FRAME: usize = 64 << 10;
+/// How long a membership certificate is valid.
+pub const CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A joining node asks for a certificate.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The invite being redeemed.
+    pub invite: Invite,
+    /// The joining node's key.
+    pub node: NodeId,
+    /// The node's signature over the invite nonce, proving it holds the key.
+    pub proof: Signature,
+    /// Placement the joiner declares (used where the invite leaves a field empty).
+    pub declared: Placement,
+}
+
+/// The admin node's answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum JoinResponse {
+    /// Admitted.
+    Admitted(MembershipCert),
+    /// Refused, with the reason.
+    Refused(String),
+}
+
+/// Admission failures seen by a user.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// The invite itself is bad.
+    #[error("invalid invite: {0}")]
+    Invite(#[from] AdmissionError),
+    /// The admin node refused it.
+    #[error("the fabric refused the invite: {0}")]
+    Refused(String),
+    /// No bootstrap address answered.
+    #[error("could not reach any node named in the invite ({tried}): {last}")]
+    Unreachable {
+        /// Addresses tried.
+        tried: String,
+        /// The last error.
+        last: String,
+    },
+    /// Local storage failed.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// Transport setup failed.
+    #[error(transparent)]
+    Net(#[from] NetError),
+}
+
+/// Create a new fabric in `dir`: a node key, an admin key, and this node's own certificate.
+pub fn init_fabric(
+    dir: &DataDir,
+    placement: Placement,
+    now: u64,
+) -> Result<(FabricId, MembershipCert), DataDirError> {
+    dir.ensure_not_member()?;
+    let node = dir.node_key()?;
+    let admin = dir.create_admin_key()?;
+    let cert = MembershipCert::issue(
+        &admin,
+        CertBody {
+            fabric: FabricId::from_admin_key(&admin.public()),
+            node: node.public(),
+            placement,
+            roles: vec![Role::Admin, Role::Storage, Role::Compute],
+            issued_at: now,
+            expires_at: now.saturating_add(CERT_VALIDITY.as_millis() as u64),
+        },
+    );
+    dir.save_membership(&admin.public(), &[], &cert)?;
+    Ok((cert.body.fabric, cert))
+}
+
+/// What an invite should say.
+#[derive(Clone, Debug, Default)]
+pub struct InviteRequest {
+    /// Placement to certify (empty fields: the joiner declares them).
+    pub placement: Placement,
+    /// Roles; empty means the defaults.
+    pub roles: Vec<Role>,
+    /// Lifetime.
+    pub ttl: Duration,
+}
+
+/// Sign an invite that names `bootstrap` as the nodes to redeem it with.
+pub fn issue_invite(
+    admin: &SecretKey,
+    request: InviteRequest,
+    bootstrap: Vec<SocketAddr>,
+    now: u64,
+) -> std::io::Result<Invite> {
+    let mut nonce = [0u8; 16];
+    getrandom::fill(&mut nonce).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let roles = if request.roles.is_empty() {
+        Role::defaults()
+    } else {
+        request.roles
+    };
+    Ok(Invite::issue(
+        admin,
+        InviteBody {
+            fabric: FabricId::from_admin_key(&admin.public()),
+            admin: admin.public(),
+            nonce,
+            placement: request.placement,
+            roles,
+            expires_at: now.saturating_add(request.ttl.as_millis() as u64),
+            bootstrap,
+        },
+    ))
+}
+
+fn nonce_hex(nonce: &[u8; 16]) -> String {
+    nonce.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Serves the join protocol on an admin node.
+pub(crate) struct Admissions {
+    dir: DataDir,
+    admin: SecretKey,
+    /// Serialises redemptions so an invite cannot be used twice concurrently.
+    used: Mutex<std::collections::HashSet<String>>,
+}
+
+impl Admissions {
+    pub(crate) fn new(dir: DataDir, admin: SecretKey) -> Result<Self, DataDirError> {
+        let used = dir.used_invites()?;
+        Ok(Admissions {
+            dir,
+            admin,
+            used: Mutex::new(used),
+        })
+    }
+
+    /// Decide a join request.
+    pub(crate) fn admit(&self, req: &JoinRequest, now: u64) -> Result<MembershipCert, String> {
+        let fabric = FabricId::from_admin_key(&self.admin.public());
+        req.invite
+            .verify(fabric, &self.admin.public(), now)
+            .map_err(|e| e.to_string())?;
+        req.node
+            .verify(JOIN_PROOF_DOMAIN, &proof_message(&req.invite, &req.node), &req.proof)
+            .map_err(|_| "the joining node did not prove it holds its key".to_string())?;
+        let nonce = nonce_hex(&req.invite.body.nonce);
+        {
+            let mut used = self.used.lock();
+            if used.contains(&nonce) {
+                return Err(AdmissionError::AlreadyUsed.to_string());
+            }
+            self.dir
+                .mark_invite_used(&nonce)
+                .map_err(|e| format!("admin node could not record the invite: {e}"))?;
+            used.insert(nonce);
+        }
+        let pick = |fixed: &str, declared: &str| {
+            if fixed.is_empty() {
+                declared.to_string()
+            } else {
+                fixed.to_string()
+            }
+        };
+        let fixed = &req.invite.body.placement;
+        let placement = Placement {
+            site: pick(&fixed.site, &req.declared.site),
+            region: pick(&fixed.region, &req.declared.region),
+            jurisdiction: pick(&fixed.jurisdiction, &req.declared.jurisdiction),
+        };
+        Ok(MembershipCert::issue(
+            &self.admin,
+            CertBody {
+                fabric,
+                node: req.node,
+                placement,
+                roles: req.invite.body.roles.clone(),
+                issued_at: now,
+                expires_at: now.saturating_add(CERT_VALIDITY.as_millis() as u64),
+            },
+        ))
+    }
+
+    pub(crate) fn register(self: Arc<Self>, endpoint: &Endpoint) {
+        endpoint.register_stream(
+            proto::JOIN,
+            true,
+            Arc::new(move |peer: Peer, mut send, mut recv| {
+                let this = self.clone();
+                Box::pin(async move {
+                    let serve = async {
+                        let req: JoinRequest = read_message(&mut recv, MAX_JOIN_FRAME).await?;
+                        let answer = match this.admit(&req, weft_net::now_ms()) {
+                            Ok(cert) => {
+                                tracing::info!(node = %req.node, ?peer, site = %cert.body.placement.site, "admitted node");
+                                JoinResponse::Admitted(cert)
+                            }
+                            Err(reason) => {
+                                tracing::warn!(node = %req.node, ?peer, %reason, "refused join");
+                                JoinResponse::Refused(reason)
+                            }
+                        };
+                        write_message(&mut send, &answer).await?;
+                        let _ = send.finish();
+                        let _ = send.stopped().await;
+                        Ok::<_, NetError>(())
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(10), serve).await;
+                })
+            }),
+        );
+    }
+}
+
+fn proof_message(invite: &Invite, node: &NodeId) -> Vec<u8> {
+    let mut m = invite.body.nonce.to_vec();
+    m.extend_from_slice(&node.0);
+    m.extend_from_slice(&wire::encode(&invite.body.fabric));
+    m
+}
+
+/// Redeem `invite` for the node whose key is `key`: contact the bootstrap nodes (verifying they
+/// belong to the invite's fabric) until one admits or refuses.
+pub async fn redeem(
+    invite: &Invite,
+    key: &SecretKey,
+    declared: Placement,
+) -> Result<MembershipCert, JoinError> {
+    invite.verify_self_consistent()?;
+    let now = weft_net::now_ms();
+    if now > invite.body.expires_at {
+        return Err(AdmissionError::Expired {
+            what: "invite",
+            ago_secs: (now - invite.body.expires_at) / 1000,
+        }
+        .into());
+    }
+    let trust = Arc::new(Trust::new(invite.body.admin));
+    let endpoint = Endpoint::bind(EndpointConfig {
+        listen: "0.0.0.0:0".parse().map_err(|_| NetError::Timeout)?,
+        key: key.clone(),
+        membership: None,
+        trust: trust.clone(),
+        accept_guests: false,
+        wan: None,
+    })?;
+    let request = JoinRequest {
+        invite: invite.clone(),
+        node: key.public(),
+        proof: key.sign(JOIN_PROOF_DOMAIN, &proof_message(invite, &key.public())),
+        declared,
+    };
+    let mut last = String::from("no bootstrap addresses in invite");
+    for addr in &invite.body.bootstrap {
+        let attempt = async {
+            let (conn, _) = endpoint.connect(*addr, None).await?;
+            let (mut send, mut recv) = weft_net::open_on(&conn, proto::JOIN).await?;
+            write_message(&mut send, &request).await?;
+            let _ = send.finish();
+            read_message::<JoinResponse>(&mut recv, MAX_JOIN_FRAME).await
+        };
+        match tokio::time::timeout(Duration::from_secs(15), attempt).await {
+            Ok(Ok(JoinResponse::Admitted(cert))) => {
+                trust
+                    .check(&cert, &key.public(), weft_net::now_ms())
+                    .map_err(JoinError::Invite)?;
+                endpoint.shutdown().await;
+                return Ok(cert);
+            }
+            Ok(Ok(JoinResponse::Refused(reason))) => {
+                endpoint.shutdown().await;
+                return Err(JoinError::Refused(reason));
+            }
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = "timed out".into(),
+        }
+    }
+    endpoint.shutdown().await;
+    Err(JoinError::Unreachable {
+        tried: invite
+            .body
+            .bootstrap
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        last,
+    })
+}

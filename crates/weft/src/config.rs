@@ -1,0 +1,224 @@
+//! `node.toml`: the node's configuration file, and its validation into [`NodeSettings`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use weft_core::Capacity;
+use weft_fabric::SwimTiming;
+use weft_net::WanConfig;
+use weft_net::wan::parse_percent;
+use weft_node::NodeSettings;
+
+/// File name inside the data directory.
+pub const CONFIG_FILE: &str = "node.toml";
+
+/// The file as written on disk.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    /// UDP address for QUIC (default 127.0.0.1:7400).
+    pub listen: Option<String>,
+    /// Address other nodes use to reach this one (default: the listen address).
+    pub advertise: Option<String>,
+    /// Local HTTP API address (default 127.0.0.1:0 — a free port, written to `api.addr`).
+    pub api: Option<String>,
+    /// Log filter, e.g. "info" or "weft_fabric=debug".
+    pub log: Option<String>,
+    /// Operator labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Offered resources.
+    #[serde(default)]
+    pub capacity: CapacityFile,
+    /// WAN emulation.
+    pub wan: Option<WanFile>,
+    /// Failure-detection timing.
+    #[serde(default)]
+    pub swim: SwimFile,
+}
+
+/// `[capacity]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityFile {
+    /// CPUs offered (default: all).
+    pub cpus: Option<u32>,
+    /// Memory offered in MiB (default: all).
+    pub mem_mib: Option<u64>,
+    /// Disk offered in GiB (default: 0 until storage exists).
+    pub disk_gib: Option<u64>,
+}
+
+/// `[wan]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WanFile {
+    /// `a-b=DELAY[:JITTER[:LOSS%]]` items, comma separated (one-way delays).
+    #[serde(default)]
+    pub links: String,
+    /// Loss applied to every datagram, e.g. "5%".
+    pub loss: Option<String>,
+}
+
+/// `[swim]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwimFile {
+    /// Probe period in ms.
+    pub probe_period_ms: Option<u64>,
+    /// Direct probe timeout in ms.
+    pub probe_rtt_ms: Option<u64>,
+    /// Suspicion timeout in ms.
+    pub suspect_ms: Option<u64>,
+}
+
+impl NodeFile {
+    /// Read `node.toml` from `dir` (an absent file means defaults).
+    pub fn load(dir: &Path) -> Result<NodeFile> {
+        let path = dir.join(CONFIG_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).with_context(|| format!("invalid {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NodeFile::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// Write it to `dir`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let text = toml::to_string_pretty(self).context("cannot encode node.toml")?;
+        std::fs::write(dir.join(CONFIG_FILE), text)
+            .with_context(|| format!("cannot write {}", dir.join(CONFIG_FILE).display()))
+    }
+
+    /// Validate into settings.
+    pub fn settings(&self, data_dir: &Path) -> Result<NodeSettings> {
+        let listen = parse_addr("listen", self.listen.as_deref().unwrap_or("127.0.0.1:7400"))?;
+        let advertise = self
+            .advertise
+            .as_deref()
+            .map(|a| parse_addr("advertise", a))
+            .transpose()?;
+        if listen.ip().is_unspecified() && advertise.is_none() {
+            bail!(
+                "listen = {listen} binds every interface, so peers need to be told where to reach \
+                 this node: set advertise = \"HOST:{}\" in {}",
+                listen.port(),
+                data_dir.join(CONFIG_FILE).display()
+            );
+        }
+        if advertise.is_some_and(|a| a.ip().is_unspecified() || a.port() == 0) {
+            bail!("advertise must be a concrete address with a port");
+        }
+        let wan = match &self.wan {
+            None => None,
+            Some(w) => Some(WanConfig {
+                links: WanConfig::parse_links(&w.links)
+                    .map_err(|e| anyhow::anyhow!("[wan] links: {e}"))?,
+                loss: w
+                    .loss
+                    .as_deref()
+                    .map(parse_percent)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("[wan] loss: {e}"))?
+                    .unwrap_or(0.0),
+            }),
+        };
+        let defaults = SwimTiming::default();
+        let ms = |v: Option<u64>, d: Duration, name: &str| -> Result<Duration> {
+            match v {
+                None => Ok(d),
+                Some(0) => bail!("[swim] {name} must be positive"),
+                Some(v) if v > 60_000 => bail!("[swim] {name} must be at most 60000"),
+                Some(v) => Ok(Duration::from_millis(v)),
+            }
+        };
+        let timing = SwimTiming {
+            probe_period: ms(self.swim.probe_period_ms, defaults.probe_period, "probe_period_ms")?,
+            probe_rtt: ms(self.swim.probe_rtt_ms, defaults.probe_rtt, "probe_rtt_ms")?,
+            suspect_to_down: ms(self.swim.suspect_ms, defaults.suspect_to_down, "suspect_ms")?,
+        };
+        if timing.probe_rtt >= timing.probe_period {
+            bail!("[swim] probe_rtt_ms must be smaller than probe_period_ms");
+        }
+        Ok(NodeSettings {
+            data_dir: data_dir.to_path_buf(),
+            listen,
+            advertise,
+            labels: self.labels.clone(),
+            capacity: Capacity {
+                cpus: self.capacity.cpus.unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+                }),
+                mem_bytes: self.capacity.mem_mib.map_or_else(total_memory, |m| m << 20),
+                disk_bytes: self.capacity.disk_gib.unwrap_or(0) << 30,
+            },
+            wan,
+            timing,
+        })
+    }
+
+    /// The API address.
+    pub fn api_addr(&self) -> Result<SocketAddr> {
+        parse_addr("api", self.api.as_deref().unwrap_or("127.0.0.1:0"))
+    }
+}
+
+/// Parse `host:port`.
+pub fn parse_addr(what: &str, text: &str) -> Result<SocketAddr> {
+    text.trim()
+        .parse()
+        .with_context(|| format!("{what} = {text:?} is not an address like 127.0.0.1:7400"))
+}
+
+/// Validate a `--wan` flag value.
+pub fn check_wan_links(text: &str) -> Result<()> {
+    WanConfig::parse_links(text)
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("--wan: {e}"))
+}
+
+fn total_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        let s = NodeFile::default().settings(Path::new("/tmp/x")).unwrap();
+        assert_eq!(s.listen.port(), 7400);
+        assert!(s.wan.is_none());
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let cases = [
+            ("listen = \"nowhere\"", "not an address"),
+            ("listen = \"0.0.0.0:7400\"", "advertise"),
+            ("[wan]\nlinks = \"eu=5ms\"", "[wan] links"),
+            ("[wan]\nloss = \"150%\"", "[wan] loss"),
+            ("[swim]\nprobe_period_ms = 0", "must be positive"),
+            ("[swim]\nprobe_period_ms = 100\nprobe_rtt_ms = 200", "smaller"),
+        ];
+        for (text, expected) in cases {
+            let file: NodeFile = toml::from_str(text).unwrap();
+            let err = format!("{:#}", file.settings(Path::new("/tmp/x")).unwrap_err());
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+        assert!(toml::from_str::<NodeFile>("colour = 1").is_err());
+    }
+}

@@ -1,0 +1,212 @@
+//! `weft init`, `weft join`, `weft run`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use weft_core::{Invite, Placement};
+use weft_node::{DataDir, Node};
+
+use crate::config::{NodeFile, parse_addr};
+
+/// Where a node is.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PlacementArgs {
+    /// Site (failure domain), e.g. a building or an operator
+    #[arg(long)]
+    pub site: Option<String>,
+    /// Region, e.g. eu or us-east
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Jurisdiction (ISO country code), e.g. DE
+    #[arg(long)]
+    pub jurisdiction: Option<String>,
+}
+
+impl PlacementArgs {
+    fn placement(&self) -> Result<Placement> {
+        let clean = |what: &str, v: &Option<String>| -> Result<String> {
+            let v = v.clone().unwrap_or_default();
+            if v.len() > 64 || v.chars().any(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(c))) {
+                bail!("--{what} {v:?}: use at most 64 letters, digits, '-', '_' or '.'");
+            }
+            Ok(v)
+        };
+        Ok(Placement {
+            site: clean("site", &self.site)?,
+            region: clean("region", &self.region)?,
+            jurisdiction: clean("jurisdiction", &self.jurisdiction)?.to_ascii_uppercase(),
+        })
+    }
+}
+
+/// Network flags written to `node.toml`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct NetArgs {
+    /// UDP address for QUIC [default: 127.0.0.1:7400]
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Address other nodes reach this one on (required when listening on 0.0.0.0)
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Local API address [default: 127.0.0.1:0]
+    #[arg(long)]
+    pub api: Option<String>,
+}
+
+/// `weft init`.
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    #[command(flatten)]
+    placement: PlacementArgs,
+    #[command(flatten)]
+    net: NetArgs,
+}
+
+/// `weft join`.
+#[derive(Args, Debug)]
+pub struct JoinArgs {
+    /// The invite text printed by `weft invite`
+    invite: String,
+    #[command(flatten)]
+    placement: PlacementArgs,
+    #[command(flatten)]
+    net: NetArgs,
+    /// Only redeem the invite; do not start the node
+    #[arg(long)]
+    no_start: bool,
+}
+
+/// `weft run`.
+#[derive(Args, Debug, Default)]
+pub struct RunArgs {
+    /// Override the QUIC listen address from node.toml
+    #[arg(long)]
+    listen: Option<String>,
+    /// Override the API address from node.toml
+    #[arg(long)]
+    api: Option<String>,
+}
+
+fn data_dir(data: Option<PathBuf>) -> PathBuf {
+    data.unwrap_or_else(crate::default_data_dir)
+}
+
+fn write_config(dir: &Path, net: &NetArgs, extra: impl FnOnce(&mut NodeFile)) -> Result<()> {
+    let mut file = NodeFile::load(dir)?;
+    if let Some(l) = &net.listen {
+        parse_addr("--listen", l)?;
+        file.listen = Some(l.clone());
+    }
+    if let Some(a) = &net.advertise {
+        parse_addr("--advertise", a)?;
+        file.advertise = Some(a.clone());
+    }
+    if let Some(a) = &net.api {
+        parse_addr("--api", a)?;
+        file.api = Some(a.clone());
+    }
+    extra(&mut file);
+    file.settings(dir)?;
+    file.save(dir)
+}
+
+/// Create a fabric.
+pub fn init(data: Option<PathBuf>, args: InitArgs) -> Result<()> {
+    let root = data_dir(data);
+    let placement = args.placement.placement()?;
+    let dir = DataDir::open(&root)?;
+    dir.ensure_not_member()?;
+    write_config(&root, &args.net, |_| {})?;
+    let (fabric, cert) = weft_node::init_fabric(&dir, placement, weft_net::now_ms())?;
+    println!("created fabric {fabric}");
+    println!("  admin node {} (site {:?})", cert.body.node, cert.body.placement.site);
+    println!("  data in {}", root.display());
+    println!("next: `weft --data {} run`, then `weft invite` to add nodes", root.display());
+    Ok(())
+}
+
+/// Redeem an invite, then run unless `--no-start`.
+pub fn join(data: Option<PathBuf>, log: Option<String>, args: JoinArgs) -> Result<()> {
+    let root = data_dir(data);
+    let invite = Invite::from_text(&args.invite)?;
+    let placement = args.placement.placement()?;
+    let dir = DataDir::open(&root)?;
+    dir.ensure_not_member()?;
+    write_config(&root, &args.net, |_| {})?;
+    let key = dir.node_key()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let cert = runtime.block_on(weft_node::redeem(&invite, &key, placement))?;
+    dir.save_membership(&invite.body.admin, &invite.body.bootstrap, &cert)?;
+    let p = &cert.body.placement;
+    println!(
+        "joined fabric {} as node {} (site {:?}, region {:?}, jurisdiction {:?})",
+        cert.body.fabric, cert.body.node, p.site, p.region, p.jurisdiction
+    );
+    drop(runtime);
+    if args.no_start {
+        return Ok(());
+    }
+    run(Some(root), log, RunArgs::default())
+}
+
+/// Run the node until interrupted, revoked, or asked to stop.
+pub fn run(data: Option<PathBuf>, log: Option<String>, args: RunArgs) -> Result<()> {
+    let root = data_dir(data);
+    let mut file = NodeFile::load(&root)?;
+    if let Some(l) = args.listen {
+        file.listen = Some(l);
+    }
+    if let Some(a) = args.api {
+        file.api = Some(a);
+    }
+    let settings = file.settings(&root)?;
+    let api_addr = file.api_addr()?;
+    init_logging(log.or(file.log.clone()).as_deref().unwrap_or("info"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let node = Node::start(settings).await?;
+        let token = node.data_dir().api_token()?;
+        let listener = tokio::net::TcpListener::bind(api_addr)
+            .await
+            .with_context(|| format!("cannot bind the API on {api_addr}"))?;
+        let bound = listener.local_addr()?;
+        node.data_dir()
+            .write_atomic(weft_api::API_ADDR_FILE, bound.to_string().as_bytes())?;
+        node.data_dir()
+            .write_atomic("node.pid", std::process::id().to_string().as_bytes())?;
+        println!("node {} running: quic {} api http://{bound}", node.id(), node.addr());
+        let api = tokio::spawn(weft_api::serve(node.clone(), listener, token));
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+            _ = node.stopped() => {}
+        }
+        node.request_stop();
+        node.shutdown().await;
+        let _ = api.await;
+        let _ = std::fs::remove_file(node.data_dir().path(weft_api::API_ADDR_FILE));
+        let _ = std::fs::remove_file(node.data_dir().path("node.pid"));
+        if node.fabric().is_revoked() {
+            bail!("this node's membership was revoked by the fabric admin");
+        }
+        Ok(())
+    })
+}
+
+fn init_logging(filter: &str) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("invalid log filter {filter:?}"))?;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! Operator commands that talk to a running node's API: status, nodes, invite, revoke.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use weft_api::{ApiClient, InviteAnswer, InviteParams, RevokeParams};
+use weft_fabric::MemberStatus;
+use weft_node::NodeStatus;
+
+use crate::node_cmd::PlacementArgs;
+
+/// `weft invite`.
+#[derive(Args, Debug)]
+pub struct InviteArgs {
+    #[command(flatten)]
+    placement: PlacementArgs,
+    /// Roles, comma separated (storage, compute, inference) [default: storage,compute]
+    #[arg(long, value_delimiter = ',')]
+    roles: Vec<String>,
+    /// How long the invite stays valid (e.g. 30m, 24h, 7d)
+    #[arg(long, default_value = "24h")]
+    ttl: humantime::Duration,
+}
+
+/// `weft revoke`.
+#[derive(Args, Debug)]
+pub struct RevokeArgs {
+    /// Node id or a unique prefix of it (as `weft nodes` shows)
+    node: String,
+}
+
+/// The client for the node the user means: `--data`, else the default node, else node1 of the
+/// default local fabric (so `weft nodes` works right after `weft up`).
+pub fn client(data: Option<PathBuf>) -> Result<ApiClient> {
+    if let Some(dir) = data {
+        return Ok(ApiClient::for_data_dir(&dir)?);
+    }
+    let default = crate::default_data_dir();
+    match ApiClient::for_data_dir(&default) {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            let local = crate::local::default_dir().join("node1");
+            ApiClient::for_data_dir(&local).map_err(|_| e.into())
+        }
+    }
+}
+
+/// `weft status`.
+pub fn status(data: Option<PathBuf>, json: bool) -> Result<()> {
+    let s: NodeStatus = client(data)?.get("/v1/status")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    println!("node         {} ({})", s.short_id, s.id);
+    println!("fabric       {}", s.fabric);
+    println!("placement    site {} · region {} · jurisdiction {}", dash(&s.site), dash(&s.region), dash(&s.jurisdiction));
+    println!("roles        {}{}", s.roles.join(", "), if s.admin { " (holds admin key)" } else { "" });
+    println!("address      {}", s.addr);
+    println!("uptime       {}", human_secs(s.uptime_secs));
+    println!("members      {} alive, {} suspect, {} dead, {} revoked", s.alive, s.suspect, s.dead, s.revoked);
+    println!("memory       {:.1} MiB resident", s.rss_bytes as f64 / (1 << 20) as f64);
+    if s.wan_delayed + s.wan_dropped > 0 {
+        println!("wan emulation {} datagrams delayed, {} dropped", s.wan_delayed, s.wan_dropped);
+    }
+    println!("version      {}", s.version);
+    Ok(())
+}
+
+/// `weft nodes`.
+pub fn nodes(data: Option<PathBuf>, json: bool) -> Result<()> {
+    let rows: Vec<MemberStatus> = client(data)?.get("/v1/nodes")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    print!("{}", nodes_table(&rows));
+    Ok(())
+}
+
+/// Render the nodes table.
+pub fn nodes_table(rows: &[MemberStatus]) -> String {
+    let header = ["NODE", "SITE", "REGION", "JUR", "STATE", "UPTIME", "EST RTT", "RTT", "ADDRESS"];
+    let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for m in rows {
+        let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}ms"));
+        table.push(vec![
+            format!("{}{}", m.short_id, if m.is_self { "*" } else { "" }),
+            dash(&m.site).to_string(),
+            dash(&m.region).to_string(),
+            dash(&m.jurisdiction).to_string(),
+            m.state.as_str().to_string(),
+            m.uptime_secs.map_or("-".to_string(), human_secs),
+            if m.is_self { "-".into() } else { ms(m.est_rtt_ms) },
+            if m.is_self { "-".into() } else { ms(m.measured_rtt_ms) },
+            m.addr.map_or("-".to_string(), |a| a.to_string()),
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| table.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &table {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out.push_str("(* = the node answering; EST RTT from network coordinates, RTT measured by probes)\n");
+    out
+}
+
+/// `weft invite`.
+pub fn invite(data: Option<PathBuf>, args: InviteArgs) -> Result<()> {
+    let ttl: Duration = args.ttl.into();
+    if ttl.is_zero() {
+        bail!("--ttl must be positive");
+    }
+    let params = InviteParams {
+        site: args.placement.site.unwrap_or_default(),
+        region: args.placement.region.unwrap_or_default(),
+        jurisdiction: args.placement.jurisdiction.unwrap_or_default().to_ascii_uppercase(),
+        roles: args.roles,
+        ttl_secs: ttl.as_secs().max(1),
+    };
+    let answer: InviteAnswer = client(data)?.post("/v1/invites", &params)?;
+    println!("{}", answer.invite);
+    eprintln!("single use, valid for {}; on the new machine run: weft join <invite>", humantime::format_duration(ttl));
+    Ok(())
+}
+
+/// `weft revoke`.
+pub fn revoke(data: Option<PathBuf>, args: RevokeArgs) -> Result<()> {
+    let answer: RevokeParams = client(data)?.post("/v1/revoke", &RevokeParams { node: args.node })?;
+    println!("revoked node {}; the revocation is spreading to every node", answer.node);
+    Ok(())
+}
+
+fn dash(s: &str) -> &str {
+    if s.is_empty() { "-" } else { s }
+}
+
+/// `3d4h`, `5m12s`, `42s`.
+pub fn human_secs(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
