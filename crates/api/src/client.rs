@@ -84,7 +84,11 @@ impl ApiClient {
     }
 
     /// POST a JSON body.
-    pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ApiError> {
+    pub fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ApiError> {
         let resp = self
             .agent
             .post(format!("{}{path}", self.base))

@@ -39,7 +39,11 @@ impl From<NodeError> for ApiFailure {
 }
 
 /// Serve the API on `listener` until the node stops.
-pub async fn serve(node: Node, listener: tokio::net::TcpListener, token: String) -> std::io::Result<()> {
+pub async fn serve(
+    node: Node,
+    listener: tokio::net::TcpListener,
+    token: String,
+) -> std::io::Result<()> {
     let state = AppState {
         node: node.clone(),
         token: token.into(),
@@ -50,7 +54,10 @@ pub async fn serve(node: Node, listener: tokio::net::TcpListener, token: String)
         .route("/v1/invites", post(invite))
         .route("/v1/revoke", post(revoke))
         .route("/v1/shutdown", post(shutdown))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize,
+        ))
         .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { node.stopped().await })

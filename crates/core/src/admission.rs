@@ -330,7 +330,11 @@ impl Revocation {
             });
         }
         admin
-            .verify(REVOCATION_DOMAIN, &wire::encode(&self.body), &self.signature)
+            .verify(
+                REVOCATION_DOMAIN,
+                &wire::encode(&self.body),
+                &self.signature,
+            )
             .map_err(|source| AdmissionError::Forged {
                 what: "revocation",
                 source,

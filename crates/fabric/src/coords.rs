@@ -70,7 +70,8 @@ impl Shared {
                 };
                 if let Some(addr) = addr {
                     let pong = wire::encode(&CoordMessage::Pong { nonce, coord });
-                    self.endpoint.send_datagram(peer.id, addr, proto::COORD, &pong);
+                    self.endpoint
+                        .send_datagram(peer.id, addr, proto::COORD, &pong);
                 }
             }
             CoordMessage::Pong { nonce, coord } => {

@@ -69,7 +69,12 @@ pub struct FabricConfig {
 
 impl FabricConfig {
     /// Defaults for everything but identity and address.
-    pub fn new(key: SecretKey, cert: MembershipCert, advertise: SocketAddr, generation: u64) -> Self {
+    pub fn new(
+        key: SecretKey,
+        cert: MembershipCert,
+        advertise: SocketAddr,
+        generation: u64,
+    ) -> Self {
         FabricConfig {
             key,
             cert,
@@ -316,7 +321,12 @@ impl Shared {
                 }
             }
         }
-        let own = self.view.read().records.get(&self.local).map(|r| r.body.addr);
+        let own = self
+            .view
+            .read()
+            .records
+            .get(&self.local)
+            .map(|r| r.body.addr);
         for (id, addr) in targets {
             if Some(addr) == own {
                 continue;

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use foca::{AccumulatingRuntime, Foca, Identity, Member, OwnedNotification, PostcardCodec, State, Timer};
+use foca::{
+    AccumulatingRuntime, Foca, Identity, Member, OwnedNotification, PostcardCodec, State, Timer,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use weft_core::{NodeId, proto};
@@ -63,9 +65,9 @@ pub struct SwimTiming {
 impl Default for SwimTiming {
     fn default() -> Self {
         SwimTiming {
-            probe_period: Duration::from_millis(800),
-            probe_rtt: Duration::from_millis(400),
-            suspect_to_down: Duration::from_millis(1200),
+            probe_period: Duration::from_millis(700),
+            probe_rtt: Duration::from_millis(350),
+            suspect_to_down: Duration::from_millis(1000),
         }
     }
 }
@@ -88,7 +90,7 @@ fn config(timing: SwimTiming) -> foca::Config {
     c.suspect_to_down_after = timing.suspect_to_down;
     c.max_packet_size = NonZeroUsize::new(MAX_PACKET).unwrap_or(NonZeroUsize::MIN);
     c.periodic_gossip = Some(foca::PeriodicParams {
-        frequency: Duration::from_millis(200),
+        frequency: Duration::from_millis(100),
         num_members: NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
     });
     c.periodic_announce = Some(foca::PeriodicParams {
@@ -143,7 +145,11 @@ pub(crate) async fn run(
     }
 }
 
-fn flush(shared: &Arc<Shared>, rt: &mut AccumulatingRuntime<SwimId>, tx: &mpsc::UnboundedSender<Input>) {
+fn flush(
+    shared: &Arc<Shared>,
+    rt: &mut AccumulatingRuntime<SwimId>,
+    tx: &mpsc::UnboundedSender<Input>,
+) {
     while let Some((to, data)) = rt.to_send() {
         if shared.endpoint.trust().is_revoked(&to.node) {
             continue;
@@ -175,14 +181,20 @@ fn flush(shared: &Arc<Shared>, rt: &mut AccumulatingRuntime<SwimId>, tx: &mpsc::
                 tracing::info!(peer = %id.node, addr = %id.addr, "member up");
             }
             OwnedNotification::Rejoin(id) => {
-                tracing::warn!(generation = id.generation, "rejoined after being declared down");
+                tracing::warn!(
+                    generation = id.generation,
+                    "rejoined after being declared down"
+                );
             }
             _ => {}
         }
     }
 }
 
-fn refresh(shared: &Arc<Shared>, foca: &Foca<SwimId, PostcardCodec, rand::rngs::StdRng, foca::NoCustomBroadcast>) {
+fn refresh(
+    shared: &Arc<Shared>,
+    foca: &Foca<SwimId, PostcardCodec, rand::rngs::StdRng, foca::NoCustomBroadcast>,
+) {
     let now = Instant::now();
     let mut view = shared.view.write();
     for m in foca.iter_membership_state() {

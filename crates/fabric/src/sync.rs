@@ -55,8 +55,11 @@ impl Shared {
 
     fn answer(&self, req: &SyncRequest) -> SyncResponse {
         let view = self.view.read();
-        let held: std::collections::HashMap<NodeId, (u64, u64)> =
-            req.digest.iter().map(|(id, g, s)| (*id, (*g, *s))).collect();
+        let held: std::collections::HashMap<NodeId, (u64, u64)> = req
+            .digest
+            .iter()
+            .map(|(id, g, s)| (*id, (*g, *s)))
+            .collect();
         let known: std::collections::HashSet<NodeId> =
             req.revocations.iter().map(|r| r.body.node).collect();
         SyncResponse {

@@ -171,7 +171,8 @@ impl View {
                         .or_else(|| member.map(|m| m.swim.addr)),
                     state,
                     state_secs: member.map_or(0.0, |m| m.since.elapsed().as_secs_f64()),
-                    uptime_secs: record.map(|r| now_ms.saturating_sub(r.body.generation) as f64 / 1000.0),
+                    uptime_secs: record
+                        .map(|r| now_ms.saturating_sub(r.body.generation) as f64 / 1000.0),
                     est_rtt_ms: (!is_self)
                         .then(|| self.coords.get(&id))
                         .flatten()

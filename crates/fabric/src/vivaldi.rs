@@ -53,7 +53,9 @@ impl Default for Coordinate {
 impl Coordinate {
     /// True when every field is finite and within sane bounds (peers can send anything).
     pub fn is_valid(&self) -> bool {
-        self.vec.iter().all(|v| v.is_finite() && v.abs() < MAX_COMPONENT)
+        self.vec
+            .iter()
+            .all(|v| v.is_finite() && v.abs() < MAX_COMPONENT)
             && self.error.is_finite()
             && self.error >= 0.0
             && self.adjustment.is_finite()
@@ -83,7 +85,8 @@ impl Coordinate {
             *v += u * force;
         }
         if mag > ZERO {
-            self.height = ((self.height + other.height) * force / mag + self.height).max(HEIGHT_MIN);
+            self.height =
+                ((self.height + other.height) * force / mag + self.height).max(HEIGHT_MIN);
         }
     }
 }
@@ -129,7 +132,12 @@ impl<K: Eq + Hash + Clone> Vivaldi<K> {
     }
 
     /// Feed one RTT sample to `peer` whose coordinate is `other`.
-    pub fn observe(&mut self, peer: &K, other: &Coordinate, rtt: Duration) -> Result<(), SampleError> {
+    pub fn observe(
+        &mut self,
+        peer: &K,
+        other: &Coordinate,
+        rtt: Duration,
+    ) -> Result<(), SampleError> {
         let secs = rtt.as_secs_f64();
         if !secs.is_finite() || secs <= 0.0 || secs > MAX_RTT_SECS {
             return Err(SampleError::AbsurdRtt(rtt));
@@ -222,7 +230,9 @@ fn unit_vector_at(a: &[f64; DIMENSIONS], b: &[f64; DIMENSIONS]) -> ([f64; DIMENS
     let mut seed = a
         .iter()
         .chain(b.iter())
-        .fold(0x9e37_79b9_7f4a_7c15u64, |h, x| (h ^ x.to_bits()).wrapping_mul(0x100_0000_01b3));
+        .fold(0x9e37_79b9_7f4a_7c15u64, |h, x| {
+            (h ^ x.to_bits()).wrapping_mul(0x100_0000_01b3)
+        });
     let mut unit = [0.0; DIMENSIONS];
     for x in &mut unit {
         seed ^= seed << 13;
@@ -250,7 +260,11 @@ mod tests {
 
     /// Nodes in three "sites" whose true RTTs are site-to-site latencies plus small local ones.
     fn true_rtt(a: usize, b: usize) -> f64 {
-        const SITE_RTT: [[f64; 3]; 3] = [[0.002, 0.160, 0.300], [0.160, 0.002, 0.240], [0.300, 0.240, 0.002]];
+        const SITE_RTT: [[f64; 3]; 3] = [
+            [0.002, 0.160, 0.300],
+            [0.160, 0.002, 0.240],
+            [0.300, 0.240, 0.002],
+        ];
         if a == b {
             return 0.0;
         }
@@ -275,7 +289,10 @@ mod tests {
         for i in 0..n {
             for j in 0..n {
                 if i != j && i % 3 != j % 3 {
-                    let est = nodes[i].coordinate().distance_to(nodes[j].coordinate()).as_secs_f64();
+                    let est = nodes[i]
+                        .coordinate()
+                        .distance_to(nodes[j].coordinate())
+                        .as_secs_f64();
                     errors.push((est - true_rtt(i, j)).abs() / true_rtt(i, j));
                 }
             }
@@ -293,9 +310,14 @@ mod tests {
         assert!(v.observe(&1, &ok, Duration::from_secs(3600)).is_err());
         let mut nan = Coordinate::default();
         nan.vec[3] = f64::NAN;
-        assert_eq!(v.observe(&1, &nan, Duration::from_millis(5)), Err(SampleError::InvalidCoordinate));
-        let mut huge = Coordinate::default();
-        huge.height = 1e300;
+        assert_eq!(
+            v.observe(&1, &nan, Duration::from_millis(5)),
+            Err(SampleError::InvalidCoordinate)
+        );
+        let huge = Coordinate {
+            height: 1e300,
+            ..Coordinate::default()
+        };
         assert!(v.observe(&1, &huge, Duration::from_millis(5)).is_err());
         v.observe(&1, &ok, Duration::from_millis(5)).unwrap();
         assert!(v.coordinate().is_valid());
@@ -308,9 +330,8 @@ mod tests {
         ) {
             let mut v: Vivaldi<u8> = Vivaldi::default();
             for (peer, micros, x, err) in samples {
-                let mut other = Coordinate::default();
+                let mut other = Coordinate { error: err, ..Coordinate::default() };
                 other.vec[0] = x;
-                other.error = err;
                 let _ = v.observe(&peer, &other, Duration::from_micros(micros));
                 proptest::prop_assert!(v.coordinate().is_valid());
             }

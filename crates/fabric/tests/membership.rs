@@ -9,7 +9,12 @@ use weft_core::{
 use weft_fabric::{Fabric, FabricConfig, MemberState};
 use weft_net::{Endpoint, EndpointConfig, Trust};
 
-fn start_node(admin: &SecretKey, seed: u8, site: &str, bootstrap: Vec<std::net::SocketAddr>) -> Fabric {
+fn start_node(
+    admin: &SecretKey,
+    seed: u8,
+    site: &str,
+    bootstrap: Vec<std::net::SocketAddr>,
+) -> Fabric {
     let key = SecretKey::from_seed([seed; 32]);
     let cert = MembershipCert::issue(
         admin,
@@ -52,7 +57,9 @@ async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 fn all_alive(nodes: &[Fabric], n: usize) -> bool {
     nodes.iter().all(|f| {
         let m = f.members();
-        m.len() == n && m.iter().all(|s| s.state == MemberState::Alive && !s.site.is_empty())
+        m.len() == n
+            && m.iter()
+                .all(|s| s.state == MemberState::Alive && !s.site.is_empty())
     })
 }
 
@@ -63,13 +70,25 @@ async fn five_nodes_form_a_fabric_and_a_revocation_reaches_everyone() {
     let seed_addr = first.endpoint().local_addr().unwrap();
     let mut nodes = vec![first];
     for i in 2..=5u8 {
-        nodes.push(start_node(&admin, i, if i % 2 == 0 { "us" } else { "eu" }, vec![seed_addr]));
+        nodes.push(start_node(
+            &admin,
+            i,
+            if i % 2 == 0 { "us" } else { "eu" },
+            vec![seed_addr],
+        ));
     }
     let t0 = Instant::now();
-    wait_for("5 nodes alive everywhere", Duration::from_secs(15), || all_alive(&nodes, 5)).await;
+    wait_for("5 nodes alive everywhere", Duration::from_secs(15), || {
+        all_alive(&nodes, 5)
+    })
+    .await;
     eprintln!("formed in {:?}", t0.elapsed());
     wait_for("rtt estimates", Duration::from_secs(10), || {
-        nodes[0].members().iter().filter(|m| !m.is_self).all(|m| m.est_rtt_ms.is_some() && m.measured_rtt_ms.is_some())
+        nodes[0]
+            .members()
+            .iter()
+            .filter(|m| !m.is_self)
+            .all(|m| m.est_rtt_ms.is_some() && m.measured_rtt_ms.is_some())
     })
     .await;
 
@@ -89,13 +108,19 @@ async fn five_nodes_form_a_fabric_and_a_revocation_reaches_everyone() {
     wait_for("revocation everywhere", Duration::from_secs(10), || {
         nodes[..4].iter().all(|f| {
             f.endpoint().trust().is_revoked(&victim)
-                && f.members().iter().any(|m| m.id == victim.to_hex() && m.state == MemberState::Revoked)
+                && f.members()
+                    .iter()
+                    .any(|m| m.id == victim.to_hex() && m.state == MemberState::Revoked)
         })
     })
     .await;
     // The revoked node is cut off: every other node becomes unreachable to it.
     wait_for("victim isolated", Duration::from_secs(15), || {
-        nodes[4].members().iter().filter(|m| !m.is_self).all(|m| m.state == MemberState::Dead)
+        nodes[4]
+            .members()
+            .iter()
+            .filter(|m| !m.is_self)
+            .all(|m| m.state == MemberState::Dead)
     })
     .await;
 }

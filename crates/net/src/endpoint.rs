@@ -62,7 +62,7 @@ pub enum NetError {
 #[derive(Clone, Debug)]
 pub enum Peer {
     /// An authenticated fabric member.
-    Member(PeerInfo),
+    Member(Box<PeerInfo>),
     /// A node without a membership certificate (only for guest-accessible protocols).
     Guest(SocketAddr),
 }
@@ -161,6 +161,16 @@ impl Endpoint {
         let socket = std::net::UdpSocket::bind(cfg.listen).map_err(|e| bind_err(e.to_string()))?;
         let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
         let wan_stats = Arc::new(WanStats::default());
+        // Stateless-reset tokens derived from the node key: when a node restarts, peers still
+        // holding a connection to its previous run get a reset at once instead of waiting for
+        // the idle timeout.
+        let mut material = b"weft stateless reset v1\0".to_vec();
+        material.extend_from_slice(&cfg.key.seed());
+        let reset_key = ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            ring::digest::digest(&ring::digest::SHA256, &material).as_ref(),
+        );
+        let endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
         let quinn = match cfg.wan {
             Some((site, wan, sites)) if !wan.is_noop() => {
                 let plain = runtime
@@ -168,18 +178,13 @@ impl Endpoint {
                     .map_err(|e| bind_err(e.to_string()))?;
                 let emulated = WanSocket::new(plain, site, wan, sites, wan_stats.clone());
                 quinn::Endpoint::new_with_abstract_socket(
-                    quinn::EndpointConfig::default(),
+                    endpoint_config,
                     Some(server),
                     Arc::new(emulated),
                     runtime,
                 )
             }
-            _ => quinn::Endpoint::new(
-                quinn::EndpointConfig::default(),
-                Some(server),
-                socket,
-                runtime,
-            ),
+            _ => quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime),
         }
         .map_err(|e| bind_err(e.to_string()))?;
 
@@ -265,7 +270,7 @@ impl Endpoint {
             conn.close(CLOSE_PROTOCOL_VIOLATION.into(), b"self");
             return Err(err("that address is this node".into()));
         }
-        self.adopt(conn.clone(), Peer::Member(peer.clone()));
+        self.adopt(conn.clone(), Peer::Member(Box::new(peer.clone())));
         Ok((conn, peer))
     }
 
@@ -371,7 +376,7 @@ impl Endpoint {
                     Err(_) => return,
                 };
                 let peer = match tls::connection_peer(&conn) {
-                    Some(p) => Peer::Member(p),
+                    Some(p) => Peer::Member(Box::new(p)),
                     None => Peer::Guest(remote),
                 };
                 this.adopt(conn, peer);
@@ -385,7 +390,7 @@ impl Endpoint {
             self.inner.conns.lock().insert(info.id, conn.clone());
             let this = self.clone();
             let (c, info) = (conn.clone(), info.clone());
-            tokio::spawn(async move { this.datagram_loop(c, info).await });
+            tokio::spawn(async move { this.datagram_loop(c, *info).await });
         }
         let this = self.clone();
         tokio::spawn(async move { this.stream_loop(conn, peer).await });
@@ -404,7 +409,10 @@ impl Endpoint {
 
     fn forget(&self, id: &NodeId, conn: &quinn::Connection) {
         let mut conns = self.inner.conns.lock();
-        if conns.get(id).is_some_and(|c| c.stable_id() == conn.stable_id()) {
+        if conns
+            .get(id)
+            .is_some_and(|c| c.stable_id() == conn.stable_id())
+        {
             conns.remove(id);
         }
     }
@@ -447,7 +455,7 @@ impl Endpoint {
     }
 
     async fn datagram_loop(self, conn: quinn::Connection, info: PeerInfo) {
-        let peer = Peer::Member(info.clone());
+        let peer = Peer::Member(Box::new(info.clone()));
         while let Ok(datagram) = conn.read_datagram().await {
             if self.refuse_if_revoked(&conn, &peer) {
                 return;
@@ -480,7 +488,9 @@ pub async fn open_on(
 
 fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(6_000))));
+    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+        4_000,
+    ))));
     t.keep_alive_interval(Some(Duration::from_secs(1)));
     t
 }

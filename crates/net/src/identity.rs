@@ -51,10 +51,14 @@ pub fn load_or_create_key(path: &Path) -> Result<SecretKey, KeyFileError> {
                     mode,
                 });
             }
-            let seed: [u8; 32] = bytes.as_slice().try_into().map_err(|_| KeyFileError::Malformed {
-                path: path.to_path_buf(),
-                len: bytes.len(),
-            })?;
+            let seed: [u8; 32] =
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| KeyFileError::Malformed {
+                        path: path.to_path_buf(),
+                        len: bytes.len(),
+                    })?;
             Ok(SecretKey::from_seed(seed))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -100,7 +100,11 @@ pub(crate) struct MemberVerifier {
 }
 
 impl MemberVerifier {
-    pub(crate) fn new(trust: Arc<Trust>, provider: Arc<CryptoProvider>, allow_guests: bool) -> Self {
+    pub(crate) fn new(
+        trust: Arc<Trust>,
+        provider: Arc<CryptoProvider>,
+        allow_guests: bool,
+    ) -> Self {
         MemberVerifier {
             trust,
             provider,

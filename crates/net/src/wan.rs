@@ -367,7 +367,14 @@ mod tests {
         assert_eq!(links[1].2.delay_ms, 150.0);
         assert_eq!(links[1].2.jitter_ms, 10.0);
         assert!((links[2].2.loss - 0.01).abs() < 1e-12);
-        for bad in ["eu", "eu=5ms", "eu-us=fast", "eu-us=5ms:1ms:200%", "-us=1ms", "eu-us=1:2:3:4"] {
+        for bad in [
+            "eu",
+            "eu=5ms",
+            "eu-us=fast",
+            "eu-us=5ms:1ms:200%",
+            "-us=1ms",
+            "eu-us=1:2:3:4",
+        ] {
             assert!(WanConfig::parse_links(bad).is_err(), "{bad}");
         }
     }

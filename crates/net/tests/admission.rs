@@ -58,7 +58,10 @@ fn endpoint(
 
 async fn exchange(client: &Endpoint, addr: SocketAddr, proto: u16) -> Result<Vec<u8>, String> {
     let attempt = async {
-        let (conn, _) = client.connect(addr, None).await.map_err(|e| e.to_string())?;
+        let (conn, _) = client
+            .connect(addr, None)
+            .await
+            .map_err(|e| e.to_string())?;
         let (mut send, mut recv) = weft_net::open_on(&conn, proto)
             .await
             .map_err(|e| e.to_string())?;
@@ -106,7 +109,7 @@ async fn a_member_completes_exchanges() {
         f.admin.public(),
     );
     assert_eq!(exchange(&client, f.addr, ECHO).await.unwrap(), b"hello");
-    assert_eq!(client.rtt(&f.server.id()).is_some(), true);
+    assert!(client.rtt(&f.server.id()).is_some());
 }
 
 #[tokio::test]
@@ -115,7 +118,10 @@ async fn a_self_made_key_is_only_a_guest() {
     let key = SecretKey::from_seed([4; 32]);
     // No certificate at all: may reach guest protocols (joining), nothing else.
     let guest = endpoint(&key, None, f.admin.public());
-    assert_eq!(exchange(&guest, f.addr, GUEST_ECHO).await.unwrap(), b"hello");
+    assert_eq!(
+        exchange(&guest, f.addr, GUEST_ECHO).await.unwrap(),
+        b"hello"
+    );
     assert!(exchange(&guest, f.addr, ECHO).await.is_err());
     // A certificate the key signed for itself.
     let selfie = endpoint(
@@ -164,11 +170,21 @@ async fn a_revoked_certificate_is_refused_and_its_connection_closed() {
     f.server.trust().revoke(key.public());
     // The live connection is closed at its next stream, and new ones fail the handshake.
     let stream = async {
-        let (mut s, mut r) = weft_net::open_on(&conn, ECHO).await.map_err(|e| e.to_string())?;
-        write_message(&mut s, &b"x".to_vec()).await.map_err(|e| e.to_string())?;
-        read_message::<Vec<u8>>(&mut r, 1024).await.map_err(|e| e.to_string())
+        let (mut s, mut r) = weft_net::open_on(&conn, ECHO)
+            .await
+            .map_err(|e| e.to_string())?;
+        write_message(&mut s, &b"x".to_vec())
+            .await
+            .map_err(|e| e.to_string())?;
+        read_message::<Vec<u8>>(&mut r, 1024)
+            .await
+            .map_err(|e| e.to_string())
     };
-    assert!(tokio::time::timeout(Duration::from_secs(8), stream).await.map_or(true, |r| r.is_err()));
+    assert!(
+        tokio::time::timeout(Duration::from_secs(8), stream)
+            .await
+            .map_or(true, |r| r.is_err())
+    );
     let fresh = endpoint(
         &key,
         Some(cert_for(&f.admin, key.public(), u64::MAX)),
@@ -187,6 +203,8 @@ async fn another_fabrics_certificate_is_refused_both_ways() {
     assert!(exchange(&client, f.addr, ECHO).await.is_err());
     // A client of the other fabric refuses our server too.
     let other_client = endpoint(&key, Some(other_cert), other_admin.public());
-    let err = exchange(&other_client, f.addr, GUEST_ECHO).await.unwrap_err();
+    let err = exchange(&other_client, f.addr, GUEST_ECHO)
+        .await
+        .unwrap_err();
     assert!(err.contains("fabric") || err.contains("connect"), "{err}");
 }

@@ -158,7 +158,11 @@ impl Admissions {
             .verify(fabric, &self.admin.public(), now)
             .map_err(|e| e.to_string())?;
         req.node
-            .verify(JOIN_PROOF_DOMAIN, &proof_message(&req.invite, &req.node), &req.proof)
+            .verify(
+                JOIN_PROOF_DOMAIN,
+                &proof_message(&req.invite, &req.node),
+                &req.proof,
+            )
             .map_err(|_| "the joining node did not prove it holds its key".to_string())?;
         let nonce = nonce_hex(&req.invite.body.nonce);
         {
@@ -302,4 +306,109 @@ pub async fn redeem(
             .join(", "),
         last,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Setup {
+        _tmp: tempfile::TempDir,
+        admissions: Admissions,
+        admin: SecretKey,
+    }
+
+    fn setup() -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::open(tmp.path()).unwrap();
+        init_fabric(&dir, Placement::default(), 0).unwrap();
+        let admin = dir.admin_key().unwrap().unwrap();
+        Setup {
+            admissions: Admissions::new(dir, admin.clone()).unwrap(),
+            admin,
+            _tmp: tmp,
+        }
+    }
+
+    fn request(invite: &Invite, node: &SecretKey) -> JoinRequest {
+        JoinRequest {
+            invite: invite.clone(),
+            node: node.public(),
+            proof: node.sign(JOIN_PROOF_DOMAIN, &proof_message(invite, &node.public())),
+            declared: Placement {
+                site: "declared-site".into(),
+                region: "declared-region".into(),
+                jurisdiction: "FR".into(),
+            },
+        }
+    }
+
+    fn invite(admin: &SecretKey, site: &str, ttl_secs: u64) -> Invite {
+        issue_invite(
+            admin,
+            InviteRequest {
+                placement: Placement {
+                    site: site.into(),
+                    ..Placement::default()
+                },
+                roles: vec![],
+                ttl: Duration::from_secs(ttl_secs),
+            },
+            vec!["127.0.0.1:1".parse().unwrap()],
+            1_000,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_invite_admits_once_with_the_admins_placement() {
+        let s = setup();
+        let inv = invite(&s.admin, "lab", 60);
+        let node = SecretKey::from_seed([4; 32]);
+        let cert = s.admissions.admit(&request(&inv, &node), 2_000).unwrap();
+        assert_eq!(cert.body.node, node.public());
+        assert_eq!(cert.body.placement.site, "lab");
+        assert_eq!(cert.body.placement.region, "declared-region");
+        assert_eq!(cert.body.roles, Role::defaults());
+        let again = s
+            .admissions
+            .admit(&request(&inv, &SecretKey::from_seed([5; 32])), 2_000);
+        assert!(again.unwrap_err().contains("already used"));
+        // The record of use survives a restart of the admin node.
+        let reopened = Admissions::new(s.admissions.dir.clone(), s.admin.clone()).unwrap();
+        assert!(reopened.admit(&request(&inv, &node), 2_000).is_err());
+    }
+
+    #[test]
+    fn expired_foreign_and_unproven_requests_are_refused() {
+        let s = setup();
+        let node = SecretKey::from_seed([4; 32]);
+        let expired = invite(&s.admin, "", 1);
+        assert!(
+            s.admissions
+                .admit(&request(&expired, &node), 10_000)
+                .unwrap_err()
+                .contains("expired")
+        );
+        let other = SecretKey::from_seed([9; 32]);
+        let foreign = invite(&other, "", 60);
+        assert!(
+            s.admissions
+                .admit(&request(&foreign, &node), 2_000)
+                .unwrap_err()
+                .contains("fabric")
+        );
+        // Someone who saw an invite and a proof cannot swap in their own key.
+        let inv = invite(&s.admin, "", 60);
+        let mut stolen = request(&inv, &node);
+        stolen.node = SecretKey::from_seed([6; 32]).public();
+        assert!(
+            s.admissions
+                .admit(&stolen, 2_000)
+                .unwrap_err()
+                .contains("prove")
+        );
+        // The refused attempt did not burn the invite.
+        assert!(s.admissions.admit(&request(&inv, &node), 2_000).is_ok());
+    }
 }

@@ -64,7 +64,9 @@ pub enum NodeError {
     #[error("stored membership certificate is not valid: {0}")]
     BadMembership(String),
     /// An admin-only action on a node without the admin key.
-    #[error("this node does not hold the fabric admin key; run the command on the node that ran `weft init`")]
+    #[error(
+        "this node does not hold the fabric admin key; run the command on the node that ran `weft init`"
+    )]
     NotAdmin,
     /// A node id or prefix that matches no known node.
     #[error("no known node matches {0:?}")]
@@ -159,9 +161,11 @@ impl Node {
             membership: Some(cert.clone()),
             trust,
             accept_guests: admin.is_some(),
-            wan: settings.wan.clone().zip(site_map.clone()).map(|(wan, sites)| {
-                (cert.body.placement.site.clone(), wan, sites)
-            }),
+            wan: settings
+                .wan
+                .clone()
+                .zip(site_map.clone())
+                .map(|(wan, sites)| (cert.body.placement.site.clone(), wan, sites)),
         })?;
         let bound = endpoint.local_addr().map_err(|e| NetError::Bind {
             addr: settings.listen,
@@ -260,15 +264,22 @@ impl Node {
     pub fn invite(&self, request: InviteRequest) -> Result<Invite, NodeError> {
         let admin = self.inner.admin.as_ref().ok_or(NodeError::NotAdmin)?;
         if request.ttl.is_zero() {
-            return Err(NodeError::Invalid("invite lifetime must be positive".into()));
+            return Err(NodeError::Invalid(
+                "invite lifetime must be positive".into(),
+            ));
         }
         if request.roles.contains(&Role::Admin) {
             return Err(NodeError::Invalid(
                 "invites cannot grant the admin role; the admin key stays on its node".into(),
             ));
         }
-        issue_invite(admin, request, vec![self.inner.advertise], weft_net::now_ms())
-            .map_err(|e| NodeError::Invalid(format!("cannot make an invite: {e}")))
+        issue_invite(
+            admin,
+            request,
+            vec![self.inner.advertise],
+            weft_net::now_ms(),
+        )
+        .map_err(|e| NodeError::Invalid(format!("cannot make an invite: {e}")))
     }
 
     /// Revoke the node whose id starts with `prefix` (admin nodes only).
@@ -290,7 +301,11 @@ impl Node {
             [] => return Err(NodeError::UnknownNode(prefix.to_string())),
             [one] => *one,
             many => {
-                let list = many.iter().map(|m| m.short()).collect::<Vec<_>>().join(", ");
+                let list = many
+                    .iter()
+                    .map(|m| m.short())
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 return Err(NodeError::AmbiguousNode(prefix.to_string(), list));
             }
         };

@@ -81,7 +81,9 @@ impl NodeFile {
     pub fn load(dir: &Path) -> Result<NodeFile> {
         let path = dir.join(CONFIG_FILE);
         match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text).with_context(|| format!("invalid {}", path.display())),
+            Ok(text) => {
+                toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NodeFile::default()),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
@@ -137,7 +139,11 @@ impl NodeFile {
             }
         };
         let timing = SwimTiming {
-            probe_period: ms(self.swim.probe_period_ms, defaults.probe_period, "probe_period_ms")?,
+            probe_period: ms(
+                self.swim.probe_period_ms,
+                defaults.probe_period,
+                "probe_period_ms",
+            )?,
             probe_rtt: ms(self.swim.probe_rtt_ms, defaults.probe_rtt, "probe_rtt_ms")?,
             suspect_to_down: ms(self.swim.suspect_ms, defaults.suspect_to_down, "suspect_ms")?,
         };
@@ -212,7 +218,10 @@ mod tests {
             ("[wan]\nlinks = \"eu=5ms\"", "[wan] links"),
             ("[wan]\nloss = \"150%\"", "[wan] loss"),
             ("[swim]\nprobe_period_ms = 0", "must be positive"),
-            ("[swim]\nprobe_period_ms = 100\nprobe_rtt_ms = 200", "smaller"),
+            (
+                "[swim]\nprobe_period_ms = 100\nprobe_rtt_ms = 200",
+                "smaller",
+            ),
         ];
         for (text, expected) in cases {
             let file: NodeFile = toml::from_str(text).unwrap();

@@ -85,17 +85,25 @@ fn plan_sites(args: &UpArgs) -> Result<Vec<String>> {
         if let Some(n) = args.nodes
             && n != sites.len()
         {
-            bail!("--nodes {n} disagrees with --sites, which adds up to {}", sites.len());
+            bail!(
+                "--nodes {n} disagrees with --sites, which adds up to {}",
+                sites.len()
+            );
         }
     } else {
         let n = args.nodes.unwrap_or(6);
-        sites = (0..n).map(|i| DEFAULT_SITES[i % DEFAULT_SITES.len()].to_string()).collect();
+        sites = (0..n)
+            .map(|i| DEFAULT_SITES[i % DEFAULT_SITES.len()].to_string())
+            .collect();
     }
     if sites.is_empty() {
         bail!("a fabric needs at least one node");
     }
     if sites.len() > 64 {
-        bail!("--nodes {}: a local fabric is limited to 64 nodes", sites.len());
+        bail!(
+            "--nodes {}: a local fabric is limited to 64 nodes",
+            sites.len()
+        );
     }
     Ok(sites)
 }
@@ -145,7 +153,11 @@ pub fn node_dirs(root: &Path) -> Vec<PathBuf> {
 
 /// The pid of the node running in `dir`, if it is running.
 pub fn running_pid(dir: &Path) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(dir.join("node.pid")).ok()?.trim().parse().ok()?;
+    let pid: i32 = std::fs::read_to_string(dir.join("node.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let state = stat.rsplit(')').next()?.split_whitespace().next()?;
     (state != "Z" && state != "X").then_some(pid)
@@ -196,7 +208,7 @@ pub fn wait_api(dir: &Path, timeout: Duration) -> Result<ApiClient> {
     }
 }
 
-/// Wait until every node sees `n` members alive; returns how long it took.
+/// Wait until every node sees every node alive, with its record; returns how long it took.
 pub fn wait_converged(dirs: &[PathBuf], timeout: Duration) -> Result<Duration> {
     let start = Instant::now();
     let clients: Vec<ApiClient> = dirs
@@ -206,7 +218,10 @@ pub fn wait_converged(dirs: &[PathBuf], timeout: Duration) -> Result<Duration> {
     loop {
         let done = clients.iter().all(|c| {
             c.get::<Vec<MemberStatus>>("/v1/nodes").is_ok_and(|rows| {
-                rows.iter().filter(|m| m.state == MemberState::Alive).count() == dirs.len()
+                rows.iter()
+                    .filter(|m| m.state == MemberState::Alive && m.uptime_secs.is_some())
+                    .count()
+                    == dirs.len()
             })
         });
         if done {
@@ -262,7 +277,9 @@ pub fn start_fabric(args: &UpArgs) -> Result<(PathBuf, Vec<PathBuf>, Vec<Child>)
     children.push(spawn_node(&first)?);
     dirs.push(first.clone());
     let admin = wait_api(&first, Duration::from_secs(30))?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     for (i, site) in sites.iter().enumerate().skip(1) {
         let path = root.join(format!("node{}", i + 1));
         let dir = DataDir::open(&path)?;
@@ -296,8 +313,19 @@ pub fn up(args: UpArgs) -> Result<()> {
         return Ok(());
     }
     let admin = ApiClient::for_data_dir(&dirs[0])?;
-    let rows: Vec<MemberStatus> = admin.get("/v1/nodes")?;
-    let sites = rows.iter().map(|m| m.site.as_str()).collect::<std::collections::BTreeSet<_>>();
+    // Give the network coordinates a few seconds so the table shows RTT estimates.
+    let settle = Instant::now();
+    let mut rows: Vec<MemberStatus> = admin.get("/v1/nodes")?;
+    while settle.elapsed() < Duration::from_secs(8)
+        && rows.iter().any(|m| !m.is_self && m.est_rtt_ms.is_none())
+    {
+        std::thread::sleep(Duration::from_millis(250));
+        rows = admin.get("/v1/nodes")?;
+    }
+    let sites = rows
+        .iter()
+        .map(|m| m.site.as_str())
+        .collect::<std::collections::BTreeSet<_>>();
     println!(
         "local fabric up: {} nodes in {} sites, every node sees every other alive ({:.1}s)\n",
         dirs.len(),
@@ -307,14 +335,25 @@ pub fn up(args: UpArgs) -> Result<()> {
     print!("{}", crate::ops::nodes_table(&rows));
     let wan = NodeFile::load(&dirs[0])?.wan;
     if let Some(w) = wan {
-        println!("\nWAN emulation (one-way): {}{}", w.links, w.loss.map(|l| format!(", loss {l}")).unwrap_or_default());
+        println!(
+            "\nWAN emulation (one-way): {}{}",
+            w.links,
+            w.loss.map(|l| format!(", loss {l}")).unwrap_or_default()
+        );
     }
     let d = root.display();
     println!("\nnodes' data and logs: {d}/nodeN/ (node.log)");
     println!("see the fabric:        weft nodes            (or: weft --data {d}/node3 nodes)");
     println!("one node's status:     weft --data {d}/node2 status");
     println!("add a node by hand:    weft --data {d}/node1 invite --site eu");
-    println!("stop everything:       weft down{}", if args.dir.is_some() { format!(" --dir {d}") } else { String::new() });
+    println!(
+        "stop everything:       weft down{}",
+        if args.dir.is_some() {
+            format!(" --dir {d}")
+        } else {
+            String::new()
+        }
+    );
     Ok(())
 }
 
@@ -350,6 +389,9 @@ pub fn down(args: DownArgs) -> Result<()> {
         bail!("no local fabric in {}", root.display());
     }
     let n = stop_fabric(&root)?;
-    println!("stopped {n} node(s) in {} (data kept; `weft up` restarts them)", root.display());
+    println!(
+        "stopped {n} node(s) in {} (data kept; `weft up` restarts them)",
+        root.display()
+    );
     Ok(())
 }

@@ -27,7 +27,10 @@ impl PlacementArgs {
     fn placement(&self) -> Result<Placement> {
         let clean = |what: &str, v: &Option<String>| -> Result<String> {
             let v = v.clone().unwrap_or_default();
-            if v.len() > 64 || v.chars().any(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(c))) {
+            if v.len() > 64
+                || v.chars()
+                    .any(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(c)))
+            {
                 bail!("--{what} {v:?}: use at most 64 letters, digits, '-', '_' or '.'");
             }
             Ok(v)
@@ -120,9 +123,15 @@ pub fn init(data: Option<PathBuf>, args: InitArgs) -> Result<()> {
     write_config(&root, &args.net, |_| {})?;
     let (fabric, cert) = weft_node::init_fabric(&dir, placement, weft_net::now_ms())?;
     println!("created fabric {fabric}");
-    println!("  admin node {} (site {:?})", cert.body.node, cert.body.placement.site);
+    println!(
+        "  admin node {} (site {:?})",
+        cert.body.node, cert.body.placement.site
+    );
     println!("  data in {}", root.display());
-    println!("next: `weft --data {} run`, then `weft invite` to add nodes", root.display());
+    println!(
+        "next: `weft --data {} run`, then `weft invite` to add nodes",
+        root.display()
+    );
     Ok(())
 }
 
@@ -181,7 +190,11 @@ pub fn run(data: Option<PathBuf>, log: Option<String>, args: RunArgs) -> Result<
             .write_atomic(weft_api::API_ADDR_FILE, bound.to_string().as_bytes())?;
         node.data_dir()
             .write_atomic("node.pid", std::process::id().to_string().as_bytes())?;
-        println!("node {} running: quic {} api http://{bound}", node.id(), node.addr());
+        println!(
+            "node {} running: quic {} api http://{bound}",
+            node.id(),
+            node.addr()
+        );
         let api = tokio::spawn(weft_api::serve(node.clone(), listener, token));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
@@ -207,6 +220,8 @@ fn init_logging(filter: &str) -> Result<()> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     Ok(())
 }

@@ -56,14 +56,32 @@ pub fn status(data: Option<PathBuf>, json: bool) -> Result<()> {
     }
     println!("node         {} ({})", s.short_id, s.id);
     println!("fabric       {}", s.fabric);
-    println!("placement    site {} · region {} · jurisdiction {}", dash(&s.site), dash(&s.region), dash(&s.jurisdiction));
-    println!("roles        {}{}", s.roles.join(", "), if s.admin { " (holds admin key)" } else { "" });
+    println!(
+        "placement    site {} · region {} · jurisdiction {}",
+        dash(&s.site),
+        dash(&s.region),
+        dash(&s.jurisdiction)
+    );
+    println!(
+        "roles        {}{}",
+        s.roles.join(", "),
+        if s.admin { " (holds admin key)" } else { "" }
+    );
     println!("address      {}", s.addr);
     println!("uptime       {}", human_secs(s.uptime_secs));
-    println!("members      {} alive, {} suspect, {} dead, {} revoked", s.alive, s.suspect, s.dead, s.revoked);
-    println!("memory       {:.1} MiB resident", s.rss_bytes as f64 / (1 << 20) as f64);
+    println!(
+        "members      {} alive, {} suspect, {} dead, {} revoked",
+        s.alive, s.suspect, s.dead, s.revoked
+    );
+    println!(
+        "memory       {:.1} MiB resident",
+        s.rss_bytes as f64 / (1 << 20) as f64
+    );
     if s.wan_delayed + s.wan_dropped > 0 {
-        println!("wan emulation {} datagrams delayed, {} dropped", s.wan_delayed, s.wan_dropped);
+        println!(
+            "wan emulation {} datagrams delayed, {} dropped",
+            s.wan_delayed, s.wan_dropped
+        );
     }
     println!("version      {}", s.version);
     Ok(())
@@ -82,7 +100,9 @@ pub fn nodes(data: Option<PathBuf>, json: bool) -> Result<()> {
 
 /// Render the nodes table.
 pub fn nodes_table(rows: &[MemberStatus]) -> String {
-    let header = ["NODE", "SITE", "REGION", "JUR", "STATE", "UPTIME", "EST RTT", "RTT", "ADDRESS"];
+    let header = [
+        "NODE", "SITE", "REGION", "JUR", "STATE", "UPTIME", "EST RTT", "RTT", "ADDRESS",
+    ];
     let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for m in rows {
         let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}ms"));
@@ -93,8 +113,16 @@ pub fn nodes_table(rows: &[MemberStatus]) -> String {
             dash(&m.jurisdiction).to_string(),
             m.state.as_str().to_string(),
             m.uptime_secs.map_or("-".to_string(), human_secs),
-            if m.is_self { "-".into() } else { ms(m.est_rtt_ms) },
-            if m.is_self { "-".into() } else { ms(m.measured_rtt_ms) },
+            if m.is_self {
+                "-".into()
+            } else {
+                ms(m.est_rtt_ms)
+            },
+            if m.is_self {
+                "-".into()
+            } else {
+                ms(m.measured_rtt_ms)
+            },
             m.addr.map_or("-".to_string(), |a| a.to_string()),
         ]);
     }
@@ -111,7 +139,9 @@ pub fn nodes_table(rows: &[MemberStatus]) -> String {
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
-    out.push_str("(* = the node answering; EST RTT from network coordinates, RTT measured by probes)\n");
+    out.push_str(
+        "(* = the node answering; EST RTT from network coordinates, RTT measured by probes)\n",
+    );
     out
 }
 
@@ -124,20 +154,31 @@ pub fn invite(data: Option<PathBuf>, args: InviteArgs) -> Result<()> {
     let params = InviteParams {
         site: args.placement.site.unwrap_or_default(),
         region: args.placement.region.unwrap_or_default(),
-        jurisdiction: args.placement.jurisdiction.unwrap_or_default().to_ascii_uppercase(),
+        jurisdiction: args
+            .placement
+            .jurisdiction
+            .unwrap_or_default()
+            .to_ascii_uppercase(),
         roles: args.roles,
         ttl_secs: ttl.as_secs().max(1),
     };
     let answer: InviteAnswer = client(data)?.post("/v1/invites", &params)?;
     println!("{}", answer.invite);
-    eprintln!("single use, valid for {}; on the new machine run: weft join <invite>", humantime::format_duration(ttl));
+    eprintln!(
+        "single use, valid for {}; on the new machine run: weft join <invite>",
+        humantime::format_duration(ttl)
+    );
     Ok(())
 }
 
 /// `weft revoke`.
 pub fn revoke(data: Option<PathBuf>, args: RevokeArgs) -> Result<()> {
-    let answer: RevokeParams = client(data)?.post("/v1/revoke", &RevokeParams { node: args.node })?;
-    println!("revoked node {}; the revocation is spreading to every node", answer.node);
+    let answer: RevokeParams =
+        client(data)?.post("/v1/revoke", &RevokeParams { node: args.node })?;
+    println!(
+        "revoked node {}; the revocation is spreading to every node",
+        answer.node
+    );
     Ok(())
 }
 
