@@ -23,6 +23,11 @@ pub enum CoordMessage {
         /// Matches the pong to the ping.
         nonce: u64,
     },
+    /// The sender is leaving the fabric gracefully (sent just before its SWIM leave).
+    Leaving {
+        /// The generation that is leaving.
+        generation: u64,
+    },
     /// The answer, with the responder's coordinate.
     Pong {
         /// The ping's nonce.
@@ -74,6 +79,13 @@ impl Shared {
                         .send_datagram(peer.id, addr, proto::COORD, &pong);
                 }
             }
+            CoordMessage::Leaving { generation } => {
+                if let Some(m) = self.view.write().members.get_mut(&peer.id)
+                    && m.swim.generation == generation
+                {
+                    m.left_generation = Some(generation);
+                }
+            }
             CoordMessage::Pong { nonce, coord } => {
                 let Some((expected, sent)) = self.outstanding.pings.lock().remove(&nonce) else {
                     return;
@@ -88,6 +100,14 @@ impl Shared {
                     view.record_rtt(peer.id, rtt);
                 }
             }
+        }
+    }
+
+    /// Tell every live peer this run is leaving.
+    pub(crate) fn announce_leaving(&self, generation: u64) {
+        let msg = wire::encode(&CoordMessage::Leaving { generation });
+        for (id, addr) in self.view.read().live_peers() {
+            self.endpoint.send_datagram(id, addr, proto::COORD, &msg);
         }
     }
 

@@ -223,6 +223,16 @@ impl Fabric {
 
     /// Leave the fabric gracefully: tell peers, so they mark this node down at once.
     pub async fn leave(&self) {
+        let generation = self
+            .shared
+            .view
+            .read()
+            .records
+            .get(&self.shared.local)
+            .map(|r| r.body.generation);
+        if let Some(generation) = generation {
+            self.shared.announce_leaving(generation);
+        }
         let (tx, rx) = oneshot::channel();
         if self.shared.swim.send(swim::Input::Leave(tx)).is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;

@@ -177,8 +177,24 @@ fn flush(
                 }
                 tracing::info!(peer = %id.node, "member declared dead");
             }
-            OwnedNotification::MemberUp(id) => {
-                tracing::info!(peer = %id.node, addr = %id.addr, "member up");
+            OwnedNotification::MemberUp(id) | OwnedNotification::Rename(_, id) => {
+                tracing::info!(peer = %id.node, addr = %id.addr, generation = id.generation, "member up");
+                // A new run of a node: fetch its new record from it directly rather than
+                // waiting for anti-entropy to carry it around.
+                let stale = shared
+                    .view
+                    .read()
+                    .records
+                    .get(&id.node)
+                    .is_none_or(|r| r.body.generation < id.generation);
+                if stale {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = shared.sync_with(Some(id.node), id.addr).await {
+                            tracing::debug!(peer = %id.node, error = %e, "record fetch failed");
+                        }
+                    });
+                }
             }
             OwnedNotification::Rejoin(id) => {
                 tracing::warn!(
@@ -225,6 +241,7 @@ fn refresh(
                         state,
                         since: now,
                         dead_verdicts: 0,
+                        left_generation: None,
                     },
                 );
             }

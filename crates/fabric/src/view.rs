@@ -20,6 +20,8 @@ pub enum MemberState {
     Suspect,
     /// Declared dead by the fabric.
     Dead,
+    /// Left the fabric gracefully (announced it was leaving).
+    Left,
     /// Its membership was revoked.
     Revoked,
 }
@@ -31,6 +33,7 @@ impl MemberState {
             MemberState::Alive => "alive",
             MemberState::Suspect => "suspect",
             MemberState::Dead => "dead",
+            MemberState::Left => "left",
             MemberState::Revoked => "revoked",
         }
     }
@@ -84,6 +87,8 @@ pub(crate) struct MemberEntry {
     pub state: MemberState,
     pub since: Instant,
     pub dead_verdicts: u64,
+    /// The generation that announced a graceful leave, if any.
+    pub left_generation: Option<u64>,
 }
 
 const RTT_WINDOW: usize = 5;
@@ -155,7 +160,12 @@ impl View {
                 } else if is_self {
                     MemberState::Alive
                 } else {
-                    member.map_or(MemberState::Dead, |m| m.state)
+                    member.map_or(MemberState::Dead, |m| match m.state {
+                        MemberState::Dead if m.left_generation == Some(m.swim.generation) => {
+                            MemberState::Left
+                        }
+                        other => other,
+                    })
                 };
                 let cert = record.map(|r| &r.body.cert.body);
                 let placement = cert.map(|c| c.placement.clone()).unwrap_or_default();

@@ -108,6 +108,8 @@ pub struct NodeStatus {
     pub suspect: usize,
     /// Dead members.
     pub dead: usize,
+    /// Members that left gracefully.
+    pub left: usize,
     /// Revoked members.
     pub revoked: usize,
     /// Dead verdicts this node has seen.
@@ -251,6 +253,7 @@ impl Node {
             alive: count(MemberState::Alive),
             suspect: count(MemberState::Suspect),
             dead: count(MemberState::Dead),
+            left: count(MemberState::Left),
             revoked: count(MemberState::Revoked),
             dead_verdicts: self.inner.fabric.dead_verdicts(),
             rss_bytes: rss_bytes(),
@@ -371,6 +374,7 @@ fn save_peers(dir: &DataDir, fabric: &Fabric) {
         .members()
         .iter()
         .filter(|m| !m.is_self && m.state != MemberState::Revoked)
+        .filter(|m| m.state != MemberState::Left)
         .filter_map(|m| m.addr)
         .collect();
     if addrs.is_empty() {

@@ -149,6 +149,25 @@ fn a_fabric_forms_notices_a_kill_and_takes_the_node_back() {
         Duration::from_secs(15),
         || (1..=5).all(|n| state_of(&nodes(&fabric.node(n)), &victim).as_deref() == Some("alive")),
     );
+    // A graceful stop (SIGTERM, as `weft down` sends) is seen as a leave, not a death.
+    let leaver = fabric.id(5);
+    let pid: i32 = std::fs::read_to_string(fabric.node(5).join("node.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_until(
+        "the others to see node5 left",
+        Duration::from_secs(10),
+        || (1..=4).all(|n| state_of(&nodes(&fabric.node(n)), &leaver).as_deref() == Some("left")),
+    );
     let table = ok(&["--data", fabric.node(1).to_str().unwrap(), "nodes"]);
     assert!(
         table.contains("SITE") && table.contains("alive") && table.contains("eu"),
