@@ -83,7 +83,7 @@ impl FabricConfig {
             capacity: Capacity::default(),
             bootstrap: Vec::new(),
             timing: SwimTiming::default(),
-            coord_interval: Duration::from_millis(100),
+            coord_interval: Duration::from_millis(50),
             sync_interval: Duration::from_secs(1),
             generation,
             site_map: None,

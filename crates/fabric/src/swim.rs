@@ -188,6 +188,7 @@ fn flush(
                     .get(&id.node)
                     .is_none_or(|r| r.body.generation < id.generation);
                 if stale {
+                    shared.endpoint.forget_if_older(&id.node, id.generation);
                     let shared = shared.clone();
                     tokio::spawn(async move {
                         if let Err(e) = shared.sync_with(Some(id.node), id.addr).await {

@@ -98,7 +98,7 @@ struct Inner {
     client: quinn::ClientConfig,
     local: NodeId,
     trust: Arc<Trust>,
-    conns: Mutex<HashMap<NodeId, quinn::Connection>>,
+    conns: Mutex<HashMap<NodeId, (quinn::Connection, u64)>>,
     dialing: Mutex<HashMap<NodeId, Vec<Bytes>>>,
     streams: RwLock<HashMap<u16, (StreamHandler, bool)>>,
     datagrams: RwLock<HashMap<u8, DatagramHandler>>,
@@ -339,8 +339,20 @@ impl Endpoint {
 
     /// Close any connection to `id` (used when it is revoked).
     pub fn disconnect(&self, id: &NodeId) {
-        if let Some(conn) = self.inner.conns.lock().remove(id) {
+        if let Some((conn, _)) = self.inner.conns.lock().remove(id) {
             conn.close(CLOSE_REVOKED.into(), b"revoked");
+        }
+    }
+
+    /// Forget the cached connection to `id` if it was established before `since_ms` (Unix ms):
+    /// used when a peer is known to have restarted at `since_ms`, so a connection to its
+    /// previous run is not used until it idles out.
+    pub fn forget_if_older(&self, id: &NodeId, since_ms: u64) {
+        let mut conns = self.inner.conns.lock();
+        if conns.get(id).is_some_and(|(_, at)| *at < since_ms)
+            && let Some((conn, _)) = conns.remove(id)
+        {
+            conn.close(0u32.into(), b"peer restarted");
         }
     }
 
@@ -353,7 +365,7 @@ impl Endpoint {
     fn cached(&self, id: &NodeId) -> Option<quinn::Connection> {
         let mut conns = self.inner.conns.lock();
         match conns.get(id) {
-            Some(c) if c.close_reason().is_none() => Some(c.clone()),
+            Some((c, _)) if c.close_reason().is_none() => Some(c.clone()),
             Some(_) => {
                 conns.remove(id);
                 None
@@ -387,7 +399,10 @@ impl Endpoint {
     /// Remember a connection (members only) and start serving what the peer sends on it.
     fn adopt(&self, conn: quinn::Connection, peer: Peer) {
         if let Peer::Member(info) = &peer {
-            self.inner.conns.lock().insert(info.id, conn.clone());
+            self.inner
+                .conns
+                .lock()
+                .insert(info.id, (conn.clone(), crate::now_ms()));
             let this = self.clone();
             let (c, info) = (conn.clone(), info.clone());
             tokio::spawn(async move { this.datagram_loop(c, *info).await });
@@ -411,7 +426,7 @@ impl Endpoint {
         let mut conns = self.inner.conns.lock();
         if conns
             .get(id)
-            .is_some_and(|c| c.stable_id() == conn.stable_id())
+            .is_some_and(|(c, _)| c.stable_id() == conn.stable_id())
         {
             conns.remove(id);
         }
