@@ -180,8 +180,8 @@ impl Node {
         }
         let mut bootstrap = fabric_file.bootstrap.clone();
         bootstrap.extend(load_peers(&dir));
-        bootstrap.retain(|a| *a != advertise);
-        bootstrap.dedup();
+        let mut seen = std::collections::HashSet::new();
+        bootstrap.retain(|a| *a != advertise && seen.insert(*a));
         let mut cfg = FabricConfig::new(key.clone(), cert.clone(), advertise, weft_net::now_ms());
         cfg.labels = settings.labels;
         cfg.capacity = settings.capacity;

@@ -313,13 +313,12 @@ pub fn up(args: UpArgs) -> Result<()> {
         return Ok(());
     }
     let admin = ApiClient::for_data_dir(&dirs[0])?;
-    // Give the network coordinates a few seconds so the table shows RTT estimates.
+    // Give the network coordinates a few seconds to settle so the table's estimates mean
+    // something: until the median estimate is within 10% of the measured RTT (at most 15s).
     let settle = Instant::now();
     let mut rows: Vec<MemberStatus> = admin.get("/v1/nodes")?;
-    while settle.elapsed() < Duration::from_secs(8)
-        && rows.iter().any(|m| !m.is_self && m.est_rtt_ms.is_none())
-    {
-        std::thread::sleep(Duration::from_millis(250));
+    while settle.elapsed() < Duration::from_secs(15) && !coordinates_settled(&rows) {
+        std::thread::sleep(Duration::from_millis(500));
         rows = admin.get("/v1/nodes")?;
     }
     let sites = rows
@@ -355,6 +354,18 @@ pub fn up(args: UpArgs) -> Result<()> {
         }
     );
     Ok(())
+}
+
+fn coordinates_settled(rows: &[MemberStatus]) -> bool {
+    let mut errors: Vec<f64> = Vec::new();
+    for m in rows.iter().filter(|m| !m.is_self) {
+        match (m.est_rtt_ms, m.measured_rtt_ms) {
+            (Some(est), Some(real)) if real > 0.0 => errors.push((est - real).abs() / real),
+            _ => return false,
+        }
+    }
+    errors.sort_by(f64::total_cmp);
+    errors.get(errors.len() / 2).is_none_or(|e| *e <= 0.10)
 }
 
 /// Stop the nodes in `root`; returns how many were running.
