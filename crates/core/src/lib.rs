@@ -22,7 +22,7 @@ pub use admission::{
     AdmissionError, CertBody, Invite, InviteBody, MembershipCert, Placement, Revocation,
     RevocationBody, Role,
 };
-pub use id::{FabricId, IdParseError, NodeId};
+pub use id::{ContentHash, FabricId, IdParseError, NodeId};
 pub use keys::{SecretKey, Signature, SignatureError};
 pub use record::{Capacity, NodeRecord, RecordBody};
 

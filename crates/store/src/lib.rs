@@ -1,0 +1,18 @@
+//! weft storage. This first part holds what a node needs locally: the shard store (content
+//! addressed, fsynced before acknowledged, with capacity accounting) and the object codec
+//! (segment → BLAKE3 → AES-256-GCM → Reed–Solomon shards named by BLAKE3).
+//!
+//! It knows nothing about the network, membership or placement; the distributed write and read
+//! paths will be built on these pieces.
+
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod codec;
+pub mod shards;
+
+pub use codec::{
+    CodecError, DecodedSegment, EncodedSegment, Erasure, ObjectKey, SegmentInfo, decode_segment,
+    encode_segment,
+};
+pub use shards::{ShardStore, ShardStoreError};

@@ -1,0 +1,319 @@
+//! The local shard store: shards as files named by their BLAKE3 hash, metadata and space
+//! accounting in redb.
+//!
+//! A shard is acknowledged only after its bytes are fsynced, renamed into place, the directory
+//! fsynced, and its entry committed. On open, files without an entry (a crash between the two
+//! steps) are removed and entries without a file are dropped, so the accounting is exact.
+//! Reads re-verify the hash, so a shard altered on disk is reported, never served.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use std::sync::Mutex;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use weft_core::ContentHash;
+
+const SHARDS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("shards");
+
+/// Shard-store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardStoreError {
+    /// Not enough free capacity.
+    #[error("shard store is full: {needed} bytes needed, {free} of {capacity} free")]
+    Full {
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes free.
+        free: u64,
+        /// Configured capacity.
+        capacity: u64,
+    },
+    /// Bytes that do not hash to the name they were offered under.
+    #[error("shard bytes do not match their name {0}")]
+    WrongHash(ContentHash),
+    /// A stored shard no longer matches its hash.
+    #[error("stored shard {0} is corrupt")]
+    Corrupt(ContentHash),
+    /// Filesystem failure.
+    #[error("{path}: {source}")]
+    Io {
+        /// Where.
+        path: PathBuf,
+        /// What.
+        source: std::io::Error,
+    },
+    /// Database failure.
+    #[error("shard index: {0}")]
+    Db(String),
+}
+
+fn db_err(e: impl std::fmt::Display) -> ShardStoreError {
+    ShardStoreError::Db(e.to_string())
+}
+
+/// A node's local shards.
+pub struct ShardStore {
+    root: PathBuf,
+    db: Database,
+    capacity: u64,
+    /// Bytes used; also serialises writers so capacity checks are exact.
+    used: Mutex<u64>,
+}
+
+impl std::fmt::Debug for ShardStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardStore")
+            .field("root", &self.root)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShardStore {
+    /// Open (or create) the store under `root` with `capacity` bytes, reconciling files and index.
+    pub fn open(root: &Path, capacity: u64) -> Result<ShardStore, ShardStoreError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ShardStoreError::Io { path, source }
+        };
+        fs::create_dir_all(root.join("shards")).map_err(io(root))?;
+        let db = Database::create(root.join("shards.redb")).map_err(db_err)?;
+        let store = ShardStore {
+            root: root.to_path_buf(),
+            db,
+            capacity,
+            used: Mutex::new(0),
+        };
+        let used = store.reconcile()?;
+        *store.used.lock().unwrap_or_else(|e| e.into_inner()) = used;
+        Ok(store)
+    }
+
+    fn path_of(&self, hash: &ContentHash) -> PathBuf {
+        let hex = hash.to_hex();
+        self.root.join("shards").join(&hex[..2]).join(&hex[2..])
+    }
+
+    fn reconcile(&self) -> Result<u64, ShardStoreError> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        let mut used = 0;
+        {
+            let mut table = tx.open_table(SHARDS).map_err(db_err)?;
+            let mut missing = Vec::new();
+            for entry in table.iter().map_err(db_err)? {
+                let (k, v) = entry.map_err(db_err)?;
+                let hash = ContentHash(*k.value());
+                if self.path_of(&hash).exists() {
+                    used += v.value();
+                } else {
+                    missing.push(hash);
+                }
+            }
+            for h in missing {
+                tracing::warn!(shard = %h, "indexed shard file is missing; dropping it");
+                table.remove(&h.0).map_err(db_err)?;
+            }
+            for dir in fs::read_dir(self.root.join("shards"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                for file in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+                    let name = format!(
+                        "{}{}",
+                        dir.file_name().to_string_lossy(),
+                        file.file_name().to_string_lossy()
+                    );
+                    let indexed = name
+                        .parse::<ContentHash>()
+                        .ok()
+                        .map(|h| table.get(&h.0).map(|v| v.is_some()))
+                        .transpose()
+                        .map_err(db_err)?
+                        .unwrap_or(false);
+                    if !indexed {
+                        let _ = fs::remove_file(file.path());
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(used)
+    }
+
+    /// Configured capacity in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Bytes used by stored shards.
+    pub fn used(&self) -> u64 {
+        *self.used.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Store a shard durably. Returns false if it was already stored.
+    pub fn put(&self, hash: &ContentHash, bytes: &[u8]) -> Result<bool, ShardStoreError> {
+        if ContentHash::of(bytes) != *hash {
+            return Err(ShardStoreError::WrongHash(*hash));
+        }
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        if self.contains(hash)? {
+            return Ok(false);
+        }
+        let needed = bytes.len() as u64;
+        if *used + needed > self.capacity {
+            return Err(ShardStoreError::Full {
+                needed,
+                free: self.capacity.saturating_sub(*used),
+                capacity: self.capacity,
+            });
+        }
+        let path = self.path_of(hash);
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        let io = |source| ShardStoreError::Io {
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(&dir).map_err(io)?;
+        let tmp = dir.join(format!(".{}.tmp", hash.to_hex()));
+        {
+            let mut f = fs::File::create(&tmp).map_err(io)?;
+            f.write_all(bytes).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        fs::rename(&tmp, &path).map_err(io)?;
+        fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+        let tx = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut table = tx.open_table(SHARDS).map_err(db_err)?;
+            table.insert(&hash.0, needed).map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)?;
+        *used += needed;
+        Ok(true)
+    }
+
+    /// True when the shard is stored.
+    pub fn contains(&self, hash: &ContentHash) -> Result<bool, ShardStoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let table = match tx.open_table(SHARDS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
+            Err(e) => return Err(db_err(e)),
+        };
+        Ok(table.get(&hash.0).map_err(db_err)?.is_some())
+    }
+
+    /// Read a shard, verifying it. `Ok(None)` if not stored; `Err(Corrupt)` if altered on disk.
+    pub fn get(&self, hash: &ContentHash) -> Result<Option<Vec<u8>>, ShardStoreError> {
+        if !self.contains(hash)? {
+            return Ok(None);
+        }
+        let path = self.path_of(hash);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ShardStoreError::Corrupt(*hash));
+            }
+            Err(source) => return Err(ShardStoreError::Io { path, source }),
+        };
+        if ContentHash::of(&bytes) != *hash {
+            return Err(ShardStoreError::Corrupt(*hash));
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Remove a shard. Returns false if it was not stored.
+    pub fn delete(&self, hash: &ContentHash) -> Result<bool, ShardStoreError> {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = self.db.begin_write().map_err(db_err)?;
+        let removed = {
+            let mut table = tx.open_table(SHARDS).map_err(db_err)?;
+            table.remove(&hash.0).map_err(db_err)?.map(|v| v.value())
+        };
+        tx.commit().map_err(db_err)?;
+        let Some(len) = removed else { return Ok(false) };
+        let _ = fs::remove_file(self.path_of(hash));
+        *used = used.saturating_sub(len);
+        Ok(true)
+    }
+
+    /// Every stored shard with its length.
+    pub fn list(&self) -> Result<Vec<(ContentHash, u64)>, ShardStoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let table = match tx.open_table(SHARDS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(db_err(e)),
+        };
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(db_err)? {
+            let (k, v) = entry.map_err(db_err)?;
+            out.push((ContentHash(*k.value()), v.value()));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_stored_verified_accounted_and_reconciled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ShardStore::open(dir.path(), 1000).unwrap();
+        let a = vec![1u8; 400];
+        let ha = ContentHash::of(&a);
+        assert!(store.put(&ha, &a).unwrap());
+        assert!(!store.put(&ha, &a).unwrap());
+        assert_eq!(store.used(), 400);
+        assert!(matches!(
+            store.put(&ContentHash::of(b"x"), b"y"),
+            Err(ShardStoreError::WrongHash(_))
+        ));
+        let big = vec![2u8; 700];
+        assert!(matches!(
+            store.put(&ContentHash::of(&big), &big),
+            Err(ShardStoreError::Full {
+                needed: 700,
+                free: 600,
+                ..
+            })
+        ));
+        assert_eq!(store.get(&ha).unwrap().unwrap(), a);
+        assert_eq!(store.get(&ContentHash::of(b"none")).unwrap(), None);
+
+        // Bit rot on disk is reported, not served.
+        let path = store.path_of(&ha);
+        let mut rotten = a.clone();
+        rotten[3] ^= 0x10;
+        fs::write(&path, &rotten).unwrap();
+        assert!(matches!(store.get(&ha), Err(ShardStoreError::Corrupt(_))));
+        fs::write(&path, &a).unwrap();
+
+        // A stray file (crash before indexing) and a lost file are reconciled on reopen.
+        let b = vec![3u8; 100];
+        let hb = ContentHash::of(&b);
+        let stray = store.path_of(&hb);
+        fs::create_dir_all(stray.parent().unwrap()).unwrap();
+        fs::write(&stray, &b).unwrap();
+        drop(store);
+        let store = ShardStore::open(dir.path(), 1000).unwrap();
+        assert!(!stray.exists());
+        assert_eq!(store.used(), 400);
+        fs::remove_file(store.path_of(&ha)).unwrap();
+        drop(store);
+        let store = ShardStore::open(dir.path(), 1000).unwrap();
+        assert_eq!(store.used(), 0);
+        assert!(store.list().unwrap().is_empty());
+        assert!(store.put(&ha, &a).unwrap());
+        assert!(store.delete(&ha).unwrap());
+        assert!(!store.delete(&ha).unwrap());
+        assert_eq!(store.used(), 0);
+    }
+}
