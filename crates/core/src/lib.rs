@@ -35,6 +35,10 @@ pub mod proto {
     pub const JOIN: u16 = 1;
     /// Stream protocol: exchange node records and revocations.
     pub const SYNC: u16 = 2;
+    /// Stream protocol: store a shard on a node.
+    pub const SHARD_PUT: u16 = 3;
+    /// Stream protocol: fetch a shard from a node.
+    pub const SHARD_GET: u16 = 4;
     /// Datagram channel: SWIM membership messages.
     pub const SWIM: u8 = 1;
     /// Datagram channel: RTT probes that feed network coordinates.

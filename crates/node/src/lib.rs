@@ -25,6 +25,7 @@ use weft_core::{
 };
 use weft_fabric::{Fabric, FabricConfig, MemberState, MemberStatus, SwimTiming};
 use weft_net::{Endpoint, EndpointConfig, NetError, SiteMap, Trust, WanConfig};
+use weft_store::{ShardStore, ShardStoreError, Storage};
 
 pub use admission::{
     CERT_VALIDITY, InviteRequest, JoinError, JoinRequest, JoinResponse, init_fabric, issue_invite,
@@ -60,6 +61,9 @@ pub enum NodeError {
     /// Transport problem.
     #[error(transparent)]
     Net(#[from] NetError),
+    /// Local shard store problem.
+    #[error(transparent)]
+    Shards(#[from] ShardStoreError),
     /// The stored certificate is not valid for the stored fabric.
     #[error("stored membership certificate is not valid: {0}")]
     BadMembership(String),
@@ -118,6 +122,10 @@ pub struct NodeStatus {
     pub rss_bytes: u64,
     /// Software version.
     pub version: String,
+    /// Bytes of shards stored here.
+    pub store_used: u64,
+    /// Shard capacity offered.
+    pub store_capacity: u64,
     /// Datagrams delayed and dropped by WAN emulation.
     pub wan_delayed: u64,
     /// Datagrams dropped by WAN emulation.
@@ -131,6 +139,7 @@ struct Inner {
     admin: Option<SecretKey>,
     endpoint: Endpoint,
     fabric: Fabric,
+    storage: Storage,
     advertise: SocketAddr,
     started: Instant,
     stop: watch::Sender<bool>,
@@ -174,6 +183,11 @@ impl Node {
             reason: e.to_string(),
         })?;
         let advertise = settings.advertise.unwrap_or(bound);
+        let shards = Arc::new(ShardStore::open(
+            &dir.path("store"),
+            settings.capacity.disk_bytes,
+        )?);
+        weft_store::protocol::register(&endpoint, shards.clone());
         if let Some(admin_key) = &admin {
             Arc::new(admission::Admissions::new(dir.clone(), admin_key.clone())?)
                 .register(&endpoint);
@@ -189,6 +203,7 @@ impl Node {
         cfg.timing = settings.timing;
         cfg.site_map = site_map;
         let fabric = Fabric::start(endpoint.clone(), cfg);
+        let storage = Storage::new(endpoint.clone(), fabric.clone(), shards);
         let (stop, _) = watch::channel(false);
         let node = Node {
             inner: Arc::new(Inner {
@@ -198,6 +213,7 @@ impl Node {
                 admin,
                 endpoint,
                 fabric,
+                storage,
                 advertise,
                 started: Instant::now(),
                 stop,
@@ -226,6 +242,11 @@ impl Node {
     /// Fabric membership.
     pub fn fabric(&self) -> &Fabric {
         &self.inner.fabric
+    }
+
+    /// Object storage through this node.
+    pub fn storage(&self) -> &Storage {
+        &self.inner.storage
     }
 
     /// Every known node.
@@ -258,6 +279,8 @@ impl Node {
             dead_verdicts: self.inner.fabric.dead_verdicts(),
             rss_bytes: rss_bytes(),
             version: weft_core::SOFTWARE_VERSION.to_string(),
+            store_used: self.inner.storage.local().used(),
+            store_capacity: self.inner.storage.local().capacity(),
             wan_delayed,
             wan_dropped,
         }

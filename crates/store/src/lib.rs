@@ -9,10 +9,15 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod codec;
+pub mod object;
+pub mod placement;
+pub mod protocol;
 pub mod shards;
 
 pub use codec::{
     CodecError, DecodedSegment, EncodedSegment, Erasure, ObjectKey, SegmentInfo, decode_segment,
     encode_segment,
 };
+pub use object::{Capability, Manifest, ReadReport, Storage, StorageError};
+pub use placement::{Candidate, PlacementError, Residency, default_erasure, place};
 pub use shards::{ShardStore, ShardStoreError};

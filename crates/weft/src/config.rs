@@ -13,6 +13,9 @@ use weft_net::WanConfig;
 use weft_net::wan::parse_percent;
 use weft_node::NodeSettings;
 
+/// Shard capacity offered when `[capacity] disk_gib` is not set.
+pub const DEFAULT_DISK_GIB: u64 = 10;
+
 /// File name inside the data directory.
 pub const CONFIG_FILE: &str = "node.toml";
 
@@ -49,7 +52,7 @@ pub struct CapacityFile {
     pub cpus: Option<u32>,
     /// Memory offered in MiB (default: all).
     pub mem_mib: Option<u64>,
-    /// Disk offered in GiB (default: 0 until storage exists).
+    /// Disk offered for shards in GiB (default: 10).
     pub disk_gib: Option<u64>,
 }
 
@@ -160,7 +163,7 @@ impl NodeFile {
                     std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
                 }),
                 mem_bytes: self.capacity.mem_mib.map_or_else(total_memory, |m| m << 20),
-                disk_bytes: self.capacity.disk_gib.unwrap_or(0) << 30,
+                disk_bytes: self.capacity.disk_gib.unwrap_or(DEFAULT_DISK_GIB) << 30,
             },
             wan,
             timing,

@@ -1,0 +1,583 @@
+//! Objects across the fabric: the write path (segment, encode, place, store, manifest) and the
+//! read path (manifest, nearest holders first, hedging, verify, decode, stream out).
+//!
+//! Memory is bounded by the segments in flight ([`IN_FLIGHT`] × segment size × (k+m)/k), never
+//! by the object size. A write is acknowledged only when every shard of every segment and the
+//! manifest are durable on their holders, so it survives the loss of any `parity` holders.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::task::JoinSet;
+use weft_core::{ContentHash, NodeId, wire};
+use weft_fabric::{Fabric, MemberState};
+use weft_net::Endpoint;
+
+use crate::placement::{Candidate, PlacementError, Residency, default_erasure, place};
+use crate::protocol::{TransferError, get_remote, put_remote};
+use crate::{
+    CodecError, Erasure, ObjectKey, SegmentInfo, ShardStore, decode_segment, encode_segment,
+};
+
+/// Plaintext bytes per segment.
+pub const SEGMENT: usize = 4 << 20;
+/// Segments encoded and transferred concurrently.
+pub const IN_FLIGHT: usize = 4;
+/// Copies of each manifest.
+pub const MANIFEST_COPIES: usize = 3;
+/// Extra request sent when a segment's fetch has not finished after this long.
+pub const HEDGE_AFTER: Duration = Duration::from_millis(250);
+const CAP_PREFIX: &str = "weft-cap1-";
+
+/// A segment and where its shards live.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedSegment {
+    /// Hashes and lengths.
+    pub info: SegmentInfo,
+    /// Holder of each shard, in shard order.
+    pub holders: Vec<NodeId>,
+}
+
+/// Everything needed to read an object back (except its key).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Plaintext size.
+    pub size: u64,
+    /// BLAKE3 of the whole plaintext: the object's content id.
+    pub content_id: ContentHash,
+    /// Plaintext bytes per segment.
+    pub segment_size: u64,
+    /// Erasure coding.
+    pub ec: Erasure,
+    /// Residency policy the shards were placed under.
+    pub policy: Residency,
+    /// The segments.
+    pub segments: Vec<PlacedSegment>,
+}
+
+/// A read capability: the manifest's name, the object key, and where the manifest is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capability {
+    /// BLAKE3 of the encoded manifest.
+    pub manifest: ContentHash,
+    /// The object key.
+    pub key: [u8; 32],
+    /// Nodes holding the manifest.
+    pub holders: Vec<NodeId>,
+}
+
+impl Capability {
+    /// Text form, as `weft put` prints it.
+    pub fn to_text(&self) -> String {
+        format!(
+            "{CAP_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(wire::encode(self))
+        )
+    }
+
+    /// Parse the text form.
+    pub fn from_text(text: &str) -> Result<Capability, StorageError> {
+        let bad = |why: String| StorageError::BadCapability(why);
+        let b64 = text
+            .trim()
+            .strip_prefix(CAP_PREFIX)
+            .ok_or_else(|| bad(format!("a capability starts with {CAP_PREFIX:?}")))?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(b64)
+            .map_err(|e| bad(e.to_string()))?;
+        wire::decode(&bytes).map_err(|e| bad(e.to_string()))
+    }
+}
+
+/// What a read did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadReport {
+    /// Plaintext bytes written.
+    pub bytes: u64,
+    /// Shard bytes received from each node.
+    pub sources: BTreeMap<String, u64>,
+    /// Holders that returned bad or corrupt shards.
+    pub bad_holders: Vec<String>,
+}
+
+/// Storage failures seen by users.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// Placement impossible under the policy.
+    #[error(transparent)]
+    Placement(#[from] PlacementError),
+    /// Encoding or decoding failed.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// A shard could not be stored anywhere.
+    #[error("could not store a shard of segment {segment}: {last}")]
+    Write {
+        /// Segment index.
+        segment: u32,
+        /// Last failure.
+        last: String,
+    },
+    /// Not enough shards could be fetched.
+    #[error("segment {segment} is unreadable: {reason}")]
+    Unreadable {
+        /// Segment index.
+        segment: u32,
+        /// Why.
+        reason: String,
+    },
+    /// No holder had a valid manifest.
+    #[error("manifest {0} is not available from any of its holders")]
+    ManifestUnavailable(ContentHash),
+    /// The capability text is malformed.
+    #[error("not a weft capability: {0}")]
+    BadCapability(String),
+    /// Reading input or writing output failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The storage service of one node.
+#[derive(Clone)]
+pub struct Storage {
+    endpoint: Endpoint,
+    fabric: Fabric,
+    local: Arc<ShardStore>,
+}
+
+impl Storage {
+    /// Storage over this node's endpoint, membership and shard store.
+    pub fn new(endpoint: Endpoint, fabric: Fabric, local: Arc<ShardStore>) -> Storage {
+        Storage {
+            endpoint,
+            fabric,
+            local,
+        }
+    }
+
+    /// The local shard store.
+    pub fn local(&self) -> &Arc<ShardStore> {
+        &self.local
+    }
+
+    /// Nodes that can hold shards now.
+    pub fn candidates(&self) -> Vec<Candidate> {
+        self.fabric
+            .members()
+            .into_iter()
+            .filter_map(|m| {
+                let id = m.id.parse().ok()?;
+                Some(Candidate {
+                    id,
+                    healthy: m.state == MemberState::Alive
+                        && m.roles.iter().any(|r| r == "storage"),
+                    free_bytes: if m.is_self {
+                        self.local.capacity().saturating_sub(self.local.used())
+                    } else {
+                        m.disk_bytes
+                    },
+                    site: m.site,
+                    region: m.region,
+                    jurisdiction: m.jurisdiction,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_shard(
+        &self,
+        node: NodeId,
+        hash: ContentHash,
+        bytes: Arc<Vec<u8>>,
+    ) -> Result<(), TransferError> {
+        if node == self.fabric.id() {
+            let local = self.local.clone();
+            tokio::task::spawn_blocking(move || local.put(&hash, &bytes))
+                .await
+                .map_err(|e| TransferError::Protocol {
+                    node,
+                    reason: e.to_string(),
+                })??;
+            return Ok(());
+        }
+        let addr = self
+            .fabric
+            .record(&node)
+            .map(|r| r.body.addr)
+            .ok_or_else(|| TransferError::Protocol {
+                node,
+                reason: "no address known".into(),
+            })?;
+        put_remote(&self.endpoint, node, addr, hash, &bytes).await
+    }
+
+    async fn get_shard(
+        &self,
+        node: NodeId,
+        hash: ContentHash,
+    ) -> Result<Option<Vec<u8>>, TransferError> {
+        if node == self.fabric.id() {
+            let local = self.local.clone();
+            return tokio::task::spawn_blocking(move || local.get(&hash))
+                .await
+                .map_err(|e| TransferError::Protocol {
+                    node,
+                    reason: e.to_string(),
+                })?
+                .map_err(|e| match e {
+                    crate::ShardStoreError::Corrupt(_) => TransferError::Corrupt(node),
+                    other => TransferError::Local(other),
+                });
+        }
+        let addr = self
+            .fabric
+            .record(&node)
+            .map(|r| r.body.addr)
+            .ok_or_else(|| TransferError::Protocol {
+                node,
+                reason: "no address known".into(),
+            })?;
+        get_remote(&self.endpoint, node, addr, hash).await
+    }
+
+    /// Store `bytes` under `hash` on the nodes placement picks (retrying elsewhere on failure).
+    async fn store_placed(
+        &self,
+        key: &ContentHash,
+        shards: Vec<(ContentHash, Arc<Vec<u8>>)>,
+        policy: &Residency,
+        segment: u32,
+    ) -> Result<Vec<NodeId>, StorageError> {
+        let shard_bytes = shards
+            .iter()
+            .map(|(_, b)| b.len() as u64)
+            .max()
+            .unwrap_or(0);
+        let candidates = self.candidates();
+        let chosen = place(key, shards.len(), shard_bytes, &candidates, policy)?;
+        let mut tasks = JoinSet::new();
+        for (i, ((hash, bytes), node)) in shards
+            .iter()
+            .cloned()
+            .zip(chosen.iter().copied())
+            .enumerate()
+        {
+            let this = self.clone();
+            tasks.spawn(async move { (i, node, this.put_shard(node, hash, bytes).await) });
+        }
+        let mut holders = chosen.clone();
+        let mut failed: Vec<(usize, String)> = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            let (i, node, result) = done.map_err(|e| StorageError::Write {
+                segment,
+                last: e.to_string(),
+            })?;
+            if let Err(e) = result {
+                tracing::warn!(%node, error = %e, "shard write failed; placing it elsewhere");
+                failed.push((i, e.to_string()));
+            }
+        }
+        for (i, mut last) in failed {
+            let mut excluded: Vec<NodeId> = holders.clone();
+            let mut stored = false;
+            for _ in 0..3 {
+                let rest: Vec<Candidate> = candidates
+                    .iter()
+                    .filter(|c| !excluded.contains(&c.id))
+                    .cloned()
+                    .collect();
+                let Ok(next) = place(&shards[i].0, 1, shard_bytes, &rest, policy) else {
+                    break;
+                };
+                let node = next[0];
+                match self.put_shard(node, shards[i].0, shards[i].1.clone()).await {
+                    Ok(()) => {
+                        holders[i] = node;
+                        stored = true;
+                        break;
+                    }
+                    Err(e) => {
+                        last = e.to_string();
+                        excluded.push(node);
+                    }
+                }
+            }
+            if !stored {
+                return Err(StorageError::Write { segment, last });
+            }
+        }
+        Ok(holders)
+    }
+
+    /// Write an object read from `reader`. Returns its capability and manifest once durable.
+    pub async fn put<R: AsyncRead + Unpin>(
+        &self,
+        mut reader: R,
+        policy: Residency,
+        ec: Option<Erasure>,
+    ) -> Result<(Capability, Manifest), StorageError> {
+        let eligible = self
+            .candidates()
+            .iter()
+            .filter(|c| c.healthy && policy.allows(c))
+            .count();
+        let ec = ec.unwrap_or_else(|| default_erasure(eligible));
+        ec.validate()?;
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let object_key = Arc::new(ObjectKey(key));
+        let mut content = blake3::Hasher::new();
+        let mut size = 0u64;
+        let mut placed: BTreeMap<u32, PlacedSegment> = BTreeMap::new();
+        let mut tasks: JoinSet<Result<PlacedSegment, StorageError>> = JoinSet::new();
+        let mut index = 0u32;
+        loop {
+            let mut buf = vec![0u8; SEGMENT];
+            let mut filled = 0;
+            while filled < SEGMENT {
+                let n = reader.read(&mut buf[filled..]).await?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            buf.truncate(filled);
+            if filled == 0 {
+                break;
+            }
+            content.update(&buf);
+            size += filled as u64;
+            while tasks.len() >= IN_FLIGHT {
+                if let Some(done) = tasks.join_next().await {
+                    let seg = done.map_err(|e| std::io::Error::other(e.to_string()))??;
+                    placed.insert(seg.info.index, seg);
+                }
+            }
+            let this = self.clone();
+            let (k, policy) = (object_key.clone(), policy.clone());
+            tasks.spawn(async move {
+                let encoded =
+                    tokio::task::spawn_blocking(move || encode_segment(&k, index, &buf, ec))
+                        .await
+                        .map_err(|e| std::io::Error::other(e.to_string()))??;
+                let shards: Vec<(ContentHash, Arc<Vec<u8>>)> = encoded
+                    .info
+                    .shards
+                    .iter()
+                    .copied()
+                    .zip(encoded.shards.into_iter().map(Arc::new))
+                    .collect();
+                let holders = this
+                    .store_placed(&encoded.info.shards[0], shards, &policy, index)
+                    .await?;
+                Ok(PlacedSegment {
+                    info: encoded.info,
+                    holders,
+                })
+            });
+            index += 1;
+            if filled < SEGMENT {
+                break;
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            let seg = done.map_err(|e| std::io::Error::other(e.to_string()))??;
+            placed.insert(seg.info.index, seg);
+        }
+        let manifest = Manifest {
+            size,
+            content_id: ContentHash(*content.finalize().as_bytes()),
+            segment_size: SEGMENT as u64,
+            ec,
+            policy: policy.clone(),
+            segments: placed.into_values().collect(),
+        };
+        let bytes = Arc::new(wire::encode(&manifest));
+        let hash = ContentHash::of(&bytes);
+        let copies = MANIFEST_COPIES.min(eligible.max(1));
+        let holders = self
+            .store_placed(&hash, vec![(hash, bytes); copies], &policy, u32::MAX)
+            .await?;
+        Ok((
+            Capability {
+                manifest: hash,
+                key,
+                holders,
+            },
+            manifest,
+        ))
+    }
+
+    /// Nodes ordered nearest first: this node, then alive nodes by estimated RTT, then the rest.
+    fn nearest_first(&self, nodes: &[NodeId]) -> Vec<NodeId> {
+        let alive: HashMap<String, MemberState> = self
+            .fabric
+            .members()
+            .into_iter()
+            .map(|m| (m.id, m.state))
+            .collect();
+        let mut ranked: Vec<(u8, Duration, NodeId)> = nodes
+            .iter()
+            .map(|n| {
+                let tier = if *n == self.fabric.id() {
+                    0
+                } else if alive.get(&n.to_hex()) == Some(&MemberState::Alive) {
+                    1
+                } else {
+                    2
+                };
+                let rtt = self
+                    .fabric
+                    .estimated_rtt(n)
+                    .unwrap_or(Duration::from_secs(1));
+                (tier, rtt, *n)
+            })
+            .collect();
+        ranked.sort();
+        ranked.dedup_by_key(|r| r.2);
+        ranked.into_iter().map(|r| r.2).collect()
+    }
+
+    /// Fetch and verify the manifest a capability names.
+    pub async fn manifest(&self, cap: &Capability) -> Result<Manifest, StorageError> {
+        for node in self.nearest_first(&cap.holders) {
+            if let Ok(Some(bytes)) = self.get_shard(node, cap.manifest).await
+                && ContentHash::of(&bytes) == cap.manifest
+                && let Ok(m) = wire::decode::<Manifest>(&bytes)
+            {
+                return Ok(m);
+            }
+        }
+        Err(StorageError::ManifestUnavailable(cap.manifest))
+    }
+
+    /// Fetch one segment: the k nearest holders first, hedge after a delay, fall back on failure.
+    async fn fetch_segment(
+        &self,
+        key: Arc<ObjectKey>,
+        seg: PlacedSegment,
+        ec: Erasure,
+        report: &mut ReadReport,
+    ) -> Result<Vec<u8>, StorageError> {
+        let by_node: HashMap<NodeId, Vec<usize>> =
+            seg.holders
+                .iter()
+                .enumerate()
+                .fold(HashMap::new(), |mut m, (i, n)| {
+                    m.entry(*n).or_default().push(i);
+                    m
+                });
+        let order: Vec<(usize, NodeId)> = self
+            .nearest_first(&seg.holders)
+            .into_iter()
+            .flat_map(|n| {
+                by_node
+                    .get(&n)
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |i| (i, n))
+            })
+            .collect();
+        let mut next = 0;
+        let mut tasks = JoinSet::new();
+        let launch = |tasks: &mut JoinSet<_>, next: &mut usize| {
+            if let Some(&(i, node)) = order.get(*next) {
+                *next += 1;
+                let this = self.clone();
+                let hash = seg.info.shards[i];
+                tasks.spawn(async move { (i, node, this.get_shard(node, hash).await) });
+            }
+        };
+        while next < ec.data.min(order.len()) {
+            launch(&mut tasks, &mut next);
+        }
+        let mut good: Vec<(usize, Vec<u8>)> = Vec::new();
+        let mut last = String::from("no holders");
+        let hedge = tokio::time::sleep(HEDGE_AFTER);
+        tokio::pin!(hedge);
+        let mut hedged = false;
+        while good.len() < ec.data {
+            tokio::select! {
+                done = tasks.join_next() => {
+                    let Some(done) = done else { break };
+                    let Ok((i, node, result)) = done else { continue };
+                    match result {
+                        Ok(Some(bytes)) if ContentHash::of(&bytes) == seg.info.shards[i] => {
+                            *report.sources.entry(node.to_hex()).or_default() += bytes.len() as u64;
+                            good.push((i, bytes));
+                        }
+                        other => {
+                            let why = match other {
+                                Ok(Some(_)) | Err(TransferError::Corrupt(_)) => {
+                                    report.bad_holders.push(node.to_hex());
+                                    "hash mismatch".to_string()
+                                }
+                                Ok(None) => "shard missing".to_string(),
+                                Err(e) => e.to_string(),
+                            };
+                            tracing::warn!(%node, shard = i, segment = seg.info.index, reason = %why, "shard fetch failed");
+                            last = format!("node {node}: {why}");
+                            launch(&mut tasks, &mut next);
+                        }
+                    }
+                }
+                _ = &mut hedge, if !hedged => {
+                    hedged = true;
+                    launch(&mut tasks, &mut next);
+                }
+            }
+        }
+        tasks.abort_all();
+        if good.len() < ec.data {
+            return Err(StorageError::Unreadable {
+                segment: seg.info.index,
+                reason: format!(
+                    "{} of {} shards available; last error: {last}",
+                    good.len(),
+                    ec.data
+                ),
+            });
+        }
+        let info = seg.info.clone();
+        let decoded = tokio::task::spawn_blocking(move || {
+            let supplied: Vec<(usize, &[u8])> =
+                good.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+            decode_segment(&key, &info, ec, &supplied)
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+        Ok(decoded.plain)
+    }
+
+    /// Read the object a capability names into `writer`, verifying everything on the way.
+    pub async fn get<W: AsyncWrite + Unpin>(
+        &self,
+        cap: &Capability,
+        mut writer: W,
+    ) -> Result<ReadReport, StorageError> {
+        let manifest = self.manifest(cap).await?;
+        let key = Arc::new(ObjectKey(cap.key));
+        let mut report = ReadReport::default();
+        let mut content = blake3::Hasher::new();
+        for seg in manifest.segments.iter().cloned() {
+            let plain = self
+                .fetch_segment(key.clone(), seg, manifest.ec, &mut report)
+                .await?;
+            content.update(&plain);
+            writer.write_all(&plain).await?;
+            report.bytes += plain.len() as u64;
+        }
+        writer.flush().await?;
+        if ContentHash(*content.finalize().as_bytes()) != manifest.content_id {
+            return Err(StorageError::Unreadable {
+                segment: u32::MAX,
+                reason: "object content id mismatch".into(),
+            });
+        }
+        Ok(report)
+    }
+}

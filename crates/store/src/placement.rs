@@ -1,0 +1,272 @@
+//! Where a segment's shards go: residency filter, health and free-space filter, then weighted
+//! rendezvous hashing with site spread.
+//!
+//! Pure and deterministic. Rendezvous (highest-random-weight) hashing keeps placements stable
+//! when membership changes: a node joining or leaving moves only the shards it wins or held.
+//! The weight favours nodes with more free space. Spread: each pick comes from a site with the
+//! fewest shards of this segment so far, so a segment covers as many sites as it can.
+//! Residency is a hard filter: if too few nodes satisfy the policy, placement fails — it never
+//! falls back to a node outside it.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use weft_core::{ContentHash, NodeId};
+
+use crate::Erasure;
+
+/// A node that could hold a shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// The node.
+    pub id: NodeId,
+    /// Failure domain.
+    pub site: String,
+    /// Region.
+    pub region: String,
+    /// Jurisdiction.
+    pub jurisdiction: String,
+    /// Free shard capacity in bytes.
+    pub free_bytes: u64,
+    /// Alive, storage role, not quarantined.
+    pub healthy: bool,
+}
+
+/// Where a bucket's data may live. Empty lists allow anything.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Residency {
+    /// Allowed regions.
+    pub regions: Vec<String>,
+    /// Allowed jurisdictions.
+    pub jurisdictions: Vec<String>,
+}
+
+impl Residency {
+    /// True when `c` may hold data under this policy.
+    pub fn allows(&self, c: &Candidate) -> bool {
+        (self.regions.is_empty() || self.regions.contains(&c.region))
+            && (self.jurisdictions.is_empty()
+                || self
+                    .jurisdictions
+                    .iter()
+                    .any(|j| j.eq_ignore_ascii_case(&c.jurisdiction)))
+    }
+}
+
+impl std::fmt::Display for Residency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.regions.is_empty(), self.jurisdictions.is_empty()) {
+            (true, true) => f.write_str("anywhere"),
+            (false, true) => write!(f, "regions {}", self.regions.join(",")),
+            (true, false) => write!(f, "jurisdictions {}", self.jurisdictions.join(",")),
+            (false, false) => write!(
+                f,
+                "regions {} and jurisdictions {}",
+                self.regions.join(","),
+                self.jurisdictions.join(",")
+            ),
+        }
+    }
+}
+
+/// Placement could not satisfy the request.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlacementError {
+    /// Too few eligible nodes.
+    #[error(
+        "cannot place {needed} shards: only {eligible} healthy nodes with {shard_bytes} bytes free satisfy the residency policy ({policy})"
+    )]
+    NotEnoughNodes {
+        /// Shards to place.
+        needed: usize,
+        /// Eligible nodes.
+        eligible: usize,
+        /// Shard size.
+        shard_bytes: u64,
+        /// The policy.
+        policy: String,
+    },
+}
+
+/// Rendezvous score of `node` for `key`: uniform in (0, 1].
+fn uniform(key: &ContentHash, node: &NodeId) -> f64 {
+    let mut h = blake3::Hasher::new();
+    h.update(&key.0);
+    h.update(&node.0);
+    let bytes = h.finalize();
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&bytes.as_bytes()[..8]);
+    ((u64::from_le_bytes(v) >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+}
+
+/// Choose `count` distinct nodes for the shards of the segment named `key`, in shard order.
+pub fn place(
+    key: &ContentHash,
+    count: usize,
+    shard_bytes: u64,
+    candidates: &[Candidate],
+    policy: &Residency,
+) -> Result<Vec<NodeId>, PlacementError> {
+    let mut eligible: Vec<(&Candidate, f64)> = candidates
+        .iter()
+        .filter(|c| c.healthy && c.free_bytes >= shard_bytes && policy.allows(c))
+        .map(|c| {
+            // Weighted rendezvous: lower is better; weight grows with free space.
+            let weight = ((c.free_bytes.max(1)) as f64).ln().max(1.0);
+            (c, -uniform(key, &c.id).ln() / weight)
+        })
+        .collect();
+    eligible.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.id.cmp(&b.0.id)));
+    eligible.dedup_by(|a, b| a.0.id == b.0.id);
+    if eligible.len() < count {
+        return Err(PlacementError::NotEnoughNodes {
+            needed: count,
+            eligible: eligible.len(),
+            shard_bytes,
+            policy: policy.to_string(),
+        });
+    }
+    let mut per_site: HashMap<&str, usize> = HashMap::new();
+    let mut chosen: Vec<NodeId> = Vec::with_capacity(count);
+    let mut taken = vec![false; eligible.len()];
+    for _ in 0..count {
+        let mut best: Option<usize> = None;
+        for (i, (c, _)) in eligible.iter().enumerate() {
+            if taken[i] {
+                continue;
+            }
+            let load = per_site.get(c.site.as_str()).copied().unwrap_or(0);
+            match best {
+                None => best = Some(i),
+                Some(b) => {
+                    let best_load = per_site
+                        .get(eligible[b].0.site.as_str())
+                        .copied()
+                        .unwrap_or(0);
+                    if load < best_load {
+                        best = Some(i);
+                    }
+                }
+            }
+        }
+        let Some(i) = best else { break };
+        taken[i] = true;
+        *per_site.entry(eligible[i].0.site.as_str()).or_default() += 1;
+        chosen.push(eligible[i].0.id);
+    }
+    Ok(chosen)
+}
+
+/// The default erasure coding for a fabric with `eligible` storage nodes: 4+2 from six nodes,
+/// smaller fabrics keep one or two parity shards on distinct nodes.
+pub fn default_erasure(eligible: usize) -> Erasure {
+    match eligible {
+        0 | 1 => Erasure { data: 1, parity: 0 },
+        2 => Erasure { data: 1, parity: 1 },
+        3 => Erasure { data: 2, parity: 1 },
+        4 => Erasure { data: 2, parity: 2 },
+        5 => Erasure { data: 3, parity: 2 },
+        _ => Erasure { data: 4, parity: 2 },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const REGIONS: [&str; 3] = ["eu", "us", "ap"];
+
+    fn fabric(spec: &[(u8, u8, u64, bool)]) -> Vec<Candidate> {
+        spec.iter()
+            .enumerate()
+            .map(|(i, &(region, site, free, healthy))| Candidate {
+                id: NodeId([i as u8 + 1; 32]),
+                site: format!("{}-{}", REGIONS[region as usize % 3], site % 3),
+                region: REGIONS[region as usize % 3].to_string(),
+                jurisdiction: REGIONS[region as usize % 3].to_ascii_uppercase(),
+                free_bytes: free,
+                healthy,
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn residency_is_never_violated(
+            spec in proptest::collection::vec((0u8..3, 0u8..3, 0u64..1_000_000, any::<bool>()), 0..30),
+            count in 1usize..8,
+            seed in any::<[u8; 32]>(),
+        ) {
+            let nodes = fabric(&spec);
+            let policy = Residency { regions: vec!["eu".into()], jurisdictions: vec![] };
+            let key = ContentHash(seed);
+            let eligible = nodes.iter().filter(|c| c.healthy && c.region == "eu" && c.free_bytes >= 1000).count();
+            match place(&key, count, 1000, &nodes, &policy) {
+                Ok(chosen) => {
+                    prop_assert_eq!(chosen.len(), count);
+                    let mut ids = chosen.clone();
+                    ids.sort();
+                    ids.dedup();
+                    prop_assert_eq!(ids.len(), count, "a node got two shards");
+                    for id in &chosen {
+                        let c = nodes.iter().find(|c| c.id == *id).unwrap();
+                        prop_assert!(c.region == "eu" && c.healthy && c.free_bytes >= 1000);
+                    }
+                    // Spread: as many distinct sites as the eligible nodes allow.
+                    let sites: std::collections::BTreeSet<&str> = chosen.iter()
+                        .map(|id| nodes.iter().find(|c| c.id == *id).unwrap().site.as_str()).collect();
+                    let eligible_sites: std::collections::BTreeSet<&str> = nodes.iter()
+                        .filter(|c| c.healthy && c.region == "eu" && c.free_bytes >= 1000)
+                        .map(|c| c.site.as_str()).collect();
+                    prop_assert_eq!(sites.len(), eligible_sites.len().min(count));
+                }
+                Err(PlacementError::NotEnoughNodes { eligible: e, .. }) => {
+                    prop_assert!(eligible < count);
+                    prop_assert_eq!(e, eligible);
+                }
+            }
+        }
+
+        #[test]
+        fn unrelated_membership_changes_do_not_move_shards(
+            spec in proptest::collection::vec((0u8..3, 0u8..3, 1_000_000u64..2_000_000, Just(true)), 8..20),
+            seed in any::<[u8; 32]>(),
+        ) {
+            let nodes = fabric(&spec);
+            let key = ContentHash(seed);
+            let before = place(&key, 3, 1, &nodes, &Residency::default()).unwrap();
+            // Remove a node that holds nothing: the placement stays as it was.
+            let bystander = nodes.iter().position(|c| !before.contains(&c.id)).unwrap();
+            let mut fewer = nodes.clone();
+            fewer.remove(bystander);
+            let after = place(&key, 3, 1, &fewer, &Residency::default()).unwrap();
+            prop_assert_eq!(before, after);
+        }
+    }
+
+    #[test]
+    fn an_unsatisfiable_policy_fails_clearly() {
+        let nodes = fabric(&[
+            (0, 0, 10_000, true),
+            (1, 0, 10_000, true),
+            (1, 1, 10_000, true),
+        ]);
+        let policy = Residency {
+            regions: vec!["eu".into()],
+            jurisdictions: vec![],
+        };
+        let err = place(&ContentHash([1; 32]), 3, 100, &nodes, &policy).unwrap_err();
+        assert!(err.to_string().contains("only 1 healthy nodes"), "{err}");
+        assert!(err.to_string().contains("regions eu"), "{err}");
+    }
+
+    #[test]
+    fn small_fabrics_get_smaller_codes() {
+        assert_eq!(default_erasure(10), Erasure { data: 4, parity: 2 });
+        assert_eq!(default_erasure(3), Erasure { data: 2, parity: 1 });
+        for n in 1..10 {
+            assert!(default_erasure(n).total() <= n.max(1));
+        }
+    }
+}

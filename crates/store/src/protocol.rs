@@ -1,0 +1,232 @@
+//! The shard protocols between nodes: store a shard (`SHARD_PUT`) and fetch one (`SHARD_GET`).
+//!
+//! A put is a framed header (hash, length) followed by the raw bytes; the holder verifies the
+//! hash and answers only after the shard is durable. A get answers with a framed status and then
+//! the raw bytes. Lengths are bounded; a peer that stalls is cut off by timeouts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use weft_core::{ContentHash, NodeId, proto};
+use weft_net::{Endpoint, NetError, Peer, read_message, write_message};
+
+use crate::{ShardStore, ShardStoreError};
+
+/// Largest shard accepted.
+pub const MAX_SHARD: u64 = 64 << 20;
+const CONTROL_FRAME: usize = 4096;
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Header of a put.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PutHeader {
+    /// The shard's name.
+    pub hash: ContentHash,
+    /// Bytes that follow.
+    pub len: u64,
+}
+
+/// Answer to a put.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PutAnswer {
+    /// Durable on the holder.
+    Stored,
+    /// Refused, with the reason (full, wrong hash, IO error).
+    Refused(String),
+}
+
+/// A get.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GetRequest {
+    /// The shard wanted.
+    pub hash: ContentHash,
+}
+
+/// Answer to a get; `Found` is followed by `len` raw bytes.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum GetAnswer {
+    /// Here it comes.
+    Found {
+        /// Bytes that follow.
+        len: u64,
+    },
+    /// Not held here.
+    NotFound,
+    /// Held, but it failed verification on disk (the holder will drop it).
+    Corrupt,
+}
+
+/// Shard transfer failures.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// Transport trouble.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The holder refused.
+    #[error("node {node} refused the shard: {reason}")]
+    Refused {
+        /// Holder.
+        node: NodeId,
+        /// Why.
+        reason: String,
+    },
+    /// The holder's copy is corrupt.
+    #[error("node {0} holds a corrupt copy")]
+    Corrupt(NodeId),
+    /// Local store trouble.
+    #[error(transparent)]
+    Local(#[from] ShardStoreError),
+    /// The peer sent something malformed.
+    #[error("node {node}: {reason}")]
+    Protocol {
+        /// Peer.
+        node: NodeId,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+fn stream_err(e: impl std::fmt::Display) -> NetError {
+    NetError::Stream(e.to_string())
+}
+
+/// Serve both shard protocols from `store`.
+pub fn register(endpoint: &Endpoint, store: Arc<ShardStore>) {
+    let put_store = store.clone();
+    endpoint.register_stream(
+        proto::SHARD_PUT,
+        false,
+        Arc::new(move |peer: Peer, mut send, mut recv| {
+            let store = put_store.clone();
+            Box::pin(async move {
+                let serve = async {
+                    let header: PutHeader = read_message(&mut recv, CONTROL_FRAME).await?;
+                    if header.len > MAX_SHARD {
+                        let answer = PutAnswer::Refused(format!(
+                            "shard of {} bytes exceeds the {} byte limit",
+                            header.len, MAX_SHARD
+                        ));
+                        return write_message(&mut send, &answer).await;
+                    }
+                    let mut bytes = vec![0u8; header.len as usize];
+                    recv.read_exact(&mut bytes).await.map_err(stream_err)?;
+                    let stored =
+                        tokio::task::spawn_blocking(move || store.put(&header.hash, &bytes)).await;
+                    let answer = match stored {
+                        Ok(Ok(_)) => PutAnswer::Stored,
+                        Ok(Err(e)) => PutAnswer::Refused(e.to_string()),
+                        Err(e) => PutAnswer::Refused(format!("internal error: {e}")),
+                    };
+                    write_message(&mut send, &answer).await?;
+                    let _ = send.finish();
+                    Ok::<_, NetError>(())
+                };
+                if let Ok(Err(e)) = tokio::time::timeout(TIMEOUT, serve).await {
+                    tracing::debug!(?peer, error = %e, "shard put failed");
+                }
+            })
+        }),
+    );
+    endpoint.register_stream(
+        proto::SHARD_GET,
+        false,
+        Arc::new(move |peer: Peer, mut send, mut recv| {
+            let store = store.clone();
+            Box::pin(async move {
+                let serve = async {
+                    let req: GetRequest = read_message(&mut recv, CONTROL_FRAME).await?;
+                    let hash = req.hash;
+                    let found = tokio::task::spawn_blocking({
+                        let store = store.clone();
+                        move || store.get(&hash)
+                    })
+                    .await
+                    .map_err(stream_err)?;
+                    match found {
+                        Ok(Some(bytes)) => {
+                            write_message(&mut send, &GetAnswer::Found { len: bytes.len() as u64 })
+                                .await?;
+                            send.write_all(&bytes).await.map_err(stream_err)?;
+                        }
+                        Ok(None) => write_message(&mut send, &GetAnswer::NotFound).await?,
+                        Err(ShardStoreError::Corrupt(h)) => {
+                            tracing::warn!(shard = %h, "corrupt shard found while serving; dropping it");
+                            let _ = tokio::task::spawn_blocking(move || store.delete(&h)).await;
+                            write_message(&mut send, &GetAnswer::Corrupt).await?;
+                        }
+                        Err(e) => return Err(stream_err(e)),
+                    }
+                    let _ = send.finish();
+                    Ok::<_, NetError>(())
+                };
+                if let Ok(Err(e)) = tokio::time::timeout(TIMEOUT, serve).await {
+                    tracing::debug!(?peer, error = %e, "shard get failed");
+                }
+            })
+        }),
+    );
+}
+
+/// Store `bytes` as shard `hash` on node `id` at `addr`; returns once it is durable there.
+pub async fn put_remote(
+    endpoint: &Endpoint,
+    id: NodeId,
+    addr: SocketAddr,
+    hash: ContentHash,
+    bytes: &[u8],
+) -> Result<(), TransferError> {
+    let exchange = async {
+        let (mut send, mut recv) = endpoint.open(id, addr, proto::SHARD_PUT).await?;
+        write_message(
+            &mut send,
+            &PutHeader {
+                hash,
+                len: bytes.len() as u64,
+            },
+        )
+        .await?;
+        send.write_all(bytes).await.map_err(stream_err)?;
+        let _ = send.finish();
+        read_message::<PutAnswer>(&mut recv, CONTROL_FRAME).await
+    };
+    match tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .map_err(|_| NetError::Timeout)??
+    {
+        PutAnswer::Stored => Ok(()),
+        PutAnswer::Refused(reason) => Err(TransferError::Refused { node: id, reason }),
+    }
+}
+
+/// Fetch shard `hash` from node `id` at `addr` (unverified: the caller checks the hash).
+pub async fn get_remote(
+    endpoint: &Endpoint,
+    id: NodeId,
+    addr: SocketAddr,
+    hash: ContentHash,
+) -> Result<Option<Vec<u8>>, TransferError> {
+    let exchange = async {
+        let (mut send, mut recv) = endpoint.open(id, addr, proto::SHARD_GET).await?;
+        write_message(&mut send, &GetRequest { hash }).await?;
+        let _ = send.finish();
+        match read_message::<GetAnswer>(&mut recv, CONTROL_FRAME).await? {
+            GetAnswer::Found { len } if len <= MAX_SHARD => {
+                let mut bytes = vec![0u8; len as usize];
+                recv.read_exact(&mut bytes).await.map_err(stream_err)?;
+                Ok(Ok(Some(bytes)))
+            }
+            GetAnswer::Found { len } => Ok(Err(TransferError::Protocol {
+                node: id,
+                reason: format!("announced a {len} byte shard"),
+            })),
+            GetAnswer::NotFound => Ok(Ok(None)),
+            GetAnswer::Corrupt => Ok(Err(TransferError::Corrupt(id))),
+        }
+    };
+    tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .map_err(|_| NetError::Timeout)?
+        .map_err(TransferError::Net)?
+}
