@@ -73,6 +73,61 @@ impl ApiClient {
         }
     }
 
+    fn transfer_agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .build()
+            .into()
+    }
+
+    /// POST a raw body streamed from `reader` (no overall time limit).
+    pub fn upload<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        reader: &mut dyn std::io::Read,
+    ) -> Result<T, ApiError> {
+        let resp = Self::transfer_agent()
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .header("Content-Type", "application/octet-stream")
+            .send(ureq::SendBody::from_reader(reader));
+        self.decode(resp)
+    }
+
+    /// GET a raw body into `writer`; fails if the body ends short of its announced length.
+    pub fn download(&self, path: &str, writer: &mut dyn std::io::Write) -> Result<u64, ApiError> {
+        let resp = Self::transfer_agent()
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call();
+        let mut resp = resp.map_err(|e| ApiError::Unreachable {
+            addr: self.base.clone(),
+            reason: e.to_string(),
+        })?;
+        if !resp.status().is_success() {
+            return self.decode::<serde_json::Value>(Ok(resp)).map(|_| 0);
+        }
+        let expected = resp
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let copied = std::io::copy(&mut resp.body_mut().as_reader(), writer).map_err(|e| {
+            ApiError::Unreachable {
+                addr: self.base.clone(),
+                reason: format!("transfer interrupted: {e}"),
+            }
+        })?;
+        if expected.is_some_and(|n| n != copied) {
+            return Err(ApiError::Unreachable {
+                addr: self.base.clone(),
+                reason: format!("transfer ended after {copied} bytes (see the node's log)"),
+            });
+        }
+        Ok(copied)
+    }
+
     /// GET a JSON resource.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
         let resp = self

@@ -10,9 +10,11 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod client;
+mod objects;
 mod server;
 
 pub use client::{ApiClient, ApiError};
+pub use objects::{PutAnswer, PutQuery};
 pub use server::serve;
 
 use serde::{Deserialize, Serialize};

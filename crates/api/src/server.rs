@@ -13,12 +13,12 @@ use weft_node::{InviteRequest, Node, NodeError};
 use crate::{ErrorBody, InviteAnswer, InviteParams, RevokeParams};
 
 #[derive(Clone)]
-struct AppState {
-    node: Node,
+pub(crate) struct AppState {
+    pub(crate) node: Node,
     token: Arc<str>,
 }
 
-struct ApiFailure(StatusCode, String);
+pub(crate) struct ApiFailure(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
@@ -54,6 +54,9 @@ pub async fn serve(
         .route("/v1/invites", post(invite))
         .route("/v1/revoke", post(revoke))
         .route("/v1/shutdown", post(shutdown))
+        .route("/v1/objects", post(crate::objects::put))
+        .route("/v1/objects/{cap}", get(crate::objects::get))
+        .route("/v1/objects/{cap}/manifest", get(crate::objects::stat))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorize,

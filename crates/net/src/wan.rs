@@ -211,6 +211,9 @@ pub(crate) struct WanSocket {
     seq: AtomicU64,
     stats: Arc<WanStats>,
     rng: Mutex<rand::rngs::StdRng>,
+    /// Latest due time per destination: jitter varies delay but never reorders a flow (real
+    /// paths rarely do, and QUIC would read reordering as loss).
+    last_due: Mutex<HashMap<SocketAddr, Instant>>,
 }
 
 impl fmt::Debug for WanSocket {
@@ -241,11 +244,13 @@ impl WanSocket {
             seq: AtomicU64::new(0),
             stats,
             rng: Mutex::new(rand::make_rng()),
+            last_due: Mutex::new(HashMap::new()),
         }
     }
 }
 
 async fn run_delay_queue(inner: Arc<dyn AsyncUdpSocket>, mut rx: mpsc::UnboundedReceiver<Delayed>) {
+    let mut poller = inner.clone().create_io_poller();
     let mut heap: BinaryHeap<Delayed> = BinaryHeap::new();
     loop {
         let next_due = heap.peek().map(|d| d.due);
@@ -270,8 +275,19 @@ async fn run_delay_queue(inner: Arc<dyn AsyncUdpSocket>, mut rx: mpsc::Unbounded
                             segment_size: None,
                             src_ip: d.src_ip,
                         };
-                        // A full socket buffer drops the datagram, as a congested link would.
-                        let _ = inner.try_send(&transmit);
+                        // A full socket buffer means wait for it, as the kernel would make a
+                        // real sender wait; dropping here would turn every burst into loss.
+                        loop {
+                            match inner.try_send(&transmit) {
+                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                    let ready = std::future::poll_fn(|cx| poller.as_mut().poll_writable(cx));
+                                    if ready.await.is_err() {
+                                        break;
+                                    }
+                                }
+                                _ => break,
+                            }
+                        }
                     }
                 }
             }
@@ -314,7 +330,13 @@ impl AsyncUdpSocket for WanSocket {
             return self.inner.try_send(transmit);
         }
         self.stats.delayed.fetch_add(1, Ordering::Relaxed);
-        let due = Instant::now() + Duration::from_secs_f64(delay / 1000.0);
+        let due = {
+            let mut last = self.last_due.lock();
+            let due = Instant::now() + Duration::from_secs_f64(delay / 1000.0);
+            let due = last.get(&transmit.destination).map_or(due, |l| due.max(*l));
+            last.insert(transmit.destination, due);
+            due
+        };
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let item = Delayed {
             due,

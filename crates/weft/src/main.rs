@@ -6,6 +6,7 @@ mod bench;
 mod config;
 mod local;
 mod node_cmd;
+mod objects;
 mod ops;
 
 use std::path::PathBuf;
@@ -45,6 +46,12 @@ enum Command {
     Status(JsonFlag),
     /// List the fabric's nodes as this node sees them
     Nodes(JsonFlag),
+    /// Store a file in the fabric; prints a capability to read it back
+    Put(objects::PutArgs),
+    /// Read an object back by its capability
+    Get(objects::GetArgs),
+    /// Show an object's size, coding and where each shard lives
+    Stat(objects::StatArgs),
     /// Start a local multi-site fabric of node processes on this machine
     Up(local::UpArgs),
     /// Stop a local fabric started with `weft up`
@@ -62,6 +69,9 @@ struct JsonFlag {
 }
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`weft nodes | head`), as command-line tools do.
+    // SAFETY: setting a signal disposition to the default before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Init(a) => node_cmd::init(cli.data, a),
@@ -71,6 +81,9 @@ fn main() -> ExitCode {
         Command::Revoke(a) => ops::revoke(cli.data, a),
         Command::Status(j) => ops::status(cli.data, j.json),
         Command::Nodes(j) => ops::nodes(cli.data, j.json),
+        Command::Put(a) => objects::put(cli.data, a),
+        Command::Get(a) => objects::get(cli.data, a),
+        Command::Stat(a) => objects::stat(cli.data, a),
         Command::Up(a) => local::up(a),
         Command::Down(a) => local::down(a),
         Command::Bench(b) => bench::run(b),

@@ -1,0 +1,142 @@
+//! `/v1/objects`: streaming object upload and download through the node's storage.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use weft_store::{Capability, Erasure, Manifest, Residency, StorageError};
+
+use crate::server::{ApiFailure, AppState};
+
+/// Query of `POST /v1/objects`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct PutQuery {
+    /// Allowed regions, comma separated.
+    #[serde(default)]
+    pub regions: String,
+    /// Allowed jurisdictions, comma separated.
+    #[serde(default)]
+    pub jurisdictions: String,
+    /// Erasure coding such as `4+2` (default: chosen for the fabric's size).
+    #[serde(default)]
+    pub ec: String,
+}
+
+/// Answer of `POST /v1/objects`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PutAnswer {
+    /// The read capability.
+    pub capability: String,
+    /// BLAKE3 of the plaintext.
+    pub content_id: String,
+    /// Bytes stored.
+    pub size: u64,
+    /// Segments.
+    pub segments: usize,
+    /// Erasure coding used.
+    pub ec: String,
+}
+
+fn list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn storage_failure(e: StorageError) -> ApiFailure {
+    let status = match &e {
+        StorageError::Placement(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        StorageError::BadCapability(_) => StatusCode::BAD_REQUEST,
+        StorageError::ManifestUnavailable(_) => StatusCode::NOT_FOUND,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    ApiFailure(status, e.to_string())
+}
+
+pub(crate) async fn put(
+    State(s): State<AppState>,
+    Query(q): Query<PutQuery>,
+    body: Body,
+) -> Result<Json<PutAnswer>, ApiFailure> {
+    let ec = if q.ec.trim().is_empty() {
+        None
+    } else {
+        Some(
+            q.ec.parse::<Erasure>()
+                .map_err(|e| ApiFailure(StatusCode::BAD_REQUEST, e))?,
+        )
+    };
+    let policy = Residency {
+        regions: list(&q.regions),
+        jurisdictions: list(&q.jurisdictions)
+            .iter()
+            .map(|j| j.to_ascii_uppercase())
+            .collect(),
+    };
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let reader = tokio_util::io::StreamReader::new(stream);
+    let (cap, manifest): (Capability, Manifest) = s
+        .node
+        .storage()
+        .put(reader, policy, ec)
+        .await
+        .map_err(storage_failure)?;
+    Ok(Json(PutAnswer {
+        capability: cap.to_text(),
+        content_id: manifest.content_id.to_hex(),
+        size: manifest.size,
+        segments: manifest.segments.len(),
+        ec: manifest.ec.to_string(),
+    }))
+}
+
+pub(crate) async fn get(
+    State(s): State<AppState>,
+    Path(cap): Path<String>,
+) -> Result<Response, ApiFailure> {
+    let cap = Capability::from_text(&cap).map_err(storage_failure)?;
+    // Fetch the manifest first so a bad capability fails with a status, not a cut stream.
+    let manifest = s
+        .node
+        .storage()
+        .manifest(&cap)
+        .await
+        .map_err(storage_failure)?;
+    let (reader, writer) = tokio::io::duplex(1 << 20);
+    let storage = s.node.storage().clone();
+    tokio::spawn(async move {
+        if let Err(e) = storage.get(&cap, writer).await {
+            // Dropping the writer mid-stream cuts the response short; the client sees an
+            // incomplete body (the length header tells it) and never a wrong byte.
+            tracing::warn!(error = %e, "object read failed");
+        }
+    });
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(reader));
+    Ok((
+        [
+            (header::CONTENT_LENGTH, manifest.size.to_string()),
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+pub(crate) async fn stat(
+    State(s): State<AppState>,
+    Path(cap): Path<String>,
+) -> Result<Json<Manifest>, ApiFailure> {
+    let cap = Capability::from_text(&cap).map_err(storage_failure)?;
+    Ok(Json(
+        s.node
+            .storage()
+            .manifest(&cap)
+            .await
+            .map_err(storage_failure)?,
+    ))
+}
