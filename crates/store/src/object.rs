@@ -563,13 +563,40 @@ impl Storage {
         let key = Arc::new(ObjectKey(cap.key));
         let mut report = ReadReport::default();
         let mut content = blake3::Hasher::new();
-        for seg in manifest.segments.iter().cloned() {
-            let plain = self
-                .fetch_segment(key.clone(), seg, manifest.ec, &mut report)
-                .await?;
-            content.update(&plain);
-            writer.write_all(&plain).await?;
-            report.bytes += plain.len() as u64;
+        // Up to IN_FLIGHT segments are fetched at once; they are written strictly in order.
+        let mut pending = manifest.segments.iter().cloned().enumerate();
+        let mut tasks: JoinSet<(usize, Result<(Vec<u8>, ReadReport), StorageError>)> =
+            JoinSet::new();
+        let mut ready: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
+        let mut next_out = 0;
+        loop {
+            while tasks.len() < IN_FLIGHT {
+                let Some((i, seg)) = pending.next() else {
+                    break;
+                };
+                let (this, key, ec) = (self.clone(), key.clone(), manifest.ec);
+                tasks.spawn(async move {
+                    let mut part = ReadReport::default();
+                    let result = this.fetch_segment(key, seg, ec, &mut part).await;
+                    (i, result.map(|plain| (plain, part)))
+                });
+            }
+            let Some(done) = tasks.join_next().await else {
+                break;
+            };
+            let (i, result) = done.map_err(|e| std::io::Error::other(e.to_string()))?;
+            let (plain, part) = result?;
+            for (node, n) in part.sources {
+                *report.sources.entry(node).or_default() += n;
+            }
+            report.bad_holders.extend(part.bad_holders);
+            ready.insert(i, plain);
+            while let Some(plain) = ready.remove(&next_out) {
+                content.update(&plain);
+                writer.write_all(&plain).await?;
+                report.bytes += plain.len() as u64;
+                next_out += 1;
+            }
         }
         writer.flush().await?;
         if ContentHash(*content.finalize().as_bytes()) != manifest.content_id {

@@ -19,6 +19,28 @@ pub enum BenchCommand {
     Membership(MembershipArgs),
     /// Throughput of the object codec (hash, encrypt, erasure-code) on one core
     Codec(CodecArgs),
+    /// Object put/get throughput and latency through a local fabric, with and without WAN
+    Storage(StorageArgs),
+}
+
+/// `weft bench storage`.
+#[derive(Args, Debug)]
+pub struct StorageArgs {
+    /// Nodes in the fabric
+    #[arg(long, default_value_t = 6)]
+    pub(crate) nodes: usize,
+    /// Size of the large object in MiB
+    #[arg(long, default_value_t = 256)]
+    pub(crate) large_mib: usize,
+    /// Small-object operations per size for the latency figures
+    #[arg(long, default_value_t = 100)]
+    pub(crate) ops: usize,
+    /// Skip the run with emulated WAN latency
+    #[arg(long)]
+    pub(crate) no_wan_run: bool,
+    /// Folder for the fabrics' data [default: a fresh folder under /tmp]
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
 }
 
 /// `weft bench codec`.
@@ -63,24 +85,38 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Membership(args) => membership(args),
         BenchCommand::Codec(args) => codec(args),
+        BenchCommand::Storage(args) => crate::bench_storage::run(args),
     }
 }
 
-struct Fabric {
-    root: PathBuf,
-    dirs: Vec<PathBuf>,
+pub(crate) struct Fabric {
+    pub(crate) root: PathBuf,
+    pub(crate) dirs: Vec<PathBuf>,
     children: Vec<Option<Child>>,
-    clients: Vec<ApiClient>,
+    pub(crate) clients: Vec<ApiClient>,
 }
 
 impl Fabric {
-    fn start(root: PathBuf, nodes: usize, loss: Option<String>) -> Result<(Fabric, Duration)> {
+    pub(crate) fn start(
+        root: PathBuf,
+        nodes: usize,
+        loss: Option<String>,
+    ) -> Result<(Fabric, Duration)> {
+        Self::start_with(root, nodes, loss, false)
+    }
+
+    pub(crate) fn start_with(
+        root: PathBuf,
+        nodes: usize,
+        loss: Option<String>,
+        no_wan: bool,
+    ) -> Result<(Fabric, Duration)> {
         let args = UpArgs {
             nodes: Some(nodes),
             sites: None,
             wan: None,
             loss,
-            no_wan: false,
+            no_wan,
             dir: Some(root.clone()),
             timeout: 60,
             quiet: true,
@@ -117,7 +153,7 @@ impl Drop for Fabric {
     }
 }
 
-fn pct(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -125,12 +161,12 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+pub(crate) fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v.sort_by(f64::total_cmp);
     v
 }
 
-fn verdict(ok: bool) -> &'static str {
+pub(crate) fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "NOT met" }
 }
 

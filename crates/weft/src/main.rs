@@ -3,6 +3,7 @@
 //! configuration files.
 
 mod bench;
+mod bench_storage;
 mod config;
 mod local;
 mod node_cmd;
