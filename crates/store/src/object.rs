@@ -93,6 +93,9 @@ impl Capability {
     }
 }
 
+/// One segment's plaintext and what fetching it did.
+type SegmentRead = Result<(Vec<u8>, ReadReport), StorageError>;
+
 /// What a read did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadReport {
@@ -565,8 +568,7 @@ impl Storage {
         let mut content = blake3::Hasher::new();
         // Up to IN_FLIGHT segments are fetched at once; they are written strictly in order.
         let mut pending = manifest.segments.iter().cloned().enumerate();
-        let mut tasks: JoinSet<(usize, Result<(Vec<u8>, ReadReport), StorageError>)> =
-            JoinSet::new();
+        let mut tasks: JoinSet<(usize, SegmentRead)> = JoinSet::new();
         let mut ready: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
         let mut next_out = 0;
         loop {
