@@ -39,6 +39,8 @@ pub mod proto {
     pub const SHARD_PUT: u16 = 3;
     /// Stream protocol: fetch a shard from a node.
     pub const SHARD_GET: u16 = 4;
+    /// Stream protocol: metadata table operations between replicas.
+    pub const META: u16 = 5;
     /// Datagram channel: SWIM membership messages.
     pub const SWIM: u8 = 1;
     /// Datagram channel: RTT probes that feed network coordinates.

@@ -80,8 +80,10 @@ impl Shared {
                 }
             }
             CoordMessage::Leaving { generation } => {
+                // A renewed identity (generation bumped after a false death) is the same run.
                 if let Some(m) = self.view.write().members.get_mut(&peer.id)
-                    && m.swim.generation == generation
+                    && m.swim.generation <= generation.saturating_add(16)
+                    && m.swim.generation >= generation
                 {
                     m.left_generation = Some(generation);
                 }

@@ -231,7 +231,11 @@ impl Fabric {
             .get(&self.shared.local)
             .map(|r| r.body.generation);
         if let Some(generation) = generation {
-            self.shared.announce_leaving(generation);
+            // Datagrams can be lost; the notice is tiny, so say it three times.
+            for _ in 0..3 {
+                self.shared.announce_leaving(generation);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
         }
         let (tx, rx) = oneshot::channel();
         if self.shared.swim.send(swim::Input::Leave(tx)).is_ok() {

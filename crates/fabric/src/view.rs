@@ -161,7 +161,11 @@ impl View {
                     MemberState::Alive
                 } else {
                     member.map_or(MemberState::Dead, |m| match m.state {
-                        MemberState::Dead if m.left_generation == Some(m.swim.generation) => {
+                        MemberState::Dead
+                            if m.left_generation.is_some_and(|g| {
+                                (g..=g.saturating_add(16)).contains(&m.swim.generation)
+                            }) =>
+                        {
                             MemberState::Left
                         }
                         other => other,

@@ -1,6 +1,8 @@
 //! Dependencies point down the layers of ARCHITECTURE.md, checked from the manifests.
 
-const LAYERS: [&str; 7] = ["core", "net", "fabric", "store", "node", "api", "weft"];
+const LAYERS: [&str; 8] = [
+    "core", "net", "fabric", "meta", "store", "node", "api", "weft",
+];
 
 fn dependencies(krate: &str) -> Vec<String> {
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
