@@ -87,8 +87,40 @@ impl ApiClient {
         path: &str,
         reader: &mut dyn std::io::Read,
     ) -> Result<T, ApiError> {
-        let resp = Self::transfer_agent()
-            .post(format!("{}{path}", self.base))
+        self.upload_with(false, path, reader)
+    }
+
+    /// PUT a raw body streamed from `reader` (no overall time limit).
+    pub fn upload_put<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        reader: &mut dyn std::io::Read,
+    ) -> Result<T, ApiError> {
+        self.upload_with(true, path, reader)
+    }
+
+    /// DELETE a resource.
+    pub fn delete(&self, path: &str) -> Result<(), ApiError> {
+        let resp = self
+            .agent
+            .delete(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call();
+        match resp {
+            Ok(r) if r.status().is_success() => Ok(()),
+            other => self.decode::<serde_json::Value>(other).map(|_| ()),
+        }
+    }
+
+    fn upload_with<T: DeserializeOwned>(
+        &self,
+        put: bool,
+        path: &str,
+        reader: &mut dyn std::io::Read,
+    ) -> Result<T, ApiError> {
+        let agent = Self::transfer_agent();
+        let url = format!("{}{path}", self.base);
+        let resp = if put { agent.put(url) } else { agent.post(url) }
             .header("Authorization", format!("Bearer {}", self.token))
             .header("Content-Type", "application/octet-stream")
             .send(ureq::SendBody::from_reader(reader));

@@ -9,10 +9,12 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod buckets;
 mod client;
 mod objects;
 mod server;
 
+pub use buckets::{CreateBucket, ListedObject};
 pub use client::{ApiClient, ApiError};
 pub use objects::{PutAnswer, PutQuery};
 pub use server::serve;

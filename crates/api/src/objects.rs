@@ -40,7 +40,7 @@ pub struct PutAnswer {
     pub ec: String,
 }
 
-fn list(text: &str) -> Vec<String> {
+pub(crate) fn list(text: &str) -> Vec<String> {
     text.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -48,7 +48,7 @@ fn list(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn storage_failure(e: StorageError) -> ApiFailure {
+pub(crate) fn storage_failure(e: StorageError) -> ApiFailure {
     let status = match &e {
         StorageError::Placement(_) => StatusCode::UNPROCESSABLE_ENTITY,
         StorageError::BadCapability(_) => StatusCode::BAD_REQUEST,
@@ -100,6 +100,11 @@ pub(crate) async fn get(
     Path(cap): Path<String>,
 ) -> Result<Response, ApiFailure> {
     let cap = Capability::from_text(&cap).map_err(storage_failure)?;
+    stream_object(&s, cap).await
+}
+
+/// Stream the object a capability names as a response body.
+pub(crate) async fn stream_object(s: &AppState, cap: Capability) -> Result<Response, ApiFailure> {
     // Fetch the manifest first so a bad capability fails with a status, not a cut stream.
     let manifest = s
         .node

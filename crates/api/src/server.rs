@@ -57,6 +57,18 @@ pub async fn serve(
         .route("/v1/objects", post(crate::objects::put))
         .route("/v1/objects/{cap}", get(crate::objects::get))
         .route("/v1/objects/{cap}/manifest", get(crate::objects::stat))
+        .route(
+            "/v1/buckets",
+            post(crate::buckets::create).get(crate::buckets::list_buckets),
+        )
+        .route("/v1/b/{bucket}", get(crate::buckets::list_objects))
+        .route(
+            "/v1/b/{bucket}/{*key}",
+            axum::routing::put(crate::buckets::put)
+                .get(crate::buckets::get)
+                .delete(crate::buckets::delete),
+        )
+        .route("/v1/share/{bucket}/{*key}", get(crate::buckets::share))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorize,

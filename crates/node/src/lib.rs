@@ -10,6 +10,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod admission;
+mod buckets;
 mod datadir;
 
 use std::collections::BTreeMap;
@@ -31,6 +32,7 @@ pub use admission::{
     CERT_VALIDITY, InviteRequest, JoinError, JoinRequest, JoinResponse, init_fabric, issue_invite,
     redeem,
 };
+pub use buckets::{BucketError, BucketRecord, Buckets, ObjectRecord, check_bucket_name};
 pub use datadir::{DataDir, DataDirError, FabricFile};
 
 /// Everything needed to start a node, already validated.
@@ -140,6 +142,7 @@ struct Inner {
     endpoint: Endpoint,
     fabric: Fabric,
     storage: Storage,
+    buckets: Buckets,
     advertise: SocketAddr,
     started: Instant,
     stop: watch::Sender<bool>,
@@ -204,6 +207,19 @@ impl Node {
         cfg.site_map = site_map;
         let fabric = Fabric::start(endpoint.clone(), cfg);
         let storage = Storage::new(endpoint.clone(), fabric.clone(), shards);
+        let meta = Arc::new(
+            weft_meta::LocalTable::open(&dir.path("meta.redb"))
+                .map_err(|e| NodeError::Invalid(e.to_string()))?,
+        );
+        let table = weft_meta::Table::start(
+            endpoint.clone(),
+            fabric.clone(),
+            meta,
+            Duration::from_secs(10),
+        );
+        let account =
+            weft_net::load_or_create_key(&dir.path("account.key")).map_err(DataDirError::from)?;
+        let buckets = Buckets::new(table, storage.clone(), account);
         let (stop, _) = watch::channel(false);
         let node = Node {
             inner: Arc::new(Inner {
@@ -214,6 +230,7 @@ impl Node {
                 endpoint,
                 fabric,
                 storage,
+                buckets,
                 advertise,
                 started: Instant::now(),
                 stop,
@@ -247,6 +264,11 @@ impl Node {
     /// Object storage through this node.
     pub fn storage(&self) -> &Storage {
         &self.inner.storage
+    }
+
+    /// Buckets and named objects of this node's account.
+    pub fn buckets(&self) -> &Buckets {
+        &self.inner.buckets
     }
 
     /// Every known node.

@@ -393,3 +393,48 @@ mod tests {
         }
     }
 }
+
+/// Encrypt an object key under a key-encryption key (AES-256-GCM, random nonce first).
+pub fn wrap_key(kek: &[u8; 32], key: &[u8; 32], context: &[u8]) -> Result<Vec<u8>, CodecError> {
+    let mut nonce = [0u8; 12];
+    getrandom::fill(&mut nonce).map_err(|e| CodecError::Erasure(format!("no randomness: {e}")))?;
+    let mut sealed = key.to_vec();
+    aead(&ObjectKey(*kek))
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(context),
+            &mut sealed,
+        )
+        .map_err(|_| CodecError::Erasure("key wrapping failed".into()))?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+/// Decrypt a wrapped object key; `None` if the key-encryption key or context is wrong.
+pub fn unwrap_key(kek: &[u8; 32], wrapped: &[u8], context: &[u8]) -> Option<[u8; 32]> {
+    let nonce: [u8; 12] = wrapped.get(..12)?.try_into().ok()?;
+    let mut sealed = wrapped.get(12..)?.to_vec();
+    let plain = aead(&ObjectKey(*kek))
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(context),
+            &mut sealed,
+        )
+        .ok()?;
+    plain.try_into().ok()
+}
+
+#[cfg(test)]
+mod wrap_tests {
+    use super::*;
+
+    #[test]
+    fn wrapped_keys_open_only_with_the_right_key_and_context() {
+        let w = wrap_key(&[1; 32], &[9; 32], b"bucket/key").unwrap();
+        assert_eq!(unwrap_key(&[1; 32], &w, b"bucket/key"), Some([9; 32]));
+        assert_eq!(unwrap_key(&[2; 32], &w, b"bucket/key"), None);
+        assert_eq!(unwrap_key(&[1; 32], &w, b"bucket/other"), None);
+        assert_eq!(unwrap_key(&[1; 32], &w[..10], b"bucket/key"), None);
+    }
+}

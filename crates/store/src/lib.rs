@@ -16,7 +16,7 @@ pub mod shards;
 
 pub use codec::{
     CodecError, DecodedSegment, EncodedSegment, Erasure, ObjectKey, SegmentInfo, decode_segment,
-    encode_segment,
+    encode_segment, unwrap_key, wrap_key,
 };
 pub use object::{Capability, Manifest, ReadReport, Storage, StorageError};
 pub use placement::{Candidate, PlacementError, Residency, default_erasure, place};

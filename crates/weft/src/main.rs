@@ -47,10 +47,19 @@ enum Command {
     Status(JsonFlag),
     /// List the fabric's nodes as this node sees them
     Nodes(JsonFlag),
-    /// Store a file in the fabric; prints a capability to read it back
+    /// Create or list buckets
+    #[command(subcommand)]
+    Bucket(objects::BucketCommand),
+    /// Store a file as BUCKET/KEY (or, without a target, get a capability for it)
     Put(objects::PutArgs),
-    /// Read an object back by its capability
+    /// Read BUCKET/KEY or a capability
     Get(objects::GetArgs),
+    /// List buckets, or the objects in BUCKET[/PREFIX]
+    Ls(objects::LsArgs),
+    /// Delete BUCKET/KEY
+    Rm(objects::RmArgs),
+    /// Print a capability that lets anyone in the fabric read BUCKET/KEY
+    Share(objects::ShareArgs),
     /// Show an object's size, coding and where each shard lives
     Stat(objects::StatArgs),
     /// Start a local multi-site fabric of node processes on this machine
@@ -82,6 +91,10 @@ fn main() -> ExitCode {
         Command::Revoke(a) => ops::revoke(cli.data, a),
         Command::Status(j) => ops::status(cli.data, j.json),
         Command::Nodes(j) => ops::nodes(cli.data, j.json),
+        Command::Bucket(b) => objects::bucket(cli.data, b),
+        Command::Ls(a) => objects::ls(cli.data, a),
+        Command::Rm(a) => objects::rm(cli.data, a),
+        Command::Share(a) => objects::share(cli.data, a),
         Command::Put(a) => objects::put(cli.data, a),
         Command::Get(a) => objects::get(cli.data, a),
         Command::Stat(a) => objects::stat(cli.data, a),

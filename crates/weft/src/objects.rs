@@ -16,6 +16,8 @@ use crate::ops::client;
 pub struct PutArgs {
     /// File to store ("-" for standard input)
     file: PathBuf,
+    /// BUCKET/KEY to store it under (without it, prints a capability instead)
+    target: Option<String>,
     /// Regions the shards may live in, comma separated (default: anywhere)
     #[arg(long, default_value = "")]
     regions: String,
@@ -30,7 +32,7 @@ pub struct PutArgs {
 /// `weft get`.
 #[derive(Args, Debug)]
 pub struct GetArgs {
-    /// The capability `weft put` printed
+    /// BUCKET/KEY, or the capability `weft put` or `weft share` printed
     capability: String,
     /// Write to this file instead of standard output
     #[arg(short, long)]
@@ -40,7 +42,7 @@ pub struct GetArgs {
 /// `weft stat`.
 #[derive(Args, Debug)]
 pub struct StatArgs {
-    /// The capability `weft put` printed
+    /// BUCKET/KEY, or a capability
     capability: String,
     /// Print JSON
     #[arg(long)]
@@ -48,19 +50,79 @@ pub struct StatArgs {
 }
 
 fn query_escape(s: &str) -> String {
+    escape(s, b',')
+}
+
+/// Percent-encode `s` for a URL path, keeping '/' between key segments.
+pub fn path_escape(s: &str) -> String {
+    escape(s, b'/')
+}
+
+fn escape(s: &str, keep: u8) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b',' => {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
                 (b as char).to_string()
             }
+            b if b == keep => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
 }
 
-/// Store a file; print its capability.
+/// Split `BUCKET/KEY`.
+pub fn split_target(target: &str) -> Result<(&str, &str)> {
+    match target.split_once('/') {
+        Some((b, k)) if !b.is_empty() && !k.is_empty() => Ok((b, k)),
+        _ => anyhow::bail!("{target:?}: expected BUCKET/KEY"),
+    }
+}
+
+fn is_capability(text: &str) -> bool {
+    text.trim().starts_with("weft-cap1-")
+}
+
+/// The API path that streams `target` (a capability or BUCKET/KEY).
+fn object_path(target: &str) -> Result<String> {
+    if is_capability(target) {
+        return Ok(format!("/v1/objects/{}", target.trim()));
+    }
+    let (bucket, key) = split_target(target)?;
+    Ok(format!(
+        "/v1/b/{}/{}",
+        path_escape(bucket),
+        path_escape(key)
+    ))
+}
+
+/// Store a file under BUCKET/KEY, or anonymously with a printed capability.
 pub fn put(data: Option<PathBuf>, args: PutArgs) -> Result<()> {
     let api = client(data)?;
+    if let Some(target) = &args.target {
+        if !args.regions.is_empty() || !args.jurisdictions.is_empty() || args.ec.is_some() {
+            anyhow::bail!(
+                "--regions, --jurisdictions and --ec belong to the bucket (`weft bucket create`), not to a put into it"
+            );
+        }
+        let (bucket, key) = split_target(target)?;
+        let path = format!("/v1/b/{}/{}", path_escape(bucket), path_escape(key));
+        let start = Instant::now();
+        let answer: PutAnswer = if args.file.as_os_str() == "-" {
+            api.upload_put(&path, &mut std::io::stdin().lock())?
+        } else {
+            let mut file = std::fs::File::open(&args.file)
+                .with_context(|| format!("cannot open {}", args.file.display()))?;
+            api.upload_put(&path, &mut file)?
+        };
+        eprintln!(
+            "stored {bucket}/{key}: {} bytes, erasure coding {}, content id {} ({:.1} MB/s)",
+            answer.size,
+            answer.ec,
+            &answer.content_id[..16],
+            answer.size as f64 / start.elapsed().as_secs_f64().max(1e-9) / 1e6
+        );
+        return Ok(());
+    }
     let path = format!(
         "/v1/objects?regions={}&jurisdictions={}&ec={}",
         query_escape(&args.regions),
@@ -91,7 +153,7 @@ pub fn put(data: Option<PathBuf>, args: PutArgs) -> Result<()> {
 /// Read an object by capability.
 pub fn get(data: Option<PathBuf>, args: GetArgs) -> Result<()> {
     let api = client(data)?;
-    let path = format!("/v1/objects/{}", args.capability.trim());
+    let path = object_path(&args.capability)?;
     let start = Instant::now();
     let bytes = match &args.output {
         Some(out) => {
@@ -130,7 +192,12 @@ pub fn get(data: Option<PathBuf>, args: GetArgs) -> Result<()> {
 /// Show where an object's shards live.
 pub fn stat(data: Option<PathBuf>, args: StatArgs) -> Result<()> {
     let api = client(data)?;
-    let m: Manifest = api.get(&format!("/v1/objects/{}/manifest", args.capability.trim()))?;
+    let cap = if is_capability(&args.capability) {
+        args.capability.trim().to_string()
+    } else {
+        share_capability(&api, &args.capability)?
+    };
+    let m: Manifest = api.get(&format!("/v1/objects/{cap}/manifest"))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&m)?);
         return Ok(());
@@ -162,4 +229,158 @@ pub fn stat(data: Option<PathBuf>, args: StatArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn share_capability(api: &weft_api::ApiClient, target: &str) -> Result<String> {
+    let (bucket, key) = split_target(target)?;
+    let v: serde_json::Value = api.get(&format!(
+        "/v1/share/{}/{}",
+        path_escape(bucket),
+        path_escape(key)
+    ))?;
+    v["capability"]
+        .as_str()
+        .map(String::from)
+        .context("the node answered without a capability")
+}
+
+/// `weft share`.
+#[derive(Args, Debug)]
+pub struct ShareArgs {
+    /// BUCKET/KEY to share
+    target: String,
+}
+
+/// Print a capability that lets anyone in the fabric read one object.
+pub fn share(data: Option<PathBuf>, args: ShareArgs) -> Result<()> {
+    let api = client(data)?;
+    println!("{}", share_capability(&api, &args.target)?);
+    eprintln!(
+        "anyone holding this capability can read {} (and only it)",
+        args.target
+    );
+    Ok(())
+}
+
+/// `weft ls`.
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// BUCKET or BUCKET/PREFIX (without it, lists buckets)
+    target: Option<String>,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// List buckets, or the objects of a bucket.
+pub fn ls(data: Option<PathBuf>, args: LsArgs) -> Result<()> {
+    let api = client(data)?;
+    let Some(target) = args.target else {
+        let buckets: Vec<weft_node::BucketRecord> = api.get("/v1/buckets")?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&buckets)?);
+            return Ok(());
+        }
+        for b in buckets {
+            println!(
+                "{:<24} owner {}  residency {}  coding {}",
+                b.name,
+                b.owner.short(),
+                b.policy,
+                b.ec.map_or("auto".to_string(), |e| e.to_string())
+            );
+        }
+        return Ok(());
+    };
+    let (bucket, prefix) = target.split_once('/').unwrap_or((target.as_str(), ""));
+    let rows: Vec<weft_api::ListedObject> = api.get(&format!(
+        "/v1/b/{}?prefix={}",
+        path_escape(bucket),
+        query_escape(prefix).replace('/', "%2F")
+    ))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    for r in rows {
+        println!("{:>14}  {}  {}", r.size, &r.content_id[..12], r.key);
+    }
+    Ok(())
+}
+
+/// `weft rm`.
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// BUCKET/KEY
+    target: String,
+}
+
+/// Delete an object.
+pub fn rm(data: Option<PathBuf>, args: RmArgs) -> Result<()> {
+    let api = client(data)?;
+    let (bucket, key) = split_target(&args.target)?;
+    api.delete(&format!(
+        "/v1/b/{}/{}",
+        path_escape(bucket),
+        path_escape(key)
+    ))?;
+    println!("deleted {}", args.target);
+    Ok(())
+}
+
+/// `weft bucket ...`.
+#[derive(clap::Subcommand, Debug)]
+pub enum BucketCommand {
+    /// Create a bucket
+    Create(BucketCreateArgs),
+    /// List buckets
+    Ls,
+}
+
+/// `weft bucket create`.
+#[derive(Args, Debug)]
+pub struct BucketCreateArgs {
+    /// Name: 3 to 63 lowercase letters, digits, '-' or '.'
+    name: String,
+    /// Regions the bucket's data may live in, comma separated (default: anywhere)
+    #[arg(long, default_value = "")]
+    regions: String,
+    /// Jurisdictions the bucket's data may live in, comma separated (default: any)
+    #[arg(long, default_value = "")]
+    jurisdictions: String,
+    /// Erasure coding DATA+PARITY, e.g. 4+2 (default: chosen per write for the fabric's size)
+    #[arg(long)]
+    ec: Option<weft_store::Erasure>,
+}
+
+/// Bucket commands.
+pub fn bucket(data: Option<PathBuf>, cmd: BucketCommand) -> Result<()> {
+    match cmd {
+        BucketCommand::Ls => ls(
+            data,
+            LsArgs {
+                target: None,
+                json: false,
+            },
+        ),
+        BucketCommand::Create(a) => {
+            let api = client(data)?;
+            let b: weft_node::BucketRecord = api.post(
+                "/v1/buckets",
+                &weft_api::CreateBucket {
+                    name: a.name,
+                    regions: a.regions,
+                    jurisdictions: a.jurisdictions,
+                    ec: a.ec.map(|e| e.to_string()).unwrap_or_default(),
+                },
+            )?;
+            println!(
+                "created bucket {} (residency {}, owner {})",
+                b.name,
+                b.policy,
+                b.owner.short()
+            );
+            Ok(())
+        }
+    }
 }

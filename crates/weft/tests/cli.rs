@@ -510,3 +510,60 @@ fn files_round_trip_through_the_cli_between_nodes() {
     assert!(err.contains("capability"), "{err}");
     assert!(!tmp.path().join("missing.weft-partial").exists());
 }
+
+#[test]
+fn buckets_name_objects_and_keep_them_private_to_their_owner() {
+    let fabric = Local::up(&["--nodes", "4", "--no-wan"]);
+    let (n1, n3) = (fabric.node(1), fabric.node(3));
+    let (n1, n3) = (n1.to_str().unwrap(), n3.to_str().unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("doc.bin");
+    let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&input, &bytes).unwrap();
+    ok(&["--data", n1, "bucket", "create", "docs"]);
+    assert!(fails(&["--data", n1, "bucket", "create", "docs"]).contains("already exists"));
+    assert!(fails(&["--data", n1, "bucket", "create", "No"]).contains("bucket name"));
+    ok(&[
+        "--data",
+        n1,
+        "put",
+        input.to_str().unwrap(),
+        "docs/reports/q3 final.bin",
+    ]);
+    let listing = ok(&["--data", n3, "ls", "docs/reports"]);
+    assert!(
+        listing.contains("reports/q3 final.bin") && listing.contains("3000000"),
+        "{listing}"
+    );
+    assert!(ok(&["--data", n3, "ls"]).contains("docs"));
+    // Another node's account cannot read it by name…
+    let out = tmp.path().join("out.bin");
+    let err = fails(&[
+        "--data",
+        n3,
+        "get",
+        "docs/reports/q3 final.bin",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(err.contains("another account"), "{err}");
+    // …but can with a capability the owner shares.
+    let cap = ok(&["--data", n1, "share", "docs/reports/q3 final.bin"]);
+    ok(&["--data", n3, "get", cap.trim(), "-o", out.to_str().unwrap()]);
+    assert!(std::fs::read(&out).unwrap() == bytes);
+    ok(&[
+        "--data",
+        n1,
+        "get",
+        "docs/reports/q3 final.bin",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&out).unwrap() == bytes);
+    ok(&["--data", n1, "rm", "docs/reports/q3 final.bin"]);
+    assert!(!ok(&["--data", n1, "ls", "docs"]).contains("q3"));
+    assert!(fails(&["--data", n1, "get", "docs/reports/q3 final.bin"]).contains("no object"));
+    assert!(
+        fails(&["--data", n1, "put", input.to_str().unwrap(), "nobucket/x"]).contains("no bucket")
+    );
+}

@@ -1,0 +1,198 @@
+//! `/v1/buckets` and `/v1/b/{bucket}/{key}`: buckets and named objects.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use weft_node::{BucketError, BucketRecord};
+use weft_store::{Erasure, Residency};
+
+use crate::objects::{PutAnswer, list};
+use crate::server::{ApiFailure, AppState};
+
+/// `POST /v1/buckets` body.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct CreateBucket {
+    /// Name.
+    pub name: String,
+    /// Allowed regions, comma separated.
+    #[serde(default)]
+    pub regions: String,
+    /// Allowed jurisdictions, comma separated.
+    #[serde(default)]
+    pub jurisdictions: String,
+    /// Erasure coding such as `4+2`.
+    #[serde(default)]
+    pub ec: String,
+}
+
+/// One row of a listing.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ListedObject {
+    /// Key.
+    pub key: String,
+    /// Size.
+    pub size: u64,
+    /// Content id (hex).
+    pub content_id: String,
+    /// Unix ms.
+    pub created_ms: u64,
+}
+
+/// `?prefix=` of a listing.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    /// Key prefix.
+    #[serde(default)]
+    pub prefix: String,
+}
+
+pub(crate) fn bucket_failure(e: BucketError) -> ApiFailure {
+    let status = match &e {
+        BucketError::Invalid(_) => StatusCode::BAD_REQUEST,
+        BucketError::NoBucket(_) | BucketError::NoObject(..) => StatusCode::NOT_FOUND,
+        BucketError::Exists(_) => StatusCode::CONFLICT,
+        BucketError::NotOwner(_) => StatusCode::FORBIDDEN,
+        BucketError::Storage(s) => return storage_failure_ref(s, &e),
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    ApiFailure(status, e.to_string())
+}
+
+fn storage_failure_ref(s: &weft_store::StorageError, e: &BucketError) -> ApiFailure {
+    let status = match s {
+        weft_store::StorageError::Placement(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    ApiFailure(status, e.to_string())
+}
+
+pub(crate) async fn create(
+    State(s): State<AppState>,
+    Json(b): Json<CreateBucket>,
+) -> Result<Json<BucketRecord>, ApiFailure> {
+    let ec = if b.ec.trim().is_empty() {
+        None
+    } else {
+        Some(
+            b.ec.parse::<Erasure>()
+                .map_err(|e| ApiFailure(StatusCode::BAD_REQUEST, e))?,
+        )
+    };
+    let policy = Residency {
+        regions: list(&b.regions),
+        jurisdictions: list(&b.jurisdictions)
+            .iter()
+            .map(|j| j.to_ascii_uppercase())
+            .collect(),
+    };
+    Ok(Json(
+        s.node
+            .buckets()
+            .create(&b.name, policy, ec)
+            .await
+            .map_err(bucket_failure)?,
+    ))
+}
+
+pub(crate) async fn list_buckets(
+    State(s): State<AppState>,
+) -> Result<Json<Vec<BucketRecord>>, ApiFailure> {
+    Ok(Json(
+        s.node
+            .buckets()
+            .list_buckets()
+            .await
+            .map_err(bucket_failure)?,
+    ))
+}
+
+pub(crate) async fn list_objects(
+    State(s): State<AppState>,
+    Path(bucket): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<ListedObject>>, ApiFailure> {
+    let rows = s
+        .node
+        .buckets()
+        .list(&bucket, &q.prefix)
+        .await
+        .map_err(bucket_failure)?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|(key, r)| ListedObject {
+                key,
+                size: r.size,
+                content_id: r.content_id.to_hex(),
+                created_ms: r.created_ms,
+            })
+            .collect(),
+    ))
+}
+
+pub(crate) async fn put(
+    State(s): State<AppState>,
+    Path((bucket, key)): Path<(String, String)>,
+    body: Body,
+) -> Result<Json<PutAnswer>, ApiFailure> {
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let reader = tokio_util::io::StreamReader::new(stream);
+    let (_, manifest) = s
+        .node
+        .buckets()
+        .put(&bucket, &key, reader)
+        .await
+        .map_err(bucket_failure)?;
+    Ok(Json(PutAnswer {
+        capability: String::new(),
+        content_id: manifest.content_id.to_hex(),
+        size: manifest.size,
+        segments: manifest.segments.len(),
+        ec: manifest.ec.to_string(),
+    }))
+}
+
+pub(crate) async fn get(
+    State(s): State<AppState>,
+    Path((bucket, key)): Path<(String, String)>,
+) -> Result<Response, ApiFailure> {
+    let cap = s
+        .node
+        .buckets()
+        .capability(&bucket, &key)
+        .await
+        .map_err(bucket_failure)?;
+    crate::objects::stream_object(&s, cap).await
+}
+
+pub(crate) async fn delete(
+    State(s): State<AppState>,
+    Path((bucket, key)): Path<(String, String)>,
+) -> Result<StatusCode, ApiFailure> {
+    s.node
+        .buckets()
+        .delete(&bucket, &key)
+        .await
+        .map_err(bucket_failure)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn share(
+    State(s): State<AppState>,
+    Path((bucket, key)): Path<(String, String)>,
+) -> Result<Response, ApiFailure> {
+    let cap = s
+        .node
+        .buckets()
+        .capability(&bucket, &key)
+        .await
+        .map_err(bucket_failure)?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Json(serde_json::json!({ "capability": cap.to_text() })),
+    )
+        .into_response())
+}

@@ -1,0 +1,276 @@
+//! Buckets and named objects: rows in the replicated metadata table that point at manifests.
+//!
+//! Rows: partition `buckets`, sort key = bucket name → [`BucketRecord`]; partition
+//! `obj/<bucket>`, sort key = object key → [`ObjectRecord`]. An object's key is stored only
+//! wrapped under its bucket's key, which is derived from the owner's account key (kept in the
+//! owner's data directory), so other members can see that an object exists but cannot read it.
+//! A capability (`weft share`) hands out one object's key explicitly.
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+use weft_core::{ContentHash, NodeId, SecretKey, wire};
+use weft_meta::{MetaError, Table};
+use weft_store::{Capability, Erasure, Manifest, ReadReport, Residency, Storage, StorageError};
+
+const BUCKETS: &str = "buckets";
+
+/// A bucket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketRecord {
+    /// Name.
+    pub name: String,
+    /// Owning account (public key).
+    pub owner: NodeId,
+    /// Where its shards may live.
+    pub policy: Residency,
+    /// Erasure coding (None: chosen per write for the fabric's size).
+    pub ec: Option<Erasure>,
+    /// Unix ms.
+    pub created_ms: u64,
+}
+
+/// A named object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    /// The manifest.
+    pub manifest: ContentHash,
+    /// Nodes holding the manifest.
+    pub holders: Vec<NodeId>,
+    /// Plaintext size.
+    pub size: u64,
+    /// BLAKE3 of the plaintext.
+    pub content_id: ContentHash,
+    /// Object key wrapped under the bucket key.
+    pub wrapped_key: Vec<u8>,
+    /// Unix ms.
+    pub created_ms: u64,
+}
+
+/// Bucket and object failures.
+#[derive(Debug, thiserror::Error)]
+pub enum BucketError {
+    /// Bad name.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such bucket.
+    #[error("no bucket named {0:?} (create it with `weft bucket create {0}`)")]
+    NoBucket(String),
+    /// Exists already.
+    #[error("bucket {0:?} already exists")]
+    Exists(String),
+    /// No such object.
+    #[error("no object {0:?} in bucket {1:?}")]
+    NoObject(String, String),
+    /// Someone else's bucket.
+    #[error(
+        "bucket {0:?} belongs to another account; ask its owner for a capability (`weft share`)"
+    )]
+    NotOwner(String),
+    /// Metadata table trouble.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    /// Storage trouble.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A stored row does not decode.
+    #[error("metadata row {0} is corrupt")]
+    Corrupt(String),
+}
+
+/// Validate a bucket name (S3's rules, simplified).
+pub fn check_bucket_name(name: &str) -> Result<(), BucketError> {
+    let ok = (3..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(BucketError::Invalid(format!(
+            "bucket name {name:?}: 3 to 63 lowercase letters, digits, '-' or '.', starting and ending with a letter or digit"
+        )))
+    }
+}
+
+fn check_key(key: &str) -> Result<(), BucketError> {
+    if key.is_empty() || key.len() > 1024 || key.contains('\0') {
+        return Err(BucketError::Invalid(format!(
+            "object key {key:?}: 1 to 1024 bytes, no NUL"
+        )));
+    }
+    Ok(())
+}
+
+/// Buckets and objects for one account, through one node.
+#[derive(Clone)]
+pub struct Buckets {
+    table: Table,
+    storage: Storage,
+    account: SecretKey,
+}
+
+impl Buckets {
+    /// Buckets of `account`.
+    pub fn new(table: Table, storage: Storage, account: SecretKey) -> Buckets {
+        Buckets {
+            table,
+            storage,
+            account,
+        }
+    }
+
+    /// The account id.
+    pub fn account(&self) -> NodeId {
+        self.account.public()
+    }
+
+    fn bucket_key(&self, bucket: &str) -> [u8; 32] {
+        let mut material = self.account.seed().to_vec();
+        material.extend_from_slice(bucket.as_bytes());
+        blake3::derive_key("weft bucket key v1", &material)
+    }
+
+    /// Create a bucket.
+    pub async fn create(
+        &self,
+        name: &str,
+        policy: Residency,
+        ec: Option<Erasure>,
+    ) -> Result<BucketRecord, BucketError> {
+        check_bucket_name(name)?;
+        if let Some(ec) = ec {
+            ec.validate()
+                .map_err(|e| BucketError::Invalid(e.to_string()))?;
+        }
+        if self.bucket(name).await.is_ok() {
+            return Err(BucketError::Exists(name.into()));
+        }
+        let record = BucketRecord {
+            name: name.into(),
+            owner: self.account(),
+            policy,
+            ec,
+            created_ms: weft_net::now_ms(),
+        };
+        self.table
+            .put(BUCKETS, name, Some(wire::encode(&record)))
+            .await?;
+        Ok(record)
+    }
+
+    /// Look a bucket up.
+    pub async fn bucket(&self, name: &str) -> Result<BucketRecord, BucketError> {
+        let entry = self.table.get(BUCKETS, name).await?;
+        let bytes = entry
+            .and_then(|e| e.value)
+            .ok_or_else(|| BucketError::NoBucket(name.into()))?;
+        wire::decode(&bytes).map_err(|_| BucketError::Corrupt(format!("{BUCKETS}/{name}")))
+    }
+
+    /// Every bucket.
+    pub async fn list_buckets(&self) -> Result<Vec<BucketRecord>, BucketError> {
+        let rows = self.table.list(BUCKETS, "").await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(_, e)| e.value.and_then(|v| wire::decode(&v).ok()))
+            .collect())
+    }
+
+    async fn owned(&self, bucket: &str) -> Result<BucketRecord, BucketError> {
+        let b = self.bucket(bucket).await?;
+        if b.owner != self.account() {
+            return Err(BucketError::NotOwner(bucket.into()));
+        }
+        Ok(b)
+    }
+
+    /// Store an object under `bucket/key`, replacing any previous version.
+    pub async fn put<R: AsyncRead + Unpin>(
+        &self,
+        bucket: &str,
+        key: &str,
+        reader: R,
+    ) -> Result<(ObjectRecord, Manifest), BucketError> {
+        check_key(key)?;
+        let b = self.owned(bucket).await?;
+        let (cap, manifest) = self.storage.put(reader, b.policy.clone(), b.ec).await?;
+        let context = format!("{bucket}/{key}");
+        let wrapped_key =
+            weft_store::wrap_key(&self.bucket_key(bucket), &cap.key, context.as_bytes())
+                .map_err(|e| BucketError::Storage(e.into()))?;
+        let record = ObjectRecord {
+            manifest: cap.manifest,
+            holders: cap.holders,
+            size: manifest.size,
+            content_id: manifest.content_id,
+            wrapped_key,
+            created_ms: weft_net::now_ms(),
+        };
+        self.table
+            .put(&format!("obj/{bucket}"), key, Some(wire::encode(&record)))
+            .await?;
+        Ok((record, manifest))
+    }
+
+    /// The record of `bucket/key`.
+    pub async fn object(&self, bucket: &str, key: &str) -> Result<ObjectRecord, BucketError> {
+        let entry = self.table.get(&format!("obj/{bucket}"), key).await?;
+        let bytes = entry
+            .and_then(|e| e.value)
+            .ok_or_else(|| BucketError::NoObject(key.into(), bucket.into()))?;
+        wire::decode(&bytes).map_err(|_| BucketError::Corrupt(format!("obj/{bucket}/{key}")))
+    }
+
+    /// A read capability for `bucket/key` (owner only): what `weft share` prints.
+    pub async fn capability(&self, bucket: &str, key: &str) -> Result<Capability, BucketError> {
+        self.owned(bucket).await?;
+        let record = self.object(bucket, key).await?;
+        let context = format!("{bucket}/{key}");
+        let object_key = weft_store::unwrap_key(
+            &self.bucket_key(bucket),
+            &record.wrapped_key,
+            context.as_bytes(),
+        )
+        .ok_or_else(|| BucketError::Corrupt(format!("obj/{bucket}/{key} (key does not unwrap)")))?;
+        Ok(Capability {
+            manifest: record.manifest,
+            key: object_key,
+            holders: record.holders,
+        })
+    }
+
+    /// Read `bucket/key` into `writer`.
+    pub async fn get<W: AsyncWrite + Unpin>(
+        &self,
+        bucket: &str,
+        key: &str,
+        writer: W,
+    ) -> Result<ReadReport, BucketError> {
+        let cap = self.capability(bucket, key).await?;
+        Ok(self.storage.get(&cap, writer).await?)
+    }
+
+    /// Objects in `bucket` whose key starts with `prefix`.
+    pub async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, ObjectRecord)>, BucketError> {
+        self.bucket(bucket).await?;
+        let rows = self.table.list(&format!("obj/{bucket}"), prefix).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(k, e)| Some((k, wire::decode(&e.value?).ok()?)))
+            .collect())
+    }
+
+    /// Delete `bucket/key` (its shards are reclaimed by garbage collection, a later step).
+    pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), BucketError> {
+        self.owned(bucket).await?;
+        self.object(bucket, key).await?;
+        self.table.put(&format!("obj/{bucket}"), key, None).await?;
+        Ok(())
+    }
+}
