@@ -98,6 +98,22 @@ pub(crate) async fn create(
     ))
 }
 
+pub(crate) async fn get_bucket(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<BucketRecord>, ApiFailure> {
+    let b = s
+        .node
+        .buckets()
+        .bucket(&name)
+        .await
+        .map_err(bucket_failure)?;
+    if b.owner != s.node.buckets().account() {
+        return Err(bucket_failure(BucketError::NotOwner(name)));
+    }
+    Ok(Json(b))
+}
+
 pub(crate) async fn list_buckets(
     State(s): State<AppState>,
 ) -> Result<Json<Vec<BucketRecord>>, ApiFailure> {
@@ -158,6 +174,7 @@ pub(crate) async fn put(
 pub(crate) async fn get(
     State(s): State<AppState>,
     Path((bucket, key)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiFailure> {
     let cap = s
         .node
@@ -165,7 +182,7 @@ pub(crate) async fn get(
         .capability(&bucket, &key)
         .await
         .map_err(bucket_failure)?;
-    crate::objects::stream_object(&s, cap).await
+    crate::objects::stream_object(&s, cap, &headers).await
 }
 
 pub(crate) async fn delete(

@@ -129,10 +129,23 @@ impl ApiClient {
 
     /// GET a raw body into `writer`; fails if the body ends short of its announced length.
     pub fn download(&self, path: &str, writer: &mut dyn std::io::Write) -> Result<u64, ApiError> {
-        let resp = Self::transfer_agent()
+        self.download_range(path, None, writer)
+    }
+
+    /// Like [`ApiClient::download`], with an HTTP `Range` (`bytes=START-END`) if given.
+    pub fn download_range(
+        &self,
+        path: &str,
+        range: Option<&str>,
+        writer: &mut dyn std::io::Write,
+    ) -> Result<u64, ApiError> {
+        let mut req = Self::transfer_agent()
             .get(format!("{}{path}", self.base))
-            .header("Authorization", format!("Bearer {}", self.token))
-            .call();
+            .header("Authorization", format!("Bearer {}", self.token));
+        if let Some(r) = range {
+            req = req.header("Range", r);
+        }
+        let resp = req.call();
         let mut resp = resp.map_err(|e| ApiError::Unreachable {
             addr: self.base.clone(),
             reason: e.to_string(),

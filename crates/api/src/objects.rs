@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
@@ -98,13 +98,48 @@ pub(crate) async fn put(
 pub(crate) async fn get(
     State(s): State<AppState>,
     Path(cap): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiFailure> {
     let cap = Capability::from_text(&cap).map_err(storage_failure)?;
-    stream_object(&s, cap).await
+    stream_object(&s, cap, &headers).await
 }
 
-/// Stream the object a capability names as a response body.
-pub(crate) async fn stream_object(s: &AppState, cap: Capability) -> Result<Response, ApiFailure> {
+/// Parse a single `Range: bytes=...` against an object of `size` bytes into `start..end`.
+/// `Ok(None)`: no range asked; `Err(())`: unsatisfiable.
+pub fn parse_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(h) = header else { return Ok(None) };
+    let spec = h.trim().strip_prefix("bytes=").ok_or(())?;
+    if spec.contains(',') {
+        return Err(());
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().map_err(|_| ())?;
+            (size.saturating_sub(n), size)
+        }
+        (a, "") => (a.parse().map_err(|_| ())?, size),
+        (a, b) => {
+            let a: u64 = a.parse().map_err(|_| ())?;
+            let b: u64 = b.parse().map_err(|_| ())?;
+            if b < a {
+                return Err(());
+            }
+            (a, b.saturating_add(1).min(size))
+        }
+    };
+    if start >= size || start >= end {
+        return Err(());
+    }
+    Ok(Some((start, end)))
+}
+
+/// Stream the object a capability names (or the `Range` of it asked for) as a response body.
+pub(crate) async fn stream_object(
+    s: &AppState,
+    cap: Capability,
+    headers: &HeaderMap,
+) -> Result<Response, ApiFailure> {
     // Fetch the manifest first so a bad capability fails with a status, not a cut stream.
     let manifest = s
         .node
@@ -112,24 +147,48 @@ pub(crate) async fn stream_object(s: &AppState, cap: Capability) -> Result<Respo
         .manifest(&cap)
         .await
         .map_err(storage_failure)?;
+    let size = manifest.size;
+    let range = headers.get(header::RANGE).map(|v| v.to_str().unwrap_or(""));
+    let (start, end, partial) = match parse_range(range, size) {
+        Ok(None) => (0, size, false),
+        Ok(Some((a, b))) => (a, b, true),
+        Err(()) => {
+            return Ok((
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+            )
+                .into_response());
+        }
+    };
     let (reader, writer) = tokio::io::duplex(1 << 20);
     let storage = s.node.storage().clone();
     tokio::spawn(async move {
-        if let Err(e) = storage.get(&cap, writer).await {
+        if let Err(e) = storage
+            .read_range(&cap, &manifest, start, end, writer)
+            .await
+        {
             // Dropping the writer mid-stream cuts the response short; the client sees an
             // incomplete body (the length header tells it) and never a wrong byte.
             tracing::warn!(error = %e, "object read failed");
         }
     });
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(reader));
-    Ok((
+    let mut response = (
         [
-            (header::CONTENT_LENGTH, manifest.size.to_string()),
+            (header::CONTENT_LENGTH, (end - start).to_string()),
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::ACCEPT_RANGES, "bytes".to_string()),
         ],
         body,
     )
-        .into_response())
+        .into_response();
+    if partial {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        if let Ok(v) = format!("bytes {start}-{}/{size}", end - 1).parse() {
+            response.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+    }
+    Ok(response)
 }
 
 pub(crate) async fn stat(
@@ -144,4 +203,28 @@ pub(crate) async fn stat(
             .await
             .map_err(storage_failure)?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges_parse_like_http_says() {
+        assert_eq!(parse_range(None, 10), Ok(None));
+        assert_eq!(parse_range(Some("bytes=0-3"), 10), Ok(Some((0, 4))));
+        assert_eq!(parse_range(Some("bytes=5-"), 10), Ok(Some((5, 10))));
+        assert_eq!(parse_range(Some("bytes=-3"), 10), Ok(Some((7, 10))));
+        assert_eq!(parse_range(Some("bytes=8-100"), 10), Ok(Some((8, 10))));
+        for bad in [
+            "bytes=10-",
+            "bytes=5-4",
+            "items=0-1",
+            "bytes=0-1,3-4",
+            "bytes=a-b",
+            "bytes=-0",
+        ] {
+            assert_eq!(parse_range(Some(bad), 10), Err(()), "{bad}");
+        }
+    }
 }

@@ -149,6 +149,7 @@ pub struct Storage {
     endpoint: Endpoint,
     fabric: Fabric,
     local: Arc<ShardStore>,
+    hedge_after: Duration,
 }
 
 impl Storage {
@@ -158,7 +159,15 @@ impl Storage {
             endpoint,
             fabric,
             local,
+            hedge_after: HEDGE_AFTER,
         }
+    }
+
+    /// The same service with a different hedging delay (how long a segment fetch may take
+    /// before one more holder is asked).
+    pub fn with_hedge_after(mut self, delay: Duration) -> Storage {
+        self.hedge_after = delay;
+        self
     }
 
     /// The local shard store.
@@ -500,7 +509,7 @@ impl Storage {
         }
         let mut good: Vec<(usize, Vec<u8>)> = Vec::new();
         let mut last = String::from("no holders");
-        let hedge = tokio::time::sleep(HEDGE_AFTER);
+        let hedge = tokio::time::sleep(self.hedge_after);
         tokio::pin!(hedge);
         let mut hedged = false;
         while good.len() < ec.data {
@@ -560,17 +569,43 @@ impl Storage {
     pub async fn get<W: AsyncWrite + Unpin>(
         &self,
         cap: &Capability,
-        mut writer: W,
+        writer: W,
     ) -> Result<ReadReport, StorageError> {
         let manifest = self.manifest(cap).await?;
+        self.read_range(cap, &manifest, 0, manifest.size, writer)
+            .await
+    }
+
+    /// Read bytes `start..end` of an object (a manifest already fetched) into `writer`,
+    /// fetching only the segments that overlap the range. The whole-object content id is
+    /// checked when the range is the whole object; every segment is verified either way.
+    pub async fn read_range<W: AsyncWrite + Unpin>(
+        &self,
+        cap: &Capability,
+        manifest: &Manifest,
+        start: u64,
+        end: u64,
+        mut writer: W,
+    ) -> Result<ReadReport, StorageError> {
+        let end = end.min(manifest.size);
+        let whole = start == 0 && end == manifest.size;
         let key = Arc::new(ObjectKey(cap.key));
         let mut report = ReadReport::default();
         let mut content = blake3::Hasher::new();
+        let seg_size = manifest.segment_size.max(1);
         // Up to IN_FLIGHT segments are fetched at once; they are written strictly in order.
-        let mut pending = manifest.segments.iter().cloned().enumerate();
+        let mut pending = manifest
+            .segments
+            .iter()
+            .cloned()
+            .enumerate()
+            .filter(|(i, _)| {
+                let (s, e) = (*i as u64 * seg_size, (*i as u64 + 1) * seg_size);
+                start < end && s < end && e > start
+            });
+        let mut next_out = pending.clone().next().map_or(0, |(i, _)| i);
         let mut tasks: JoinSet<(usize, SegmentRead)> = JoinSet::new();
         let mut ready: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
-        let mut next_out = 0;
         loop {
             while tasks.len() < IN_FLIGHT {
                 let Some((i, seg)) = pending.next() else {
@@ -595,13 +630,16 @@ impl Storage {
             ready.insert(i, plain);
             while let Some(plain) = ready.remove(&next_out) {
                 content.update(&plain);
-                writer.write_all(&plain).await?;
-                report.bytes += plain.len() as u64;
+                let seg_start = next_out as u64 * seg_size;
+                let from = start.saturating_sub(seg_start).min(plain.len() as u64) as usize;
+                let to = (end - seg_start).min(plain.len() as u64) as usize;
+                writer.write_all(&plain[from..to.max(from)]).await?;
+                report.bytes += (to.max(from) - from) as u64;
                 next_out += 1;
             }
         }
         writer.flush().await?;
-        if ContentHash(*content.finalize().as_bytes()) != manifest.content_id {
+        if whole && ContentHash(*content.finalize().as_bytes()) != manifest.content_id {
             return Err(StorageError::Unreadable {
                 segment: u32::MAX,
                 reason: "object content id mismatch".into(),

@@ -37,6 +37,9 @@ pub struct GetArgs {
     /// Write to this file instead of standard output
     #[arg(short, long)]
     output: Option<PathBuf>,
+    /// Only bytes START-END (inclusive, as in HTTP; `START-` to the end, `-N` the last N)
+    #[arg(long)]
+    range: Option<String>,
 }
 
 /// `weft stat`.
@@ -105,6 +108,10 @@ pub fn put(data: Option<PathBuf>, args: PutArgs) -> Result<()> {
             );
         }
         let (bucket, key) = split_target(target)?;
+        // Ask first, so a missing or foreign bucket gets its own message rather than a
+        // connection the node closed halfway through the upload.
+        let _: weft_node::BucketRecord =
+            api.get(&format!("/v1/buckets/{}", path_escape(bucket)))?;
         let path = format!("/v1/b/{}/{}", path_escape(bucket), path_escape(key));
         let start = Instant::now();
         let answer: PutAnswer = if args.file.as_os_str() == "-" {
@@ -154,6 +161,8 @@ pub fn put(data: Option<PathBuf>, args: PutArgs) -> Result<()> {
 pub fn get(data: Option<PathBuf>, args: GetArgs) -> Result<()> {
     let api = client(data)?;
     let path = object_path(&args.capability)?;
+    let range = args.range.as_ref().map(|r| format!("bytes={r}"));
+    let range = range.as_deref();
     let start = Instant::now();
     let bytes = match &args.output {
         Some(out) => {
@@ -161,7 +170,7 @@ pub fn get(data: Option<PathBuf>, args: GetArgs) -> Result<()> {
             let tmp = out.with_extension("weft-partial");
             let mut file = std::fs::File::create(&tmp)
                 .with_context(|| format!("cannot create {}", tmp.display()))?;
-            let result = api.download(&path, &mut file);
+            let result = api.download_range(&path, range, &mut file);
             match result {
                 Ok(n) => {
                     file.sync_all()?;
@@ -176,7 +185,7 @@ pub fn get(data: Option<PathBuf>, args: GetArgs) -> Result<()> {
         }
         None => {
             let mut out = std::io::stdout().lock();
-            let n = api.download(&path, &mut out)?;
+            let n = api.download_range(&path, range, &mut out)?;
             out.flush()?;
             n
         }
