@@ -73,6 +73,37 @@ fn escape(s: &str, keep: u8) -> String {
         .collect()
 }
 
+/// A progress bar on standard error for transfers of known size, when it is a terminal.
+fn progress(len: Option<u64>, verb: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = match len {
+        Some(n) => indicatif::ProgressBar::new(n),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    let template = if len.is_some() {
+        format!("{verb} {{bar:40}} {{bytes}}/{{total_bytes}} {{binary_bytes_per_sec}} eta {{eta}}")
+    } else {
+        format!("{verb} {{spinner}} {{bytes}} {{binary_bytes_per_sec}}")
+    };
+    let style = indicatif::ProgressStyle::with_template(&template)
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}
+
+/// Open the file to upload (or standard input), with a progress bar around it.
+fn source(file: &std::path::Path) -> Result<Box<dyn std::io::Read>> {
+    if file.as_os_str() == "-" {
+        return Ok(Box::new(std::io::stdin()));
+    }
+    let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let len = f.metadata().ok().map(|m| m.len());
+    Ok(Box::new(progress(len, "put").wrap_read(f)))
+}
+
 /// Split `BUCKET/KEY`.
 pub fn split_target(target: &str) -> Result<(&str, &str)> {
     match target.split_once('/') {
@@ -114,13 +145,7 @@ pub fn put(data: Option<PathBuf>, args: PutArgs) -> Result<()> {
             api.get(&format!("/v1/buckets/{}", path_escape(bucket)))?;
         let path = format!("/v1/b/{}/{}", path_escape(bucket), path_escape(key));
         let start = Instant::now();
-        let answer: PutAnswer = if args.file.as_os_str() == "-" {
-            api.upload_put(&path, &mut std::io::stdin().lock())?
-        } else {
-            let mut file = std::fs::File::open(&args.file)
-                .with_context(|| format!("cannot open {}", args.file.display()))?;
-            api.upload_put(&path, &mut file)?
-        };
+        let answer: PutAnswer = api.upload_put(&path, &mut source(&args.file)?)?;
         eprintln!(
             "stored {bucket}/{key}: {} bytes, erasure coding {}, content id {} ({:.1} MB/s)",
             answer.size,
@@ -137,13 +162,7 @@ pub fn put(data: Option<PathBuf>, args: PutArgs) -> Result<()> {
         query_escape(&args.ec.map(|e| e.to_string()).unwrap_or_default())
     );
     let start = Instant::now();
-    let answer: PutAnswer = if args.file.as_os_str() == "-" {
-        api.upload(&path, &mut std::io::stdin().lock())?
-    } else {
-        let mut file = std::fs::File::open(&args.file)
-            .with_context(|| format!("cannot open {}", args.file.display()))?;
-        api.upload(&path, &mut file)?
-    };
+    let answer: PutAnswer = api.upload(&path, &mut source(&args.file)?)?;
     let secs = start.elapsed().as_secs_f64();
     println!("{}", answer.capability);
     eprintln!(
@@ -170,7 +189,10 @@ pub fn get(data: Option<PathBuf>, args: GetArgs) -> Result<()> {
             let tmp = out.with_extension("weft-partial");
             let mut file = std::fs::File::create(&tmp)
                 .with_context(|| format!("cannot create {}", tmp.display()))?;
-            let result = api.download_range(&path, range, &mut file);
+            let result = {
+                let mut bar = progress(None, "get").wrap_write(&mut file);
+                api.download_range(&path, range, &mut bar)
+            };
             match result {
                 Ok(n) => {
                     file.sync_all()?;
