@@ -1,9 +1,12 @@
 //! The local shard store: shards as files named by their BLAKE3 hash, metadata and space
 //! accounting in redb.
 //!
-//! A shard is acknowledged only after its bytes are fsynced, renamed into place, the directory
-//! fsynced, and its entry committed. On open, files without an entry (a crash between the two
-//! steps) are removed and entries without a file are dropped, so the accounting is exact.
+//! A shard is acknowledged only after its bytes are fsynced, renamed into place and the
+//! directory fsynced: the files are the truth. The redb index is a cache of them, committed
+//! without fsync (and durably every [`DURABLE_EVERY`] commits), because an fsync per shard for
+//! the index too would double the cost of every write. On open, shard files the index lost
+//! are verified and re-indexed, files that fail verification or are half-written are removed,
+//! and entries without a file are dropped, so the accounting is exact.
 //! Reads re-verify the hash, so a shard altered on disk is reported, never served.
 
 use std::fs;
@@ -16,6 +19,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use weft_core::ContentHash;
 
 const SHARDS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("shards");
+/// Every this many index commits, one is made durable (bounds re-indexing after a crash).
+pub const DURABLE_EVERY: u64 = 64;
 
 /// Shard-store failures.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +65,7 @@ pub struct ShardStore {
     capacity: u64,
     /// Bytes used; also serialises writers so capacity checks are exact.
     used: Mutex<u64>,
+    commits: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for ShardStore {
@@ -85,6 +91,7 @@ impl ShardStore {
             db,
             capacity,
             used: Mutex::new(0),
+            commits: std::sync::atomic::AtomicU64::new(0),
         };
         let used = store.reconcile()?;
         *store.used.lock().unwrap_or_else(|e| e.into_inner()) = used;
@@ -134,7 +141,20 @@ impl ShardStore {
                         .map_err(db_err)?
                         .unwrap_or(false);
                     if !indexed {
-                        let _ = fs::remove_file(file.path());
+                        // A shard whose index entry was lost in a crash: keep it if it is whole.
+                        let whole = name.parse::<ContentHash>().ok().and_then(|h| {
+                            let bytes = fs::read(file.path()).ok()?;
+                            (ContentHash::of(&bytes) == h).then_some((h, bytes.len() as u64))
+                        });
+                        match whole {
+                            Some((h, len)) => {
+                                table.insert(&h.0, len).map_err(db_err)?;
+                                used += len;
+                            }
+                            None => {
+                                let _ = fs::remove_file(file.path());
+                            }
+                        }
                     }
                 }
             }
@@ -197,6 +217,17 @@ impl ShardStore {
         Ok(true)
     }
 
+    fn begin_index_write(&self) -> Result<redb::WriteTransaction, ShardStoreError> {
+        let mut tx = self.db.begin_write().map_err(db_err)?;
+        let n = self
+            .commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !n.is_multiple_of(DURABLE_EVERY) {
+            tx.set_durability(redb::Durability::None).map_err(db_err)?;
+        }
+        Ok(tx)
+    }
+
     /// True when the shard is stored.
     pub fn contains(&self, hash: &ContentHash) -> Result<bool, ShardStoreError> {
         let tx = self.db.begin_read().map_err(db_err)?;
@@ -230,7 +261,7 @@ impl ShardStore {
     /// Remove a shard. Returns false if it was not stored.
     pub fn delete(&self, hash: &ContentHash) -> Result<bool, ShardStoreError> {
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = self.db.begin_write().map_err(db_err)?;
+        let tx = self.begin_index_write()?;
         let removed = {
             let mut table = tx.open_table(SHARDS).map_err(db_err)?;
             table.remove(&hash.0).map_err(db_err)?.map(|v| v.value())
@@ -296,15 +327,24 @@ mod tests {
         assert!(matches!(store.get(&ha), Err(ShardStoreError::Corrupt(_))));
         fs::write(&path, &a).unwrap();
 
-        // A stray file (crash before indexing) and a lost file are reconciled on reopen.
+        // A whole shard the index lost (crash before the index commit) is re-indexed; a
+        // damaged stray is removed; a lost file is dropped from the index.
         let b = vec![3u8; 100];
         let hb = ContentHash::of(&b);
         let stray = store.path_of(&hb);
         fs::create_dir_all(stray.parent().unwrap()).unwrap();
         fs::write(&stray, &b).unwrap();
+        let c = vec![4u8; 50];
+        let hc = ContentHash::of(&c);
+        let damaged = store.path_of(&hc);
+        fs::create_dir_all(damaged.parent().unwrap()).unwrap();
+        fs::write(&damaged, &c[..49]).unwrap();
         drop(store);
         let store = ShardStore::open(dir.path(), 1000).unwrap();
-        assert!(!stray.exists());
+        assert!(!damaged.exists());
+        assert_eq!(store.get(&hb).unwrap().unwrap(), b);
+        assert_eq!(store.used(), 500);
+        assert!(store.delete(&hb).unwrap());
         assert_eq!(store.used(), 400);
         fs::remove_file(store.path_of(&ha)).unwrap();
         drop(store);
