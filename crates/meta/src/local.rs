@@ -113,31 +113,22 @@ impl LocalTable {
 
     /// Rows of `pk` whose sort key starts with `prefix` (tombstones included), in order.
     pub fn list(&self, pk: &str, prefix: &str) -> Result<Vec<Item>, LocalError> {
-        let start = row_key(pk, prefix);
-        let tx = self.db.begin_read().map_err(err)?;
-        let table = tx.open_table(ENTRIES).map_err(err)?;
-        let mut out = Vec::new();
-        for row in table.range(start.as_slice()..).map_err(err)? {
-            let (k, v) = row.map_err(err)?;
-            if !k.value().starts_with(&start) {
-                break;
-            }
-            if let (Some((pk, sk)), Ok(entry)) = (split_key(k.value()), wire::decode(v.value())) {
-                out.push(Item { pk, sk, entry });
-            }
-        }
-        Ok(out)
+        self.scan(&row_key(pk, prefix))
     }
 
     /// Every row of a partition.
     pub fn partition(&self, p: Partition) -> Result<Vec<Item>, LocalError> {
-        let start = p.to_be_bytes();
+        self.scan(&p.to_be_bytes())
+    }
+
+    /// Every row whose stored key starts with `start`, in order.
+    fn scan(&self, start: &[u8]) -> Result<Vec<Item>, LocalError> {
         let tx = self.db.begin_read().map_err(err)?;
         let table = tx.open_table(ENTRIES).map_err(err)?;
         let mut out = Vec::new();
-        for row in table.range(&start[..]..).map_err(err)? {
+        for row in table.range(start..).map_err(err)? {
             let (k, v) = row.map_err(err)?;
-            if !k.value().starts_with(&start) {
+            if !k.value().starts_with(start) {
                 break;
             }
             if let (Some((pk, sk)), Ok(entry)) = (split_key(k.value()), wire::decode(v.value())) {

@@ -215,15 +215,18 @@ impl Storage {
                 })??;
             return Ok(());
         }
-        let addr = self
-            .fabric
+        let addr = self.addr_of(node)?;
+        put_remote(&self.endpoint, node, addr, hash, &bytes).await
+    }
+
+    fn addr_of(&self, node: NodeId) -> Result<std::net::SocketAddr, TransferError> {
+        self.fabric
             .record(&node)
             .map(|r| r.body.addr)
             .ok_or_else(|| TransferError::Protocol {
                 node,
                 reason: "no address known".into(),
-            })?;
-        put_remote(&self.endpoint, node, addr, hash, &bytes).await
+            })
     }
 
     async fn get_shard(
@@ -244,14 +247,7 @@ impl Storage {
                     other => TransferError::Local(other),
                 });
         }
-        let addr = self
-            .fabric
-            .record(&node)
-            .map(|r| r.body.addr)
-            .ok_or_else(|| TransferError::Protocol {
-                node,
-                reason: "no address known".into(),
-            })?;
+        let addr = self.addr_of(node)?;
         get_remote(&self.endpoint, node, addr, hash).await
     }
 
