@@ -7,7 +7,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use weft_node::{BucketError, BucketRecord};
+use weft_node::{BucketError, BucketRecord, ObjectRecord};
 use weft_store::{Erasure, Residency};
 
 use crate::objects::{PutAnswer, list};
@@ -27,6 +27,9 @@ pub struct CreateBucket {
     /// Erasure coding such as `4+2`.
     #[serde(default)]
     pub ec: String,
+    /// Versions of each object to keep (default 1: only the current one).
+    #[serde(default)]
+    pub versions: Option<u32>,
 }
 
 /// One row of a listing.
@@ -40,6 +43,28 @@ pub struct ListedObject {
     pub content_id: String,
     /// Unix ms.
     pub created_ms: u64,
+    /// Version id.
+    pub version: String,
+}
+
+impl ListedObject {
+    fn new(key: String, r: &ObjectRecord) -> ListedObject {
+        ListedObject {
+            key,
+            size: r.size,
+            content_id: r.content_id.to_hex(),
+            created_ms: r.created_ms,
+            version: r.version.clone(),
+        }
+    }
+}
+
+/// `?version=` of a read.
+#[derive(Debug, Default, Deserialize)]
+pub struct VersionQuery {
+    /// Version id (default: the current version).
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 /// `?prefix=` of a listing.
@@ -53,8 +78,10 @@ pub struct ListQuery {
 pub(crate) fn bucket_failure(e: BucketError) -> ApiFailure {
     let status = match &e {
         BucketError::Invalid(_) => StatusCode::BAD_REQUEST,
-        BucketError::NoBucket(_) | BucketError::NoObject(..) => StatusCode::NOT_FOUND,
-        BucketError::Exists(_) => StatusCode::CONFLICT,
+        BucketError::NoBucket(_) | BucketError::NoObject(..) | BucketError::NoVersion(..) => {
+            StatusCode::NOT_FOUND
+        }
+        BucketError::Exists(_) | BucketError::NotEmpty(_) => StatusCode::CONFLICT,
         BucketError::NotOwner(_) => StatusCode::FORBIDDEN,
         BucketError::Storage(s) => return storage_failure_ref(s, &e),
         _ => StatusCode::SERVICE_UNAVAILABLE,
@@ -92,7 +119,7 @@ pub(crate) async fn create(
     Ok(Json(
         s.node
             .buckets()
-            .create(&b.name, policy, ec)
+            .create(&b.name, policy, ec, b.versions.unwrap_or(1))
             .await
             .map_err(bucket_failure)?,
     ))
@@ -139,12 +166,7 @@ pub(crate) async fn list_objects(
         .map_err(bucket_failure)?;
     Ok(Json(
         rows.into_iter()
-            .map(|(key, r)| ListedObject {
-                key,
-                size: r.size,
-                content_id: r.content_id.to_hex(),
-                created_ms: r.created_ms,
-            })
+            .map(|(key, r)| ListedObject::new(key, &r))
             .collect(),
     ))
 }
@@ -174,15 +196,48 @@ pub(crate) async fn put(
 pub(crate) async fn get(
     State(s): State<AppState>,
     Path((bucket, key)): Path<(String, String)>,
+    Query(q): Query<VersionQuery>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiFailure> {
-    let cap = s
+    let buckets = s.node.buckets();
+    let cap = match &q.version {
+        None => buckets.capability(&bucket, &key).await,
+        Some(v) => match buckets.version(&bucket, &key, v).await {
+            Ok(record) => buckets.capability_of(&bucket, &key, &record),
+            Err(e) => Err(e),
+        },
+    }
+    .map_err(bucket_failure)?;
+    crate::objects::stream_object(&s, cap, &headers).await
+}
+
+pub(crate) async fn versions(
+    State(s): State<AppState>,
+    Path((bucket, key)): Path<(String, String)>,
+) -> Result<Json<Vec<ListedObject>>, ApiFailure> {
+    let rows = s
         .node
         .buckets()
-        .capability(&bucket, &key)
+        .versions(&bucket, &key)
         .await
         .map_err(bucket_failure)?;
-    crate::objects::stream_object(&s, cap, &headers).await
+    Ok(Json(
+        rows.iter()
+            .map(|r| ListedObject::new(key.clone(), r))
+            .collect(),
+    ))
+}
+
+pub(crate) async fn delete_bucket(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiFailure> {
+    s.node
+        .buckets()
+        .delete_bucket(&name)
+        .await
+        .map_err(bucket_failure)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub(crate) async fn delete(

@@ -61,7 +61,14 @@ pub async fn serve(
             "/v1/buckets",
             post(crate::buckets::create).get(crate::buckets::list_buckets),
         )
-        .route("/v1/buckets/{name}", get(crate::buckets::get_bucket))
+        .route(
+            "/v1/buckets/{name}",
+            get(crate::buckets::get_bucket).delete(crate::buckets::delete_bucket),
+        )
+        .route(
+            "/v1/versions/{bucket}/{*key}",
+            get(crate::buckets::versions),
+        )
         .route("/v1/b/{bucket}", get(crate::buckets::list_objects))
         .route(
             "/v1/b/{bucket}/{*key}",

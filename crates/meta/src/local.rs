@@ -1,6 +1,9 @@
 //! One node's replica of the table: entries in redb, merged last-writer-wins.
 
+use std::collections::HashMap;
 use std::path::Path;
+
+use parking_lot::Mutex;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -57,9 +60,46 @@ fn split_key(k: &[u8]) -> Option<(String, String)> {
     ))
 }
 
+/// Leaves of a partition's Merkle tree: rows fall into one by the hash of their key.
+pub const LEAVES: usize = 16;
+
+/// A partition's Merkle tree, two levels: a root over [`LEAVES`] leaf hashes, each leaf a hash
+/// over the keys and versions of its rows in key order. Replicas compare roots, then leaves, and
+/// exchange only the rows of leaves that differ.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionTree {
+    /// Hash over the leaves; equal roots mean equal replicas.
+    pub root: [u8; 32],
+    /// Leaf hashes.
+    pub leaves: Vec<[u8; 32]>,
+    /// Rows in the partition (tombstones included).
+    pub rows: u64,
+}
+
+impl PartitionTree {
+    /// A bit per leaf that differs from `other`'s (all bits if the shapes differ).
+    pub fn diff(&self, other: &PartitionTree) -> u16 {
+        if self.leaves.len() != LEAVES || other.leaves.len() != LEAVES {
+            return u16::MAX;
+        }
+        (0..LEAVES)
+            .filter(|i| self.leaves[*i] != other.leaves[*i])
+            .fold(0, |m, i| m | (1 << i))
+    }
+}
+
+fn leaf_of(pk: &str, sk: &str) -> usize {
+    let mut h = blake3::Hasher::new();
+    h.update(pk.as_bytes());
+    h.update(&[0]);
+    h.update(sk.as_bytes());
+    (h.finalize().as_bytes()[0] >> 4) as usize
+}
+
 /// A node's replica.
 pub struct LocalTable {
     db: Database,
+    trees: Mutex<HashMap<Partition, PartitionTree>>,
 }
 
 impl LocalTable {
@@ -72,7 +112,10 @@ impl LocalTable {
         let tx = db.begin_write().map_err(err)?;
         tx.open_table(ENTRIES).map_err(err)?;
         tx.commit().map_err(err)?;
-        Ok(LocalTable { db })
+        Ok(LocalTable {
+            db,
+            trees: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Merge rows; returns how many changed this replica. Durable when it returns.
@@ -92,6 +135,7 @@ impl LocalTable {
                     None => true,
                 };
                 if newer {
+                    self.trees.lock().remove(&partition_of(item.pk.as_bytes()));
                     table
                         .insert(key.as_slice(), wire::encode(&item.entry).as_slice())
                         .map_err(err)?;
@@ -138,17 +182,48 @@ impl LocalTable {
         Ok(out)
     }
 
-    /// A digest of a partition's rows and versions: equal digests mean equal replicas.
-    pub fn digest(&self, p: Partition) -> Result<[u8; 32], LocalError> {
-        let mut h = blake3::Hasher::new();
+    /// The Merkle tree of a partition (cached until a merge changes the partition).
+    pub fn tree(&self, p: Partition) -> Result<PartitionTree, LocalError> {
+        if let Some(t) = self.trees.lock().get(&p) {
+            return Ok(t.clone());
+        }
+        let mut leaves: Vec<blake3::Hasher> = (0..LEAVES).map(|_| blake3::Hasher::new()).collect();
+        let mut rows = 0;
         for item in self.partition(p)? {
+            let h = &mut leaves[leaf_of(&item.pk, &item.sk)];
             h.update(item.pk.as_bytes());
             h.update(&[0]);
             h.update(item.sk.as_bytes());
             h.update(&[0]);
             h.update(&wire::encode(&item.entry.ts));
+            rows += 1;
         }
-        Ok(*h.finalize().as_bytes())
+        let leaves: Vec<[u8; 32]> = leaves.iter().map(|h| *h.finalize().as_bytes()).collect();
+        let mut root = blake3::Hasher::new();
+        for l in &leaves {
+            root.update(l);
+        }
+        let tree = PartitionTree {
+            root: *root.finalize().as_bytes(),
+            leaves,
+            rows,
+        };
+        self.trees.lock().insert(p, tree.clone());
+        Ok(tree)
+    }
+
+    /// The root hash of a partition: equal digests mean equal replicas.
+    pub fn digest(&self, p: Partition) -> Result<[u8; 32], LocalError> {
+        Ok(self.tree(p)?.root)
+    }
+
+    /// Rows of a partition in the leaves whose bits are set in `mask`.
+    pub fn leaves(&self, p: Partition, mask: u16) -> Result<Vec<Item>, LocalError> {
+        Ok(self
+            .partition(p)?
+            .into_iter()
+            .filter(|i| mask & (1 << leaf_of(&i.pk, &i.sk)) != 0)
+            .collect())
     }
 }
 
@@ -209,6 +284,13 @@ mod tests {
         ])
         .unwrap();
         assert_ne!(a.digest(p).unwrap(), b.digest(p).unwrap());
+        // Only the leaf holding the new b1 row differs, and it alone is exchanged.
+        let mask = a.tree(p).unwrap().diff(&b.tree(p).unwrap());
+        assert_eq!(mask.count_ones(), 1);
+        let rows = a.leaves(p, mask).unwrap();
+        assert!(rows.iter().any(|i| i.sk == "k2"));
+        b.merge(&rows).unwrap();
+        assert_eq!(a.digest(p).unwrap(), b.digest(p).unwrap());
         let listed: Vec<String> = a
             .list("b1", "")
             .unwrap()

@@ -13,7 +13,7 @@ use weft_fabric::{Fabric, MemberState};
 use weft_net::{Endpoint, NetError, Peer, read_message, write_message};
 
 use crate::hlc::{Hlc, Timestamp};
-use crate::local::{Entry, Item, LocalTable};
+use crate::local::{Entry, Item, LocalTable, PartitionTree};
 use crate::ring::{PARTITIONS, Partition, Replica, partition_of, replicas};
 
 /// Replicas per partition.
@@ -40,10 +40,10 @@ pub enum MetaRequest {
         /// Prefix.
         prefix: String,
     },
-    /// Digest of a partition.
-    Digest(Partition),
-    /// All rows of a partition.
-    Pull(Partition),
+    /// The Merkle tree of a partition.
+    Tree(Partition),
+    /// Rows of a partition in the leaves set in the mask.
+    PullLeaves(Partition, u16),
 }
 
 /// The answer.
@@ -55,8 +55,8 @@ pub enum MetaResponse {
     Entry(Option<Entry>),
     /// Rows.
     Items(Vec<Item>),
-    /// A digest.
-    Digest([u8; 32]),
+    /// A Merkle tree.
+    Tree(PartitionTree),
     /// Refused.
     Error(String),
 }
@@ -141,8 +141,8 @@ impl Table {
             MetaRequest::Write(items) => local.merge(&items).map(|_| MetaResponse::Written),
             MetaRequest::Read { pk, sk } => local.get(&pk, &sk).map(MetaResponse::Entry),
             MetaRequest::List { pk, prefix } => local.list(&pk, &prefix).map(MetaResponse::Items),
-            MetaRequest::Digest(p) => local.digest(p).map(MetaResponse::Digest),
-            MetaRequest::Pull(p) => local.partition(p).map(MetaResponse::Items),
+            MetaRequest::Tree(p) => local.tree(p).map(MetaResponse::Tree),
+            MetaRequest::PullLeaves(p, mask) => local.leaves(p, mask).map(MetaResponse::Items),
         })
         .await;
         match result {
@@ -150,6 +150,11 @@ impl Table {
             Ok(Err(e)) => MetaResponse::Error(e.to_string()),
             Err(e) => MetaResponse::Error(e.to_string()),
         }
+    }
+
+    /// This node's own replica.
+    pub fn local(&self) -> &LocalTable {
+        &self.local
     }
 
     /// Current replicas of a partition among live members.
@@ -314,38 +319,63 @@ impl Table {
             .collect())
     }
 
-    /// One anti-entropy pass: for every partition this node replicates, compare with one other
-    /// replica and exchange rows if they differ. Returns rows changed locally.
+    /// One anti-entropy pass. For every partition this node replicates, compare Merkle trees
+    /// with one other replica and exchange the rows of the leaves that differ. For partitions it
+    /// holds rows of without being a replica (written while the fabric was split, or before
+    /// membership changed), hand the differing rows to every current replica. Returns rows
+    /// changed locally.
     pub async fn sync_once(&self) -> usize {
         let me = self.fabric.id();
         let mut changed = 0;
         let mut rng: rand::rngs::StdRng = rand::make_rng();
         for p in 0..PARTITIONS {
             let reps = self.replicas_of(p);
-            if !reps.contains(&me) {
-                continue;
-            }
-            let others: Vec<NodeId> = reps.into_iter().filter(|n| *n != me).collect();
-            if others.is_empty() {
-                continue;
-            }
-            let peer = others[rng.random_range(0..others.len())];
-            let Ok(MetaResponse::Digest(theirs)) = self.call(peer, MetaRequest::Digest(p)).await
-            else {
+            let Ok(ours) = self.local.tree(p) else {
                 continue;
             };
-            let Ok(ours) = self.local.digest(p) else {
-                continue;
-            };
-            if theirs == ours {
-                continue;
+            if reps.contains(&me) {
+                let others: Vec<NodeId> = reps.into_iter().filter(|n| *n != me).collect();
+                if others.is_empty() {
+                    continue;
+                }
+                let peer = others[rng.random_range(0..others.len())];
+                changed += self.exchange(peer, p, &ours, true).await;
+            } else if ours.rows > 0 {
+                for peer in reps {
+                    self.exchange(peer, p, &ours, false).await;
+                }
             }
-            if let Ok(MetaResponse::Items(items)) = self.call(peer, MetaRequest::Pull(p)).await {
-                changed += self.local.merge(&items).unwrap_or(0);
-            }
-            if let Ok(mine) = self.local.partition(p) {
-                let _ = self.call(peer, MetaRequest::Write(mine)).await;
-            }
+        }
+        changed
+    }
+
+    /// Compare partition `p` with `peer`; push our rows of differing leaves, and pull theirs if
+    /// `pull`. Returns rows changed locally.
+    async fn exchange(
+        &self,
+        peer: NodeId,
+        p: Partition,
+        ours: &PartitionTree,
+        pull: bool,
+    ) -> usize {
+        let Ok(MetaResponse::Tree(theirs)) = self.call(peer, MetaRequest::Tree(p)).await else {
+            return 0;
+        };
+        if theirs.root == ours.root {
+            return 0;
+        }
+        let mask = ours.diff(&theirs);
+        let mut changed = 0;
+        if pull
+            && let Ok(MetaResponse::Items(items)) =
+                self.call(peer, MetaRequest::PullLeaves(p, mask)).await
+        {
+            changed = self.local.merge(&items).unwrap_or(0);
+        }
+        if let Ok(mine) = self.local.leaves(p, mask)
+            && !mine.is_empty()
+        {
+            let _ = self.call(peer, MetaRequest::Write(mine)).await;
         }
         changed
     }

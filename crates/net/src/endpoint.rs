@@ -56,6 +56,9 @@ pub enum NetError {
     /// The peer did not answer in time.
     #[error("timed out")]
     Timeout,
+    /// The endpoint has no WAN emulation to change.
+    #[error("this endpoint was started without WAN emulation")]
+    NoWan,
 }
 
 /// Who opened a stream.
@@ -103,6 +106,7 @@ struct Inner {
     streams: RwLock<HashMap<u16, (StreamHandler, bool)>>,
     datagrams: RwLock<HashMap<u8, DatagramHandler>>,
     wan_stats: Arc<WanStats>,
+    wan: Option<Arc<RwLock<WanConfig>>>,
 }
 
 /// A node's QUIC endpoint. Cheap to clone.
@@ -171,12 +175,17 @@ impl Endpoint {
             ring::digest::digest(&ring::digest::SHA256, &material).as_ref(),
         );
         let endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+        // With emulation configured (even as all-zero links) the socket is wrapped, so links
+        // can be changed while running (`set_wan`): that is how tests cut a site off.
+        let mut wan_handle = None;
         let quinn = match cfg.wan {
-            Some((site, wan, sites)) if !wan.is_noop() => {
+            Some((site, wan, sites)) => {
                 let plain = runtime
                     .wrap_udp_socket(socket)
                     .map_err(|e| bind_err(e.to_string()))?;
-                let emulated = WanSocket::new(plain, site, wan, sites, wan_stats.clone());
+                let shared = Arc::new(RwLock::new(wan));
+                wan_handle = Some(shared.clone());
+                let emulated = WanSocket::new(plain, site, shared, sites, wan_stats.clone());
                 quinn::Endpoint::new_with_abstract_socket(
                     endpoint_config,
                     Some(server),
@@ -184,7 +193,7 @@ impl Endpoint {
                     runtime,
                 )
             }
-            _ => quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime),
+            None => quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime),
         }
         .map_err(|e| bind_err(e.to_string()))?;
 
@@ -199,6 +208,7 @@ impl Endpoint {
                 streams: RwLock::new(HashMap::new()),
                 datagrams: RwLock::new(HashMap::new()),
                 wan_stats,
+                wan: wan_handle,
             }),
         };
         tokio::spawn(endpoint.clone().accept_loop());
@@ -227,6 +237,19 @@ impl Endpoint {
             self.inner.wan_stats.delayed.load(Relaxed),
             self.inner.wan_stats.dropped.load(Relaxed),
         )
+    }
+
+    /// Replace the emulated links (e.g. 100% loss to cut a site off, then the old links to heal
+    /// it). Only for endpoints bound with WAN emulation.
+    pub fn set_wan(&self, config: WanConfig) -> Result<(), NetError> {
+        let handle = self.inner.wan.as_ref().ok_or(NetError::NoWan)?;
+        *handle.write() = config;
+        Ok(())
+    }
+
+    /// The emulated links in force, if emulation is on.
+    pub fn wan(&self) -> Option<WanConfig> {
+        self.inner.wan.as_ref().map(|w| w.read().clone())
     }
 
     /// Route streams of `protocol` to `handler`. `guests` lets nodes without a certificate use it.

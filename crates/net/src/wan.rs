@@ -205,7 +205,7 @@ impl Ord for Delayed {
 pub(crate) struct WanSocket {
     inner: Arc<dyn AsyncUdpSocket>,
     local_site: String,
-    config: WanConfig,
+    config: Arc<RwLock<WanConfig>>,
     sites: Arc<SiteMap>,
     queue: mpsc::UnboundedSender<Delayed>,
     seq: AtomicU64,
@@ -229,7 +229,7 @@ impl WanSocket {
     pub(crate) fn new(
         inner: Arc<dyn AsyncUdpSocket>,
         local_site: String,
-        config: WanConfig,
+        config: Arc<RwLock<WanConfig>>,
         sites: Arc<SiteMap>,
         stats: Arc<WanStats>,
     ) -> Self {
@@ -301,12 +301,15 @@ impl AsyncUdpSocket for WanSocket {
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
-        let link = match self.sites.site_of(&transmit.destination) {
-            Some(site) => self.config.link(&self.local_site, &site),
-            None => LinkSpec {
-                loss: self.config.loss,
-                ..LinkSpec::default()
-            },
+        let link = {
+            let config = self.config.read();
+            match self.sites.site_of(&transmit.destination) {
+                Some(site) => config.link(&self.local_site, &site),
+                None => LinkSpec {
+                    loss: config.loss,
+                    ..LinkSpec::default()
+                },
+            }
         };
         if link.is_noop() {
             return self.inner.try_send(transmit);

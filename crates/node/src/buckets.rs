@@ -1,7 +1,9 @@
 //! Buckets and named objects: rows in the replicated metadata table that point at manifests.
 //!
 //! Rows: partition `buckets`, sort key = bucket name → [`BucketRecord`]; partition
-//! `obj/<bucket>`, sort key = object key → [`ObjectRecord`]. An object's key is stored only
+//! `obj/<bucket>`, sort key = object key → [`ObjectRecord`] (the current version). Buckets that
+//! keep more than one version also write every version to partition `ver/<bucket>/<key>`, sort
+//! key = version id (time-ordered), pruned to the bucket's `versions` newest. An object's key is stored only
 //! wrapped under its bucket's key, which is derived from the owner's account key (kept in the
 //! owner's data directory), so other members can see that an object exists but cannot read it.
 //! A capability (`weft share`) hands out one object's key explicitly.
@@ -13,6 +15,24 @@ use weft_meta::{MetaError, Table};
 use weft_store::{Capability, Erasure, Manifest, ReadReport, Residency, Storage, StorageError};
 
 const BUCKETS: &str = "buckets";
+/// Most versions a bucket may keep per object.
+pub const MAX_VERSIONS: u32 = 1000;
+
+fn objects_pk(bucket: &str) -> String {
+    format!("obj/{bucket}")
+}
+
+fn versions_pk(bucket: &str, key: &str) -> String {
+    format!("ver/{bucket}/{key}")
+}
+
+fn new_version(now_ms: u64) -> String {
+    let mut salt = [0u8; 4];
+    // Without randomness two writes in one millisecond would share an id; the clock part
+    // alone still orders them, so a failure here only loses the tie-break.
+    let _ = getrandom::fill(&mut salt);
+    format!("{now_ms:013}-{:08x}", u32::from_be_bytes(salt))
+}
 
 /// A bucket.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,8 +45,22 @@ pub struct BucketRecord {
     pub policy: Residency,
     /// Erasure coding (None: chosen per write for the fabric's size).
     pub ec: Option<Erasure>,
+    /// How many versions of each object to keep (1: only the current one).
+    pub versions: u32,
     /// Unix ms.
     pub created_ms: u64,
+}
+
+/// What a writer says about an object besides its bytes (S3's content type, user metadata and
+/// ETag travel here).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectAttrs {
+    /// MIME type ("" if not given).
+    pub content_type: String,
+    /// User metadata.
+    pub meta: std::collections::BTreeMap<String, String>,
+    /// Entity tag ("" if the writer computed none).
+    pub etag: String,
 }
 
 /// A named object.
@@ -44,6 +78,21 @@ pub struct ObjectRecord {
     pub wrapped_key: Vec<u8>,
     /// Unix ms.
     pub created_ms: u64,
+    /// Version id: time-ordered, unique.
+    pub version: String,
+    /// Content type, user metadata, ETag.
+    pub attrs: ObjectAttrs,
+}
+
+impl ObjectRecord {
+    /// The entity tag: the writer's, or one derived from the content id.
+    pub fn etag(&self) -> String {
+        if self.attrs.etag.is_empty() {
+            self.content_id.to_hex()[..32].to_string()
+        } else {
+            self.attrs.etag.clone()
+        }
+    }
 }
 
 /// Bucket and object failures.
@@ -61,6 +110,12 @@ pub enum BucketError {
     /// No such object.
     #[error("no object {0:?} in bucket {1:?}")]
     NoObject(String, String),
+    /// No such version.
+    #[error("no version {2:?} of {0:?} in bucket {1:?} (list them with `weft ls --versions`)")]
+    NoVersion(String, String, String),
+    /// Deleting a bucket that still holds objects.
+    #[error("bucket {0:?} is not empty")]
+    NotEmpty(String),
     /// Someone else's bucket.
     #[error(
         "bucket {0:?} belongs to another account; ask its owner for a capability (`weft share`)"
@@ -138,8 +193,14 @@ impl Buckets {
         name: &str,
         policy: Residency,
         ec: Option<Erasure>,
+        versions: u32,
     ) -> Result<BucketRecord, BucketError> {
         check_bucket_name(name)?;
+        if !(1..=MAX_VERSIONS).contains(&versions) {
+            return Err(BucketError::Invalid(format!(
+                "versions to keep: 1 to {MAX_VERSIONS}, not {versions}"
+            )));
+        }
         if let Some(ec) = ec {
             ec.validate()
                 .map_err(|e| BucketError::Invalid(e.to_string()))?;
@@ -152,6 +213,7 @@ impl Buckets {
             owner: self.account(),
             policy,
             ec,
+            versions,
             created_ms: weft_net::now_ms(),
         };
         self.table
@@ -186,37 +248,141 @@ impl Buckets {
         Ok(b)
     }
 
-    /// Store an object under `bucket/key`, replacing any previous version.
+    /// Store an object under `bucket/key`, replacing the current version.
     pub async fn put<R: AsyncRead + Unpin>(
         &self,
         bucket: &str,
         key: &str,
         reader: R,
     ) -> Result<(ObjectRecord, Manifest), BucketError> {
+        self.put_with(bucket, key, reader, |_| ObjectAttrs::default())
+            .await
+    }
+
+    /// Store an object; `attrs` is asked once every byte has been read and stored (so a writer
+    /// can hash the stream on its way in for an ETag).
+    pub async fn put_with<R: AsyncRead + Unpin>(
+        &self,
+        bucket: &str,
+        key: &str,
+        reader: R,
+        attrs: impl FnOnce(&Manifest) -> ObjectAttrs,
+    ) -> Result<(ObjectRecord, Manifest), BucketError> {
         check_key(key)?;
         let b = self.owned(bucket).await?;
         let (cap, manifest) = self.storage.put(reader, b.policy.clone(), b.ec).await?;
+        let record = self.record_for(bucket, key, &cap, &manifest, attrs(&manifest))?;
+        self.commit(&b, key, &record).await?;
+        Ok((record, manifest))
+    }
+
+    fn record_for(
+        &self,
+        bucket: &str,
+        key: &str,
+        cap: &Capability,
+        manifest: &Manifest,
+        attrs: ObjectAttrs,
+    ) -> Result<ObjectRecord, BucketError> {
         let context = format!("{bucket}/{key}");
         let wrapped_key =
             weft_store::wrap_key(&self.bucket_key(bucket), &cap.key, context.as_bytes())
                 .map_err(|e| BucketError::Storage(e.into()))?;
-        let record = ObjectRecord {
+        let now = weft_net::now_ms();
+        Ok(ObjectRecord {
             manifest: cap.manifest,
-            holders: cap.holders,
+            holders: cap.holders.clone(),
             size: manifest.size,
             content_id: manifest.content_id,
             wrapped_key,
-            created_ms: weft_net::now_ms(),
-        };
+            created_ms: now,
+            version: new_version(now),
+            attrs,
+        })
+    }
+
+    /// Make `record` the current version of `key` (and keep it in the history if the bucket
+    /// keeps versions, pruning the oldest beyond its limit).
+    async fn commit(
+        &self,
+        b: &BucketRecord,
+        key: &str,
+        record: &ObjectRecord,
+    ) -> Result<(), BucketError> {
+        let bytes = wire::encode(record);
+        if b.versions > 1 {
+            let pk = versions_pk(&b.name, key);
+            self.table
+                .put(&pk, &record.version, Some(bytes.clone()))
+                .await?;
+            let history = self.table.list(&pk, "").await?;
+            let excess = history.len().saturating_sub(b.versions as usize);
+            for (old, _) in history.into_iter().take(excess) {
+                self.table.put(&pk, &old, None).await?;
+            }
+        }
         self.table
-            .put(&format!("obj/{bucket}"), key, Some(wire::encode(&record)))
+            .put(&objects_pk(&b.name), key, Some(bytes))
             .await?;
-        Ok((record, manifest))
+        Ok(())
+    }
+
+    /// Make an object stored elsewhere (a capability this account can read) `bucket/key` too,
+    /// without copying its shards: S3's CopyObject.
+    pub async fn link(
+        &self,
+        bucket: &str,
+        key: &str,
+        cap: &Capability,
+        manifest: &Manifest,
+        attrs: ObjectAttrs,
+    ) -> Result<ObjectRecord, BucketError> {
+        check_key(key)?;
+        let b = self.owned(bucket).await?;
+        let record = self.record_for(bucket, key, cap, manifest, attrs)?;
+        self.commit(&b, key, &record).await?;
+        Ok(record)
+    }
+
+    /// Versions of `bucket/key` kept in its history, newest first (empty if the bucket keeps
+    /// only the current version).
+    pub async fn versions(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Vec<ObjectRecord>, BucketError> {
+        self.owned(bucket).await?;
+        let rows = self.table.list(&versions_pk(bucket, key), "").await?;
+        let mut out: Vec<ObjectRecord> = rows
+            .into_iter()
+            .filter_map(|(_, e)| wire::decode(&e.value?).ok())
+            .collect();
+        out.reverse();
+        Ok(out)
+    }
+
+    /// One kept version of `bucket/key`.
+    pub async fn version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: &str,
+    ) -> Result<ObjectRecord, BucketError> {
+        let no = || BucketError::NoVersion(key.into(), bucket.into(), version.into());
+        let current = self.object(bucket, key).await;
+        if let Ok(r) = &current
+            && r.version == version
+        {
+            return current;
+        }
+        let entry = self.table.get(&versions_pk(bucket, key), version).await?;
+        let bytes = entry.and_then(|e| e.value).ok_or_else(no)?;
+        wire::decode(&bytes).map_err(|_| BucketError::Corrupt(format!("ver/{bucket}/{key}")))
     }
 
     /// The record of `bucket/key`.
     pub async fn object(&self, bucket: &str, key: &str) -> Result<ObjectRecord, BucketError> {
-        let entry = self.table.get(&format!("obj/{bucket}"), key).await?;
+        let entry = self.table.get(&objects_pk(bucket), key).await?;
         let bytes = entry
             .and_then(|e| e.value)
             .ok_or_else(|| BucketError::NoObject(key.into(), bucket.into()))?;
@@ -227,6 +393,16 @@ impl Buckets {
     pub async fn capability(&self, bucket: &str, key: &str) -> Result<Capability, BucketError> {
         self.owned(bucket).await?;
         let record = self.object(bucket, key).await?;
+        self.capability_of(bucket, key, &record)
+    }
+
+    /// The read capability of a record of `bucket/key` (any version).
+    pub fn capability_of(
+        &self,
+        bucket: &str,
+        key: &str,
+        record: &ObjectRecord,
+    ) -> Result<Capability, BucketError> {
         let context = format!("{bucket}/{key}");
         let object_key = weft_store::unwrap_key(
             &self.bucket_key(bucket),
@@ -237,7 +413,7 @@ impl Buckets {
         Ok(Capability {
             manifest: record.manifest,
             key: object_key,
-            holders: record.holders,
+            holders: record.holders.clone(),
         })
     }
 
@@ -252,6 +428,15 @@ impl Buckets {
         Ok(self.storage.get(&cap, writer).await?)
     }
 
+    /// Read the object `cap` names into `writer`.
+    pub async fn storage_get<W: AsyncWrite + Unpin>(
+        &self,
+        cap: &Capability,
+        writer: W,
+    ) -> Result<ReadReport, BucketError> {
+        Ok(self.storage.get(cap, writer).await?)
+    }
+
     /// Objects in `bucket` whose key starts with `prefix`.
     pub async fn list(
         &self,
@@ -259,18 +444,29 @@ impl Buckets {
         prefix: &str,
     ) -> Result<Vec<(String, ObjectRecord)>, BucketError> {
         self.bucket(bucket).await?;
-        let rows = self.table.list(&format!("obj/{bucket}"), prefix).await?;
+        let rows = self.table.list(&objects_pk(bucket), prefix).await?;
         Ok(rows
             .into_iter()
             .filter_map(|(k, e)| Some((k, wire::decode(&e.value?).ok()?)))
             .collect())
     }
 
-    /// Delete `bucket/key` (its shards are reclaimed by garbage collection, a later step).
+    /// Delete `bucket/key`: it is no longer listed or read; kept versions stay readable by id
+    /// (its shards are reclaimed by garbage collection, a later step).
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), BucketError> {
         self.owned(bucket).await?;
         self.object(bucket, key).await?;
-        self.table.put(&format!("obj/{bucket}"), key, None).await?;
+        self.table.put(&objects_pk(bucket), key, None).await?;
+        Ok(())
+    }
+
+    /// Delete an empty bucket.
+    pub async fn delete_bucket(&self, bucket: &str) -> Result<(), BucketError> {
+        self.owned(bucket).await?;
+        if !self.table.list(&objects_pk(bucket), "").await?.is_empty() {
+            return Err(BucketError::NotEmpty(bucket.into()));
+        }
+        self.table.put(BUCKETS, bucket, None).await?;
         Ok(())
     }
 }

@@ -32,7 +32,9 @@ pub use admission::{
     CERT_VALIDITY, InviteRequest, JoinError, JoinRequest, JoinResponse, init_fabric, issue_invite,
     redeem,
 };
-pub use buckets::{BucketError, BucketRecord, Buckets, ObjectRecord, check_bucket_name};
+pub use buckets::{
+    BucketError, BucketRecord, Buckets, MAX_VERSIONS, ObjectAttrs, ObjectRecord, check_bucket_name,
+};
 pub use datadir::{DataDir, DataDirError, FabricFile};
 
 /// Everything needed to start a node, already validated.
@@ -142,6 +144,7 @@ struct Inner {
     endpoint: Endpoint,
     fabric: Fabric,
     storage: Storage,
+    table: weft_meta::Table,
     buckets: Buckets,
     advertise: SocketAddr,
     started: Instant,
@@ -219,7 +222,7 @@ impl Node {
         );
         let account =
             weft_net::load_or_create_key(&dir.path("account.key")).map_err(DataDirError::from)?;
-        let buckets = Buckets::new(table, storage.clone(), account);
+        let buckets = Buckets::new(table.clone(), storage.clone(), account);
         let (stop, _) = watch::channel(false);
         let node = Node {
             inner: Arc::new(Inner {
@@ -230,6 +233,7 @@ impl Node {
                 endpoint,
                 fabric,
                 storage,
+                table,
                 buckets,
                 advertise,
                 started: Instant::now(),
@@ -264,6 +268,16 @@ impl Node {
     /// Object storage through this node.
     pub fn storage(&self) -> &Storage {
         &self.inner.storage
+    }
+
+    /// The replicated metadata table, as seen from this node.
+    pub fn table(&self) -> &weft_meta::Table {
+        &self.inner.table
+    }
+
+    /// Change the emulated WAN links (nodes started with `wan` settings only).
+    pub fn set_wan(&self, wan: WanConfig) -> Result<(), NodeError> {
+        Ok(self.inner.endpoint.set_wan(wan)?)
     }
 
     /// Buckets and named objects of this node's account.

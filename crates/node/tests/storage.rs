@@ -419,3 +419,190 @@ async fn range_reads_fetch_only_the_segments_they_need() {
         );
     }
 }
+
+fn alive(node: &Node) -> usize {
+    node.members()
+        .iter()
+        .filter(|m| m.state == MemberState::Alive)
+        .count()
+}
+
+async fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(secs), "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_fabric_takes_writes_on_both_sides_and_converges_after_healing() {
+    let regions = ["eu", "eu", "us", "us", "ap", "ap"];
+    let c = cluster_with(&regions, Some(weft_net::WanConfig::default())).await;
+    let sites: Vec<String> = (0..regions.len())
+        .map(|i| placement(regions[i], i).site)
+        .collect();
+    // Cut eu (nodes 0, 1) off from us and ap: every datagram between them is dropped.
+    let mut cut = weft_net::WanConfig::default();
+    for (i, a) in sites.iter().enumerate() {
+        for (j, b) in sites.iter().enumerate() {
+            if regions[i] == "eu" && regions[j] != "eu" {
+                let lost = weft_net::wan::LinkSpec {
+                    loss: 1.0,
+                    ..Default::default()
+                };
+                cut.links.push((a.clone(), b.clone(), lost));
+            }
+        }
+    }
+    // A partition none of whose replicas is in eu: what eu accepts while cut off lives on
+    // non-replicas and must be handed over after healing.
+    let eu = [c.nodes[0].id(), c.nodes[1].id()];
+    let pk = (0..)
+        .map(|i| format!("shared-{i}"))
+        .find(|pk| {
+            let reps = c.nodes[0]
+                .table()
+                .replicas_of(weft_meta::ring::partition_of(pk.as_bytes()));
+            !reps.iter().any(|r| eu.contains(r))
+        })
+        .unwrap();
+    let (left, right) = (&c.nodes[0], &c.nodes[3]);
+    left.table()
+        .put(&pk, "k", Some(b"before".to_vec()))
+        .await
+        .unwrap();
+    for n in &c.nodes {
+        n.set_wan(cut.clone()).unwrap();
+    }
+    wait_for("the sides did not see each other leave", 30, || {
+        alive(&c.nodes[0]) == 2
+            && alive(&c.nodes[1]) == 2
+            && c.nodes[2..].iter().all(|n| alive(n) == 4)
+    })
+    .await;
+    // Each side keeps taking writes on its own replicas.
+    left.table()
+        .put(&pk, "k", Some(b"left".to_vec()))
+        .await
+        .unwrap();
+    c.nodes[1]
+        .table()
+        .put(&pk, "only-left", Some(b"1".to_vec()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    right
+        .table()
+        .put(&pk, "k", Some(b"right".to_vec()))
+        .await
+        .unwrap();
+    c.nodes[4]
+        .table()
+        .put(&pk, "only-right", Some(b"2".to_vec()))
+        .await
+        .unwrap();
+    // Heal.
+    for n in &c.nodes {
+        n.set_wan(weft_net::WanConfig::default()).unwrap();
+    }
+    wait_for("the fabric did not re-form", 60, || {
+        c.nodes.iter().all(|n| alive(n) == regions.len())
+    })
+    .await;
+    // Anti-entropy alone (no reads, which would repair) brings the replicas together.
+    let p = weft_meta::ring::partition_of(pk.as_bytes());
+    let start = Instant::now();
+    loop {
+        for n in &c.nodes {
+            n.table().sync_once().await;
+        }
+        let replicas = c.nodes[0].table().replicas_of(p);
+        let converged = c
+            .nodes
+            .iter()
+            .filter(|n| replicas.contains(&n.id()))
+            .all(|n| {
+                let local = n.table().local();
+                let value = |sk: &str| local.get(&pk, sk).unwrap().and_then(|e| e.value);
+                value("k") == Some(b"right".to_vec())
+                    && value("only-left").is_some()
+                    && value("only-right").is_some()
+            });
+        if converged {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "replicas did not converge"
+        );
+    }
+    for n in &c.nodes {
+        let keys: Vec<String> = n
+            .table()
+            .list(&pk, "")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, ["k", "only-left", "only-right"]);
+        let k = n.table().get(&pk, "k").await.unwrap().unwrap();
+        assert_eq!(k.value.as_deref(), Some(&b"right"[..]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buckets_keep_the_versions_they_are_told_to() {
+    let c = cluster(&["eu", "eu", "us", "us"]).await;
+    let b = c.nodes[1].buckets();
+    assert!(
+        b.create("zero", Residency::default(), None, 0)
+            .await
+            .is_err()
+    );
+    b.create("docs", Residency::default(), None, 2)
+        .await
+        .unwrap();
+    let mut written = Vec::new();
+    for i in 0..3u8 {
+        let bytes = data(1000 + i as usize, i + 7);
+        let (record, _) = b.put("docs", "a.txt", &bytes[..]).await.unwrap();
+        written.push((record.version, bytes));
+    }
+    // The two newest are kept, newest first; the oldest was pruned.
+    let kept: Vec<String> = b
+        .versions("docs", "a.txt")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.version)
+        .collect();
+    assert_eq!(kept, [written[2].0.clone(), written[1].0.clone()]);
+    let read = |v: &str| {
+        let v = v.to_string();
+        async move {
+            let r = b.version("docs", "a.txt", &v).await?;
+            let cap = b.capability_of("docs", "a.txt", &r)?;
+            let mut out = Vec::new();
+            b.storage_get(&cap, &mut out).await?;
+            Ok::<_, weft_node::BucketError>(out)
+        }
+    };
+    assert_eq!(read(&written[1].0).await.unwrap(), written[1].1);
+    assert!(matches!(
+        read(&written[0].0).await,
+        Err(weft_node::BucketError::NoVersion(..))
+    ));
+    // Deleting the object leaves kept versions readable; a non-empty bucket cannot go.
+    b.delete("docs", "a.txt").await.unwrap();
+    assert_eq!(read(&written[2].0).await.unwrap(), written[2].1);
+    b.put("docs", "b", &b"x"[..]).await.unwrap();
+    assert!(matches!(
+        b.delete_bucket("docs").await,
+        Err(weft_node::BucketError::NotEmpty(_))
+    ));
+    b.delete("docs", "b").await.unwrap();
+    b.delete_bucket("docs").await.unwrap();
+    assert!(b.bucket("docs").await.is_err());
+}

@@ -40,6 +40,9 @@ pub struct GetArgs {
     /// Only bytes START-END (inclusive, as in HTTP; `START-` to the end, `-N` the last N)
     #[arg(long)]
     range: Option<String>,
+    /// A kept version instead of the current one (ids from `weft ls --versions BUCKET/KEY`)
+    #[arg(long, value_name = "ID")]
+    version_id: Option<String>,
 }
 
 /// `weft stat`.
@@ -179,7 +182,13 @@ pub fn put(data: Option<PathBuf>, args: PutArgs) -> Result<()> {
 /// Read an object by capability.
 pub fn get(data: Option<PathBuf>, args: GetArgs) -> Result<()> {
     let api = client(data)?;
-    let path = object_path(&args.capability)?;
+    let mut path = object_path(&args.capability)?;
+    if let Some(v) = &args.version_id {
+        if is_capability(&args.capability) {
+            anyhow::bail!("--version-id needs BUCKET/KEY: a capability names one version already");
+        }
+        path = format!("{path}?version={}", query_escape(v));
+    }
     let range = args.range.as_ref().map(|r| format!("bytes={r}"));
     let range = range.as_deref();
     let start = Instant::now();
@@ -298,6 +307,9 @@ pub fn share(data: Option<PathBuf>, args: ShareArgs) -> Result<()> {
 pub struct LsArgs {
     /// BUCKET or BUCKET/PREFIX (without it, lists buckets)
     target: Option<String>,
+    /// List the kept versions of BUCKET/KEY instead, newest first
+    #[arg(long)]
+    versions: bool,
     /// Print JSON
     #[arg(long)]
     json: bool,
@@ -323,18 +335,36 @@ pub fn ls(data: Option<PathBuf>, args: LsArgs) -> Result<()> {
         }
         return Ok(());
     };
-    let (bucket, prefix) = target.split_once('/').unwrap_or((target.as_str(), ""));
-    let rows: Vec<weft_api::ListedObject> = api.get(&format!(
-        "/v1/b/{}?prefix={}",
-        path_escape(bucket),
-        query_escape(prefix).replace('/', "%2F")
-    ))?;
+    let rows: Vec<weft_api::ListedObject> = if args.versions {
+        let (bucket, key) = split_target(&target)?;
+        api.get(&format!(
+            "/v1/versions/{}/{}",
+            path_escape(bucket),
+            path_escape(key)
+        ))?
+    } else {
+        let (bucket, prefix) = target.split_once('/').unwrap_or((target.as_str(), ""));
+        api.get(&format!(
+            "/v1/b/{}?prefix={}",
+            path_escape(bucket),
+            query_escape(prefix).replace('/', "%2F")
+        ))?
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
+    if args.versions && rows.is_empty() {
+        eprintln!(
+            "no kept versions (the bucket keeps only the current one; `weft bucket create --versions N` keeps more)"
+        );
+    }
     for r in rows {
-        println!("{:>14}  {}  {}", r.size, &r.content_id[..12], r.key);
+        if args.versions {
+            println!("{}  {:>14}  {}", r.version, r.size, &r.content_id[..12]);
+        } else {
+            println!("{:>14}  {}  {}", r.size, &r.content_id[..12], r.key);
+        }
     }
     Ok(())
 }
@@ -366,6 +396,11 @@ pub enum BucketCommand {
     Create(BucketCreateArgs),
     /// List buckets
     Ls,
+    /// Delete an empty bucket
+    Rm {
+        /// Name
+        name: String,
+    },
 }
 
 /// `weft bucket create`.
@@ -382,6 +417,9 @@ pub struct BucketCreateArgs {
     /// Erasure coding DATA+PARITY, e.g. 4+2 (default: chosen per write for the fabric's size)
     #[arg(long)]
     ec: Option<weft_store::Erasure>,
+    /// Versions of each object to keep (1: only the current one)
+    #[arg(long, default_value_t = 1)]
+    versions: u32,
 }
 
 /// Bucket commands.
@@ -391,9 +429,15 @@ pub fn bucket(data: Option<PathBuf>, cmd: BucketCommand) -> Result<()> {
             data,
             LsArgs {
                 target: None,
+                versions: false,
                 json: false,
             },
         ),
+        BucketCommand::Rm { name } => {
+            client(data)?.delete(&format!("/v1/buckets/{}", path_escape(&name)))?;
+            println!("deleted bucket {name}");
+            Ok(())
+        }
         BucketCommand::Create(a) => {
             let api = client(data)?;
             let b: weft_node::BucketRecord = api.post(
@@ -403,12 +447,15 @@ pub fn bucket(data: Option<PathBuf>, cmd: BucketCommand) -> Result<()> {
                     regions: a.regions,
                     jurisdictions: a.jurisdictions,
                     ec: a.ec.map(|e| e.to_string()).unwrap_or_default(),
+                    versions: Some(a.versions),
                 },
             )?;
             println!(
-                "created bucket {} (residency {}, owner {})",
+                "created bucket {} (residency {}, keeps {} version{}, owner {})",
                 b.name,
                 b.policy,
+                b.versions,
+                if b.versions == 1 { "" } else { "s" },
                 b.owner.short()
             );
             Ok(())

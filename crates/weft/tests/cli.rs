@@ -566,4 +566,26 @@ fn buckets_name_objects_and_keep_them_private_to_their_owner() {
     assert!(
         fails(&["--data", n1, "put", input.to_str().unwrap(), "nobucket/x"]).contains("no bucket")
     );
+    // A bucket that keeps versions: the old bytes stay readable by version id.
+    ok(&["--data", n1, "bucket", "create", "hist", "--versions", "3"]);
+    let (v1, v2) = (tmp.path().join("v1"), tmp.path().join("v2"));
+    std::fs::write(&v1, b"first").unwrap();
+    std::fs::write(&v2, b"second").unwrap();
+    ok(&["--data", n1, "put", v1.to_str().unwrap(), "hist/k"]);
+    ok(&["--data", n1, "put", v2.to_str().unwrap(), "hist/k"]);
+    let versions = ok(&["--data", n1, "ls", "--versions", "hist/k"]);
+    let ids: Vec<&str> = versions
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(ids.len(), 2, "{versions}");
+    assert_eq!(ok(&["--data", n1, "get", "hist/k"]), "second");
+    assert_eq!(
+        ok(&["--data", n1, "get", "hist/k", "--version-id", ids[1]]),
+        "first"
+    );
+    assert!(fails(&["--data", n1, "get", "hist/k", "--version-id", "nope"]).contains("no version"));
+    assert!(fails(&["--data", n1, "bucket", "rm", "hist"]).contains("not empty"));
+    ok(&["--data", n1, "rm", "hist/k"]);
+    ok(&["--data", n1, "bucket", "rm", "hist"]);
 }
