@@ -199,16 +199,34 @@ pub(crate) async fn get(
     Query(q): Query<VersionQuery>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiFailure> {
-    let buckets = s.node.buckets();
-    let cap = match &q.version {
-        None => buckets.capability(&bucket, &key).await,
-        Some(v) => match buckets.version(&bucket, &key, v).await {
-            Ok(record) => buckets.capability_of(&bucket, &key, &record),
-            Err(e) => Err(e),
-        },
+    let buckets = s.node.buckets().clone();
+    // Private by default: only the owner's account reads by name.
+    let b = buckets.bucket(&bucket).await.map_err(bucket_failure)?;
+    if b.owner != buckets.account() {
+        return Err(bucket_failure(BucketError::NotOwner(bucket)));
+    }
+    let record = match &q.version {
+        None => buckets.object(&bucket, &key).await,
+        Some(v) => buckets.version(&bucket, &key, v).await,
     }
     .map_err(bucket_failure)?;
-    crate::objects::stream_object(&s, cap, &headers).await
+    // A whole object's manifest is fetched first, so a bad one fails with a status.
+    if record.parts.is_empty() {
+        let cap = buckets
+            .capability_of(&bucket, &key, &record)
+            .map_err(bucket_failure)?;
+        return crate::objects::stream_object(&s, cap, &headers).await;
+    }
+    Ok(crate::objects::ranged_body(
+        record.size,
+        &headers,
+        move |start, end, writer| async move {
+            buckets
+                .read_range((&bucket, &key), &record, start, end, writer)
+                .await
+                .map_err(|e| e.to_string())
+        },
+    ))
 }
 
 pub(crate) async fn versions(

@@ -11,11 +11,13 @@
 
 mod buckets;
 mod client;
+mod keys;
 mod objects;
 mod server;
 
 pub use buckets::{CreateBucket, ListedObject};
 pub use client::{ApiClient, ApiError};
+pub use keys::CreateKey;
 pub use objects::{PutAnswer, PutQuery};
 pub use server::serve;
 

@@ -147,26 +147,43 @@ pub(crate) async fn stream_object(
         .manifest(&cap)
         .await
         .map_err(storage_failure)?;
-    let size = manifest.size;
+    let storage = s.node.storage().clone();
+    Ok(ranged_body(
+        manifest.size,
+        headers,
+        move |start, end, writer| async move {
+            storage
+                .read_range(&cap, &manifest, start, end, writer)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
+    ))
+}
+
+/// A response streaming `size` bytes (or the `Range` of them asked for) that `read` writes
+/// into the pipe it is given.
+pub(crate) fn ranged_body<F, Fut>(size: u64, headers: &HeaderMap, read: F) -> Response
+where
+    F: FnOnce(u64, u64, tokio::io::DuplexStream) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
     let range = headers.get(header::RANGE).map(|v| v.to_str().unwrap_or(""));
     let (start, end, partial) = match parse_range(range, size) {
         Ok(None) => (0, size, false),
         Ok(Some((a, b))) => (a, b, true),
         Err(()) => {
-            return Ok((
+            return (
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 [(header::CONTENT_RANGE, format!("bytes */{size}"))],
             )
-                .into_response());
+                .into_response();
         }
     };
     let (reader, writer) = tokio::io::duplex(1 << 20);
-    let storage = s.node.storage().clone();
+    let reading = read(start, end, writer);
     tokio::spawn(async move {
-        if let Err(e) = storage
-            .read_range(&cap, &manifest, start, end, writer)
-            .await
-        {
+        if let Err(e) = reading.await {
             // Dropping the writer mid-stream cuts the response short; the client sees an
             // incomplete body (the length header tells it) and never a wrong byte.
             tracing::warn!(error = %e, "object read failed");
@@ -188,7 +205,7 @@ pub(crate) async fn stream_object(
             response.headers_mut().insert(header::CONTENT_RANGE, v);
         }
     }
-    Ok(response)
+    response
 }
 
 pub(crate) async fn stat(

@@ -77,6 +77,8 @@ pub async fn serve(
                 .delete(crate::buckets::delete),
         )
         .route("/v1/share/{bucket}/{*key}", get(crate::buckets::share))
+        .route("/v1/keys", post(crate::keys::create).get(crate::keys::list))
+        .route("/v1/keys/{id}", axum::routing::delete(crate::keys::remove))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorize,

@@ -18,7 +18,7 @@ const BUCKETS: &str = "buckets";
 /// Most versions a bucket may keep per object.
 pub const MAX_VERSIONS: u32 = 1000;
 
-fn objects_pk(bucket: &str) -> String {
+pub(crate) fn objects_pk(bucket: &str) -> String {
     format!("obj/{bucket}")
 }
 
@@ -26,7 +26,12 @@ fn versions_pk(bucket: &str, key: &str) -> String {
     format!("ver/{bucket}/{key}")
 }
 
-fn new_version(now_ms: u64) -> String {
+/// The wrapping context of part `index` of `bucket/key`.
+pub(crate) fn part_context(bucket: &str, key: &str, index: usize) -> String {
+    format!("{bucket}/{key}#{index}")
+}
+
+pub(crate) fn new_version(now_ms: u64) -> String {
     let mut salt = [0u8; 4];
     // Without randomness two writes in one millisecond would share an id; the clock part
     // alone still orders them, so a failure here only loses the tie-break.
@@ -82,6 +87,23 @@ pub struct ObjectRecord {
     pub version: String,
     /// Content type, user metadata, ETag.
     pub attrs: ObjectAttrs,
+    /// For an object assembled from parts (S3 multipart upload): the parts, whose bytes in
+    /// order are the object's. Empty for an object stored whole (then `manifest`, `holders` and
+    /// `wrapped_key` name it).
+    pub parts: Vec<PartRef>,
+}
+
+/// One part of an assembled object: a stored object of its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRef {
+    /// Its manifest.
+    pub manifest: ContentHash,
+    /// Nodes holding the manifest.
+    pub holders: Vec<NodeId>,
+    /// Plaintext size.
+    pub size: u64,
+    /// Its object key, wrapped under the bucket key (context `bucket/key#index`).
+    pub wrapped_key: Vec<u8>,
 }
 
 impl ObjectRecord {
@@ -113,6 +135,21 @@ pub enum BucketError {
     /// No such version.
     #[error("no version {2:?} of {0:?} in bucket {1:?} (list them with `weft ls --versions`)")]
     NoVersion(String, String, String),
+    /// The bytes received are not the ones the writer said it sent.
+    #[error("{0}")]
+    Digest(String),
+    /// No such multipart upload.
+    #[error("no upload {0:?} in progress (completed, aborted, or never started)")]
+    NoUpload(String),
+    /// The parts listed to complete an upload are not the uploaded ones.
+    #[error("{0}")]
+    BadParts(String),
+    /// Parts listed out of order.
+    #[error("parts must be listed in ascending order of part number")]
+    PartOrder,
+    /// A part other than the last is too small.
+    #[error("part {0} is {1} bytes; every part but the last must be at least 5 MiB")]
+    PartTooSmall(u32, u64),
     /// Deleting a bucket that still holds objects.
     #[error("bucket {0:?} is not empty")]
     NotEmpty(String),
@@ -149,7 +186,7 @@ pub fn check_bucket_name(name: &str) -> Result<(), BucketError> {
     }
 }
 
-fn check_key(key: &str) -> Result<(), BucketError> {
+pub(crate) fn check_key(key: &str) -> Result<(), BucketError> {
     if key.is_empty() || key.len() > 1024 || key.contains('\0') {
         return Err(BucketError::Invalid(format!(
             "object key {key:?}: 1 to 1024 bytes, no NUL"
@@ -161,8 +198,8 @@ fn check_key(key: &str) -> Result<(), BucketError> {
 /// Buckets and objects for one account, through one node.
 #[derive(Clone)]
 pub struct Buckets {
-    table: Table,
-    storage: Storage,
+    pub(crate) table: Table,
+    pub(crate) storage: Storage,
     account: SecretKey,
 }
 
@@ -181,7 +218,7 @@ impl Buckets {
         self.account.public()
     }
 
-    fn bucket_key(&self, bucket: &str) -> [u8; 32] {
+    pub(crate) fn bucket_key(&self, bucket: &str) -> [u8; 32] {
         let mut material = self.account.seed().to_vec();
         material.extend_from_slice(bucket.as_bytes());
         blake3::derive_key("weft bucket key v1", &material)
@@ -240,7 +277,7 @@ impl Buckets {
             .collect())
     }
 
-    async fn owned(&self, bucket: &str) -> Result<BucketRecord, BucketError> {
+    pub(crate) async fn owned(&self, bucket: &str) -> Result<BucketRecord, BucketError> {
         let b = self.bucket(bucket).await?;
         if b.owner != self.account() {
             return Err(BucketError::NotOwner(bucket.into()));
@@ -255,23 +292,25 @@ impl Buckets {
         key: &str,
         reader: R,
     ) -> Result<(ObjectRecord, Manifest), BucketError> {
-        self.put_with(bucket, key, reader, |_| ObjectAttrs::default())
+        self.put_with(bucket, key, reader, |_| Ok(ObjectAttrs::default()))
             .await
     }
 
     /// Store an object; `attrs` is asked once every byte has been read and stored (so a writer
-    /// can hash the stream on its way in for an ETag).
+    /// can hash the stream on its way in for an ETag, or refuse it if a digest does not match:
+    /// then nothing is committed).
     pub async fn put_with<R: AsyncRead + Unpin>(
         &self,
         bucket: &str,
         key: &str,
         reader: R,
-        attrs: impl FnOnce(&Manifest) -> ObjectAttrs,
+        attrs: impl FnOnce(&Manifest) -> Result<ObjectAttrs, BucketError>,
     ) -> Result<(ObjectRecord, Manifest), BucketError> {
         check_key(key)?;
         let b = self.owned(bucket).await?;
         let (cap, manifest) = self.storage.put(reader, b.policy.clone(), b.ec).await?;
-        let record = self.record_for(bucket, key, &cap, &manifest, attrs(&manifest))?;
+        let attrs = attrs(&manifest)?;
+        let record = self.record_for(bucket, key, &cap, &manifest, attrs)?;
         self.commit(&b, key, &record).await?;
         Ok((record, manifest))
     }
@@ -298,12 +337,13 @@ impl Buckets {
             created_ms: now,
             version: new_version(now),
             attrs,
+            parts: Vec::new(),
         })
     }
 
     /// Make `record` the current version of `key` (and keep it in the history if the bucket
     /// keeps versions, pruning the oldest beyond its limit).
-    async fn commit(
+    pub(crate) async fn commit(
         &self,
         b: &BucketRecord,
         key: &str,
@@ -331,17 +371,122 @@ impl Buckets {
     /// without copying its shards: S3's CopyObject.
     pub async fn link(
         &self,
-        bucket: &str,
-        key: &str,
-        cap: &Capability,
-        manifest: &Manifest,
+        (from_bucket, from_key): (&str, &str),
+        source: &ObjectRecord,
+        (bucket, key): (&str, &str),
         attrs: ObjectAttrs,
     ) -> Result<ObjectRecord, BucketError> {
         check_key(key)?;
+        self.owned(from_bucket).await?;
         let b = self.owned(bucket).await?;
-        let record = self.record_for(bucket, key, cap, manifest, attrs)?;
+        let mut record = source.clone();
+        let rewrap = |wrapped: &[u8], from: String, to: String| {
+            let plain =
+                weft_store::unwrap_key(&self.bucket_key(from_bucket), wrapped, from.as_bytes())
+                    .ok_or_else(|| {
+                        BucketError::Corrupt(format!(
+                            "{from_bucket}/{from_key} (key does not unwrap)"
+                        ))
+                    })?;
+            weft_store::wrap_key(&self.bucket_key(bucket), &plain, to.as_bytes())
+                .map_err(|e| BucketError::Storage(e.into()))
+        };
+        if source.parts.is_empty() {
+            record.wrapped_key = rewrap(
+                &source.wrapped_key,
+                format!("{from_bucket}/{from_key}"),
+                format!("{bucket}/{key}"),
+            )?;
+        }
+        for (i, part) in record.parts.iter_mut().enumerate() {
+            part.wrapped_key = rewrap(
+                &part.wrapped_key,
+                part_context(from_bucket, from_key, i),
+                part_context(bucket, key, i),
+            )?;
+        }
+        let now = weft_net::now_ms();
+        record.created_ms = now;
+        record.version = new_version(now);
+        record.attrs = attrs;
         self.commit(&b, key, &record).await?;
         Ok(record)
+    }
+
+    /// Read bytes `start..end` of `record` (a version of `bucket/key`, whole or assembled from
+    /// parts) into `writer`, verifying every byte. Parts are fetched two at a time so an
+    /// assembled object reads as fast as a whole one; memory stays bounded by the pipes.
+    pub async fn read_range<W: AsyncWrite + Unpin>(
+        &self,
+        (bucket, key): (&str, &str),
+        record: &ObjectRecord,
+        start: u64,
+        end: u64,
+        mut writer: W,
+    ) -> Result<(), BucketError> {
+        use tokio::io::AsyncWriteExt;
+        let end = end.min(record.size);
+        if record.parts.is_empty() {
+            let cap = self.capability_of(bucket, key, record)?;
+            let manifest = self.storage.manifest(&cap).await?;
+            self.storage
+                .read_range(&cap, &manifest, start, end, writer)
+                .await?;
+            return Ok(());
+        }
+        let mut wanted = Vec::new();
+        let mut offset = 0u64;
+        for (i, part) in record.parts.iter().enumerate() {
+            let (s, e) = (offset, offset + part.size);
+            offset = e;
+            if s < end && e > start {
+                let object_key = weft_store::unwrap_key(
+                    &self.bucket_key(bucket),
+                    &part.wrapped_key,
+                    part_context(bucket, key, i).as_bytes(),
+                )
+                .ok_or_else(|| BucketError::Corrupt(format!("{bucket}/{key} part {i}")))?;
+                let cap = Capability {
+                    manifest: part.manifest,
+                    key: object_key,
+                    holders: part.holders.clone(),
+                };
+                wanted.push((cap, start.max(s) - s, end.min(e) - s));
+            }
+        }
+        let mut queue = std::collections::VecDeque::new();
+        let mut wanted = wanted.into_iter();
+        loop {
+            while queue.len() < 2 {
+                let Some((cap, a, b)) = wanted.next() else {
+                    break;
+                };
+                let (reader, pipe) = tokio::io::duplex(1 << 20);
+                let storage = self.storage.clone();
+                queue.push_back((
+                    tokio::spawn(async move {
+                        let manifest = storage.manifest(&cap).await?;
+                        storage.read_range(&cap, &manifest, a, b, pipe).await
+                    }),
+                    reader,
+                ));
+            }
+            let Some((task, mut reader)) = queue.pop_front() else {
+                break;
+            };
+            let copied = tokio::io::copy(&mut reader, &mut writer).await;
+            match task.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e.into()),
+                Err(e) => return Err(BucketError::Corrupt(format!("part read stopped: {e}"))),
+            }
+            copied.map_err(|e| BucketError::Storage(e.into()))?;
+        }
+        writer
+            .flush()
+            .await
+            .map_err(|e| BucketError::Storage(e.into()))?;
+        Ok(())
     }
 
     /// Versions of `bucket/key` kept in its history, newest first (empty if the bucket keeps
@@ -403,6 +548,13 @@ impl Buckets {
         key: &str,
         record: &ObjectRecord,
     ) -> Result<Capability, BucketError> {
+        if !record.parts.is_empty() {
+            return Err(BucketError::Invalid(format!(
+                "{bucket}/{key} was uploaded in {} parts, and a capability names one stored \
+                 object; read it by name (or through S3)",
+                record.parts.len()
+            )));
+        }
         let context = format!("{bucket}/{key}");
         let object_key = weft_store::unwrap_key(
             &self.bucket_key(bucket),

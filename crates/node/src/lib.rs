@@ -12,6 +12,8 @@
 mod admission;
 mod buckets;
 mod datadir;
+mod keys;
+mod multipart;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -33,9 +35,12 @@ pub use admission::{
     redeem,
 };
 pub use buckets::{
-    BucketError, BucketRecord, Buckets, MAX_VERSIONS, ObjectAttrs, ObjectRecord, check_bucket_name,
+    BucketError, BucketRecord, Buckets, MAX_VERSIONS, ObjectAttrs, ObjectRecord, PartRef,
+    check_bucket_name,
 };
 pub use datadir::{DataDir, DataDirError, FabricFile};
+pub use keys::{AccessKey, KeyError, KeyStore};
+pub use multipart::{MAX_PARTS, MIN_PART_SIZE, PartRecord, UploadRecord};
 
 /// Everything needed to start a node, already validated.
 #[derive(Clone, Debug)]
@@ -146,6 +151,7 @@ struct Inner {
     storage: Storage,
     table: weft_meta::Table,
     buckets: Buckets,
+    keys: Arc<KeyStore>,
     advertise: SocketAddr,
     started: Instant,
     stop: watch::Sender<bool>,
@@ -223,6 +229,8 @@ impl Node {
         let account =
             weft_net::load_or_create_key(&dir.path("account.key")).map_err(DataDirError::from)?;
         let buckets = Buckets::new(table.clone(), storage.clone(), account);
+        let keys =
+            Arc::new(KeyStore::open(dir.root()).map_err(|e| NodeError::Invalid(e.to_string()))?);
         let (stop, _) = watch::channel(false);
         let node = Node {
             inner: Arc::new(Inner {
@@ -235,6 +243,7 @@ impl Node {
                 storage,
                 table,
                 buckets,
+                keys,
                 advertise,
                 started: Instant::now(),
                 stop,
@@ -268,6 +277,11 @@ impl Node {
     /// Object storage through this node.
     pub fn storage(&self) -> &Storage {
         &self.inner.storage
+    }
+
+    /// Access keys (S3 credentials) for this node's account.
+    pub fn keys(&self) -> &Arc<KeyStore> {
+        &self.inner.keys
     }
 
     /// The replicated metadata table, as seen from this node.

@@ -21,6 +21,25 @@ pub enum BenchCommand {
     Codec(CodecArgs),
     /// Object put/get throughput and latency through a local fabric, with and without WAN
     Storage(StorageArgs),
+    /// The S3 gateway's throughput against the native API on the same fabric
+    S3(S3Args),
+}
+
+/// `weft bench s3`.
+#[derive(Args, Debug)]
+pub struct S3Args {
+    /// Nodes in the fabric
+    #[arg(long, default_value_t = 6)]
+    pub(crate) nodes: usize,
+    /// Object size in MiB
+    #[arg(long, default_value_t = 256)]
+    pub(crate) mib: usize,
+    /// Rounds (each: one put and one get both ways)
+    #[arg(long, default_value_t = 3)]
+    pub(crate) rounds: usize,
+    /// Folder for the fabric's data [default: a fresh folder under /tmp]
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
 }
 
 /// `weft bench storage`.
@@ -86,6 +105,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Membership(args) => membership(args),
         BenchCommand::Codec(args) => codec(args),
         BenchCommand::Storage(args) => crate::bench_storage::run(args),
+        BenchCommand::S3(args) => crate::bench_s3::run(args),
     }
 }
 

@@ -136,6 +136,21 @@ fn one_run(
     Ok(())
 }
 
+/// Write `mib` MiB of pseudo-random bytes to `path`; returns their BLAKE3.
+pub(crate) fn write_input(path: &Path, mib: usize) -> Result<blake3::Hash> {
+    let mut hasher = blake3::Hasher::new();
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(path).context("cannot create the input file")?,
+    );
+    for i in 0..mib {
+        let chunk = random_bytes(1 << 20, i as u64 + 1);
+        hasher.update(&chunk);
+        f.write_all(&chunk)?;
+    }
+    f.flush()?;
+    Ok(hasher.finalize())
+}
+
 /// Run the storage benchmark.
 pub fn run(args: StorageArgs) -> Result<()> {
     if args.nodes < 2 || args.large_mib == 0 {
@@ -149,19 +164,7 @@ pub fn run(args: StorageArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&base)?;
     let input = base.join("large.bin");
-    let mut hasher = blake3::Hasher::new();
-    {
-        let mut f = std::io::BufWriter::new(
-            std::fs::File::create(&input).context("cannot create the input file")?,
-        );
-        for i in 0..args.large_mib {
-            let chunk = random_bytes(1 << 20, i as u64 + 1);
-            hasher.update(&chunk);
-            f.write_all(&chunk)?;
-        }
-        f.flush()?;
-    }
-    let input_hash = hasher.finalize();
+    let input_hash = write_input(&input, args.large_mib)?;
     println!(
         "weft bench storage: writes through node1's API, reads through the last node's API (real processes, QUIC, fsync)"
     );

@@ -42,6 +42,23 @@ pub struct NodeFile {
     /// Failure-detection timing.
     #[serde(default)]
     pub swim: SwimFile,
+    /// The S3 gateway.
+    #[serde(default)]
+    pub s3: S3File,
+}
+
+/// `[s3]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3File {
+    /// Address (default 127.0.0.1:0 — a free port, written to `s3.addr`); "off" disables it.
+    pub listen: Option<String>,
+    /// Domains for virtual-host-style requests (default ["localhost"]).
+    pub domains: Option<Vec<String>>,
+    /// Largest object or part accepted, in MiB (default 5120).
+    pub max_object_mib: Option<u64>,
+    /// Requests per second per access key (default 1000; 0: unlimited).
+    pub requests_per_sec: Option<u32>,
 }
 
 /// `[capacity]`.
@@ -173,6 +190,25 @@ impl NodeFile {
     /// The API address.
     pub fn api_addr(&self) -> Result<SocketAddr> {
         parse_addr("api", self.api.as_deref().unwrap_or("127.0.0.1:0"))
+    }
+
+    /// The S3 gateway's address and settings (None: turned off).
+    pub fn s3(&self) -> Result<Option<(SocketAddr, weft_s3::GatewayConfig)>> {
+        let listen = self.s3.listen.as_deref().unwrap_or("127.0.0.1:0");
+        if listen == "off" {
+            return Ok(None);
+        }
+        let mut cfg = weft_s3::GatewayConfig::default();
+        if let Some(d) = &self.s3.domains {
+            cfg.domains = d.clone();
+        }
+        if let Some(m) = self.s3.max_object_mib {
+            cfg.max_object_bytes = m.saturating_mul(1 << 20);
+        }
+        if let Some(r) = self.s3.requests_per_sec {
+            cfg.requests_per_sec = r;
+        }
+        Ok(Some((parse_addr("[s3] listen", listen)?, cfg)))
     }
 }
 

@@ -3,8 +3,10 @@
 //! configuration files.
 
 mod bench;
+mod bench_s3;
 mod bench_storage;
 mod config;
+mod keys;
 mod local;
 mod node_cmd;
 mod objects;
@@ -47,7 +49,7 @@ enum Command {
     Status(JsonFlag),
     /// List the fabric's nodes as this node sees them
     Nodes(JsonFlag),
-    /// Create or list buckets
+    /// Create, list or delete buckets
     #[command(subcommand)]
     Bucket(objects::BucketCommand),
     /// Store a file as BUCKET/KEY (or, without a target, get a capability for it)
@@ -58,6 +60,9 @@ enum Command {
     Ls(objects::LsArgs),
     /// Delete BUCKET/KEY
     Rm(objects::RmArgs),
+    /// Make, list or delete access keys for the S3 gateway
+    #[command(subcommand)]
+    Key(keys::KeyCommand),
     /// Print a capability that lets anyone in the fabric read BUCKET/KEY
     Share(objects::ShareArgs),
     /// Show an object's size, coding and where each shard lives
@@ -95,6 +100,7 @@ fn main() -> ExitCode {
         Command::Ls(a) => objects::ls(cli.data, a),
         Command::Rm(a) => objects::rm(cli.data, a),
         Command::Share(a) => objects::share(cli.data, a),
+        Command::Key(k) => keys::run(cli.data, k),
         Command::Put(a) => objects::put(cli.data, a),
         Command::Get(a) => objects::get(cli.data, a),
         Command::Stat(a) => objects::stat(cli.data, a),

@@ -55,6 +55,9 @@ pub struct NetArgs {
     /// Local API address [default: 127.0.0.1:0]
     #[arg(long)]
     pub api: Option<String>,
+    /// S3 gateway address, or "off" [default: 127.0.0.1:0]
+    #[arg(long)]
+    pub s3: Option<String>,
 }
 
 /// `weft init`.
@@ -89,6 +92,9 @@ pub struct RunArgs {
     /// Override the API address from node.toml
     #[arg(long)]
     api: Option<String>,
+    /// Override the S3 gateway address from node.toml ("off" disables it)
+    #[arg(long)]
+    s3: Option<String>,
 }
 
 fn data_dir(data: Option<PathBuf>) -> PathBuf {
@@ -108,6 +114,12 @@ fn write_config(dir: &Path, net: &NetArgs, extra: impl FnOnce(&mut NodeFile)) ->
     if let Some(a) = &net.api {
         parse_addr("--api", a)?;
         file.api = Some(a.clone());
+    }
+    if let Some(a) = &net.s3 {
+        if a != "off" {
+            parse_addr("--s3", a)?;
+        }
+        file.s3.listen = Some(a.clone());
     }
     extra(&mut file);
     file.settings(dir)?;
@@ -172,8 +184,12 @@ pub fn run(data: Option<PathBuf>, log: Option<String>, args: RunArgs) -> Result<
     if let Some(a) = args.api {
         file.api = Some(a);
     }
+    if let Some(a) = args.s3 {
+        file.s3.listen = Some(a);
+    }
     let settings = file.settings(&root)?;
     let api_addr = file.api_addr()?;
+    let s3 = file.s3()?;
     init_logging(log.or(file.log.clone()).as_deref().unwrap_or("info"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -190,10 +206,29 @@ pub fn run(data: Option<PathBuf>, log: Option<String>, args: RunArgs) -> Result<
             .write_atomic(weft_api::API_ADDR_FILE, bound.to_string().as_bytes())?;
         node.data_dir()
             .write_atomic("node.pid", std::process::id().to_string().as_bytes())?;
+        let gateway = match s3 {
+            Some((addr, cfg)) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot bind the S3 gateway on {addr}"))?;
+                let s3_bound = listener.local_addr()?;
+                node.data_dir()
+                    .write_atomic(weft_s3::S3_ADDR_FILE, s3_bound.to_string().as_bytes())?;
+                Some((
+                    s3_bound,
+                    tokio::spawn(weft_s3::serve(node.clone(), listener, cfg)),
+                ))
+            }
+            None => None,
+        };
         println!(
-            "node {} running: quic {} api http://{bound}",
+            "node {} running: quic {} api http://{bound}{}",
             node.id(),
-            node.addr()
+            node.addr(),
+            gateway
+                .as_ref()
+                .map(|(a, _)| format!(" s3 http://{a}"))
+                .unwrap_or_default()
         );
         let api = tokio::spawn(weft_api::serve(node.clone(), listener, token));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -205,6 +240,10 @@ pub fn run(data: Option<PathBuf>, log: Option<String>, args: RunArgs) -> Result<
         node.request_stop();
         node.shutdown().await;
         let _ = api.await;
+        if let Some((_, task)) = gateway {
+            let _ = task.await;
+            let _ = std::fs::remove_file(node.data_dir().path(weft_s3::S3_ADDR_FILE));
+        }
         let _ = std::fs::remove_file(node.data_dir().path(weft_api::API_ADDR_FILE));
         let _ = std::fs::remove_file(node.data_dir().path("node.pid"));
         if node.fabric().is_revoked() {

@@ -31,6 +31,24 @@ pub struct RevokeArgs {
     node: String,
 }
 
+/// The data directory a command without `--data` talks to: the default node's, else the first
+/// node of the default local fabric.
+pub fn resolved_data_dir(data: Option<PathBuf>) -> PathBuf {
+    if let Some(dir) = data {
+        return dir;
+    }
+    let default = crate::default_data_dir();
+    if default.join(weft_api::API_ADDR_FILE).exists() {
+        return default;
+    }
+    let local = crate::local::default_dir().join("node1");
+    if local.join(weft_api::API_ADDR_FILE).exists() {
+        local
+    } else {
+        default
+    }
+}
+
 /// The client for the node the user means: `--data`, else the default node, else node1 of the
 /// default local fabric (so `weft nodes` works right after `weft up`).
 pub fn client(data: Option<PathBuf>) -> Result<ApiClient> {

@@ -1,0 +1,58 @@
+//! `/v1/keys`: access keys for the S3 gateway.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use weft_node::{AccessKey, KeyError};
+
+use crate::server::{ApiFailure, AppState};
+
+/// `POST /v1/keys` body.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct CreateKey {
+    /// Limit the key to this bucket.
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// May read.
+    pub read: bool,
+    /// May write.
+    pub write: bool,
+}
+
+fn failure(e: KeyError) -> ApiFailure {
+    let status = match &e {
+        KeyError::Unknown(_) => StatusCode::NOT_FOUND,
+        KeyError::Invalid(_) => StatusCode::BAD_REQUEST,
+        KeyError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiFailure(status, e.to_string())
+}
+
+pub(crate) async fn create(
+    State(s): State<AppState>,
+    Json(k): Json<CreateKey>,
+) -> Result<Json<AccessKey>, ApiFailure> {
+    let keys = s.node.keys().clone();
+    let made = tokio::task::spawn_blocking(move || keys.create(k.bucket, k.read, k.write))
+        .await
+        .map_err(|e| ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(failure)?;
+    Ok(Json(made))
+}
+
+pub(crate) async fn list(State(s): State<AppState>) -> Json<Vec<AccessKey>> {
+    Json(s.node.keys().list())
+}
+
+pub(crate) async fn remove(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiFailure> {
+    let keys = s.node.keys().clone();
+    tokio::task::spawn_blocking(move || keys.remove(&id))
+        .await
+        .map_err(|e| ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(failure)?;
+    Ok(StatusCode::NO_CONTENT)
+}

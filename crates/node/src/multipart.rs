@@ -1,0 +1,258 @@
+//! Multipart uploads (S3's): parts are stored as objects of their own as they arrive; completing
+//! the upload writes one object row that lists them, so nothing is copied.
+//!
+//! Rows: partition `upl/<bucket>`, sort key = upload id → [`UploadRecord`]; partition
+//! `part/<bucket>/<upload id>`, sort key = part number (zero-padded) → [`PartRecord`]. Parts of
+//! an aborted or abandoned upload are reclaimed by garbage collection.
+
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncRead;
+use weft_core::{ContentHash, NodeId, wire};
+
+use crate::buckets::{
+    BucketError, Buckets, ObjectAttrs, ObjectRecord, PartRef, check_key, new_version, part_context,
+};
+
+/// Highest part number (S3's limit).
+pub const MAX_PARTS: u32 = 10_000;
+/// Smallest part but the last (S3's limit).
+pub const MIN_PART_SIZE: u64 = 5 << 20;
+
+/// An upload in progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    /// Object key it will become.
+    pub key: String,
+    /// Content type and metadata given when it started.
+    pub attrs: ObjectAttrs,
+    /// Unix ms.
+    pub initiated_ms: u64,
+}
+
+/// One uploaded part.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    /// 1..=10000.
+    pub number: u32,
+    /// The writer's entity tag for it (S3: hex MD5).
+    pub etag: String,
+    /// Plaintext size.
+    pub size: u64,
+    /// Its manifest.
+    pub manifest: ContentHash,
+    /// Manifest holders.
+    pub holders: Vec<NodeId>,
+    /// BLAKE3 of its plaintext.
+    pub content_id: ContentHash,
+    /// Its object key wrapped under the bucket key (context `bucket#upload#number`).
+    pub wrapped_key: Vec<u8>,
+    /// Unix ms.
+    pub created_ms: u64,
+}
+
+fn uploads_pk(bucket: &str) -> String {
+    format!("upl/{bucket}")
+}
+
+fn parts_pk(bucket: &str, upload: &str) -> String {
+    format!("part/{bucket}/{upload}")
+}
+
+fn upload_part_context(bucket: &str, upload: &str, number: u32) -> String {
+    format!("{bucket}#{upload}#{number}")
+}
+
+impl Buckets {
+    /// Start an upload of `bucket/key`; returns its id.
+    pub async fn create_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        attrs: ObjectAttrs,
+    ) -> Result<String, BucketError> {
+        check_key(key)?;
+        self.owned(bucket).await?;
+        let now = weft_net::now_ms();
+        let id = new_version(now);
+        let record = UploadRecord {
+            key: key.into(),
+            attrs,
+            initiated_ms: now,
+        };
+        self.table
+            .put(&uploads_pk(bucket), &id, Some(wire::encode(&record)))
+            .await?;
+        Ok(id)
+    }
+
+    /// An upload in progress.
+    pub async fn upload(&self, bucket: &str, upload: &str) -> Result<UploadRecord, BucketError> {
+        self.owned(bucket).await?;
+        let entry = self.table.get(&uploads_pk(bucket), upload).await?;
+        let bytes = entry
+            .and_then(|e| e.value)
+            .ok_or_else(|| BucketError::NoUpload(upload.into()))?;
+        wire::decode(&bytes).map_err(|_| BucketError::Corrupt(format!("upl/{bucket}/{upload}")))
+    }
+
+    /// Store part `number` of an upload (replacing an earlier part with that number); `etag`
+    /// is asked once the part's bytes are stored (an error there drops the part).
+    pub async fn upload_part<R: AsyncRead + Unpin>(
+        &self,
+        bucket: &str,
+        upload: &str,
+        number: u32,
+        reader: R,
+        etag: impl FnOnce() -> Result<String, BucketError>,
+    ) -> Result<PartRecord, BucketError> {
+        if !(1..=MAX_PARTS).contains(&number) {
+            return Err(BucketError::Invalid(format!(
+                "part number {number}: 1 to {MAX_PARTS}"
+            )));
+        }
+        self.upload(bucket, upload).await?;
+        let b = self.owned(bucket).await?;
+        let (cap, manifest) = self.storage.put(reader, b.policy.clone(), b.ec).await?;
+        let wrapped_key = weft_store::wrap_key(
+            &self.bucket_key(bucket),
+            &cap.key,
+            upload_part_context(bucket, upload, number).as_bytes(),
+        )
+        .map_err(|e| BucketError::Storage(e.into()))?;
+        let part = PartRecord {
+            number,
+            etag: etag()?,
+            size: manifest.size,
+            manifest: cap.manifest,
+            holders: cap.holders,
+            content_id: manifest.content_id,
+            wrapped_key,
+            created_ms: weft_net::now_ms(),
+        };
+        self.table
+            .put(
+                &parts_pk(bucket, upload),
+                &format!("{number:05}"),
+                Some(wire::encode(&part)),
+            )
+            .await?;
+        Ok(part)
+    }
+
+    /// The parts uploaded so far, by number.
+    pub async fn parts(&self, bucket: &str, upload: &str) -> Result<Vec<PartRecord>, BucketError> {
+        self.upload(bucket, upload).await?;
+        let rows = self.table.list(&parts_pk(bucket, upload), "").await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(_, e)| wire::decode(&e.value?).ok())
+            .collect())
+    }
+
+    /// Uploads in progress in `bucket` for keys starting with `prefix`: (id, record), by id.
+    pub async fn uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, UploadRecord)>, BucketError> {
+        self.owned(bucket).await?;
+        let rows = self.table.list(&uploads_pk(bucket), "").await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, e)| Some((id, wire::decode::<UploadRecord>(&e.value?).ok()?)))
+            .filter(|(_, u)| u.key.starts_with(prefix))
+            .collect())
+    }
+
+    /// Finish an upload: the listed parts (number, etag), in ascending order, become the
+    /// object. Every part but the last must be at least [`MIN_PART_SIZE`].
+    pub async fn complete_upload(
+        &self,
+        bucket: &str,
+        upload: &str,
+        chosen: &[(u32, String)],
+        etag: impl FnOnce(&[PartRecord]) -> String,
+    ) -> Result<ObjectRecord, BucketError> {
+        let b = self.owned(bucket).await?;
+        let up = self.upload(bucket, upload).await?;
+        if chosen.is_empty() {
+            return Err(BucketError::BadParts("no parts listed".into()));
+        }
+        if chosen.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err(BucketError::PartOrder);
+        }
+        let stored = self.parts(bucket, upload).await?;
+        let mut parts = Vec::new();
+        for (number, tag) in chosen {
+            let part = stored
+                .iter()
+                .find(|p| p.number == *number && p.etag == *tag)
+                .ok_or_else(|| {
+                    BucketError::BadParts(format!("part {number} with ETag {tag} was not uploaded"))
+                })?;
+            parts.push(part.clone());
+        }
+        if let Some(small) = parts[..parts.len() - 1]
+            .iter()
+            .find(|p| p.size < MIN_PART_SIZE)
+        {
+            return Err(BucketError::PartTooSmall(small.number, small.size));
+        }
+        let mut refs = Vec::new();
+        let mut content = blake3::Hasher::new();
+        for (i, p) in parts.iter().enumerate() {
+            let plain = weft_store::unwrap_key(
+                &self.bucket_key(bucket),
+                &p.wrapped_key,
+                upload_part_context(bucket, upload, p.number).as_bytes(),
+            )
+            .ok_or_else(|| BucketError::Corrupt(format!("part {} of {upload}", p.number)))?;
+            let wrapped_key = weft_store::wrap_key(
+                &self.bucket_key(bucket),
+                &plain,
+                part_context(bucket, &up.key, i).as_bytes(),
+            )
+            .map_err(|e| BucketError::Storage(e.into()))?;
+            content.update(&p.content_id.0);
+            refs.push(PartRef {
+                manifest: p.manifest,
+                holders: p.holders.clone(),
+                size: p.size,
+                wrapped_key,
+            });
+        }
+        let now = weft_net::now_ms();
+        let mut attrs = up.attrs.clone();
+        attrs.etag = etag(&parts);
+        let record = ObjectRecord {
+            manifest: ContentHash([0; 32]),
+            holders: Vec::new(),
+            size: parts.iter().map(|p| p.size).sum(),
+            // For an assembled object: BLAKE3 over its parts' content ids, in order.
+            content_id: ContentHash(*content.finalize().as_bytes()),
+            wrapped_key: Vec::new(),
+            created_ms: now,
+            version: new_version(now),
+            attrs,
+            parts: refs,
+        };
+        self.commit(&b, &up.key, &record).await?;
+        self.forget_upload(bucket, upload).await?;
+        Ok(record)
+    }
+
+    /// Abandon an upload (its parts are reclaimed by garbage collection).
+    pub async fn abort_upload(&self, bucket: &str, upload: &str) -> Result<(), BucketError> {
+        self.upload(bucket, upload).await?;
+        self.forget_upload(bucket, upload).await
+    }
+
+    async fn forget_upload(&self, bucket: &str, upload: &str) -> Result<(), BucketError> {
+        let pk = parts_pk(bucket, upload);
+        for (sk, _) in self.table.list(&pk, "").await? {
+            self.table.put(&pk, &sk, None).await?;
+        }
+        self.table.put(&uploads_pk(bucket), upload, None).await?;
+        Ok(())
+    }
+}

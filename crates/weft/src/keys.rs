@@ -1,0 +1,103 @@
+//! `weft key`: access keys for the S3 gateway.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use weft_node::AccessKey;
+
+use crate::ops::{client, resolved_data_dir};
+
+/// `weft key ...`.
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Make an access key for the S3 gateway (the secret is printed once)
+    Create(CreateArgs),
+    /// List access keys (without secrets)
+    Ls {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete an access key
+    Rm {
+        /// The key id (WK...)
+        id: String,
+    },
+}
+
+/// `weft key create`.
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Only this bucket (default: every bucket of this node's account)
+    #[arg(long)]
+    bucket: Option<String>,
+    /// May read (with neither --read nor --write: both)
+    #[arg(long)]
+    read: bool,
+    /// May write (with neither --read nor --write: both)
+    #[arg(long)]
+    write: bool,
+}
+
+fn scope(k: &AccessKey) -> String {
+    let rights = match (k.read, k.write) {
+        (true, true) => "read+write",
+        (true, false) => "read",
+        _ => "write",
+    };
+    match &k.bucket {
+        Some(b) => format!("{rights} on bucket {b}"),
+        None => format!("{rights} on every bucket"),
+    }
+}
+
+/// Run a key command.
+pub fn run(data: Option<PathBuf>, cmd: KeyCommand) -> Result<()> {
+    let dir = resolved_data_dir(data.clone());
+    let api = client(data)?;
+    match cmd {
+        KeyCommand::Create(a) => {
+            let (read, write) = if a.read || a.write {
+                (a.read, a.write)
+            } else {
+                (true, true)
+            };
+            let k: AccessKey = api.post(
+                "/v1/keys",
+                &weft_api::CreateKey {
+                    bucket: a.bucket,
+                    read,
+                    write,
+                },
+            )?;
+            let endpoint = std::fs::read_to_string(dir.join(weft_s3::S3_ADDR_FILE))
+                .map(|a| format!("http://{}", a.trim()))
+                .unwrap_or_else(|_| "(S3 gateway off on this node)".into());
+            println!("access key  {}", k.id);
+            println!("secret key  {}   (shown only now)", k.secret);
+            println!("endpoint    {endpoint}");
+            println!("scope       {}", scope(&k));
+            println!();
+            println!(
+                "export AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} AWS_ENDPOINT_URL={endpoint} AWS_DEFAULT_REGION=us-east-1",
+                k.id, k.secret
+            );
+        }
+        KeyCommand::Ls { json } => {
+            let keys: Vec<AccessKey> = api.get("/v1/keys")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else {
+                for k in keys {
+                    println!("{}  {}", k.id, scope(&k));
+                }
+            }
+        }
+        KeyCommand::Rm { id } => {
+            api.delete(&format!("/v1/keys/{id}"))?;
+            println!("deleted access key {id}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! The S3 gateway driven by real clients (boto3 and the aws CLI, installed from PyPI by
+//! `scripts/s3-clients.sh`) against a `weft up` fabric: every operation the gateway offers,
+//! a multipart round trip of `WEFT_BIG_MIB` (default 1024) MiB, signatures and scopes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn weft(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(args)
+        .env_remove("WEFT_DATA")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "weft {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+struct Local(tempfile::TempDir);
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["down", "--dir", self.0.path().to_str().unwrap()])
+            .output();
+    }
+}
+
+fn field(text: &str, name: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[test]
+fn real_s3_clients_work_against_the_gateway() {
+    let venv = Command::new(repo().join("scripts/s3-clients.sh"))
+        .output()
+        .expect("scripts/s3-clients.sh runs");
+    assert!(
+        venv.status.success(),
+        "installing boto3 and the aws CLI failed: {}",
+        String::from_utf8_lossy(&venv.stderr)
+    );
+    let bin = PathBuf::from(String::from_utf8_lossy(&venv.stdout).trim());
+
+    let fabric = Local(tempfile::tempdir().unwrap());
+    let dir = fabric.0.path().to_str().unwrap().to_string();
+    weft(&[
+        "up",
+        "--dir",
+        &dir,
+        "--nodes",
+        "6",
+        "--no-wan",
+        "--timeout",
+        "30",
+    ]);
+    let node = format!("{dir}/node2");
+    let rw = weft(&["--data", &node, "key", "create"]);
+    let ro = weft(&[
+        "--data", &node, "key", "create", "--bucket", "photos", "--read",
+    ]);
+    let endpoint = field(&rw, "endpoint");
+    assert!(endpoint.starts_with("http://127.0.0.1:"), "{rw}");
+    let listed = weft(&["--data", &node, "key", "ls"]);
+    assert!(listed.contains(&field(&ro, "access key")) && listed.contains("read on bucket photos"));
+
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new(bin.join("python"))
+        .arg(repo().join("crates/weft/tests/s3/clients.py"))
+        .env("WEFT_S3", &endpoint)
+        .env("WEFT_KEY", field(&rw, "access key"))
+        .env("WEFT_SECRET", field(&rw, "secret key"))
+        .env("WEFT_RO_KEY", field(&ro, "access key"))
+        .env("WEFT_RO_SECRET", field(&ro, "secret key"))
+        .env("WORK", work.path())
+        .env(
+            "WEFT_BIG_MIB",
+            std::env::var("WEFT_BIG_MIB").unwrap_or_else(|_| "1024".into()),
+        )
+        .output()
+        .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "S3 client checks failed:\n{log}");
+    println!("{log}");
+
+    // A deleted key stops working at once.
+    let id = field(&ro, "access key");
+    weft(&["--data", &node, "key", "rm", &id]);
+    assert!(!weft(&["--data", &node, "key", "ls"]).contains(&id));
+}
