@@ -77,6 +77,9 @@ pub async fn serve(
                 .delete(crate::buckets::delete),
         )
         .route("/v1/share/{bucket}/{*key}", get(crate::buckets::share))
+        .route("/v1/repair", get(repair_status))
+        .route("/v1/repair/check", post(repair_check))
+        .route("/v1/scrub", post(scrub))
         .route("/v1/keys", post(crate::keys::create).get(crate::keys::list))
         .route("/v1/keys/{id}", axum::routing::delete(crate::keys::remove))
         .layer(axum::middleware::from_fn_with_state(
@@ -148,6 +151,20 @@ async fn revoke(
 ) -> Result<Json<RevokeParams>, ApiFailure> {
     let id = s.node.revoke(&p.node)?;
     Ok(Json(RevokeParams { node: id.to_hex() }))
+}
+
+async fn repair_status(State(s): State<AppState>) -> Json<weft_node::HealStatus> {
+    Json(s.node.healer().status())
+}
+
+async fn repair_check(State(s): State<AppState>) -> Json<weft_node::HealStatus> {
+    s.node.healer().check_once().await;
+    Json(s.node.healer().status())
+}
+
+async fn scrub(State(s): State<AppState>) -> Json<weft_node::HealStatus> {
+    s.node.healer().scrub_once().await;
+    Json(s.node.healer().status())
 }
 
 async fn shutdown(State(s): State<AppState>) -> StatusCode {

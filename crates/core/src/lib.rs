@@ -41,6 +41,8 @@ pub mod proto {
     pub const SHARD_GET: u16 = 4;
     /// Stream protocol: metadata table operations between replicas.
     pub const META: u16 = 5;
+    /// Stream protocol: which of these shards does a node hold (repair's presence check).
+    pub const SHARD_HAS: u16 = 6;
     /// Datagram channel: SWIM membership messages.
     pub const SWIM: u8 = 1;
     /// Datagram channel: RTT probes that feed network coordinates.

@@ -41,6 +41,7 @@ pub use buckets::{
 pub use datadir::{DataDir, DataDirError, FabricFile};
 pub use keys::{AccessKey, KeyError, KeyStore};
 pub use multipart::{MAX_PARTS, MIN_PART_SIZE, PartRecord, UploadRecord};
+pub use weft_heal::{HealConfig, HealStatus};
 
 /// Everything needed to start a node, already validated.
 #[derive(Clone, Debug)]
@@ -57,6 +58,8 @@ pub struct NodeSettings {
     pub capacity: Capacity,
     /// WAN emulation (tests and local demos).
     pub wan: Option<WanConfig>,
+    /// Repair and scrubbing.
+    pub heal: weft_heal::HealConfig,
     /// Failure-detection timing.
     pub timing: SwimTiming,
 }
@@ -152,6 +155,7 @@ struct Inner {
     table: weft_meta::Table,
     buckets: Buckets,
     keys: Arc<KeyStore>,
+    healer: weft_heal::Healer,
     advertise: SocketAddr,
     started: Instant,
     stop: watch::Sender<bool>,
@@ -226,6 +230,8 @@ impl Node {
             meta,
             Duration::from_secs(10),
         );
+        let healer =
+            weft_heal::Healer::start(storage.clone(), table.clone(), settings.heal.clone());
         let account =
             weft_net::load_or_create_key(&dir.path("account.key")).map_err(DataDirError::from)?;
         let buckets = Buckets::new(table.clone(), storage.clone(), account);
@@ -244,6 +250,7 @@ impl Node {
                 table,
                 buckets,
                 keys,
+                healer,
                 advertise,
                 started: Instant::now(),
                 stop,
@@ -277,6 +284,11 @@ impl Node {
     /// Object storage through this node.
     pub fn storage(&self) -> &Storage {
         &self.inner.storage
+    }
+
+    /// Repair and scrubbing.
+    pub fn healer(&self) -> &weft_heal::Healer {
+        &self.inner.healer
     }
 
     /// Access keys (S3 credentials) for this node's account.

@@ -27,6 +27,11 @@ fn settings(dir: &std::path::Path, wan: Option<weft_net::WanConfig>) -> NodeSett
         },
         wan,
         timing: SwimTiming::default(),
+        heal: weft_heal::HealConfig {
+            grace: Duration::from_secs(1),
+            interval: Duration::from_secs(3600),
+            ..Default::default()
+        },
     }
 }
 

@@ -217,6 +217,105 @@ fn erasure_err(e: reed_solomon_simd::Error) -> CodecError {
     CodecError::Erasure(e.to_string())
 }
 
+/// Rebuild every shard of a segment from any k of them, without the object key (repair runs on
+/// ciphertext). Each supplied shard is verified first, and each rebuilt one is checked against
+/// its hash in the manifest, so a rebuilt shard is always the one that was lost.
+pub fn rebuild_shards(
+    info: &SegmentInfo,
+    ec: Erasure,
+    supplied: &[(usize, &[u8])],
+) -> Result<Vec<Vec<u8>>, CodecError> {
+    ec.validate()?;
+    let shard_len = info.shard_len as usize;
+    let mut bad = Vec::new();
+    let mut good: Vec<(usize, &[u8])> = Vec::new();
+    for &(i, bytes) in supplied {
+        if info
+            .shards
+            .get(i)
+            .is_some_and(|h| *h == ContentHash::of(bytes))
+            && bytes.len() == shard_len
+            && !good.iter().any(|(j, _)| *j == i)
+        {
+            good.push((i, bytes));
+        } else {
+            bad.push(i);
+        }
+    }
+    if good.len() < ec.data || info.shards.len() != ec.total() {
+        return Err(CodecError::NotEnoughShards {
+            index: info.index,
+            good: good.len(),
+            needed: ec.data,
+            bad,
+        });
+    }
+    let mut data: Vec<Vec<u8>> = vec![Vec::new(); ec.data];
+    for &(i, bytes) in &good {
+        if i < ec.data {
+            data[i] = bytes.to_vec();
+        }
+    }
+    if data.iter().any(Vec::is_empty) {
+        for d in data.iter_mut().filter(|d| d.is_empty()) {
+            d.resize(shard_len, 0);
+        }
+        let missing: Vec<bool> = (0..ec.data)
+            .map(|i| !good.iter().any(|(j, _)| *j == i))
+            .collect();
+        let mut offset = 0;
+        while offset < shard_len {
+            let len = STRIPE.min(shard_len - offset);
+            let mut dec = reed_solomon_simd::ReedSolomonDecoder::new(ec.data, ec.parity, len)
+                .map_err(erasure_err)?;
+            for &(i, bytes) in &good {
+                let piece = &bytes[offset..offset + len];
+                if i < ec.data {
+                    dec.add_original_shard(i, piece).map_err(erasure_err)?;
+                } else {
+                    dec.add_recovery_shard(i - ec.data, piece)
+                        .map_err(erasure_err)?;
+                }
+            }
+            let result = dec.decode().map_err(erasure_err)?;
+            for (i, piece) in result.restored_original_iter() {
+                if missing[i] {
+                    data[i][offset..offset + len].copy_from_slice(piece);
+                }
+            }
+            offset += len;
+        }
+    }
+    let mut shards = data;
+    shards.extend((0..ec.parity).map(|_| Vec::with_capacity(shard_len)));
+    if ec.parity > 0 {
+        let mut offset = 0;
+        while offset < shard_len {
+            let len = STRIPE.min(shard_len - offset);
+            let mut enc = reed_solomon_simd::ReedSolomonEncoder::new(ec.data, ec.parity, len)
+                .map_err(erasure_err)?;
+            for shard in &shards[..ec.data] {
+                enc.add_original_shard(&shard[offset..offset + len])
+                    .map_err(erasure_err)?;
+            }
+            let result = enc.encode().map_err(erasure_err)?;
+            for (j, piece) in result.recovery_iter().enumerate() {
+                shards[ec.data + j].extend_from_slice(piece);
+            }
+            offset += len;
+        }
+    }
+    for (i, shard) in shards.iter().enumerate() {
+        if ContentHash::of(shard) != info.shards[i] {
+            return Err(CodecError::Erasure(format!(
+                "segment {}: rebuilt shard {i} does not match its hash",
+                info.index
+            )));
+        }
+    }
+    Ok(shards)
+}
+
 /// Decode a segment from any shards `(index, bytes)`; each is verified against its hash first.
 pub fn decode_segment(
     key: &ObjectKey,
@@ -348,6 +447,29 @@ mod tests {
             decode_segment(&ObjectKey([8; 32]), &seg.info, ec, &all).unwrap_err(),
             CodecError::Decrypt(0)
         );
+    }
+
+    #[test]
+    fn any_k_shards_rebuild_all_shards_without_the_key() {
+        let ec = Erasure { data: 4, parity: 2 };
+        let enc = encode_segment(&KEY, 3, &data(700_001), ec).unwrap();
+        for lost in [[0usize, 1], [4, 5], [1, 5], [2, 3]] {
+            let supplied: Vec<(usize, &[u8])> = enc
+                .shards
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !lost.contains(i))
+                .map(|(i, s)| (i, s.as_slice()))
+                .collect();
+            let rebuilt = rebuild_shards(&enc.info, ec, &supplied).unwrap();
+            assert_eq!(rebuilt, enc.shards, "lost {lost:?}");
+        }
+        let three: Vec<(usize, &[u8])> = enc.shards[..3]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i, s.as_slice()))
+            .collect();
+        assert!(rebuild_shards(&enc.info, ec, &three).is_err());
     }
 
     #[test]

@@ -8,16 +8,18 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod catalog;
 pub mod codec;
 pub mod object;
 pub mod placement;
 pub mod protocol;
 pub mod shards;
 
+pub use catalog::{BoxFuture, Catalog, Locations};
 pub use codec::{
     CodecError, DecodedSegment, EncodedSegment, Erasure, ObjectKey, SegmentInfo, decode_segment,
-    encode_segment, unwrap_key, wrap_key,
+    encode_segment, rebuild_shards, unwrap_key, wrap_key,
 };
-pub use object::{Capability, Manifest, ReadReport, Storage, StorageError};
+pub use object::{Capability, Manifest, PlacedSegment, ReadReport, Storage, StorageError};
 pub use placement::{Candidate, PlacementError, Residency, default_erasure, place};
 pub use shards::{ShardStore, ShardStoreError};

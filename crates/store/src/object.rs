@@ -17,8 +17,9 @@ use weft_core::{ContentHash, NodeId, wire};
 use weft_fabric::{Fabric, MemberState};
 use weft_net::Endpoint;
 
+use crate::catalog::{Catalog, Locations};
 use crate::placement::{Candidate, PlacementError, Residency, default_erasure, place};
-use crate::protocol::{TransferError, get_remote, put_remote};
+use crate::protocol::{TransferError, get_remote, has_remote, put_remote};
 use crate::{
     CodecError, Erasure, ObjectKey, SegmentInfo, ShardStore, decode_segment, encode_segment,
 };
@@ -138,6 +139,9 @@ pub enum StorageError {
     /// The capability text is malformed.
     #[error("not a weft capability: {0}")]
     BadCapability(String),
+    /// The object could not be registered for repair, so the write is not acknowledged.
+    #[error("could not register the object with the fabric's catalog: {0}")]
+    Catalog(String),
     /// Reading input or writing output failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -150,6 +154,7 @@ pub struct Storage {
     fabric: Fabric,
     local: Arc<ShardStore>,
     hedge_after: Duration,
+    catalog: Arc<std::sync::OnceLock<Arc<dyn Catalog>>>,
 }
 
 impl Storage {
@@ -160,7 +165,23 @@ impl Storage {
             fabric,
             local,
             hedge_after: HEDGE_AFTER,
+            catalog: Arc::new(std::sync::OnceLock::new()),
         }
+    }
+
+    /// Register the catalog (once; later calls are ignored). Shared by every clone.
+    pub fn set_catalog(&self, catalog: Arc<dyn Catalog>) {
+        let _ = self.catalog.set(catalog);
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.fabric.id()
+    }
+
+    /// The membership view storage uses.
+    pub fn fabric(&self) -> &Fabric {
+        &self.fabric
     }
 
     /// The same service with a different hedging delay (how long a segment fetch may take
@@ -199,7 +220,8 @@ impl Storage {
             .collect()
     }
 
-    async fn put_shard(
+    /// Store one shard on `node` (this node included); returns once it is durable there.
+    pub async fn put_shard(
         &self,
         node: NodeId,
         hash: ContentHash,
@@ -229,7 +251,8 @@ impl Storage {
             })
     }
 
-    async fn get_shard(
+    /// Fetch one shard from `node` (unverified when remote: check its hash).
+    pub async fn get_shard(
         &self,
         node: NodeId,
         hash: ContentHash,
@@ -249,6 +272,30 @@ impl Storage {
         }
         let addr = self.addr_of(node)?;
         get_remote(&self.endpoint, node, addr, hash).await
+    }
+
+    /// Which of `hashes` `node` holds (a cheap presence check, no hashing).
+    pub async fn has_shards(
+        &self,
+        node: NodeId,
+        hashes: Vec<ContentHash>,
+    ) -> Result<Vec<bool>, TransferError> {
+        if node == self.fabric.id() {
+            let local = self.local.clone();
+            return tokio::task::spawn_blocking(move || {
+                hashes
+                    .iter()
+                    .map(|h| local.present(h).unwrap_or(false))
+                    .collect()
+            })
+            .await
+            .map_err(|e| TransferError::Protocol {
+                node,
+                reason: e.to_string(),
+            });
+        }
+        let addr = self.addr_of(node)?;
+        has_remote(&self.endpoint, node, addr, hashes).await
     }
 
     /// Store `bytes` under `hash` on the nodes placement picks (retrying elsewhere on failure).
@@ -409,6 +456,12 @@ impl Storage {
         let holders = self
             .store_placed(&hash, vec![(hash, bytes); copies], &policy, u32::MAX)
             .await?;
+        if let Some(catalog) = self.catalog.get() {
+            catalog
+                .record(hash, &manifest, &holders)
+                .await
+                .map_err(StorageError::Catalog)?;
+        }
         Ok((
             Capability {
                 manifest: hash,
@@ -449,17 +502,68 @@ impl Storage {
         ranked.into_iter().map(|r| r.2).collect()
     }
 
-    /// Fetch and verify the manifest a capability names.
+    /// Fetch and verify the manifest a capability names, with shards that repair moved
+    /// pointed at their new holders.
     pub async fn manifest(&self, cap: &Capability) -> Result<Manifest, StorageError> {
-        for node in self.nearest_first(&cap.holders) {
-            if let Ok(Some(bytes)) = self.get_shard(node, cap.manifest).await
-                && ContentHash::of(&bytes) == cap.manifest
-                && let Ok(m) = wire::decode::<Manifest>(&bytes)
-            {
-                return Ok(m);
+        self.manifest_at(cap.manifest, &cap.holders).await
+    }
+
+    /// Fetch and verify manifest `hash`, trying `holders` first, then wherever the catalog
+    /// says it is now.
+    pub async fn manifest_at(
+        &self,
+        hash: ContentHash,
+        holders: &[NodeId],
+    ) -> Result<Manifest, StorageError> {
+        let mut located: Option<Locations> = None;
+        let mut manifest = self.fetch_manifest(hash, holders).await;
+        if manifest.is_none() {
+            located = self.locate(hash).await;
+            if let Some(l) = &located {
+                manifest = self.fetch_manifest(hash, &l.manifest_holders).await;
             }
         }
-        Err(StorageError::ManifestUnavailable(cap.manifest))
+        let mut manifest = manifest.ok_or(StorageError::ManifestUnavailable(hash))?;
+        // Shards move only when repair rebuilds them, and it does that when a holder is lost:
+        // ask the catalog only then, so healthy reads cost nothing extra.
+        if located.is_none() && !self.all_holders_alive(&manifest) {
+            located = self.locate(hash).await;
+        }
+        if let Some(l) = located {
+            l.apply(&mut manifest);
+        }
+        Ok(manifest)
+    }
+
+    async fn locate(&self, hash: ContentHash) -> Option<Locations> {
+        self.catalog.get()?.locate(hash).await
+    }
+
+    fn all_holders_alive(&self, manifest: &Manifest) -> bool {
+        let alive: std::collections::HashSet<String> = self
+            .fabric
+            .members()
+            .into_iter()
+            .filter(|m| m.state == MemberState::Alive)
+            .map(|m| m.id)
+            .collect();
+        manifest
+            .segments
+            .iter()
+            .flat_map(|s| &s.holders)
+            .all(|h| alive.contains(&h.to_hex()))
+    }
+
+    async fn fetch_manifest(&self, hash: ContentHash, holders: &[NodeId]) -> Option<Manifest> {
+        for node in self.nearest_first(holders) {
+            if let Ok(Some(bytes)) = self.get_shard(node, hash).await
+                && ContentHash::of(&bytes) == hash
+                && let Ok(m) = wire::decode::<Manifest>(&bytes)
+            {
+                return Some(m);
+            }
+        }
+        None
     }
 
     /// Fetch one segment: the k nearest holders first, hedge after a delay, fall back on failure.
@@ -608,9 +712,20 @@ impl Storage {
                     break;
                 };
                 let (this, key, ec) = (self.clone(), key.clone(), manifest.ec);
+                let manifest_hash = cap.manifest;
                 tasks.spawn(async move {
                     let mut part = ReadReport::default();
-                    let result = this.fetch_segment(key, seg, ec, &mut part).await;
+                    let mut result = this
+                        .fetch_segment(key.clone(), seg.clone(), ec, &mut part)
+                        .await;
+                    // Too few shards where the manifest says: repair may have moved some.
+                    if result.is_err()
+                        && let Some(l) = this.locate(manifest_hash).await
+                    {
+                        let mut moved = seg;
+                        l.apply_segment(&mut moved);
+                        result = this.fetch_segment(key, moved, ec, &mut part).await;
+                    }
                     (i, result.map(|plain| (plain, part)))
                 });
             }

@@ -58,6 +58,16 @@ pub enum GetAnswer {
     Corrupt,
 }
 
+/// Presence question (`SHARD_HAS`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HasRequest {
+    /// Shards asked about (at most [`MAX_HAS`]).
+    pub hashes: Vec<ContentHash>,
+}
+
+/// Most shards one presence question may name.
+pub const MAX_HAS: usize = 4096;
+
 /// Shard transfer failures.
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
@@ -92,8 +102,38 @@ fn stream_err(e: impl std::fmt::Display) -> NetError {
     NetError::Stream(e.to_string())
 }
 
-/// Serve both shard protocols from `store`.
+/// Serve the shard protocols from `store`.
 pub fn register(endpoint: &Endpoint, store: Arc<ShardStore>) {
+    let has_store = store.clone();
+    endpoint.register_stream(
+        proto::SHARD_HAS,
+        false,
+        Arc::new(move |peer: Peer, mut send, mut recv| {
+            let store = has_store.clone();
+            Box::pin(async move {
+                let serve = async {
+                    let req: HasRequest = read_message(&mut recv, 64 + MAX_HAS * 34).await?;
+                    if req.hashes.len() > MAX_HAS {
+                        return Err(stream_err("too many shards in one question"));
+                    }
+                    let answer = tokio::task::spawn_blocking(move || {
+                        req.hashes
+                            .iter()
+                            .map(|h| store.present(h).unwrap_or(false))
+                            .collect::<Vec<bool>>()
+                    })
+                    .await
+                    .map_err(stream_err)?;
+                    write_message(&mut send, &answer).await?;
+                    let _ = send.finish();
+                    Ok::<_, NetError>(())
+                };
+                if let Ok(Err(e)) = tokio::time::timeout(TIMEOUT, serve).await {
+                    tracing::debug!(?peer, error = %e, "shard presence question failed");
+                }
+            })
+        }),
+    );
     let put_store = store.clone();
     endpoint.register_stream(
         proto::SHARD_PUT,
@@ -229,4 +269,30 @@ pub async fn get_remote(
         .await
         .map_err(|_| NetError::Timeout)?
         .map_err(TransferError::Net)?
+}
+
+/// Ask node `id` which of `hashes` it holds.
+pub async fn has_remote(
+    endpoint: &Endpoint,
+    id: NodeId,
+    addr: SocketAddr,
+    hashes: Vec<ContentHash>,
+) -> Result<Vec<bool>, TransferError> {
+    let n = hashes.len();
+    let exchange = async {
+        let (mut send, mut recv) = endpoint.open(id, addr, proto::SHARD_HAS).await?;
+        write_message(&mut send, &HasRequest { hashes }).await?;
+        let _ = send.finish();
+        read_message::<Vec<bool>>(&mut recv, 64 + MAX_HAS * 2).await
+    };
+    let answer = tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .map_err(|_| NetError::Timeout)??;
+    if answer.len() != n {
+        return Err(TransferError::Protocol {
+            node: id,
+            reason: format!("answered {} of {n} presence questions", answer.len()),
+        });
+    }
+    Ok(answer)
 }

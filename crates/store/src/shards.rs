@@ -180,7 +180,18 @@ impl ShardStore {
         }
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         if self.contains(hash)? {
-            return Ok(false);
+            if self.path_of(hash).exists() {
+                return Ok(false);
+            }
+            // Indexed but its file is gone (deleted behind the store's back): forget the stale
+            // entry and store the shard again.
+            let tx = self.db.begin_write().map_err(db_err)?;
+            let stale = {
+                let mut table = tx.open_table(SHARDS).map_err(db_err)?;
+                table.remove(&hash.0).map_err(db_err)?.map(|v| v.value())
+            };
+            tx.commit().map_err(db_err)?;
+            *used = used.saturating_sub(stale.unwrap_or(0));
         }
         let needed = bytes.len() as u64;
         if *used + needed > self.capacity {
@@ -256,6 +267,11 @@ impl ShardStore {
             return Err(ShardStoreError::Corrupt(*hash));
         }
         Ok(Some(bytes))
+    }
+
+    /// Whether a shard is indexed and its file is still there (no hashing: a cheap check).
+    pub fn present(&self, hash: &ContentHash) -> Result<bool, ShardStoreError> {
+        Ok(self.contains(hash)? && self.path_of(hash).exists())
     }
 
     /// Remove a shard. Returns false if it was not stored.

@@ -45,6 +45,59 @@ pub struct NodeFile {
     /// The S3 gateway.
     #[serde(default)]
     pub s3: S3File,
+    /// Repair and scrubbing.
+    #[serde(default)]
+    pub repair: RepairFile,
+}
+
+/// `[repair]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepairFile {
+    /// How long a node may be gone before its shards are rebuilt elsewhere (default "5m").
+    pub grace: Option<String>,
+    /// Time between checks of owned objects (default "30s").
+    pub interval: Option<String>,
+    /// Repair rate limit in MiB/s (default 256).
+    pub rate_mib: Option<u64>,
+    /// Scrubbing rate in MiB/s (default 16; 0 turns scrubbing off).
+    pub scrub_mib: Option<u64>,
+    /// Time between scrubbing passes (default "1h").
+    pub scrub_interval: Option<String>,
+}
+
+impl RepairFile {
+    /// Validated settings.
+    pub fn config(&self) -> Result<weft_node::HealConfig> {
+        let mut c = weft_node::HealConfig::default();
+        let dur = |what: &str, v: &Option<String>, into: &mut std::time::Duration| -> Result<()> {
+            if let Some(t) = v {
+                *into = humantime::parse_duration(t)
+                    .map_err(|e| anyhow::anyhow!("[repair] {what} = {t:?}: {e}"))?;
+            }
+            Ok(())
+        };
+        dur("grace", &self.grace, &mut c.grace)?;
+        dur("interval", &self.interval, &mut c.interval)?;
+        dur(
+            "scrub_interval",
+            &self.scrub_interval,
+            &mut c.scrub_interval,
+        )?;
+        if c.interval.is_zero() || c.scrub_interval.is_zero() {
+            anyhow::bail!("[repair] interval and scrub_interval must be more than zero");
+        }
+        if let Some(r) = self.rate_mib {
+            if r == 0 {
+                anyhow::bail!("[repair] rate_mib must be at least 1");
+            }
+            c.repair_bytes_per_sec = r << 20;
+        }
+        if let Some(r) = self.scrub_mib {
+            c.scrub_bytes_per_sec = r << 20;
+        }
+        Ok(c)
+    }
 }
 
 /// `[s3]`.
@@ -184,6 +237,7 @@ impl NodeFile {
             },
             wan,
             timing,
+            heal: self.repair.config()?,
         })
     }
 

@@ -11,6 +11,7 @@ mod local;
 mod node_cmd;
 mod objects;
 mod ops;
+mod repair;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +68,9 @@ enum Command {
     Share(objects::ShareArgs),
     /// Show an object's size, coding and where each shard lives
     Stat(objects::StatArgs),
+    /// Self-healing: repair status, check now, scrub now
+    #[command(subcommand)]
+    Repair(repair::RepairCommand),
     /// Start a local multi-site fabric of node processes on this machine
     Up(local::UpArgs),
     /// Stop a local fabric started with `weft up`
@@ -104,6 +108,7 @@ fn main() -> ExitCode {
         Command::Put(a) => objects::put(cli.data, a),
         Command::Get(a) => objects::get(cli.data, a),
         Command::Stat(a) => objects::stat(cli.data, a),
+        Command::Repair(r) => repair::run(cli.data, r),
         Command::Up(a) => local::up(a),
         Command::Down(a) => local::down(a),
         Command::Bench(b) => bench::run(b),

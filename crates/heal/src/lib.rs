@@ -1,0 +1,151 @@
+//! Self-healing storage. Every stored object is registered in a catalog kept in the replicated
+//! metadata table ([`registry`]); the first live replica of each catalog partition owns the
+//! objects in it and checks them periodically ([`repair`]): shards whose holder has been gone
+//! longer than a grace period, or that their holder no longer has (deleted, or dropped as
+//! corrupt by scrubbing), are rebuilt from any k others — on ciphertext, without the object
+//! key — and placed on new nodes the object's residency policy allows, riskiest segments first,
+//! at a bounded rate. Every node also re-hashes its own shards in the background ([`scrub`]).
+//!
+//! It knows storage's public operations and the metadata table, and nothing of buckets,
+//! accounts, HTTP or files beyond the shard store.
+
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod registry;
+pub mod repair;
+pub mod scrub;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use weft_meta::Table;
+use weft_store::Storage;
+
+pub use registry::{ManifestEntry, Registry};
+
+/// Healing settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HealConfig {
+    /// How long a holder may be gone before its shards are rebuilt elsewhere (a restarting
+    /// node is not a lost node).
+    pub grace: Duration,
+    /// Time between checks of the objects this node owns.
+    pub interval: Duration,
+    /// Repair rate limit, bytes of rebuilt shards written per second.
+    pub repair_bytes_per_sec: u64,
+    /// Scrubbing rate limit, bytes re-hashed per second (0: no scrubbing).
+    pub scrub_bytes_per_sec: u64,
+    /// Time between scrubbing passes.
+    pub scrub_interval: Duration,
+}
+
+impl Default for HealConfig {
+    fn default() -> Self {
+        HealConfig {
+            grace: Duration::from_secs(300),
+            interval: Duration::from_secs(30),
+            repair_bytes_per_sec: 256 << 20,
+            scrub_bytes_per_sec: 16 << 20,
+            scrub_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What healing has done, for `weft repair status`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HealStatus {
+    /// Grace period, seconds.
+    pub grace_secs: f64,
+    /// Repair rate limit, bytes per second.
+    pub repair_bytes_per_sec: u64,
+    /// Completed checks.
+    pub scans: u64,
+    /// Unix ms of the last completed check (0: none yet).
+    pub last_scan_ms: u64,
+    /// Objects this node owned in the last check.
+    pub objects_owned: u64,
+    /// Segments found below full redundancy in the last check.
+    pub segments_degraded: u64,
+    /// Segments that could not be repaired in the last check (too few shards, no room).
+    pub segments_unrepairable: u64,
+    /// Repair work waiting (segments).
+    pub queued: u64,
+    /// Shards rebuilt so far.
+    pub shards_repaired: u64,
+    /// Bytes of shards rebuilt so far.
+    pub bytes_repaired: u64,
+    /// Seconds spent rebuilding.
+    pub repair_secs: f64,
+    /// Manifest copies re-made.
+    pub manifests_copied: u64,
+    /// Failed repair attempts.
+    pub repair_failures: u64,
+    /// Bytes re-hashed by scrubbing.
+    pub scrubbed_bytes: u64,
+    /// Corrupt shards scrubbing found and removed.
+    pub scrub_corrupt: u64,
+}
+
+/// The healing service of one node. Cheap to clone.
+#[derive(Clone)]
+pub struct Healer {
+    pub(crate) storage: Storage,
+    pub(crate) registry: Registry,
+    pub(crate) config: HealConfig,
+    pub(crate) status: Arc<Mutex<HealStatus>>,
+}
+
+impl Healer {
+    /// Register the catalog with storage and start the repair and scrubbing loops.
+    pub fn start(storage: Storage, table: Table, config: HealConfig) -> Healer {
+        let registry = Registry::new(table);
+        storage.set_catalog(registry::as_catalog(&registry));
+        let healer = Healer::new(storage, registry, config);
+        tokio::spawn(healer.clone().repair_loop());
+        if healer.config.scrub_bytes_per_sec > 0 {
+            tokio::spawn(healer.clone().scrub_loop());
+        }
+        healer
+    }
+
+    fn new(storage: Storage, registry: Registry, config: HealConfig) -> Healer {
+        let status = HealStatus {
+            grace_secs: config.grace.as_secs_f64(),
+            repair_bytes_per_sec: config.repair_bytes_per_sec,
+            ..HealStatus::default()
+        };
+        Healer {
+            storage,
+            registry,
+            config,
+            status: Arc::new(Mutex::new(status)),
+        }
+    }
+
+    /// The catalog.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// What healing has done so far.
+    pub fn status(&self) -> HealStatus {
+        self.status.lock().clone()
+    }
+
+    async fn repair_loop(self) {
+        loop {
+            tokio::time::sleep(self.config.interval).await;
+            self.check_once().await;
+        }
+    }
+
+    async fn scrub_loop(self) {
+        loop {
+            tokio::time::sleep(self.config.scrub_interval).await;
+            self.scrub_once().await;
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! Checking owned objects and rebuilding what they lost.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use weft_core::{ContentHash, NodeId};
+use weft_fabric::MemberState;
+use weft_meta::ring::partition_of;
+use weft_store::{Candidate, Erasure, Manifest, PlacedSegment, Residency, place, rebuild_shards};
+
+use crate::Healer;
+use crate::registry::{ManifestEntry, all_pks};
+
+/// Segments rebuilt at once.
+const PARALLEL: usize = 4;
+/// Copies of each manifest (as the write path makes).
+const MANIFEST_COPIES: usize = 3;
+
+/// What one check found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Objects owned.
+    pub objects: u64,
+    /// Segments below full redundancy.
+    pub degraded: u64,
+    /// Segments that could not be repaired.
+    pub unrepairable: u64,
+    /// Shards rebuilt.
+    pub shards_repaired: u64,
+    /// Bytes rebuilt.
+    pub bytes_repaired: u64,
+    /// Manifest copies re-made.
+    pub manifests_copied: u64,
+}
+
+/// A segment to rebuild.
+struct Work {
+    healthy: usize,
+    manifest: ContentHash,
+    segment: PlacedSegment,
+    lost: Vec<usize>,
+    ec: Erasure,
+    policy: Residency,
+}
+
+/// Shards rebuilt for one segment: (segment, shard, new holder), bytes written.
+type Rebuilt = (Vec<(u32, u16, NodeId)>, u64);
+
+impl Healer {
+    /// Nodes whose shards count as lost now: gone (dead, left, revoked) for longer than the
+    /// grace period. Nodes the fabric does not know at all are lost too.
+    fn lost_nodes(&self) -> (HashSet<NodeId>, HashSet<NodeId>) {
+        let mut lost = HashSet::new();
+        let mut known = HashSet::new();
+        for m in self.storage.fabric().members() {
+            let Ok(id) = m.id.parse::<NodeId>() else {
+                continue;
+            };
+            known.insert(id);
+            let gone = !matches!(m.state, MemberState::Alive | MemberState::Suspect);
+            if gone && m.state_secs >= self.config.grace.as_secs_f64() {
+                lost.insert(id);
+            }
+        }
+        (lost, known)
+    }
+
+    /// Check every object whose catalog partition this node owns (it is the partition's first
+    /// live replica) and repair what needs it.
+    pub async fn check_once(&self) -> CheckReport {
+        let me = self.storage.id();
+        let (lost, known) = self.lost_nodes();
+        let is_lost = |n: &NodeId| lost.contains(n) || !known.contains(n);
+        let mut report = CheckReport::default();
+        let mut work: Vec<Work> = Vec::new();
+        let mut entries: HashMap<ContentHash, ManifestEntry> = HashMap::new();
+        let mut dirty: HashSet<ContentHash> = HashSet::new();
+        for pk in all_pks() {
+            let owner = self
+                .registry
+                .table()
+                .replicas_of(partition_of(pk.as_bytes()))
+                .first()
+                .copied();
+            if owner != Some(me) {
+                continue;
+            }
+            let Ok(rows) = self.registry.list(&pk).await else {
+                continue;
+            };
+            for (hash, entry) in rows {
+                report.objects += 1;
+                let Ok(mut manifest) = self.storage.manifest_at(hash, &entry.holders).await else {
+                    tracing::warn!(manifest = %hash, "object check: manifest unavailable");
+                    report.unrepairable += 1;
+                    continue;
+                };
+                entry.locations().apply(&mut manifest);
+                let present = self.presence(&manifest, &is_lost).await;
+                for seg in &manifest.segments {
+                    let lost_here: Vec<usize> = seg
+                        .holders
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, n)| {
+                            is_lost(n) || present.get(&(**n, seg.info.shards[*i])) == Some(&false)
+                        })
+                        .map(|(i, _)| i)
+                        .collect();
+                    if !lost_here.is_empty() {
+                        work.push(Work {
+                            healthy: seg.holders.len() - lost_here.len(),
+                            manifest: hash,
+                            segment: seg.clone(),
+                            lost: lost_here,
+                            ec: manifest.ec,
+                            policy: manifest.policy.clone(),
+                        });
+                    }
+                }
+                if let Some(copied) = self.heal_manifest(hash, &entry, &manifest, &is_lost).await {
+                    report.manifests_copied += 1;
+                    dirty.insert(hash);
+                    entries.insert(hash, copied);
+                } else {
+                    entries.insert(hash, entry);
+                }
+            }
+        }
+        report.degraded = work.len() as u64;
+        {
+            let mut s = self.status.lock();
+            s.objects_owned = report.objects;
+            s.segments_degraded = report.degraded;
+            s.queued = report.degraded;
+            s.manifests_copied += report.manifests_copied;
+        }
+        // Riskiest first: the fewest healthy shards left.
+        work.sort_by_key(|w| w.healthy);
+        let started = Instant::now();
+        let mut moved: HashMap<ContentHash, Vec<(u32, u16, NodeId)>> = HashMap::new();
+        let mut tasks: JoinSet<(ContentHash, Result<Rebuilt, String>)> = JoinSet::new();
+        let mut queue = work.into_iter();
+        let mut written = 0u64;
+        loop {
+            while tasks.len() < PARALLEL {
+                let Some(w) = queue.next() else { break };
+                let this = self.clone();
+                let lost = lost.clone();
+                tasks.spawn(async move { (w.manifest, this.rebuild(w, &lost).await) });
+            }
+            let Some(done) = tasks.join_next().await else {
+                break;
+            };
+            {
+                let mut s = self.status.lock();
+                s.queued = s.queued.saturating_sub(1);
+            }
+            match done {
+                Ok((hash, Ok((moves, bytes)))) => {
+                    report.shards_repaired += moves.len() as u64;
+                    report.bytes_repaired += bytes;
+                    written += bytes;
+                    moved.entry(hash).or_default().extend(moves);
+                }
+                Ok((hash, Err(e))) => {
+                    tracing::warn!(manifest = %hash, error = %e, "repair failed");
+                    report.unrepairable += 1;
+                    self.status.lock().repair_failures += 1;
+                }
+                Err(e) => tracing::warn!(error = %e, "repair task failed"),
+            }
+            // Rate limit: never write faster than the configured rate on average.
+            let rate = self.config.repair_bytes_per_sec.max(1) as f64;
+            let due = Duration::from_secs_f64(written as f64 / rate);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        for (hash, moves) in moved {
+            if let Some(entry) = entries.get_mut(&hash) {
+                for (seg, shard, node) in moves {
+                    entry.set_moved(seg, shard, node);
+                }
+                dirty.insert(hash);
+            }
+        }
+        for hash in dirty {
+            if let Some(entry) = entries.get(&hash)
+                && let Err(e) = self.registry.put(&hash, entry).await
+            {
+                tracing::warn!(manifest = %hash, error = %e, "could not record repaired pieces");
+            }
+        }
+        let mut s = self.status.lock();
+        s.scans += 1;
+        s.last_scan_ms = weft_net::now_ms();
+        s.segments_unrepairable = report.unrepairable;
+        s.shards_repaired += report.shards_repaired;
+        s.bytes_repaired += report.bytes_repaired;
+        if report.bytes_repaired > 0 {
+            s.repair_secs += started.elapsed().as_secs_f64();
+        }
+        s.queued = 0;
+        if report.shards_repaired > 0 {
+            tracing::info!(
+                shards = report.shards_repaired,
+                bytes = report.bytes_repaired,
+                secs = started.elapsed().as_secs_f64(),
+                "repaired shards"
+            );
+        }
+        report
+    }
+
+    /// Ask each live holder which of its shards of this object it still has.
+    async fn presence(
+        &self,
+        manifest: &Manifest,
+        is_lost: &impl Fn(&NodeId) -> bool,
+    ) -> HashMap<(NodeId, ContentHash), bool> {
+        let mut by_node: HashMap<NodeId, Vec<ContentHash>> = HashMap::new();
+        for seg in &manifest.segments {
+            for (i, n) in seg.holders.iter().enumerate() {
+                if !is_lost(n) {
+                    by_node.entry(*n).or_default().push(seg.info.shards[i]);
+                }
+            }
+        }
+        let mut out = HashMap::new();
+        for (node, hashes) in by_node {
+            for chunk in hashes.chunks(weft_store::protocol::MAX_HAS) {
+                // A holder that cannot answer right now is not judged on it: it may be
+                // restarting, and the grace period covers that.
+                if let Ok(answer) = self.storage.has_shards(node, chunk.to_vec()).await {
+                    for (h, has) in chunk.iter().zip(answer) {
+                        out.insert((node, *h), has);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Re-make missing manifest copies; returns the updated entry if any were made.
+    async fn heal_manifest(
+        &self,
+        hash: ContentHash,
+        entry: &ManifestEntry,
+        manifest: &Manifest,
+        is_lost: &impl Fn(&NodeId) -> bool,
+    ) -> Option<ManifestEntry> {
+        let mut holders: Vec<NodeId> = Vec::new();
+        for n in &entry.holders {
+            if is_lost(n) {
+                continue;
+            }
+            if let Ok(answer) = self.storage.has_shards(*n, vec![hash]).await
+                && answer.first() == Some(&false)
+            {
+                continue;
+            }
+            holders.push(*n);
+        }
+        let candidates = self.eligible(&manifest.policy, &holders);
+        let want = MANIFEST_COPIES.min(holders.len() + candidates.len());
+        if holders.len() >= want || holders.len() == entry.holders.len() {
+            return None;
+        }
+        // The manifest as stored is the one originally written (its hash names it); moves
+        // live in the catalog entry, not in the bytes.
+        let Ok(Some(original)) = self.fetch_manifest_bytes(hash, &holders).await else {
+            return None;
+        };
+        let original = Arc::new(original);
+        let mut entry = entry.clone();
+        while holders.len() < want {
+            let rest = self.eligible(&manifest.policy, &holders);
+            let Ok(pick) = place(&hash, 1, original.len() as u64, &rest, &manifest.policy) else {
+                break;
+            };
+            if self
+                .storage
+                .put_shard(pick[0], hash, original.clone())
+                .await
+                .is_err()
+            {
+                break;
+            }
+            holders.push(pick[0]);
+        }
+        entry.holders = holders;
+        Some(entry)
+    }
+
+    async fn fetch_manifest_bytes(
+        &self,
+        hash: ContentHash,
+        holders: &[NodeId],
+    ) -> Result<Option<Vec<u8>>, String> {
+        for n in holders {
+            if let Ok(Some(b)) = self.storage.get_shard(*n, hash).await
+                && ContentHash::of(&b) == hash
+            {
+                return Ok(Some(b));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Healthy storage nodes the policy allows, other than `exclude`.
+    fn eligible(&self, policy: &Residency, exclude: &[NodeId]) -> Vec<Candidate> {
+        self.storage
+            .candidates()
+            .into_iter()
+            .filter(|c| c.healthy && policy.allows(c) && !exclude.contains(&c.id))
+            .collect()
+    }
+
+    /// Rebuild a segment's lost shards from any k good ones and place them on new nodes.
+    async fn rebuild(&self, w: Work, lost: &HashSet<NodeId>) -> Result<Rebuilt, String> {
+        let seg = &w.segment;
+        let k = w.ec.data;
+        let mut good: Vec<(usize, Vec<u8>)> = Vec::new();
+        for (i, node) in seg.holders.iter().enumerate() {
+            if good.len() >= k {
+                break;
+            }
+            if w.lost.contains(&i) || lost.contains(node) {
+                continue;
+            }
+            if let Ok(Some(bytes)) = self.storage.get_shard(*node, seg.info.shards[i]).await
+                && ContentHash::of(&bytes) == seg.info.shards[i]
+            {
+                good.push((i, bytes));
+            }
+        }
+        if good.len() < k {
+            return Err(format!(
+                "segment {}: only {} of the {k} shards needed could be fetched",
+                seg.info.index,
+                good.len()
+            ));
+        }
+        let (info, ec) = (seg.info.clone(), w.ec);
+        let shards = tokio::task::spawn_blocking(move || {
+            let supplied: Vec<(usize, &[u8])> =
+                good.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+            rebuild_shards(&info, ec, &supplied)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        // New holders: allowed by the policy, healthy, not holding another shard of this
+        // segment; placement spreads them over sites.
+        let mut holders: Vec<NodeId> = seg
+            .holders
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !w.lost.contains(i))
+            .map(|(_, n)| *n)
+            .collect();
+        let mut moves = Vec::new();
+        let mut bytes = 0u64;
+        for &i in &w.lost {
+            let hash = seg.info.shards[i];
+            let shard = Arc::new(shards[i].clone());
+            let mut tried: Vec<NodeId> = holders.clone();
+            let mut stored = false;
+            for _ in 0..3 {
+                let mut rest = self.eligible(&w.policy, &tried);
+                if rest.is_empty() {
+                    // Every eligible node already holds a shard of this segment (a small
+                    // fabric after a loss): doubling up on a live node still restores the
+                    // shard count, which is better than staying degraded.
+                    rest = self
+                        .eligible(&w.policy, &[])
+                        .into_iter()
+                        .filter(|c| !tried.contains(&c.id) || holders.contains(&c.id))
+                        .filter(|c| !lost.contains(&c.id))
+                        .collect();
+                }
+                let Ok(pick) = place(&hash, 1, shard.len() as u64, &rest, &w.policy) else {
+                    break;
+                };
+                match self.storage.put_shard(pick[0], hash, shard.clone()).await {
+                    Ok(()) => {
+                        holders.push(pick[0]);
+                        moves.push((seg.info.index, i as u16, pick[0]));
+                        bytes += shard.len() as u64;
+                        stored = true;
+                        break;
+                    }
+                    Err(_) => tried.push(pick[0]),
+                }
+            }
+            if !stored {
+                // Put it back where it was if that node is alive (a shard its holder lost
+                // from disk): better than nothing.
+                let old = seg.holders[i];
+                if !lost.contains(&old)
+                    && self
+                        .storage
+                        .put_shard(old, hash, shard.clone())
+                        .await
+                        .is_ok()
+                {
+                    bytes += shard.len() as u64;
+                    continue;
+                }
+                return Err(format!(
+                    "segment {}: no eligible node could take shard {i}",
+                    seg.info.index
+                ));
+            }
+        }
+        Ok((moves, bytes))
+    }
+}
