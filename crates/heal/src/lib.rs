@@ -65,9 +65,11 @@ pub struct HealStatus {
     pub scans: u64,
     /// Unix ms of the last completed check (0: none yet).
     pub last_scan_ms: u64,
+    /// Unix ms at which that check began.
+    pub last_scan_started_ms: u64,
     /// Objects this node owned in the last check.
     pub objects_owned: u64,
-    /// Segments found below full redundancy in the last check.
+    /// Segments found below full redundancy by the last completed check (it repaired them).
     pub segments_degraded: u64,
     /// Segments that could not be repaired in the last check (too few shards, no room).
     pub segments_unrepairable: u64,
@@ -79,6 +81,10 @@ pub struct HealStatus {
     pub bytes_repaired: u64,
     /// Seconds spent rebuilding.
     pub repair_secs: f64,
+    /// Unix ms at which the latest rebuilding began (0: never).
+    pub last_repair_started_ms: u64,
+    /// Unix ms at which it ended.
+    pub last_repair_finished_ms: u64,
     /// Manifest copies re-made.
     pub manifests_copied: u64,
     /// Failed repair attempts.

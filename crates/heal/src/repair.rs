@@ -14,7 +14,9 @@ use crate::Healer;
 use crate::registry::{ManifestEntry, all_pks};
 
 /// Segments rebuilt at once.
-const PARALLEL: usize = 4;
+const PARALLEL: usize = 8;
+/// How long a holder has to say which shards it has.
+const PRESENCE_DEADLINE: Duration = Duration::from_secs(2);
 /// Copies of each manifest (as the write path makes).
 const MANIFEST_COPIES: usize = 3;
 
@@ -51,28 +53,36 @@ type Rebuilt = (Vec<(u32, u16, NodeId)>, u64);
 impl Healer {
     /// Nodes whose shards count as lost now: gone (dead, left, revoked) for longer than the
     /// grace period. Nodes the fabric does not know at all are lost too.
-    fn lost_nodes(&self) -> (HashSet<NodeId>, HashSet<NodeId>) {
+    /// Also returns the nodes that are reachable now (alive), the only ones worth asking.
+    fn lost_nodes(&self) -> (HashSet<NodeId>, HashSet<NodeId>, HashSet<NodeId>) {
         let mut lost = HashSet::new();
         let mut known = HashSet::new();
+        let mut up = HashSet::new();
         for m in self.storage.fabric().members() {
             let Ok(id) = m.id.parse::<NodeId>() else {
                 continue;
             };
             known.insert(id);
+            if m.state == MemberState::Alive {
+                up.insert(id);
+            }
             let gone = !matches!(m.state, MemberState::Alive | MemberState::Suspect);
             if gone && m.state_secs >= self.config.grace.as_secs_f64() {
                 lost.insert(id);
             }
         }
-        (lost, known)
+        (lost, known, up)
     }
 
     /// Check every object whose catalog partition this node owns (it is the partition's first
     /// live replica) and repair what needs it.
     pub async fn check_once(&self) -> CheckReport {
         let me = self.storage.id();
-        let (lost, known) = self.lost_nodes();
+        let started_ms = weft_net::now_ms();
+        let (lost, known, up) = self.lost_nodes();
         let is_lost = |n: &NodeId| lost.contains(n) || !known.contains(n);
+        // Nodes down but within their grace period are neither judged nor asked.
+        let askable = |n: &NodeId| up.contains(n);
         let mut report = CheckReport::default();
         let mut work: Vec<Work> = Vec::new();
         let mut entries: HashMap<ContentHash, ManifestEntry> = HashMap::new();
@@ -98,7 +108,7 @@ impl Healer {
                     continue;
                 };
                 entry.locations().apply(&mut manifest);
-                let present = self.presence(&manifest, &is_lost).await;
+                let present = self.presence(&manifest, &askable).await;
                 for seg in &manifest.segments {
                     let lost_here: Vec<usize> = seg
                         .holders
@@ -120,7 +130,10 @@ impl Healer {
                         });
                     }
                 }
-                if let Some(copied) = self.heal_manifest(hash, &entry, &manifest, &is_lost).await {
+                if let Some(copied) = self
+                    .heal_manifest(hash, &entry, &manifest, &is_lost, &askable)
+                    .await
+                {
                     report.manifests_copied += 1;
                     dirty.insert(hash);
                     entries.insert(hash, copied);
@@ -130,10 +143,16 @@ impl Healer {
             }
         }
         report.degraded = work.len() as u64;
+        if report.degraded > 0 {
+            tracing::info!(
+                objects = report.objects,
+                degraded = report.degraded,
+                scan_ms = weft_net::now_ms().saturating_sub(started_ms),
+                "object check found degraded segments"
+            );
+        }
         {
             let mut s = self.status.lock();
-            s.objects_owned = report.objects;
-            s.segments_degraded = report.degraded;
             s.queued = report.degraded;
             s.manifests_copied += report.manifests_copied;
         }
@@ -148,8 +167,8 @@ impl Healer {
             while tasks.len() < PARALLEL {
                 let Some(w) = queue.next() else { break };
                 let this = self.clone();
-                let lost = lost.clone();
-                tasks.spawn(async move { (w.manifest, this.rebuild(w, &lost).await) });
+                let (lost, up) = (lost.clone(), up.clone());
+                tasks.spawn(async move { (w.manifest, this.rebuild(w, &lost, &up).await) });
             }
             let Some(done) = tasks.join_next().await else {
                 break;
@@ -194,14 +213,29 @@ impl Healer {
                 tracing::warn!(manifest = %hash, error = %e, "could not record repaired pieces");
             }
         }
+        let took = weft_net::now_ms().saturating_sub(started_ms);
+        if took > 2000 {
+            tracing::info!(
+                took_ms = took,
+                objects = report.objects,
+                "slow object check"
+            );
+        }
         let mut s = self.status.lock();
         s.scans += 1;
         s.last_scan_ms = weft_net::now_ms();
+        s.last_scan_started_ms = started_ms;
+        s.objects_owned = report.objects;
+        s.segments_degraded = report.degraded;
         s.segments_unrepairable = report.unrepairable;
         s.shards_repaired += report.shards_repaired;
         s.bytes_repaired += report.bytes_repaired;
         if report.bytes_repaired > 0 {
             s.repair_secs += started.elapsed().as_secs_f64();
+            s.last_repair_finished_ms = weft_net::now_ms();
+            s.last_repair_started_ms = s
+                .last_repair_finished_ms
+                .saturating_sub(started.elapsed().as_millis() as u64);
         }
         s.queued = 0;
         if report.shards_repaired > 0 {
@@ -219,25 +253,38 @@ impl Healer {
     async fn presence(
         &self,
         manifest: &Manifest,
-        is_lost: &impl Fn(&NodeId) -> bool,
+        askable: &impl Fn(&NodeId) -> bool,
     ) -> HashMap<(NodeId, ContentHash), bool> {
         let mut by_node: HashMap<NodeId, Vec<ContentHash>> = HashMap::new();
         for seg in &manifest.segments {
             for (i, n) in seg.holders.iter().enumerate() {
-                if !is_lost(n) {
+                if askable(n) {
                     by_node.entry(*n).or_default().push(seg.info.shards[i]);
                 }
             }
         }
-        let mut out = HashMap::new();
+        // All holders at once, each with a short deadline: a holder that cannot answer now (it
+        // may have just died, or be restarting) is not judged on it; the grace period decides.
+        let mut asks = JoinSet::new();
         for (node, hashes) in by_node {
-            for chunk in hashes.chunks(weft_store::protocol::MAX_HAS) {
-                // A holder that cannot answer right now is not judged on it: it may be
-                // restarting, and the grace period covers that.
-                if let Ok(answer) = self.storage.has_shards(node, chunk.to_vec()).await {
-                    for (h, has) in chunk.iter().zip(answer) {
-                        out.insert((node, *h), has);
+            let this = self.clone();
+            asks.spawn(async move {
+                let mut answers = Vec::new();
+                for chunk in hashes.chunks(weft_store::protocol::MAX_HAS) {
+                    let ask = this.storage.has_shards(node, chunk.to_vec());
+                    match tokio::time::timeout(PRESENCE_DEADLINE, ask).await {
+                        Ok(Ok(answer)) => answers.extend(chunk.iter().copied().zip(answer)),
+                        _ => break,
                     }
+                }
+                (node, answers)
+            });
+        }
+        let mut out = HashMap::new();
+        while let Some(done) = asks.join_next().await {
+            if let Ok((node, answers)) = done {
+                for (h, has) in answers {
+                    out.insert((node, h), has);
                 }
             }
         }
@@ -251,13 +298,17 @@ impl Healer {
         entry: &ManifestEntry,
         manifest: &Manifest,
         is_lost: &impl Fn(&NodeId) -> bool,
+        askable: &impl Fn(&NodeId) -> bool,
     ) -> Option<ManifestEntry> {
         let mut holders: Vec<NodeId> = Vec::new();
         for n in &entry.holders {
             if is_lost(n) {
                 continue;
             }
-            if let Ok(answer) = self.storage.has_shards(*n, vec![hash]).await
+            if askable(n)
+                && let Ok(Ok(answer)) =
+                    tokio::time::timeout(PRESENCE_DEADLINE, self.storage.has_shards(*n, vec![hash]))
+                        .await
                 && answer.first() == Some(&false)
             {
                 continue;
@@ -300,8 +351,8 @@ impl Healer {
         hash: ContentHash,
         holders: &[NodeId],
     ) -> Result<Option<Vec<u8>>, String> {
-        for n in holders {
-            if let Ok(Some(b)) = self.storage.get_shard(*n, hash).await
+        for n in self.storage.nearest_first(holders) {
+            if let Ok(Some(b)) = self.storage.get_shard(n, hash).await
                 && ContentHash::of(&b) == hash
             {
                 return Ok(Some(b));
@@ -320,23 +371,66 @@ impl Healer {
     }
 
     /// Rebuild a segment's lost shards from any k good ones and place them on new nodes.
-    async fn rebuild(&self, w: Work, lost: &HashSet<NodeId>) -> Result<Rebuilt, String> {
+    async fn rebuild(
+        &self,
+        w: Work,
+        lost: &HashSet<NodeId>,
+        up: &HashSet<NodeId>,
+    ) -> Result<Rebuilt, String> {
         let seg = &w.segment;
         let k = w.ec.data;
+        // Fetch k shards at once, nearest holders first (this node's own copy costs no
+        // transfer); each failure brings in the next holder.
+        let survivors: Vec<usize> = seg
+            .holders
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| !w.lost.contains(i) && up.contains(n))
+            .map(|(i, _)| i)
+            .collect();
+        let order: Vec<usize> = self
+            .storage
+            .nearest_first(
+                &survivors
+                    .iter()
+                    .map(|i| seg.holders[*i])
+                    .collect::<Vec<_>>(),
+            )
+            .into_iter()
+            .flat_map(|n| {
+                survivors
+                    .iter()
+                    .copied()
+                    .filter(move |i| seg.holders[*i] == n)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut order = order.into_iter();
+        let mut fetches = JoinSet::new();
+        let spawn = |fetches: &mut JoinSet<_>, i: usize| {
+            let (this, node, hash) = (self.clone(), seg.holders[i], seg.info.shards[i]);
+            fetches.spawn(async move { (i, hash, this.storage.get_shard(node, hash).await) });
+        };
+        for i in order.by_ref().take(k) {
+            spawn(&mut fetches, i);
+        }
         let mut good: Vec<(usize, Vec<u8>)> = Vec::new();
-        for (i, node) in seg.holders.iter().enumerate() {
-            if good.len() >= k {
-                break;
-            }
-            if w.lost.contains(&i) || lost.contains(node) {
-                continue;
-            }
-            if let Ok(Some(bytes)) = self.storage.get_shard(*node, seg.info.shards[i]).await
-                && ContentHash::of(&bytes) == seg.info.shards[i]
-            {
-                good.push((i, bytes));
+        while let Some(done) = fetches.join_next().await {
+            match done {
+                Ok((i, hash, Ok(Some(bytes)))) if ContentHash::of(&bytes) == hash => {
+                    good.push((i, bytes));
+                    if good.len() >= k {
+                        break;
+                    }
+                }
+                _ => {
+                    if let Some(i) = order.next() {
+                        spawn(&mut fetches, i);
+                    }
+                }
             }
         }
+        fetches.abort_all();
         if good.len() < k {
             return Err(format!(
                 "segment {}: only {} of the {k} shards needed could be fetched",

@@ -473,7 +473,7 @@ impl Storage {
     }
 
     /// Nodes ordered nearest first: this node, then alive nodes by estimated RTT, then the rest.
-    fn nearest_first(&self, nodes: &[NodeId]) -> Vec<NodeId> {
+    pub fn nearest_first(&self, nodes: &[NodeId]) -> Vec<NodeId> {
         let alive: HashMap<String, MemberState> = self
             .fabric
             .members()

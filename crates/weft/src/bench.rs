@@ -23,6 +23,28 @@ pub enum BenchCommand {
     Storage(StorageArgs),
     /// The S3 gateway's throughput against the native API on the same fabric
     S3(S3Args),
+    /// Kill -9 a node holding shards; time the return to full redundancy and the repair rate
+    Repair(RepairArgs),
+}
+
+/// `weft bench repair`.
+#[derive(Args, Debug)]
+pub struct RepairArgs {
+    /// Nodes in the fabric (at least 7: a 4+2 object needs a spare node to rebuild on)
+    #[arg(long, default_value_t = 8)]
+    pub(crate) nodes: usize,
+    /// MiB written before the kill
+    #[arg(long, default_value_t = 1024)]
+    pub(crate) mib: usize,
+    /// Objects they are split into
+    #[arg(long, default_value_t = 8)]
+    pub(crate) objects: usize,
+    /// Grace period before a gone node's shards are rebuilt
+    #[arg(long, default_value = "10s")]
+    pub(crate) grace: String,
+    /// Folder for the fabric's data [default: a fresh folder under /tmp]
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
 }
 
 /// `weft bench s3`.
@@ -106,6 +128,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Codec(args) => codec(args),
         BenchCommand::Storage(args) => crate::bench_storage::run(args),
         BenchCommand::S3(args) => crate::bench_s3::run(args),
+        BenchCommand::Repair(args) => crate::bench_repair::run(args),
     }
 }
 
@@ -131,16 +154,22 @@ impl Fabric {
         loss: Option<String>,
         no_wan: bool,
     ) -> Result<(Fabric, Duration)> {
-        let args = UpArgs {
+        Self::start_up(UpArgs {
             nodes: Some(nodes),
             sites: None,
             wan: None,
             loss,
             no_wan,
-            dir: Some(root.clone()),
+            dir: Some(root),
             timeout: 60,
             quiet: true,
-        };
+            repair_grace: None,
+            repair_interval: None,
+        })
+    }
+
+    pub(crate) fn start_up(args: UpArgs) -> Result<(Fabric, Duration)> {
+        let root = args.dir.clone().context("a fabric folder")?;
         let started = Instant::now();
         let (_, dirs, children) = local::start_fabric(&args)?;
         let mut fabric = Fabric {
@@ -157,6 +186,13 @@ impl Fabric {
             .map(|d| ApiClient::for_data_dir(d))
             .collect::<Result<_, _>>()?;
         Ok((fabric, took))
+    }
+
+    /// Reap a node process the benchmark killed.
+    pub(crate) fn forget_child(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            let _ = c.wait();
+        }
     }
 
     fn nodes_seen_by(&self, i: usize) -> Option<Vec<MemberStatus>> {

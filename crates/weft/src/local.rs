@@ -17,7 +17,7 @@ use weft_core::{Invite, Placement};
 use weft_fabric::{MemberState, MemberStatus};
 use weft_node::DataDir;
 
-use crate::config::{NodeFile, SwimFile, WanFile, check_wan_links};
+use crate::config::{NodeFile, RepairFile, SwimFile, WanFile, check_wan_links};
 
 /// Sites used when none are given.
 const DEFAULT_SITES: [&str; 3] = ["eu", "us", "ap"];
@@ -50,6 +50,12 @@ pub struct UpArgs {
     /// Seconds to wait for every node to see every other alive
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    /// How long a node may be gone before repair rebuilds its shards elsewhere [default: 5m]
+    #[arg(long)]
+    pub repair_grace: Option<String>,
+    /// Time between each node's checks of the objects it owns [default: 30s]
+    #[arg(long)]
+    pub repair_interval: Option<String>,
     /// Print nothing but errors
     #[arg(long, hide = true)]
     pub quiet: bool,
@@ -262,11 +268,18 @@ pub fn start_fabric(args: &UpArgs) -> Result<(PathBuf, Vec<PathBuf>, Vec<Child>)
         region: site.to_string(),
         jurisdiction: site.to_ascii_uppercase(),
     };
+    let repair = RepairFile {
+        grace: args.repair_grace.clone(),
+        interval: args.repair_interval.clone(),
+        ..RepairFile::default()
+    };
+    repair.config()?;
     let config = |port: u16| NodeFile {
         listen: Some(format!("127.0.0.1:{port}")),
         log: Some("info".into()),
         wan: wan.clone(),
         swim: SwimFile::default(),
+        repair: repair.clone(),
         ..NodeFile::default()
     };
     let mut dirs = Vec::new();

@@ -1,7 +1,7 @@
 //! Dependencies point down the layers of ARCHITECTURE.md, checked from the manifests.
 
-const LAYERS: [&str; 9] = [
-    "core", "net", "fabric", "meta", "store", "node", "s3", "api", "weft",
+const LAYERS: [&str; 10] = [
+    "core", "net", "fabric", "meta", "store", "heal", "node", "s3", "api", "weft",
 ];
 
 fn dependencies(krate: &str) -> Vec<String> {
