@@ -86,6 +86,13 @@ pub(crate) async fn put(
         .put(reader, policy, ec)
         .await
         .map_err(storage_failure)?;
+    // An object stored by capability has no name that could let go of it: it is kept.
+    s.node
+        .healer()
+        .registry()
+        .retain(&cap.manifest, "capability")
+        .await
+        .map_err(|e| ApiFailure(StatusCode::SERVICE_UNAVAILABLE, e))?;
     Ok(Json(PutAnswer {
         capability: cap.to_text(),
         content_id: manifest.content_id.to_hex(),

@@ -43,6 +43,9 @@ pub mod proto {
     pub const META: u16 = 5;
     /// Stream protocol: which of these shards does a node hold (repair's presence check).
     pub const SHARD_HAS: u16 = 6;
+    /// Stream protocol: delete the shards of an object the catalog has released (garbage
+    /// collection; the holder checks the catalog before it deletes anything).
+    pub const SHARD_DELETE: u16 = 7;
     /// Datagram channel: SWIM membership messages.
     pub const SWIM: u8 = 1;
     /// Datagram channel: RTT probes that feed network coordinates.

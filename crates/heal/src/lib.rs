@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod gc;
 pub mod registry;
 pub mod repair;
 pub mod scrub;
@@ -40,6 +41,9 @@ pub struct HealConfig {
     pub scrub_bytes_per_sec: u64,
     /// Time between scrubbing passes.
     pub scrub_interval: Duration,
+    /// How long an object must have had no references (deleted, overwritten, an abandoned
+    /// upload, a write whose name was never committed) before its shards are reclaimed.
+    pub gc_delay: Duration,
 }
 
 impl Default for HealConfig {
@@ -50,6 +54,7 @@ impl Default for HealConfig {
             repair_bytes_per_sec: 256 << 20,
             scrub_bytes_per_sec: 16 << 20,
             scrub_interval: Duration::from_secs(3600),
+            gc_delay: Duration::from_secs(3600),
         }
     }
 }
@@ -89,6 +94,10 @@ pub struct HealStatus {
     pub manifests_copied: u64,
     /// Failed repair attempts.
     pub repair_failures: u64,
+    /// Objects whose shards garbage collection reclaimed.
+    pub gc_objects: u64,
+    /// Bytes of shards reclaimed.
+    pub gc_bytes: u64,
     /// Bytes re-hashed by scrubbing.
     pub scrubbed_bytes: u64,
     /// Corrupt shards scrubbing found and removed.
@@ -109,6 +118,7 @@ impl Healer {
     pub fn start(storage: Storage, table: Table, config: HealConfig) -> Healer {
         let registry = Registry::new(table);
         storage.set_catalog(registry::as_catalog(&registry));
+        storage.serve_deletes();
         let healer = Healer::new(storage, registry, config);
         tokio::spawn(healer.clone().repair_loop());
         if healer.config.scrub_bytes_per_sec > 0 {

@@ -27,6 +27,9 @@ pub struct ManifestEntry {
     pub created_ms: u64,
     /// Shards rebuilt on another node: (segment, shard, holder).
     pub moved: Vec<(u32, u16, NodeId)>,
+    /// Set when garbage collection released the object (Unix ms): its shards are being
+    /// deleted, and holders may delete them.
+    pub released_ms: Option<u64>,
 }
 
 impl ManifestEntry {
@@ -49,6 +52,11 @@ impl ManifestEntry {
 /// Partition key of a manifest's row.
 pub fn pk_of(hash: &ContentHash) -> String {
     format!("m/{:02x}", hash.0[0])
+}
+
+/// Partition key of a manifest's references.
+fn refs_pk(hash: &ContentHash) -> String {
+    format!("r/{}", hash.to_hex())
 }
 
 /// Every partition key the catalog uses.
@@ -94,6 +102,47 @@ impl Registry {
             .map_err(|e| e.to_string())
     }
 
+    /// Remove an object's row (after its shards were reclaimed).
+    pub async fn forget(&self, hash: &ContentHash) -> Result<(), String> {
+        self.table
+            .put(&pk_of(hash), &hash.to_hex(), None)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Record that `holder` (e.g. `v/bucket/key/version`) uses the object: it is not garbage
+    /// while any holder does.
+    pub async fn retain(&self, hash: &ContentHash, holder: &str) -> Result<(), String> {
+        self.table
+            .put(&refs_pk(hash), holder, Some(Vec::new()))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Record that `holder` no longer uses the object.
+    pub async fn release(&self, hash: &ContentHash, holder: &str) -> Result<(), String> {
+        self.table
+            .put(&refs_pk(hash), holder, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Live references and the wall-clock ms of the latest change to any of them.
+    pub async fn refs(&self, hash: &ContentHash) -> Result<(usize, u64), String> {
+        let pk = refs_pk(hash);
+        let answers = self
+            .table
+            .list_all(&pk, "")
+            .await
+            .map_err(|e| e.to_string())?;
+        let live = answers.iter().filter(|(_, e)| e.value.is_some()).count();
+        let latest = answers.iter().map(|(_, e)| e.ts.wall).max().unwrap_or(0);
+        Ok((live, latest))
+    }
+
     /// Every entry under one partition key.
     pub async fn list(&self, pk: &str) -> Result<Vec<(ContentHash, ManifestEntry)>, String> {
         let rows = self.table.list(pk, "").await.map_err(|e| e.to_string())?;
@@ -128,8 +177,15 @@ impl Catalog for Registry {
                 policy: body.policy.clone(),
                 created_ms: weft_net::now_ms(),
                 moved: Vec::new(),
+                released_ms: None,
             };
             self.put(&manifest, &entry).await
+        })
+    }
+
+    fn released(&self, manifest: ContentHash) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            matches!(self.get(&manifest).await, Ok(Some(e)) if e.released_ms.is_some())
         })
     }
 

@@ -35,6 +35,8 @@ pub struct CheckReport {
     pub bytes_repaired: u64,
     /// Manifest copies re-made.
     pub manifests_copied: u64,
+    /// Released objects whose shards were reclaimed (or are being).
+    pub collected: u64,
 }
 
 /// A segment to rebuild.
@@ -102,6 +104,10 @@ impl Healer {
             };
             for (hash, entry) in rows {
                 report.objects += 1;
+                if self.collect(hash, &entry, &is_lost, &askable).await {
+                    report.collected += 1;
+                    continue;
+                }
                 let Ok(mut manifest) = self.storage.manifest_at(hash, &entry.holders).await else {
                     tracing::warn!(manifest = %hash, "object check: manifest unavailable");
                     report.unrepairable += 1;

@@ -296,6 +296,21 @@ impl Table {
 
     /// Live rows of `pk` whose sort key starts with `prefix`, merged from a majority.
     pub async fn list(&self, pk: &str, prefix: &str) -> Result<Vec<(String, Entry)>, MetaError> {
+        Ok(self
+            .list_all(pk, prefix)
+            .await?
+            .into_iter()
+            .filter(|(_, e)| e.value.is_some())
+            .collect())
+    }
+
+    /// Rows of `pk` whose sort key starts with `prefix`, deletions (tombstones) included,
+    /// merged from a majority.
+    pub async fn list_all(
+        &self,
+        pk: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, Entry)>, MetaError> {
         let answers = self
             .quorum(pk, || MetaRequest::List {
                 pk: pk.into(),
@@ -313,10 +328,7 @@ impl Table {
                 }
             }
         }
-        Ok(merged
-            .into_iter()
-            .filter(|(_, e)| e.value.is_some())
-            .collect())
+        Ok(merged.into_iter().collect())
     }
 
     /// One anti-entropy pass. For every partition this node replicates, compare Merkle trees

@@ -164,6 +164,9 @@ pub enum BucketError {
     /// Storage trouble.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The catalog (which keeps objects from being collected) could not be updated.
+    #[error("object catalog unavailable: {0}")]
+    Catalog(String),
     /// A stored row does not decode.
     #[error("metadata row {0} is corrupt")]
     Corrupt(String),
@@ -200,6 +203,7 @@ pub(crate) fn check_key(key: &str) -> Result<(), BucketError> {
 pub struct Buckets {
     pub(crate) table: Table,
     pub(crate) storage: Storage,
+    pub(crate) refs: weft_heal::Registry,
     account: SecretKey,
 }
 
@@ -207,6 +211,7 @@ impl Buckets {
     /// Buckets of `account`.
     pub fn new(table: Table, storage: Storage, account: SecretKey) -> Buckets {
         Buckets {
+            refs: weft_heal::Registry::new(table.clone()),
             table,
             storage,
             account,
@@ -350,6 +355,15 @@ impl Buckets {
         record: &ObjectRecord,
     ) -> Result<(), BucketError> {
         let bytes = wire::encode(record);
+        // The new version holds its objects before anything points at it; what it replaces
+        // lets go of its objects only after (garbage collection waits a safety delay anyway).
+        self.hold(&b.name, key, record).await?;
+        let replaced = if b.versions == 1 {
+            self.object(&b.name, key).await.ok()
+        } else {
+            None
+        };
+        let mut pruned = Vec::new();
         if b.versions > 1 {
             let pk = versions_pk(&b.name, key);
             self.table
@@ -357,13 +371,69 @@ impl Buckets {
                 .await?;
             let history = self.table.list(&pk, "").await?;
             let excess = history.len().saturating_sub(b.versions as usize);
-            for (old, _) in history.into_iter().take(excess) {
+            for (old, entry) in history.into_iter().take(excess) {
                 self.table.put(&pk, &old, None).await?;
+                if let Some(r) = entry
+                    .value
+                    .and_then(|v| wire::decode::<ObjectRecord>(&v).ok())
+                {
+                    pruned.push(r);
+                }
             }
         }
         self.table
             .put(&objects_pk(&b.name), key, Some(bytes))
             .await?;
+        for old in replaced.iter().chain(&pruned) {
+            if old.version != record.version {
+                self.let_go(&b.name, key, old).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn ref_name(bucket: &str, key: &str, version: &str) -> String {
+        format!("v/{bucket}/{key}/{version}")
+    }
+
+    /// The stored objects a record's bytes live in.
+    fn stored_objects(record: &ObjectRecord) -> Vec<ContentHash> {
+        if record.parts.is_empty() {
+            vec![record.manifest]
+        } else {
+            record.parts.iter().map(|p| p.manifest).collect()
+        }
+    }
+
+    async fn hold(
+        &self,
+        bucket: &str,
+        key: &str,
+        record: &ObjectRecord,
+    ) -> Result<(), BucketError> {
+        let name = Self::ref_name(bucket, key, &record.version);
+        for m in Self::stored_objects(record) {
+            self.refs
+                .retain(&m, &name)
+                .await
+                .map_err(BucketError::Catalog)?;
+        }
+        Ok(())
+    }
+
+    async fn let_go(
+        &self,
+        bucket: &str,
+        key: &str,
+        record: &ObjectRecord,
+    ) -> Result<(), BucketError> {
+        let name = Self::ref_name(bucket, key, &record.version);
+        for m in Self::stored_objects(record) {
+            self.refs
+                .release(&m, &name)
+                .await
+                .map_err(BucketError::Catalog)?;
+        }
         Ok(())
     }
 
@@ -603,12 +673,16 @@ impl Buckets {
             .collect())
     }
 
-    /// Delete `bucket/key`: it is no longer listed or read; kept versions stay readable by id
-    /// (its shards are reclaimed by garbage collection, a later step).
+    /// Delete `bucket/key`: it is no longer listed or read; kept versions stay readable by id.
+    /// Shards nothing else uses are reclaimed by garbage collection after its safety delay.
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), BucketError> {
-        self.owned(bucket).await?;
-        self.object(bucket, key).await?;
+        let b = self.owned(bucket).await?;
+        let current = self.object(bucket, key).await?;
         self.table.put(&objects_pk(bucket), key, None).await?;
+        // Kept versions still use their objects; otherwise the bytes become garbage.
+        if b.versions == 1 {
+            self.let_go(bucket, key, &current).await?;
+        }
         Ok(())
     }
 

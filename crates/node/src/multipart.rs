@@ -58,6 +58,10 @@ fn parts_pk(bucket: &str, upload: &str) -> String {
     format!("part/{bucket}/{upload}")
 }
 
+fn part_ref(bucket: &str, upload: &str, number: u32) -> String {
+    format!("u/{bucket}/{upload}/{number}")
+}
+
 fn upload_part_context(bucket: &str, upload: &str, number: u32) -> String {
     format!("{bucket}#{upload}#{number}")
 }
@@ -112,7 +116,18 @@ impl Buckets {
         }
         self.upload(bucket, upload).await?;
         let b = self.owned(bucket).await?;
+        let replaced = self
+            .table
+            .get(&parts_pk(bucket, upload), &format!("{number:05}"))
+            .await?
+            .and_then(|e| e.value)
+            .and_then(|v| wire::decode::<PartRecord>(&v).ok());
         let (cap, manifest) = self.storage.put(reader, b.policy.clone(), b.ec).await?;
+        let name = part_ref(bucket, upload, number);
+        self.refs
+            .retain(&cap.manifest, &name)
+            .await
+            .map_err(BucketError::Catalog)?;
         let wrapped_key = weft_store::wrap_key(
             &self.bucket_key(bucket),
             &cap.key,
@@ -136,6 +151,14 @@ impl Buckets {
                 Some(wire::encode(&part)),
             )
             .await?;
+        if let Some(old) = replaced
+            && old.manifest != part.manifest
+        {
+            self.refs
+                .release(&old.manifest, &name)
+                .await
+                .map_err(BucketError::Catalog)?;
+        }
         Ok(part)
     }
 
@@ -249,8 +272,19 @@ impl Buckets {
 
     async fn forget_upload(&self, bucket: &str, upload: &str) -> Result<(), BucketError> {
         let pk = parts_pk(bucket, upload);
-        for (sk, _) in self.table.list(&pk, "").await? {
+        for (sk, entry) in self.table.list(&pk, "").await? {
             self.table.put(&pk, &sk, None).await?;
+            // The assembled object (if completed) holds the parts it uses; the upload lets go
+            // of all of them.
+            if let Some(p) = entry
+                .value
+                .and_then(|v| wire::decode::<PartRecord>(&v).ok())
+            {
+                self.refs
+                    .release(&p.manifest, &part_ref(bucket, upload, p.number))
+                    .await
+                    .map_err(BucketError::Catalog)?;
+            }
         }
         self.table.put(&uploads_pk(bucket), upload, None).await?;
         Ok(())

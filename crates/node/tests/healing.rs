@@ -10,7 +10,7 @@ use weft_fabric::{MemberState, SwimTiming};
 use weft_node::{DataDir, InviteRequest, Node, NodeSettings};
 use weft_store::{Capability, Manifest, Residency};
 
-fn settings(dir: &std::path::Path) -> NodeSettings {
+fn settings(dir: &std::path::Path, gc_delay: Duration) -> NodeSettings {
     NodeSettings {
         data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -28,12 +28,13 @@ fn settings(dir: &std::path::Path) -> NodeSettings {
             // Checks are driven by hand here.
             interval: Duration::from_secs(3600),
             scrub_interval: Duration::from_secs(3600),
+            gc_delay,
             ..Default::default()
         },
     }
 }
 
-async fn cluster(n: usize) -> (tempfile::TempDir, Vec<PathBuf>, Vec<Node>) {
+async fn cluster(n: usize, gc_delay: Duration) -> (tempfile::TempDir, Vec<PathBuf>, Vec<Node>) {
     let tmp = tempfile::tempdir().unwrap();
     let (mut dirs, mut nodes): (Vec<PathBuf>, Vec<Node>) = (Vec::new(), Vec::new());
     for i in 0..n {
@@ -61,7 +62,7 @@ async fn cluster(n: usize) -> (tempfile::TempDir, Vec<PathBuf>, Vec<Node>) {
             dir.save_membership(&invite.body.admin, &invite.body.bootstrap, &cert)
                 .unwrap();
         }
-        nodes.push(Node::start(settings(&path)).await.unwrap());
+        nodes.push(Node::start(settings(&path, gc_delay)).await.unwrap());
         dirs.push(path);
     }
     wait("cluster formed", 20, || {
@@ -131,7 +132,7 @@ fn shard_path(dir: &std::path::Path, hash: &ContentHash) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_deleted_and_corrupt_shards_are_rebuilt() {
-    let (_tmp, dirs, nodes) = cluster(7).await;
+    let (_tmp, dirs, nodes) = cluster(7, Duration::from_secs(1)).await;
     let bytes = data((9 << 20) + 4321);
     let (cap, manifest) = nodes[0]
         .storage()
@@ -139,6 +140,13 @@ async fn lost_deleted_and_corrupt_shards_are_rebuilt() {
         .await
         .unwrap();
     assert_eq!(manifest.ec.to_string(), "4+2");
+    // Held by capability (as the API's anonymous put does), so it is never garbage.
+    nodes[0]
+        .healer()
+        .registry()
+        .retain(&cap.manifest, "capability")
+        .await
+        .unwrap();
     // Kill a node that holds shards (not the writer).
     let victim_id = manifest.segments[0]
         .holders
@@ -232,4 +240,82 @@ async fn lost_deleted_and_corrupt_shards_are_rebuilt() {
     let mut out = Vec::new();
     reader.storage().get(&cap, &mut out).await.unwrap();
     assert!(out == bytes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn space_of_deleted_overwritten_and_orphaned_objects_comes_back() {
+    let delay = Duration::from_secs(3);
+    let (_tmp, _dirs, nodes) = cluster(6, delay).await;
+    let used = |nodes: &[Node]| -> u64 { nodes.iter().map(|n| n.storage().local().used()).sum() };
+    let b = nodes[1].buckets();
+    b.create("trash", Residency::default(), None, 1)
+        .await
+        .unwrap();
+    let baseline = used(&nodes);
+    let keep = data(3 << 20);
+    b.put("trash", "keep", &keep[..]).await.unwrap();
+    let with_keep = used(&nodes);
+    // Garbage: an overwritten version, a deleted object, an object never given a name.
+    b.put("trash", "over", &data(2 << 20)[..]).await.unwrap();
+    b.put("trash", "over", &b"new"[..]).await.unwrap();
+    b.put("trash", "gone", &data(2 << 20)[..]).await.unwrap();
+    b.delete("trash", "gone").await.unwrap();
+    nodes[2]
+        .storage()
+        .put(&data(1 << 20)[..], Residency::default(), None)
+        .await
+        .unwrap();
+    let (over, _) = b
+        .put("trash", "copy-src", &data(1 << 20)[..])
+        .await
+        .unwrap();
+    b.link(
+        ("trash", "copy-src"),
+        &over,
+        ("trash", "copy-dst"),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    b.delete("trash", "copy-src").await.unwrap();
+    let last_write = Instant::now();
+    assert!(used(&nodes) > with_keep + (5 << 20));
+    // Nothing is collected before the safety delay.
+    for n in &nodes {
+        n.healer().check_once().await;
+    }
+    if last_write.elapsed() < delay {
+        assert!(used(&nodes) > with_keep + (5 << 20));
+    }
+    tokio::time::sleep(delay.saturating_sub(last_write.elapsed())).await;
+    let start = Instant::now();
+    loop {
+        for n in &nodes {
+            n.healer().check_once().await;
+        }
+        // What is left: "keep", "over" (3 bytes), the copy (shared with the deleted source).
+        let copy = (1 << 20) * 6 / 4 + (1 << 16);
+        if used(&nodes) <= with_keep + copy + (1 << 16) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "garbage was not collected: {} bytes over",
+            used(&nodes) - with_keep
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let collected: u64 = nodes.iter().map(|n| n.healer().status().gc_objects).sum();
+    assert_eq!(
+        collected, 3,
+        "the old \"over\", \"gone\" and the unnamed object"
+    );
+    // What is still named reads back; the copy outlives its deleted source.
+    let mut out = Vec::new();
+    b.get("trash", "keep", &mut out).await.unwrap();
+    assert!(out == keep);
+    let mut out = Vec::new();
+    b.get("trash", "copy-dst", &mut out).await.unwrap();
+    assert!(out == data(1 << 20));
+    assert!(used(&nodes) > baseline);
 }

@@ -55,4 +55,8 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// Current locations of an object's pieces, if the catalog knows it.
     fn locate(&self, manifest: ContentHash) -> BoxFuture<'_, Option<Locations>>;
+
+    /// Whether the catalog has released `manifest` for garbage collection, so its shards (and
+    /// the manifest itself) may be deleted.
+    fn released(&self, manifest: ContentHash) -> BoxFuture<'_, bool>;
 }

@@ -274,6 +274,87 @@ impl Storage {
         get_remote(&self.endpoint, node, addr, hash).await
     }
 
+    /// Serve `SHARD_DELETE`: a peer asks this node to delete shards of a manifest. Only shards
+    /// that belong to that manifest (or the manifest itself) are deleted, and only when the
+    /// catalog says the object was released: a member cannot make others drop live data.
+    pub fn serve_deletes(&self) {
+        let this = self.clone();
+        self.endpoint.register_stream(
+            weft_core::proto::SHARD_DELETE,
+            false,
+            Arc::new(move |peer: weft_net::Peer, mut send, mut recv| {
+                let this = this.clone();
+                Box::pin(async move {
+                    let serve = async {
+                        let req: crate::protocol::DeleteRequest =
+                            weft_net::read_message(&mut recv, 64 + crate::protocol::MAX_HAS * 34)
+                                .await?;
+                        let deleted = this.delete_released(&req).await;
+                        weft_net::write_message(&mut send, &deleted).await?;
+                        let _ = send.finish();
+                        Ok::<_, weft_net::NetError>(())
+                    };
+                    if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(30), serve).await {
+                        tracing::debug!(?peer, error = %e, "shard delete failed");
+                    }
+                })
+            }),
+        );
+    }
+
+    /// Delete the local shards of a released object named in `req`; returns how many went.
+    pub async fn delete_released(&self, req: &crate::protocol::DeleteRequest) -> u64 {
+        let Some(catalog) = self.catalog.get() else {
+            return 0;
+        };
+        if req.shards.len() > crate::protocol::MAX_HAS || !catalog.released(req.manifest).await {
+            return 0;
+        }
+        // The shards must be the manifest's: read it (from here or its holders) to check.
+        let mut allowed: std::collections::HashSet<ContentHash> = Default::default();
+        allowed.insert(req.manifest);
+        if let Some(m) = self
+            .fetch_manifest(req.manifest, &req.manifest_holders)
+            .await
+        {
+            allowed.extend(
+                m.segments
+                    .iter()
+                    .flat_map(|s| s.info.shards.iter().copied()),
+            );
+        } else if req.shards.iter().any(|h| *h != req.manifest) {
+            return 0;
+        }
+        let local = self.local.clone();
+        let wanted: Vec<ContentHash> = req
+            .shards
+            .iter()
+            .copied()
+            .filter(|h| allowed.contains(h))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            wanted
+                .iter()
+                .filter(|h| local.delete(h).unwrap_or(false))
+                .count() as u64
+        })
+        .await
+        .unwrap_or(0)
+    }
+
+    /// Ask `node` to delete shards of released object `manifest`.
+    pub async fn delete_on(
+        &self,
+        node: NodeId,
+        req: crate::protocol::DeleteRequest,
+    ) -> Result<u64, TransferError> {
+        if node == self.fabric.id() {
+            return Ok(self.delete_released(&req).await);
+        }
+        let addr = self.addr_of(node)?;
+        crate::protocol::delete_remote(&self.endpoint, node, addr, req).await
+    }
+
     /// Which of `hashes` `node` holds (a cheap presence check, no hashing).
     pub async fn has_shards(
         &self,

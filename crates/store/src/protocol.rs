@@ -65,6 +65,17 @@ pub struct HasRequest {
     pub hashes: Vec<ContentHash>,
 }
 
+/// Delete request (`SHARD_DELETE`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeleteRequest {
+    /// The released object's manifest.
+    pub manifest: ContentHash,
+    /// Where its manifest is (so the holder can check the shards belong to it).
+    pub manifest_holders: Vec<NodeId>,
+    /// Shards to delete (at most [`MAX_HAS`]).
+    pub shards: Vec<ContentHash>,
+}
+
 /// Most shards one presence question may name.
 pub const MAX_HAS: usize = 4096;
 
@@ -295,4 +306,22 @@ pub async fn has_remote(
         });
     }
     Ok(answer)
+}
+
+/// Ask node `id` to delete shards of a released object; returns how many it deleted.
+pub async fn delete_remote(
+    endpoint: &Endpoint,
+    id: NodeId,
+    addr: SocketAddr,
+    req: DeleteRequest,
+) -> Result<u64, TransferError> {
+    let exchange = async {
+        let (mut send, mut recv) = endpoint.open(id, addr, proto::SHARD_DELETE).await?;
+        write_message(&mut send, &req).await?;
+        let _ = send.finish();
+        read_message::<u64>(&mut recv, 64).await
+    };
+    Ok(tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .map_err(|_| NetError::Timeout)??)
 }

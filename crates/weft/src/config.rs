@@ -64,6 +64,8 @@ pub struct RepairFile {
     pub scrub_mib: Option<u64>,
     /// Time between scrubbing passes (default "1h").
     pub scrub_interval: Option<String>,
+    /// How long unreferenced objects wait before their shards are reclaimed (default "1h").
+    pub gc_delay: Option<String>,
 }
 
 impl RepairFile {
