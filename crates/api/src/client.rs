@@ -197,6 +197,19 @@ impl ApiClient {
         self.decode(resp)
     }
 
+    /// PUT a JSON body, ignoring the answer's content.
+    pub fn put_json<B: Serialize>(&self, path: &str, body: &B) -> Result<(), ApiError> {
+        let resp = self
+            .agent
+            .put(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .send_json(body);
+        match resp {
+            Ok(r) if r.status().is_success() => Ok(()),
+            other => self.decode::<serde_json::Value>(other).map(|_| ()),
+        }
+    }
+
     /// POST with an empty body, ignoring the answer's content.
     pub fn post_empty(&self, path: &str) -> Result<(), ApiError> {
         let resp = self

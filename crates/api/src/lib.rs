@@ -61,6 +61,18 @@ pub struct RevokeParams {
     pub node: String,
 }
 
+/// `PUT /v1/wan` body: the node's emulated wide-area links from now on (replacing the
+/// previous ones). A loss of 100% on every link from a site cuts it off.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct WanParams {
+    /// `a-b=DELAY[:JITTER[:LOSS%]]` items, comma separated; empty for no delay.
+    #[serde(default)]
+    pub links: String,
+    /// Loss on every datagram the node sends, e.g. `5%`.
+    #[serde(default)]
+    pub loss: Option<String>,
+}
+
 /// Error body.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -223,7 +223,7 @@ pub(crate) async fn stat(
     Ok(Json(
         s.node
             .storage()
-            .manifest(&cap)
+            .manifest_now(&cap)
             .await
             .map_err(storage_failure)?,
     ))

@@ -78,8 +78,10 @@ pub async fn serve(
         )
         .route("/v1/share/{bucket}/{*key}", get(crate::buckets::share))
         .route("/v1/repair", get(repair_status))
+        .route("/v1/reputation", get(reputation))
         .route("/v1/repair/check", post(repair_check))
         .route("/v1/scrub", post(scrub))
+        .route("/v1/wan", axum::routing::put(set_wan))
         .route("/v1/keys", post(crate::keys::create).get(crate::keys::list))
         .route("/v1/keys/{id}", axum::routing::delete(crate::keys::remove))
         .layer(axum::middleware::from_fn_with_state(
@@ -153,6 +155,10 @@ async fn revoke(
     Ok(Json(RevokeParams { node: id.to_hex() }))
 }
 
+async fn reputation(State(s): State<AppState>) -> Json<Vec<weft_node::Reputation>> {
+    Json(s.node.healer().reputation())
+}
+
 async fn repair_status(State(s): State<AppState>) -> Json<weft_node::HealStatus> {
     Json(s.node.healer().status())
 }
@@ -165,6 +171,28 @@ async fn repair_check(State(s): State<AppState>) -> Json<weft_node::HealStatus> 
 async fn scrub(State(s): State<AppState>) -> Json<weft_node::HealStatus> {
     s.node.healer().scrub_once().await;
     Json(s.node.healer().status())
+}
+
+async fn set_wan(
+    State(s): State<AppState>,
+    Json(p): Json<crate::WanParams>,
+) -> Result<StatusCode, ApiFailure> {
+    let bad = |e: String| ApiFailure(StatusCode::BAD_REQUEST, e);
+    let config = weft_net::WanConfig {
+        links: weft_net::WanConfig::parse_links(&p.links)
+            .map_err(|e| bad(format!("links: {e}")))?,
+        loss: match &p.loss {
+            Some(l) => weft_net::wan::parse_percent(l).map_err(|e| bad(format!("loss: {e}")))?,
+            None => 0.0,
+        },
+    };
+    s.node.set_wan(config).map_err(|e| {
+        ApiFailure(
+            StatusCode::CONFLICT,
+            format!("{e} (start the node with a [wan] section to change its links at runtime)"),
+        )
+    })?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn shutdown(State(s): State<AppState>) -> StatusCode {

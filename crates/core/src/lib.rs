@@ -46,6 +46,8 @@ pub mod proto {
     /// Stream protocol: delete the shards of an object the catalog has released (garbage
     /// collection; the holder checks the catalog before it deletes anything).
     pub const SHARD_DELETE: u16 = 7;
+    /// Stream protocol: prove holding a byte range of a shard (audits).
+    pub const SHARD_PROVE: u16 = 8;
     /// Datagram channel: SWIM membership messages.
     pub const SWIM: u8 = 1;
     /// Datagram channel: RTT probes that feed network coordinates.

@@ -15,6 +15,7 @@
 pub mod gc;
 pub mod registry;
 pub mod repair;
+pub mod reputation;
 pub mod scrub;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use weft_meta::Table;
 use weft_store::Storage;
 
 pub use registry::{ManifestEntry, Registry};
+pub use reputation::Reputation;
 
 /// Healing settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -94,6 +96,10 @@ pub struct HealStatus {
     pub manifests_copied: u64,
     /// Failed repair attempts.
     pub repair_failures: u64,
+    /// Storage audits this node made that passed.
+    pub audits_passed: u64,
+    /// Storage audits this node made that failed.
+    pub audits_failed: u64,
     /// Objects whose shards garbage collection reclaimed.
     pub gc_objects: u64,
     /// Bytes of shards reclaimed.
@@ -102,6 +108,9 @@ pub struct HealStatus {
     pub scrubbed_bytes: u64,
     /// Corrupt shards scrubbing found and removed.
     pub scrub_corrupt: u64,
+    /// Unix ms at which the latest scrubbing pass began (0: never).
+    #[serde(default)]
+    pub last_scrub_started_ms: u64,
 }
 
 /// The healing service of one node. Cheap to clone.
@@ -111,6 +120,7 @@ pub struct Healer {
     pub(crate) registry: Registry,
     pub(crate) config: HealConfig,
     pub(crate) status: Arc<Mutex<HealStatus>>,
+    pub(crate) reputation: Arc<Mutex<std::collections::HashMap<weft_core::NodeId, Reputation>>>,
 }
 
 impl Healer {
@@ -138,6 +148,7 @@ impl Healer {
             registry,
             config,
             status: Arc::new(Mutex::new(status)),
+            reputation: Arc::default(),
         }
     }
 

@@ -191,10 +191,14 @@ impl Catalog for Registry {
 
     fn locate(&self, manifest: ContentHash) -> BoxFuture<'_, Option<Locations>> {
         Box::pin(async move {
-            self.get(&manifest)
+            // A read must not fail because the catalog lost its majority for a moment.
+            let entry = self
+                .table
+                .get_relaxed(&pk_of(&manifest), &manifest.to_hex())
                 .await
+                .ok()??;
+            wire::decode::<ManifestEntry>(&entry.value?)
                 .ok()
-                .flatten()
                 .map(|e| e.locations())
         })
     }

@@ -15,6 +15,8 @@ use crate::registry::{ManifestEntry, all_pks};
 
 /// Segments rebuilt at once.
 const PARALLEL: usize = 8;
+/// Storage challenges one node sends per check, at most.
+const AUDITS_PER_CHECK: usize = 64;
 /// How long a holder has to say which shards it has.
 const PRESENCE_DEADLINE: Duration = Duration::from_secs(2);
 /// Copies of each manifest (as the write path makes).
@@ -77,25 +79,35 @@ impl Healer {
     }
 
     /// Check every object whose catalog partition this node owns (it is the partition's first
-    /// live replica) and repair what needs it.
+    /// live replica not in quarantine) and repair what needs it.
     pub async fn check_once(&self) -> CheckReport {
         let me = self.storage.id();
         let started_ms = weft_net::now_ms();
-        let (lost, known, up) = self.lost_nodes();
+        self.refresh_reputation().await;
+        let (mut lost, known, up) = self.lost_nodes();
+        // A quarantined node's shards are rebuilt elsewhere, as if it were gone.
+        lost.extend(self.storage.quarantined());
         let is_lost = |n: &NodeId| lost.contains(n) || !known.contains(n);
+        let mut audits: HashMap<NodeId, Vec<bool>> = HashMap::new();
+        let mut audit_budget = AUDITS_PER_CHECK;
         // Nodes down but within their grace period are neither judged nor asked.
         let askable = |n: &NodeId| up.contains(n);
         let mut report = CheckReport::default();
         let mut work: Vec<Work> = Vec::new();
         let mut entries: HashMap<ContentHash, ManifestEntry> = HashMap::new();
         let mut dirty: HashSet<ContentHash> = HashSet::new();
+        // Every node holding a shard of an object checked here: its availability is sampled.
+        let mut holders: HashSet<NodeId> = HashSet::new();
+        let quarantined = self.storage.quarantined();
         for pk in all_pks() {
+            // A quarantined node is not trusted to repair (it may be the one that lost the
+            // data), so the partition's next replica checks its objects instead.
             let owner = self
                 .registry
                 .table()
                 .replicas_of(partition_of(pk.as_bytes()))
-                .first()
-                .copied();
+                .into_iter()
+                .find(|n| !quarantined.contains(n));
             if owner != Some(me) {
                 continue;
             }
@@ -114,7 +126,26 @@ impl Healer {
                     continue;
                 };
                 entry.locations().apply(&mut manifest);
+                holders.extend(
+                    manifest
+                        .segments
+                        .iter()
+                        .flat_map(|s| s.holders.iter().copied()),
+                );
                 let present = self.presence(&manifest, &askable).await;
+                // A live holder that no longer has a shard it acknowledged failed to store
+                // it: that counts against it like a failed audit.
+                for ((node, _), has) in &present {
+                    if !has {
+                        audits.entry(*node).or_default().push(false);
+                    }
+                }
+                if audit_budget > 0 {
+                    audit_budget -= self
+                        .audit_object(&manifest, &|n| askable(n) && !is_lost(n), &mut audits)
+                        .await
+                        .min(audit_budget);
+                }
                 for seg in &manifest.segments {
                     let lost_here: Vec<usize> = seg
                         .holders
@@ -204,18 +235,25 @@ impl Healer {
                 tokio::time::sleep(wait).await;
             }
         }
-        for (hash, moves) in moved {
-            if let Some(entry) = entries.get_mut(&hash) {
-                for (seg, shard, node) in moves {
-                    entry.set_moved(seg, shard, node);
-                }
-                dirty.insert(hash);
-            }
+        for hash in moved.keys() {
+            dirty.insert(*hash);
         }
         for hash in dirty {
-            if let Some(entry) = entries.get(&hash)
-                && let Err(e) = self.registry.put(&hash, entry).await
-            {
+            let Some(mine) = entries.get(&hash) else {
+                continue;
+            };
+            // Apply this check's changes to the row as it is now, not as it was when the check
+            // started, so a concurrent writer's moves (another node that briefly also thought it
+            // owned the partition) are kept.
+            let mut entry = match self.registry.get(&hash).await {
+                Ok(Some(now)) => now,
+                _ => mine.clone(),
+            };
+            entry.holders = mine.holders.clone();
+            for (seg, shard, node) in moved.remove(&hash).unwrap_or_default() {
+                entry.set_moved(seg, shard, node);
+            }
+            if let Err(e) = self.registry.put(&hash, &entry).await {
                 tracing::warn!(manifest = %hash, error = %e, "could not record repaired pieces");
             }
         }
@@ -227,6 +265,14 @@ impl Healer {
                 "slow object check"
             );
         }
+        // Reads that got a corrupt shard from a holder count against it like failed audits.
+        for (node, times) in self.storage.take_bad_reads() {
+            audits
+                .entry(node)
+                .or_default()
+                .extend(std::iter::repeat_n(false, times as usize));
+        }
+        self.record_audits(audits, &holders, &up).await;
         let mut s = self.status.lock();
         s.scans += 1;
         s.last_scan_ms = weft_net::now_ms();
@@ -253,6 +299,40 @@ impl Healer {
             );
         }
         report
+    }
+
+    /// Challenge each live holder of an object for one random shard it holds. Returns how
+    /// many challenges were sent; a holder that could not be reached is not judged.
+    async fn audit_object(
+        &self,
+        manifest: &Manifest,
+        auditable: &impl Fn(&NodeId) -> bool,
+        results: &mut HashMap<NodeId, Vec<bool>>,
+    ) -> usize {
+        let mut held: HashMap<NodeId, Vec<(ContentHash, u64)>> = HashMap::new();
+        for seg in &manifest.segments {
+            for (i, n) in seg.holders.iter().enumerate() {
+                if auditable(n) {
+                    held.entry(*n)
+                        .or_default()
+                        .push((seg.info.shards[i], seg.info.shard_len));
+                }
+            }
+        }
+        let mut sent = 0;
+        for (node, shards) in held {
+            let mut pick = [0u8; 4];
+            if getrandom_fill(&mut pick).is_err() {
+                continue;
+            }
+            let (hash, len) = shards[u32::from_le_bytes(pick) as usize % shards.len()];
+            sent += 1;
+            let audit = self.storage.audit(node, hash, len);
+            if let Ok(Ok(passed)) = tokio::time::timeout(PRESENCE_DEADLINE * 2, audit).await {
+                results.entry(node).or_default().push(passed);
+            }
+        }
+        sent
     }
 
     /// Ask each live holder which of its shards of this object it still has.
@@ -467,55 +547,88 @@ impl Healer {
         for &i in &w.lost {
             let hash = seg.info.shards[i];
             let shard = Arc::new(shards[i].clone());
+            let old = seg.holders[i];
+            // Where to put it, in order of preference: a node holding nothing of this segment
+            // (not the one that lost it); the node that lost it, if it is still a healthy
+            // holder (a file lost from disk); and last, in a small fabric after a loss, a live
+            // node that already holds another shard (the shard count is restored; one node's
+            // loss then costs two shards).
             let mut tried: Vec<NodeId> = holders.clone();
-            let mut stored = false;
+            tried.push(old);
+            let mut stored: Option<NodeId> = None;
             for _ in 0..3 {
-                let mut rest = self.eligible(&w.policy, &tried);
-                if rest.is_empty() {
-                    // Every eligible node already holds a shard of this segment (a small
-                    // fabric after a loss): doubling up on a live node still restores the
-                    // shard count, which is better than staying degraded.
-                    rest = self
-                        .eligible(&w.policy, &[])
-                        .into_iter()
-                        .filter(|c| !tried.contains(&c.id) || holders.contains(&c.id))
-                        .filter(|c| !lost.contains(&c.id))
-                        .collect();
-                }
+                let rest = self.eligible(&w.policy, &tried);
                 let Ok(pick) = place(&hash, 1, shard.len() as u64, &rest, &w.policy) else {
                     break;
                 };
-                match self.storage.put_shard(pick[0], hash, shard.clone()).await {
-                    Ok(()) => {
-                        holders.push(pick[0]);
-                        moves.push((seg.info.index, i as u16, pick[0]));
-                        bytes += shard.len() as u64;
-                        stored = true;
-                        break;
-                    }
-                    Err(_) => tried.push(pick[0]),
+                if self
+                    .storage
+                    .put_shard(pick[0], hash, shard.clone())
+                    .await
+                    .is_ok()
+                {
+                    stored = Some(pick[0]);
+                    break;
                 }
+                tried.push(pick[0]);
             }
-            if !stored {
-                // Put it back where it was if that node is alive (a shard its holder lost
-                // from disk): better than nothing.
-                let old = seg.holders[i];
-                if !lost.contains(&old)
+            let old_is_healthy =
+                !lost.contains(&old) && self.eligible(&w.policy, &[]).iter().any(|c| c.id == old);
+            if stored.is_none()
+                && old_is_healthy
+                && self
+                    .storage
+                    .put_shard(old, hash, shard.clone())
+                    .await
+                    .is_ok()
+            {
+                bytes += shard.len() as u64;
+                continue;
+            }
+            if stored.is_none() {
+                let doubled: Vec<Candidate> = self
+                    .eligible(&w.policy, &[])
+                    .into_iter()
+                    .filter(|c| holders.contains(&c.id) && !lost.contains(&c.id))
+                    .collect();
+                if let Ok(pick) = place(&hash, 1, shard.len() as u64, &doubled, &w.policy)
                     && self
                         .storage
-                        .put_shard(old, hash, shard.clone())
+                        .put_shard(pick[0], hash, shard.clone())
                         .await
                         .is_ok()
                 {
-                    bytes += shard.len() as u64;
-                    continue;
+                    stored = Some(pick[0]);
                 }
+            }
+            let Some(node) = stored else {
                 return Err(format!(
                     "segment {}: no eligible node could take shard {i}",
                     seg.info.index
                 ));
-            }
+            };
+            holders.push(node);
+            moves.push((seg.info.index, i as u16, node));
+            bytes += shard.len() as u64;
         }
         Ok((moves, bytes))
     }
+}
+
+fn getrandom_fill(buf: &mut [u8]) -> Result<(), ()> {
+    use std::hash::{BuildHasher, Hasher};
+    // Audit targets need to be unpredictable to holders, not secret: the standard library's
+    // randomly keyed hasher, fed the time, is enough.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|_| ())?
+            .as_nanos(),
+    );
+    let v = h.finish().to_le_bytes();
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = v[i % 8];
+    }
+    Ok(())
 }

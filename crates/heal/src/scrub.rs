@@ -23,6 +23,7 @@ impl Healer {
             return (0, 0);
         };
         let started = Instant::now();
+        let started_ms = weft_net::now_ms();
         let rate = self.config.scrub_bytes_per_sec.max(1) as f64;
         let (mut checked, mut corrupt) = (0u64, 0u64);
         for (hash, len) in list {
@@ -49,6 +50,7 @@ impl Healer {
         let mut s = self.status.lock();
         s.scrubbed_bytes += checked;
         s.scrub_corrupt += corrupt;
+        s.last_scrub_started_ms = started_ms;
         (checked, corrupt)
     }
 }

@@ -203,6 +203,17 @@ impl Table {
         pk: &str,
         req: impl Fn() -> MetaRequest,
     ) -> Result<Vec<(NodeId, MetaResponse)>, MetaError> {
+        self.gather(pk, req, false).await
+    }
+
+    /// Ask every replica of `pk`'s partition; return once a majority answered. With `relaxed`,
+    /// wait for every replica to answer or fail, and accept any number of answers but zero.
+    async fn gather(
+        &self,
+        pk: &str,
+        req: impl Fn() -> MetaRequest,
+        relaxed: bool,
+    ) -> Result<Vec<(NodeId, MetaResponse)>, MetaError> {
         let targets = self.replicas_of(partition_of(pk.as_bytes()));
         let needed = targets.len() / 2 + 1;
         let mut tasks = JoinSet::new();
@@ -216,7 +227,7 @@ impl Table {
             match done {
                 Ok((node, Ok(resp))) => {
                     answers.push((node, resp));
-                    if answers.len() >= needed {
+                    if answers.len() >= needed && !relaxed {
                         // The rest finish in the background (their writes still land).
                         tasks.detach_all();
                         return Ok(answers);
@@ -225,6 +236,9 @@ impl Table {
                 Ok((node, Err(e))) => last = format!("{node}: {e}"),
                 Err(e) => last = e.to_string(),
             }
+        }
+        if relaxed && !answers.is_empty() {
+            return Ok(answers);
         }
         Err(MetaError::Quorum {
             got: answers.len(),
@@ -253,11 +267,27 @@ impl Table {
 
     /// Read a row from a majority; the newest version wins and stale replicas are repaired.
     pub async fn get(&self, pk: &str, sk: &str) -> Result<Option<Entry>, MetaError> {
+        self.read(pk, sk, false).await
+    }
+
+    /// Like [`Table::get`], but asks every replica and takes the newest answer of those that
+    /// answered, however few: right after two of three replicas left, the remaining one may be
+    /// the only node with the row (the new replicas get it by anti-entropy later). For hints
+    /// where a possibly stale row beats none, such as where repaired shards went.
+    pub async fn get_relaxed(&self, pk: &str, sk: &str) -> Result<Option<Entry>, MetaError> {
+        self.read(pk, sk, true).await
+    }
+
+    async fn read(&self, pk: &str, sk: &str, relaxed: bool) -> Result<Option<Entry>, MetaError> {
         let answers = self
-            .quorum(pk, || MetaRequest::Read {
-                pk: pk.into(),
-                sk: sk.into(),
-            })
+            .gather(
+                pk,
+                || MetaRequest::Read {
+                    pk: pk.into(),
+                    sk: sk.into(),
+                },
+                relaxed,
+            )
             .await?;
         let entries: Vec<(NodeId, Option<Entry>)> = answers
             .into_iter()

@@ -41,7 +41,7 @@ pub use buckets::{
 pub use datadir::{DataDir, DataDirError, FabricFile};
 pub use keys::{AccessKey, KeyError, KeyStore};
 pub use multipart::{MAX_PARTS, MIN_PART_SIZE, PartRecord, UploadRecord};
-pub use weft_heal::{HealConfig, HealStatus};
+pub use weft_heal::{HealConfig, HealStatus, Reputation};
 
 /// Everything needed to start a node, already validated.
 #[derive(Clone, Debug)]

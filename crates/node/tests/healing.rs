@@ -97,7 +97,7 @@ async fn heal_until(nodes: &[&Node], what: &str, mut done: impl AsyncFnMut() -> 
         if done().await {
             return;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "{what}");
+        assert!(start.elapsed() < Duration::from_secs(90), "{what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -227,18 +227,44 @@ async fn lost_deleted_and_corrupt_shards_are_rebuilt() {
     .await;
 
     // Two more losses (the code's limit) and the object still reads, from repaired shards.
-    let mut killed = 0;
+    let mut killed = Vec::new();
     for n in &live[1..] {
-        if killed == 2 {
+        if killed.len() == 2 {
             break;
         }
         if n.id() != reader.id() && n.id() != nodes[0].id() {
             n.shutdown().await;
-            killed += 1;
+            killed.push(n.id());
         }
     }
     let mut out = Vec::new();
-    reader.storage().get(&cap, &mut out).await.unwrap();
+    if let Err(e) = reader.storage().get(&cap, &mut out).await {
+        let m = reader.storage().manifest(&cap).await.unwrap();
+        let mut view = String::new();
+        for seg in &m.segments {
+            let mut has = Vec::new();
+            for (i, h) in seg.holders.iter().enumerate() {
+                let up = alive.contains(h) && !killed.contains(h);
+                let got = if up {
+                    match reader.storage().get_shard(*h, seg.info.shards[i]).await {
+                        Ok(Some(b)) if ContentHash::of(&b) == seg.info.shards[i] => "ok".into(),
+                        Ok(Some(_)) => "corrupt".into(),
+                        Ok(None) => "missing".into(),
+                        Err(e) => e.to_string(),
+                    }
+                } else {
+                    "down".to_string()
+                };
+                has.push(format!("{}({got})", &h.to_hex()[..6]));
+            }
+            view.push_str(&format!(
+                "\n  segment {}: {}",
+                seg.info.index,
+                has.join(" ")
+            ));
+        }
+        panic!("read after two more losses failed: {e}{view}");
+    }
     assert!(out == bytes);
 }
 
@@ -318,4 +344,113 @@ async fn space_of_deleted_overwritten_and_orphaned_objects_comes_back() {
     b.get("trash", "copy-dst", &mut out).await.unwrap();
     assert!(out == data(1 << 20));
     assert!(used(&nodes) > baseline);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_fails_audits_is_quarantined_and_its_data_rebuilt_elsewhere() {
+    let (_tmp, dirs, nodes) = cluster(8, Duration::from_secs(3600)).await;
+    let mut objects = Vec::new();
+    for i in 0..5u8 {
+        let bytes: Vec<u8> = data((4 << 20) + i as usize * 1000);
+        let (cap, _) = nodes[0]
+            .storage()
+            .put(&bytes[..], Residency::default(), None)
+            .await
+            .unwrap();
+        nodes[0]
+            .healer()
+            .registry()
+            .retain(&cap.manifest, "capability")
+            .await
+            .unwrap();
+        objects.push((cap, bytes));
+    }
+    // Audits of honest holders pass.
+    for n in &nodes {
+        n.healer().check_once().await;
+    }
+    let passed: u64 = nodes
+        .iter()
+        .map(|n| n.healer().status().audits_passed)
+        .sum();
+    assert!(passed > 0);
+    assert_eq!(
+        nodes
+            .iter()
+            .map(|n| n.healer().status().audits_failed)
+            .sum::<u64>(),
+        0
+    );
+    // The cheater keeps its files but their bytes are wrong (bit rot or worse).
+    let cheater = (1..nodes.len())
+        .max_by_key(|i| nodes[*i].storage().local().used())
+        .unwrap();
+    let cheater_id = nodes[cheater].id();
+    for (hash, _) in nodes[cheater].storage().local().list().unwrap() {
+        let path = shard_path(&dirs[cheater], &hash);
+        let mut raw = std::fs::read(&path).unwrap();
+        raw[0] ^= 0xff;
+        std::fs::write(&path, &raw).unwrap();
+    }
+    // Reads never return wrong bytes: the bad shards fail verification and are read around.
+    // (The reader is an honest node: it runs checks, so it knows who is quarantined.)
+    let reader = nodes
+        .iter()
+        .find(|n| n.id() != cheater_id && n.id() != nodes[0].id())
+        .unwrap();
+    for (cap, bytes) in &objects {
+        let mut out = Vec::new();
+        reader.storage().get(cap, &mut out).await.unwrap();
+        assert!(out == *bytes);
+    }
+    let others: Vec<&Node> = nodes.iter().filter(|n| n.id() != cheater_id).collect();
+    let honest: Vec<NodeId> = others.iter().map(|n| n.id()).collect();
+    heal_until(
+        &others,
+        "the cheater was not quarantined and repaired around",
+        async || {
+            let flagged = others.iter().any(|n| {
+                n.healer()
+                    .reputation()
+                    .iter()
+                    .any(|r| r.node == cheater_id.to_hex() && r.quarantined)
+            });
+            let mut redundant = true;
+            for (cap, _) in &objects {
+                redundant &= fully_redundant(reader, cap, &honest).await;
+            }
+            if std::env::var("WEFT_TEST_DEBUG").is_ok() {
+                eprintln!(
+                    "flagged {flagged} redundant {redundant} reps {:?}",
+                    others[0]
+                        .healer()
+                        .reputation()
+                        .iter()
+                        .map(|r| (r.node[..6].to_string(), r.audits, r.score, r.quarantined))
+                        .collect::<Vec<_>>()
+                );
+            }
+            flagged && redundant
+        },
+    )
+    .await;
+    // No new shard goes to the quarantined node; everything still reads.
+    let (cap, manifest) = nodes[1]
+        .storage()
+        .put(&data(3 << 20)[..], Residency::default(), None)
+        .await
+        .unwrap();
+    assert!(
+        manifest
+            .segments
+            .iter()
+            .all(|s| !s.holders.contains(&cheater_id)),
+        "a quarantined node got new shards"
+    );
+    assert!(!cap.holders.contains(&cheater_id));
+    for (cap, bytes) in &objects {
+        let mut out = Vec::new();
+        reader.storage().get(cap, &mut out).await.unwrap();
+        assert!(out == *bytes);
+    }
 }

@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod codec;
 pub mod object;
 pub mod placement;
+pub mod proof;
 pub mod protocol;
 pub mod shards;
 

@@ -32,6 +32,8 @@ pub const IN_FLIGHT: usize = 4;
 pub const MANIFEST_COPIES: usize = 3;
 /// Extra request sent when a segment's fetch has not finished after this long.
 pub const HEDGE_AFTER: Duration = Duration::from_millis(250);
+/// Pause before shards that failed for a transport reason are asked for once more.
+const RETRY_AFTER: Duration = Duration::from_millis(300);
 const CAP_PREFIX: &str = "weft-cap1-";
 
 /// A segment and where its shards live.
@@ -155,6 +157,9 @@ pub struct Storage {
     local: Arc<ShardStore>,
     hedge_after: Duration,
     catalog: Arc<std::sync::OnceLock<Arc<dyn Catalog>>>,
+    quarantined: Arc<parking_lot::RwLock<std::collections::HashSet<NodeId>>>,
+    /// Holders that served a shard not matching its name since repair last asked.
+    bad_reads: Arc<parking_lot::Mutex<HashMap<NodeId, u32>>>,
 }
 
 impl Storage {
@@ -166,7 +171,57 @@ impl Storage {
             local,
             hedge_after: HEDGE_AFTER,
             catalog: Arc::new(std::sync::OnceLock::new()),
+            quarantined: Arc::default(),
+            bad_reads: Arc::default(),
         }
+    }
+
+    /// Holders that served corrupt shards to reads since the last call, and how many times
+    /// (reputation counts them like failed audits).
+    pub fn take_bad_reads(&self) -> HashMap<NodeId, u32> {
+        std::mem::take(&mut *self.bad_reads.lock())
+    }
+
+    /// Nodes in quarantine now.
+    pub fn quarantined(&self) -> std::collections::HashSet<NodeId> {
+        self.quarantined.read().clone()
+    }
+
+    /// Nodes that get no new shards (failed audits). Shared by every clone.
+    pub fn set_quarantined(&self, nodes: std::collections::HashSet<NodeId>) {
+        *self.quarantined.write() = nodes;
+    }
+
+    /// Challenge `node` to prove it holds bytes of shard `hash` (`shard_len` long) at a random
+    /// offset; true when the proof checks against the shard's name.
+    pub async fn audit(
+        &self,
+        node: NodeId,
+        hash: ContentHash,
+        shard_len: u64,
+    ) -> Result<bool, String> {
+        let mut pick = [0u8; 8];
+        getrandom::fill(&mut pick).map_err(|e| e.to_string())?;
+        let start = u64::from_le_bytes(pick) % shard_len.max(1);
+        let len = crate::proof::MAX_CHALLENGE.min(shard_len - start).max(1);
+        let req = crate::protocol::ProveRequest { hash, start, len };
+        let answer = if node == self.fabric.id() {
+            let local = self.local.clone();
+            tokio::task::spawn_blocking(move || crate::protocol::answer_challenge(&local, &req))
+                .await
+                .map_err(|e| e.to_string())?
+        } else {
+            let addr = self.addr_of(node).map_err(|e| e.to_string())?;
+            crate::protocol::prove_remote(&self.endpoint, node, addr, req)
+                .await
+                .map_err(|e| e.to_string())?
+        };
+        Ok(match answer {
+            crate::protocol::ProveAnswer::Proof(p) => {
+                crate::proof::verify(&hash, start, len, &p).is_some()
+            }
+            _ => false,
+        })
     }
 
     /// Register the catalog (once; later calls are ignored). Shared by every clone.
@@ -206,7 +261,8 @@ impl Storage {
                 Some(Candidate {
                     id,
                     healthy: m.state == MemberState::Alive
-                        && m.roles.iter().any(|r| r == "storage"),
+                        && m.roles.iter().any(|r| r == "storage")
+                        && !self.quarantined.read().contains(&id),
                     free_bytes: if m.is_self {
                         self.local.capacity().saturating_sub(self.local.used())
                     } else {
@@ -589,6 +645,17 @@ impl Storage {
         self.manifest_at(cap.manifest, &cap.holders).await
     }
 
+    /// Like [`Storage::manifest`], with every shard's holder as the catalog has it now (shards
+    /// repair moved are shown where they went even if their first holder is back). For
+    /// showing where an object lives; reads do not need the extra catalog lookup.
+    pub async fn manifest_now(&self, cap: &Capability) -> Result<Manifest, StorageError> {
+        let mut manifest = self.manifest_at(cap.manifest, &cap.holders).await?;
+        if let Some(l) = self.locate(cap.manifest).await {
+            l.apply(&mut manifest);
+        }
+        Ok(manifest)
+    }
+
     /// Fetch and verify manifest `hash`, trying `holders` first, then wherever the catalog
     /// says it is now.
     pub async fn manifest_at(
@@ -628,11 +695,13 @@ impl Storage {
             .filter(|m| m.state == MemberState::Alive)
             .map(|m| m.id)
             .collect();
+        // Quarantined holders count as gone: repair moves their shards away.
+        let quarantined = self.quarantined.read();
         manifest
             .segments
             .iter()
             .flat_map(|s| &s.holders)
-            .all(|h| alive.contains(&h.to_hex()))
+            .all(|h| alive.contains(&h.to_hex()) && !quarantined.contains(h))
     }
 
     async fn fetch_manifest(&self, hash: ContentHash, holders: &[NodeId]) -> Option<Manifest> {
@@ -663,7 +732,7 @@ impl Storage {
                     m.entry(*n).or_default().push(i);
                     m
                 });
-        let order: Vec<(usize, NodeId)> = self
+        let mut order: Vec<(usize, NodeId)> = self
             .nearest_first(&seg.holders)
             .into_iter()
             .flat_map(|n| {
@@ -677,7 +746,7 @@ impl Storage {
             .collect();
         let mut next = 0;
         let mut tasks = JoinSet::new();
-        let launch = |tasks: &mut JoinSet<_>, next: &mut usize| {
+        let launch = |tasks: &mut JoinSet<_>, order: &[(usize, NodeId)], next: &mut usize| {
             if let Some(&(i, node)) = order.get(*next) {
                 *next += 1;
                 let this = self.clone();
@@ -686,17 +755,32 @@ impl Storage {
             }
         };
         while next < ec.data.min(order.len()) {
-            launch(&mut tasks, &mut next);
+            launch(&mut tasks, &order, &mut next);
         }
         let mut good: Vec<(usize, Vec<u8>)> = Vec::new();
         let mut last = String::from("no holders");
         let hedge = tokio::time::sleep(self.hedge_after);
         tokio::pin!(hedge);
         let mut hedged = false;
+        // Shards that failed for a transport reason (a timeout, a refused connection on a
+        // busy holder) get one more try once every other source has been asked.
+        let mut retry: Vec<(usize, NodeId)> = Vec::new();
+        let mut retried = false;
         while good.len() < ec.data {
             tokio::select! {
                 done = tasks.join_next() => {
-                    let Some(done) = done else { break };
+                    let Some(done) = done else {
+                        if retried || retry.is_empty() {
+                            break;
+                        }
+                        retried = true;
+                        tokio::time::sleep(RETRY_AFTER).await;
+                        order.append(&mut retry);
+                        while tasks.len() < ec.data - good.len() && next < order.len() {
+                            launch(&mut tasks, &order, &mut next);
+                        }
+                        continue;
+                    };
                     let Ok((i, node, result)) = done else { continue };
                     match result {
                         Ok(Some(bytes)) if ContentHash::of(&bytes) == seg.info.shards[i] => {
@@ -707,20 +791,26 @@ impl Storage {
                             let why = match other {
                                 Ok(Some(_)) | Err(TransferError::Corrupt(_)) => {
                                     report.bad_holders.push(node.to_hex());
+                                    *self.bad_reads.lock().entry(node).or_default() += 1;
                                     "hash mismatch".to_string()
                                 }
                                 Ok(None) => "shard missing".to_string(),
-                                Err(e) => e.to_string(),
+                                Err(e) => {
+                                    if !retried {
+                                        retry.push((i, node));
+                                    }
+                                    e.to_string()
+                                }
                             };
                             tracing::warn!(%node, shard = i, segment = seg.info.index, reason = %why, "shard fetch failed");
                             last = format!("node {node}: {why}");
-                            launch(&mut tasks, &mut next);
+                            launch(&mut tasks, &order, &mut next);
                         }
                     }
                 }
                 _ = &mut hedge, if !hedged => {
                     hedged = true;
-                    launch(&mut tasks, &mut next);
+                    launch(&mut tasks, &order, &mut next);
                 }
             }
         }

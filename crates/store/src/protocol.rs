@@ -76,6 +76,28 @@ pub struct DeleteRequest {
     pub shards: Vec<ContentHash>,
 }
 
+/// A storage challenge (`SHARD_PROVE`): prove bytes `start..start+len` of a shard.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProveRequest {
+    /// The shard.
+    pub hash: ContentHash,
+    /// First byte.
+    pub start: u64,
+    /// Bytes (at most [`crate::proof::MAX_CHALLENGE`]).
+    pub len: u64,
+}
+
+/// Answer to a challenge.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ProveAnswer {
+    /// The bao slice.
+    Proof(Vec<u8>),
+    /// Not held.
+    NotFound,
+    /// Held but corrupt (the holder drops it).
+    Corrupt,
+}
+
 /// Most shards one presence question may name.
 pub const MAX_HAS: usize = 4096;
 
@@ -113,8 +135,50 @@ fn stream_err(e: impl std::fmt::Display) -> NetError {
     NetError::Stream(e.to_string())
 }
 
+/// Answer a challenge from the local store.
+pub fn answer_challenge(store: &ShardStore, req: &ProveRequest) -> ProveAnswer {
+    if req.len > crate::proof::MAX_CHALLENGE {
+        return ProveAnswer::NotFound;
+    }
+    match store.get(&req.hash) {
+        Ok(Some(bytes)) => match crate::proof::prove(&bytes, req.start, req.len) {
+            Ok(p) => ProveAnswer::Proof(p),
+            Err(_) => ProveAnswer::NotFound,
+        },
+        Ok(None) => ProveAnswer::NotFound,
+        Err(ShardStoreError::Corrupt(h)) => {
+            let _ = store.delete(&h);
+            ProveAnswer::Corrupt
+        }
+        Err(_) => ProveAnswer::NotFound,
+    }
+}
+
 /// Serve the shard protocols from `store`.
 pub fn register(endpoint: &Endpoint, store: Arc<ShardStore>) {
+    let prove_store = store.clone();
+    endpoint.register_stream(
+        proto::SHARD_PROVE,
+        false,
+        Arc::new(move |peer: Peer, mut send, mut recv| {
+            let store = prove_store.clone();
+            Box::pin(async move {
+                let serve = async {
+                    let req: ProveRequest = read_message(&mut recv, CONTROL_FRAME).await?;
+                    let answer =
+                        tokio::task::spawn_blocking(move || answer_challenge(&store, &req))
+                            .await
+                            .map_err(stream_err)?;
+                    write_message(&mut send, &answer).await?;
+                    let _ = send.finish();
+                    Ok::<_, NetError>(())
+                };
+                if let Ok(Err(e)) = tokio::time::timeout(TIMEOUT, serve).await {
+                    tracing::debug!(?peer, error = %e, "storage challenge failed");
+                }
+            })
+        }),
+    );
     let has_store = store.clone();
     endpoint.register_stream(
         proto::SHARD_HAS,
@@ -320,6 +384,24 @@ pub async fn delete_remote(
         write_message(&mut send, &req).await?;
         let _ = send.finish();
         read_message::<u64>(&mut recv, 64).await
+    };
+    Ok(tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .map_err(|_| NetError::Timeout)??)
+}
+
+/// Challenge node `id` for a range of a shard.
+pub async fn prove_remote(
+    endpoint: &Endpoint,
+    id: NodeId,
+    addr: SocketAddr,
+    req: ProveRequest,
+) -> Result<ProveAnswer, TransferError> {
+    let exchange = async {
+        let (mut send, mut recv) = endpoint.open(id, addr, proto::SHARD_PROVE).await?;
+        write_message(&mut send, &req).await?;
+        let _ = send.finish();
+        read_message::<ProveAnswer>(&mut recv, 4 * crate::proof::MAX_CHALLENGE as usize).await
     };
     Ok(tokio::time::timeout(TIMEOUT, exchange)
         .await

@@ -25,6 +25,32 @@ pub enum BenchCommand {
     S3(S3Args),
     /// Kill -9 a node holding shards; time the return to full redundancy and the repair rate
     Repair(RepairArgs),
+    /// Write continuously through kills, restarts, corrupted shard files and a site cut off;
+    /// check nothing acknowledged was lost and redundancy and residency hold
+    Chaos(ChaosArgs),
+}
+
+/// `weft bench chaos`.
+#[derive(Args, Debug)]
+pub struct ChaosArgs {
+    /// Nodes in the fabric, round-robin over sites eu, us, ap (at least 9)
+    #[arg(long, default_value_t = 9)]
+    pub(crate) nodes: usize,
+    /// Seconds of churn (phases of damage, each followed by healing)
+    #[arg(long, default_value_t = 300)]
+    pub(crate) secs: u64,
+    /// Largest object written, in KiB (sizes are random from 1 byte up)
+    #[arg(long, default_value_t = 6144)]
+    pub(crate) max_kib: usize,
+    /// Grace period before a gone node's shards are rebuilt
+    #[arg(long, default_value = "4s")]
+    pub(crate) grace: String,
+    /// Seed for the random choices, to repeat a run [default: the clock]
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// Folder for the fabric's data [default: a fresh folder under /tmp, kept if the run fails]
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
 }
 
 /// `weft bench repair`.
@@ -129,6 +155,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Storage(args) => crate::bench_storage::run(args),
         BenchCommand::S3(args) => crate::bench_s3::run(args),
         BenchCommand::Repair(args) => crate::bench_repair::run(args),
+        BenchCommand::Chaos(args) => crate::bench_chaos::run(args),
     }
 }
 
@@ -165,6 +192,7 @@ impl Fabric {
             quiet: true,
             repair_grace: None,
             repair_interval: None,
+            scrub_interval: None,
         })
     }
 
@@ -186,6 +214,13 @@ impl Fabric {
             .map(|d| ApiClient::for_data_dir(d))
             .collect::<Result<_, _>>()?;
         Ok((fabric, took))
+    }
+
+    /// Start node `i` again (after a kill) and wait for its API.
+    pub(crate) fn restart(&mut self, i: usize) -> Result<()> {
+        self.children[i] = Some(local::spawn_node(&self.dirs[i])?);
+        self.clients[i] = local::wait_api(&self.dirs[i], Duration::from_secs(60))?;
+        Ok(())
     }
 
     /// Reap a node process the benchmark killed.

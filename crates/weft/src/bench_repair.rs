@@ -53,6 +53,7 @@ fn measure(base: &Path, args: &RepairArgs) -> Result<()> {
         quiet: true,
         repair_grace: Some(args.grace.clone()),
         repair_interval: Some("1s".into()),
+        scrub_interval: None,
     })?;
     let per_object = (args.mib / args.objects).max(1);
     let input = base.join("object.bin");

@@ -56,6 +56,9 @@ pub struct UpArgs {
     /// Time between each node's checks of the objects it owns [default: 30s]
     #[arg(long)]
     pub repair_interval: Option<String>,
+    /// Time between each node's scrubbing passes over its shards [default: 1h]
+    #[arg(long)]
+    pub scrub_interval: Option<String>,
     /// Print nothing but errors
     #[arg(long, hide = true)]
     pub quiet: bool,
@@ -271,6 +274,7 @@ pub fn start_fabric(args: &UpArgs) -> Result<(PathBuf, Vec<PathBuf>, Vec<Child>)
     let repair = RepairFile {
         grace: args.repair_grace.clone(),
         interval: args.repair_interval.clone(),
+        scrub_interval: args.scrub_interval.clone(),
         ..RepairFile::default()
     };
     repair.config()?;
@@ -344,7 +348,7 @@ pub fn up(args: UpArgs) -> Result<()> {
         sites.len(),
         took.as_secs_f64()
     );
-    print!("{}", crate::ops::nodes_table(&rows));
+    print!("{}", crate::ops::nodes_table(&rows, &Default::default()));
     let wan = NodeFile::load(&dirs[0])?.wan;
     if let Some(w) = wan {
         println!(

@@ -3,6 +3,7 @@
 //! configuration files.
 
 mod bench;
+mod bench_chaos;
 mod bench_repair;
 mod bench_s3;
 mod bench_storage;

@@ -107,19 +107,50 @@ pub fn status(data: Option<PathBuf>, json: bool) -> Result<()> {
 
 /// `weft nodes`.
 pub fn nodes(data: Option<PathBuf>, json: bool) -> Result<()> {
-    let rows: Vec<MemberStatus> = client(data)?.get("/v1/nodes")?;
+    let api = client(data)?;
+    let rows: Vec<MemberStatus> = api.get("/v1/nodes")?;
+    let reps: Vec<weft_node::Reputation> = api.get("/v1/reputation").unwrap_or_default();
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        let mut out = serde_json::to_value(&rows)?;
+        if let Some(list) = out.as_array_mut() {
+            for row in list {
+                let id = row["id"].as_str().unwrap_or_default().to_string();
+                if let Some(r) = reps.iter().find(|r| r.node == id) {
+                    row["reputation"] = serde_json::to_value(r)?;
+                }
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    print!("{}", nodes_table(&rows));
+    let audits: std::collections::HashMap<String, String> = reps
+        .into_iter()
+        .map(|r| {
+            let mut text = if r.audits == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.0}% of {}", r.score * 100.0, r.audits)
+            };
+            if r.availability < 1.0 {
+                text.push_str(&format!(", up {:.0}%", r.availability * 100.0));
+            }
+            if r.quarantined {
+                text.push_str(" QUARANTINED");
+            }
+            (r.node, text)
+        })
+        .collect();
+    print!("{}", nodes_table(&rows, &audits));
     Ok(())
 }
 
 /// Render the nodes table.
-pub fn nodes_table(rows: &[MemberStatus]) -> String {
+pub fn nodes_table(
+    rows: &[MemberStatus],
+    audits: &std::collections::HashMap<String, String>,
+) -> String {
     let header = [
-        "NODE", "SITE", "REGION", "JUR", "STATE", "UPTIME", "EST RTT", "RTT", "ADDRESS",
+        "NODE", "SITE", "REGION", "JUR", "STATE", "UPTIME", "EST RTT", "RTT", "AUDITS", "ADDRESS",
     ];
     let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for m in rows {
@@ -141,6 +172,7 @@ pub fn nodes_table(rows: &[MemberStatus]) -> String {
             } else {
                 ms(m.measured_rtt_ms)
             },
+            audits.get(&m.id).cloned().unwrap_or_else(|| "-".into()),
             m.addr.map_or("-".to_string(), |a| a.to_string()),
         ]);
     }
@@ -158,7 +190,7 @@ pub fn nodes_table(rows: &[MemberStatus]) -> String {
         out.push('\n');
     }
     out.push_str(
-        "(* = the node answering; EST RTT from network coordinates, RTT measured by probes)\n",
+        "(* = the node answering; EST RTT from network coordinates, RTT measured by probes;\n AUDITS = share of recent storage proofs passed, over all auditors, and of checks it was up)\n",
     );
     out
 }

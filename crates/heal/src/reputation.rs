@@ -1,0 +1,279 @@
+//! Audits and reputation. Owners challenge the holders of the objects they check for a random
+//! range of a shard; the proof is checked against the shard's name (BLAKE3/bao) without the
+//! auditor holding the shard. Each auditor keeps a tally per audited node in the metadata
+//! table (`rep/<node>`, one row per auditor, so auditors never overwrite each other); a node's
+//! reputation is the share of passed audits among the recent ones of all its auditors. Below
+//! the threshold it is quarantined: it gets no new shards, and its shards count as lost, so
+//! they are rebuilt elsewhere.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use weft_core::{NodeId, wire};
+
+use crate::Healer;
+
+/// Recent audits that count per auditor.
+const WINDOW: u32 = 32;
+/// Audits needed before a node can be judged: one lost file on a young node is not enough.
+pub const MIN_AUDITS: u32 = 8;
+/// Share of passed audits below which a node is quarantined.
+pub const THRESHOLD: f64 = 0.5;
+
+/// One auditor's record of one node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    /// Recent results, newest in the lowest bit (1 = passed).
+    pub recent: u64,
+    /// How many of `recent`'s bits are results (at most [`WINDOW`]).
+    pub count: u32,
+    /// Audits passed, all time.
+    pub passed: u64,
+    /// Audits failed, all time.
+    pub failed: u64,
+    /// Whether the node was up at this auditor's recent checks, newest in the lowest bit.
+    pub up: u64,
+    /// How many of `up`'s bits are samples (at most [`WINDOW`]).
+    pub up_count: u32,
+}
+
+impl Tally {
+    /// Add an availability sample.
+    pub fn push_up(&mut self, up: bool) {
+        self.up = (self.up << 1) | u64::from(up);
+        self.up_count = (self.up_count + 1).min(WINDOW);
+    }
+
+    /// (up, samples) among the recent availability samples.
+    pub fn availability(&self) -> (u32, u32) {
+        ((self.up & mask(self.up_count)).count_ones(), self.up_count)
+    }
+
+    /// Add a result.
+    pub fn push(&mut self, passed: bool) {
+        self.recent = (self.recent << 1) | u64::from(passed);
+        self.count = (self.count + 1).min(WINDOW);
+        if passed {
+            self.passed += 1;
+        } else {
+            self.failed += 1;
+        }
+    }
+
+    /// (passed, total) among the recent results.
+    pub fn window(&self) -> (u32, u32) {
+        ((self.recent & mask(self.count)).count_ones(), self.count)
+    }
+}
+
+fn mask(bits: u32) -> u64 {
+    if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    }
+}
+
+/// What the fabric thinks of a node.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reputation {
+    /// Node id (hex).
+    pub node: String,
+    /// Share of recent audits passed (1.0 when never audited).
+    pub score: f64,
+    /// Recent audits counted.
+    pub audits: u32,
+    /// Audits passed, all time, over all auditors.
+    pub passed: u64,
+    /// Audits failed, all time.
+    pub failed: u64,
+    /// Share of its auditors' recent checks at which it was up (1.0 when never sampled).
+    #[serde(default = "one")]
+    pub availability: f64,
+    /// Gets no new shards; its shards are rebuilt elsewhere.
+    pub quarantined: bool,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// Judge a node from its auditors' tallies. `up_now`: whether it is up at the moment; a node
+/// is judged on availability only then, so an outage alone never skips the grace period.
+pub fn judge(node: &NodeId, tallies: &[Tally], up_now: bool) -> Reputation {
+    let (mut pass, mut total, mut passed, mut failed) = (0, 0, 0, 0);
+    let (mut up, mut samples) = (0, 0);
+    for t in tallies {
+        let (p, n) = t.window();
+        pass += p;
+        total += n;
+        passed += t.passed;
+        failed += t.failed;
+        let (u, s) = t.availability();
+        up += u;
+        samples += s;
+    }
+    let share = |a: u32, b: u32| {
+        if b == 0 {
+            1.0
+        } else {
+            f64::from(a) / f64::from(b)
+        }
+    };
+    let (score, availability) = (share(pass, total), share(up, samples));
+    let fails_audits = total >= MIN_AUDITS && score < THRESHOLD;
+    let mostly_away = up_now && samples >= MIN_AUDITS && availability < THRESHOLD;
+    Reputation {
+        node: node.to_hex(),
+        score,
+        audits: total,
+        passed,
+        failed,
+        availability,
+        quarantined: fails_audits || mostly_away,
+    }
+}
+
+fn rep_pk(node: &NodeId) -> String {
+    format!("rep/{}", node.to_hex())
+}
+
+impl Healer {
+    /// Re-read every known node's tallies, recompute reputations and apply quarantine.
+    pub(crate) async fn refresh_reputation(&self) {
+        let mut reps = HashMap::new();
+        for m in self.storage.fabric().members() {
+            let Ok(id) = m.id.parse::<NodeId>() else {
+                continue;
+            };
+            let Ok(rows) = self.registry.table().list(&rep_pk(&id), "").await else {
+                // Keep what was known when the table cannot answer.
+                if let Some(old) = self.reputation.lock().get(&id) {
+                    reps.insert(id, old.clone());
+                }
+                continue;
+            };
+            let tallies: Vec<Tally> = rows
+                .into_iter()
+                .filter_map(|(_, e)| wire::decode(&e.value?).ok())
+                .collect();
+            let up_now = m.state == weft_fabric::MemberState::Alive;
+            reps.insert(id, judge(&id, &tallies, up_now));
+        }
+        let quarantined: HashSet<NodeId> = reps
+            .iter()
+            .filter(|(_, r)| r.quarantined)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &quarantined {
+            if !self.storage.quarantined().contains(id) {
+                tracing::warn!(node = %id, "node quarantined after failed audits or long absences; its shards will be rebuilt elsewhere");
+            }
+        }
+        self.storage.set_quarantined(quarantined);
+        *self.reputation.lock() = reps;
+    }
+
+    /// Record this node's audit results, and whether each holder it depends on was up, in its
+    /// tallies.
+    pub(crate) async fn record_audits(
+        &self,
+        mut results: HashMap<NodeId, Vec<bool>>,
+        holders: &HashSet<NodeId>,
+        up: &HashSet<NodeId>,
+    ) {
+        let me = self.storage.id();
+        for h in holders {
+            if *h != me {
+                results.entry(*h).or_default();
+            }
+        }
+        let me = me.to_hex();
+        for (node, outcomes) in results {
+            let pk = rep_pk(&node);
+            let mut tally: Tally = match self.registry.table().get(&pk, &me).await {
+                Ok(e) => e
+                    .and_then(|e| e.value)
+                    .and_then(|v| wire::decode(&v).ok())
+                    .unwrap_or_default(),
+                Err(_) => continue,
+            };
+            for o in &outcomes {
+                tally.push(*o);
+            }
+            if holders.contains(&node) {
+                tally.push_up(up.contains(&node));
+            }
+            let failed = outcomes.iter().filter(|o| !**o).count();
+            if failed > 0 {
+                tracing::warn!(node = %node, failed, of = outcomes.len(), "storage audits failed");
+            }
+            let _ = self
+                .registry
+                .table()
+                .put(&pk, &me, Some(wire::encode(&tally)))
+                .await;
+            let mut s = self.status.lock();
+            s.audits_passed += outcomes.len() as u64 - failed as u64;
+            s.audits_failed += failed as u64;
+        }
+    }
+
+    /// Reputations as last computed.
+    pub fn reputation(&self) -> Vec<Reputation> {
+        let mut v: Vec<Reputation> = self.reputation.lock().values().cloned().collect();
+        v.sort_by(|a, b| a.node.cmp(&b.node));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_failing_most_recent_audits_is_quarantined() {
+        let node = NodeId([1; 32]);
+        assert!(!judge(&node, &[], true).quarantined);
+        let mut good = Tally::default();
+        for _ in 0..40 {
+            good.push(true);
+        }
+        assert_eq!(good.window(), (32, 32));
+        let mut bad = Tally::default();
+        for _ in 0..MIN_AUDITS - 1 {
+            bad.push(false);
+        }
+        // Too few audits to judge.
+        assert!(!judge(&node, &[bad.clone()], true).quarantined);
+        bad.push(false);
+        let r = judge(&node, &[bad.clone()], true);
+        assert!(r.quarantined && r.score == 0.0 && r.failed == u64::from(MIN_AUDITS));
+        // Many auditors who saw it pass outweigh one who saw it fail.
+        assert!(!judge(&node, &[bad.clone(), good.clone()], true).quarantined);
+        // Recent results count: old passes roll out of the window.
+        for _ in 0..32 {
+            good.push(false);
+        }
+        assert!(judge(&node, &[good], true).quarantined);
+    }
+
+    #[test]
+    fn a_node_mostly_away_is_quarantined_only_while_up() {
+        let node = NodeId([2; 32]);
+        let mut t = Tally::default();
+        for i in 0..MIN_AUDITS * 2 {
+            t.push(true);
+            t.push_up(i % 4 == 0);
+        }
+        let r = judge(&node, std::slice::from_ref(&t), true);
+        assert!(r.quarantined && r.availability < THRESHOLD && r.score == 1.0);
+        // While it is down the grace period decides, not its record.
+        assert!(!judge(&node, std::slice::from_ref(&t), false).quarantined);
+        // Staying up brings it back.
+        for _ in 0..WINDOW {
+            t.push_up(true);
+        }
+        assert!(!judge(&node, &[t], true).quarantined);
+    }
+}
