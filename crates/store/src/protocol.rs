@@ -154,60 +154,69 @@ pub fn answer_challenge(store: &ShardStore, req: &ProveRequest) -> ProveAnswer {
     }
 }
 
-/// Serve the shard protocols from `store`.
-pub fn register(endpoint: &Endpoint, store: Arc<ShardStore>) {
-    let prove_store = store.clone();
+/// Serve a protocol of one question and one answer, the answer worked out from the store off
+/// the async runtime. A malformed or oversized question ends the stream; nothing panics.
+fn serve_question<Q, A>(
+    endpoint: &Endpoint,
+    protocol: u16,
+    store: Arc<ShardStore>,
+    max_question: usize,
+    what: &'static str,
+    answer: fn(&ShardStore, Q) -> Result<A, String>,
+) where
+    Q: serde::de::DeserializeOwned + Send + 'static,
+    A: Serialize + Send + Sync + 'static,
+{
     endpoint.register_stream(
-        proto::SHARD_PROVE,
+        protocol,
         false,
         Arc::new(move |peer: Peer, mut send, mut recv| {
-            let store = prove_store.clone();
+            let store = store.clone();
             Box::pin(async move {
                 let serve = async {
-                    let req: ProveRequest = read_message(&mut recv, CONTROL_FRAME).await?;
-                    let answer =
-                        tokio::task::spawn_blocking(move || answer_challenge(&store, &req))
-                            .await
-                            .map_err(stream_err)?;
-                    write_message(&mut send, &answer).await?;
+                    let question: Q = read_message(&mut recv, max_question).await?;
+                    let reply = tokio::task::spawn_blocking(move || answer(&store, question))
+                        .await
+                        .map_err(stream_err)?
+                        .map_err(stream_err)?;
+                    write_message(&mut send, &reply).await?;
                     let _ = send.finish();
                     Ok::<_, NetError>(())
                 };
                 if let Ok(Err(e)) = tokio::time::timeout(TIMEOUT, serve).await {
-                    tracing::debug!(?peer, error = %e, "storage challenge failed");
+                    tracing::debug!(?peer, error = %e, "{what} failed");
                 }
             })
         }),
     );
-    let has_store = store.clone();
-    endpoint.register_stream(
+}
+
+/// Serve the shard protocols from `store`.
+pub fn register(endpoint: &Endpoint, store: Arc<ShardStore>) {
+    serve_question(
+        endpoint,
+        proto::SHARD_PROVE,
+        store.clone(),
+        CONTROL_FRAME,
+        "storage challenge",
+        |store, req: ProveRequest| Ok(answer_challenge(store, &req)),
+    );
+    serve_question(
+        endpoint,
         proto::SHARD_HAS,
-        false,
-        Arc::new(move |peer: Peer, mut send, mut recv| {
-            let store = has_store.clone();
-            Box::pin(async move {
-                let serve = async {
-                    let req: HasRequest = read_message(&mut recv, 64 + MAX_HAS * 34).await?;
-                    if req.hashes.len() > MAX_HAS {
-                        return Err(stream_err("too many shards in one question"));
-                    }
-                    let answer = tokio::task::spawn_blocking(move || {
-                        req.hashes
-                            .iter()
-                            .map(|h| store.present(h).unwrap_or(false))
-                            .collect::<Vec<bool>>()
-                    })
-                    .await
-                    .map_err(stream_err)?;
-                    write_message(&mut send, &answer).await?;
-                    let _ = send.finish();
-                    Ok::<_, NetError>(())
-                };
-                if let Ok(Err(e)) = tokio::time::timeout(TIMEOUT, serve).await {
-                    tracing::debug!(?peer, error = %e, "shard presence question failed");
-                }
-            })
-        }),
+        store.clone(),
+        64 + MAX_HAS * 34,
+        "shard presence question",
+        |store, req: HasRequest| {
+            if req.hashes.len() > MAX_HAS {
+                return Err("too many shards in one question".into());
+            }
+            Ok(req
+                .hashes
+                .iter()
+                .map(|h| store.present(h).unwrap_or(false))
+                .collect::<Vec<bool>>())
+        },
     );
     let put_store = store.clone();
     endpoint.register_stream(

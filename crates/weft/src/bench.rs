@@ -42,6 +42,9 @@ pub struct ChaosArgs {
     /// Largest object written, in KiB (sizes are random from 1 byte up)
     #[arg(long, default_value_t = 6144)]
     pub(crate) max_kib: usize,
+    /// Plaintext written per second at most, in MiB
+    #[arg(long, default_value_t = 4)]
+    pub(crate) write_mib: u64,
     /// Grace period before a gone node's shards are rebuilt
     #[arg(long, default_value = "4s")]
     pub(crate) grace: String,
@@ -193,6 +196,7 @@ impl Fabric {
             repair_grace: None,
             repair_interval: None,
             scrub_interval: None,
+            scrub_mib: None,
         })
     }
 

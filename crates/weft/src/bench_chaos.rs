@@ -120,9 +120,9 @@ impl Ledger {
 
 /// Run the chaos benchmark.
 pub fn run(args: ChaosArgs) -> Result<()> {
-    if args.nodes < 9 || args.secs == 0 || args.max_kib == 0 {
+    if args.nodes < 9 || args.secs == 0 || args.max_kib == 0 || args.write_mib == 0 {
         bail!(
-            "--nodes must be at least 9 (three sites of three: a 4+2 object must survive one site cut off), --secs and --max-kib positive"
+            "--nodes must be at least 9 (three sites of three: a 4+2 object must survive one site cut off), --secs, --max-kib and --write-mib positive"
         );
     }
     let base = args.dir.clone().unwrap_or_else(|| {
@@ -180,14 +180,16 @@ fn chaos(base: &Path, args: &ChaosArgs) -> Result<()> {
         repair_grace: Some(args.grace.clone()),
         repair_interval: Some("1s".into()),
         scrub_interval: Some("2s".into()),
+        scrub_mib: Some(64),
     })?;
     let n = fabric.dirs.len();
     let sites = site_of_dirs(&fabric)?;
     println!(
-        "weft bench chaos: {n} nodes in sites {}, 4+2, grace {grace:?}, churn for {}s, objects up to {} KiB, seed {seed}",
+        "weft bench chaos: {n} nodes in sites {}, 4+2, grace {grace:?}, churn for {}s, objects up to {} KiB written at up to {} MiB/s, seed {seed}",
         SITES.join("/"),
         args.secs,
-        args.max_kib
+        args.max_kib,
+        args.write_mib
     );
     let admin = fabric.clients[0].clone();
     let _: serde_json::Value = admin.post(
@@ -218,10 +220,18 @@ fn chaos(base: &Path, args: &ChaosArgs) -> Result<()> {
             admin.clone(),
         );
         let max = args.max_kib * 1024;
+        let rate = args.write_mib as f64 * 1048576.0;
         std::thread::spawn(move || {
             let mut rng = Rng(seed ^ 0x5eed);
             let mut i = 0u64;
+            let (started, mut sent) = (Instant::now(), 0u64);
             while !stop.load(Ordering::Relaxed) {
+                // Paced: a chaos run measures survival, not throughput, and must not fill the disk.
+                let due = Duration::from_secs_f64(sent as f64 / rate);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait.min(Duration::from_millis(200)));
+                    continue;
+                }
                 i += 1;
                 let bucket = if i.is_multiple_of(3) {
                     "chaos-eu-us"
@@ -231,6 +241,7 @@ fn chaos(base: &Path, args: &ChaosArgs) -> Result<()> {
                 let len = 1 + rng.below(max);
                 let bytes = object_bytes(seed ^ i, len);
                 let key = format!("obj-{i:06}");
+                sent += len as u64;
                 let answer: Result<PutAnswer, _> =
                     client.upload_put(&format!("/v1/b/{bucket}/{key}"), &mut &bytes[..]);
                 let mut s = stats.lock();

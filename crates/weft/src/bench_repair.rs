@@ -54,6 +54,7 @@ fn measure(base: &Path, args: &RepairArgs) -> Result<()> {
         repair_grace: Some(args.grace.clone()),
         repair_interval: Some("1s".into()),
         scrub_interval: None,
+        scrub_mib: None,
     })?;
     let per_object = (args.mib / args.objects).max(1);
     let input = base.join("object.bin");

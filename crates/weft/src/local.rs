@@ -59,6 +59,9 @@ pub struct UpArgs {
     /// Time between each node's scrubbing passes over its shards [default: 1h]
     #[arg(long)]
     pub scrub_interval: Option<String>,
+    /// Scrubbing rate in MiB/s per node (0 turns scrubbing off) [default: 16]
+    #[arg(long)]
+    pub scrub_mib: Option<u64>,
     /// Print nothing but errors
     #[arg(long, hide = true)]
     pub quiet: bool,
@@ -275,6 +278,7 @@ pub fn start_fabric(args: &UpArgs) -> Result<(PathBuf, Vec<PathBuf>, Vec<Child>)
         grace: args.repair_grace.clone(),
         interval: args.repair_interval.clone(),
         scrub_interval: args.scrub_interval.clone(),
+        scrub_mib: args.scrub_mib,
         ..RepairFile::default()
     };
     repair.config()?;
