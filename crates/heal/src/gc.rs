@@ -3,14 +3,24 @@
 //! name) for longer than the safety delay is released in the catalog; then its holders are
 //! asked to delete its shards and manifest copies (each holder checks the catalog first), and
 //! its catalog row goes.
+//!
+//! Orphans: shards a node holds that no object in the catalog places on it (it was down while
+//! its shards were rebuilt elsewhere, or while a released object was reclaimed, or a write
+//! failed before it was registered). Each node sweeps its own after scrubbing: shards older
+//! than the safety delay that the whole catalog does not place on it are deleted. The sweep
+//! is all or nothing: any catalog partition or manifest it cannot read cancels it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use weft_core::{ContentHash, NodeId};
 use weft_store::protocol::{DeleteRequest, MAX_HAS};
 
 use crate::Healer;
 use crate::registry::ManifestEntry;
+
+/// How long every member's state must have held before orphans are swept (or the safety
+/// delay, if shorter).
+const SWEEP_SETTLE: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl Healer {
     /// Release and reclaim `hash` if it is garbage. Returns true when the object is released
@@ -91,5 +101,92 @@ impl Healer {
             s.gc_bytes += entry.stored_bytes;
         }
         true
+    }
+}
+
+impl Healer {
+    /// Delete this node's orphan shards. Returns (shards deleted, bytes).
+    pub async fn sweep_orphans(&self) -> (u64, u64) {
+        let me = self.storage.id();
+        let store = self.storage.local().clone();
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(self.config.gc_delay)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let old: Vec<(ContentHash, u64)> = match tokio::task::spawn_blocking({
+            let store = store.clone();
+            move || {
+                store.list().map(|all| {
+                    all.into_iter()
+                        .filter(|(h, _)| store.written_at(h).is_some_and(|t| t < cutoff))
+                        .collect::<Vec<_>>()
+                })
+            }
+        })
+        .await
+        {
+            Ok(Ok(old)) => old,
+            _ => return (0, 0),
+        };
+        if old.is_empty() {
+            return (0, 0);
+        }
+        // Only in a settled fabric: after membership changes, catalog rows may still be on
+        // their way to new replicas, and a row missed here would be data deleted.
+        let settle = self.config.gc_delay.min(SWEEP_SETTLE).as_secs_f64();
+        if self
+            .storage
+            .fabric()
+            .members()
+            .iter()
+            .any(|m| !m.is_self && m.state_secs < settle)
+        {
+            return (0, 0);
+        }
+        let Some(wanted) = self.placed_here(me).await else {
+            tracing::debug!("orphan sweep skipped: the catalog could not be read whole");
+            return (0, 0);
+        };
+        let (mut removed, mut bytes) = (0, 0);
+        for (hash, len) in old {
+            if wanted.contains(&hash) {
+                continue;
+            }
+            let store = store.clone();
+            if let Ok(Ok(true)) = tokio::task::spawn_blocking(move || store.delete(&hash)).await {
+                removed += 1;
+                bytes += len;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(shards = removed, bytes, "orphan shards deleted");
+            let mut s = self.status.lock();
+            s.orphans_removed += removed;
+            s.orphan_bytes += bytes;
+        }
+        (removed, bytes)
+    }
+
+    /// Every shard and manifest copy the catalog places on `me`, or None if any part of the
+    /// catalog or any manifest could not be read.
+    async fn placed_here(&self, me: NodeId) -> Option<HashSet<ContentHash>> {
+        let mut wanted = HashSet::new();
+        for pk in crate::registry::all_pks() {
+            let rows = self.registry.list_from_all(&pk).await.ok()?;
+            for (hash, entry) in rows {
+                if entry.holders.contains(&me) {
+                    wanted.insert(hash);
+                }
+                let mut manifest = self.storage.manifest_at(hash, &entry.holders).await.ok()?;
+                entry.locations().apply(&mut manifest);
+                for seg in &manifest.segments {
+                    for (i, h) in seg.holders.iter().enumerate() {
+                        if *h == me {
+                            wanted.insert(seg.info.shards[i]);
+                        }
+                    }
+                }
+            }
+        }
+        Some(wanted)
     }
 }

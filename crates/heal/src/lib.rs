@@ -111,6 +111,12 @@ pub struct HealStatus {
     /// Unix ms at which the latest scrubbing pass began (0: never).
     #[serde(default)]
     pub last_scrub_started_ms: u64,
+    /// Orphan shards (referenced by no object in the catalog) this node deleted.
+    #[serde(default)]
+    pub orphans_removed: u64,
+    /// Their bytes.
+    #[serde(default)]
+    pub orphan_bytes: u64,
 }
 
 /// The healing service of one node. Cheap to clone.
@@ -173,6 +179,7 @@ impl Healer {
         loop {
             tokio::time::sleep(self.config.scrub_interval).await;
             self.scrub_once().await;
+            self.sweep_orphans().await;
         }
     }
 }

@@ -143,17 +143,34 @@ impl Registry {
         Ok((live, latest))
     }
 
+    /// Every entry under one partition key, from every replica (see
+    /// [`weft_meta::Table::list_from_all`]).
+    pub async fn list_from_all(
+        &self,
+        pk: &str,
+    ) -> Result<Vec<(ContentHash, ManifestEntry)>, String> {
+        let rows = self
+            .table
+            .list_from_all(pk, "")
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(decode_rows(rows))
+    }
+
     /// Every entry under one partition key.
     pub async fn list(&self, pk: &str) -> Result<Vec<(ContentHash, ManifestEntry)>, String> {
         let rows = self.table.list(pk, "").await.map_err(|e| e.to_string())?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(sk, e)| {
-                let hash: ContentHash = sk.parse().ok()?;
-                Some((hash, wire::decode(&e.value?).ok()?))
-            })
-            .collect())
+        Ok(decode_rows(rows))
     }
+}
+
+fn decode_rows(rows: Vec<(String, weft_meta::Entry)>) -> Vec<(ContentHash, ManifestEntry)> {
+    rows.into_iter()
+        .filter_map(|(sk, e)| {
+            let hash: ContentHash = sk.parse().ok()?;
+            Some((hash, wire::decode(&e.value?).ok()?))
+        })
+        .collect()
 }
 
 impl Catalog for Registry {

@@ -334,6 +334,50 @@ impl Table {
             .collect())
     }
 
+    /// Rows of `pk` (live ones) whose sort key starts with `prefix`, merged from *every*
+    /// replica; fails unless all of them answer. For decisions that must not miss a row, such
+    /// as deleting data no row points at: right after replicas changed, a majority may be made
+    /// of new replicas that have not been handed the rows yet.
+    pub async fn list_from_all(
+        &self,
+        pk: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, Entry)>, MetaError> {
+        let replicas = self.replicas_of(partition_of(pk.as_bytes())).len();
+        let answers = self
+            .gather(
+                pk,
+                || MetaRequest::List {
+                    pk: pk.into(),
+                    prefix: prefix.into(),
+                },
+                true,
+            )
+            .await?;
+        if answers.len() < replicas {
+            return Err(MetaError::Quorum {
+                got: answers.len(),
+                needed: replicas,
+                last: "not every replica answered".into(),
+            });
+        }
+        let mut merged: std::collections::BTreeMap<String, Entry> =
+            std::collections::BTreeMap::new();
+        for (_, r) in answers {
+            if let MetaResponse::Items(items) = r {
+                for i in items {
+                    if merged.get(&i.sk).is_none_or(|e| e.ts < i.entry.ts) {
+                        merged.insert(i.sk, i.entry);
+                    }
+                }
+            }
+        }
+        Ok(merged
+            .into_iter()
+            .filter(|(_, e)| e.value.is_some())
+            .collect())
+    }
+
     /// Rows of `pk` whose sort key starts with `prefix`, deletions (tombstones) included,
     /// merged from a majority.
     pub async fn list_all(

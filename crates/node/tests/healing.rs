@@ -104,7 +104,7 @@ async fn heal_until(nodes: &[&Node], what: &str, mut done: impl AsyncFnMut() -> 
 
 /// Whether every shard of the object is on a live node that has it.
 async fn fully_redundant(reader: &Node, cap: &Capability, alive: &[NodeId]) -> bool {
-    let Ok(m): Result<Manifest, _> = reader.storage().manifest(cap).await else {
+    let Ok(m): Result<Manifest, _> = reader.storage().manifest_now(cap).await else {
         return false;
     };
     for seg in &m.segments {
@@ -344,6 +344,64 @@ async fn space_of_deleted_overwritten_and_orphaned_objects_comes_back() {
     b.get("trash", "copy-dst", &mut out).await.unwrap();
     assert!(out == data(1 << 20));
     assert!(used(&nodes) > baseline);
+
+    // Orphans: a shard no object places anywhere (a write that died before it was
+    // registered), and the old copy of a shard repair moved while its holder was away.
+    let stray = data(70_000);
+    let stray_hash = ContentHash::of(&stray);
+    nodes[3].storage().local().put(&stray_hash, &stray).unwrap();
+    let keep_cap = b.capability("trash", "keep").await.unwrap();
+    let m = nodes[1].storage().manifest(&keep_cap).await.unwrap();
+    let seg = &m.segments[0];
+    let (from, shard) = (seg.holders[0], seg.info.shards[0]);
+    // Six nodes, six shards: the new holder already holds another shard of the segment.
+    let to = seg.holders[1];
+    let bytes = nodes[1]
+        .storage()
+        .get_shard(from, shard)
+        .await
+        .unwrap()
+        .unwrap();
+    nodes[1]
+        .storage()
+        .put_shard(to, shard, std::sync::Arc::new(bytes))
+        .await
+        .unwrap();
+    let registry = nodes[0].healer().registry();
+    let mut entry = registry.get(&keep_cap.manifest).await.unwrap().unwrap();
+    entry.set_moved(seg.info.index, 0, to);
+    registry.put(&keep_cap.manifest, &entry).await.unwrap();
+    let node = |id: NodeId| nodes.iter().find(|n| n.id() == id).unwrap();
+    let ids: Vec<NodeId> = nodes.iter().map(|n| n.id()).collect();
+    // Young shards are never swept, whatever the catalog says.
+    assert_eq!(nodes[3].healer().sweep_orphans().await.0, 0);
+    tokio::time::sleep(delay).await;
+    if std::env::var("WEFT_TEST_DEBUG").is_ok() {
+        eprintln!(
+            "states {:?}",
+            nodes[3]
+                .members()
+                .iter()
+                .map(|m| m.state_secs)
+                .collect::<Vec<_>>()
+        );
+    }
+    let mut removed = 0;
+    for n in &nodes {
+        removed += n.healer().sweep_orphans().await.0;
+    }
+    assert_eq!(removed, 2, "the stray shard and the moved shard's old copy");
+    assert!(!nodes[3].storage().local().present(&stray_hash).unwrap());
+    assert!(!node(from).storage().local().present(&shard).unwrap());
+    assert!(node(to).storage().local().present(&shard).unwrap());
+    // Everything the catalog places is still where it says, and reads back.
+    assert!(fully_redundant(&nodes[2], &keep_cap, &ids).await);
+    let mut out = Vec::new();
+    b.get("trash", "keep", &mut out).await.unwrap();
+    assert!(out == keep);
+    let mut out = Vec::new();
+    b.get("trash", "copy-dst", &mut out).await.unwrap();
+    assert!(out == data(1 << 20));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -434,8 +492,11 @@ async fn a_holder_that_fails_audits_is_quarantined_and_its_data_rebuilt_elsewher
         },
     )
     .await;
-    // No new shard goes to the quarantined node; everything still reads.
-    let (cap, manifest) = nodes[1]
+    // No new shard goes to the quarantined node (from a writer that has judged it);
+    // everything still reads.
+    reader.healer().check_once().await;
+    assert!(reader.storage().quarantined().contains(&cheater_id));
+    let (cap, manifest) = reader
         .storage()
         .put(&data(3 << 20)[..], Residency::default(), None)
         .await

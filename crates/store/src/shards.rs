@@ -269,6 +269,13 @@ impl ShardStore {
         Ok(Some(bytes))
     }
 
+    /// When shard `hash`'s file was last written (None if there is no file).
+    pub fn written_at(&self, hash: &ContentHash) -> Option<std::time::SystemTime> {
+        fs::metadata(self.path_of(hash))
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
     /// Whether a shard is indexed and its file is still there (no hashing: a cheap check).
     pub fn present(&self, hash: &ContentHash) -> Result<bool, ShardStoreError> {
         Ok(self.contains(hash)? && self.path_of(hash).exists())

@@ -59,9 +59,20 @@ fn print(s: &HealStatus) {
         s.repair_failures
     );
     println!(
-        "scrubbed:   {:.1} MB, {} corrupt shards removed",
+        "scrubbed:   {:.1} MB, {} corrupt or missing shards dropped",
         mb(s.scrubbed_bytes),
         s.scrub_corrupt
+    );
+    println!(
+        "reclaimed:  {} objects, {:.1} MB of garbage; {} orphan shards, {:.1} MB",
+        s.gc_objects,
+        mb(s.gc_bytes),
+        s.orphans_removed,
+        mb(s.orphan_bytes)
+    );
+    println!(
+        "audits:     {} passed, {} failed",
+        s.audits_passed, s.audits_failed
     );
     println!(
         "grace:      {:.0}s before a gone node's shards are rebuilt",
