@@ -7,7 +7,8 @@
 //! Orphans: shards a node holds that no object in the catalog places on it (it was down while
 //! its shards were rebuilt elsewhere, or while a released object was reclaimed, or a write
 //! failed before it was registered). Each node sweeps its own after scrubbing: shards older
-//! than the safety delay that the whole catalog does not place on it are deleted. The sweep
+//! than the safety delay that the whole catalog does not place on it are deleted (never those
+//! stored before the node first ran with a catalog: their objects may not be in it). The sweep
 //! is all or nothing: any catalog partition or manifest it cannot read cancels it.
 
 use std::collections::{HashMap, HashSet};
@@ -112,12 +113,17 @@ impl Healer {
         let cutoff = std::time::SystemTime::now()
             .checked_sub(self.config.gc_delay)
             .unwrap_or(std::time::UNIX_EPOCH);
+        let since = store.catalog_since();
         let old: Vec<(ContentHash, u64)> = match tokio::task::spawn_blocking({
             let store = store.clone();
             move || {
                 store.list().map(|all| {
                     all.into_iter()
-                        .filter(|(h, _)| store.written_at(h).is_some_and(|t| t < cutoff))
+                        .filter(|(h, _)| {
+                            store
+                                .written_at(h)
+                                .is_some_and(|t| t < cutoff && t >= since)
+                        })
                         .collect::<Vec<_>>()
                 })
             }

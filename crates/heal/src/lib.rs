@@ -134,6 +134,8 @@ impl Healer {
     pub fn start(storage: Storage, table: Table, config: HealConfig) -> Healer {
         let registry = Registry::new(table);
         storage.set_catalog(registry::as_catalog(&registry));
+        // Shards stored before this store had a catalog are never swept as orphans.
+        storage.local().catalog_since();
         storage.serve_deletes();
         let healer = Healer::new(storage, registry, config);
         tokio::spawn(healer.clone().repair_loop());

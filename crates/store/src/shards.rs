@@ -269,6 +269,27 @@ impl ShardStore {
         Ok(Some(bytes))
     }
 
+    /// When this store first ran with a catalog (shards older than that may belong to objects
+    /// the catalog never heard of, so nothing may treat them as orphans). Recorded on first call.
+    pub fn catalog_since(&self) -> std::time::SystemTime {
+        let path = self.root.join("catalog-since");
+        let read = fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok());
+        let ms = match read {
+            Some(ms) => ms,
+            None => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                let _ = fs::write(&path, now.to_string());
+                now
+            }
+        };
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)
+    }
+
     /// When shard `hash`'s file was last written (None if there is no file).
     pub fn written_at(&self, hash: &ContentHash) -> Option<std::time::SystemTime> {
         fs::metadata(self.path_of(hash))
