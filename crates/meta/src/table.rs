@@ -361,18 +361,7 @@ impl Table {
                 last: "not every replica answered".into(),
             });
         }
-        let mut merged: std::collections::BTreeMap<String, Entry> =
-            std::collections::BTreeMap::new();
-        for (_, r) in answers {
-            if let MetaResponse::Items(items) = r {
-                for i in items {
-                    if merged.get(&i.sk).is_none_or(|e| e.ts < i.entry.ts) {
-                        merged.insert(i.sk, i.entry);
-                    }
-                }
-            }
-        }
-        Ok(merged
+        Ok(newest_rows(answers)
             .into_iter()
             .filter(|(_, e)| e.value.is_some())
             .collect())
@@ -391,18 +380,7 @@ impl Table {
                 prefix: prefix.into(),
             })
             .await?;
-        let mut merged: std::collections::BTreeMap<String, Entry> =
-            std::collections::BTreeMap::new();
-        for (_, r) in answers {
-            if let MetaResponse::Items(items) = r {
-                for i in items {
-                    if merged.get(&i.sk).is_none_or(|e| e.ts < i.entry.ts) {
-                        merged.insert(i.sk, i.entry);
-                    }
-                }
-            }
-        }
-        Ok(merged.into_iter().collect())
+        Ok(newest_rows(answers))
     }
 
     /// One anti-entropy pass. For every partition this node replicates, compare Merkle trees
@@ -475,4 +453,19 @@ impl Table {
             }
         }
     }
+}
+
+/// Rows from several replicas' list answers, the newest version of each sort key.
+fn newest_rows(answers: Vec<(NodeId, MetaResponse)>) -> Vec<(String, Entry)> {
+    let mut merged: std::collections::BTreeMap<String, Entry> = std::collections::BTreeMap::new();
+    for (_, r) in answers {
+        if let MetaResponse::Items(items) = r {
+            for i in items {
+                if merged.get(&i.sk).is_none_or(|e| e.ts < i.entry.ts) {
+                    merged.insert(i.sk, i.entry);
+                }
+            }
+        }
+    }
+    merged.into_iter().collect()
 }

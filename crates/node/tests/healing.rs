@@ -376,16 +376,6 @@ async fn space_of_deleted_overwritten_and_orphaned_objects_comes_back() {
     // Young shards are never swept, whatever the catalog says.
     assert_eq!(nodes[3].healer().sweep_orphans().await.0, 0);
     tokio::time::sleep(delay).await;
-    if std::env::var("WEFT_TEST_DEBUG").is_ok() {
-        eprintln!(
-            "states {:?}",
-            nodes[3]
-                .members()
-                .iter()
-                .map(|m| m.state_secs)
-                .collect::<Vec<_>>()
-        );
-    }
     let mut removed = 0;
     for n in &nodes {
         removed += n.healer().sweep_orphans().await.0;
@@ -476,17 +466,6 @@ async fn a_holder_that_fails_audits_is_quarantined_and_its_data_rebuilt_elsewher
             let mut redundant = true;
             for (cap, _) in &objects {
                 redundant &= fully_redundant(reader, cap, &honest).await;
-            }
-            if std::env::var("WEFT_TEST_DEBUG").is_ok() {
-                eprintln!(
-                    "flagged {flagged} redundant {redundant} reps {:?}",
-                    others[0]
-                        .healer()
-                        .reputation()
-                        .iter()
-                        .map(|r| (r.node[..6].to_string(), r.audits, r.score, r.quarantined))
-                        .collect::<Vec<_>>()
-                );
             }
             flagged && redundant
         },

@@ -649,11 +649,7 @@ impl Storage {
     /// repair moved are shown where they went even if their first holder is back). For
     /// showing where an object lives; reads do not need the extra catalog lookup.
     pub async fn manifest_now(&self, cap: &Capability) -> Result<Manifest, StorageError> {
-        let mut manifest = self.manifest_at(cap.manifest, &cap.holders).await?;
-        if let Some(l) = self.locate(cap.manifest).await {
-            l.apply(&mut manifest);
-        }
-        Ok(manifest)
+        self.fetch_located(cap.manifest, &cap.holders, true).await
     }
 
     /// Fetch and verify manifest `hash`, trying `holders` first, then wherever the catalog
@@ -662,6 +658,16 @@ impl Storage {
         &self,
         hash: ContentHash,
         holders: &[NodeId],
+    ) -> Result<Manifest, StorageError> {
+        self.fetch_located(hash, holders, false).await
+    }
+
+    /// Fetch a manifest and apply the catalog's moves: always, or only when a holder is gone.
+    async fn fetch_located(
+        &self,
+        hash: ContentHash,
+        holders: &[NodeId],
+        always: bool,
     ) -> Result<Manifest, StorageError> {
         let mut located: Option<Locations> = None;
         let mut manifest = self.fetch_manifest(hash, holders).await;
@@ -674,7 +680,7 @@ impl Storage {
         let mut manifest = manifest.ok_or(StorageError::ManifestUnavailable(hash))?;
         // Shards move only when repair rebuilds them, and it does that when a holder is lost:
         // ask the catalog only then, so healthy reads cost nothing extra.
-        if located.is_none() && !self.all_holders_alive(&manifest) {
+        if located.is_none() && (always || !self.all_holders_alive(&manifest)) {
             located = self.locate(hash).await;
         }
         if let Some(l) = located {

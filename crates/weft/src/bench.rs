@@ -261,6 +261,19 @@ pub(crate) fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v
 }
 
+/// The benchmark's working folder: `dir` if given (it must not exist yet), else a fresh one
+/// under the system's temporary folder. Created empty.
+pub(crate) fn fresh_dir(dir: &Option<PathBuf>, name: &str) -> Result<PathBuf> {
+    let base = dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("weft-bench-{name}-{}", std::process::id()))
+    });
+    if base.exists() {
+        bail!("{} already exists; give an empty --dir", base.display());
+    }
+    std::fs::create_dir_all(&base)?;
+    Ok(base)
+}
+
 pub(crate) fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "NOT met" }
 }

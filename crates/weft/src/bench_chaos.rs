@@ -125,13 +125,7 @@ pub fn run(args: ChaosArgs) -> Result<()> {
             "--nodes must be at least 9 (three sites of three: a 4+2 object must survive one site cut off), --secs, --max-kib and --write-mib positive"
         );
     }
-    let base = args.dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("weft-bench-chaos-{}", std::process::id()))
-    });
-    if base.exists() {
-        bail!("{} already exists; give an empty --dir", base.display());
-    }
-    std::fs::create_dir_all(&base)?;
+    let base = crate::bench::fresh_dir(&args.dir, "chaos")?;
     let result = chaos(&base, &args);
     std::thread::sleep(Duration::from_millis(100));
     if args.dir.is_none() && result.is_ok() {
@@ -155,19 +149,18 @@ struct Chaos {
 fn chaos(base: &Path, args: &ChaosArgs) -> Result<()> {
     let grace = humantime::parse_duration(&args.grace).context("--grace")?;
     let seed = args.seed.unwrap_or_else(weft_net::now_ms);
-    let sites: Vec<String> = (0..args.nodes)
-        .map(|i| SITES[i % SITES.len()].to_string())
+    // Nodes per site, round-robin.
+    let per_site: Vec<usize> = (0..SITES.len())
+        .map(|s| (args.nodes + SITES.len() - 1 - s) / SITES.len())
         .collect();
-    let mut spec: HashMap<&str, usize> = HashMap::new();
-    for s in &sites {
-        *spec.entry(s).or_default() += 1;
-    }
+    let cut_nodes = per_site[SITES.iter().position(|s| *s == CUT).unwrap_or(0)];
     let (fabric, _) = Fabric::start_up(UpArgs {
         nodes: None,
         sites: Some(
             SITES
                 .iter()
-                .map(|s| format!("{s}:{}", spec[s]))
+                .zip(&per_site)
+                .map(|(s, n)| format!("{s}:{n}"))
                 .collect::<Vec<_>>()
                 .join(","),
         ),
@@ -183,7 +176,6 @@ fn chaos(base: &Path, args: &ChaosArgs) -> Result<()> {
         scrub_mib: Some(64),
     })?;
     let n = fabric.dirs.len();
-    let sites = site_of_dirs(&fabric)?;
     println!(
         "weft bench chaos: {n} nodes in sites {}, 4+2, grace {grace:?}, churn for {}s, objects up to {} KiB written at up to {} MiB/s, seed {seed}",
         SITES.join("/"),
@@ -281,7 +273,7 @@ fn chaos(base: &Path, args: &ChaosArgs) -> Result<()> {
                 0 => c.kill_phase(false)?,
                 1 => c.damage_phase()?,
                 2 => c.kill_phase(true)?,
-                _ => c.cut_phase(&sites)?,
+                _ => c.cut_phase(cut_nodes)?,
             };
             let settled = c.settle(weft_net::now_ms(), Duration::from_secs(180))?;
             println!(
@@ -312,7 +304,7 @@ fn chaos(base: &Path, args: &ChaosArgs) -> Result<()> {
         settled.as_secs_f64()
     );
     let acked = std::mem::take(&mut *acked.lock());
-    verify(&c, &acked, &sites)
+    verify(&c, &acked)
 }
 
 impl Chaos {
@@ -388,15 +380,14 @@ impl Chaos {
 
     /// Cut site `CUT` off from the others (every datagram dropped both ways) for between half
     /// the grace period and three times it.
-    fn cut_phase(&mut self, sites: &[String]) -> Result<String> {
+    fn cut_phase(&mut self, cut_nodes: usize) -> Result<String> {
         let hold = self.grace.mul_f64(self.rng.between(0.5, 3.0));
         self.set_links(CUT_LINKS)?;
         self.counts.cuts += 1;
         self.pause(hold);
         self.set_links(LINKS)?;
-        let cut = sites.iter().filter(|s| *s == CUT).count();
         Ok(format!(
-            "site {CUT} ({cut} nodes) cut off for {:.1}s",
+            "site {CUT} ({cut_nodes} nodes) cut off for {:.1}s",
             hold.as_secs_f64()
         ))
     }
@@ -482,21 +473,6 @@ impl Chaos {
     }
 }
 
-/// Site of each node, by its full id.
-fn site_of_dirs(fabric: &Fabric) -> Result<Vec<String>> {
-    let members: Vec<MemberStatus> = fabric.clients[0].get("/v1/nodes")?;
-    let mut out = Vec::new();
-    for client in &fabric.clients {
-        let status: weft_node::NodeStatus = client.get("/v1/status")?;
-        let m = members
-            .iter()
-            .find(|m| m.id == status.id)
-            .context("a node missing from the member list")?;
-        out.push(m.site.clone());
-    }
-    Ok(out)
-}
-
 fn shard_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(prefixes) = std::fs::read_dir(dir.join("store/shards")) else {
@@ -514,7 +490,7 @@ fn shard_files(dir: &Path) -> Vec<PathBuf> {
 /// Every acknowledged object reads back identical through a node other than its writer;
 /// every shard is on disk, intact, at the node the catalog names; no restricted shard left
 /// its regions.
-fn verify(c: &Chaos, acked: &[Acked], _sites: &[String]) -> Result<()> {
+fn verify(c: &Chaos, acked: &[Acked]) -> Result<()> {
     let fabric = &c.fabric;
     let n = fabric.dirs.len();
     let mut region_of: HashMap<String, (String, usize)> = HashMap::new();

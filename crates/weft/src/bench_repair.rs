@@ -17,13 +17,7 @@ pub fn run(args: RepairArgs) -> Result<()> {
     if args.nodes < 7 || args.mib == 0 || args.objects == 0 {
         bail!("--nodes must be at least 7 (4+2 needs a spare node), --mib and --objects positive");
     }
-    let base = args.dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("weft-bench-repair-{}", std::process::id()))
-    });
-    if base.exists() {
-        bail!("{} already exists; give an empty --dir", base.display());
-    }
-    std::fs::create_dir_all(&base)?;
+    let base = crate::bench::fresh_dir(&args.dir, "repair")?;
     let result = measure(&base, &args);
     std::thread::sleep(Duration::from_millis(100));
     // A folder the user named is kept (node logs are in it); a temporary one is removed.

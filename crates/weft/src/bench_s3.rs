@@ -94,13 +94,7 @@ pub fn run(args: S3Args) -> Result<()> {
     if args.nodes < 2 || args.mib == 0 || args.rounds == 0 {
         bail!("--nodes must be at least 2, --mib and --rounds positive");
     }
-    let base = args.dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("weft-bench-s3-{}", std::process::id()))
-    });
-    if base.exists() {
-        bail!("{} already exists; give an empty --dir", base.display());
-    }
-    std::fs::create_dir_all(&base)?;
+    let base = crate::bench::fresh_dir(&args.dir, "s3")?;
     let result = measure(&base, &args);
     std::thread::sleep(Duration::from_millis(100));
     let _ = std::fs::remove_dir_all(&base);
