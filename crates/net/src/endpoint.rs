@@ -107,6 +107,8 @@ struct Inner {
     datagrams: RwLock<HashMap<u8, DatagramHandler>>,
     wan_stats: Arc<WanStats>,
     wan: Option<Arc<RwLock<WanConfig>>>,
+    tasks: tokio_util::task::TaskTracker,
+    stop: tokio_util::sync::CancellationToken,
 }
 
 /// A node's QUIC endpoint. Cheap to clone.
@@ -209,10 +211,33 @@ impl Endpoint {
                 datagrams: RwLock::new(HashMap::new()),
                 wan_stats,
                 wan: wan_handle,
+                tasks: tokio_util::task::TaskTracker::new(),
+                stop: tokio_util::sync::CancellationToken::new(),
             }),
         };
-        tokio::spawn(endpoint.clone().accept_loop());
+        endpoint.spawn(endpoint.clone().accept_loop());
         Ok(endpoint)
+    }
+
+    /// Run `task` as part of this node: it ends (is dropped at its next await point) when the
+    /// endpoint shuts down, and [`Endpoint::shutdown`] waits for it. Every long-lived task of
+    /// every service runs through here, so stopping a node stops all of it.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let stop = self.inner.stop.clone();
+        self.inner.tasks.spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = task => {}
+            }
+        });
+    }
+
+    /// Whether [`Endpoint::shutdown`] has begun.
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stop.is_cancelled()
     }
 
     /// This node's id.
@@ -383,6 +408,9 @@ impl Endpoint {
     pub async fn shutdown(&self) {
         self.inner.quinn.close(0u32.into(), b"shutdown");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.quinn.wait_idle()).await;
+        self.inner.stop.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
     }
 
     fn cached(&self, id: &NodeId) -> Option<quinn::Connection> {
