@@ -88,11 +88,10 @@ pub(crate) async fn put(
         .map_err(storage_failure)?;
     // An object stored by capability has no name that could let go of it: it is kept.
     s.node
-        .healer()
-        .registry()
-        .retain(&cap.manifest, "capability")
+        .buckets()
+        .retain_capability(&cap.manifest)
         .await
-        .map_err(|e| ApiFailure(StatusCode::SERVICE_UNAVAILABLE, e))?;
+        .map_err(|e| ApiFailure(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     Ok(Json(PutAnswer {
         capability: cap.to_text(),
         content_id: manifest.content_id.to_hex(),

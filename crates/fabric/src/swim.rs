@@ -4,6 +4,7 @@
 //! datagrams and timer events from a channel, and carries out what it asks (send, schedule,
 //! notify). After every step the shared view is refreshed from foca's membership table.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
@@ -11,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use foca::{
-    AccumulatingRuntime, Foca, Identity, Member, OwnedNotification, PostcardCodec, State, Timer,
+    AccumulatingRuntime, Foca, Identity, Incarnation, Member, OwnedNotification, PostcardCodec,
+    State, Timer,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -78,7 +80,20 @@ pub(crate) enum Input {
     Announce(SwimId),
     MarkDown(NodeId),
     Leave(oneshot::Sender<()>),
+    /// Periodic: declare down members whose suspicion foca never resolved.
+    ExpireSuspicions,
 }
+
+/// A suspicion still unresolved (same identity, same incarnation) after this many suspicion
+/// periods plus a probe period is declared down by the driver. foca arms the only
+/// suspect-to-down timer on the node whose probe failed, and drops it when that node changes
+/// identity (`Identity::renew` after being declared down resets foca's timer token); nodes that
+/// learned the suspicion by gossip never time it out. If the suspect never hears of the
+/// suspicion (e.g. the gossip reached it from senders it considers down, whose payloads it
+/// ignores), it stays Suspect everywhere for as long as direct probes keep succeeding.
+const STALE_SUSPICION_PERIODS: u32 = 3;
+
+type SwimFoca = Foca<SwimId, PostcardCodec, rand::rngs::StdRng, foca::NoCustomBroadcast>;
 
 /// SWIM datagrams stay well under the QUIC datagram limit (~1200 bytes minus headers).
 const MAX_PACKET: usize = 1000;
@@ -114,6 +129,20 @@ pub(crate) async fn run(
     let rng: rand::rngs::StdRng = rand::make_rng();
     let mut foca = Foca::new(me, config(timing), rng, PostcardCodec);
     let mut rt = AccumulatingRuntime::new();
+    let mut suspects: HashMap<NodeId, (SwimId, Incarnation, Instant)> = HashMap::new();
+    let stale_after = timing.suspect_to_down * STALE_SUSPICION_PERIODS + timing.probe_period;
+    {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(timing.suspect_to_down);
+            loop {
+                tick.tick().await;
+                if tx.send(Input::ExpireSuspicions).is_err() {
+                    return;
+                }
+            }
+        });
+    }
     while let Some(input) = rx.recv().await {
         let mut leaving = None;
         let result = match input {
@@ -132,12 +161,31 @@ pub(crate) async fn run(
                 leaving = Some(done);
                 foca.leave_cluster(&mut rt)
             }
+            Input::ExpireSuspicions => {
+                let stale: Vec<Member<SwimId>> = foca
+                    .iter_membership_state()
+                    .filter(|m| m.state() == State::Suspect)
+                    .filter(|m| {
+                        suspects.get(&m.id().node).is_some_and(|(id, inc, since)| {
+                            id == m.id()
+                                && *inc == m.incarnation()
+                                && since.elapsed() >= stale_after
+                        })
+                    })
+                    .map(|m| Member::new(m.id().clone(), m.incarnation(), State::Down))
+                    .collect();
+                for m in &stale {
+                    tracing::info!(peer = %m.id().node, "suspicion never resolved: declaring down");
+                }
+                foca.apply_many(stale.into_iter(), true, &mut rt)
+            }
         };
         if let Err(e) = result {
             tracing::debug!(error = %e, "swim input refused");
         }
         flush(&shared, &mut rt, &tx);
         refresh(&shared, &foca);
+        track_suspects(&mut suspects, &foca);
         if let Some(done) = leaving {
             let _ = done.send(());
             return;
@@ -208,10 +256,24 @@ fn flush(
     }
 }
 
-fn refresh(
-    shared: &Arc<Shared>,
-    foca: &Foca<SwimId, PostcardCodec, rand::rngs::StdRng, foca::NoCustomBroadcast>,
-) {
+/// Remember since when each member has been Suspect at its current identity and incarnation.
+fn track_suspects(suspects: &mut HashMap<NodeId, (SwimId, Incarnation, Instant)>, foca: &SwimFoca) {
+    let now = Instant::now();
+    let mut current = HashMap::new();
+    for m in foca.iter_membership_state() {
+        if m.state() != State::Suspect {
+            continue;
+        }
+        let since = match suspects.get(&m.id().node) {
+            Some((id, inc, since)) if id == m.id() && *inc == m.incarnation() => *since,
+            _ => now,
+        };
+        current.insert(m.id().node, (m.id().clone(), m.incarnation(), since));
+    }
+    *suspects = current;
+}
+
+fn refresh(shared: &Arc<Shared>, foca: &SwimFoca) {
     let now = Instant::now();
     let mut view = shared.view.write();
     for m in foca.iter_membership_state() {

@@ -43,8 +43,17 @@ impl Healer {
             if live > 0 || weft_net::now_ms().saturating_sub(quiet_since) < delay {
                 return false;
             }
-            entry.released_ms = Some(weft_net::now_ms());
-            if self.registry.put(&hash, &entry).await.is_err() {
+            let now = weft_net::now_ms();
+            entry.released_ms = Some(now);
+            let released = self
+                .registry
+                .update(&hash, |cur| {
+                    let mut e = cur?;
+                    e.released_ms.get_or_insert(now);
+                    Some(e)
+                })
+                .await;
+            if released.is_err() {
                 return false;
             }
             tracing::info!(manifest = %hash, bytes = entry.stored_bytes, "object released; reclaiming its shards");
@@ -52,13 +61,19 @@ impl Healer {
         // Segment shards first, the manifest copies last (holders read the manifest to check
         // what they are asked to delete).
         let mut by_node: HashMap<NodeId, Vec<ContentHash>> = HashMap::new();
-        let manifest = self.storage.manifest_at(hash, &entry.holders).await;
-        if let Ok(mut m) = manifest {
-            entry.locations().apply(&mut m);
-            for seg in &m.segments {
-                for (i, n) in seg.holders.iter().enumerate() {
-                    by_node.entry(*n).or_default().push(seg.info.shards[i]);
-                }
+        let mut m = match self.storage.manifest_at(hash, &entry.holders).await {
+            Ok(m) => m,
+            Err(e) => {
+                // Without the manifest this node cannot tell which shards are the object's:
+                // delete nothing (not even the manifest copies) and try again next check.
+                tracing::warn!(manifest = %hash, error = %e, "released object left alone: its manifest cannot be read");
+                return true;
+            }
+        };
+        entry.locations().apply(&mut m);
+        for seg in &m.segments {
+            for (n, shard) in seg.holders.iter().zip(&seg.info.shards) {
+                by_node.entry(*n).or_default().push(*shard);
             }
         }
         let mut complete = true;
@@ -148,9 +163,15 @@ impl Healer {
         {
             return (0, 0);
         }
-        let Some(wanted) = self.placed_here(me).await else {
-            tracing::debug!("orphan sweep skipped: the catalog could not be read whole");
-            return (0, 0);
+        let wanted = match self.placed_here(me).await {
+            Ok(w) => w,
+            Err(why) => {
+                tracing::info!(reason = %why, "orphan sweep skipped: deleting nothing");
+                let mut s = self.status.lock();
+                s.sweeps_skipped += 1;
+                s.last_sweep_skip = why;
+                return (0, 0);
+            }
         };
         let (mut removed, mut bytes) = (0, 0);
         for (hash, len) in old {
@@ -172,27 +193,39 @@ impl Healer {
         (removed, bytes)
     }
 
-    /// Every shard and manifest copy the catalog places on `me`, or None if any part of the
-    /// catalog or any manifest could not be read.
-    async fn placed_here(&self, me: NodeId) -> Option<HashSet<ContentHash>> {
+    /// Every shard and manifest copy the catalog places on `me`, or why that cannot be known
+    /// (a catalog partition or manifest that could not be read, or a row this node does not
+    /// understand).
+    async fn placed_here(&self, me: NodeId) -> Result<HashSet<ContentHash>, String> {
         let mut wanted = HashSet::new();
-        for pk in crate::registry::all_pks() {
-            let rows = self.registry.list_from_all(&pk).await.ok()?;
-            for (hash, entry) in rows {
+        for part in crate::schema::catalog_parts() {
+            let listing = self
+                .registry
+                .list_from_all(part)
+                .await
+                .map_err(|e| format!("catalog partition {part:02x}: {e}"))?;
+            if let Some(why) = listing.unreadable.first() {
+                return Err(why.clone());
+            }
+            for (hash, entry) in listing.rows {
                 if entry.holders.contains(&me) {
                     wanted.insert(hash);
                 }
-                let mut manifest = self.storage.manifest_at(hash, &entry.holders).await.ok()?;
+                let mut manifest = self
+                    .storage
+                    .manifest_at(hash, &entry.holders)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 entry.locations().apply(&mut manifest);
                 for seg in &manifest.segments {
-                    for (i, h) in seg.holders.iter().enumerate() {
+                    for (h, shard) in seg.holders.iter().zip(&seg.info.shards) {
                         if *h == me {
-                            wanted.insert(seg.info.shards[i]);
+                            wanted.insert(*shard);
                         }
                     }
                 }
             }
         }
-        Some(wanted)
+        Ok(wanted)
     }
 }

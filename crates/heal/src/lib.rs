@@ -16,6 +16,7 @@ pub mod gc;
 pub mod registry;
 pub mod repair;
 pub mod reputation;
+pub mod schema;
 pub mod scrub;
 
 use std::sync::Arc;
@@ -26,8 +27,9 @@ use serde::{Deserialize, Serialize};
 use weft_meta::Table;
 use weft_store::Storage;
 
-pub use registry::{ManifestEntry, Registry};
+pub use registry::{HealError, Listing, ManifestEntry, Registry};
 pub use reputation::Reputation;
+pub use schema::RefHolder;
 
 /// Healing settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -117,6 +119,19 @@ pub struct HealStatus {
     /// Their bytes.
     #[serde(default)]
     pub orphan_bytes: u64,
+    /// Catalog rows the last check could not read (written by a newer weft, or corrupt): their
+    /// objects were neither repaired nor collected.
+    #[serde(default)]
+    pub unreadable_rows: u64,
+    /// The latest such row, and why.
+    #[serde(default)]
+    pub last_unreadable: String,
+    /// Orphan sweeps skipped because something they depend on could not be read.
+    #[serde(default)]
+    pub sweeps_skipped: u64,
+    /// Why the latest sweep was skipped.
+    #[serde(default)]
+    pub last_sweep_skip: String,
 }
 
 /// The healing service of one node. Cheap to clone.
@@ -138,9 +153,10 @@ impl Healer {
         storage.local().catalog_since();
         storage.serve_deletes();
         let healer = Healer::new(storage, registry, config);
-        tokio::spawn(healer.clone().repair_loop());
+        let endpoint = healer.storage.endpoint().clone();
+        endpoint.spawn(healer.clone().repair_loop());
         if healer.config.scrub_bytes_per_sec > 0 {
-            tokio::spawn(healer.clone().scrub_loop());
+            endpoint.spawn(healer.clone().scrub_loop());
         }
         healer
     }

@@ -6,9 +6,11 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use weft_core::{ContentHash, NodeId, wire};
-use weft_meta::Table;
+use weft_core::{ContentHash, NodeId, SecretKey};
+use weft_meta::{MetaError, Row, Table, Value};
 use weft_store::{BoxFuture, Catalog, Erasure, Locations, Manifest, Residency};
+
+use crate::schema::{CatalogRows, RefHolder, References, catalog_part};
 
 /// What the catalog knows about one stored object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +43,21 @@ impl ManifestEntry {
         }
     }
 
+    /// Check what a member wrote before using it: a valid coding, and moves that name shards
+    /// the coding has.
+    pub fn validate(&self) -> Result<(), String> {
+        self.ec
+            .validate()
+            .map_err(|_| format!("erasure coding {} is not valid", self.ec))?;
+        let n = self.ec.data + self.ec.parity;
+        if let Some((s, i, _)) = self.moved.iter().find(|(_, i, _)| *i as usize >= n) {
+            return Err(format!(
+                "moved shard {i} of segment {s} is past the coding's {n}"
+            ));
+        }
+        Ok(())
+    }
+
     /// Record that shard `shard` of segment `segment` now lives on `node`.
     pub fn set_moved(&mut self, segment: u32, shard: u16, node: NodeId) {
         self.moved
@@ -49,19 +66,22 @@ impl ManifestEntry {
     }
 }
 
-/// Partition key of a manifest's row.
-pub fn pk_of(hash: &ContentHash) -> String {
-    format!("m/{:02x}", hash.0[0])
+/// A catalog error.
+#[derive(Debug, thiserror::Error)]
+pub enum HealError {
+    /// The metadata table failed.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
 }
 
-/// Partition key of a manifest's references.
-fn refs_pk(hash: &ContentHash) -> String {
-    format!("r/{}", hash.to_hex())
-}
-
-/// Every partition key the catalog uses.
-pub fn all_pks() -> impl Iterator<Item = String> {
-    (0..=255u8).map(|b| format!("m/{b:02x}"))
+/// Catalog rows of one partition: the ones this node can read, and what it could not read
+/// (newer formats, corrupt rows), which anything that deletes data must treat as "cannot tell".
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Readable entries.
+    pub rows: Vec<(ContentHash, ManifestEntry)>,
+    /// Rows that could not be read, with why.
+    pub unreadable: Vec<String>,
 }
 
 /// The catalog over the metadata table.
@@ -81,96 +101,119 @@ impl Registry {
         &self.table
     }
 
-    /// One entry.
-    pub async fn get(&self, hash: &ContentHash) -> Result<Option<ManifestEntry>, String> {
-        let entry = self
+    /// One entry (a row this node cannot read is an error, never "absent").
+    pub async fn get(&self, hash: &ContentHash) -> Result<Option<ManifestEntry>, HealError> {
+        Ok(self
             .table
-            .get(&pk_of(hash), &hash.to_hex())
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(entry
-            .and_then(|e| e.value)
-            .and_then(|v| wire::decode(&v).ok()))
+            .get_value::<CatalogRows>(&catalog_part(hash), hash)
+            .await?)
     }
 
-    /// Write an entry.
-    pub async fn put(&self, hash: &ContentHash, entry: &ManifestEntry) -> Result<(), String> {
+    /// Write an entry (signed by this node).
+    pub async fn put(&self, hash: &ContentHash, entry: &ManifestEntry) -> Result<(), HealError> {
         self.table
-            .put(&pk_of(hash), &hash.to_hex(), Some(wire::encode(entry)))
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            .put::<CatalogRows>(
+                self.table.node_key(),
+                &catalog_part(hash),
+                hash,
+                Some(entry),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Change an entry in place: `change` gets the current entry (versions only some replicas
+    /// hold combined first) and returns the new one, or `None` to leave it. Retried if another
+    /// node writes the entry meanwhile; an entry this node cannot read is left alone (error).
+    pub async fn update(
+        &self,
+        hash: &ContentHash,
+        mut change: impl FnMut(Option<ManifestEntry>) -> Option<ManifestEntry>,
+    ) -> Result<(), HealError> {
+        self.table
+            .update::<CatalogRows>(self.table.node_key(), &catalog_part(hash), hash, |cur| {
+                change(cur).map(Some)
+            })
+            .await?;
+        Ok(())
     }
 
     /// Remove an object's row (after its shards were reclaimed).
-    pub async fn forget(&self, hash: &ContentHash) -> Result<(), String> {
+    pub async fn forget(&self, hash: &ContentHash) -> Result<(), HealError> {
         self.table
-            .put(&pk_of(hash), &hash.to_hex(), None)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            .put::<CatalogRows>(self.table.node_key(), &catalog_part(hash), hash, None)
+            .await?;
+        Ok(())
     }
 
-    /// Record that `holder` (e.g. `v/bucket/key/version`) uses the object: it is not garbage
-    /// while any holder does.
-    pub async fn retain(&self, hash: &ContentHash, holder: &str) -> Result<(), String> {
+    /// Record that `holder` uses the object: it is not garbage while any holder does. Signed
+    /// by `by`, which must be the holder's account.
+    pub async fn retain(
+        &self,
+        hash: &ContentHash,
+        holder: &RefHolder,
+        by: &SecretKey,
+    ) -> Result<(), HealError> {
         self.table
-            .put(&refs_pk(hash), holder, Some(Vec::new()))
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            .put::<References>(by, hash, holder, Some(&()))
+            .await?;
+        Ok(())
     }
 
     /// Record that `holder` no longer uses the object.
-    pub async fn release(&self, hash: &ContentHash, holder: &str) -> Result<(), String> {
-        self.table
-            .put(&refs_pk(hash), holder, None)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    pub async fn release(
+        &self,
+        hash: &ContentHash,
+        holder: &RefHolder,
+        by: &SecretKey,
+    ) -> Result<(), HealError> {
+        self.table.put::<References>(by, hash, holder, None).await?;
+        Ok(())
     }
 
-    /// Live references and the wall-clock ms of the latest change to any of them.
-    pub async fn refs(&self, hash: &ContentHash) -> Result<(usize, u64), String> {
-        let pk = refs_pk(hash);
-        let answers = self
-            .table
-            .list_all(&pk, "")
-            .await
-            .map_err(|e| e.to_string())?;
-        let live = answers.iter().filter(|(_, e)| e.value.is_some()).count();
-        let latest = answers.iter().map(|(_, e)| e.ts.wall).max().unwrap_or(0);
+    /// Live references and the wall-clock ms of the latest change to any of them. A reference
+    /// row this node cannot read counts as live.
+    pub async fn refs(&self, hash: &ContentHash) -> Result<(usize, u64), HealError> {
+        let answers = self.table.list_all::<References>(hash, "").await?;
+        let live = answers.iter().filter(|(_, r)| r.value.is_some()).count();
+        let latest = answers.iter().map(|(_, r)| r.ts.wall).max().unwrap_or(0);
         Ok((live, latest))
     }
 
-    /// Every entry under one partition key, from every replica (see
+    /// Every entry of one catalog partition, from every replica (see
     /// [`weft_meta::Table::list_from_all`]).
-    pub async fn list_from_all(
-        &self,
-        pk: &str,
-    ) -> Result<Vec<(ContentHash, ManifestEntry)>, String> {
-        let rows = self
-            .table
-            .list_from_all(pk, "")
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(decode_rows(rows))
+    pub async fn list_from_all(&self, part: u8) -> Result<Listing, HealError> {
+        let rows = self.table.list_from_all::<CatalogRows>(&part, "").await?;
+        Ok(sort_rows(rows))
     }
 
-    /// Every entry under one partition key.
-    pub async fn list(&self, pk: &str) -> Result<Vec<(ContentHash, ManifestEntry)>, String> {
-        let rows = self.table.list(pk, "").await.map_err(|e| e.to_string())?;
-        Ok(decode_rows(rows))
+    /// Every entry of one catalog partition.
+    pub async fn list(&self, part: u8) -> Result<Listing, HealError> {
+        let rows = self.table.list::<CatalogRows>(&part, "").await?;
+        Ok(sort_rows(rows))
     }
 }
 
-fn decode_rows(rows: Vec<(String, weft_meta::Entry)>) -> Vec<(ContentHash, ManifestEntry)> {
-    rows.into_iter()
-        .filter_map(|(sk, e)| {
-            let hash: ContentHash = sk.parse().ok()?;
-            Some((hash, wire::decode(&e.value?).ok()?))
-        })
-        .collect()
+fn sort_rows(rows: Vec<(String, Row<ManifestEntry>)>) -> Listing {
+    let mut out = Listing::default();
+    for (sk, row) in rows {
+        let hash = sk.parse::<ContentHash>();
+        match (hash, row.value) {
+            (Ok(hash), Some(Value::Known(e))) => match e.validate() {
+                Ok(()) => out.rows.push((hash, e)),
+                Err(why) => out.unreadable.push(format!("catalog row {sk}: {why}")),
+            },
+            (_, None) => {}
+            (Err(_), Some(_)) => out.unreadable.push(format!("catalog row {sk:?}: bad key")),
+            (_, Some(Value::Newer(f))) => out.unreadable.push(format!(
+                "catalog row {sk}: format {f} is newer than this node knows"
+            )),
+            (_, Some(Value::Corrupt(why))) => {
+                out.unreadable.push(format!("catalog row {sk}: {why}"))
+            }
+        }
+    }
+    out
 }
 
 impl Catalog for Registry {
@@ -196,7 +239,7 @@ impl Catalog for Registry {
                 moved: Vec::new(),
                 released_ms: None,
             };
-            self.put(&manifest, &entry).await
+            self.put(&manifest, &entry).await.map_err(|e| e.to_string())
         })
     }
 
@@ -209,13 +252,13 @@ impl Catalog for Registry {
     fn locate(&self, manifest: ContentHash) -> BoxFuture<'_, Option<Locations>> {
         Box::pin(async move {
             // A read must not fail because the catalog lost its majority for a moment.
-            let entry = self
+            let row = self
                 .table
-                .get_relaxed(&pk_of(&manifest), &manifest.to_hex())
+                .get_relaxed::<CatalogRows>(&catalog_part(&manifest), &manifest)
                 .await
                 .ok()??;
-            wire::decode::<ManifestEntry>(&entry.value?)
-                .ok()
+            row.known()
+                .filter(|e| e.validate().is_ok())
                 .map(|e| e.locations())
         })
     }

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use weft_core::{ContentHash, NodeId};
 use weft_fabric::MemberState;
-use weft_meta::ring::partition_of;
 use weft_store::{Candidate, Erasure, Manifest, PlacedSegment, Residency, place, rebuild_shards};
 
 use crate::Healer;
-use crate::registry::{ManifestEntry, all_pks};
+use crate::registry::ManifestEntry;
+use crate::schema::{CatalogRows, catalog_parts};
 
 /// Segments rebuilt at once.
 const PARALLEL: usize = 8;
@@ -99,31 +99,37 @@ impl Healer {
         // Every node holding a shard of an object checked here: its availability is sampled.
         let mut holders: HashSet<NodeId> = HashSet::new();
         let quarantined = self.storage.quarantined();
-        for pk in all_pks() {
+        let mut unreadable = Vec::new();
+        for part in catalog_parts() {
             // A quarantined node is not trusted to repair (it may be the one that lost the
             // data), so the partition's next replica checks its objects instead.
             let owner = self
                 .registry
                 .table()
-                .replicas_of(partition_of(pk.as_bytes()))
+                .replicas_for::<CatalogRows>(&part)
                 .into_iter()
                 .find(|n| !quarantined.contains(n));
             if owner != Some(me) {
                 continue;
             }
-            let Ok(rows) = self.registry.list(&pk).await else {
+            let Ok(listing) = self.registry.list(part).await else {
                 continue;
             };
-            for (hash, entry) in rows {
+            // Rows this node cannot read are left exactly as they are.
+            unreadable.extend(listing.unreadable);
+            for (hash, entry) in listing.rows {
                 report.objects += 1;
                 if self.collect(hash, &entry, &is_lost, &askable).await {
                     report.collected += 1;
                     continue;
                 }
-                let Ok(mut manifest) = self.storage.manifest_at(hash, &entry.holders).await else {
-                    tracing::warn!(manifest = %hash, "object check: manifest unavailable");
-                    report.unrepairable += 1;
-                    continue;
+                let mut manifest = match self.storage.manifest_at(hash, &entry.holders).await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(manifest = %hash, error = %e, "object check: manifest unusable");
+                        report.unrepairable += 1;
+                        continue;
+                    }
                 };
                 entry.locations().apply(&mut manifest);
                 holders.extend(
@@ -245,15 +251,19 @@ impl Healer {
             // Apply this check's changes to the row as it is now, not as it was when the check
             // started, so a concurrent writer's moves (another node that briefly also thought it
             // owned the partition) are kept.
-            let mut entry = match self.registry.get(&hash).await {
-                Ok(Some(now)) => now,
-                _ => mine.clone(),
-            };
-            entry.holders = mine.holders.clone();
-            for (seg, shard, node) in moved.remove(&hash).unwrap_or_default() {
-                entry.set_moved(seg, shard, node);
-            }
-            if let Err(e) = self.registry.put(&hash, &entry).await {
+            let moves = moved.remove(&hash).unwrap_or_default();
+            let changed = self
+                .registry
+                .update(&hash, |now| {
+                    let mut entry = now.unwrap_or_else(|| mine.clone());
+                    entry.holders = mine.holders.clone();
+                    for (seg, shard, node) in &moves {
+                        entry.set_moved(*seg, *shard, *node);
+                    }
+                    Some(entry)
+                })
+                .await;
+            if let Err(e) = changed {
                 tracing::warn!(manifest = %hash, error = %e, "could not record repaired pieces");
             }
         }
@@ -273,7 +283,18 @@ impl Healer {
                 .extend(std::iter::repeat_n(false, times as usize));
         }
         self.record_audits(audits, &holders, &up).await;
+        if !unreadable.is_empty() {
+            tracing::warn!(
+                rows = unreadable.len(),
+                first = %unreadable[0],
+                "catalog rows this node cannot read were left alone (written by a newer weft, or corrupt)"
+            );
+        }
         let mut s = self.status.lock();
+        s.unreadable_rows = unreadable.len() as u64;
+        if let Some(first) = unreadable.first() {
+            s.last_unreadable = first.clone();
+        }
         s.scans += 1;
         s.last_scan_ms = weft_net::now_ms();
         s.last_scan_started_ms = started_ms;

@@ -9,9 +9,10 @@
 use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
-use weft_core::{NodeId, wire};
+use weft_core::NodeId;
 
 use crate::Healer;
+use crate::schema::Tallies;
 
 /// Recent audits that count per auditor.
 const WINDOW: u32 = 32;
@@ -134,10 +135,6 @@ pub fn judge(node: &NodeId, tallies: &[Tally], up_now: bool) -> Reputation {
     }
 }
 
-fn rep_pk(node: &NodeId) -> String {
-    format!("rep/{}", node.to_hex())
-}
-
 impl Healer {
     /// Re-read every known node's tallies, recompute reputations and apply quarantine.
     pub(crate) async fn refresh_reputation(&self) {
@@ -146,17 +143,14 @@ impl Healer {
             let Ok(id) = m.id.parse::<NodeId>() else {
                 continue;
             };
-            let Ok(rows) = self.registry.table().list(&rep_pk(&id), "").await else {
+            let Ok(rows) = self.registry.table().list::<Tallies>(&id, "").await else {
                 // Keep what was known when the table cannot answer.
                 if let Some(old) = self.reputation.lock().get(&id) {
                     reps.insert(id, old.clone());
                 }
                 continue;
             };
-            let tallies: Vec<Tally> = rows
-                .into_iter()
-                .filter_map(|(_, e)| wire::decode(&e.value?).ok())
-                .collect();
+            let tallies: Vec<Tally> = rows.into_iter().filter_map(|(_, r)| r.known()).collect();
             let up_now = m.state == weft_fabric::MemberState::Alive;
             reps.insert(id, judge(&id, &tallies, up_now));
         }
@@ -188,14 +182,11 @@ impl Healer {
                 results.entry(*h).or_default();
             }
         }
-        let me = me.to_hex();
+        let table = self.registry.table();
         for (node, outcomes) in results {
-            let pk = rep_pk(&node);
-            let mut tally: Tally = match self.registry.table().get(&pk, &me).await {
-                Ok(e) => e
-                    .and_then(|e| e.value)
-                    .and_then(|v| wire::decode(&v).ok())
-                    .unwrap_or_default(),
+            // A tally this node cannot read (a newer format) is left alone.
+            let mut tally: Tally = match table.get_value::<Tallies>(&node, &me).await {
+                Ok(t) => t.unwrap_or_default(),
                 Err(_) => continue,
             };
             for o in &outcomes {
@@ -208,10 +199,8 @@ impl Healer {
             if failed > 0 {
                 tracing::warn!(node = %node, failed, of = outcomes.len(), "storage audits failed");
             }
-            let _ = self
-                .registry
-                .table()
-                .put(&pk, &me, Some(wire::encode(&tally)))
+            let _ = table
+                .put::<Tallies>(table.node_key(), &node, &me, Some(&tally))
                 .await;
             let mut s = self.status.lock();
             s.audits_passed += outcomes.len() as u64 - failed as u64;

@@ -5,7 +5,11 @@
 //! failures and partitions by Merkle-tree anti-entropy (rows held by non-replicas are handed
 //! to the current replicas).
 //!
-//! It knows nothing about buckets, objects or files: those are rows its users define.
+//! Rows are typed and signed: each kind of row is a [`Schema`] (key shape, value type and
+//! format, writer rule), every row version carries its writer's signature, and every replica
+//! checks signature and rule before it takes a row ([`row`]).
+//!
+//! It knows nothing about buckets, objects or files: those are schemas its users declare.
 
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -13,8 +17,12 @@
 pub mod hlc;
 pub mod local;
 pub mod ring;
+pub mod row;
+pub mod schema;
 pub mod table;
 
 pub use hlc::{Hlc, Timestamp};
-pub use local::{Entry, Item, LocalError, LocalTable, PartitionTree};
+pub use local::{Cond, LegacyEntry, LocalError, LocalTable, PartitionTree};
+pub use row::{Entry, Item, Refusal, Rules, Writer};
+pub use schema::{Row, Schema, SortKey, Value};
 pub use table::{MetaError, Table};

@@ -1,4 +1,10 @@
-//! One node's replica of the table: entries in redb, merged last-writer-wins.
+//! One node's replica of the table: entries in redb, merged last-writer-wins after each row's
+//! signature and writer rule are checked.
+//!
+//! Stored entries open with a format byte ([`ENTRY_FORMAT`]). Entries written before rows were
+//! signed (no format byte) are moved aside into a `legacy` table when the replica is opened, so
+//! they are never served as if signed; the node migrates what it can sign (see
+//! [`LocalTable::legacy`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,28 +17,91 @@ use weft_core::wire;
 
 use crate::hlc::Timestamp;
 use crate::ring::{Partition, partition_of};
+use crate::row::{Entry, Item, Refusal};
 
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
+const LEGACY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("legacy");
 
-/// A versioned value; `None` is a deletion (tombstone), kept so deletes win over older writes.
+/// Format of stored entries (the first byte of every stored value).
+pub const ENTRY_FORMAT: u8 = 1;
+
+/// A row as it was stored before rows were signed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
+pub struct LegacyEntry {
     /// When it was written.
     pub ts: Timestamp,
     /// The value, or `None` if deleted.
     pub value: Option<Vec<u8>>,
 }
 
-/// A row: partition key, sort key, entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Item {
-    /// Partition key (e.g. a bucket): all rows with the same one live in one partition.
-    pub pk: String,
-    /// Sort key within the partition (e.g. an object key).
-    pub sk: String,
-    /// The entry.
-    pub entry: Entry,
+fn encode_entry(e: &Entry) -> Vec<u8> {
+    let mut out = vec![ENTRY_FORMAT];
+    out.extend_from_slice(&wire::encode(e));
+    out
 }
+
+fn decode_entry(bytes: &[u8]) -> Option<Entry> {
+    match bytes.split_first() {
+        Some((&ENTRY_FORMAT, rest)) => wire::decode(rest).ok(),
+        _ => None,
+    }
+}
+
+/// Whether `new` replaces `old` under last-writer-wins: a later timestamp, or the same one with
+/// a greater signature (so replicas handed two versions with equal timestamps agree).
+pub fn supersedes(new: &Entry, old: &Entry) -> bool {
+    (new.ts, new.sig.0) > (old.ts, old.sig.0)
+}
+
+/// What a merge did.
+#[derive(Debug, Default)]
+pub struct Merged {
+    /// Rows that changed this replica.
+    pub changed: usize,
+    /// Rows refused (bad signature, writer not allowed, unknown kind).
+    pub refused: Vec<Refusal>,
+}
+
+/// A condition on a replica's current version of a row, for conditional writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Cond {
+    /// The row does not exist or is deleted (create-if-absent).
+    Absent,
+    /// The replica's version is no newer than this (`None`: there is none): nobody wrote the
+    /// row since the writer read it.
+    NotNewerThan(Option<Timestamp>),
+}
+
+impl Cond {
+    /// Whether `current` satisfies the condition.
+    pub fn holds(&self, current: Option<&Entry>) -> bool {
+        match self {
+            Cond::Absent => current.is_none_or(Entry::is_tombstone),
+            Cond::NotNewerThan(None) => current.is_none(),
+            Cond::NotNewerThan(Some(t)) => current.is_none_or(|c| c.ts <= *t),
+        }
+    }
+}
+
+/// Decides what a replica takes: whether a row may be written at all, and whether it replaces
+/// the replica's current version.
+pub trait Judge: Sync {
+    /// Check a row before a replica takes it (`current`: the replica's version).
+    fn admit(&self, item: &Item, current: Option<&Entry>) -> Result<(), Refusal>;
+    /// Whether `item` replaces `current` (default: last-writer-wins, [`supersedes`]).
+    fn replaces(&self, item: &Item, current: &Entry) -> bool {
+        supersedes(&item.entry, current)
+    }
+}
+
+impl<F: Fn(&Item, Option<&Entry>) -> Result<(), Refusal> + Sync> Judge for F {
+    fn admit(&self, item: &Item, current: Option<&Entry>) -> Result<(), Refusal> {
+        self(item, current)
+    }
+}
+
+/// A judge, as the merge functions take it.
+pub type Admit<'a> = &'a dyn Judge;
 
 /// Local-table failures.
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +179,27 @@ impl LocalTable {
         }
         let db = Database::create(path).map_err(err)?;
         let tx = db.begin_write().map_err(err)?;
-        tx.open_table(ENTRIES).map_err(err)?;
+        {
+            let mut entries = tx.open_table(ENTRIES).map_err(err)?;
+            let mut legacy = tx.open_table(LEGACY).map_err(err)?;
+            let mut old = Vec::new();
+            for row in entries.iter().map_err(err)? {
+                let (k, v) = row.map_err(err)?;
+                if decode_entry(v.value()).is_none() {
+                    old.push((k.value().to_vec(), v.value().to_vec()));
+                }
+            }
+            for (k, v) in &old {
+                legacy.insert(k.as_slice(), v.as_slice()).map_err(err)?;
+                entries.remove(k.as_slice()).map_err(err)?;
+            }
+            if !old.is_empty() {
+                tracing::info!(
+                    rows = old.len(),
+                    "unsigned metadata rows set aside for migration"
+                );
+            }
+        }
         tx.commit().map_err(err)?;
         Ok(LocalTable {
             db,
@@ -118,33 +207,92 @@ impl LocalTable {
         })
     }
 
-    /// Merge rows; returns how many changed this replica. Durable when it returns.
-    pub fn merge(&self, items: &[Item]) -> Result<usize, LocalError> {
-        if pk_sk_invalid(items) {
-            return Err(LocalError("keys must not contain NUL bytes".into()));
-        }
+    /// Merge rows that `admit` accepts (last-writer-wins); refused rows are reported, the
+    /// rest still merged. Durable when it returns.
+    pub fn merge(&self, items: &[Item], admit: Admit<'_>) -> Result<Merged, LocalError> {
         let tx = self.db.begin_write().map_err(err)?;
-        let mut changed = 0;
+        let mut out = Merged::default();
         {
             let mut table = tx.open_table(ENTRIES).map_err(err)?;
             for item in items {
                 let key = row_key(&item.pk, &item.sk);
-                let newer = match table.get(key.as_slice()).map_err(err)? {
-                    Some(old) => wire::decode::<Entry>(old.value())
-                        .map_or(true, |old| item.entry.ts > old.ts),
-                    None => true,
-                };
-                if newer {
-                    self.trees.lock().remove(&partition_of(item.pk.as_bytes()));
-                    table
-                        .insert(key.as_slice(), wire::encode(&item.entry).as_slice())
-                        .map_err(err)?;
-                    changed += 1;
+                let current = table
+                    .get(key.as_slice())
+                    .map_err(err)?
+                    .and_then(|v| decode_entry(v.value()));
+                if let Err(r) = admit.admit(item, current.as_ref()) {
+                    out.refused.push(r);
+                    continue;
                 }
+                if current.as_ref().is_some_and(|c| !admit.replaces(item, c)) {
+                    continue; // stale or already held: nothing to do
+                }
+                self.trees.lock().remove(&partition_of(item.pk.as_bytes()));
+                table
+                    .insert(key.as_slice(), encode_entry(&item.entry).as_slice())
+                    .map_err(err)?;
+                out.changed += 1;
             }
         }
         tx.commit().map_err(err)?;
-        Ok(changed)
+        Ok(out)
+    }
+
+    /// Merge one row only if this replica's version meets `cond`. `Ok(Err(current))` when it
+    /// does not (with the version that failed it).
+    pub fn merge_if(
+        &self,
+        item: &Item,
+        cond: Cond,
+        admit: Admit<'_>,
+    ) -> Result<Result<(), Option<Entry>>, LocalError> {
+        let tx = self.db.begin_write().map_err(err)?;
+        let result = {
+            let mut table = tx.open_table(ENTRIES).map_err(err)?;
+            let key = row_key(&item.pk, &item.sk);
+            let current = table
+                .get(key.as_slice())
+                .map_err(err)?
+                .and_then(|v| decode_entry(v.value()));
+            if !cond.holds(current.as_ref())
+                || current.as_ref().is_some_and(|c| !admit.replaces(item, c))
+            {
+                Err(current)
+            } else if let Err(r) = admit.admit(item, current.as_ref()) {
+                return Err(LocalError(r.to_string()));
+            } else {
+                self.trees.lock().remove(&partition_of(item.pk.as_bytes()));
+                table
+                    .insert(key.as_slice(), encode_entry(&item.entry).as_slice())
+                    .map_err(err)?;
+                Ok(())
+            }
+        };
+        tx.commit().map_err(err)?;
+        Ok(result)
+    }
+
+    /// Rows stored before rows were signed, for migration: `(pk, sk, entry)`.
+    pub fn legacy(&self) -> Result<Vec<(String, String, LegacyEntry)>, LocalError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let table = tx.open_table(LEGACY).map_err(err)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(err)? {
+            let (k, v) = row.map_err(err)?;
+            if let (Some((pk, sk)), Ok(e)) = (split_key(k.value()), wire::decode(v.value())) {
+                out.push((pk, sk, e));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drop the legacy rows once migrated.
+    pub fn clear_legacy(&self) -> Result<(), LocalError> {
+        let tx = self.db.begin_write().map_err(err)?;
+        tx.delete_table(LEGACY).map_err(err)?;
+        tx.open_table(LEGACY).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(())
     }
 
     /// The entry for a row.
@@ -152,7 +300,7 @@ impl LocalTable {
         let tx = self.db.begin_read().map_err(err)?;
         let table = tx.open_table(ENTRIES).map_err(err)?;
         let found = table.get(row_key(pk, sk).as_slice()).map_err(err)?;
-        Ok(found.and_then(|v| wire::decode(v.value()).ok()))
+        Ok(found.and_then(|v| decode_entry(v.value())))
     }
 
     /// Rows of `pk` whose sort key starts with `prefix` (tombstones included), in order.
@@ -175,7 +323,7 @@ impl LocalTable {
             if !k.value().starts_with(start) {
                 break;
             }
-            if let (Some((pk, sk)), Ok(entry)) = (split_key(k.value()), wire::decode(v.value())) {
+            if let (Some((pk, sk)), Some(entry)) = (split_key(k.value()), decode_entry(v.value())) {
                 out.push(Item { pk, sk, entry });
             }
         }
@@ -196,6 +344,7 @@ impl LocalTable {
             h.update(item.sk.as_bytes());
             h.update(&[0]);
             h.update(&wire::encode(&item.entry.ts));
+            h.update(&item.entry.sig.0);
             rows += 1;
         }
         let leaves: Vec<[u8; 32]> = leaves.iter().map(|h| *h.finalize().as_bytes()).collect();
@@ -227,16 +376,10 @@ impl LocalTable {
     }
 }
 
-fn pk_sk_invalid(items: &[Item]) -> bool {
-    items
-        .iter()
-        .any(|i| i.pk.contains('\0') || i.sk.contains('\0'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weft_core::NodeId;
+    use weft_core::{NodeId, SecretKey};
 
     fn ts(wall: u64, node: u8) -> Timestamp {
         Timestamp {
@@ -247,14 +390,22 @@ mod tests {
     }
 
     fn item(pk: &str, sk: &str, wall: u64, node: u8, v: Option<&str>) -> Item {
+        let key = SecretKey::from_seed([node; 32]);
         Item {
             pk: pk.into(),
             sk: sk.into(),
-            entry: Entry {
-                ts: ts(wall, node),
-                value: v.map(|s| s.as_bytes().to_vec()),
-            },
+            entry: Entry::sign(
+                &key,
+                pk,
+                sk,
+                ts(wall, node),
+                v.map(|s| s.as_bytes().to_vec()),
+            ),
         }
+    }
+
+    fn anyone(_: &Item, _: Option<&Entry>) -> Result<(), Refusal> {
+        Ok(())
     }
 
     #[test]
@@ -267,9 +418,9 @@ mod tests {
             item("b1", "k", 7, 2, Some("y")),
             item("b1", "k", 6, 3, None),
         ];
-        a.merge(&writes).unwrap();
+        a.merge(&writes, &anyone).unwrap();
         for w in writes.iter().rev() {
-            b.merge(std::slice::from_ref(w)).unwrap();
+            b.merge(std::slice::from_ref(w), &anyone).unwrap();
         }
         assert_eq!(a.get("b1", "k").unwrap(), b.get("b1", "k").unwrap());
         assert_eq!(
@@ -278,10 +429,13 @@ mod tests {
         );
         let p = partition_of(b"b1");
         assert_eq!(a.digest(p).unwrap(), b.digest(p).unwrap());
-        a.merge(&[
-            item("b1", "k2", 1, 1, Some("z")),
-            item("b2", "k", 1, 1, Some("w")),
-        ])
+        a.merge(
+            &[
+                item("b1", "k2", 1, 1, Some("z")),
+                item("b2", "k", 1, 1, Some("w")),
+            ],
+            &anyone,
+        )
         .unwrap();
         assert_ne!(a.digest(p).unwrap(), b.digest(p).unwrap());
         // Only the leaf holding the new b1 row differs, and it alone is exchanged.
@@ -289,7 +443,7 @@ mod tests {
         assert_eq!(mask.count_ones(), 1);
         let rows = a.leaves(p, mask).unwrap();
         assert!(rows.iter().any(|i| i.sk == "k2"));
-        b.merge(&rows).unwrap();
+        b.merge(&rows, &anyone).unwrap();
         assert_eq!(a.digest(p).unwrap(), b.digest(p).unwrap());
         let listed: Vec<String> = a
             .list("b1", "")
@@ -299,6 +453,72 @@ mod tests {
             .collect();
         assert_eq!(listed, vec!["k", "k2"]);
         assert_eq!(a.list("b1", "k2").unwrap().len(), 1);
-        assert!(a.merge(&[item("b\0", "k", 1, 1, None)]).is_err());
+        // Equal timestamps: both replicas keep the same version whatever the order.
+        let (x, y) = (
+            item("b3", "k", 9, 4, Some("p")),
+            item("b3", "k", 9, 4, Some("q")),
+        );
+        a.merge(&[x.clone(), y.clone()], &anyone).unwrap();
+        b.merge(&[y, x], &anyone).unwrap();
+        assert_eq!(a.get("b3", "k").unwrap(), b.get("b3", "k").unwrap());
+    }
+
+    #[test]
+    fn conditional_merges_and_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = LocalTable::open(&dir.path().join("a.redb")).unwrap();
+        let first = item("b", "k", 5, 1, Some("x"));
+        assert_eq!(a.merge_if(&first, Cond::Absent, &anyone).unwrap(), Ok(()));
+        let second = item("b", "k", 6, 2, Some("y"));
+        assert!(a.merge_if(&second, Cond::Absent, &anyone).unwrap().is_err());
+        assert!(
+            a.merge_if(&second, Cond::NotNewerThan(Some(ts(4, 1))), &anyone)
+                .unwrap()
+                .is_err()
+        );
+        assert_eq!(
+            a.merge_if(&second, Cond::NotNewerThan(Some(first.entry.ts)), &anyone)
+                .unwrap(),
+            Ok(())
+        );
+        let no = |i: &Item, _: Option<&Entry>| {
+            Err(Refusal::BadSignature {
+                pk: i.pk.clone(),
+                sk: i.sk.clone(),
+            })
+        };
+        let merged = a.merge(&[item("b", "k", 9, 3, Some("z"))], &no).unwrap();
+        assert_eq!((merged.changed, merged.refused.len()), (0, 1));
+        assert_eq!(a.get("b", "k").unwrap().unwrap().value, Some(b"y".to_vec()));
+    }
+
+    #[test]
+    fn unsigned_rows_of_older_versions_are_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            {
+                let mut t = tx.open_table(ENTRIES).unwrap();
+                let old = LegacyEntry {
+                    ts: ts(1_790_000_000_000, 1),
+                    value: Some(b"v".to_vec()),
+                };
+                t.insert(
+                    row_key("buckets", "x").as_slice(),
+                    wire::encode(&old).as_slice(),
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let t = LocalTable::open(&path).unwrap();
+        assert_eq!(t.get("buckets", "x").unwrap(), None);
+        let legacy = t.legacy().unwrap();
+        assert_eq!(legacy.len(), 1);
+        assert_eq!(legacy[0].2.value, Some(b"v".to_vec()));
+        t.clear_legacy().unwrap();
+        assert!(t.legacy().unwrap().is_empty());
     }
 }

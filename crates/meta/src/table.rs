@@ -1,5 +1,10 @@
 //! The replicated table: quorum writes and reads over the partition's replicas, read repair,
 //! and periodic anti-entropy (digest comparison, then exchange of the differing partition).
+//!
+//! Every row version is signed by its writer and checked against its kind's [`Writer`] rule by
+//! every replica that is asked to take it — on a write, a read repair or an anti-entropy
+//! exchange — and by every reader that gets it from another node. The public interface is
+//! typed by [`Schema`]s: callers never format keys or encode values themselves.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,24 +13,30 @@ use parking_lot::Mutex;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
-use weft_core::{NodeId, proto};
+use weft_core::{NodeId, SecretKey, proto};
 use weft_fabric::{Fabric, MemberState};
 use weft_net::{Endpoint, NetError, Peer, read_message, write_message};
 
 use crate::hlc::{Hlc, Timestamp};
-use crate::local::{Entry, Item, LocalTable, PartitionTree};
+use crate::local::{Cond, Judge, LocalTable, PartitionTree};
 use crate::ring::{PARTITIONS, Partition, Replica, partition_of, replicas};
+use crate::row::{Entry, Item, Refusal, Rules, Writer};
+use crate::schema::{Row, Schema, SortKey, Value, decode_row, encode_value, partition_key};
 
 /// Replicas per partition.
 pub const REPLICATION: usize = 3;
 const MAX_FRAME: usize = 16 << 20;
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// Attempts of an [`Table::update`] that keeps meeting concurrent writers.
+const UPDATE_ATTEMPTS: usize = 10;
 
 /// A request between replicas.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum MetaRequest {
     /// Merge these rows.
     Write(Vec<Item>),
+    /// Merge this row if the replica's version meets the condition.
+    WriteIf(Box<Item>, Cond),
     /// One row.
     Read {
         /// Partition key.
@@ -59,6 +70,8 @@ pub enum MetaResponse {
     Tree(PartitionTree),
     /// Refused.
     Error(String),
+    /// A conditional write whose condition failed: the replica's version.
+    Conflict(Option<Entry>),
 }
 
 /// Table failures.
@@ -74,6 +87,20 @@ pub enum MetaError {
         /// Last failure.
         last: String,
     },
+    /// A conditional write found the row changed (or present, for create-if-absent).
+    #[error("the row was written concurrently (or already exists)")]
+    Conflict,
+    /// This node may not write the row (it would be refused by every replica).
+    #[error("refused: {0}")]
+    Refused(#[from] Refusal),
+    /// A row this node cannot read (a newer format, or corrupt): nothing was changed.
+    #[error("row {what} cannot be read here: {why}")]
+    Unreadable {
+        /// Which row.
+        what: String,
+        /// Why.
+        why: String,
+    },
     /// Local store failure.
     #[error(transparent)]
     Local(#[from] crate::local::LocalError),
@@ -86,14 +113,19 @@ pub struct Table {
     fabric: Fabric,
     local: Arc<LocalTable>,
     hlc: Arc<Mutex<Hlc>>,
+    key: SecretKey,
+    rules: Arc<Rules>,
 }
 
 impl Table {
-    /// Serve this node's replica and start anti-entropy every `interval`.
+    /// Serve this node's replica (checking every row against `rules`) and start anti-entropy
+    /// every `interval`. `key` is the node key, which signs node-owned rows.
     pub fn start(
         endpoint: Endpoint,
         fabric: Fabric,
         local: Arc<LocalTable>,
+        key: SecretKey,
+        rules: Rules,
         interval: Duration,
     ) -> Table {
         let table = Table {
@@ -101,6 +133,8 @@ impl Table {
             endpoint,
             fabric,
             local,
+            key,
+            rules: Arc::new(rules),
         };
         let server = table.clone();
         table.endpoint.register_stream(
@@ -122,23 +156,78 @@ impl Table {
                 })
             }),
         );
-        tokio::spawn(table.clone().anti_entropy(interval));
+        table.endpoint.spawn(table.clone().anti_entropy(interval));
         table
+    }
+
+    /// The node key (signs node-owned rows: catalog entries, audit tallies).
+    pub fn node_key(&self) -> &SecretKey {
+        &self.key
+    }
+
+    /// The writer rules this node enforces.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    fn admit_fn(&self) -> Checker {
+        Checker {
+            rules: self.rules.clone(),
+            fabric: self.fabric.clone(),
+            trust: self.endpoint.trust().clone(),
+        }
+    }
+
+    /// Check a row another node served (its signature and writer rule).
+    fn verified(&self, item: &Item) -> bool {
+        match self.admit_fn().admit(item, None) {
+            Ok(()) => true,
+            Err(r) => {
+                tracing::warn!(refusal = %r, "a replica served a row that does not verify; ignored");
+                false
+            }
+        }
     }
 
     async fn answer(&self, req: MetaRequest) -> MetaResponse {
         let local = self.local.clone();
         let now = weft_net::now_ms();
-        if let MetaRequest::Write(items) = &req {
+        let incoming: Vec<&Item> = match &req {
+            MetaRequest::Write(items) => items.iter().collect(),
+            MetaRequest::WriteIf(item, _) => vec![&**item],
+            _ => Vec::new(),
+        };
+        {
             let mut hlc = self.hlc.lock();
-            for i in items {
+            for i in incoming {
                 if hlc.observe(i.entry.ts, now).is_err() {
                     return MetaResponse::Error("timestamp too far in the future".into());
                 }
             }
         }
+        let admit = self.admit_fn();
         let result = tokio::task::spawn_blocking(move || match req {
-            MetaRequest::Write(items) => local.merge(&items).map(|_| MetaResponse::Written),
+            MetaRequest::Write(items) => local.merge(&items, &admit).map(|m| {
+                if m.refused.is_empty() {
+                    MetaResponse::Written
+                } else {
+                    for r in &m.refused {
+                        tracing::warn!(refusal = %r, "metadata row refused");
+                    }
+                    MetaResponse::Error(format!(
+                        "{} of {} rows refused: {}",
+                        m.refused.len(),
+                        items.len(),
+                        m.refused[0]
+                    ))
+                }
+            }),
+            MetaRequest::WriteIf(item, cond) => {
+                local.merge_if(&item, cond, &admit).map(|r| match r {
+                    Ok(()) => MetaResponse::Written,
+                    Err(current) => MetaResponse::Conflict(current),
+                })
+            }
             MetaRequest::Read { pk, sk } => local.get(&pk, &sk).map(MetaResponse::Entry),
             MetaRequest::List { pk, prefix } => local.list(&pk, &prefix).map(MetaResponse::Items),
             MetaRequest::Tree(p) => local.tree(p).map(MetaResponse::Tree),
@@ -174,9 +263,17 @@ impl Table {
         replicas(partition, &nodes, REPLICATION)
     }
 
+    /// Current replicas of the partition that holds `part`'s rows of `S`.
+    pub fn replicas_for<S: Schema>(&self, part: &S::Part) -> Vec<NodeId> {
+        self.replicas_of(partition_of(partition_key::<S>(part).as_bytes()))
+    }
+
     async fn call(&self, node: NodeId, req: MetaRequest) -> Result<MetaResponse, String> {
         if node == self.fabric.id() {
-            return Ok(self.answer(req).await);
+            return match self.answer(req).await {
+                MetaResponse::Error(e) => Err(e),
+                r => Ok(r),
+            };
         }
         let addr = self
             .fabric
@@ -189,21 +286,27 @@ impl Table {
             let _ = send.finish();
             read_message::<MetaResponse>(&mut recv, MAX_FRAME).await
         };
-        match tokio::time::timeout(TIMEOUT, exchange).await {
-            Ok(Ok(MetaResponse::Error(e))) => Err(e),
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("timed out".into()),
-        }
-    }
-
-    /// Send `req` to every replica of `pk`; return once `needed` answered successfully.
-    async fn quorum(
-        &self,
-        pk: &str,
-        req: impl Fn() -> MetaRequest,
-    ) -> Result<Vec<(NodeId, MetaResponse)>, MetaError> {
-        self.gather(pk, req, false).await
+        let resp = match tokio::time::timeout(TIMEOUT, exchange).await {
+            Ok(Ok(MetaResponse::Error(e))) => return Err(e),
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("timed out".into()),
+        };
+        // Rows served by another node are checked like rows written to this one.
+        Ok(match (resp, &req) {
+            (MetaResponse::Entry(Some(e)), MetaRequest::Read { pk, sk }) => {
+                let item = Item {
+                    pk: pk.clone(),
+                    sk: sk.clone(),
+                    entry: e,
+                };
+                MetaResponse::Entry(self.verified(&item).then_some(item.entry))
+            }
+            (MetaResponse::Items(items), _) => {
+                MetaResponse::Items(items.into_iter().filter(|i| self.verified(i)).collect())
+            }
+            (r, _) => r,
+        })
     }
 
     /// Ask every replica of `pk`'s partition; return once a majority answered. With `relaxed`,
@@ -247,38 +350,216 @@ impl Table {
         })
     }
 
-    /// Write a row (None deletes it). Durable on a majority of replicas when it returns.
-    pub async fn put(
-        &self,
-        pk: &str,
-        sk: &str,
-        value: Option<Vec<u8>>,
-    ) -> Result<Timestamp, MetaError> {
+    fn sign(&self, by: &SecretKey, pk: String, sk: String, value: Option<Vec<u8>>) -> Item {
         let ts = self.hlc.lock().now(weft_net::now_ms());
-        let item = Item {
-            pk: pk.into(),
-            sk: sk.into(),
-            entry: Entry { ts, value },
-        };
-        self.quorum(pk, || MetaRequest::Write(vec![item.clone()]))
+        let entry = Entry::sign(by, &pk, &sk, ts, value);
+        Item { pk, sk, entry }
+    }
+
+    /// Refuse locally what every replica would refuse, with the reason.
+    fn precheck(&self, item: &Item) -> Result<(), MetaError> {
+        if self.rules.writer(crate::row::kind_of(&item.pk)) == Some(Writer::FirstClaim) {
+            return Ok(()); // depends on the replicas' current versions
+        }
+        self.admit_fn()
+            .admit(item, None)
+            .map_err(MetaError::Refused)
+    }
+
+    /// For a name claim, attach the withdrawal it follows: the current version's if that is
+    /// another key's deletion, or the one the current version carries if it is this key's.
+    async fn with_prior(&self, mut item: Item) -> Result<Item, MetaError> {
+        if self.rules.writer(crate::row::kind_of(&item.pk)) != Some(Writer::FirstClaim) {
+            return Ok(item);
+        }
+        if let Some(cur) = self.read_raw(&item.pk, &item.sk, false).await? {
+            item.entry.prior = if cur.signer == item.entry.signer {
+                cur.prior
+            } else if cur.is_tombstone() {
+                Some(Box::new(Entry { prior: None, ..cur }))
+            } else {
+                None
+            };
+        }
+        Ok(item)
+    }
+
+    async fn write(&self, item: Item) -> Result<Timestamp, MetaError> {
+        self.precheck(&item)?;
+        let item = self.with_prior(item).await?;
+        let ts = item.entry.ts;
+        let pk = item.pk.clone();
+        self.gather(&pk, || MetaRequest::Write(vec![item.clone()]), false)
             .await?;
         Ok(ts)
     }
 
-    /// Read a row from a majority; the newest version wins and stale replicas are repaired.
-    pub async fn get(&self, pk: &str, sk: &str) -> Result<Option<Entry>, MetaError> {
-        self.read(pk, sk, false).await
+    /// Write a row of `S` signed by `by` (`None` deletes it). Durable on a majority of replicas
+    /// when it returns.
+    pub async fn put<S: Schema>(
+        &self,
+        by: &SecretKey,
+        part: &S::Part,
+        sort: &S::Sort,
+        value: Option<&S::Value>,
+    ) -> Result<Timestamp, MetaError> {
+        let item = self.sign(
+            by,
+            partition_key::<S>(part),
+            sort.to_sort(),
+            value.map(encode_value::<S>),
+        );
+        self.write(item).await
     }
 
-    /// Like [`Table::get`], but asks every replica and takes the newest answer of those that
-    /// answered, however few: right after two of three replicas left, the remaining one may be
-    /// the only node with the row (the new replicas get it by anti-entropy later). For hints
-    /// where a possibly stale row beats none, such as where repaired shards went.
-    pub async fn get_relaxed(&self, pk: &str, sk: &str) -> Result<Option<Entry>, MetaError> {
-        self.read(pk, sk, true).await
+    /// Write an already encoded value (format byte first) of `S`: for tools and tests that
+    /// write rows of other formats than this build's.
+    pub async fn put_encoded<S: Schema>(
+        &self,
+        by: &SecretKey,
+        part: &S::Part,
+        sort: &S::Sort,
+        value: Option<Vec<u8>>,
+    ) -> Result<Timestamp, MetaError> {
+        let item = self.sign(by, partition_key::<S>(part), sort.to_sort(), value);
+        self.write(item).await
     }
 
-    async fn read(&self, pk: &str, sk: &str, relaxed: bool) -> Result<Option<Entry>, MetaError> {
+    /// Write a row of `S` only if no live version exists (create-if-absent). A majority of
+    /// replicas must agree; if the row exists, [`MetaError::Conflict`].
+    pub async fn create<S: Schema>(
+        &self,
+        by: &SecretKey,
+        part: &S::Part,
+        sort: &S::Sort,
+        value: &S::Value,
+    ) -> Result<Timestamp, MetaError> {
+        let (pk, sk) = (partition_key::<S>(part), sort.to_sort());
+        let bytes = encode_value::<S>(value);
+        for attempt in 0..UPDATE_ATTEMPTS {
+            let item = self.sign(by, pk.clone(), sk.clone(), Some(bytes.clone()));
+            match self.write_if(by, item, Cond::Absent).await {
+                Err(MetaError::Conflict) => {
+                    // Either the row exists, or concurrent creators split the replicas and
+                    // withdrew: look, and try again after a random pause if it is still free.
+                    let pause = rand::rng().random_range(10..60) * (attempt as u64 + 1);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    if self
+                        .read_raw(&pk, &sk, false)
+                        .await?
+                        .is_some_and(|e| !e.is_tombstone())
+                    {
+                        return Err(MetaError::Conflict);
+                    }
+                }
+                done => return done,
+            }
+        }
+        Err(MetaError::Conflict)
+    }
+
+    /// A conditional write to every replica; on failure, a created row that a minority took is
+    /// withdrawn again (best effort) so it does not linger as a rival claim.
+    async fn write_if(
+        &self,
+        by: &SecretKey,
+        item: Item,
+        cond: Cond,
+    ) -> Result<Timestamp, MetaError> {
+        self.precheck(&item)?;
+        let item = self.with_prior(item).await?;
+        let targets = self.replicas_of(partition_of(item.pk.as_bytes()));
+        let needed = targets.len() / 2 + 1;
+        let mut tasks = JoinSet::new();
+        for node in targets.iter().copied() {
+            let (this, req) = (
+                self.clone(),
+                MetaRequest::WriteIf(Box::new(item.clone()), cond),
+            );
+            tasks.spawn(async move { (node, this.call(node, req).await) });
+        }
+        let (mut accepted, mut conflicts, mut last) = (Vec::new(), 0, String::new());
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok((node, Ok(MetaResponse::Written))) => accepted.push(node),
+                Ok((_, Ok(MetaResponse::Conflict(_)))) => conflicts += 1,
+                Ok((node, Ok(other))) => last = format!("{node}: unexpected answer {other:?}"),
+                Ok((node, Err(e))) => last = format!("{node}: {e}"),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        if accepted.len() >= needed {
+            return Ok(item.entry.ts);
+        }
+        if cond == Cond::Absent && !accepted.is_empty() {
+            let undo = self.sign(by, item.pk.clone(), item.sk.clone(), None);
+            for node in accepted.iter().copied() {
+                let _ = self
+                    .call(node, MetaRequest::Write(vec![undo.clone()]))
+                    .await;
+            }
+        }
+        if conflicts > 0 {
+            return Err(MetaError::Conflict);
+        }
+        Err(MetaError::Quorum {
+            got: accepted.len(),
+            needed,
+            last,
+        })
+    }
+
+    /// Read-modify-write one row of `S`: `change` gets the current value (`None` if there is
+    /// none or it was deleted) and returns what to write (`Some(None)` deletes, `None` leaves
+    /// the row alone). Versions that only some replicas hold are combined with
+    /// [`Schema::join`] first; the write is conditional on nobody having written the row since,
+    /// and retried (with `change` called again) when someone did. A current version this node
+    /// cannot read fails with [`MetaError::Unreadable`] and changes nothing.
+    pub async fn update<S: Schema>(
+        &self,
+        by: &SecretKey,
+        part: &S::Part,
+        sort: &S::Sort,
+        mut change: impl FnMut(Option<S::Value>) -> Option<Option<S::Value>>,
+    ) -> Result<Option<Timestamp>, MetaError> {
+        let (pk, sk) = (partition_key::<S>(part), sort.to_sort());
+        for attempt in 0..UPDATE_ATTEMPTS {
+            let versions = self.read_versions(&pk, &sk, false).await?;
+            let newest_ts = versions.iter().map(|e| e.ts).max();
+            let current = join_versions::<S>(&pk, &sk, versions)?;
+            let Some(next) = change(current) else {
+                return Ok(None);
+            };
+            if let Some(t) = newest_ts {
+                self.hlc.lock().observe(t, weft_net::now_ms()).ok();
+            }
+            let item = self.sign(
+                by,
+                pk.clone(),
+                sk.clone(),
+                next.as_ref().map(encode_value::<S>),
+            );
+            match self.write_if(by, item, Cond::NotNewerThan(newest_ts)).await {
+                Ok(ts) => return Ok(Some(ts)),
+                Err(MetaError::Conflict) => {
+                    // Random, growing pauses so writers that collided do not collide again.
+                    let pause = rand::rng().random_range(5..20u64) << attempt.min(5);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(MetaError::Conflict)
+    }
+
+    /// Every version of one row that the answering replicas hold (a majority, or with
+    /// `relaxed` whoever answers), repairing stale replicas with the newest.
+    async fn read_versions(
+        &self,
+        pk: &str,
+        sk: &str,
+        relaxed: bool,
+    ) -> Result<Vec<Entry>, MetaError> {
         let answers = self
             .gather(
                 pk,
@@ -291,64 +572,137 @@ impl Table {
             .await?;
         let entries: Vec<(NodeId, Option<Entry>)> = answers
             .into_iter()
-            .map(|(n, r)| {
-                (
-                    n,
-                    if let MetaResponse::Entry(e) = r {
-                        e
-                    } else {
-                        None
-                    },
-                )
+            .map(|(n, r)| match r {
+                MetaResponse::Entry(e) => (n, e),
+                _ => (n, None),
             })
             .collect();
         let newest = entries
             .iter()
             .filter_map(|(_, e)| e.clone())
-            .max_by_key(|e| e.ts);
+            .reduce(|a, b| {
+                if self.rules.replaces(pk, sk, &b, &a) {
+                    b
+                } else {
+                    a
+                }
+            });
         if let Some(best) = &newest {
             for (node, e) in &entries {
-                if e.as_ref().is_none_or(|e| e.ts < best.ts) {
+                if e.as_ref()
+                    .is_none_or(|e| self.rules.replaces(pk, sk, best, e))
+                {
                     let (this, node) = (self.clone(), *node);
                     let item = Item {
                         pk: pk.into(),
                         sk: sk.into(),
                         entry: best.clone(),
                     };
-                    tokio::spawn(
-                        async move { this.call(node, MetaRequest::Write(vec![item])).await },
-                    );
+                    self.endpoint.spawn(async move {
+                        let _ = this.call(node, MetaRequest::Write(vec![item])).await;
+                    });
                 }
             }
         }
-        Ok(newest)
+        let mut versions: Vec<Entry> = entries.into_iter().filter_map(|(_, e)| e).collect();
+        versions.sort_by_key(|v| std::cmp::Reverse((v.ts, v.sig.0)));
+        versions.dedup_by(|a, b| a.ts == b.ts && a.sig == b.sig);
+        // The version that wins goes first (for name claims it need not be the newest).
+        if let Some(best) = newest
+            && let Some(i) = versions.iter().position(|v| *v == best)
+        {
+            let best = versions.remove(i);
+            versions.insert(0, best);
+        }
+        Ok(versions)
     }
 
-    /// Live rows of `pk` whose sort key starts with `prefix`, merged from a majority.
-    pub async fn list(&self, pk: &str, prefix: &str) -> Result<Vec<(String, Entry)>, MetaError> {
+    async fn read_raw(
+        &self,
+        pk: &str,
+        sk: &str,
+        relaxed: bool,
+    ) -> Result<Option<Entry>, MetaError> {
         Ok(self
-            .list_all(pk, prefix)
+            .read_versions(pk, sk, relaxed)
             .await?
             .into_iter()
-            .filter(|(_, e)| e.value.is_some())
+            .next())
+    }
+
+    /// Read a row of `S` from a majority; the newest version wins and stale replicas are
+    /// repaired. Deleted rows come back with `value: None`.
+    pub async fn get<S: Schema>(
+        &self,
+        part: &S::Part,
+        sort: &S::Sort,
+    ) -> Result<Option<Row<S::Value>>, MetaError> {
+        let e = self
+            .read_raw(&partition_key::<S>(part), &sort.to_sort(), false)
+            .await?;
+        Ok(e.as_ref().map(decode_row::<S>))
+    }
+
+    /// The live value of a row of `S`, if any; a value this node cannot read is an error.
+    pub async fn get_value<S: Schema>(
+        &self,
+        part: &S::Part,
+        sort: &S::Sort,
+    ) -> Result<Option<S::Value>, MetaError> {
+        let pk = partition_key::<S>(part);
+        let sk = sort.to_sort();
+        match self.read_raw(&pk, &sk, false).await? {
+            None => Ok(None),
+            Some(e) => known_value::<S>(&pk, &sk, decode_row::<S>(&e)),
+        }
+    }
+
+    /// Like [`Table::get`], but asks every replica and takes the newest answer of those that
+    /// answered, however few: right after two of three replicas left, the remaining one may be
+    /// the only node with the row (the new replicas get it by anti-entropy later). For hints
+    /// where a possibly stale row beats none, such as where repaired shards went.
+    pub async fn get_relaxed<S: Schema>(
+        &self,
+        part: &S::Part,
+        sort: &S::Sort,
+    ) -> Result<Option<Row<S::Value>>, MetaError> {
+        let e = self
+            .read_raw(&partition_key::<S>(part), &sort.to_sort(), true)
+            .await?;
+        Ok(e.as_ref().map(decode_row::<S>))
+    }
+
+    /// Live rows of `S` in partition `part` whose sort key starts with `prefix`, merged from a
+    /// majority, in sort-key order.
+    pub async fn list<S: Schema>(
+        &self,
+        part: &S::Part,
+        prefix: &str,
+    ) -> Result<Vec<(String, Row<S::Value>)>, MetaError> {
+        Ok(self
+            .list_all::<S>(part, prefix)
+            .await?
+            .into_iter()
+            .filter(|(_, r)| r.value.is_some())
             .collect())
     }
 
-    /// Rows of `pk` (live ones) whose sort key starts with `prefix`, merged from *every*
+    /// Rows of `S` (live ones) whose sort key starts with `prefix`, merged from *every*
     /// replica; fails unless all of them answer. For decisions that must not miss a row, such
     /// as deleting data no row points at: right after replicas changed, a majority may be made
     /// of new replicas that have not been handed the rows yet.
-    pub async fn list_from_all(
+    pub async fn list_from_all<S: Schema>(
         &self,
-        pk: &str,
+        part: &S::Part,
         prefix: &str,
-    ) -> Result<Vec<(String, Entry)>, MetaError> {
+    ) -> Result<Vec<(String, Row<S::Value>)>, MetaError> {
+        let pk = partition_key::<S>(part);
         let replicas = self.replicas_of(partition_of(pk.as_bytes())).len();
         let answers = self
             .gather(
-                pk,
+                &pk,
                 || MetaRequest::List {
-                    pk: pk.into(),
+                    pk: pk.clone(),
                     prefix: prefix.into(),
                 },
                 true,
@@ -361,26 +715,35 @@ impl Table {
                 last: "not every replica answered".into(),
             });
         }
-        Ok(newest_rows(answers)
+        Ok(newest_rows(&self.rules, &pk, answers)
             .into_iter()
             .filter(|(_, e)| e.value.is_some())
+            .map(|(sk, e)| (sk, decode_row::<S>(&e)))
             .collect())
     }
 
-    /// Rows of `pk` whose sort key starts with `prefix`, deletions (tombstones) included,
+    /// Rows of `S` whose sort key starts with `prefix`, deletions (tombstones) included,
     /// merged from a majority.
-    pub async fn list_all(
+    pub async fn list_all<S: Schema>(
         &self,
-        pk: &str,
+        part: &S::Part,
         prefix: &str,
-    ) -> Result<Vec<(String, Entry)>, MetaError> {
+    ) -> Result<Vec<(String, Row<S::Value>)>, MetaError> {
+        let pk = partition_key::<S>(part);
         let answers = self
-            .quorum(pk, || MetaRequest::List {
-                pk: pk.into(),
-                prefix: prefix.into(),
-            })
+            .gather(
+                &pk,
+                || MetaRequest::List {
+                    pk: pk.clone(),
+                    prefix: prefix.into(),
+                },
+                false,
+            )
             .await?;
-        Ok(newest_rows(answers))
+        Ok(newest_rows(&self.rules, &pk, answers)
+            .into_iter()
+            .map(|(sk, e)| (sk, decode_row::<S>(&e)))
+            .collect())
     }
 
     /// One anti-entropy pass. For every partition this node replicates, compare Merkle trees
@@ -434,7 +797,15 @@ impl Table {
             && let Ok(MetaResponse::Items(items)) =
                 self.call(peer, MetaRequest::PullLeaves(p, mask)).await
         {
-            changed = self.local.merge(&items).unwrap_or(0);
+            let local = self.local.clone();
+            let admit = self.admit_fn();
+            let merged = tokio::task::spawn_blocking(move || local.merge(&items, &admit)).await;
+            if let Ok(Ok(m)) = merged {
+                changed = m.changed;
+                for r in &m.refused {
+                    tracing::warn!(peer = %peer, refusal = %r, "anti-entropy row refused");
+                }
+            }
         }
         if let Ok(mine) = self.local.leaves(p, mask)
             && !mine.is_empty()
@@ -455,13 +826,88 @@ impl Table {
     }
 }
 
-/// Rows from several replicas' list answers, the newest version of each sort key.
-fn newest_rows(answers: Vec<(NodeId, MetaResponse)>) -> Vec<(String, Entry)> {
+/// The live value of a decoded row, or an error saying why it cannot be read here.
+fn known_value<S: Schema>(
+    pk: &str,
+    sk: &str,
+    row: Row<S::Value>,
+) -> Result<Option<S::Value>, MetaError> {
+    let what = || format!("{pk}/{sk}");
+    match row.value {
+        None => Ok(None),
+        Some(Value::Known(v)) => Ok(Some(v)),
+        Some(Value::Newer(f)) => Err(MetaError::Unreadable {
+            what: what(),
+            why: format!(
+                "value format {f} is newer than this node knows ({})",
+                S::FORMAT
+            ),
+        }),
+        Some(Value::Corrupt(why)) => Err(MetaError::Unreadable { what: what(), why }),
+    }
+}
+
+/// The value to update from: the newest version, joined with older live versions that only
+/// some replicas still hold (none older than the newest deletion).
+fn join_versions<S: Schema>(
+    pk: &str,
+    sk: &str,
+    versions: Vec<Entry>,
+) -> Result<Option<S::Value>, MetaError> {
+    let mut current: Option<S::Value> = None;
+    for (i, e) in versions.iter().enumerate() {
+        let Some(v) = known_value::<S>(pk, sk, decode_row::<S>(e))? else {
+            if i == 0 {
+                return Ok(None);
+            }
+            break;
+        };
+        current = Some(match current {
+            None => v,
+            Some(newer) => S::join(newer, &v),
+        });
+    }
+    Ok(current)
+}
+
+/// Checks rows for a replica or a reader: signature and writer rule, with membership from
+/// the fabric and revocations from the endpoint's trust list.
+struct Checker {
+    rules: Arc<Rules>,
+    fabric: Fabric,
+    trust: Arc<weft_net::Trust>,
+}
+
+impl Judge for Checker {
+    fn admit(&self, item: &Item, current: Option<&Entry>) -> Result<(), Refusal> {
+        let me = self.fabric.id();
+        let is_member = |id: &NodeId| {
+            *id == me || (self.fabric.record(id).is_some() && !self.trust.is_revoked(id))
+        };
+        self.rules.check(item, current, &is_member)
+    }
+
+    fn replaces(&self, item: &Item, current: &Entry) -> bool {
+        self.rules
+            .replaces(&item.pk, &item.sk, &item.entry, current)
+    }
+}
+
+/// Rows of partition `pk` from several replicas' list answers, the winning version of each
+/// sort key.
+fn newest_rows(
+    rules: &Rules,
+    pk: &str,
+    answers: Vec<(NodeId, MetaResponse)>,
+) -> Vec<(String, Entry)> {
     let mut merged: std::collections::BTreeMap<String, Entry> = std::collections::BTreeMap::new();
     for (_, r) in answers {
         if let MetaResponse::Items(items) = r {
             for i in items {
-                if merged.get(&i.sk).is_none_or(|e| e.ts < i.entry.ts) {
+                if merged
+                    .get(&i.sk)
+                    .is_none_or(|e| rules.replaces(pk, &i.sk, &i.entry, e))
+                {
                     merged.insert(i.sk, i.entry);
                 }
             }

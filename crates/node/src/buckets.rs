@@ -1,30 +1,25 @@
 //! Buckets and named objects: rows in the replicated metadata table that point at manifests.
 //!
-//! Rows: partition `buckets`, sort key = bucket name → [`BucketRecord`]; partition
-//! `obj/<bucket>`, sort key = object key → [`ObjectRecord`] (the current version). Buckets that
-//! keep more than one version also write every version to partition `ver/<bucket>/<key>`, sort
-//! key = version id (time-ordered), pruned to the bucket's `versions` newest. An object's key is stored only
+//! Rows (see [`crate::schema`]): the bucket's name claim → [`BucketRecord`]; per bucket, object
+//! key → [`ObjectRecord`] (the current version). Buckets that keep more than one version also
+//! write every version to a row keyed by version id (time-ordered), pruned to the bucket's
+//! `versions` newest. Every row of a bucket is signed by its owner's account key, and replicas
+//! refuse rows of a bucket signed by anyone else. An object's key is stored only
 //! wrapped under its bucket's key, which is derived from the owner's account key (kept in the
 //! owner's data directory), so other members can see that an object exists but cannot read it.
 //! A capability (`weft share`) hands out one object's key explicitly.
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
-use weft_core::{ContentHash, NodeId, SecretKey, wire};
-use weft_meta::{MetaError, Table};
+use weft_core::{ContentHash, NodeId, SecretKey};
+use weft_heal::RefHolder;
+use weft_meta::{MetaError, Table, Value};
 use weft_store::{Capability, Erasure, Manifest, ReadReport, Residency, Storage, StorageError};
 
-const BUCKETS: &str = "buckets";
+use crate::schema::{self, BucketId, ObjectId};
+
 /// Most versions a bucket may keep per object.
 pub const MAX_VERSIONS: u32 = 1000;
-
-pub(crate) fn objects_pk(bucket: &str) -> String {
-    format!("obj/{bucket}")
-}
-
-fn versions_pk(bucket: &str, key: &str) -> String {
-    format!("ver/{bucket}/{key}")
-}
 
 /// The wrapping context of part `index` of `bucket/key`.
 pub(crate) fn part_context(bucket: &str, key: &str, index: usize) -> String {
@@ -172,6 +167,14 @@ pub enum BucketError {
     Corrupt(String),
 }
 
+/// A table error; a row this node cannot read becomes [`BucketError::Corrupt`] naming it.
+fn unreadable(e: MetaError, what: impl FnOnce() -> String) -> BucketError {
+    match e {
+        MetaError::Unreadable { why, .. } => BucketError::Corrupt(format!("{} ({why})", what())),
+        e => e.into(),
+    }
+}
+
 /// Validate a bucket name (S3's rules, simplified).
 pub fn check_bucket_name(name: &str) -> Result<(), BucketError> {
     let ok = (3..=63).contains(&name.len())
@@ -223,6 +226,11 @@ impl Buckets {
         self.account.public()
     }
 
+    /// The account key, which signs this account's rows.
+    pub(crate) fn signer(&self) -> &SecretKey {
+        &self.account
+    }
+
     pub(crate) fn bucket_key(&self, bucket: &str) -> [u8; 32] {
         let mut material = self.account.seed().to_vec();
         material.extend_from_slice(bucket.as_bytes());
@@ -247,9 +255,6 @@ impl Buckets {
             ec.validate()
                 .map_err(|e| BucketError::Invalid(e.to_string()))?;
         }
-        if self.bucket(name).await.is_ok() {
-            return Err(BucketError::Exists(name.into()));
-        }
         let record = BucketRecord {
             name: name.into(),
             owner: self.account(),
@@ -258,27 +263,38 @@ impl Buckets {
             versions,
             created_ms: weft_net::now_ms(),
         };
-        self.table
-            .put(BUCKETS, name, Some(wire::encode(&record)))
-            .await?;
-        Ok(record)
+        match self
+            .table
+            .create::<schema::Buckets>(&self.account, &(), name, &record)
+            .await
+        {
+            Ok(_) => Ok(record),
+            Err(MetaError::Conflict) => Err(BucketError::Exists(name.into())),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Look a bucket up.
     pub async fn bucket(&self, name: &str) -> Result<BucketRecord, BucketError> {
-        let entry = self.table.get(BUCKETS, name).await?;
-        let bytes = entry
-            .and_then(|e| e.value)
-            .ok_or_else(|| BucketError::NoBucket(name.into()))?;
-        wire::decode(&bytes).map_err(|_| BucketError::Corrupt(format!("{BUCKETS}/{name}")))
+        let row = self.table.get::<schema::Buckets>(&(), name).await?;
+        let row = row.ok_or_else(|| BucketError::NoBucket(name.into()))?;
+        match row.value {
+            None => Err(BucketError::NoBucket(name.into())),
+            // The name's holder is whoever signed its claim.
+            Some(Value::Known(b)) if b.owner == row.signer && b.name == name => Ok(b),
+            Some(_) => Err(BucketError::Corrupt(format!("bucket {name}"))),
+        }
     }
 
     /// Every bucket.
     pub async fn list_buckets(&self) -> Result<Vec<BucketRecord>, BucketError> {
-        let rows = self.table.list(BUCKETS, "").await?;
+        let rows = self.table.list::<schema::Buckets>(&(), "").await?;
         Ok(rows
             .into_iter()
-            .filter_map(|(_, e)| e.value.and_then(|v| wire::decode(&v).ok()))
+            .filter_map(|(name, r)| {
+                let signer = r.signer;
+                r.known().filter(|b| b.owner == signer && b.name == name)
+            })
             .collect())
     }
 
@@ -354,35 +370,37 @@ impl Buckets {
         key: &str,
         record: &ObjectRecord,
     ) -> Result<(), BucketError> {
-        let bytes = wire::encode(record);
         // The new version holds its objects before anything points at it; what it replaces
         // lets go of its objects only after (garbage collection waits a safety delay anyway).
         self.hold(&b.name, key, record).await?;
+        let id = BucketId::of(b);
         let replaced = if b.versions == 1 {
-            self.object(&b.name, key).await.ok()
+            self.object_in(b, key).await.ok()
         } else {
             None
         };
         let mut pruned = Vec::new();
         if b.versions > 1 {
-            let pk = versions_pk(&b.name, key);
+            let oid = ObjectId {
+                bucket: id.clone(),
+                key: key.into(),
+            };
             self.table
-                .put(&pk, &record.version, Some(bytes.clone()))
+                .put::<schema::Versions>(&self.account, &oid, &record.version, Some(record))
                 .await?;
-            let history = self.table.list(&pk, "").await?;
+            let history = self.table.list::<schema::Versions>(&oid, "").await?;
             let excess = history.len().saturating_sub(b.versions as usize);
-            for (old, entry) in history.into_iter().take(excess) {
-                self.table.put(&pk, &old, None).await?;
-                if let Some(r) = entry
-                    .value
-                    .and_then(|v| wire::decode::<ObjectRecord>(&v).ok())
-                {
+            for (old, row) in history.into_iter().take(excess) {
+                self.table
+                    .put::<schema::Versions>(&self.account, &oid, &old, None)
+                    .await?;
+                if let Some(r) = row.known() {
                     pruned.push(r);
                 }
             }
         }
         self.table
-            .put(&objects_pk(&b.name), key, Some(bytes))
+            .put::<schema::Objects>(&self.account, &id, key, Some(record))
             .await?;
         for old in replaced.iter().chain(&pruned) {
             if old.version != record.version {
@@ -392,8 +410,24 @@ impl Buckets {
         Ok(())
     }
 
-    fn ref_name(bucket: &str, key: &str, version: &str) -> String {
-        format!("v/{bucket}/{key}/{version}")
+    fn ref_name(&self, bucket: &str, key: &str, version: &str) -> RefHolder {
+        RefHolder::Version {
+            owner: self.account(),
+            bucket: bucket.into(),
+            key: key.into(),
+            version: version.into(),
+        }
+    }
+
+    /// Hold an object stored under no name (its capability was handed out) for good.
+    pub async fn retain_capability(&self, manifest: &ContentHash) -> Result<(), BucketError> {
+        let holder = RefHolder::Capability {
+            owner: self.account(),
+        };
+        self.refs
+            .retain(manifest, &holder, &self.account)
+            .await
+            .map_err(|e| BucketError::Catalog(e.to_string()))
     }
 
     /// The stored objects a record's bytes live in.
@@ -411,12 +445,12 @@ impl Buckets {
         key: &str,
         record: &ObjectRecord,
     ) -> Result<(), BucketError> {
-        let name = Self::ref_name(bucket, key, &record.version);
+        let name = self.ref_name(bucket, key, &record.version);
         for m in Self::stored_objects(record) {
             self.refs
-                .retain(&m, &name)
+                .retain(&m, &name, &self.account)
                 .await
-                .map_err(BucketError::Catalog)?;
+                .map_err(|e| BucketError::Catalog(e.to_string()))?;
         }
         Ok(())
     }
@@ -427,12 +461,12 @@ impl Buckets {
         key: &str,
         record: &ObjectRecord,
     ) -> Result<(), BucketError> {
-        let name = Self::ref_name(bucket, key, &record.version);
+        let name = self.ref_name(bucket, key, &record.version);
         for m in Self::stored_objects(record) {
             self.refs
-                .release(&m, &name)
+                .release(&m, &name, &self.account)
                 .await
-                .map_err(BucketError::Catalog)?;
+                .map_err(|e| BucketError::Catalog(e.to_string()))?;
         }
         Ok(())
     }
@@ -566,12 +600,13 @@ impl Buckets {
         bucket: &str,
         key: &str,
     ) -> Result<Vec<ObjectRecord>, BucketError> {
-        self.owned(bucket).await?;
-        let rows = self.table.list(&versions_pk(bucket, key), "").await?;
-        let mut out: Vec<ObjectRecord> = rows
-            .into_iter()
-            .filter_map(|(_, e)| wire::decode(&e.value?).ok())
-            .collect();
+        let b = self.owned(bucket).await?;
+        let oid = ObjectId {
+            bucket: BucketId::of(&b),
+            key: key.into(),
+        };
+        let rows = self.table.list::<schema::Versions>(&oid, "").await?;
+        let mut out: Vec<ObjectRecord> = rows.into_iter().filter_map(|(_, r)| r.known()).collect();
         out.reverse();
         Ok(out)
     }
@@ -584,30 +619,47 @@ impl Buckets {
         version: &str,
     ) -> Result<ObjectRecord, BucketError> {
         let no = || BucketError::NoVersion(key.into(), bucket.into(), version.into());
-        let current = self.object(bucket, key).await;
+        let b = self.bucket(bucket).await?;
+        let current = self.object_in(&b, key).await;
         if let Ok(r) = &current
             && r.version == version
         {
             return current;
         }
-        let entry = self.table.get(&versions_pk(bucket, key), version).await?;
-        let bytes = entry.and_then(|e| e.value).ok_or_else(no)?;
-        wire::decode(&bytes).map_err(|_| BucketError::Corrupt(format!("ver/{bucket}/{key}")))
+        let oid = ObjectId {
+            bucket: BucketId::of(&b),
+            key: key.into(),
+        };
+        self.table
+            .get_value::<schema::Versions>(&oid, version)
+            .await
+            .map_err(|e| unreadable(e, || format!("version {version} of {bucket}/{key}")))?
+            .ok_or_else(no)
     }
 
     /// The record of `bucket/key`.
     pub async fn object(&self, bucket: &str, key: &str) -> Result<ObjectRecord, BucketError> {
-        let entry = self.table.get(&objects_pk(bucket), key).await?;
-        let bytes = entry
-            .and_then(|e| e.value)
-            .ok_or_else(|| BucketError::NoObject(key.into(), bucket.into()))?;
-        wire::decode(&bytes).map_err(|_| BucketError::Corrupt(format!("obj/{bucket}/{key}")))
+        let b = self.bucket(bucket).await?;
+        self.object_in(&b, key).await
+    }
+
+    /// The record of `key` in bucket `b`.
+    pub async fn object_in(
+        &self,
+        b: &BucketRecord,
+        key: &str,
+    ) -> Result<ObjectRecord, BucketError> {
+        self.table
+            .get_value::<schema::Objects>(&BucketId::of(b), key)
+            .await
+            .map_err(|e| unreadable(e, || format!("{}/{key}", b.name)))?
+            .ok_or_else(|| BucketError::NoObject(key.into(), b.name.clone()))
     }
 
     /// A read capability for `bucket/key` (owner only): what `weft share` prints.
     pub async fn capability(&self, bucket: &str, key: &str) -> Result<Capability, BucketError> {
-        self.owned(bucket).await?;
-        let record = self.object(bucket, key).await?;
+        let b = self.owned(bucket).await?;
+        let record = self.object_in(&b, key).await?;
         self.capability_of(bucket, key, &record)
     }
 
@@ -665,11 +717,14 @@ impl Buckets {
         bucket: &str,
         prefix: &str,
     ) -> Result<Vec<(String, ObjectRecord)>, BucketError> {
-        self.bucket(bucket).await?;
-        let rows = self.table.list(&objects_pk(bucket), prefix).await?;
+        let b = self.bucket(bucket).await?;
+        let rows = self
+            .table
+            .list::<schema::Objects>(&BucketId::of(&b), prefix)
+            .await?;
         Ok(rows
             .into_iter()
-            .filter_map(|(k, e)| Some((k, wire::decode(&e.value?).ok()?)))
+            .filter_map(|(k, r)| Some((k, r.known()?)))
             .collect())
     }
 
@@ -677,8 +732,10 @@ impl Buckets {
     /// Shards nothing else uses are reclaimed by garbage collection after its safety delay.
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), BucketError> {
         let b = self.owned(bucket).await?;
-        let current = self.object(bucket, key).await?;
-        self.table.put(&objects_pk(bucket), key, None).await?;
+        let current = self.object_in(&b, key).await?;
+        self.table
+            .put::<schema::Objects>(&self.account, &BucketId::of(&b), key, None)
+            .await?;
         // Kept versions still use their objects; otherwise the bytes become garbage.
         if b.versions == 1 {
             self.let_go(bucket, key, &current).await?;
@@ -688,11 +745,19 @@ impl Buckets {
 
     /// Delete an empty bucket.
     pub async fn delete_bucket(&self, bucket: &str) -> Result<(), BucketError> {
-        self.owned(bucket).await?;
-        if !self.table.list(&objects_pk(bucket), "").await?.is_empty() {
+        let b = self.owned(bucket).await?;
+        let id = BucketId::of(&b);
+        if !self
+            .table
+            .list::<schema::Objects>(&id, "")
+            .await?
+            .is_empty()
+        {
             return Err(BucketError::NotEmpty(bucket.into()));
         }
-        self.table.put(BUCKETS, bucket, None).await?;
+        self.table
+            .put::<schema::Buckets>(&self.account, &(), bucket, None)
+            .await?;
         Ok(())
     }
 }

@@ -14,6 +14,7 @@ mod buckets;
 mod datadir;
 mod keys;
 mod multipart;
+pub mod schema;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -228,6 +229,8 @@ impl Node {
             endpoint.clone(),
             fabric.clone(),
             meta,
+            key.clone(),
+            schema::rules(),
             Duration::from_secs(10),
         );
         let healer =
@@ -256,7 +259,7 @@ impl Node {
                 stop,
             }),
         };
-        tokio::spawn(node.clone().persist_peers());
+        node.inner.endpoint.spawn(node.clone().persist_peers());
         tracing::info!(id = %node.id(), addr = %advertise, site = %node.inner.cert.body.placement.site, "node started");
         Ok(node)
     }

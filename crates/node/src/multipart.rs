@@ -7,11 +7,14 @@
 
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncRead;
-use weft_core::{ContentHash, NodeId, wire};
+use weft_core::{ContentHash, NodeId};
+use weft_heal::RefHolder;
 
 use crate::buckets::{
-    BucketError, Buckets, ObjectAttrs, ObjectRecord, PartRef, check_key, new_version, part_context,
+    BucketError, BucketRecord, Buckets, ObjectAttrs, ObjectRecord, PartRef, check_key, new_version,
+    part_context,
 };
+use crate::schema::{self, BucketId, PartNumber, UploadId};
 
 /// Highest part number (S3's limit).
 pub const MAX_PARTS: u32 = 10_000;
@@ -50,16 +53,11 @@ pub struct PartRecord {
     pub created_ms: u64,
 }
 
-fn uploads_pk(bucket: &str) -> String {
-    format!("upl/{bucket}")
-}
-
-fn parts_pk(bucket: &str, upload: &str) -> String {
-    format!("part/{bucket}/{upload}")
-}
-
-fn part_ref(bucket: &str, upload: &str, number: u32) -> String {
-    format!("u/{bucket}/{upload}/{number}")
+fn upload_id(b: &BucketRecord, upload: &str) -> UploadId {
+    UploadId {
+        bucket: BucketId::of(b),
+        upload: upload.into(),
+    }
 }
 
 fn upload_part_context(bucket: &str, upload: &str, number: u32) -> String {
@@ -67,6 +65,15 @@ fn upload_part_context(bucket: &str, upload: &str, number: u32) -> String {
 }
 
 impl Buckets {
+    fn part_ref(&self, bucket: &str, upload: &str, number: u32) -> RefHolder {
+        RefHolder::Part {
+            owner: self.account(),
+            bucket: bucket.into(),
+            upload: upload.into(),
+            number,
+        }
+    }
+
     /// Start an upload of `bucket/key`; returns its id.
     pub async fn create_upload(
         &self,
@@ -75,7 +82,7 @@ impl Buckets {
         attrs: ObjectAttrs,
     ) -> Result<String, BucketError> {
         check_key(key)?;
-        self.owned(bucket).await?;
+        let b = self.owned(bucket).await?;
         let now = weft_net::now_ms();
         let id = new_version(now);
         let record = UploadRecord {
@@ -84,19 +91,18 @@ impl Buckets {
             initiated_ms: now,
         };
         self.table
-            .put(&uploads_pk(bucket), &id, Some(wire::encode(&record)))
+            .put::<schema::Uploads>(self.signer(), &BucketId::of(&b), &id, Some(&record))
             .await?;
         Ok(id)
     }
 
     /// An upload in progress.
     pub async fn upload(&self, bucket: &str, upload: &str) -> Result<UploadRecord, BucketError> {
-        self.owned(bucket).await?;
-        let entry = self.table.get(&uploads_pk(bucket), upload).await?;
-        let bytes = entry
-            .and_then(|e| e.value)
-            .ok_or_else(|| BucketError::NoUpload(upload.into()))?;
-        wire::decode(&bytes).map_err(|_| BucketError::Corrupt(format!("upl/{bucket}/{upload}")))
+        let b = self.owned(bucket).await?;
+        self.table
+            .get_value::<schema::Uploads>(&BucketId::of(&b), upload)
+            .await?
+            .ok_or_else(|| BucketError::NoUpload(upload.into()))
     }
 
     /// Store part `number` of an upload (replacing an earlier part with that number); `etag`
@@ -116,18 +122,17 @@ impl Buckets {
         }
         self.upload(bucket, upload).await?;
         let b = self.owned(bucket).await?;
+        let uid = upload_id(&b, upload);
         let replaced = self
             .table
-            .get(&parts_pk(bucket, upload), &format!("{number:05}"))
-            .await?
-            .and_then(|e| e.value)
-            .and_then(|v| wire::decode::<PartRecord>(&v).ok());
+            .get_value::<schema::Parts>(&uid, &PartNumber(number))
+            .await?;
         let (cap, manifest) = self.storage.put(reader, b.policy.clone(), b.ec).await?;
-        let name = part_ref(bucket, upload, number);
+        let name = self.part_ref(bucket, upload, number);
         self.refs
-            .retain(&cap.manifest, &name)
+            .retain(&cap.manifest, &name, self.signer())
             .await
-            .map_err(BucketError::Catalog)?;
+            .map_err(|e| BucketError::Catalog(e.to_string()))?;
         let wrapped_key = weft_store::wrap_key(
             &self.bucket_key(bucket),
             &cap.key,
@@ -145,19 +150,15 @@ impl Buckets {
             created_ms: weft_net::now_ms(),
         };
         self.table
-            .put(
-                &parts_pk(bucket, upload),
-                &format!("{number:05}"),
-                Some(wire::encode(&part)),
-            )
+            .put::<schema::Parts>(self.signer(), &uid, &PartNumber(number), Some(&part))
             .await?;
         if let Some(old) = replaced
             && old.manifest != part.manifest
         {
             self.refs
-                .release(&old.manifest, &name)
+                .release(&old.manifest, &name, self.signer())
                 .await
-                .map_err(BucketError::Catalog)?;
+                .map_err(|e| BucketError::Catalog(e.to_string()))?;
         }
         Ok(part)
     }
@@ -165,11 +166,12 @@ impl Buckets {
     /// The parts uploaded so far, by number.
     pub async fn parts(&self, bucket: &str, upload: &str) -> Result<Vec<PartRecord>, BucketError> {
         self.upload(bucket, upload).await?;
-        let rows = self.table.list(&parts_pk(bucket, upload), "").await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(_, e)| wire::decode(&e.value?).ok())
-            .collect())
+        let b = self.bucket(bucket).await?;
+        let rows = self
+            .table
+            .list::<schema::Parts>(&upload_id(&b, upload), "")
+            .await?;
+        Ok(rows.into_iter().filter_map(|(_, r)| r.known()).collect())
     }
 
     /// Uploads in progress in `bucket` for keys starting with `prefix`: (id, record), by id.
@@ -178,11 +180,14 @@ impl Buckets {
         bucket: &str,
         prefix: &str,
     ) -> Result<Vec<(String, UploadRecord)>, BucketError> {
-        self.owned(bucket).await?;
-        let rows = self.table.list(&uploads_pk(bucket), "").await?;
+        let b = self.owned(bucket).await?;
+        let rows = self
+            .table
+            .list::<schema::Uploads>(&BucketId::of(&b), "")
+            .await?;
         Ok(rows
             .into_iter()
-            .filter_map(|(id, e)| Some((id, wire::decode::<UploadRecord>(&e.value?).ok()?)))
+            .filter_map(|(id, r)| Some((id, r.known()?)))
             .filter(|(_, u)| u.key.starts_with(prefix))
             .collect())
     }
@@ -271,22 +276,25 @@ impl Buckets {
     }
 
     async fn forget_upload(&self, bucket: &str, upload: &str) -> Result<(), BucketError> {
-        let pk = parts_pk(bucket, upload);
-        for (sk, entry) in self.table.list(&pk, "").await? {
-            self.table.put(&pk, &sk, None).await?;
+        let b = self.owned(bucket).await?;
+        let uid = upload_id(&b, upload);
+        for (_, row) in self.table.list::<schema::Parts>(&uid, "").await? {
+            // A part row this node cannot read is kept (and so are its bytes).
+            let Some(p) = row.known() else { continue };
+            self.table
+                .put::<schema::Parts>(self.signer(), &uid, &PartNumber(p.number), None)
+                .await?;
             // The assembled object (if completed) holds the parts it uses; the upload lets go
             // of all of them.
-            if let Some(p) = entry
-                .value
-                .and_then(|v| wire::decode::<PartRecord>(&v).ok())
-            {
-                self.refs
-                    .release(&p.manifest, &part_ref(bucket, upload, p.number))
-                    .await
-                    .map_err(BucketError::Catalog)?;
-            }
+            let name = self.part_ref(bucket, upload, p.number);
+            self.refs
+                .release(&p.manifest, &name, self.signer())
+                .await
+                .map_err(|e| BucketError::Catalog(e.to_string()))?;
         }
-        self.table.put(&uploads_pk(bucket), upload, None).await?;
+        self.table
+            .put::<schema::Uploads>(self.signer(), &BucketId::of(&b), upload, None)
+            .await?;
         Ok(())
     }
 }

@@ -142,9 +142,8 @@ async fn lost_deleted_and_corrupt_shards_are_rebuilt() {
     assert_eq!(manifest.ec.to_string(), "4+2");
     // Held by capability (as the API's anonymous put does), so it is never garbage.
     nodes[0]
-        .healer()
-        .registry()
-        .retain(&cap.manifest, "capability")
+        .buckets()
+        .retain_capability(&cap.manifest)
         .await
         .unwrap();
     // Kill a node that holds shards (not the writer).
@@ -406,9 +405,8 @@ async fn a_holder_that_fails_audits_is_quarantined_and_its_data_rebuilt_elsewher
             .await
             .unwrap();
         nodes[0]
-            .healer()
-            .registry()
-            .retain(&cap.manifest, "capability")
+            .buckets()
+            .retain_capability(&cap.manifest)
             .await
             .unwrap();
         objects.push((cap, bytes));

@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use weft_core::Placement;
+use weft_core::{ContentHash, Placement};
 use weft_fabric::{MemberState, SwimTiming};
+use weft_heal::ManifestEntry;
+use weft_heal::schema::CatalogRows;
 use weft_node::{DataDir, InviteRequest, Node, NodeSettings};
 use weft_store::{Capability, Erasure, Residency, StorageError};
 
@@ -425,17 +427,38 @@ async fn range_reads_fetch_only_the_segments_they_need() {
     }
 }
 
-fn alive(node: &Node) -> usize {
-    node.members()
-        .iter()
-        .filter(|m| m.state == MemberState::Alive)
-        .count()
+fn count(node: &Node, state: MemberState) -> usize {
+    node.members().iter().filter(|m| m.state == state).count()
 }
 
-async fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+fn alive(node: &Node) -> usize {
+    count(node, MemberState::Alive)
+}
+
+/// Every node's view, for failure messages.
+fn views(nodes: &[Node]) -> String {
+    nodes
+        .iter()
+        .map(|n| {
+            let row: Vec<String> = n
+                .members()
+                .iter()
+                .map(|m| format!("{}={}", m.short_id, m.state.as_str()))
+                .collect();
+            format!("{}: {}", n.id().short(), row.join(" "))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn wait_for(what: &str, secs: u64, nodes: &[Node], mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
-        assert!(start.elapsed() < Duration::from_secs(secs), "{what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "{what}\n{}",
+            views(nodes)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -462,61 +485,79 @@ async fn a_split_fabric_takes_writes_on_both_sides_and_converges_after_healing()
     }
     // A partition none of whose replicas is in eu: what eu accepts while cut off lives on
     // non-replicas and must be handed over after healing.
+    // The rows are catalog rows (which any member may write) of objects that do not exist.
     let eu = [c.nodes[0].id(), c.nodes[1].id()];
-    let pk = (0..)
-        .map(|i| format!("shared-{i}"))
-        .find(|pk| {
-            let reps = c.nodes[0]
-                .table()
-                .replicas_of(weft_meta::ring::partition_of(pk.as_bytes()));
+    let part = (0..=255u8)
+        .find(|p| {
+            let reps = c.nodes[0].table().replicas_for::<CatalogRows>(p);
             !reps.iter().any(|r| eu.contains(r))
         })
         .unwrap();
+    let pk = weft_meta::schema::partition_key::<CatalogRows>(&part);
+    let key = |name: &str| {
+        let mut h = ContentHash::of(name.as_bytes());
+        h.0[0] = part;
+        h
+    };
+    let row = |size: u64| ManifestEntry {
+        holders: Vec::new(),
+        size,
+        stored_bytes: 0,
+        ec: Erasure { data: 1, parity: 1 },
+        policy: Residency::default(),
+        created_ms: weft_net::now_ms(),
+        moved: Vec::new(),
+        released_ms: None,
+    };
+    let put = |n: &Node, name: &str, size: u64| {
+        let (t, k, r) = (n.table().clone(), key(name), row(size));
+        async move {
+            t.put::<CatalogRows>(t.node_key(), &part, &k, Some(&r))
+                .await
+                .unwrap()
+        }
+    };
     let (left, right) = (&c.nodes[0], &c.nodes[3]);
-    left.table()
-        .put(&pk, "k", Some(b"before".to_vec()))
-        .await
-        .unwrap();
+    put(left, "k", 1).await;
     for n in &c.nodes {
         n.set_wan(cut.clone()).unwrap();
     }
-    wait_for("the sides did not see each other leave", 30, || {
-        alive(&c.nodes[0]) == 2
-            && alive(&c.nodes[1]) == 2
-            && c.nodes[2..].iter().all(|n| alive(n) == 4)
-    })
+    // Wait until each side has declared the other dead (not merely suspect): a heal while
+    // suspicions are still pending is a different scenario (a flap), not a split.
+    wait_for(
+        "the sides did not declare each other dead",
+        30,
+        &c.nodes,
+        || {
+            c.nodes[..2]
+                .iter()
+                .all(|n| alive(n) == 2 && count(n, MemberState::Dead) == 4)
+                && c.nodes[2..]
+                    .iter()
+                    .all(|n| alive(n) == 4 && count(n, MemberState::Dead) == 2)
+        },
+    )
     .await;
     // Each side keeps taking writes on its own replicas.
-    left.table()
-        .put(&pk, "k", Some(b"left".to_vec()))
-        .await
-        .unwrap();
-    c.nodes[1]
-        .table()
-        .put(&pk, "only-left", Some(b"1".to_vec()))
-        .await
-        .unwrap();
+    put(left, "k", 2).await;
+    put(&c.nodes[1], "only-left", 10).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    right
-        .table()
-        .put(&pk, "k", Some(b"right".to_vec()))
-        .await
-        .unwrap();
-    c.nodes[4]
-        .table()
-        .put(&pk, "only-right", Some(b"2".to_vec()))
-        .await
-        .unwrap();
+    put(right, "k", 3).await;
+    put(&c.nodes[4], "only-right", 20).await;
     // Heal.
     for n in &c.nodes {
         n.set_wan(weft_net::WanConfig::default()).unwrap();
     }
-    wait_for("the fabric did not re-form", 60, || {
+    wait_for("the fabric did not re-form", 60, &c.nodes, || {
         c.nodes.iter().all(|n| alive(n) == regions.len())
     })
     .await;
     // Anti-entropy alone (no reads, which would repair) brings the replicas together.
     let p = weft_meta::ring::partition_of(pk.as_bytes());
+    let size_of = |e: Option<weft_meta::Entry>| {
+        let entry = weft_meta::schema::decode_row::<CatalogRows>(&e?).known()?;
+        Some(entry.size)
+    };
     let start = Instant::now();
     loop {
         for n in &c.nodes {
@@ -529,8 +570,8 @@ async fn a_split_fabric_takes_writes_on_both_sides_and_converges_after_healing()
             .filter(|n| replicas.contains(&n.id()))
             .all(|n| {
                 let local = n.table().local();
-                let value = |sk: &str| local.get(&pk, sk).unwrap().and_then(|e| e.value);
-                value("k") == Some(b"right".to_vec())
+                let value = |name: &str| size_of(local.get(&pk, &key(name).to_hex()).unwrap());
+                value("k") == Some(3)
                     && value("only-left").is_some()
                     && value("only-right").is_some()
             });
@@ -543,17 +584,22 @@ async fn a_split_fabric_takes_writes_on_both_sides_and_converges_after_healing()
         );
     }
     for n in &c.nodes {
-        let keys: Vec<String> = n
+        let mut sizes: Vec<u64> = n
             .table()
-            .list(&pk, "")
+            .list::<CatalogRows>(&part, "")
             .await
             .unwrap()
             .into_iter()
-            .map(|(k, _)| k)
+            .filter_map(|(_, r)| Some(r.known()?.size))
             .collect();
-        assert_eq!(keys, ["k", "only-left", "only-right"]);
-        let k = n.table().get(&pk, "k").await.unwrap().unwrap();
-        assert_eq!(k.value.as_deref(), Some(&b"right"[..]));
+        sizes.sort();
+        assert_eq!(sizes, [3, 10, 20]);
+        let k = n
+            .table()
+            .get::<CatalogRows>(&part, &key("k"))
+            .await
+            .unwrap();
+        assert_eq!(k.and_then(|r| r.known()).map(|e| e.size), Some(3));
     }
 }
 

@@ -21,6 +21,9 @@ pub use codec::{
     CodecError, DecodedSegment, EncodedSegment, Erasure, ObjectKey, SegmentInfo, decode_segment,
     encode_segment, rebuild_shards, unwrap_key, wrap_key,
 };
-pub use object::{Capability, Manifest, PlacedSegment, ReadReport, Storage, StorageError};
+pub use object::{
+    Capability, MANIFEST_FORMAT, Manifest, ManifestError, PlacedSegment, ReadReport, Storage,
+    StorageError,
+};
 pub use placement::{Candidate, PlacementError, Residency, default_erasure, place};
 pub use shards::{ShardStore, ShardStoreError};

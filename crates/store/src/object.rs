@@ -62,6 +62,94 @@ pub struct Manifest {
     pub segments: Vec<PlacedSegment>,
 }
 
+/// The first bytes of an encoded manifest: a marker, then the format version.
+const MANIFEST_MAGIC: [u8; 2] = *b"WM";
+/// The manifest format this build writes, and the newest it reads.
+pub const MANIFEST_FORMAT: u8 = 1;
+
+/// Why a manifest cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    /// Written by a newer weft: kept, but not understood here.
+    #[error("manifest format {0} is newer than this node knows ({MANIFEST_FORMAT})")]
+    Newer(u8),
+    /// Does not decode, or describes an impossible object.
+    #[error("malformed manifest: {0}")]
+    Malformed(String),
+}
+
+impl Manifest {
+    /// The stored form: marker, format version, postcard body. Its BLAKE3 names the manifest.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = MANIFEST_MAGIC.to_vec();
+        out.push(MANIFEST_FORMAT);
+        out.extend_from_slice(&wire::encode(self));
+        out
+    }
+
+    /// Decode and [validate](Manifest::validate) a stored manifest. Manifests written before
+    /// manifests carried a format version (a bare postcard body) are still read.
+    pub fn decode(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        let manifest = match bytes {
+            [a, b, format, body @ ..] if [*a, *b] == MANIFEST_MAGIC => match *format {
+                MANIFEST_FORMAT => wire::decode::<Manifest>(body)
+                    .map_err(|e| ManifestError::Malformed(e.to_string()))?,
+                f if f > MANIFEST_FORMAT => return Err(ManifestError::Newer(f)),
+                f => return Err(ManifestError::Malformed(format!("unknown format {f}"))),
+            },
+            legacy => wire::decode::<Manifest>(legacy)
+                .map_err(|e| ManifestError::Malformed(e.to_string()))?,
+        };
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// Check that the manifest describes a possible object: a valid coding, segments in order
+    /// whose sizes add up, every segment with one shard hash and one holder per shard, lengths
+    /// within what the codec and the shard protocol allow. A manifest comes from other members,
+    /// so nothing may index into it before this passed.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        let bad = |why: String| Err(ManifestError::Malformed(why));
+        if self.ec.validate().is_err() {
+            return bad(format!("erasure coding {} is not valid", self.ec));
+        }
+        let n = self.ec.data + self.ec.parity;
+        if self.segment_size == 0 || self.segment_size > crate::protocol::MAX_SHARD {
+            return bad(format!("segment size {}", self.segment_size));
+        }
+        let mut total = 0u64;
+        for (i, seg) in self.segments.iter().enumerate() {
+            let info = &seg.info;
+            if info.index as usize != i {
+                return bad(format!("segment {i} says it is segment {}", info.index));
+            }
+            if info.shards.len() != n || seg.holders.len() != n {
+                return bad(format!(
+                    "segment {i} has {} shards and {} holders for {} coding",
+                    info.shards.len(),
+                    seg.holders.len(),
+                    self.ec
+                ));
+            }
+            if info.plain_len > self.segment_size
+                || info.shard_len > crate::protocol::MAX_SHARD
+                || info.cipher_len < info.plain_len
+                || info.shard_len.saturating_mul(self.ec.data as u64) < info.cipher_len
+            {
+                return bad(format!("segment {i} has impossible lengths"));
+            }
+            total = total.saturating_add(info.plain_len);
+        }
+        if total != self.size {
+            return bad(format!(
+                "segments hold {total} bytes, the object is {}",
+                self.size
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A read capability: the manifest's name, the object key, and where the manifest is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capability {
@@ -135,9 +223,12 @@ pub enum StorageError {
         /// Why.
         reason: String,
     },
-    /// No holder had a valid manifest.
+    /// No holder had the manifest.
     #[error("manifest {0} is not available from any of its holders")]
     ManifestUnavailable(ContentHash),
+    /// The manifest was found but cannot be used here.
+    #[error("manifest {0}: {1}")]
+    Manifest(ContentHash, ManifestError),
     /// The capability text is malformed.
     #[error("not a weft capability: {0}")]
     BadCapability(String),
@@ -232,6 +323,11 @@ impl Storage {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.fabric.id()
+    }
+
+    /// The endpoint (which also owns the node's tasks).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     /// The membership view storage uses.
@@ -587,7 +683,7 @@ impl Storage {
             policy: policy.clone(),
             segments: placed.into_values().collect(),
         };
-        let bytes = Arc::new(wire::encode(&manifest));
+        let bytes = Arc::new(manifest.encode());
         let hash = ContentHash::of(&bytes);
         let copies = MANIFEST_COPIES.min(eligible.max(1));
         let holders = self
@@ -670,14 +766,14 @@ impl Storage {
         always: bool,
     ) -> Result<Manifest, StorageError> {
         let mut located: Option<Locations> = None;
-        let mut manifest = self.fetch_manifest(hash, holders).await;
-        if manifest.is_none() {
+        let mut manifest = self.try_fetch_manifest(hash, holders).await;
+        if matches!(manifest, Err(StorageError::ManifestUnavailable(_))) {
             located = self.locate(hash).await;
             if let Some(l) = &located {
-                manifest = self.fetch_manifest(hash, &l.manifest_holders).await;
+                manifest = self.try_fetch_manifest(hash, &l.manifest_holders).await;
             }
         }
-        let mut manifest = manifest.ok_or(StorageError::ManifestUnavailable(hash))?;
+        let mut manifest = manifest?;
         // Shards move only when repair rebuilds them, and it does that when a holder is lost:
         // ask the catalog only then, so healthy reads cost nothing extra.
         if located.is_none() && (always || !self.all_holders_alive(&manifest)) {
@@ -711,15 +807,29 @@ impl Storage {
     }
 
     async fn fetch_manifest(&self, hash: ContentHash, holders: &[NodeId]) -> Option<Manifest> {
+        self.try_fetch_manifest(hash, holders).await.ok()
+    }
+
+    /// The manifest from the nearest holder that has it; an error says whether none had it or
+    /// it cannot be used here (newer format, malformed).
+    async fn try_fetch_manifest(
+        &self,
+        hash: ContentHash,
+        holders: &[NodeId],
+    ) -> Result<Manifest, StorageError> {
         for node in self.nearest_first(holders) {
             if let Ok(Some(bytes)) = self.get_shard(node, hash).await
                 && ContentHash::of(&bytes) == hash
-                && let Ok(m) = wire::decode::<Manifest>(&bytes)
             {
-                return Some(m);
+                // The bytes match the name, so every holder has the same ones: if they do not
+                // make a usable manifest, asking the others will not help.
+                return Manifest::decode(&bytes).map_err(|e| {
+                    tracing::warn!(manifest = %hash, error = %e, "manifest cannot be used");
+                    StorageError::Manifest(hash, e)
+                });
             }
         }
-        None
+        Err(StorageError::ManifestUnavailable(hash))
     }
 
     /// Fetch one segment: the k nearest holders first, hedge after a delay, fall back on failure.

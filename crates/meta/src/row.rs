@@ -1,0 +1,384 @@
+//! Signed rows and the rules that say who may write them. Pure: no IO, no clock.
+//!
+//! Every row version carries its writer's Ed25519 signature over the row's partition key, sort
+//! key, timestamp and value (or the deletion), so a replica can check a row it is handed by
+//! anyone — a writer, a co-replica in anti-entropy, a reader repairing it — without trusting the
+//! sender. Who may sign is declared per row *kind* (the partition key up to its first `/`) by a
+//! [`Writer`] rule. Rules look only at the row's keys, its signer and (for name claims) the
+//! signer of the replica's current version, never at values: a replica must judge rows whose
+//! value format is newer than it knows, and every replica must reach the same verdict so they
+//! converge.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use weft_core::{NodeId, SecretKey, Signature, wire};
+
+use crate::hlc::Timestamp;
+
+const ROW_DOMAIN: &str = "weft table row v1";
+
+/// A versioned, signed value; `None` is a deletion (tombstone), kept so deletes win over older
+/// writes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// When it was written.
+    pub ts: Timestamp,
+    /// The value (a schema's encoded value, opaque here), or `None` if deleted.
+    pub value: Option<Vec<u8>>,
+    /// Who wrote it: a node key or an account key.
+    pub signer: NodeId,
+    /// The signer's signature over the row's keys, `ts` and `value`.
+    pub sig: Signature,
+    /// Name claims only: another key's withdrawal (its signed deletion) of the name, which this
+    /// version follows. It lets every replica — also one that never saw the withdrawal —
+    /// accept a new holder of a name, and refuse the old holder's replayed claim. Covered by
+    /// its own signature, not by `sig`.
+    pub prior: Option<Box<Entry>>,
+}
+
+/// A row: partition key, sort key, entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    /// Partition key (e.g. a bucket): all rows with the same one live in one partition.
+    pub pk: String,
+    /// Sort key within the partition (e.g. an object key).
+    pub sk: String,
+    /// The entry.
+    pub entry: Entry,
+}
+
+fn signed_bytes(pk: &str, sk: &str, ts: &Timestamp, value: Option<&[u8]>) -> Vec<u8> {
+    wire::encode(&(pk, sk, ts, value))
+}
+
+impl Entry {
+    /// A row version signed by `key`.
+    pub fn sign(
+        key: &SecretKey,
+        pk: &str,
+        sk: &str,
+        ts: Timestamp,
+        value: Option<Vec<u8>>,
+    ) -> Entry {
+        let sig = key.sign(ROW_DOMAIN, &signed_bytes(pk, sk, &ts, value.as_deref()));
+        Entry {
+            ts,
+            value,
+            signer: key.public(),
+            sig,
+            prior: None,
+        }
+    }
+
+    /// Whether the signature is the signer's over these keys and this version.
+    pub fn signature_ok(&self, pk: &str, sk: &str) -> bool {
+        self.signer
+            .verify(
+                ROW_DOMAIN,
+                &signed_bytes(pk, sk, &self.ts, self.value.as_deref()),
+                &self.sig,
+            )
+            .is_ok()
+    }
+
+    /// Whether this is a deletion.
+    pub fn is_tombstone(&self) -> bool {
+        self.value.is_none()
+    }
+}
+
+/// Who may write the rows of a kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Writer {
+    /// The key whose hex id is segment `n` of the partition key (`kind/<id>/...`, the kind is
+    /// segment 0): an account's own rows.
+    PartitionKey(usize),
+    /// The key whose hex id is the sort key's first segment (`<id>/...`): rows that several
+    /// writers keep side by side in one partition, each its own.
+    SortKey,
+    /// A current member node (its record is known and it is not revoked), whose id is the sort
+    /// key's first segment: a node's own rows about others (audit tallies).
+    SortKeyMember,
+    /// Any current member node: rows of the fabric's own bookkeeping.
+    Member,
+    /// A name claim: whoever signed the replica's current live version, or anyone if there is
+    /// none (the name is free or was deleted).
+    FirstClaim,
+}
+
+/// Why a replica refused a row.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The signature does not verify (forged, altered, or missing).
+    #[error("row {pk}/{sk}: bad or missing signature")]
+    BadSignature {
+        /// Partition key.
+        pk: String,
+        /// Sort key.
+        sk: String,
+    },
+    /// Signed by a key the kind's rule does not allow.
+    #[error("row {pk}/{sk}: {signer} may not write it ({why})")]
+    Unauthorized {
+        /// Partition key.
+        pk: String,
+        /// Sort key.
+        sk: String,
+        /// Short id of the signer.
+        signer: String,
+        /// The rule that refused it.
+        why: String,
+    },
+    /// A kind no schema on this node declares.
+    #[error("row {pk}/{sk}: unknown row kind {kind:?} (is this node older than the writer?)")]
+    UnknownKind {
+        /// Partition key.
+        pk: String,
+        /// Sort key.
+        sk: String,
+        /// The kind.
+        kind: String,
+    },
+    /// Keys that cannot be stored.
+    #[error("row keys must not contain NUL bytes")]
+    BadKey,
+}
+
+/// Whether `by` carries a withdrawal, signed by `claim`'s signer, made after `claim`.
+fn withdrawn(pk: &str, sk: &str, by: &Entry, claim: &Entry) -> bool {
+    by.prior.as_deref().is_some_and(|p| {
+        p.is_tombstone() && p.signer == claim.signer && p.ts > claim.ts && p.signature_ok(pk, sk)
+    })
+}
+
+/// The kind of a partition key: everything before its first `/`.
+pub fn kind_of(pk: &str) -> &str {
+    pk.split('/').next().unwrap_or(pk)
+}
+
+/// The writer rule of every row kind this node knows.
+#[derive(Clone, Debug, Default)]
+pub struct Rules {
+    kinds: HashMap<&'static str, Writer>,
+}
+
+impl Rules {
+    /// No kinds: every row is refused.
+    pub fn new() -> Rules {
+        Rules::default()
+    }
+
+    /// Declare `kind`'s rule. Panics if a kind is declared twice with different rules (a
+    /// programming error, found by any test that starts a node).
+    pub fn add(&mut self, kind: &'static str, writer: Writer) {
+        if let Some(old) = self.kinds.insert(kind, writer) {
+            assert_eq!(old, writer, "row kind {kind:?} declared twice");
+        }
+    }
+
+    /// The rule of `kind`, if known.
+    pub fn writer(&self, kind: &str) -> Option<Writer> {
+        self.kinds.get(kind).copied()
+    }
+
+    /// Whether `new` replaces `old` (two versions of the row `pk`/`sk`): last-writer-wins,
+    /// except for name claims held by different keys, where what counts is who withdrew:
+    /// - a live claim replaces another key's live claim only if it carries that key's signed
+    ///   withdrawal, made after the claim it replaces;
+    /// - a deletion never removes another key's live claim (so a failed claimant withdrawing
+    ///   its partial claim cannot delete the winner's);
+    /// - a live claim replaces another key's deletion unless that deletion carries the
+    ///   claimant's own later withdrawal (a replayed old claim stays dead).
+    pub fn replaces(&self, pk: &str, sk: &str, new: &Entry, old: &Entry) -> bool {
+        if self.writer(kind_of(pk)) == Some(Writer::FirstClaim) && new.signer != old.signer {
+            return match (new.is_tombstone(), old.is_tombstone()) {
+                (false, false) => withdrawn(pk, sk, new, old),
+                (true, false) => false,
+                (false, true) => !withdrawn(pk, sk, old, new),
+                (true, true) => crate::local::supersedes(new, old),
+            };
+        }
+        crate::local::supersedes(new, old)
+    }
+
+    /// Check a row version a replica is asked to take. `current` is the replica's version of
+    /// the row, if any; `is_member` says whether a key is a current member node.
+    pub fn check(
+        &self,
+        item: &Item,
+        current: Option<&Entry>,
+        is_member: &dyn Fn(&NodeId) -> bool,
+    ) -> Result<(), Refusal> {
+        let (pk, sk, e) = (&item.pk, &item.sk, &item.entry);
+        if pk.contains('\0') || sk.contains('\0') {
+            return Err(Refusal::BadKey);
+        }
+        if !e.signature_ok(pk, sk) {
+            return Err(Refusal::BadSignature {
+                pk: pk.clone(),
+                sk: sk.clone(),
+            });
+        }
+        let kind = kind_of(pk);
+        let writer = self.writer(kind).ok_or_else(|| Refusal::UnknownKind {
+            pk: pk.clone(),
+            sk: sk.clone(),
+            kind: kind.into(),
+        })?;
+        let refuse = |why: &str| {
+            Err(Refusal::Unauthorized {
+                pk: pk.clone(),
+                sk: sk.clone(),
+                signer: e.signer.short(),
+                why: why.into(),
+            })
+        };
+        let names_signer = |segment: Option<&str>| segment == Some(e.signer.to_hex().as_str());
+        match writer {
+            Writer::PartitionKey(n) => {
+                if !names_signer(pk.split('/').nth(n)) {
+                    return refuse("only the key named in the partition key writes these rows");
+                }
+            }
+            Writer::SortKey => {
+                if !names_signer(sk.split('/').next()) {
+                    return refuse("only the key named in the sort key writes this row");
+                }
+            }
+            Writer::SortKeyMember => {
+                if !names_signer(sk.split('/').next()) {
+                    return refuse("only the node named in the sort key writes this row");
+                }
+                if !is_member(&e.signer) {
+                    return refuse("not a current member node");
+                }
+            }
+            Writer::Member => {
+                if !is_member(&e.signer) {
+                    return refuse("only member nodes write these rows");
+                }
+            }
+            Writer::FirstClaim => {
+                if let Some(cur) = current
+                    && !cur.is_tombstone()
+                    && cur.signer != e.signer
+                    && (e.is_tombstone() || !withdrawn(pk, sk, e, cur))
+                {
+                    return refuse("the name is held by another key");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(wall: u64) -> Timestamp {
+        Timestamp {
+            wall,
+            logical: 0,
+            node: NodeId([9; 32]),
+        }
+    }
+
+    fn item(key: &SecretKey, pk: &str, sk: &str, wall: u64, v: Option<&[u8]>) -> Item {
+        Item {
+            pk: pk.into(),
+            sk: sk.into(),
+            entry: Entry::sign(key, pk, sk, ts(wall), v.map(<[u8]>::to_vec)),
+        }
+    }
+
+    fn rules() -> Rules {
+        let mut r = Rules::new();
+        r.add("acct", Writer::PartitionKey(1));
+        r.add("refs", Writer::SortKey);
+        r.add("rep", Writer::SortKeyMember);
+        r.add("cat", Writer::Member);
+        r.add("names", Writer::FirstClaim);
+        r
+    }
+
+    #[test]
+    fn each_rule_admits_its_writers_only() {
+        let (alice, bob, node) = (
+            SecretKey::from_seed([1; 32]),
+            SecretKey::from_seed([2; 32]),
+            SecretKey::from_seed([3; 32]),
+        );
+        let member = |id: &NodeId| *id == node.public();
+        let r = rules();
+        let a = alice.public().to_hex();
+        let ok = |i: &Item, cur: Option<&Entry>| r.check(i, cur, &member).is_ok();
+        assert!(ok(
+            &item(&alice, &format!("acct/{a}/b"), "k", 1, Some(b"v")),
+            None
+        ));
+        assert!(!ok(
+            &item(&bob, &format!("acct/{a}/b"), "k", 1, Some(b"v")),
+            None
+        ));
+        assert!(!ok(&item(&bob, &format!("acct/{a}/b"), "k", 1, None), None));
+        assert!(ok(
+            &item(&alice, "refs/x", &format!("{a}/v/1"), 1, None),
+            None
+        ));
+        assert!(!ok(
+            &item(&bob, "refs/x", &format!("{a}/v/1"), 1, None),
+            None
+        ));
+        let n = node.public().to_hex();
+        assert!(ok(&item(&node, "rep/x", &n, 1, Some(b"t")), None));
+        assert!(!ok(&item(&alice, "rep/x", &a, 1, Some(b"t")), None));
+        assert!(ok(&item(&node, "cat/00", "h", 1, Some(b"t")), None));
+        assert!(!ok(&item(&alice, "cat/00", "h", 1, Some(b"t")), None));
+        // Name claims: first live claim holds the name; after a delete anyone may claim it.
+        let claim = item(&alice, "names", "photos", 1, Some(b"a"));
+        assert!(ok(&claim, None));
+        let steal = item(&bob, "names", "photos", 2, Some(b"b"));
+        assert!(!ok(&steal, Some(&claim.entry)));
+        assert!(!ok(
+            &item(&bob, "names", "photos", 2, None),
+            Some(&claim.entry)
+        ));
+        let gone = item(&alice, "names", "photos", 3, None);
+        assert!(ok(&gone, Some(&claim.entry)));
+        assert!(ok(&steal, Some(&gone.entry)));
+        // A new holder's claim carries the old holder's withdrawal, so a replica that never saw
+        // the withdrawal takes it, and the old holder's replayed claim stays dead.
+        let mut reclaim = item(&bob, "names", "photos", 4, Some(b"b"));
+        assert!(!ok(&reclaim, Some(&claim.entry)));
+        reclaim.entry.prior = Some(Box::new(gone.entry.clone()));
+        assert!(ok(&reclaim, Some(&claim.entry)));
+        assert!(r.replaces("names", "photos", &reclaim.entry, &claim.entry));
+        assert!(!r.replaces("names", "photos", &claim.entry, &reclaim.entry));
+        let mut bob_gone = item(&bob, "names", "photos", 5, None);
+        bob_gone.entry.prior = reclaim.entry.prior.clone();
+        assert!(!r.replaces("names", "photos", &claim.entry, &bob_gone.entry));
+        // A stranger's deletion never hides a live claim, whatever its timestamp.
+        let late = item(&bob, "names", "photos", 9, None);
+        assert!(!r.replaces("names", "photos", &late.entry, &claim.entry));
+        assert!(r.replaces("names", "photos", &claim.entry, &late.entry));
+        // Unknown kinds, altered rows and zeroed signatures are refused.
+        assert!(matches!(
+            r.check(&item(&node, "new/x", "k", 1, None), None, &member),
+            Err(Refusal::UnknownKind { .. })
+        ));
+        let mut altered = item(&node, "cat/00", "h", 1, Some(b"t"));
+        altered.entry.value = Some(b"u".to_vec());
+        assert!(matches!(
+            r.check(&altered, None, &member),
+            Err(Refusal::BadSignature { .. })
+        ));
+        let mut moved = item(&node, "cat/00", "h", 1, Some(b"t"));
+        moved.sk = "other".into();
+        assert!(!ok(&moved, None));
+        let mut unsigned = item(&node, "cat/00", "h", 1, Some(b"t"));
+        unsigned.entry.sig = Signature([0; 64]);
+        assert!(!ok(&unsigned, None));
+    }
+}

@@ -1,0 +1,162 @@
+//! The row kinds of buckets and named objects. Every key of these kinds is made here.
+//!
+//! A bucket's name is claimed fabric-wide (first claim holds it); everything in the bucket lives
+//! in partitions whose key names the owning account, and only that account can sign them, so
+//! another account can neither write nor delete a bucket's contents even by claiming its name.
+//!
+//! | kind | partition key | sort key | value | written by |
+//! |---|---|---|---|---|
+//! | `bucket` | `bucket` | bucket name | [`BucketRecord`] | first claimant of the name (the owner) |
+//! | `obj` | `obj/<owner>/<bucket>` | object key | [`ObjectRecord`] (current version) | the owner |
+//! | `ver` | `ver/<owner>/<bucket>/<key>` | version id | [`ObjectRecord`] (kept versions) | the owner |
+//! | `upl` | `upl/<owner>/<bucket>` | upload id | [`UploadRecord`] | the owner |
+//! | `part` | `part/<owner>/<bucket>/<upload>` | part number, 5 digits | [`PartRecord`] | the owner |
+
+use weft_core::NodeId;
+use weft_meta::{Rules, Schema, SortKey, Writer};
+
+use crate::buckets::{BucketRecord, ObjectRecord};
+use crate::multipart::{PartRecord, UploadRecord};
+
+/// A bucket, as its rows are keyed: its owner and its name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketId {
+    /// The owning account.
+    pub owner: NodeId,
+    /// The bucket's name.
+    pub name: String,
+}
+
+impl BucketId {
+    /// The id of `bucket`.
+    pub fn of(bucket: &BucketRecord) -> BucketId {
+        BucketId {
+            owner: bucket.owner,
+            name: bucket.name.clone(),
+        }
+    }
+
+    fn key(&self) -> String {
+        format!("{}/{}", self.owner.to_hex(), self.name)
+    }
+}
+
+/// Bucket name claims.
+pub struct Buckets;
+
+impl Schema for Buckets {
+    const KIND: &'static str = "bucket";
+    const WRITER: Writer = Writer::FirstClaim;
+    const FORMAT: u8 = 1;
+    type Part = ();
+    type Sort = str;
+    type Value = BucketRecord;
+
+    fn partition(_: &()) -> String {
+        String::new()
+    }
+}
+
+/// The current version of each object of a bucket.
+pub struct Objects;
+
+impl Schema for Objects {
+    const KIND: &'static str = "obj";
+    const WRITER: Writer = Writer::PartitionKey(1);
+    const FORMAT: u8 = 1;
+    type Part = BucketId;
+    type Sort = str;
+    type Value = ObjectRecord;
+
+    fn partition(bucket: &BucketId) -> String {
+        bucket.key()
+    }
+}
+
+/// One object of a bucket, for its kept versions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectId {
+    /// The bucket.
+    pub bucket: BucketId,
+    /// The object key.
+    pub key: String,
+}
+
+/// Kept versions of each object (buckets that keep more than one).
+pub struct Versions;
+
+impl Schema for Versions {
+    const KIND: &'static str = "ver";
+    const WRITER: Writer = Writer::PartitionKey(1);
+    const FORMAT: u8 = 1;
+    type Part = ObjectId;
+    type Sort = str;
+    type Value = ObjectRecord;
+
+    fn partition(object: &ObjectId) -> String {
+        format!("{}/{}", object.bucket.key(), object.key)
+    }
+}
+
+/// Multipart uploads in progress.
+pub struct Uploads;
+
+impl Schema for Uploads {
+    const KIND: &'static str = "upl";
+    const WRITER: Writer = Writer::PartitionKey(1);
+    const FORMAT: u8 = 1;
+    type Part = BucketId;
+    type Sort = str;
+    type Value = UploadRecord;
+
+    fn partition(bucket: &BucketId) -> String {
+        bucket.key()
+    }
+}
+
+/// One upload, for its parts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadId {
+    /// The bucket.
+    pub bucket: BucketId,
+    /// The upload id.
+    pub upload: String,
+}
+
+/// A part number, as the sort key of its row (zero-padded so parts list in order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartNumber(pub u32);
+
+impl SortKey for PartNumber {
+    fn to_sort(&self) -> String {
+        format!("{:05}", self.0)
+    }
+}
+
+/// Uploaded parts.
+pub struct Parts;
+
+impl Schema for Parts {
+    const KIND: &'static str = "part";
+    const WRITER: Writer = Writer::PartitionKey(1);
+    const FORMAT: u8 = 1;
+    type Part = UploadId;
+    type Sort = PartNumber;
+    type Value = PartRecord;
+
+    fn partition(upload: &UploadId) -> String {
+        format!("{}/{}", upload.bucket.key(), upload.upload)
+    }
+}
+
+/// Every row kind a node serves: its own and those of the layers below.
+pub fn rules() -> Rules {
+    let mut rules = Rules::new();
+    rules.add(Buckets::KIND, Buckets::WRITER);
+    rules.add(Objects::KIND, Objects::WRITER);
+    rules.add(Versions::KIND, Versions::WRITER);
+    rules.add(Uploads::KIND, Uploads::WRITER);
+    rules.add(Parts::KIND, Parts::WRITER);
+    weft_heal::schema::register(&mut rules);
+    rules
+}
