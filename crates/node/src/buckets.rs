@@ -683,7 +683,7 @@ impl Buckets {
             &record.wrapped_key,
             context.as_bytes(),
         )
-        .ok_or_else(|| BucketError::Corrupt(format!("obj/{bucket}/{key} (key does not unwrap)")))?;
+        .ok_or_else(|| BucketError::Corrupt(format!("{bucket}/{key} (key does not unwrap)")))?;
         Ok(Capability {
             manifest: record.manifest,
             key: object_key,

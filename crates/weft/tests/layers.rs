@@ -55,3 +55,87 @@ fn core_does_no_io() {
         "manifest parsing broke: {deps:?}"
     );
 }
+
+/// Every `.rs` file under `crates/<krate>/src`, with its text.
+fn sources(krate: &str) -> Vec<(std::path::PathBuf, String)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(krate)
+        .join("src");
+    let mut out = Vec::new();
+    let mut dirs = vec![root];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                out.push((path, text));
+            }
+        }
+    }
+    out
+}
+
+fn is_schema_module(path: &std::path::Path) -> bool {
+    path.file_name().is_some_and(|f| f == "schema.rs")
+}
+
+/// Row keys are made only by schemas: every schema lives in a `schema.rs`, and no other source
+/// file of a crate above the table spells a row kind's key prefix or calls the replica's raw,
+/// string-keyed interface.
+#[test]
+fn row_keys_are_formatted_only_in_schema_modules() {
+    let above_table = ["store", "heal", "node", "s3", "api", "weft"];
+    let mut kinds = Vec::new();
+    for krate in above_table {
+        for (path, text) in sources(krate) {
+            let declares =
+                text.contains("impl Schema for") || text.contains("impl weft_meta::Schema for");
+            assert!(
+                !declares || is_schema_module(&path),
+                "{} declares a table schema outside a schema.rs",
+                path.display()
+            );
+            for line in text.lines() {
+                if let Some(rest) = line.trim().strip_prefix("const KIND: &'static str = \"") {
+                    kinds.push(rest.trim_end_matches("\";").to_string());
+                }
+            }
+        }
+    }
+    assert!(
+        ["bucket", "obj", "m", "r", "rep"]
+            .iter()
+            .all(|k| kinds.iter().any(|d| d == k)),
+        "schema scan broke: {kinds:?}"
+    );
+    for krate in above_table {
+        for (path, text) in sources(krate) {
+            if is_schema_module(&path) {
+                continue;
+            }
+            for kind in &kinds {
+                for spelled in [format!("\"{kind}/"), format!("\"{kind}\"")] {
+                    // Byte strings (b"...") are data, not keys.
+                    let as_key = text
+                        .match_indices(&spelled)
+                        .any(|(i, _)| !text[..i].ends_with('b'));
+                    assert!(
+                        !as_key,
+                        "{} spells the row key prefix {spelled}: make keys in its schema",
+                        path.display()
+                    );
+                }
+            }
+            for raw in [".local().get(", ".local().list(", ".local().merge("] {
+                assert!(
+                    !text.contains(raw),
+                    "{} uses the replica's raw interface ({raw}): go through a schema",
+                    path.display()
+                );
+            }
+        }
+    }
+}

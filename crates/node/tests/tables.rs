@@ -1,0 +1,517 @@
+//! The typed, signed table under a real fabric: rows of newer formats survive old nodes, forged
+//! rows are refused by every replica, malformed manifests and catalog rows written by a member
+//! never panic the healing loops or reads.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{cluster, data, wait};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use serde::Serialize;
+use weft_core::{ContentHash, NodeId, SecretKey, proto};
+use weft_heal::ManifestEntry;
+use weft_heal::schema::{CatalogRows, catalog_part};
+use weft_meta::schema::{Schema, SortKey, partition_key};
+use weft_meta::table::{MetaRequest, MetaResponse};
+use weft_meta::{Entry, Item, Timestamp, Value};
+use weft_node::Node;
+use weft_node::schema::{BucketId, Objects};
+use weft_store::{Capability, Erasure, Manifest, PlacedSegment, Residency};
+
+/// A catalog entry as a newer weft writes it: one more field at the end.
+#[derive(Serialize)]
+struct ManifestEntryV2 {
+    holders: Vec<NodeId>,
+    size: u64,
+    stored_bytes: u64,
+    ec: Erasure,
+    policy: Residency,
+    created_ms: u64,
+    moved: Vec<(u32, u16, NodeId)>,
+    released_ms: Option<u64>,
+    tier: String,
+}
+
+/// Send rows straight to one node's replica, as a member that bypasses the table would (a
+/// node's own replica is sent to by its neighbour).
+async fn push(nodes: &[Node], from: usize, to: NodeId, items: Vec<Item>) -> MetaResponse {
+    let mut from = &nodes[from];
+    if from.id() == to {
+        from = nodes.iter().find(|n| n.id() != to).unwrap();
+    }
+    let addr = from.fabric().record(&to).unwrap().body.addr;
+    let endpoint = from.fabric().endpoint();
+    let (mut send, mut recv) = endpoint.open(to, addr, proto::META).await.unwrap();
+    weft_net::write_message(&mut send, &MetaRequest::Write(items))
+        .await
+        .unwrap();
+    let _ = send.finish();
+    weft_net::read_message(&mut recv, 16 << 20).await.unwrap()
+}
+
+fn replicas<S: Schema>(nodes: &[Node], part: &S::Part) -> Vec<usize> {
+    let ids = nodes[0].table().replicas_for::<S>(part);
+    (0..nodes.len())
+        .filter(|i| ids.contains(&nodes[*i].id()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_rows_are_refused() {
+    let (_tmp, dirs, nodes) = cluster(5, Duration::from_secs(3600)).await;
+    let owner = &nodes[0];
+    let buckets = owner.buckets();
+    buckets
+        .create("docs", Residency::default(), None, 1)
+        .await
+        .unwrap();
+    buckets.put("docs", "a.txt", &b"first"[..]).await.unwrap();
+    let bucket = BucketId {
+        owner: buckets.account(),
+        name: "docs".into(),
+    };
+    let pk = partition_key::<Objects>(&bucket);
+    let sk = "a.txt".to_sort();
+    let reps = replicas::<Objects>(&nodes, &bucket);
+    let old: Entry = nodes[reps[0]]
+        .table()
+        .local()
+        .get(&pk, &sk)
+        .unwrap()
+        .unwrap();
+    buckets.put("docs", "a.txt", &b"second"[..]).await.unwrap();
+    let honest = buckets.object("docs", "a.txt").await.unwrap();
+    let honest_entry = nodes[reps[0]]
+        .table()
+        .local()
+        .get(&pk, &sk)
+        .unwrap()
+        .unwrap();
+    // The attacker is another member, with its own node key and its own account.
+    let attacker = &nodes[1];
+    let other_account = weft_net::load_or_create_key(&dirs[1].join("account.key")).unwrap();
+    let account = weft_net::load_or_create_key(&dirs[0].join("account.key")).unwrap();
+    let ts = |wall_ahead: u64| Timestamp {
+        wall: weft_net::now_ms() + wall_ahead,
+        logical: 0,
+        node: attacker.id(),
+    };
+    let mut forged_value = honest_entry.value.clone().unwrap();
+    *forged_value.last_mut().unwrap() ^= 1;
+    // 1. Signed by the owner, then altered.
+    let mut altered = Entry::sign(&account, &pk, &sk, ts(10), honest_entry.value.clone());
+    altered.value = Some(forged_value.clone());
+    // 2. No signature at all.
+    let mut unsigned = Entry::sign(&account, &pk, &sk, ts(20), Some(forged_value.clone()));
+    unsigned.sig = weft_core::Signature([0; 64]);
+    // 3. Properly signed, but by another account's key, and by a member node's key.
+    let other = Entry::sign(&other_account, &pk, &sk, ts(30), Some(forged_value.clone()));
+    let by_node = Entry::sign(
+        &SecretKey::from_seed([7; 32]),
+        &pk,
+        &sk,
+        ts(40),
+        Some(forged_value.clone()),
+    );
+    let deletion = Entry::sign(&other_account, &pk, &sk, ts(50), None);
+    let item = |entry: Entry| Item {
+        pk: pk.clone(),
+        sk: sk.clone(),
+        entry,
+    };
+    for forged in [altered, unsigned, other, by_node, deletion] {
+        for i in 0..nodes.len() {
+            let answer = push(&nodes, 1, nodes[i].id(), vec![item(forged.clone())]).await;
+            assert!(
+                matches!(&answer, MetaResponse::Error(e) if e.contains("refused")),
+                "node {i} took a forged row: {answer:?}"
+            );
+        }
+    }
+    // 4. A replayed older version, correctly signed by the owner: every replica keeps the newer.
+    for i in 0..nodes.len() {
+        push(&nodes, 1, nodes[i].id(), vec![item(old.clone())]).await;
+    }
+    for i in 0..nodes.len() {
+        let stored = nodes[i].table().local().get(&pk, &sk).unwrap();
+        if reps.contains(&i) {
+            assert_eq!(
+                stored.as_ref(),
+                Some(&honest_entry),
+                "replica {i} lost the honest row"
+            );
+        } else {
+            assert!(
+                stored.is_none() || stored.as_ref() == Some(&old),
+                "non-replica {i} holds a forged row"
+            );
+        }
+    }
+    // Anti-entropy does not spread anything forged either, and readers see the honest row.
+    for n in &nodes {
+        n.table().sync_once().await;
+    }
+    for n in &nodes {
+        assert_eq!(n.buckets().object("docs", "a.txt").await.unwrap(), honest);
+    }
+    let mut out = Vec::new();
+    nodes[3]
+        .buckets()
+        .read_range(("docs", "a.txt"), &honest, 0, honest.size, &mut out)
+        .await
+        .unwrap_err(); // another account cannot unwrap the key...
+    buckets
+        .read_range(("docs", "a.txt"), &honest, 0, honest.size, &mut out)
+        .await
+        .unwrap(); // ...the owner can, and gets the honest bytes
+    assert_eq!(out, b"second");
+    // Through the table's own interface a member cannot even try.
+    let err = attacker
+        .table()
+        .put::<Objects>(&other_account, &bucket, "a.txt", Some(&honest))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("may not write"), "{err}");
+    // The bucket's name stays its owner's.
+    assert!(
+        attacker
+            .buckets()
+            .create("docs", Residency::default(), None, 1)
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        nodes[4].buckets().bucket("docs").await.unwrap().owner,
+        buckets.account()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_of_a_newer_format_are_kept() {
+    let gc_delay = Duration::from_secs(1);
+    let (_tmp, _dirs, nodes) = cluster(5, gc_delay).await;
+    // An object nothing references: garbage as far as this build can tell, once its catalog
+    // row is past the delay.
+    let bytes = data(300_000);
+    let (cap, manifest) = nodes[0]
+        .storage()
+        .put(&bytes[..], Residency::default(), None)
+        .await
+        .unwrap();
+    let entry = nodes[0]
+        .healer()
+        .registry()
+        .get(&cap.manifest)
+        .await
+        .unwrap()
+        .unwrap();
+    // A newer weft rewrites its catalog row with a field this build does not know.
+    let newer = ManifestEntryV2 {
+        holders: entry.holders.clone(),
+        size: entry.size,
+        stored_bytes: entry.stored_bytes,
+        ec: entry.ec,
+        policy: entry.policy.clone(),
+        created_ms: entry.created_ms,
+        moved: entry.moved.clone(),
+        released_ms: None,
+        tier: "cold".into(),
+    };
+    let mut value = vec![CatalogRows::FORMAT + 1];
+    value.extend(weft_core::wire::encode(&newer));
+    let part = catalog_part(&cap.manifest);
+    let writer = &nodes[2];
+    writer
+        .table()
+        .put_encoded::<CatalogRows>(
+            writer.table().node_key(),
+            &part,
+            &cap.manifest,
+            Some(value.clone()),
+        )
+        .await
+        .unwrap();
+    let pk = partition_key::<CatalogRows>(&part);
+    let sk = cap.manifest.to_sort();
+    // Served as it is, recognised as newer, never as absent.
+    let row = nodes[4]
+        .table()
+        .get::<CatalogRows>(&part, &cap.manifest)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.value, Some(Value::Newer(CatalogRows::FORMAT + 1)));
+    assert!(
+        nodes[4]
+            .healer()
+            .registry()
+            .get(&cap.manifest)
+            .await
+            .is_err()
+    );
+    // An older write (an older timestamp) does not replace it; the newer row merges by time.
+    let reps = replicas::<CatalogRows>(&nodes, &part);
+    let stale = Item {
+        pk: pk.clone(),
+        sk: sk.clone(),
+        entry: Entry::sign(
+            nodes[reps[0]].table().node_key(),
+            &pk,
+            &sk,
+            Timestamp {
+                wall: 1,
+                logical: 0,
+                node: nodes[reps[0]].id(),
+            },
+            Some(weft_meta::schema::encode_value::<CatalogRows>(&entry)),
+        ),
+    };
+    push(&nodes, 0, nodes[reps[0]].id(), vec![stale]).await;
+    let held = nodes[reps[0]]
+        .table()
+        .local()
+        .get(&pk, &sk)
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.value.as_ref(), Some(&value));
+    // Carried by anti-entropy: a replica that lost the row gets the very same bytes back.
+    let lagging = reps[1];
+    let fresh = Item {
+        pk: pk.clone(),
+        sk: sk.clone(),
+        entry: Entry::sign(
+            writer.table().node_key(),
+            &pk,
+            &sk,
+            Timestamp {
+                wall: weft_net::now_ms(),
+                logical: 0,
+                node: writer.id(),
+            },
+            Some(value.clone()),
+        ),
+    };
+    for r in &reps {
+        if *r != lagging {
+            push(&nodes, 0, nodes[*r].id(), vec![fresh.clone()]).await;
+        }
+    }
+    assert_ne!(
+        nodes[lagging].table().local().get(&pk, &sk).unwrap(),
+        Some(fresh.entry.clone())
+    );
+    for _ in 0..3 {
+        for n in &nodes {
+            n.table().sync_once().await;
+        }
+    }
+    for r in &reps {
+        assert_eq!(
+            nodes[*r].table().local().get(&pk, &sk).unwrap(),
+            Some(fresh.entry.clone()),
+            "replica {r} does not hold the newer row as written"
+        );
+    }
+    // Past the delay, neither garbage collection nor the orphan sweep deletes a shard of it.
+    tokio::time::sleep(gc_delay * 3).await;
+    for n in &nodes {
+        n.healer().check_once().await;
+        n.healer().sweep_orphans().await;
+    }
+    let owners: Vec<_> = nodes.iter().map(|n| n.healer().status()).collect();
+    assert!(
+        owners
+            .iter()
+            .any(|s| s.unreadable_rows > 0 && !s.last_unreadable.is_empty()),
+        "no node said it left a row alone"
+    );
+    assert!(
+        owners
+            .iter()
+            .all(|s| s.gc_objects == 0 && s.orphans_removed == 0)
+    );
+    for seg in &manifest.segments {
+        for (holder, shard) in seg.holders.iter().zip(&seg.info.shards) {
+            let node = nodes.iter().find(|n| n.id() == *holder).unwrap();
+            assert!(
+                node.storage().local().contains(shard).unwrap(),
+                "a shard was deleted"
+            );
+        }
+    }
+    let mut out = Vec::new();
+    nodes[3].storage().get(&cap, &mut out).await.unwrap();
+    assert!(out == bytes);
+}
+
+/// A manifest with random structure: lengths that disagree, impossible codings and sizes.
+fn wild_manifest(ids: Vec<NodeId>) -> impl Strategy<Value = Manifest> {
+    let seg = (
+        any::<u32>(),
+        0u64..(8 << 20),
+        0u64..(8 << 20),
+        0u64..(100 << 20),
+        0usize..8,
+        0usize..8,
+    );
+    (
+        any::<u64>(),
+        0u64..(100 << 20),
+        0usize..80,
+        0usize..80,
+        proptest::collection::vec(seg, 0..4),
+    )
+        .prop_map(move |(size, segment_size, k, m, segs)| Manifest {
+            size,
+            content_id: ContentHash::of(&size.to_le_bytes()),
+            segment_size,
+            ec: Erasure { data: k, parity: m },
+            policy: Residency::default(),
+            segments: segs
+                .into_iter()
+                .map(
+                    |(index, plain, cipher, shard_len, shards, holders)| PlacedSegment {
+                        info: weft_store::codec::SegmentInfo {
+                            index,
+                            plain_len: plain,
+                            plain_hash: ContentHash::of(b"p"),
+                            cipher_len: cipher,
+                            shard_len,
+                            shards: (0..shards).map(|i| ContentHash::of(&[i as u8])).collect(),
+                        },
+                        holders: (0..holders).map(|i| ids[i % ids.len()]).collect(),
+                    },
+                )
+                .collect(),
+        })
+}
+
+/// A catalog row with random contents (bad codings, moves past the coding, no holders).
+fn wild_entry(holders: Vec<NodeId>) -> impl Strategy<Value = ManifestEntry> {
+    (
+        0usize..70,
+        0usize..70,
+        proptest::collection::vec((any::<u32>(), any::<u16>()), 0..5),
+        any::<bool>(),
+    )
+        .prop_map(move |(k, m, moved, keep_holders)| ManifestEntry {
+            holders: if keep_holders {
+                holders.clone()
+            } else {
+                vec![NodeId([9; 32])]
+            },
+            size: 1,
+            stored_bytes: 1,
+            ec: Erasure { data: k, parity: m },
+            policy: Residency::default(),
+            created_ms: 0,
+            moved: moved
+                .into_iter()
+                .map(|(s, i)| (s, i, NodeId([3; 32])))
+                .collect(),
+            released_ms: None,
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_manifests_never_panic() {
+    let (_tmp, _dirs, nodes) = cluster(5, Duration::from_secs(1)).await;
+    // Honest objects, which must stay readable.
+    let mut honest = Vec::new();
+    for i in 0..3 {
+        let bytes = data(200_000 + i * 1000);
+        let (cap, _) = nodes[i]
+            .storage()
+            .put(&bytes[..], Residency::default(), None)
+            .await
+            .unwrap();
+        nodes[i]
+            .buckets()
+            .retain_capability(&cap.manifest)
+            .await
+            .unwrap();
+        honest.push((cap, bytes));
+    }
+    // A member stores malformed manifests (and random bytes) as if they were manifests, and
+    // writes catalog rows for them and for random entries.
+    let evil = &nodes[4];
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let holders: Vec<NodeId> = nodes.iter().map(|n| n.id()).take(3).collect();
+    let mut planted = Vec::new();
+    for case in 0..40u32 {
+        let bytes = if case % 5 == 0 {
+            let noise = proptest::collection::vec(any::<u8>(), 0..300);
+            noise.new_tree(&mut runner).unwrap().current()
+        } else {
+            let ids: Vec<NodeId> = nodes.iter().map(|n| n.id()).collect();
+            wild_manifest(ids)
+                .new_tree(&mut runner)
+                .unwrap()
+                .current()
+                .encode()
+        };
+        let hash = ContentHash::of(&bytes);
+        for h in &holders {
+            evil.storage()
+                .put_shard(*h, hash, Arc::new(bytes.clone()))
+                .await
+                .unwrap();
+        }
+        let entry = wild_entry(holders.clone())
+            .new_tree(&mut runner)
+            .unwrap()
+            .current();
+        let mut entry = entry;
+        if case % 2 == 0 {
+            // Referenced and young: repair checks it rather than collecting it.
+            entry.created_ms = weft_net::now_ms();
+            evil.buckets().retain_capability(&hash).await.unwrap();
+        }
+        evil.table()
+            .put::<CatalogRows>(
+                evil.table().node_key(),
+                &catalog_part(&hash),
+                &hash,
+                Some(&entry),
+            )
+            .await
+            .unwrap();
+        planted.push(hash);
+    }
+    // Repair, garbage collection, scrubbing, the orphan sweep and reads all meet them.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for _ in 0..2 {
+        for n in &nodes {
+            n.healer().check_once().await;
+            n.healer().scrub_once().await;
+            n.healer().sweep_orphans().await;
+        }
+    }
+    for hash in &planted {
+        let cap = Capability {
+            manifest: *hash,
+            key: [1; 32],
+            holders: holders.clone(),
+        };
+        let mut out = Vec::new();
+        assert!(nodes[1].storage().get(&cap, &mut out).await.is_err());
+    }
+    // The loops are alive (a check still completes) and the honest objects read back.
+    let before = nodes[0].healer().status().scans;
+    nodes[0].healer().check_once().await;
+    assert!(nodes[0].healer().status().scans > before);
+    for (cap, bytes) in &honest {
+        for n in &nodes {
+            let mut out = Vec::new();
+            n.storage().get(cap, &mut out).await.unwrap();
+            assert!(out == *bytes);
+        }
+    }
+    wait("every node still answers", 10, || {
+        nodes.iter().all(|n| n.members().len() == nodes.len())
+    })
+    .await;
+}
