@@ -123,8 +123,8 @@ async fn forged_rows_are_refused() {
         entry,
     };
     for forged in [altered, unsigned, other, by_node, deletion] {
-        for i in 0..nodes.len() {
-            let answer = push(&nodes, 1, nodes[i].id(), vec![item(forged.clone())]).await;
+        for (i, n) in nodes.iter().enumerate() {
+            let answer = push(&nodes, 1, n.id(), vec![item(forged.clone())]).await;
             assert!(
                 matches!(&answer, MetaResponse::Error(e) if e.contains("refused")),
                 "node {i} took a forged row: {answer:?}"
@@ -132,8 +132,8 @@ async fn forged_rows_are_refused() {
         }
     }
     // 4. A replayed older version, correctly signed by the owner: every replica keeps the newer.
-    for i in 0..nodes.len() {
-        push(&nodes, 1, nodes[i].id(), vec![item(old.clone())]).await;
+    for n in &nodes {
+        push(&nodes, 1, n.id(), vec![item(old.clone())]).await;
     }
     for i in 0..nodes.len() {
         let stored = nodes[i].table().local().get(&pk, &sk).unwrap();
@@ -421,14 +421,14 @@ async fn malformed_manifests_never_panic() {
     let (_tmp, _dirs, nodes) = cluster(5, Duration::from_secs(1)).await;
     // Honest objects, which must stay readable.
     let mut honest = Vec::new();
-    for i in 0..3 {
+    for (i, writer) in nodes.iter().take(3).enumerate() {
         let bytes = data(200_000 + i * 1000);
-        let (cap, _) = nodes[i]
+        let (cap, _) = writer
             .storage()
             .put(&bytes[..], Residency::default(), None)
             .await
             .unwrap();
-        nodes[i]
+        writer
             .buckets()
             .retain_capability(&cap.manifest)
             .await
