@@ -135,8 +135,8 @@ async fn forged_rows_are_refused() {
     for n in &nodes {
         push(&nodes, 1, n.id(), vec![item(old.clone())]).await;
     }
-    for i in 0..nodes.len() {
-        let stored = nodes[i].table().local().get(&pk, &sk).unwrap();
+    for (i, n) in nodes.iter().enumerate() {
+        let stored = n.table().local().get(&pk, &sk).unwrap();
         if reps.contains(&i) {
             assert_eq!(
                 stored.as_ref(),
