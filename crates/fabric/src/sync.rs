@@ -11,13 +11,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use weft_core::{NodeId, NodeRecord, Revocation, proto};
-use weft_net::{NetError, Peer, read_message, write_message};
+use weft_net::{NetError, Peer, Rpc, RpcError};
 
 use crate::Shared;
 
 /// Largest sync message accepted (records are ~600 bytes; this allows thousands of nodes).
 pub(crate) const MAX_SYNC_FRAME: usize = 8 << 20;
 const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
+/// Push-pull exchange of records and revocations.
+const SYNC: Rpc<SyncRequest, SyncResponse> =
+    Rpc::new(proto::SYNC, MAX_SYNC_FRAME, MAX_SYNC_FRAME, SYNC_TIMEOUT);
 
 /// A sync request.
 #[derive(Debug, Serialize, Deserialize)]
@@ -93,9 +96,13 @@ impl Shared {
                 }
             };
             let (mut send, mut recv) = weft_net::open_on(&conn, proto::SYNC).await?;
-            write_message(&mut send, &self.sync_request()).await?;
-            let _ = send.finish();
-            let resp: SyncResponse = read_message(&mut recv, MAX_SYNC_FRAME).await?;
+            let resp = SYNC
+                .call_on(&mut send, &mut recv, &self.sync_request())
+                .await
+                .map_err(|e| match e {
+                    RpcError::Net(e) => e,
+                    RpcError::Timeout(_) => NetError::Timeout,
+                })?;
             Ok::<_, NetError>((peer, resp))
         };
         let (peer, resp) = tokio::time::timeout(SYNC_TIMEOUT, exchange)
@@ -112,31 +119,25 @@ impl Shared {
 
     pub(crate) fn register_sync(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
-        self.endpoint.register_stream(
-            proto::SYNC,
+        SYNC.serve_or_close(
+            &self.endpoint,
             false,
-            Arc::new(move |peer: Peer, mut send, mut recv| {
+            move |peer: Peer, req: SyncRequest| {
                 let weak = weak.clone();
-                Box::pin(async move {
-                    let Some(shared) = weak.upgrade() else { return };
-                    let Peer::Member(peer) = peer else { return };
-                    let serve = async {
-                        let req: SyncRequest = read_message(&mut recv, MAX_SYNC_FRAME).await?;
-                        for rev in &req.revocations {
-                            shared.apply_revocation(rev.clone());
-                        }
-                        if req.record.node() == peer.id {
-                            shared.apply_record(req.record.clone());
-                        }
-                        write_message(&mut send, &shared.answer(&req)).await?;
-                        let _ = send.finish();
-                        Ok::<_, NetError>(())
+                async move {
+                    let shared = weak.upgrade()?;
+                    let Peer::Member(peer) = peer else {
+                        return None;
                     };
-                    if let Ok(Err(e)) = tokio::time::timeout(SYNC_TIMEOUT, serve).await {
-                        tracing::debug!(peer = %peer.id, error = %e, "sync request failed");
+                    for rev in &req.revocations {
+                        shared.apply_revocation(rev.clone());
                     }
-                })
-            }),
+                    if req.record.node() == peer.id {
+                        shared.apply_record(req.record.clone());
+                    }
+                    Some(shared.answer(&req))
+                }
+            },
         );
     }
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use weft_core::{NodeId, SecretKey, proto};
 use weft_fabric::{Fabric, MemberState};
-use weft_net::{Endpoint, NetError, Peer, read_message, write_message};
+use weft_net::{Endpoint, Rpc};
 
 use crate::hlc::{Hlc, Timestamp};
 use crate::local::{Cond, Judge, LocalTable, PartitionTree};
@@ -26,7 +26,9 @@ use crate::schema::{Row, Schema, SortKey, Value, decode_row, encode_value, parti
 /// Replicas per partition.
 pub const REPLICATION: usize = 3;
 const MAX_FRAME: usize = 16 << 20;
-const TIMEOUT: Duration = Duration::from_secs(5);
+/// The protocol between replicas.
+const META: Rpc<MetaRequest, MetaResponse> =
+    Rpc::new(proto::META, MAX_FRAME, MAX_FRAME, Duration::from_secs(5));
 /// Attempts of an [`Table::update`] that keeps meeting concurrent writers.
 const UPDATE_ATTEMPTS: usize = 10;
 
@@ -137,25 +139,10 @@ impl Table {
             rules: Arc::new(rules),
         };
         let server = table.clone();
-        table.endpoint.register_stream(
-            proto::META,
-            false,
-            Arc::new(move |peer: Peer, mut send, mut recv| {
-                let table = server.clone();
-                Box::pin(async move {
-                    let serve = async {
-                        let req: MetaRequest = read_message(&mut recv, MAX_FRAME).await?;
-                        let resp = table.answer(req).await;
-                        write_message(&mut send, &resp).await?;
-                        let _ = send.finish();
-                        Ok::<_, NetError>(())
-                    };
-                    if let Ok(Err(e)) = tokio::time::timeout(TIMEOUT, serve).await {
-                        tracing::debug!(?peer, error = %e, "metadata request failed");
-                    }
-                })
-            }),
-        );
+        META.serve(&table.endpoint, false, move |_peer, req| {
+            let table = server.clone();
+            async move { table.answer(req).await }
+        });
         table.endpoint.spawn(table.clone().anti_entropy(interval));
         table
     }
@@ -280,17 +267,10 @@ impl Table {
             .record(&node)
             .map(|r| r.body.addr)
             .ok_or("no address known")?;
-        let exchange = async {
-            let (mut send, mut recv) = self.endpoint.open(node, addr, proto::META).await?;
-            write_message(&mut send, &req).await?;
-            let _ = send.finish();
-            read_message::<MetaResponse>(&mut recv, MAX_FRAME).await
-        };
-        let resp = match tokio::time::timeout(TIMEOUT, exchange).await {
-            Ok(Ok(MetaResponse::Error(e))) => return Err(e),
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err("timed out".into()),
+        let resp = match META.call(&self.endpoint, node, addr, &req).await {
+            Ok(MetaResponse::Error(e)) => return Err(e),
+            Ok(r) => r,
+            Err(e) => return Err(e.to_string()),
         };
         // Rows served by another node are checked like rows written to this one.
         Ok(match (resp, &req) {

@@ -17,6 +17,7 @@
 mod endpoint;
 mod framing;
 mod identity;
+mod rpc;
 mod tls;
 mod trust;
 pub mod wan;
@@ -26,6 +27,7 @@ pub use endpoint::{
 };
 pub use framing::{read_message, write_message};
 pub use identity::{KeyFileError, load_or_create_key, write_secret_file};
+pub use rpc::{Rpc, RpcError};
 pub use tls::{MEMBERSHIP_EXTENSION_OID, peer_from_certificate};
 pub use trust::{PeerInfo, Trust};
 pub use wan::{LinkSpec, SiteMap, WanConfig};

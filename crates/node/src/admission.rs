@@ -10,12 +10,19 @@ use weft_core::{
     AdmissionError, CertBody, FabricId, Invite, InviteBody, MembershipCert, NodeId, Placement,
     Role, SecretKey, Signature, proto, wire,
 };
-use weft_net::{Endpoint, EndpointConfig, NetError, Peer, Trust, read_message, write_message};
+use weft_net::{Endpoint, EndpointConfig, NetError, Peer, Rpc, Trust};
 
 use crate::datadir::{DataDir, DataDirError};
 
 const JOIN_PROOF_DOMAIN: &str = "weft join request v1";
 const MAX_JOIN_FRAME: usize = 64 << 10;
+/// Redeem an invite (guests allowed: the joiner has no certificate yet).
+const JOIN: Rpc<JoinRequest, JoinResponse> = Rpc::new(
+    proto::JOIN,
+    MAX_JOIN_FRAME,
+    MAX_JOIN_FRAME,
+    Duration::from_secs(10),
+);
 /// How long a membership certificate is valid.
 pub const CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -202,33 +209,21 @@ impl Admissions {
     }
 
     pub(crate) fn register(self: Arc<Self>, endpoint: &Endpoint) {
-        endpoint.register_stream(
-            proto::JOIN,
-            true,
-            Arc::new(move |peer: Peer, mut send, mut recv| {
-                let this = self.clone();
-                Box::pin(async move {
-                    let serve = async {
-                        let req: JoinRequest = read_message(&mut recv, MAX_JOIN_FRAME).await?;
-                        let answer = match this.admit(&req, weft_net::now_ms()) {
-                            Ok(cert) => {
-                                tracing::info!(node = %req.node, ?peer, site = %cert.body.placement.site, "admitted node");
-                                JoinResponse::Admitted(cert)
-                            }
-                            Err(reason) => {
-                                tracing::warn!(node = %req.node, ?peer, %reason, "refused join");
-                                JoinResponse::Refused(reason)
-                            }
-                        };
-                        write_message(&mut send, &answer).await?;
-                        let _ = send.finish();
-                        let _ = send.stopped().await;
-                        Ok::<_, NetError>(())
-                    };
-                    let _ = tokio::time::timeout(Duration::from_secs(10), serve).await;
-                })
-            }),
-        );
+        JOIN.serve(endpoint, true, move |peer: Peer, req: JoinRequest| {
+            let this = self.clone();
+            async move {
+                match this.admit(&req, weft_net::now_ms()) {
+                    Ok(cert) => {
+                        tracing::info!(node = %req.node, ?peer, site = %cert.body.placement.site, "admitted node");
+                        JoinResponse::Admitted(cert)
+                    }
+                    Err(reason) => {
+                        tracing::warn!(node = %req.node, ?peer, %reason, "refused join");
+                        JoinResponse::Refused(reason)
+                    }
+                }
+            }
+        });
     }
 }
 
@@ -275,9 +270,9 @@ pub async fn redeem(
         let attempt = async {
             let (conn, _) = endpoint.connect(*addr, None).await?;
             let (mut send, mut recv) = weft_net::open_on(&conn, proto::JOIN).await?;
-            write_message(&mut send, &request).await?;
-            let _ = send.finish();
-            read_message::<JoinResponse>(&mut recv, MAX_JOIN_FRAME).await
+            JOIN.call_on(&mut send, &mut recv, &request)
+                .await
+                .map_err(|e| NetError::Stream(e.to_string()))
         };
         match tokio::time::timeout(Duration::from_secs(15), attempt).await {
             Ok(Ok(JoinResponse::Admitted(cert))) => {

@@ -431,27 +431,10 @@ impl Storage {
     /// catalog says the object was released: a member cannot make others drop live data.
     pub fn serve_deletes(&self) {
         let this = self.clone();
-        self.endpoint.register_stream(
-            weft_core::proto::SHARD_DELETE,
-            false,
-            Arc::new(move |peer: weft_net::Peer, mut send, mut recv| {
-                let this = this.clone();
-                Box::pin(async move {
-                    let serve = async {
-                        let req: crate::protocol::DeleteRequest =
-                            weft_net::read_message(&mut recv, 64 + crate::protocol::MAX_HAS * 34)
-                                .await?;
-                        let deleted = this.delete_released(&req).await;
-                        weft_net::write_message(&mut send, &deleted).await?;
-                        let _ = send.finish();
-                        Ok::<_, weft_net::NetError>(())
-                    };
-                    if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(30), serve).await {
-                        tracing::debug!(?peer, error = %e, "shard delete failed");
-                    }
-                })
-            }),
-        );
+        crate::protocol::DELETE.serve(&self.endpoint, false, move |_peer, req| {
+            let this = this.clone();
+            async move { this.delete_released(&req).await }
+        });
     }
 
     /// Delete the local shards of a released object named in `req`; returns how many went.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use weft_core::{ContentHash, NodeId, proto};
-use weft_net::{Endpoint, NetError, Peer, read_message, write_message};
+use weft_net::{Endpoint, NetError, Peer, Rpc, RpcError, read_message, write_message};
 
 use crate::{ShardStore, ShardStoreError};
 
@@ -18,6 +18,24 @@ use crate::{ShardStore, ShardStoreError};
 pub const MAX_SHARD: u64 = 64 << 20;
 const CONTROL_FRAME: usize = 4096;
 const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `SHARD_HAS`: which of these shards does a node hold.
+pub const HAS: Rpc<HasRequest, Vec<bool>> = Rpc::new(
+    proto::SHARD_HAS,
+    64 + MAX_HAS * 34,
+    64 + MAX_HAS * 2,
+    TIMEOUT,
+);
+/// `SHARD_PROVE`: prove holding a range of a shard.
+pub const PROVE: Rpc<ProveRequest, ProveAnswer> = Rpc::new(
+    proto::SHARD_PROVE,
+    CONTROL_FRAME,
+    4 * crate::proof::MAX_CHALLENGE as usize,
+    TIMEOUT,
+);
+/// `SHARD_DELETE`: delete shards of a released object; answers how many went.
+pub const DELETE: Rpc<DeleteRequest, u64> =
+    Rpc::new(proto::SHARD_DELETE, 64 + MAX_HAS * 34, 64, TIMEOUT);
 
 /// Header of a put.
 #[derive(Debug, Serialize, Deserialize)]
@@ -88,11 +106,12 @@ pub struct ProveRequest {
 }
 
 /// Answer to a challenge.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub enum ProveAnswer {
     /// The bao slice.
     Proof(Vec<u8>),
     /// Not held.
+    #[default]
     NotFound,
     /// Held but corrupt (the holder drops it).
     Corrupt,
@@ -135,6 +154,15 @@ fn stream_err(e: impl std::fmt::Display) -> NetError {
     NetError::Stream(e.to_string())
 }
 
+impl From<RpcError> for TransferError {
+    fn from(e: RpcError) -> TransferError {
+        match e {
+            RpcError::Net(e) => TransferError::Net(e),
+            RpcError::Timeout(_) => TransferError::Net(NetError::Timeout),
+        }
+    }
+}
+
 /// Answer a challenge from the local store.
 pub fn answer_challenge(store: &ShardStore, req: &ProveRequest) -> ProveAnswer {
     if req.len > crate::proof::MAX_CHALLENGE {
@@ -154,70 +182,44 @@ pub fn answer_challenge(store: &ShardStore, req: &ProveRequest) -> ProveAnswer {
     }
 }
 
-/// Serve a protocol of one question and one answer, the answer worked out from the store off
-/// the async runtime. A malformed or oversized question ends the stream; nothing panics.
+/// Serve a question protocol from the store, the answer worked out off the async runtime.
 fn serve_question<Q, A>(
     endpoint: &Endpoint,
-    protocol: u16,
+    rpc: Rpc<Q, A>,
     store: Arc<ShardStore>,
-    max_question: usize,
-    what: &'static str,
-    answer: fn(&ShardStore, Q) -> Result<A, String>,
+    answer: fn(&ShardStore, Q) -> A,
 ) where
-    Q: serde::de::DeserializeOwned + Send + 'static,
-    A: Serialize + Send + Sync + 'static,
+    Q: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+    A: Serialize + serde::de::DeserializeOwned + Send + Sync + Default + 'static,
 {
-    endpoint.register_stream(
-        protocol,
-        false,
-        Arc::new(move |peer: Peer, mut send, mut recv| {
-            let store = store.clone();
-            Box::pin(async move {
-                let serve = async {
-                    let question: Q = read_message(&mut recv, max_question).await?;
-                    let reply = tokio::task::spawn_blocking(move || answer(&store, question))
-                        .await
-                        .map_err(stream_err)?
-                        .map_err(stream_err)?;
-                    write_message(&mut send, &reply).await?;
-                    let _ = send.finish();
-                    Ok::<_, NetError>(())
-                };
-                if let Ok(Err(e)) = tokio::time::timeout(TIMEOUT, serve).await {
-                    tracing::debug!(?peer, error = %e, "{what} failed");
-                }
-            })
-        }),
-    );
+    rpc.serve(endpoint, false, move |_peer, question| {
+        let store = store.clone();
+        async move {
+            tokio::task::spawn_blocking(move || answer(&store, question))
+                .await
+                .unwrap_or_default()
+        }
+    });
 }
 
 /// Serve the shard protocols from `store`.
 pub fn register(endpoint: &Endpoint, store: Arc<ShardStore>) {
     serve_question(
         endpoint,
-        proto::SHARD_PROVE,
+        PROVE,
         store.clone(),
-        CONTROL_FRAME,
-        "storage challenge",
-        |store, req: ProveRequest| Ok(answer_challenge(store, &req)),
+        |store, req: ProveRequest| answer_challenge(store, &req),
     );
-    serve_question(
-        endpoint,
-        proto::SHARD_HAS,
-        store.clone(),
-        64 + MAX_HAS * 34,
-        "shard presence question",
-        |store, req: HasRequest| {
-            if req.hashes.len() > MAX_HAS {
-                return Err("too many shards in one question".into());
-            }
-            Ok(req
-                .hashes
-                .iter()
-                .map(|h| store.present(h).unwrap_or(false))
-                .collect::<Vec<bool>>())
-        },
-    );
+    serve_question(endpoint, HAS, store.clone(), |store, req: HasRequest| {
+        // Too many at once: no answers, which the asker reads as a protocol error.
+        if req.hashes.len() > MAX_HAS {
+            return Vec::new();
+        }
+        req.hashes
+            .iter()
+            .map(|h| store.present(h).unwrap_or(false))
+            .collect::<Vec<bool>>()
+    });
     let put_store = store.clone();
     endpoint.register_stream(
         proto::SHARD_PUT,
@@ -363,15 +365,7 @@ pub async fn has_remote(
     hashes: Vec<ContentHash>,
 ) -> Result<Vec<bool>, TransferError> {
     let n = hashes.len();
-    let exchange = async {
-        let (mut send, mut recv) = endpoint.open(id, addr, proto::SHARD_HAS).await?;
-        write_message(&mut send, &HasRequest { hashes }).await?;
-        let _ = send.finish();
-        read_message::<Vec<bool>>(&mut recv, 64 + MAX_HAS * 2).await
-    };
-    let answer = tokio::time::timeout(TIMEOUT, exchange)
-        .await
-        .map_err(|_| NetError::Timeout)??;
+    let answer = HAS.call(endpoint, id, addr, &HasRequest { hashes }).await?;
     if answer.len() != n {
         return Err(TransferError::Protocol {
             node: id,
@@ -388,15 +382,7 @@ pub async fn delete_remote(
     addr: SocketAddr,
     req: DeleteRequest,
 ) -> Result<u64, TransferError> {
-    let exchange = async {
-        let (mut send, mut recv) = endpoint.open(id, addr, proto::SHARD_DELETE).await?;
-        write_message(&mut send, &req).await?;
-        let _ = send.finish();
-        read_message::<u64>(&mut recv, 64).await
-    };
-    Ok(tokio::time::timeout(TIMEOUT, exchange)
-        .await
-        .map_err(|_| NetError::Timeout)??)
+    Ok(DELETE.call(endpoint, id, addr, &req).await?)
 }
 
 /// Challenge node `id` for a range of a shard.
@@ -406,13 +392,5 @@ pub async fn prove_remote(
     addr: SocketAddr,
     req: ProveRequest,
 ) -> Result<ProveAnswer, TransferError> {
-    let exchange = async {
-        let (mut send, mut recv) = endpoint.open(id, addr, proto::SHARD_PROVE).await?;
-        write_message(&mut send, &req).await?;
-        let _ = send.finish();
-        read_message::<ProveAnswer>(&mut recv, 4 * crate::proof::MAX_CHALLENGE as usize).await
-    };
-    Ok(tokio::time::timeout(TIMEOUT, exchange)
-        .await
-        .map_err(|_| NetError::Timeout)??)
+    Ok(PROVE.call(endpoint, id, addr, &req).await?)
 }
