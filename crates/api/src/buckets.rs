@@ -218,6 +218,7 @@ pub(crate) async fn get(
         return crate::objects::stream_object(&s, cap, &headers).await;
     }
     Ok(crate::objects::ranged_body(
+        &s.node,
         record.size,
         &headers,
         move |start, end, writer| async move {

@@ -155,6 +155,7 @@ pub(crate) async fn stream_object(
         .map_err(storage_failure)?;
     let storage = s.node.storage().clone();
     Ok(ranged_body(
+        &s.node,
         manifest.size,
         headers,
         move |start, end, writer| async move {
@@ -168,8 +169,13 @@ pub(crate) async fn stream_object(
 }
 
 /// A response streaming `size` bytes (or the `Range` of them asked for) that `read` writes
-/// into the pipe it is given.
-pub(crate) fn ranged_body<F, Fut>(size: u64, headers: &HeaderMap, read: F) -> Response
+/// into the pipe it is given, as a task of `node` (cut short if the node shuts down).
+pub(crate) fn ranged_body<F, Fut>(
+    node: &weft_node::Node,
+    size: u64,
+    headers: &HeaderMap,
+    read: F,
+) -> Response
 where
     F: FnOnce(u64, u64, tokio::io::DuplexStream) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
@@ -188,7 +194,7 @@ where
     };
     let (reader, writer) = tokio::io::duplex(1 << 20);
     let reading = read(start, end, writer);
-    tokio::spawn(async move {
+    node.spawn(async move {
         if let Err(e) = reading.await {
             // Dropping the writer mid-stream cuts the response short; the client sees an
             // incomplete body (the length header tells it) and never a wrong byte.

@@ -7,6 +7,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use weft_core::{Placement, Role};
 use weft_node::{InviteRequest, Node, NodeError};
 
@@ -38,7 +40,10 @@ impl From<NodeError> for ApiFailure {
     }
 }
 
-/// Serve the API on `listener` until the node stops.
+/// Serve the API on `listener` until the node stops ([`Node::stopped`]), then let its
+/// connections finish for up to 5 s. Every connection and body runs as a task of the node
+/// ([`Node::spawn`]), so shutting the node down ends them; run this future itself with
+/// [`Node::spawn_service`] so the node owns it too.
 pub async fn serve(
     node: Node,
     listener: tokio::net::TcpListener,
@@ -89,9 +94,42 @@ pub async fn serve(
             authorize,
         ))
         .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { node.stopped().await })
-        .await
+    // Served with hyper directly rather than `axum::serve`, whose connection tasks nobody owns.
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    // HTTP/1 only (the client is ureq), so hyper never spawns a task of its own.
+    let http = ConnBuilder::new(TokioExecutor::new()).http1_only();
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let stopped = node.stopped();
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (socket, _) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of descriptors and the like: wait a moment rather than spin.
+                        tracing::warn!(error = %e, "API accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let conn = http.serve_connection(TokioIo::new(socket), service.clone());
+                let conn = graceful.watch(conn.into_owned());
+                node.spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = ?e, "API connection ended with an error");
+                    }
+                });
+            }
+            () = &mut stopped => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(Duration::from_secs(5)) => {}
+    }
+    Ok(())
 }
 
 async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {

@@ -152,9 +152,9 @@ impl Fabric {
         );
         shared.register_sync();
         shared.register_coords();
-        tokio::spawn(swim::run(shared.clone(), swim_id, cfg.timing, tx, rx));
-        tokio::spawn(shared.clone().run_coords(cfg.coord_interval));
-        tokio::spawn(shared.clone().run_sync(cfg.sync_interval, cfg.bootstrap));
+        endpoint.spawn(swim::run(shared.clone(), swim_id, cfg.timing, tx, rx));
+        endpoint.spawn(shared.clone().run_coords(cfg.coord_interval));
+        endpoint.spawn(shared.clone().run_sync(cfg.sync_interval, cfg.bootstrap));
         Fabric { shared }
     }
 
@@ -210,13 +210,12 @@ impl Fabric {
         revocation.verify(trust.fabric(), &trust.admin())?;
         let new = self.shared.apply_revocation(revocation);
         if new {
-            let shared = self.shared.clone();
-            tokio::spawn(async move {
-                for (id, addr) in shared.view.read().live_peers() {
-                    let shared = shared.clone();
-                    tokio::spawn(async move { shared.sync_with(Some(id), addr).await });
-                }
-            });
+            for (id, addr) in self.shared.view.read().live_peers() {
+                let shared = self.shared.clone();
+                self.shared.endpoint.spawn(async move {
+                    let _ = shared.sync_with(Some(id), addr).await;
+                });
+            }
         }
         Ok(new)
     }

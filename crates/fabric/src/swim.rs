@@ -208,7 +208,7 @@ fn flush(
     }
     while let Some((after, timer)) = rt.to_schedule() {
         let tx = tx.clone();
-        tokio::spawn(async move {
+        shared.endpoint.spawn(async move {
             tokio::time::sleep(after).await;
             let _ = tx.send(Input::Timer(timer));
         });
@@ -237,9 +237,9 @@ fn flush(
                     .is_none_or(|r| r.body.generation < id.generation);
                 if stale {
                     shared.endpoint.forget_if_older(&id.node, id.generation);
-                    let shared = shared.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = shared.sync_with(Some(id.node), id.addr).await {
+                    let this = shared.clone();
+                    shared.endpoint.spawn(async move {
+                        if let Err(e) = this.sync_with(Some(id.node), id.addr).await {
                             tracing::debug!(peer = %id.node, error = %e, "record fetch failed");
                         }
                     });

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use weft_core::wire::{self, WireError};
 use weft_core::{MembershipCert, NodeId, SecretKey};
 
@@ -97,7 +99,9 @@ pub struct EndpointConfig {
 }
 
 struct Inner {
-    quinn: quinn::Endpoint,
+    /// `None` once shut down, so the socket is released even while handles remain.
+    quinn: RwLock<Option<quinn::Endpoint>>,
+    local_addr: SocketAddr,
     client: quinn::ClientConfig,
     local: NodeId,
     trust: Arc<Trust>,
@@ -107,8 +111,55 @@ struct Inner {
     datagrams: RwLock<HashMap<u8, DatagramHandler>>,
     wan_stats: Arc<WanStats>,
     wan: Option<Arc<RwLock<WanConfig>>>,
-    tasks: tokio_util::task::TaskTracker,
-    stop: tokio_util::sync::CancellationToken,
+    /// The node's tasks (cancelled at shutdown).
+    tasks: TaskTracker,
+    /// quinn's own driver tasks (never cancelled: they end once the endpoint is closed and
+    /// its connections drained, and then the socket is released).
+    io: TaskTracker,
+    stop: CancellationToken,
+}
+
+/// quinn's tokio runtime, with its driver tasks tracked so shutdown can wait for them.
+#[derive(Debug)]
+struct TrackedRuntime(TaskTracker);
+
+impl quinn::Runtime for TrackedRuntime {
+    fn new_timer(&self, at: std::time::Instant) -> Pin<Box<dyn quinn::AsyncTimer>> {
+        quinn::TokioRuntime.new_timer(at)
+    }
+
+    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) {
+        self.0.spawn(future);
+    }
+
+    fn wrap_udp_socket(
+        &self,
+        socket: std::net::UdpSocket,
+    ) -> std::io::Result<Arc<dyn quinn::AsyncUdpSocket>> {
+        quinn::TokioRuntime.wrap_udp_socket(socket)
+    }
+
+    fn now(&self) -> std::time::Instant {
+        quinn::TokioRuntime.now()
+    }
+}
+
+/// Run `task` on `tasks` until it ends or `stop` is cancelled (then it is dropped).
+fn spawn_owned<F>(tasks: &TaskTracker, stop: &CancellationToken, task: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    if stop.is_cancelled() {
+        return;
+    }
+    let stop = stop.clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => {}
+            _ = task => {}
+        }
+    });
 }
 
 /// A node's QUIC endpoint. Cheap to clone.
@@ -165,7 +216,13 @@ impl Endpoint {
         client.transport_config(transport);
 
         let socket = std::net::UdpSocket::bind(cfg.listen).map_err(|e| bind_err(e.to_string()))?;
-        let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
+        let local_addr = socket.local_addr().map_err(|e| bind_err(e.to_string()))?;
+        let (tasks, io, stop) = (
+            TaskTracker::new(),
+            TaskTracker::new(),
+            CancellationToken::new(),
+        );
+        let runtime: Arc<dyn quinn::Runtime> = Arc::new(TrackedRuntime(io.clone()));
         let wan_stats = Arc::new(WanStats::default());
         // Stateless-reset tokens derived from the node key: when a node restarts, peers still
         // holding a connection to its previous run get a reset at once instead of waiting for
@@ -187,7 +244,9 @@ impl Endpoint {
                     .map_err(|e| bind_err(e.to_string()))?;
                 let shared = Arc::new(RwLock::new(wan));
                 wan_handle = Some(shared.clone());
-                let emulated = WanSocket::new(plain, site, shared, sites, wan_stats.clone());
+                let (emulated, delay_queue) =
+                    WanSocket::new(plain, site, shared, sites, wan_stats.clone());
+                spawn_owned(&tasks, &stop, delay_queue);
                 quinn::Endpoint::new_with_abstract_socket(
                     endpoint_config,
                     Some(server),
@@ -201,7 +260,8 @@ impl Endpoint {
 
         let endpoint = Endpoint {
             inner: Arc::new(Inner {
-                quinn,
+                quinn: RwLock::new(Some(quinn)),
+                local_addr,
                 client,
                 local: cfg.key.public(),
                 trust: cfg.trust,
@@ -211,8 +271,9 @@ impl Endpoint {
                 datagrams: RwLock::new(HashMap::new()),
                 wan_stats,
                 wan: wan_handle,
-                tasks: tokio_util::task::TaskTracker::new(),
-                stop: tokio_util::sync::CancellationToken::new(),
+                tasks,
+                io,
+                stop,
             }),
         };
         endpoint.spawn(endpoint.clone().accept_loop());
@@ -221,23 +282,30 @@ impl Endpoint {
 
     /// Run `task` as part of this node: it ends (is dropped at its next await point) when the
     /// endpoint shuts down, and [`Endpoint::shutdown`] waits for it. Every long-lived task of
-    /// every service runs through here, so stopping a node stops all of it.
+    /// every service runs through here, so stopping a node stops all of it. After shutdown has
+    /// begun, `task` is dropped without running.
     pub fn spawn<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let stop = self.inner.stop.clone();
-        self.inner.tasks.spawn(async move {
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = task => {}
-            }
-        });
+        spawn_owned(&self.inner.tasks, &self.inner.stop, task);
     }
 
     /// Whether [`Endpoint::shutdown`] has begun.
     pub fn is_stopping(&self) -> bool {
         self.inner.stop.is_cancelled()
+    }
+
+    /// Resolves once [`Endpoint::shutdown`] has begun (e.g. a server's graceful-shutdown signal).
+    pub fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.inner.stop.clone().cancelled_owned()
+    }
+
+    /// Tasks of this endpoint still alive: those run through [`Endpoint::spawn`] (and by the
+    /// endpoint itself: accepting, per-connection and per-stream loops, dials, WAN emulation)
+    /// plus quinn's drivers. Zero once [`Endpoint::shutdown`] has returned.
+    pub fn live_tasks(&self) -> usize {
+        self.inner.tasks.len() + self.inner.io.len()
     }
 
     /// This node's id.
@@ -247,7 +315,7 @@ impl Endpoint {
 
     /// The bound UDP address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.inner.quinn.local_addr()
+        Ok(self.inner.local_addr)
     }
 
     /// The trust anchor and revocation list.
@@ -279,6 +347,9 @@ impl Endpoint {
 
     /// Route streams of `protocol` to `handler`. `guests` lets nodes without a certificate use it.
     pub fn register_stream(&self, protocol: u16, guests: bool, handler: StreamHandler) {
+        if self.is_stopping() {
+            return;
+        }
         self.inner
             .streams
             .write()
@@ -287,6 +358,9 @@ impl Endpoint {
 
     /// Route datagrams of `channel` (members only) to `handler`.
     pub fn register_datagram(&self, channel: u8, handler: DatagramHandler) {
+        if self.is_stopping() {
+            return;
+        }
         self.inner.datagrams.write().insert(channel, handler);
     }
 
@@ -297,9 +371,10 @@ impl Endpoint {
         expect: Option<NodeId>,
     ) -> Result<(quinn::Connection, PeerInfo), NetError> {
         let err = |reason: String| NetError::Connect { addr, reason };
-        let connecting = self
-            .inner
-            .quinn
+        let quinn = self
+            .quinn()
+            .ok_or_else(|| err("the endpoint is shut down".into()))?;
+        let connecting = quinn
             .connect_with(self.inner.client.clone(), addr, tls::SERVER_NAME)
             .map_err(|e| err(e.to_string()))?;
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
@@ -348,6 +423,9 @@ impl Endpoint {
     /// Send a datagram on `channel` to `id` at `addr`: unreliable, never blocks. If no connection
     /// exists one is dialed in the background and the datagram sent when it is up.
     pub fn send_datagram(&self, id: NodeId, addr: SocketAddr, channel: u8, payload: &[u8]) {
+        if self.is_stopping() {
+            return;
+        }
         let mut buf = Vec::with_capacity(payload.len() + 1);
         buf.push(channel);
         buf.extend_from_slice(payload);
@@ -366,7 +444,7 @@ impl Endpoint {
         dialing.insert(id, vec![buf]);
         drop(dialing);
         let this = self.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             let result = this.connect(addr, Some(id)).await;
             let pending = this.inner.dialing.lock().remove(&id).unwrap_or_default();
             match result {
@@ -404,13 +482,37 @@ impl Endpoint {
         }
     }
 
-    /// Close the endpoint, telling peers, and wait briefly for that to be sent.
+    /// Stop the endpoint: close it (telling peers) and wait briefly for that to be sent, cancel
+    /// every task run through [`Endpoint::spawn`] and wait for them, drop the protocol handlers
+    /// (which hold the services' state, and through it this endpoint) and the connections, and
+    /// wait for quinn to release the socket. Afterwards dials fail and nothing is served.
     pub async fn shutdown(&self) {
-        self.inner.quinn.close(0u32.into(), b"shutdown");
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.quinn.wait_idle()).await;
+        let quinn = self.inner.quinn.write().take();
+        if let Some(quinn) = &quinn {
+            quinn.close(0u32.into(), b"shutdown");
+            let _ = tokio::time::timeout(Duration::from_secs(1), quinn.wait_idle()).await;
+        }
         self.inner.stop.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+        // Handlers capture their service (store, table, fabric), which holds this endpoint: a
+        // cycle that would keep every service, and its open files, alive for good.
+        self.inner.streams.write().clear();
+        self.inner.datagrams.write().clear();
+        self.inner.conns.lock().clear();
+        self.inner.dialing.lock().clear();
+        drop(quinn);
+        self.inner.io.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.inner.io.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the QUIC endpoint did not wind down in time");
+        }
+    }
+
+    fn quinn(&self) -> Option<quinn::Endpoint> {
+        self.inner.quinn.read().clone()
     }
 
     fn cached(&self, id: &NodeId) -> Option<quinn::Connection> {
@@ -426,9 +528,12 @@ impl Endpoint {
     }
 
     async fn accept_loop(self) {
-        while let Some(incoming) = self.inner.quinn.accept().await {
+        let Some(quinn) = self.quinn() else {
+            return;
+        };
+        while let Some(incoming) = quinn.accept().await {
             let this = self.clone();
-            tokio::spawn(async move {
+            self.spawn(async move {
                 let remote = incoming.remote_address();
                 let conn = match tokio::time::timeout(CONNECT_TIMEOUT, incoming).await {
                     Ok(Ok(conn)) => conn,
@@ -449,6 +554,10 @@ impl Endpoint {
 
     /// Remember a connection (members only) and start serving what the peer sends on it.
     fn adopt(&self, conn: quinn::Connection, peer: Peer) {
+        if self.is_stopping() {
+            conn.close(0u32.into(), b"shutdown");
+            return;
+        }
         if let Peer::Member(info) = &peer {
             self.inner
                 .conns
@@ -456,10 +565,10 @@ impl Endpoint {
                 .insert(info.id, (conn.clone(), crate::now_ms()));
             let this = self.clone();
             let (c, info) = (conn.clone(), info.clone());
-            tokio::spawn(async move { this.datagram_loop(c, *info).await });
+            self.spawn(async move { this.datagram_loop(c, *info).await });
         }
         let this = self.clone();
-        tokio::spawn(async move { this.stream_loop(conn, peer).await });
+        self.spawn(async move { this.stream_loop(conn, peer).await });
     }
 
     fn refuse_if_revoked(&self, conn: &quinn::Connection, peer: &Peer) -> bool {
@@ -490,7 +599,7 @@ impl Endpoint {
             }
             let this = self.clone();
             let (peer, conn) = (peer.clone(), conn.clone());
-            tokio::spawn(async move {
+            self.spawn(async move {
                 let mut header = [0u8; 7];
                 let read = tokio::time::timeout(HEADER_TIMEOUT, recv.read_exact(&mut header));
                 if !matches!(read.await, Ok(Ok(()))) {

@@ -225,17 +225,18 @@ impl fmt::Debug for WanSocket {
 }
 
 impl WanSocket {
-    /// Wrap `inner`. Must be called inside a tokio runtime (it starts the delay task).
+    /// Wrap `inner`; also returns the task that sends delayed datagrams, for the endpoint to
+    /// run (and stop when it shuts down).
     pub(crate) fn new(
         inner: Arc<dyn AsyncUdpSocket>,
         local_site: String,
         config: Arc<RwLock<WanConfig>>,
         sites: Arc<SiteMap>,
         stats: Arc<WanStats>,
-    ) -> Self {
+    ) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run_delay_queue(inner.clone(), rx));
-        WanSocket {
+        let delay_queue = run_delay_queue(inner.clone(), rx);
+        let socket = WanSocket {
             inner,
             local_site,
             config,
@@ -245,7 +246,8 @@ impl WanSocket {
             stats,
             rng: Mutex::new(rand::make_rng()),
             last_due: Mutex::new(HashMap::new()),
-        }
+        };
+        (socket, delay_queue)
     }
 }
 

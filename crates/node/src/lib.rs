@@ -17,6 +17,7 @@ mod multipart;
 pub mod schema;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 use weft_core::{
     Capacity, Invite, MembershipCert, NodeId, Revocation, RevocationBody, Role, SecretKey,
 };
@@ -160,6 +162,8 @@ struct Inner {
     advertise: SocketAddr,
     started: Instant,
     stop: watch::Sender<bool>,
+    /// Front-end services (HTTP API, S3 gateway), drained first at shutdown.
+    services: TaskTracker,
 }
 
 /// A running node. Cheap to clone.
@@ -182,6 +186,27 @@ impl Node {
             .check(&cert, &key.public(), weft_net::now_ms())
             .map_err(|e| NodeError::BadMembership(e.to_string()))?;
         let admin = dir.admin_key()?;
+        // Everything that can fail is opened before the endpoint starts running tasks, so a
+        // node that fails to start leaves no task, port or open file behind.
+        let shards = Arc::new(ShardStore::open(
+            &dir.path("store"),
+            settings.capacity.disk_bytes,
+        )?);
+        let meta = Arc::new(
+            weft_meta::LocalTable::open(&dir.path("meta.redb"))
+                .map_err(|e| NodeError::Invalid(e.to_string()))?,
+        );
+        let account =
+            weft_net::load_or_create_key(&dir.path("account.key")).map_err(DataDirError::from)?;
+        let keys =
+            Arc::new(KeyStore::open(dir.root()).map_err(|e| NodeError::Invalid(e.to_string()))?);
+        let admissions = match &admin {
+            Some(admin_key) => Some(Arc::new(admission::Admissions::new(
+                dir.clone(),
+                admin_key.clone(),
+            )?)),
+            None => None,
+        };
         let site_map = settings.wan.as_ref().map(|_| Arc::new(SiteMap::default()));
         let endpoint = Endpoint::bind(EndpointConfig {
             listen: settings.listen,
@@ -200,14 +225,9 @@ impl Node {
             reason: e.to_string(),
         })?;
         let advertise = settings.advertise.unwrap_or(bound);
-        let shards = Arc::new(ShardStore::open(
-            &dir.path("store"),
-            settings.capacity.disk_bytes,
-        )?);
         weft_store::protocol::register(&endpoint, shards.clone());
-        if let Some(admin_key) = &admin {
-            Arc::new(admission::Admissions::new(dir.clone(), admin_key.clone())?)
-                .register(&endpoint);
+        if let Some(admissions) = admissions {
+            admissions.register(&endpoint);
         }
         let mut bootstrap = fabric_file.bootstrap.clone();
         bootstrap.extend(load_peers(&dir));
@@ -221,10 +241,6 @@ impl Node {
         cfg.site_map = site_map;
         let fabric = Fabric::start(endpoint.clone(), cfg);
         let storage = Storage::new(endpoint.clone(), fabric.clone(), shards);
-        let meta = Arc::new(
-            weft_meta::LocalTable::open(&dir.path("meta.redb"))
-                .map_err(|e| NodeError::Invalid(e.to_string()))?,
-        );
         let table = weft_meta::Table::start(
             endpoint.clone(),
             fabric.clone(),
@@ -235,11 +251,7 @@ impl Node {
         );
         let healer =
             weft_heal::Healer::start(storage.clone(), table.clone(), settings.heal.clone());
-        let account =
-            weft_net::load_or_create_key(&dir.path("account.key")).map_err(DataDirError::from)?;
         let buckets = Buckets::new(table.clone(), storage.clone(), account);
-        let keys =
-            Arc::new(KeyStore::open(dir.root()).map_err(|e| NodeError::Invalid(e.to_string()))?);
         let (stop, _) = watch::channel(false);
         let node = Node {
             inner: Arc::new(Inner {
@@ -257,6 +269,7 @@ impl Node {
                 advertise,
                 started: Instant::now(),
                 stop,
+                services: TaskTracker::new(),
             }),
         };
         node.inner.endpoint.spawn(node.clone().persist_peers());
@@ -425,24 +438,70 @@ impl Node {
         let _ = self.inner.stop.send(true);
     }
 
-    /// Wait until a stop is requested or the node learns it was revoked.
+    /// Wait until a stop is requested, the node learns it was revoked, or it shuts down: the
+    /// signal on which its front-end services stop accepting and drain.
     pub async fn stopped(&self) {
         let mut rx = self.inner.stop.subscribe();
+        let shutting_down = self.inner.endpoint.stopped();
+        tokio::pin!(shutting_down);
         loop {
             if *rx.borrow() || self.inner.fabric.is_revoked() {
                 return;
             }
             tokio::select! {
                 r = rx.changed() => if r.is_err() { return },
+                () = &mut shutting_down => return,
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
     }
 
-    /// Leave the fabric gracefully and close the endpoint.
+    /// Run `task` as part of this node (e.g. one connection of a front-end server): it is
+    /// cancelled when the node shuts down.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.inner.endpoint.spawn(task);
+    }
+
+    /// Run a front-end service of this node (the HTTP API, the S3 gateway), which must stop
+    /// accepting once [`Node::stopped`] resolves and then finish its requests. The node owns
+    /// it: [`Node::shutdown`] waits up to 10 s for it (storage still works meanwhile, so
+    /// requests in flight complete), then cancels it with everything else.
+    pub fn spawn_service<F>(&self, service: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.inner
+            .endpoint
+            .spawn(self.inner.services.track_future(service));
+    }
+
+    /// Tasks of this node still alive (see [`weft_net::Endpoint::live_tasks`]): zero once
+    /// [`Node::shutdown`] has returned.
+    pub fn live_tasks(&self) -> usize {
+        self.inner.endpoint.live_tasks()
+    }
+
+    /// Stop the node, the one way to do it: signal its front-end services and let them drain,
+    /// leave the fabric gracefully, then shut the endpoint, which cancels every task of every
+    /// service and waits for them and releases the UDP port. Once the last handle to the node
+    /// is dropped its databases and files are closed, so the same data directory can be
+    /// started again in this process.
     pub async fn shutdown(&self) {
-        save_peers(&self.inner.dir, &self.inner.fabric);
-        self.inner.fabric.leave().await;
+        self.request_stop();
+        self.inner.services.close();
+        if tokio::time::timeout(SERVICE_DRAIN, self.inner.services.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("front-end services did not drain in time; cancelling them");
+        }
+        if !self.inner.endpoint.is_stopping() {
+            save_peers(&self.inner.dir, &self.inner.fabric);
+            self.inner.fabric.leave().await;
+        }
         self.inner.endpoint.shutdown().await;
         tracing::info!("node stopped");
     }
@@ -456,6 +515,9 @@ impl Node {
 }
 
 const PEERS_FILE: &str = "peers.json";
+
+/// How long [`Node::shutdown`] lets front-end services finish their requests.
+const SERVICE_DRAIN: Duration = Duration::from_secs(10);
 
 fn save_peers(dir: &DataDir, fabric: &Fabric) {
     let addrs: Vec<SocketAddr> = fabric

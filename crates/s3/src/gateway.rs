@@ -448,7 +448,7 @@ impl S3 for Gateway {
         let buckets = self.buckets().clone();
         let (bucket, key) = (input.bucket.clone(), input.key.clone());
         let rec = record.clone();
-        tokio::spawn(async move {
+        self.node.spawn(async move {
             if let Err(e) = buckets
                 .read_range((&bucket, &key), &rec, start, end, writer)
                 .await

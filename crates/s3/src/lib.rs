@@ -14,7 +14,7 @@ mod auth;
 mod gateway;
 pub mod list;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::host::{S3Host, VirtualHost};
 use s3s::service::S3ServiceBuilder;
@@ -46,6 +46,22 @@ impl Default for GatewayConfig {
     }
 }
 
+/// Runs hyper's background work (HTTP/2 streams) as tasks of the node.
+#[derive(Clone)]
+struct NodeExecutor(Node);
+
+impl<F> hyper::rt::Executor<F> for NodeExecutor
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, task: F) {
+        self.0.spawn(async move {
+            task.await;
+        });
+    }
+}
+
 /// Virtual hosts under the configured domains; everything else path-style.
 struct Hosts(Vec<String>);
 
@@ -71,7 +87,10 @@ impl S3Host for Hosts {
     }
 }
 
-/// Serve the gateway for `node` on `listener` until the node stops.
+/// Serve the gateway for `node` on `listener` until the node stops ([`Node::stopped`]), then
+/// let its connections finish for up to 5 s. Every connection and body runs as a task of the
+/// node ([`Node::spawn`]), so shutting the node down ends them; run this future itself with
+/// [`Node::spawn_service`] so the node owns it too.
 pub async fn serve(
     node: Node,
     listener: tokio::net::TcpListener,
@@ -87,7 +106,7 @@ pub async fn serve(
     builder.set_access(auth::Access::new(keys, config.requests_per_sec));
     builder.set_host(Hosts(config.domains.clone()));
     let service = builder.build();
-    let http = ConnBuilder::new(TokioExecutor::new());
+    let http = ConnBuilder::new(NodeExecutor(node.clone()));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let stopped = node.stopped();
     tokio::pin!(stopped);
@@ -106,7 +125,7 @@ pub async fn serve(
                 let _ = socket.set_nodelay(true);
                 let conn = http.serve_connection(TokioIo::new(socket), service.clone());
                 let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(async move {
+                node.spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = ?e, "S3 connection ended with an error");
                     }
@@ -115,6 +134,7 @@ pub async fn serve(
             () = &mut stopped => break,
         }
     }
+    drop(listener);
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}

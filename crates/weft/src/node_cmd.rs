@@ -214,10 +214,13 @@ pub fn run(data: Option<PathBuf>, log: Option<String>, args: RunArgs) -> Result<
                 let s3_bound = listener.local_addr()?;
                 node.data_dir()
                     .write_atomic(weft_s3::S3_ADDR_FILE, s3_bound.to_string().as_bytes())?;
-                Some((
-                    s3_bound,
-                    tokio::spawn(weft_s3::serve(node.clone(), listener, cfg)),
-                ))
+                let n = node.clone();
+                node.spawn_service(async move {
+                    if let Err(e) = weft_s3::serve(n, listener, cfg).await {
+                        tracing::error!(error = %e, "S3 gateway failed");
+                    }
+                });
+                Some(s3_bound)
             }
             None => None,
         };
@@ -227,21 +230,25 @@ pub fn run(data: Option<PathBuf>, log: Option<String>, args: RunArgs) -> Result<
             node.addr(),
             gateway
                 .as_ref()
-                .map(|(a, _)| format!(" s3 http://{a}"))
+                .map(|a| format!(" s3 http://{a}"))
                 .unwrap_or_default()
         );
-        let api = tokio::spawn(weft_api::serve(node.clone(), listener, token));
+        let n = node.clone();
+        node.spawn_service(async move {
+            if let Err(e) = weft_api::serve(n, listener, token).await {
+                tracing::error!(error = %e, "API server failed");
+            }
+        });
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
             _ = node.stopped() => {}
         }
-        node.request_stop();
+        // Stops the API and the S3 gateway too (they are the node's services) and frees
+        // their ports.
         node.shutdown().await;
-        let _ = api.await;
-        if let Some((_, task)) = gateway {
-            let _ = task.await;
+        if gateway.is_some() {
             let _ = std::fs::remove_file(node.data_dir().path(weft_s3::S3_ADDR_FILE));
         }
         let _ = std::fs::remove_file(node.data_dir().path(weft_api::API_ADDR_FILE));
