@@ -131,19 +131,15 @@ pub(crate) async fn run(
     let mut rt = AccumulatingRuntime::new();
     let mut suspects: HashMap<NodeId, (SwimId, Incarnation, Instant)> = HashMap::new();
     let stale_after = timing.suspect_to_down * STALE_SUSPICION_PERIODS + timing.probe_period;
-    {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(timing.suspect_to_down);
-            loop {
-                tick.tick().await;
-                if tx.send(Input::ExpireSuspicions).is_err() {
-                    return;
-                }
-            }
-        });
-    }
-    while let Some(input) = rx.recv().await {
+    let mut expire = tokio::time::interval(timing.suspect_to_down);
+    loop {
+        let input = tokio::select! {
+            input = rx.recv() => match input {
+                Some(input) => input,
+                None => break,
+            },
+            _ = expire.tick() => Input::ExpireSuspicions,
+        };
         let mut leaving = None;
         let result = match input {
             Input::Data(bytes) => foca.handle_data(&bytes, &mut rt),

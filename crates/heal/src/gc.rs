@@ -93,6 +93,13 @@ impl Healer {
                 };
                 if self.storage.delete_on(node, req).await.is_err() {
                     complete = false;
+                    continue;
+                }
+                // A holder that could not confirm the release (a catalog read that failed for
+                // a moment) deleted nothing: the row stays until every shard is gone.
+                match self.storage.has_shards(node, chunk.to_vec()).await {
+                    Ok(held) if !held.contains(&true) => {}
+                    _ => complete = false,
                 }
             }
         }

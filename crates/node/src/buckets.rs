@@ -567,11 +567,12 @@ impl Buckets {
                 };
                 let (reader, pipe) = tokio::io::duplex(1 << 20);
                 let storage = self.storage.clone();
+                // Aborted if this read is dropped (a client that went away).
                 queue.push_back((
-                    tokio::spawn(async move {
+                    tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
                         let manifest = storage.manifest(&cap).await?;
                         storage.read_range(&cap, &manifest, a, b, pipe).await
-                    }),
+                    })),
                     reader,
                 ));
             }

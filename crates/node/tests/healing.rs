@@ -272,13 +272,19 @@ async fn space_of_deleted_overwritten_and_orphaned_objects_comes_back() {
 
     // Orphans: a shard no object places anywhere (a write that died before it was
     // registered), and the old copy of a shard repair moved while its holder was away.
-    let stray = data(70_000);
-    let stray_hash = ContentHash::of(&stray);
-    nodes[3].storage().local().put(&stray_hash, &stray).unwrap();
     let keep_cap = b.capability("trash", "keep").await.unwrap();
     let m = nodes[1].storage().manifest(&keep_cap).await.unwrap();
     let seg = &m.segments[0];
     let (from, shard) = (seg.holders[0], seg.info.shards[0]);
+    // The stray goes to a node whose only orphan it will be (`from` gets another one below).
+    let stray_node = nodes.iter().find(|n| n.id() != from).unwrap();
+    let stray = data(70_000);
+    let stray_hash = ContentHash::of(&stray);
+    stray_node
+        .storage()
+        .local()
+        .put(&stray_hash, &stray)
+        .unwrap();
     // Six nodes, six shards: the new holder already holds another shard of the segment.
     let to = seg.holders[1];
     let bytes = nodes[1]
@@ -299,14 +305,14 @@ async fn space_of_deleted_overwritten_and_orphaned_objects_comes_back() {
     let node = |id: NodeId| nodes.iter().find(|n| n.id() == id).unwrap();
     let ids: Vec<NodeId> = nodes.iter().map(|n| n.id()).collect();
     // Young shards are never swept, whatever the catalog says.
-    assert_eq!(nodes[3].healer().sweep_orphans().await.0, 0);
+    assert_eq!(stray_node.healer().sweep_orphans().await.0, 0);
     tokio::time::sleep(delay).await;
     let mut removed = 0;
     for n in &nodes {
         removed += n.healer().sweep_orphans().await.0;
     }
     assert_eq!(removed, 2, "the stray shard and the moved shard's old copy");
-    assert!(!nodes[3].storage().local().present(&stray_hash).unwrap());
+    assert!(!stray_node.storage().local().present(&stray_hash).unwrap());
     assert!(!node(from).storage().local().present(&shard).unwrap());
     assert!(node(to).storage().local().present(&shard).unwrap());
     // Everything the catalog places is still where it says, and reads back.
