@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use weft_node::{BucketError, BucketRecord, ObjectRecord};
 use weft_store::{Erasure, Residency};
 
+use crate::errors::ApiFailure;
 use crate::objects::{PutAnswer, list};
-use crate::server::{ApiFailure, AppState};
+use crate::server::AppState;
 
 /// `POST /v1/buckets` body.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -75,28 +76,6 @@ pub struct ListQuery {
     pub prefix: String,
 }
 
-pub(crate) fn bucket_failure(e: BucketError) -> ApiFailure {
-    let status = match &e {
-        BucketError::Invalid(_) => StatusCode::BAD_REQUEST,
-        BucketError::NoBucket(_) | BucketError::NoObject(..) | BucketError::NoVersion(..) => {
-            StatusCode::NOT_FOUND
-        }
-        BucketError::Exists(_) | BucketError::NotEmpty(_) => StatusCode::CONFLICT,
-        BucketError::NotOwner(_) => StatusCode::FORBIDDEN,
-        BucketError::Storage(s) => return storage_failure_ref(s, &e),
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    ApiFailure(status, e.to_string())
-}
-
-fn storage_failure_ref(s: &weft_store::StorageError, e: &BucketError) -> ApiFailure {
-    let status = match s {
-        weft_store::StorageError::Placement(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        _ => StatusCode::BAD_GATEWAY,
-    };
-    ApiFailure(status, e.to_string())
-}
-
 pub(crate) async fn create(
     State(s): State<AppState>,
     Json(b): Json<CreateBucket>,
@@ -121,7 +100,7 @@ pub(crate) async fn create(
             .buckets()
             .create(&b.name, policy, ec, b.versions.unwrap_or(1))
             .await
-            .map_err(bucket_failure)?,
+            .map_err(ApiFailure::from)?,
     ))
 }
 
@@ -134,9 +113,9 @@ pub(crate) async fn get_bucket(
         .buckets()
         .bucket(&name)
         .await
-        .map_err(bucket_failure)?;
+        .map_err(ApiFailure::from)?;
     if b.owner != s.node.buckets().account() {
-        return Err(bucket_failure(BucketError::NotOwner(name)));
+        return Err(ApiFailure::from(BucketError::NotOwner(name)));
     }
     Ok(Json(b))
 }
@@ -149,7 +128,7 @@ pub(crate) async fn list_buckets(
             .buckets()
             .list_buckets()
             .await
-            .map_err(bucket_failure)?,
+            .map_err(ApiFailure::from)?,
     ))
 }
 
@@ -163,7 +142,7 @@ pub(crate) async fn list_objects(
         .buckets()
         .list(&bucket, &q.prefix)
         .await
-        .map_err(bucket_failure)?;
+        .map_err(ApiFailure::from)?;
     Ok(Json(
         rows.into_iter()
             .map(|(key, r)| ListedObject::new(key, &r))
@@ -183,7 +162,7 @@ pub(crate) async fn put(
         .buckets()
         .put(&bucket, &key, reader)
         .await
-        .map_err(bucket_failure)?;
+        .map_err(ApiFailure::from)?;
     Ok(Json(PutAnswer {
         capability: String::new(),
         content_id: manifest.content_id.to_hex(),
@@ -201,20 +180,20 @@ pub(crate) async fn get(
 ) -> Result<Response, ApiFailure> {
     let buckets = s.node.buckets().clone();
     // Private by default: only the owner's account reads by name.
-    let b = buckets.bucket(&bucket).await.map_err(bucket_failure)?;
+    let b = buckets.bucket(&bucket).await.map_err(ApiFailure::from)?;
     if b.owner != buckets.account() {
-        return Err(bucket_failure(BucketError::NotOwner(bucket)));
+        return Err(ApiFailure::from(BucketError::NotOwner(bucket)));
     }
     let record = match &q.version {
         None => buckets.object(&bucket, &key).await,
         Some(v) => buckets.version(&bucket, &key, v).await,
     }
-    .map_err(bucket_failure)?;
+    .map_err(ApiFailure::from)?;
     // A whole object's manifest is fetched first, so a bad one fails with a status.
     if record.parts.is_empty() {
         let cap = buckets
             .capability_of(&bucket, &key, &record)
-            .map_err(bucket_failure)?;
+            .map_err(ApiFailure::from)?;
         return crate::objects::stream_object(&s, cap, &headers).await;
     }
     Ok(crate::objects::ranged_body(
@@ -239,7 +218,7 @@ pub(crate) async fn versions(
         .buckets()
         .versions(&bucket, &key)
         .await
-        .map_err(bucket_failure)?;
+        .map_err(ApiFailure::from)?;
     Ok(Json(
         rows.iter()
             .map(|r| ListedObject::new(key.clone(), r))
@@ -255,7 +234,7 @@ pub(crate) async fn delete_bucket(
         .buckets()
         .delete_bucket(&name)
         .await
-        .map_err(bucket_failure)?;
+        .map_err(ApiFailure::from)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -267,7 +246,7 @@ pub(crate) async fn delete(
         .buckets()
         .delete(&bucket, &key)
         .await
-        .map_err(bucket_failure)?;
+        .map_err(ApiFailure::from)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -280,7 +259,7 @@ pub(crate) async fn share(
         .buckets()
         .capability(&bucket, &key)
         .await
-        .map_err(bucket_failure)?;
+        .map_err(ApiFailure::from)?;
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
         Json(serde_json::json!({ "capability": cap.to_text() })),

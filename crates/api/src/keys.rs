@@ -4,9 +4,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use weft_node::{AccessKey, KeyError};
+use weft_node::AccessKey;
 
-use crate::server::{ApiFailure, AppState};
+use crate::errors::ApiFailure;
+use crate::server::AppState;
 
 /// `POST /v1/keys` body.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -20,15 +21,6 @@ pub struct CreateKey {
     pub write: bool,
 }
 
-fn failure(e: KeyError) -> ApiFailure {
-    let status = match &e {
-        KeyError::Unknown(_) => StatusCode::NOT_FOUND,
-        KeyError::Invalid(_) => StatusCode::BAD_REQUEST,
-        KeyError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    ApiFailure(status, e.to_string())
-}
-
 pub(crate) async fn create(
     State(s): State<AppState>,
     Json(k): Json<CreateKey>,
@@ -37,7 +29,7 @@ pub(crate) async fn create(
     let made = tokio::task::spawn_blocking(move || keys.create(k.bucket, k.read, k.write))
         .await
         .map_err(|e| ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(failure)?;
+        .map_err(ApiFailure::from)?;
     Ok(Json(made))
 }
 
@@ -53,6 +45,6 @@ pub(crate) async fn remove(
     tokio::task::spawn_blocking(move || keys.remove(&id))
         .await
         .map_err(|e| ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(failure)?;
+        .map_err(ApiFailure::from)?;
     Ok(StatusCode::NO_CONTENT)
 }

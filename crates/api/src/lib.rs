@@ -11,13 +11,16 @@
 
 mod buckets;
 mod client;
+mod errors;
 mod keys;
+mod members;
 mod objects;
 mod server;
 
 pub use buckets::{CreateBucket, ListedObject};
 pub use client::{ApiClient, ApiError};
 pub use keys::CreateKey;
+pub use members::MemberStatus;
 pub use objects::{PutAnswer, PutQuery};
 pub use server::serve;
 

@@ -7,9 +7,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use weft_store::{Capability, Erasure, Manifest, Residency, StorageError};
+use weft_store::{Capability, Erasure, Manifest, Residency};
 
-use crate::server::{ApiFailure, AppState};
+use crate::errors::ApiFailure;
+use crate::server::AppState;
 
 /// Query of `POST /v1/objects`.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -48,16 +49,6 @@ pub(crate) fn list(text: &str) -> Vec<String> {
         .collect()
 }
 
-pub(crate) fn storage_failure(e: StorageError) -> ApiFailure {
-    let status = match &e {
-        StorageError::Placement(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        StorageError::BadCapability(_) => StatusCode::BAD_REQUEST,
-        StorageError::ManifestUnavailable(_) => StatusCode::NOT_FOUND,
-        _ => StatusCode::BAD_GATEWAY,
-    };
-    ApiFailure(status, e.to_string())
-}
-
 pub(crate) async fn put(
     State(s): State<AppState>,
     Query(q): Query<PutQuery>,
@@ -85,7 +76,7 @@ pub(crate) async fn put(
         .storage()
         .put(reader, policy, ec)
         .await
-        .map_err(storage_failure)?;
+        .map_err(ApiFailure::from)?;
     // An object stored by capability has no name that could let go of it: it is kept.
     s.node
         .buckets()
@@ -106,7 +97,7 @@ pub(crate) async fn get(
     Path(cap): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiFailure> {
-    let cap = Capability::from_text(&cap).map_err(storage_failure)?;
+    let cap = Capability::from_text(&cap).map_err(ApiFailure::from)?;
     stream_object(&s, cap, &headers).await
 }
 
@@ -152,7 +143,7 @@ pub(crate) async fn stream_object(
         .storage()
         .manifest(&cap)
         .await
-        .map_err(storage_failure)?;
+        .map_err(ApiFailure::from)?;
     let storage = s.node.storage().clone();
     Ok(ranged_body(
         &s.node,
@@ -224,13 +215,13 @@ pub(crate) async fn stat(
     State(s): State<AppState>,
     Path(cap): Path<String>,
 ) -> Result<Json<Manifest>, ApiFailure> {
-    let cap = Capability::from_text(&cap).map_err(storage_failure)?;
+    let cap = Capability::from_text(&cap).map_err(ApiFailure::from)?;
     Ok(Json(
         s.node
             .storage()
             .manifest_now(&cap)
             .await
-            .map_err(storage_failure)?,
+            .map_err(ApiFailure::from)?,
     ))
 }
 

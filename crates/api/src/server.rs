@@ -10,34 +10,15 @@ use axum::{Json, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use weft_core::{Placement, Role};
-use weft_node::{InviteRequest, Node, NodeError};
+use weft_node::{InviteRequest, Node};
 
-use crate::{ErrorBody, InviteAnswer, InviteParams, RevokeParams};
+use crate::errors::ApiFailure;
+use crate::{InviteAnswer, InviteParams, RevokeParams};
 
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) node: Node,
     token: Arc<str>,
-}
-
-pub(crate) struct ApiFailure(pub(crate) StatusCode, pub(crate) String);
-
-impl IntoResponse for ApiFailure {
-    fn into_response(self) -> Response {
-        (self.0, Json(ErrorBody { error: self.1 })).into_response()
-    }
-}
-
-impl From<NodeError> for ApiFailure {
-    fn from(e: NodeError) -> Self {
-        let status = match &e {
-            NodeError::NotAdmin => StatusCode::FORBIDDEN,
-            NodeError::UnknownNode(_) => StatusCode::NOT_FOUND,
-            NodeError::AmbiguousNode(..) | NodeError::Invalid(_) => StatusCode::BAD_REQUEST,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiFailure(status, e.to_string())
-    }
 }
 
 /// Serve the API on `listener` until the node stops ([`Node::stopped`]), then let its
@@ -156,8 +137,14 @@ async fn status(State(s): State<AppState>) -> Json<weft_node::NodeStatus> {
     Json(s.node.status())
 }
 
-async fn nodes(State(s): State<AppState>) -> Json<Vec<weft_fabric::MemberStatus>> {
-    Json(s.node.members())
+async fn nodes(State(s): State<AppState>) -> Json<Vec<crate::MemberStatus>> {
+    Json(
+        s.node
+            .members()
+            .iter()
+            .map(crate::MemberStatus::from)
+            .collect(),
+    )
 }
 
 async fn invite(

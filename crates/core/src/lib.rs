@@ -24,7 +24,7 @@ pub use admission::{
 };
 pub use id::{ContentHash, FabricId, IdParseError, NodeId};
 pub use keys::{SecretKey, Signature, SignatureError};
-pub use record::{Capacity, NodeRecord, RecordBody};
+pub use record::{Capacity, Load, NodeRecord, RECORD_FORMAT, RecordBody};
 
 /// The software version every node reports in its record.
 pub const SOFTWARE_VERSION: &str = env!("CARGO_PKG_VERSION");

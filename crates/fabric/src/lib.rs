@@ -36,7 +36,7 @@ use weft_net::{Endpoint, PeerInfo, SiteMap};
 pub use coords::CoordMessage;
 pub use swim::{SwimId, SwimTiming};
 pub use sync::{SyncRequest, SyncResponse};
-pub use view::{MemberState, MemberStatus};
+pub use view::{Member, MemberState};
 
 use view::View;
 
@@ -100,6 +100,7 @@ pub(crate) struct Shared {
     dead_verdicts: AtomicU64,
     self_revoked: AtomicBool,
     site_map: Option<Arc<SiteMap>>,
+    key: weft_core::SecretKey,
 }
 
 /// A running fabric membership. Cheap to clone.
@@ -122,6 +123,7 @@ impl Fabric {
                 labels: cfg.labels.clone(),
                 capacity: cfg.capacity.clone(),
                 software: weft_core::SOFTWARE_VERSION.to_string(),
+                load: weft_core::Load::default(),
             },
         );
         if let Some(sites) = &cfg.site_map {
@@ -137,6 +139,7 @@ impl Fabric {
             dead_verdicts: AtomicU64::new(0),
             self_revoked: AtomicBool::new(false),
             site_map: cfg.site_map.clone(),
+            key: cfg.key.clone(),
         });
         let swim_id = SwimId {
             node: local,
@@ -169,11 +172,33 @@ impl Fabric {
     }
 
     /// Every node this one knows of, itself included, sorted by site.
-    pub fn members(&self) -> Vec<MemberStatus> {
+    pub fn members(&self) -> Vec<Member> {
         self.shared
             .view
             .read()
-            .status(self.shared.local, weft_net::now_ms())
+            .members(self.shared.local, weft_net::now_ms())
+    }
+
+    /// Report this node's live load: its record is re-signed with it and spreads with the
+    /// next record exchanges.
+    pub fn set_load(&self, load: weft_core::Load) {
+        let mut view = self.shared.view.write();
+        let Some(me) = view.records.get(&self.shared.local) else {
+            return;
+        };
+        if me.body.load == load {
+            return;
+        }
+        let mut body = me.body.clone();
+        body.seq += 1;
+        body.load = load;
+        let record = NodeRecord::sign(&self.shared.key, body);
+        view.records.insert(self.shared.local, record);
+    }
+
+    /// One member, if known.
+    pub fn member(&self, node: &NodeId) -> Option<Member> {
+        self.members().into_iter().find(|m| m.id == *node)
     }
 
     /// The current verified record of `node`.

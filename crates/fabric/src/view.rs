@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use weft_core::{NodeId, NodeRecord, Revocation};
+use weft_core::{Capacity, Load, NodeId, NodeRecord, Placement, Revocation, Role};
 
 use crate::swim::SwimId;
 use crate::vivaldi::{Coordinate, Vivaldi};
@@ -39,47 +39,54 @@ impl MemberState {
     }
 }
 
-/// One row of `weft nodes`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct MemberStatus {
-    /// Full node id (hex).
-    pub id: String,
-    /// Short node id.
-    pub short_id: String,
-    /// True for the node answering.
+/// A member of the fabric as every layer sees it: typed, from its verified record and this
+/// node's view of its liveness and distance. (Display rows are made from it at the API edge.)
+#[derive(Clone, Debug, PartialEq)]
+pub struct Member {
+    /// Its id.
+    pub id: NodeId,
+    /// True for the node asking.
     pub is_self: bool,
-    /// Site, region, jurisdiction (from its certificate).
-    pub site: String,
-    /// Region.
-    pub region: String,
-    /// Jurisdiction.
-    pub jurisdiction: String,
+    /// Site, region and jurisdiction, from its membership certificate.
+    pub placement: Placement,
+    /// Roles, from its certificate.
+    pub roles: Vec<Role>,
     /// QUIC address.
     pub addr: Option<SocketAddr>,
     /// Liveness.
     pub state: MemberState,
-    /// Seconds in the current state.
-    pub state_secs: f64,
-    /// Seconds since the node's current run started (from its record).
-    pub uptime_secs: Option<f64>,
-    /// RTT estimated from network coordinates, in ms.
-    pub est_rtt_ms: Option<f64>,
-    /// RTT measured by probes (median of recent samples), in ms.
-    pub measured_rtt_ms: Option<f64>,
-    /// Roles.
-    pub roles: Vec<String>,
+    /// How long it has been in that state.
+    pub state_for: Duration,
+    /// How long its current run has been up (from its record).
+    pub uptime: Option<Duration>,
+    /// Its network coordinate, if one was learned.
+    pub coordinate: Option<Coordinate>,
+    /// RTT estimated from network coordinates.
+    pub est_rtt: Option<Duration>,
+    /// RTT measured by probes (median of recent samples).
+    pub measured_rtt: Option<Duration>,
     /// Operator labels.
     pub labels: std::collections::BTreeMap<String, String>,
-    /// Offered CPUs.
-    pub cpus: u32,
-    /// Offered memory (bytes).
-    pub mem_bytes: u64,
-    /// Offered disk (bytes).
-    pub disk_bytes: u64,
+    /// Offered resources.
+    pub capacity: Capacity,
+    /// Live load, as it last reported it.
+    pub load: Load,
     /// Software version.
     pub software: String,
     /// Times this node has seen the member declared dead.
     pub dead_verdicts: u64,
+}
+
+impl Member {
+    /// Whether its certificate grants `role`.
+    pub fn has_role(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// Alive (answering probes) right now.
+    pub fn is_alive(&self) -> bool {
+        self.state == MemberState::Alive
+    }
 }
 
 pub(crate) struct MemberEntry {
@@ -141,7 +148,7 @@ impl View {
             .collect()
     }
 
-    pub fn status(&self, local: NodeId, now_ms: u64) -> Vec<MemberStatus> {
+    pub fn members(&self, local: NodeId, now_ms: u64) -> Vec<Member> {
         let mut ids: Vec<NodeId> = self.records.keys().copied().collect();
         for id in self.members.keys() {
             if !self.records.contains_key(id) {
@@ -149,7 +156,7 @@ impl View {
             }
         }
         let me = self.vivaldi.coordinate();
-        let mut rows: Vec<MemberStatus> = ids
+        let mut rows: Vec<Member> = ids
             .into_iter()
             .map(|id| {
                 let record = self.records.get(&id);
@@ -172,41 +179,37 @@ impl View {
                     })
                 };
                 let cert = record.map(|r| &r.body.cert.body);
-                let placement = cert.map(|c| c.placement.clone()).unwrap_or_default();
-                MemberStatus {
-                    id: id.to_hex(),
-                    short_id: id.short(),
+                Member {
+                    id,
                     is_self,
-                    site: placement.site,
-                    region: placement.region,
-                    jurisdiction: placement.jurisdiction,
+                    placement: cert.map(|c| c.placement.clone()).unwrap_or_default(),
+                    roles: cert.map(|c| c.roles.clone()).unwrap_or_default(),
                     addr: record
                         .map(|r| r.body.addr)
                         .or_else(|| member.map(|m| m.swim.addr)),
                     state,
-                    state_secs: member.map_or(0.0, |m| m.since.elapsed().as_secs_f64()),
-                    uptime_secs: record
-                        .map(|r| now_ms.saturating_sub(r.body.generation) as f64 / 1000.0),
-                    est_rtt_ms: (!is_self)
+                    state_for: member.map_or(Duration::ZERO, |m| m.since.elapsed()),
+                    uptime: record
+                        .map(|r| Duration::from_millis(now_ms.saturating_sub(r.body.generation))),
+                    coordinate: if is_self {
+                        Some(me.clone())
+                    } else {
+                        self.coords.get(&id).cloned()
+                    },
+                    est_rtt: (!is_self)
                         .then(|| self.coords.get(&id))
                         .flatten()
-                        .map(|c| me.distance_to(c).as_secs_f64() * 1000.0),
-                    measured_rtt_ms: self.measured_rtt(&id).map(|d| d.as_secs_f64() * 1000.0),
-                    roles: cert
-                        .map(|c| c.roles.iter().map(|r| r.as_str().to_string()).collect())
-                        .unwrap_or_default(),
+                        .map(|c| me.distance_to(c)),
+                    measured_rtt: self.measured_rtt(&id),
                     labels: record.map(|r| r.body.labels.clone()).unwrap_or_default(),
-                    cpus: record.map_or(0, |r| r.body.capacity.cpus),
-                    mem_bytes: record.map_or(0, |r| r.body.capacity.mem_bytes),
-                    disk_bytes: record.map_or(0, |r| r.body.capacity.disk_bytes),
+                    capacity: record.map(|r| r.body.capacity.clone()).unwrap_or_default(),
+                    load: record.map(|r| r.body.load.clone()).unwrap_or_default(),
                     software: record.map(|r| r.body.software.clone()).unwrap_or_default(),
                     dead_verdicts: member.map_or(0, |m| m.dead_verdicts),
                 }
             })
             .collect();
-        rows.sort_by(|a, b| {
-            (a.site.as_str(), a.id.as_str()).cmp(&(b.site.as_str(), b.id.as_str()))
-        });
+        rows.sort_by(|a, b| (&a.placement.site, a.id.0).cmp(&(&b.placement.site, b.id.0)));
         rows
     }
 }

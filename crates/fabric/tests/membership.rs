@@ -59,7 +59,7 @@ fn all_alive(nodes: &[Fabric], n: usize) -> bool {
         let m = f.members();
         m.len() == n
             && m.iter()
-                .all(|s| s.state == MemberState::Alive && !s.site.is_empty())
+                .all(|s| s.state == MemberState::Alive && !s.placement.site.is_empty())
     })
 }
 
@@ -88,7 +88,7 @@ async fn five_nodes_form_a_fabric_and_a_revocation_reaches_everyone() {
             .members()
             .iter()
             .filter(|m| !m.is_self)
-            .all(|m| m.est_rtt_ms.is_some() && m.measured_rtt_ms.is_some())
+            .all(|m| m.est_rtt.is_some() && m.measured_rtt.is_some())
     })
     .await;
 
@@ -110,7 +110,7 @@ async fn five_nodes_form_a_fabric_and_a_revocation_reaches_everyone() {
             f.endpoint().trust().is_revoked(&victim)
                 && f.members()
                     .iter()
-                    .any(|m| m.id == victim.to_hex() && m.state == MemberState::Revoked)
+                    .any(|m| m.id == victim && m.state == MemberState::Revoked)
         })
     })
     .await;

@@ -160,13 +160,13 @@ impl Healer {
         }
         // Only in a settled fabric: after membership changes, catalog rows may still be on
         // their way to new replicas, and a row missed here would be data deleted.
-        let settle = self.config.gc_delay.min(SWEEP_SETTLE).as_secs_f64();
+        let settle = self.config.gc_delay.min(SWEEP_SETTLE);
         if self
             .storage
             .fabric()
             .members()
             .iter()
-            .any(|m| !m.is_self && m.state_secs < settle)
+            .any(|m| !m.is_self && m.state_for < settle)
         {
             return (0, 0);
         }

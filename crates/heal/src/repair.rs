@@ -63,15 +63,13 @@ impl Healer {
         let mut known = HashSet::new();
         let mut up = HashSet::new();
         for m in self.storage.fabric().members() {
-            let Ok(id) = m.id.parse::<NodeId>() else {
-                continue;
-            };
+            let id = m.id;
             known.insert(id);
             if m.state == MemberState::Alive {
                 up.insert(id);
             }
             let gone = !matches!(m.state, MemberState::Alive | MemberState::Suspect);
-            if gone && m.state_secs >= self.config.grace.as_secs_f64() {
+            if gone && m.state_for >= self.config.grace {
                 lost.insert(id);
             }
         }

@@ -140,9 +140,7 @@ impl Healer {
     pub(crate) async fn refresh_reputation(&self) {
         let mut reps = HashMap::new();
         for m in self.storage.fabric().members() {
-            let Ok(id) = m.id.parse::<NodeId>() else {
-                continue;
-            };
+            let id = m.id;
             let Ok(rows) = self.registry.table().list::<Tallies>(&id, "").await else {
                 // Keep what was known when the table cannot answer.
                 if let Some(old) = self.reputation.lock().get(&id) {

@@ -14,7 +14,7 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use weft_core::{NodeId, SecretKey, proto};
-use weft_fabric::{Fabric, MemberState};
+use weft_fabric::Fabric;
 use weft_net::{Endpoint, Rpc};
 
 use crate::hlc::{Hlc, Timestamp};
@@ -239,12 +239,10 @@ impl Table {
             .fabric
             .members()
             .into_iter()
-            .filter(|m| m.state == MemberState::Alive)
-            .filter_map(|m| {
-                Some(Replica {
-                    id: m.id.parse().ok()?,
-                    site: m.site,
-                })
+            .filter(|m| m.is_alive())
+            .map(|m| Replica {
+                id: m.id,
+                site: m.placement.site,
             })
             .collect();
         replicas(partition, &nodes, REPLICATION)

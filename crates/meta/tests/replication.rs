@@ -148,7 +148,7 @@ async fn cluster(n: u8, dir: &std::path::Path) -> Vec<Node> {
         let m = node.fabric.members();
         m.len() == n as usize
             && m.iter()
-                .all(|s| s.state == MemberState::Alive && s.uptime_secs.is_some())
+                .all(|s| s.state == MemberState::Alive && s.uptime.is_some())
     }) {
         assert!(
             t.elapsed() < Duration::from_secs(15),

@@ -29,7 +29,7 @@ use tokio_util::task::TaskTracker;
 use weft_core::{
     Capacity, Invite, MembershipCert, NodeId, Revocation, RevocationBody, Role, SecretKey,
 };
-use weft_fabric::{Fabric, FabricConfig, MemberState, MemberStatus, SwimTiming};
+use weft_fabric::{Fabric, FabricConfig, Member, MemberState, SwimTiming};
 use weft_net::{Endpoint, EndpointConfig, NetError, SiteMap, Trust, WanConfig};
 use weft_store::{ShardStore, ShardStoreError, Storage};
 
@@ -328,7 +328,7 @@ impl Node {
     }
 
     /// Every known node.
-    pub fn members(&self) -> Vec<MemberStatus> {
+    pub fn members(&self) -> Vec<Member> {
         self.inner.fabric.members()
     }
 
@@ -398,7 +398,7 @@ impl Node {
         let matches: Vec<NodeId> = self
             .members()
             .iter()
-            .filter_map(|m| m.id.parse::<NodeId>().ok())
+            .map(|m| m.id)
             .filter(|id| id.matches_prefix(prefix))
             .collect();
         let target = match matches.as_slice() {

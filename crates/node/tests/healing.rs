@@ -92,7 +92,7 @@ async fn lost_deleted_and_corrupt_shards_are_rebuilt() {
         live.iter().all(|n| {
             n.members()
                 .iter()
-                .any(|m| m.id == victim_id.to_hex() && m.state != MemberState::Alive)
+                .any(|m| m.id == victim_id && m.state != MemberState::Alive)
         })
     })
     .await;

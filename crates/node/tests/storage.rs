@@ -81,7 +81,7 @@ async fn cluster_with(regions: &[&str], wan: Option<weft_net::WanConfig>) -> Clu
         let m = n.members();
         m.len() == regions.len()
             && m.iter()
-                .all(|s| s.state == MemberState::Alive && s.uptime_secs.is_some())
+                .all(|s| s.state == MemberState::Alive && s.uptime.is_some())
     }) {
         assert!(
             start.elapsed() < Duration::from_secs(20),
@@ -443,7 +443,7 @@ fn views(nodes: &[Node]) -> String {
             let row: Vec<String> = n
                 .members()
                 .iter()
-                .map(|m| format!("{}={}", m.short_id, m.state.as_str()))
+                .map(|m| format!("{}={}", m.id.short(), m.state.as_str()))
                 .collect();
             format!("{}: {}", n.id().short(), row.join(" "))
         })

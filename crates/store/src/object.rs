@@ -13,7 +13,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinSet;
-use weft_core::{ContentHash, NodeId, wire};
+use weft_core::{ContentHash, NodeId, Role, wire};
 use weft_fabric::{Fabric, MemberState};
 use weft_net::Endpoint;
 
@@ -352,22 +352,19 @@ impl Storage {
         self.fabric
             .members()
             .into_iter()
-            .filter_map(|m| {
-                let id = m.id.parse().ok()?;
-                Some(Candidate {
-                    id,
-                    healthy: m.state == MemberState::Alive
-                        && m.roles.iter().any(|r| r == "storage")
-                        && !self.quarantined.read().contains(&id),
-                    free_bytes: if m.is_self {
-                        self.local.capacity().saturating_sub(self.local.used())
-                    } else {
-                        m.disk_bytes
-                    },
-                    site: m.site,
-                    region: m.region,
-                    jurisdiction: m.jurisdiction,
-                })
+            .map(|m| Candidate {
+                id: m.id,
+                healthy: m.is_alive()
+                    && m.has_role(Role::Storage)
+                    && !self.quarantined.read().contains(&m.id),
+                free_bytes: if m.is_self {
+                    self.local.capacity().saturating_sub(self.local.used())
+                } else {
+                    m.capacity.disk_bytes
+                },
+                site: m.placement.site,
+                region: m.placement.region,
+                jurisdiction: m.placement.jurisdiction,
             })
             .collect()
     }
@@ -690,7 +687,7 @@ impl Storage {
 
     /// Nodes ordered nearest first: this node, then alive nodes by estimated RTT, then the rest.
     pub fn nearest_first(&self, nodes: &[NodeId]) -> Vec<NodeId> {
-        let alive: HashMap<String, MemberState> = self
+        let alive: HashMap<NodeId, MemberState> = self
             .fabric
             .members()
             .into_iter()
@@ -701,7 +698,7 @@ impl Storage {
             .map(|n| {
                 let tier = if *n == self.fabric.id() {
                     0
-                } else if alive.get(&n.to_hex()) == Some(&MemberState::Alive) {
+                } else if alive.get(n) == Some(&MemberState::Alive) {
                     1
                 } else {
                     2
@@ -773,11 +770,11 @@ impl Storage {
     }
 
     fn all_holders_alive(&self, manifest: &Manifest) -> bool {
-        let alive: std::collections::HashSet<String> = self
+        let alive: std::collections::HashSet<NodeId> = self
             .fabric
             .members()
             .into_iter()
-            .filter(|m| m.state == MemberState::Alive)
+            .filter(|m| m.is_alive())
             .map(|m| m.id)
             .collect();
         // Quarantined holders count as gone: repair moves their shards away.
@@ -786,7 +783,7 @@ impl Storage {
             .segments
             .iter()
             .flat_map(|s| &s.holders)
-            .all(|h| alive.contains(&h.to_hex()) && !quarantined.contains(h))
+            .all(|h| alive.contains(h) && !quarantined.contains(h))
     }
 
     async fn fetch_manifest(&self, hash: ContentHash, holders: &[NodeId]) -> Option<Manifest> {

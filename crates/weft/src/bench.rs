@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use weft_api::ApiClient;
-use weft_fabric::{MemberState, MemberStatus};
+use weft_api::MemberStatus;
+use weft_fabric::MemberState;
 use weft_node::NodeStatus;
 
 use crate::local::{self, UpArgs};

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use parking_lot::Mutex;
+use weft_api::MemberStatus;
 use weft_api::{CreateBucket, PutAnswer, WanParams};
-use weft_fabric::MemberStatus;
 use weft_node::HealStatus;
 use weft_store::Manifest;
 

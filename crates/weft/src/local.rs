@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use weft_api::MemberStatus;
 use weft_api::{ApiClient, InviteAnswer, InviteParams};
 use weft_core::{Invite, Placement};
-use weft_fabric::{MemberState, MemberStatus};
+use weft_fabric::MemberState;
 use weft_node::DataDir;
 
 use crate::config::{NodeFile, RepairFile, SwimFile, WanFile, check_wan_links};

@@ -242,7 +242,7 @@ pub fn stat(data: Option<PathBuf>, args: StatArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&m)?);
         return Ok(());
     }
-    let nodes: Vec<weft_fabric::MemberStatus> = api.get("/v1/nodes")?;
+    let nodes: Vec<weft_api::MemberStatus> = api.get("/v1/nodes")?;
     let site_of = |id: &weft_core::NodeId| {
         nodes
             .iter()

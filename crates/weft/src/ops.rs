@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Args;
+use weft_api::MemberStatus;
 use weft_api::{ApiClient, InviteAnswer, InviteParams, RevokeParams};
-use weft_fabric::MemberStatus;
 use weft_node::NodeStatus;
 
 use crate::node_cmd::PlacementArgs;

@@ -1,0 +1,86 @@
+//! The one mapping from what can go wrong to an HTTP status and `{"error": ...}` body, for every
+//! route of the API.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use weft_node::{BucketError, KeyError, NodeError};
+use weft_store::StorageError;
+
+use crate::ErrorBody;
+
+/// A failed request: its status and the message the user sees.
+pub(crate) struct ApiFailure(pub(crate) StatusCode, pub(crate) String);
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+    }
+}
+
+fn storage_status(e: &StorageError) -> StatusCode {
+    match e {
+        StorageError::Placement(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        StorageError::BadCapability(_) => StatusCode::BAD_REQUEST,
+        StorageError::ManifestUnavailable(_) => StatusCode::NOT_FOUND,
+        // A manifest this node cannot use (newer format, malformed): the object exists but
+        // cannot be served from here.
+        StorageError::Manifest(..) => StatusCode::BAD_GATEWAY,
+        StorageError::Io(_) => StatusCode::BAD_REQUEST,
+        StorageError::Codec(_)
+        | StorageError::Write { .. }
+        | StorageError::Unreadable { .. }
+        | StorageError::Catalog(_) => StatusCode::BAD_GATEWAY,
+    }
+}
+
+impl From<StorageError> for ApiFailure {
+    fn from(e: StorageError) -> Self {
+        ApiFailure(storage_status(&e), e.to_string())
+    }
+}
+
+impl From<BucketError> for ApiFailure {
+    fn from(e: BucketError) -> Self {
+        let status = match &e {
+            BucketError::Invalid(_)
+            | BucketError::Digest(_)
+            | BucketError::BadParts(_)
+            | BucketError::PartOrder
+            | BucketError::PartTooSmall(..) => StatusCode::BAD_REQUEST,
+            BucketError::NoBucket(_)
+            | BucketError::NoObject(..)
+            | BucketError::NoVersion(..)
+            | BucketError::NoUpload(_) => StatusCode::NOT_FOUND,
+            BucketError::Exists(_) | BucketError::NotEmpty(_) => StatusCode::CONFLICT,
+            BucketError::NotOwner(_) => StatusCode::FORBIDDEN,
+            BucketError::Storage(s) => storage_status(s),
+            BucketError::Corrupt(_) => StatusCode::BAD_GATEWAY,
+            BucketError::Meta(_) | BucketError::Catalog(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiFailure(status, e.to_string())
+    }
+}
+
+impl From<NodeError> for ApiFailure {
+    fn from(e: NodeError) -> Self {
+        let status = match &e {
+            NodeError::NotAdmin => StatusCode::FORBIDDEN,
+            NodeError::UnknownNode(_) => StatusCode::NOT_FOUND,
+            NodeError::AmbiguousNode(..) | NodeError::Invalid(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiFailure(status, e.to_string())
+    }
+}
+
+impl From<KeyError> for ApiFailure {
+    fn from(e: KeyError) -> Self {
+        let status = match &e {
+            KeyError::Unknown(_) => StatusCode::NOT_FOUND,
+            KeyError::Invalid(_) => StatusCode::BAD_REQUEST,
+            KeyError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiFailure(status, e.to_string())
+    }
+}
