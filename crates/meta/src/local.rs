@@ -286,6 +286,20 @@ impl LocalTable {
         Ok(out)
     }
 
+    /// Store a row in the format of before rows were signed, as an old version of weft did:
+    /// for migration tests and tools. The next [`LocalTable::open`] sets it aside.
+    pub fn import_legacy(&self, pk: &str, sk: &str, entry: &LegacyEntry) -> Result<(), LocalError> {
+        let tx = self.db.begin_write().map_err(err)?;
+        {
+            let mut table = tx.open_table(LEGACY).map_err(err)?;
+            table
+                .insert(row_key(pk, sk).as_slice(), wire::encode(entry).as_slice())
+                .map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(())
+    }
+
     /// Drop the legacy rows once migrated.
     pub fn clear_legacy(&self) -> Result<(), LocalError> {
         let tx = self.db.begin_write().map_err(err)?;

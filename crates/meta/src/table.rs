@@ -18,7 +18,7 @@ use weft_fabric::Fabric;
 use weft_net::{Endpoint, Rpc};
 
 use crate::hlc::{Hlc, Timestamp};
-use crate::local::{Cond, Judge, LocalTable, PartitionTree};
+use crate::local::{Cond, Judge, LegacyEntry, LocalTable, PartitionTree};
 use crate::ring::{PARTITIONS, Partition, Replica, partition_of, replicas};
 use crate::row::{Entry, Item, Refusal, Rules, Writer};
 use crate::schema::{Row, Schema, SortKey, Value, decode_row, encode_value, partition_key};
@@ -57,6 +57,8 @@ pub enum MetaRequest {
     Tree(Partition),
     /// Rows of a partition in the leaves set in the mask.
     PullLeaves(Partition, u16),
+    /// Rows stored before rows were signed whose partition key starts with this (migration).
+    Legacy(String),
 }
 
 /// The answer.
@@ -74,6 +76,8 @@ pub enum MetaResponse {
     Error(String),
     /// A conditional write whose condition failed: the replica's version.
     Conflict(Option<Entry>),
+    /// Unsigned rows from before rows were signed: (partition key, sort key, entry).
+    Legacy(Vec<(String, String, LegacyEntry)>),
 }
 
 /// Table failures.
@@ -219,6 +223,13 @@ impl Table {
             MetaRequest::List { pk, prefix } => local.list(&pk, &prefix).map(MetaResponse::Items),
             MetaRequest::Tree(p) => local.tree(p).map(MetaResponse::Tree),
             MetaRequest::PullLeaves(p, mask) => local.leaves(p, mask).map(MetaResponse::Items),
+            MetaRequest::Legacy(prefix) => local.legacy().map(|rows| {
+                MetaResponse::Legacy(
+                    rows.into_iter()
+                        .filter(|(pk, _, _)| pk.starts_with(&prefix))
+                        .collect(),
+                )
+            }),
         })
         .await;
         match result {
@@ -721,6 +732,47 @@ impl Table {
         Ok(newest_rows(&self.rules, &pk, answers)
             .into_iter()
             .map(|(sk, e)| (sk, decode_row::<S>(&e)))
+            .collect())
+    }
+
+    /// Rows stored before rows were signed, whose partition key starts with `prefix`, from
+    /// every known member that is alive (the newest version of each row). Fails unless all of
+    /// them answer: a migration must not miss rows. Only for migrating old data directories:
+    /// the rows are unsigned, so they are trusted as the old version of weft trusted them.
+    pub async fn legacy_rows(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String, LegacyEntry)>, MetaError> {
+        let members: Vec<NodeId> = self
+            .fabric
+            .members()
+            .into_iter()
+            .filter(|m| m.is_alive())
+            .map(|m| m.id)
+            .collect();
+        let mut newest: std::collections::BTreeMap<(String, String), LegacyEntry> =
+            Default::default();
+        for node in members {
+            let answer = self
+                .call(node, MetaRequest::Legacy(prefix.into()))
+                .await
+                .map_err(|last| MetaError::Quorum {
+                    got: 0,
+                    needed: 1,
+                    last: format!("{node}: {last}"),
+                })?;
+            if let MetaResponse::Legacy(rows) = answer {
+                for (pk, sk, e) in rows {
+                    let key = (pk, sk);
+                    if newest.get(&key).is_none_or(|old| old.ts < e.ts) {
+                        newest.insert(key, e);
+                    }
+                }
+            }
+        }
+        Ok(newest
+            .into_iter()
+            .map(|((pk, sk), e)| (pk, sk, e))
             .collect())
     }
 

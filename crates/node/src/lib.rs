@@ -13,6 +13,7 @@ mod admission;
 mod buckets;
 mod datadir;
 mod keys;
+mod migrate;
 mod multipart;
 pub mod schema;
 
@@ -273,6 +274,11 @@ impl Node {
             }),
         };
         node.inner.endpoint.spawn(node.clone().persist_peers());
+        node.inner.endpoint.spawn(migrate::run(
+            node.inner.dir.clone(),
+            node.inner.table.clone(),
+            node.inner.buckets.clone(),
+        ));
         tracing::info!(id = %node.id(), addr = %advertise, site = %node.inner.cert.body.placement.site, "node started");
         Ok(node)
     }

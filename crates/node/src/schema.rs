@@ -160,3 +160,46 @@ pub fn rules() -> Rules {
     weft_heal::schema::register(&mut rules);
     rules
 }
+
+/// Key shapes of before rows were signed, read only by the one-time migration
+/// ([`crate::migrate`]).
+pub(crate) mod legacy {
+    /// Catalog partitions.
+    pub const CATALOG: &str = "m/";
+    /// Reference partitions.
+    pub const REFS: &str = "r/";
+    /// The reference of an object stored by capability.
+    pub const CAPABILITY_REF: &str = "capability";
+    /// Bucket claims.
+    pub const BUCKETS: &str = "buckets";
+
+    /// Current objects of a bucket.
+    pub fn objects(bucket: &str) -> String {
+        format!("obj/{bucket}")
+    }
+
+    /// Prefix of a bucket's kept-version partitions (one per key follows).
+    pub fn versions(bucket: &str) -> String {
+        format!("ver/{bucket}/")
+    }
+
+    /// Uploads in progress in a bucket.
+    pub fn uploads(bucket: &str) -> String {
+        format!("upl/{bucket}")
+    }
+
+    /// Prefix of a bucket's part partitions (one per upload follows).
+    pub fn parts(bucket: &str) -> String {
+        format!("part/{bucket}/")
+    }
+
+    /// Prefix of the reference names of a bucket's versions (`<key>/<version>` follows).
+    pub fn version_refs(bucket: &str) -> String {
+        format!("v/{bucket}/")
+    }
+
+    /// Prefix of the reference names of a bucket's uploaded parts (`<upload>/<n>` follows).
+    pub fn part_refs(bucket: &str) -> String {
+        format!("u/{bucket}/")
+    }
+}
