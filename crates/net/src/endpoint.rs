@@ -27,6 +27,10 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_PENDING_DATAGRAMS: usize = 64;
 /// QUIC application error code sent when closing a connection for a protocol violation.
 const CLOSE_PROTOCOL_VIOLATION: u32 = 1;
+/// Version of the messages on every stream this build opens (the stream header carries it).
+pub const WIRE_VERSION: u8 = 1;
+/// Stream reset code: the stream's protocol version is not one this node speaks.
+const RESET_UNKNOWN_VERSION: u32 = 426;
 /// QUIC application error code sent when closing a connection to a revoked peer.
 const CLOSE_REVOKED: u32 = 2;
 
@@ -605,10 +609,18 @@ impl Endpoint {
                 if !matches!(read.await, Ok(Ok(()))) {
                     return;
                 }
-                let Ok((protocol, _version)) = wire::parse_stream_header(header) else {
+                let Ok((protocol, version)) = wire::parse_stream_header(header) else {
                     conn.close(CLOSE_PROTOCOL_VIOLATION.into(), b"bad stream header");
                     return;
                 };
+                // A newer peer speaking a newer version of a protocol is told so (the stream
+                // is reset with its own code), never misread.
+                if version != WIRE_VERSION {
+                    tracing::debug!(protocol, version, "stream of an unknown protocol version");
+                    let mut send = send;
+                    let _ = send.reset(quinn::VarInt::from_u32(RESET_UNKNOWN_VERSION));
+                    return;
+                }
                 let handler = this.inner.streams.read().get(&protocol).cloned();
                 match handler {
                     Some((handler, guests)) if guests || matches!(peer, Peer::Member(_)) => {
@@ -655,7 +667,7 @@ pub async fn open_on(
         .open_bi()
         .await
         .map_err(|e| NetError::Stream(e.to_string()))?;
-    send.write_all(&wire::stream_header(protocol, 1))
+    send.write_all(&wire::stream_header(protocol, WIRE_VERSION))
         .await
         .map_err(|e| NetError::Stream(e.to_string()))?;
     Ok((send, recv))

@@ -105,6 +105,29 @@ async fn garbage_streams_and_datagrams_do_not_hurt_the_node() {
             "node stopped serving after payload {i}"
         );
     }
+    // A stream of a newer protocol version is refused with a reset, never handed to the
+    // handler, and the connection stays usable.
+    let newer = member(&admin, 80);
+    let (conn, _) = newer.connect(addr, None).await.unwrap();
+    let (mut s, mut r) = conn.open_bi().await.unwrap();
+    s.write_all(&weft_core::wire::stream_header(
+        ECHO,
+        weft_net::WIRE_VERSION + 1,
+    ))
+    .await
+    .unwrap();
+    let _ = write_message(&mut s, &b"ping".to_vec()).await;
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        read_message::<Vec<u8>>(&mut r, 1024),
+    )
+    .await
+    .unwrap();
+    assert!(
+        answer.is_err(),
+        "a newer-version stream was answered: {answer:?}"
+    );
+    assert!(echo_works(&newer, &server).await);
     // A peer that opens a stream and never sends the header does not stall others.
     let slow = member(&admin, 90);
     let (conn, _) = slow.connect(addr, None).await.unwrap();

@@ -74,6 +74,18 @@ fn print(s: &HealStatus) {
         "audits:     {} passed, {} failed",
         s.audits_passed, s.audits_failed
     );
+    if s.unreadable_rows > 0 {
+        println!(
+            "left alone: {} catalog rows this node cannot read (newer weft or corrupt), e.g. {}",
+            s.unreadable_rows, s.last_unreadable
+        );
+    }
+    if s.sweeps_skipped > 0 {
+        println!(
+            "sweeps:     {} orphan sweeps skipped, deleting nothing; last because {}",
+            s.sweeps_skipped, s.last_sweep_skip
+        );
+    }
     println!(
         "grace:      {:.0}s before a gone node's shards are rebuilt",
         s.grace_secs
