@@ -7,12 +7,12 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use weft_node::{BucketError, BucketRecord, ObjectRecord};
+use weft_node::{BucketRecord, ObjectRecord};
 use weft_store::{Erasure, Residency};
 
 use crate::errors::ApiFailure;
 use crate::objects::{PutAnswer, list};
-use crate::server::AppState;
+use crate::server::{Acting, AppState};
 
 /// `POST /v1/buckets` body.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -77,7 +77,7 @@ pub struct ListQuery {
 }
 
 pub(crate) async fn create(
-    State(s): State<AppState>,
+    Acting(acting): Acting,
     Json(b): Json<CreateBucket>,
 ) -> Result<Json<BucketRecord>, ApiFailure> {
     let ec = if b.ec.trim().is_empty() {
@@ -96,8 +96,7 @@ pub(crate) async fn create(
             .collect(),
     };
     Ok(Json(
-        s.node
-            .buckets()
+        acting
             .create(&b.name, policy, ec, b.versions.unwrap_or(1))
             .await
             .map_err(ApiFailure::from)?,
@@ -105,41 +104,28 @@ pub(crate) async fn create(
 }
 
 pub(crate) async fn get_bucket(
-    State(s): State<AppState>,
+    Acting(acting): Acting,
     Path(name): Path<String>,
 ) -> Result<Json<BucketRecord>, ApiFailure> {
-    let b = s
-        .node
-        .buckets()
-        .bucket(&name)
+    let b = acting
+        .authorize(&name, weft_node::Need::Read)
         .await
         .map_err(ApiFailure::from)?;
-    if b.owner != s.node.buckets().account() {
-        return Err(ApiFailure::from(BucketError::NotOwner(name)));
-    }
     Ok(Json(b))
 }
 
 pub(crate) async fn list_buckets(
-    State(s): State<AppState>,
+    Acting(acting): Acting,
 ) -> Result<Json<Vec<BucketRecord>>, ApiFailure> {
-    Ok(Json(
-        s.node
-            .buckets()
-            .list_buckets()
-            .await
-            .map_err(ApiFailure::from)?,
-    ))
+    Ok(Json(acting.list_buckets().await.map_err(ApiFailure::from)?))
 }
 
 pub(crate) async fn list_objects(
-    State(s): State<AppState>,
+    Acting(acting): Acting,
     Path(bucket): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<ListedObject>>, ApiFailure> {
-    let rows = s
-        .node
-        .buckets()
+    let rows = acting
         .list(&bucket, &q.prefix)
         .await
         .map_err(ApiFailure::from)?;
@@ -151,15 +137,13 @@ pub(crate) async fn list_objects(
 }
 
 pub(crate) async fn put(
-    State(s): State<AppState>,
+    Acting(acting): Acting,
     Path((bucket, key)): Path<(String, String)>,
     body: Body,
 ) -> Result<Json<PutAnswer>, ApiFailure> {
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let reader = tokio_util::io::StreamReader::new(stream);
-    let (_, manifest) = s
-        .node
-        .buckets()
+    let (_, manifest) = acting
         .put(&bucket, &key, reader)
         .await
         .map_err(ApiFailure::from)?;
@@ -174,16 +158,13 @@ pub(crate) async fn put(
 
 pub(crate) async fn get(
     State(s): State<AppState>,
+    Acting(acting): Acting,
     Path((bucket, key)): Path<(String, String)>,
     Query(q): Query<VersionQuery>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiFailure> {
-    let buckets = s.node.buckets().clone();
-    // Private by default: only the owner's account reads by name.
-    let b = buckets.bucket(&bucket).await.map_err(ApiFailure::from)?;
-    if b.owner != buckets.account() {
-        return Err(ApiFailure::from(BucketError::NotOwner(bucket)));
-    }
+    let buckets = acting;
+    // Private by default: `object`/`version` authorize the account before reading anything.
     let record = match &q.version {
         None => buckets.object(&bucket, &key).await,
         Some(v) => buckets.version(&bucket, &key, v).await,
@@ -210,12 +191,10 @@ pub(crate) async fn get(
 }
 
 pub(crate) async fn versions(
-    State(s): State<AppState>,
+    Acting(acting): Acting,
     Path((bucket, key)): Path<(String, String)>,
 ) -> Result<Json<Vec<ListedObject>>, ApiFailure> {
-    let rows = s
-        .node
-        .buckets()
+    let rows = acting
         .versions(&bucket, &key)
         .await
         .map_err(ApiFailure::from)?;
@@ -227,11 +206,10 @@ pub(crate) async fn versions(
 }
 
 pub(crate) async fn delete_bucket(
-    State(s): State<AppState>,
+    Acting(acting): Acting,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiFailure> {
-    s.node
-        .buckets()
+    acting
         .delete_bucket(&name)
         .await
         .map_err(ApiFailure::from)?;
@@ -239,11 +217,10 @@ pub(crate) async fn delete_bucket(
 }
 
 pub(crate) async fn delete(
-    State(s): State<AppState>,
+    Acting(acting): Acting,
     Path((bucket, key)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiFailure> {
-    s.node
-        .buckets()
+    acting
         .delete(&bucket, &key)
         .await
         .map_err(ApiFailure::from)?;
@@ -251,12 +228,10 @@ pub(crate) async fn delete(
 }
 
 pub(crate) async fn share(
-    State(s): State<AppState>,
+    Acting(acting): Acting,
     Path((bucket, key)): Path<(String, String)>,
 ) -> Result<Response, ApiFailure> {
-    let cap = s
-        .node
-        .buckets()
+    let cap = acting
         .capability(&bucket, &key)
         .await
         .map_err(ApiFailure::from)?;

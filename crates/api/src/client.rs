@@ -40,6 +40,7 @@ pub enum ApiError {
 pub struct ApiClient {
     base: String,
     token: String,
+    session: Option<String>,
     agent: ureq::Agent,
 }
 
@@ -69,8 +70,31 @@ impl ApiClient {
         ApiClient {
             base: format!("http://{addr}"),
             token: token.to_string(),
+            session: None,
             agent,
         }
+    }
+
+    /// The same node, acting as the account of `session` (a [`weft_node::Session`] as text)
+    /// on data requests.
+    pub fn with_session(mut self, session: String) -> ApiClient {
+        self.session = Some(session);
+        self
+    }
+
+    /// The API address (host:port).
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
+    fn authed<B>(&self, mut req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        if !self.token.is_empty() {
+            req = req.header("Authorization", format!("Bearer {}", self.token));
+        }
+        if let Some(s) = &self.session {
+            req = req.header(crate::SESSION_HEADER, s);
+        }
+        req
     }
 
     fn transfer_agent() -> ureq::Agent {
@@ -102,9 +126,7 @@ impl ApiClient {
     /// DELETE a resource.
     pub fn delete(&self, path: &str) -> Result<(), ApiError> {
         let resp = self
-            .agent
-            .delete(format!("{}{path}", self.base))
-            .header("Authorization", format!("Bearer {}", self.token))
+            .authed(self.agent.delete(format!("{}{path}", self.base)))
             .call();
         match resp {
             Ok(r) if r.status().is_success() => Ok(()),
@@ -120,8 +142,9 @@ impl ApiClient {
     ) -> Result<T, ApiError> {
         let agent = Self::transfer_agent();
         let url = format!("{}{path}", self.base);
-        let resp = if put { agent.put(url) } else { agent.post(url) }
-            .header("Authorization", format!("Bearer {}", self.token))
+        let req = if put { agent.put(url) } else { agent.post(url) };
+        let resp = self
+            .authed(req)
             .header("Content-Type", "application/octet-stream")
             .send(ureq::SendBody::from_reader(reader));
         self.decode(resp)
@@ -139,9 +162,7 @@ impl ApiClient {
         range: Option<&str>,
         writer: &mut dyn std::io::Write,
     ) -> Result<u64, ApiError> {
-        let mut req = Self::transfer_agent()
-            .get(format!("{}{path}", self.base))
-            .header("Authorization", format!("Bearer {}", self.token));
+        let mut req = self.authed(Self::transfer_agent().get(format!("{}{path}", self.base)));
         if let Some(r) = range {
             req = req.header("Range", r);
         }
@@ -176,9 +197,7 @@ impl ApiClient {
     /// GET a JSON resource.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
         let resp = self
-            .agent
-            .get(format!("{}{path}", self.base))
-            .header("Authorization", format!("Bearer {}", self.token))
+            .authed(self.agent.get(format!("{}{path}", self.base)))
             .call();
         self.decode(resp)
     }
@@ -190,9 +209,7 @@ impl ApiClient {
         body: &B,
     ) -> Result<T, ApiError> {
         let resp = self
-            .agent
-            .post(format!("{}{path}", self.base))
-            .header("Authorization", format!("Bearer {}", self.token))
+            .authed(self.agent.post(format!("{}{path}", self.base)))
             .send_json(body);
         self.decode(resp)
     }
@@ -200,9 +217,7 @@ impl ApiClient {
     /// PUT a JSON body, ignoring the answer's content.
     pub fn put_json<B: Serialize>(&self, path: &str, body: &B) -> Result<(), ApiError> {
         let resp = self
-            .agent
-            .put(format!("{}{path}", self.base))
-            .header("Authorization", format!("Bearer {}", self.token))
+            .authed(self.agent.put(format!("{}{path}", self.base)))
             .send_json(body);
         match resp {
             Ok(r) if r.status().is_success() => Ok(()),
@@ -213,9 +228,7 @@ impl ApiClient {
     /// POST with an empty body, ignoring the answer's content.
     pub fn post_empty(&self, path: &str) -> Result<(), ApiError> {
         let resp = self
-            .agent
-            .post(format!("{}{path}", self.base))
-            .header("Authorization", format!("Bearer {}", self.token))
+            .authed(self.agent.post(format!("{}{path}", self.base)))
             .send_empty();
         match resp {
             Ok(r) if r.status().is_success() => Ok(()),

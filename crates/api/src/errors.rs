@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use weft_meta::MetaError;
 use weft_node::{BucketError, KeyError, NodeError};
 use weft_store::StorageError;
 
@@ -42,7 +43,13 @@ impl From<StorageError> for ApiFailure {
 
 impl From<BucketError> for ApiFailure {
     fn from(e: BucketError) -> Self {
-        let status = match &e {
+        ApiFailure(bucket_status(&e), e.to_string())
+    }
+}
+
+fn bucket_status(e: &BucketError) -> StatusCode {
+    {
+        match e {
             BucketError::Invalid(_)
             | BucketError::Digest(_)
             | BucketError::BadParts(_)
@@ -53,12 +60,13 @@ impl From<BucketError> for ApiFailure {
             | BucketError::NoVersion(..)
             | BucketError::NoUpload(_) => StatusCode::NOT_FOUND,
             BucketError::Exists(_) | BucketError::NotEmpty(_) => StatusCode::CONFLICT,
-            BucketError::NotOwner(_) => StatusCode::FORBIDDEN,
+            BucketError::NotOwner(_) | BucketError::ReadOnly | BucketError::NoKey(_) => {
+                StatusCode::FORBIDDEN
+            }
             BucketError::Storage(s) => storage_status(s),
             BucketError::Corrupt(_) => StatusCode::BAD_GATEWAY,
             BucketError::Meta(_) | BucketError::Catalog(_) => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        ApiFailure(status, e.to_string())
+        }
     }
 }
 
@@ -80,6 +88,9 @@ impl From<KeyError> for ApiFailure {
             KeyError::Unknown(_) => StatusCode::NOT_FOUND,
             KeyError::Invalid(_) => StatusCode::BAD_REQUEST,
             KeyError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            KeyError::Meta(MetaError::Conflict) => StatusCode::CONFLICT,
+            KeyError::Meta(_) => StatusCode::SERVICE_UNAVAILABLE,
+            KeyError::Access(b) => bucket_status(b),
         };
         ApiFailure(status, e.to_string())
     }

@@ -4,10 +4,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use weft_node::AccessKey;
+use weft_node::{AccessKey, KeyError};
 
 use crate::errors::ApiFailure;
-use crate::server::AppState;
+use crate::server::{Acting, AppState};
 
 /// `POST /v1/keys` body.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -19,32 +19,101 @@ pub struct CreateKey {
     pub read: bool,
     /// May write.
     pub write: bool,
+    /// What the key acts with: a session its account signed for exactly this scope (see
+    /// `weft_node::AccessKey::grant`). Without one, the key acts for the node's own account,
+    /// which only the node's operator may ask for.
+    #[serde(default)]
+    pub grant: Option<String>,
 }
 
 pub(crate) async fn create(
     State(s): State<AppState>,
+    Acting(acting): Acting,
     Json(k): Json<CreateKey>,
 ) -> Result<Json<AccessKey>, ApiFailure> {
-    let keys = s.node.keys().clone();
-    let made = tokio::task::spawn_blocking(move || keys.create(k.bucket, k.read, k.write))
-        .await
-        .map_err(|e| ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(ApiFailure::from)?;
+    let refuse = |m: String| ApiFailure(StatusCode::FORBIDDEN, m);
+    match &k.grant {
+        None if acting.account() != s.node.buckets().account() => {
+            return Err(refuse(
+                "a key for your account needs a grant your account signed (`weft key create` \
+                 makes one)"
+                    .into(),
+            ));
+        }
+        None => {}
+        Some(text) => {
+            let grant = weft_node::Session::from_text(text)
+                .map_err(|e| ApiFailure(StatusCode::BAD_REQUEST, e.to_string()))?;
+            let access = grant
+                .access(weft_net::now_ms())
+                .map_err(|e| ApiFailure(StatusCode::BAD_REQUEST, e.to_string()))?;
+            if access.author() != acting.account() {
+                return Err(refuse("the grant is another account's".into()));
+            }
+            if grant.via.body.scope.bucket != k.bucket || access.can_write() != k.write {
+                return Err(ApiFailure(
+                    StatusCode::BAD_REQUEST,
+                    "the grant's scope is not the key's".into(),
+                ));
+            }
+        }
+    }
+    let made = match k.grant {
+        Some(grant) => acting
+            .create_key(k.bucket, k.read, k.write, grant)
+            .await
+            .map_err(ApiFailure::from)?,
+        None => {
+            let keys = s.node.keys().clone();
+            tokio::task::spawn_blocking(move || keys.create(k.bucket, k.read, k.write, None))
+                .await
+                .map_err(|e| ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+                .map_err(ApiFailure::from)?
+        }
+    };
     Ok(Json(made))
 }
 
-pub(crate) async fn list(State(s): State<AppState>) -> Json<Vec<AccessKey>> {
-    Json(s.node.keys().list())
+/// Keys of the acting account only: its keys in the table, and (for the node's own account)
+/// the keys from before accounts in the node's file.
+pub(crate) async fn list(
+    State(s): State<AppState>,
+    Acting(acting): Acting,
+) -> Result<Json<Vec<AccessKey>>, ApiFailure> {
+    let mut out: Vec<AccessKey> = Vec::new();
+    if acting.account() == s.node.buckets().account() {
+        out.extend(s.node.keys().list());
+    }
+    match acting.list_keys().await {
+        Ok(listed) => out.extend(listed.into_iter().map(|l| AccessKey {
+            id: l.id,
+            secret: String::new(),
+            bucket: l.bucket,
+            read: l.read,
+            write: l.write,
+            created_ms: l.created_ms,
+            grant: None,
+        })),
+        // A bucket-scoped session cannot read the account's list; the node's own keys stand.
+        Err(KeyError::Invalid(_)) if !out.is_empty() => {}
+        Err(e) => return Err(ApiFailure::from(e)),
+    }
+    Ok(Json(out))
 }
 
 pub(crate) async fn remove(
     State(s): State<AppState>,
+    Acting(acting): Acting,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiFailure> {
-    let keys = s.node.keys().clone();
-    tokio::task::spawn_blocking(move || keys.remove(&id))
-        .await
-        .map_err(|e| ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(ApiFailure::from)?;
+    if acting.account() == s.node.buckets().account() && s.node.keys().lookup(&id).is_some() {
+        let keys = s.node.keys().clone();
+        tokio::task::spawn_blocking(move || keys.remove(&id))
+            .await
+            .map_err(|e| ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(ApiFailure::from)?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    acting.remove_key(&id).await.map_err(ApiFailure::from)?;
     Ok(StatusCode::NO_CONTENT)
 }

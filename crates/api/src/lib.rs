@@ -22,7 +22,7 @@ pub use client::{ApiClient, ApiError};
 pub use keys::CreateKey;
 pub use members::MemberStatus;
 pub use objects::{PutAnswer, PutQuery};
-pub use server::serve;
+pub use server::{SESSION_HEADER, serve};
 
 use serde::{Deserialize, Serialize};
 

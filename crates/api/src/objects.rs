@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use weft_store::{Capability, Erasure, Manifest, Residency};
 
 use crate::errors::ApiFailure;
-use crate::server::AppState;
+use crate::server::{Acting, AppState};
 
 /// Query of `POST /v1/objects`.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -51,6 +51,7 @@ pub(crate) fn list(text: &str) -> Vec<String> {
 
 pub(crate) async fn put(
     State(s): State<AppState>,
+    Acting(acting): Acting,
     Query(q): Query<PutQuery>,
     body: Body,
 ) -> Result<Json<PutAnswer>, ApiFailure> {
@@ -78,8 +79,7 @@ pub(crate) async fn put(
         .await
         .map_err(ApiFailure::from)?;
     // An object stored by capability has no name that could let go of it: it is kept.
-    s.node
-        .buckets()
+    acting
         .retain_capability(&cap.manifest)
         .await
         .map_err(|e| ApiFailure(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;

@@ -34,12 +34,24 @@ pub async fn serve(
         node: node.clone(),
         token: token.into(),
     };
-    let app = Router::new()
+    // Operator commands need the node's token; data commands act as an account — the one a
+    // session names, or (token only, for the node's own tools) the node's own account.
+    let operator = Router::new()
         .route("/v1/status", get(status))
-        .route("/v1/nodes", get(nodes))
         .route("/v1/invites", post(invite))
         .route("/v1/revoke", post(revoke))
         .route("/v1/shutdown", post(shutdown))
+        .route("/v1/repair", get(repair_status))
+        .route("/v1/reputation", get(reputation))
+        .route("/v1/repair/check", post(repair_check))
+        .route("/v1/scrub", post(scrub))
+        .route("/v1/wan", axum::routing::put(set_wan))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize,
+        ));
+    let data = Router::new()
+        .route("/v1/nodes", get(nodes))
         .route("/v1/objects", post(crate::objects::put))
         .route("/v1/objects/{cap}", get(crate::objects::get))
         .route("/v1/objects/{cap}/manifest", get(crate::objects::stat))
@@ -63,18 +75,9 @@ pub async fn serve(
                 .delete(crate::buckets::delete),
         )
         .route("/v1/share/{bucket}/{*key}", get(crate::buckets::share))
-        .route("/v1/repair", get(repair_status))
-        .route("/v1/reputation", get(reputation))
-        .route("/v1/repair/check", post(repair_check))
-        .route("/v1/scrub", post(scrub))
-        .route("/v1/wan", axum::routing::put(set_wan))
         .route("/v1/keys", post(crate::keys::create).get(crate::keys::list))
-        .route("/v1/keys/{id}", axum::routing::delete(crate::keys::remove))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            authorize,
-        ))
-        .with_state(state);
+        .route("/v1/keys/{id}", axum::routing::delete(crate::keys::remove));
+    let app = operator.merge(data).with_state(state);
     // Served with hyper directly rather than `axum::serve`, whose connection tasks nobody owns.
     let service = hyper_util::service::TowerToHyperService::new(app);
     // HTTP/1 only (the client is ureq), so hyper never spawns a task of its own.
@@ -113,20 +116,60 @@ pub async fn serve(
     Ok(())
 }
 
-async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
+fn token_ok(headers: &axum::http::HeaderMap, token: &str) -> bool {
+    headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if !presented.is_some_and(|t| constant_time_eq(t.as_bytes(), state.token.as_bytes())) {
-        return ApiFailure(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong API token (it is in the node's data directory: api.token)".into(),
-        )
-        .into_response();
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+}
+
+fn no_token() -> ApiFailure {
+    ApiFailure(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong API token (it is in the node's data directory: api.token)".into(),
+    )
+}
+
+async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if !token_ok(request.headers(), &state.token) {
+        return no_token().into_response();
     }
     next.run(request).await
+}
+
+/// The header a client's session travels in.
+pub const SESSION_HEADER: &str = "weft-session";
+
+/// The account a data request acts as: the session's ([`SESSION_HEADER`]), or with the
+/// operator's token and no session, the node's own account.
+pub(crate) struct Acting(pub(crate) weft_node::Buckets);
+
+impl axum::extract::FromRequestParts<AppState> for Acting {
+    type Rejection = ApiFailure;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &AppState,
+    ) -> Result<Acting, ApiFailure> {
+        let Some(value) = parts.headers.get(SESSION_HEADER) else {
+            if token_ok(&parts.headers, &s.token) {
+                return Ok(Acting(s.node.buckets().clone()));
+            }
+            return Err(ApiFailure(
+                StatusCode::UNAUTHORIZED,
+                "no account session: data commands act as an account (`weft account create`)"
+                    .into(),
+            ));
+        };
+        let bad = |e: String| ApiFailure(StatusCode::UNAUTHORIZED, e);
+        let text = value.to_str().map_err(|e| bad(e.to_string()))?;
+        let session = weft_node::Session::from_text(text).map_err(|e| bad(e.to_string()))?;
+        let access = session
+            .access(weft_net::now_ms())
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(Acting(s.node.buckets_as(access)))
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -12,12 +12,14 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod account;
 mod admission;
 mod id;
 mod keys;
 mod record;
 pub mod wire;
 
+pub use account::{BucketKey, BucketKeys, Delegation, DelegationBody, Scope};
 pub use admission::{
     AdmissionError, CertBody, Invite, InviteBody, MembershipCert, Placement, Revocation,
     RevocationBody, Role,

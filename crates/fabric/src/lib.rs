@@ -155,6 +155,18 @@ impl Fabric {
         );
         shared.register_sync();
         shared.register_coords();
+        // A peer that refuses this node as revoked hands it the signed revocation: verified
+        // like any other, it tells the node it is out (and the node stops).
+        let weak = Arc::downgrade(&shared);
+        endpoint.on_revoked(Arc::new(move |bytes: Vec<u8>| {
+            if let (Some(shared), Ok(rev)) = (
+                weak.upgrade(),
+                weft_core::wire::decode::<Revocation>(&bytes),
+            ) && rev.body.node == shared.local
+            {
+                shared.apply_revocation(rev);
+            }
+        }));
         endpoint.spawn(swim::run(shared.clone(), swim_id, cfg.timing, tx, rx));
         endpoint.spawn(shared.clone().run_coords(cfg.coord_interval));
         endpoint.spawn(shared.clone().run_sync(cfg.sync_interval, cfg.bootstrap));
@@ -316,9 +328,9 @@ impl Shared {
             if view.revocations.contains_key(&node) {
                 return false;
             }
-            view.revocations.insert(node, rev);
+            view.revocations.insert(node, rev.clone());
         }
-        trust.revoke(node);
+        trust.revoke_with(node, weft_core::wire::encode(&rev));
         if node == self.local {
             tracing::error!("this node's membership was revoked by the fabric admin");
             self.self_revoked.store(true, Ordering::Relaxed);

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use weft_core::{ContentHash, NodeId, SecretKey};
-use weft_meta::{MetaError, Row, Table, Value};
+use weft_core::{ContentHash, NodeId};
+use weft_meta::{MetaError, Row, Signer, Table, Value};
 use weft_store::{BoxFuture, Catalog, Erasure, Locations, Manifest, Residency};
 
 use crate::schema::{CatalogRows, RefHolder, References, catalog_part};
@@ -152,7 +152,7 @@ impl Registry {
         &self,
         hash: &ContentHash,
         holder: &RefHolder,
-        by: &SecretKey,
+        by: impl Into<Signer>,
     ) -> Result<(), HealError> {
         self.table
             .put::<References>(by, hash, holder, Some(&()))
@@ -165,7 +165,7 @@ impl Registry {
         &self,
         hash: &ContentHash,
         holder: &RefHolder,
-        by: &SecretKey,
+        by: impl Into<Signer>,
     ) -> Result<(), HealError> {
         self.table.put::<References>(by, hash, holder, None).await?;
         Ok(())

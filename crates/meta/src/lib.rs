@@ -23,6 +23,6 @@ pub mod table;
 
 pub use hlc::{Hlc, Timestamp};
 pub use local::{Cond, LegacyEntry, LocalError, LocalTable, PartitionTree};
-pub use row::{Entry, Item, Refusal, Rules, Writer};
+pub use row::{Entry, Item, Refusal, Rules, Signer, Writer};
 pub use schema::{Row, Schema, SortKey, Value};
 pub use table::{MetaError, Table};

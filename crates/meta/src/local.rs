@@ -22,8 +22,32 @@ use crate::row::{Entry, Item, Refusal};
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
 const LEGACY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("legacy");
 
-/// Format of stored entries (the first byte of every stored value).
-pub const ENTRY_FORMAT: u8 = 1;
+/// Format of stored entries (the first byte of every stored value). 2 added `via`
+/// (delegations); format-1 entries are read as entries without one.
+pub const ENTRY_FORMAT: u8 = 2;
+
+/// An entry as format 1 stored it.
+#[derive(Deserialize)]
+struct EntryV1 {
+    ts: Timestamp,
+    value: Option<Vec<u8>>,
+    signer: weft_core::NodeId,
+    sig: weft_core::Signature,
+    prior: Option<Box<EntryV1>>,
+}
+
+impl From<EntryV1> for Entry {
+    fn from(e: EntryV1) -> Entry {
+        Entry {
+            ts: e.ts,
+            value: e.value,
+            signer: e.signer,
+            sig: e.sig,
+            prior: e.prior.map(|p| Box::new(Entry::from(*p))),
+            via: None,
+        }
+    }
+}
 
 /// A row as it was stored before rows were signed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +67,7 @@ fn encode_entry(e: &Entry) -> Vec<u8> {
 fn decode_entry(bytes: &[u8]) -> Option<Entry> {
     match bytes.split_first() {
         Some((&ENTRY_FORMAT, rest)) => wire::decode(rest).ok(),
+        Some((1, rest)) => wire::decode::<EntryV1>(rest).ok().map(Entry::from),
         _ => None,
     }
 }

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use weft_core::{NodeId, SecretKey, Signature, wire};
+use weft_core::{Delegation, NodeId, SecretKey, Signature, wire};
 
 use crate::hlc::Timestamp;
 
@@ -26,7 +26,7 @@ pub struct Entry {
     pub ts: Timestamp,
     /// The value (a schema's encoded value, opaque here), or `None` if deleted.
     pub value: Option<Vec<u8>>,
-    /// Who wrote it: a node key or an account key.
+    /// Who signed it: a node key, an account key, or a key an account delegated to (`via`).
     pub signer: NodeId,
     /// The signer's signature over the row's keys, `ts` and `value`.
     pub sig: Signature,
@@ -35,6 +35,61 @@ pub struct Entry {
     /// accept a new holder of a name, and refuse the old holder's replayed claim. Covered by
     /// its own signature, not by `sig`.
     pub prior: Option<Box<Entry>>,
+    /// When `signer` signs for an account: the account's delegation to it. The row then counts
+    /// as the account's ([`Entry::author`]) wherever the delegation covers it.
+    pub via: Option<Delegation>,
+}
+
+/// Who signs rows: a key, acting for itself or for the account that delegated to it.
+#[derive(Clone, Debug)]
+pub struct Signer {
+    key: SecretKey,
+    via: Option<Delegation>,
+}
+
+impl Signer {
+    /// `key` signing for itself.
+    pub fn own(key: SecretKey) -> Signer {
+        Signer { key, via: None }
+    }
+
+    /// `key` signing for the account of `via` (which must name `key` as its delegate).
+    pub fn delegated(key: SecretKey, via: Delegation) -> Signer {
+        Signer {
+            key,
+            via: Some(via),
+        }
+    }
+
+    /// The key whose rows these are: the delegating account, or the key itself.
+    pub fn author(&self) -> NodeId {
+        self.via
+            .as_ref()
+            .map_or_else(|| self.key.public(), |d| d.body.account)
+    }
+
+    /// The delegation, if any.
+    pub fn via(&self) -> Option<&Delegation> {
+        self.via.as_ref()
+    }
+}
+
+impl From<SecretKey> for Signer {
+    fn from(key: SecretKey) -> Signer {
+        Signer::own(key)
+    }
+}
+
+impl From<&Signer> for Signer {
+    fn from(s: &Signer) -> Signer {
+        s.clone()
+    }
+}
+
+impl From<&SecretKey> for Signer {
+    fn from(key: &SecretKey) -> Signer {
+        Signer::own(key.clone())
+    }
 }
 
 /// A row: partition key, sort key, entry.
@@ -53,22 +108,32 @@ fn signed_bytes(pk: &str, sk: &str, ts: &Timestamp, value: Option<&[u8]>) -> Vec
 }
 
 impl Entry {
-    /// A row version signed by `key`.
+    /// A row version signed by `by`.
     pub fn sign(
-        key: &SecretKey,
+        by: impl Into<Signer>,
         pk: &str,
         sk: &str,
         ts: Timestamp,
         value: Option<Vec<u8>>,
     ) -> Entry {
-        let sig = key.sign(ROW_DOMAIN, &signed_bytes(pk, sk, &ts, value.as_deref()));
+        let by = by.into();
+        let sig = by
+            .key
+            .sign(ROW_DOMAIN, &signed_bytes(pk, sk, &ts, value.as_deref()));
         Entry {
             ts,
             value,
-            signer: key.public(),
+            signer: by.key.public(),
             sig,
             prior: None,
+            via: by.via,
         }
+    }
+
+    /// Whose row this is: the account that delegated to the signer, or the signer. (Whether
+    /// the delegation holds is the replica's check, [`Rules::check`].)
+    pub fn author(&self) -> NodeId {
+        self.via.as_ref().map_or(self.signer, |d| d.body.account)
     }
 
     /// Whether the signature is the signer's over these keys and this version.
@@ -148,7 +213,10 @@ pub enum Refusal {
 /// Whether `by` carries a withdrawal, signed by `claim`'s signer, made after `claim`.
 fn withdrawn(pk: &str, sk: &str, by: &Entry, claim: &Entry) -> bool {
     by.prior.as_deref().is_some_and(|p| {
-        p.is_tombstone() && p.signer == claim.signer && p.ts > claim.ts && p.signature_ok(pk, sk)
+        p.is_tombstone()
+            && p.author() == claim.author()
+            && p.ts > claim.ts
+            && p.signature_ok(pk, sk)
     })
 }
 
@@ -191,7 +259,7 @@ impl Rules {
     /// - a live claim replaces another key's deletion unless that deletion carries the
     ///   claimant's own later withdrawal (a replayed old claim stays dead).
     pub fn replaces(&self, pk: &str, sk: &str, new: &Entry, old: &Entry) -> bool {
-        if self.writer(kind_of(pk)) == Some(Writer::FirstClaim) && new.signer != old.signer {
+        if self.writer(kind_of(pk)) == Some(Writer::FirstClaim) && new.author() != old.author() {
             return match (new.is_tombstone(), old.is_tombstone()) {
                 (false, false) => withdrawn(pk, sk, new, old),
                 (true, false) => false,
@@ -234,20 +302,38 @@ impl Rules {
                 why: why.into(),
             })
         };
-        let names_signer = |segment: Option<&str>| segment == Some(e.signer.to_hex().as_str());
+        // A delegate's row is its account's where the delegation covers it: the row's subject
+        // (the segment after the account's, a bucket) inside the scope, signed before expiry.
+        if let Some(via) = &e.via {
+            let subject = match writer {
+                Writer::PartitionKey(n) => pk.split('/').nth(n + 1),
+                Writer::SortKey => sk.split('/').nth(2),
+                Writer::FirstClaim => Some(sk.as_str()),
+                Writer::SortKeyMember | Writer::Member => {
+                    return refuse("rows of member nodes cannot be delegated");
+                }
+            };
+            if !via.covers(&e.signer, subject, e.ts.wall) {
+                return refuse(
+                    "its delegation does not cover this row (scope, expiry or signature)",
+                );
+            }
+        }
+        let author = e.author();
+        let names_author = |segment: Option<&str>| segment == Some(author.to_hex().as_str());
         match writer {
             Writer::PartitionKey(n) => {
-                if !names_signer(pk.split('/').nth(n)) {
+                if !names_author(pk.split('/').nth(n)) {
                     return refuse("only the key named in the partition key writes these rows");
                 }
             }
             Writer::SortKey => {
-                if !names_signer(sk.split('/').next()) {
+                if !names_author(sk.split('/').next()) {
                     return refuse("only the key named in the sort key writes this row");
                 }
             }
             Writer::SortKeyMember => {
-                if !names_signer(sk.split('/').next()) {
+                if !names_author(sk.split('/').next()) {
                     return refuse("only the node named in the sort key writes this row");
                 }
                 if !is_member(&e.signer) {
@@ -262,7 +348,7 @@ impl Rules {
             Writer::FirstClaim => {
                 if let Some(cur) = current
                     && !cur.is_tombstone()
-                    && cur.signer != e.signer
+                    && cur.author() != author
                     && (e.is_tombstone() || !withdrawn(pk, sk, e, cur))
                 {
                     return refuse("the name is held by another key");
@@ -380,5 +466,90 @@ mod tests {
         let mut unsigned = item(&node, "cat/00", "h", 1, Some(b"t"));
         unsigned.entry.sig = Signature([0; 64]);
         assert!(!ok(&unsigned, None));
+    }
+
+    #[test]
+    fn a_delegate_writes_for_its_account_only_within_its_delegation() {
+        use weft_core::Scope;
+        let (alice, gateway, bob) = (
+            SecretKey::from_seed([1; 32]),
+            SecretKey::from_seed([4; 32]),
+            SecretKey::from_seed([2; 32]),
+        );
+        let r = rules();
+        let never = |_: &NodeId| false;
+        let a = alice.public().to_hex();
+        let signed = |via: Delegation, pk: &str, sk: &str, wall: u64| Item {
+            pk: pk.into(),
+            sk: sk.into(),
+            entry: Entry::sign(
+                Signer::delegated(gateway.clone(), via),
+                pk,
+                sk,
+                ts(wall),
+                Some(b"v".to_vec()),
+            ),
+        };
+        let photos = Scope {
+            bucket: Some("photos".into()),
+        };
+        let all = Delegation::sign(&alice, gateway.public(), Scope { bucket: None }, 100);
+        let one = Delegation::sign(&alice, gateway.public(), photos, u64::MAX);
+        let ok = |i: &Item| r.check(i, None, &never).is_ok();
+        // The row is Alice's: her partitions, her references, her name claims.
+        let row = signed(all.clone(), &format!("acct/{a}/docs"), "k", 5);
+        assert!(ok(&row));
+        assert_eq!(row.entry.author(), alice.public());
+        assert!(ok(&signed(
+            all.clone(),
+            "refs/x",
+            &format!("{a}/v/docs/k"),
+            5
+        )));
+        assert!(ok(&signed(
+            all.clone(),
+            "refs/x",
+            &format!("{a}/capability"),
+            5
+        )));
+        assert!(ok(&signed(all.clone(), "names", "docs", 5)));
+        // Past its expiry, outside its scope, or for another account's rows: refused.
+        assert!(!ok(&signed(
+            all.clone(),
+            &format!("acct/{a}/docs"),
+            "k",
+            101
+        )));
+        assert!(ok(&signed(
+            one.clone(),
+            &format!("acct/{a}/photos"),
+            "k",
+            500
+        )));
+        assert!(!ok(&signed(one.clone(), &format!("acct/{a}/docs"), "k", 5)));
+        assert!(!ok(&signed(
+            one.clone(),
+            "refs/x",
+            &format!("{a}/capability"),
+            5
+        )));
+        assert!(!ok(&signed(one.clone(), "names", "docs", 5)));
+        let b = bob.public().to_hex();
+        assert!(!ok(&signed(all.clone(), &format!("acct/{b}/docs"), "k", 5)));
+        // Member rows are never delegated; a forged delegation is refused.
+        let member = |id: &NodeId| *id == gateway.public();
+        assert!(
+            r.check(&signed(all.clone(), "cat/00", "h", 5), None, &member)
+                .is_err()
+        );
+        let mut forged = all.clone();
+        forged.body.expires_ms = u64::MAX;
+        assert!(!ok(&signed(forged, &format!("acct/{a}/docs"), "k", 500)));
+        // A name a delegate claimed for Alice is Alice's: she may delete it, Bob may not.
+        let claim = signed(all, "names", "docs", 5);
+        let mine = item(&alice, "names", "docs", 6, None);
+        assert!(r.check(&mine, Some(&claim.entry), &never).is_ok());
+        let theirs = item(&bob, "names", "docs", 6, None);
+        assert!(r.check(&theirs, Some(&claim.entry), &never).is_err());
     }
 }

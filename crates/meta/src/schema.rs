@@ -147,7 +147,7 @@ pub fn decode_value<S: Schema>(bytes: &[u8]) -> Value<S::Value> {
 pub fn decode_row<S: Schema>(e: &Entry) -> Row<S::Value> {
     Row {
         ts: e.ts,
-        signer: e.signer,
+        signer: e.author(),
         value: e.value.as_deref().map(decode_value::<S>),
     }
 }

@@ -20,7 +20,7 @@ use weft_net::{Endpoint, Rpc};
 use crate::hlc::{Hlc, Timestamp};
 use crate::local::{Cond, Judge, LegacyEntry, LocalTable, PartitionTree};
 use crate::ring::{PARTITIONS, Partition, Replica, partition_of, replicas};
-use crate::row::{Entry, Item, Refusal, Rules, Writer};
+use crate::row::{Entry, Item, Refusal, Rules, Signer, Writer};
 use crate::schema::{Row, Schema, SortKey, Value, decode_row, encode_value, partition_key};
 
 /// Replicas per partition.
@@ -339,7 +339,7 @@ impl Table {
         })
     }
 
-    fn sign(&self, by: &SecretKey, pk: String, sk: String, value: Option<Vec<u8>>) -> Item {
+    fn sign(&self, by: &Signer, pk: String, sk: String, value: Option<Vec<u8>>) -> Item {
         let ts = self.hlc.lock().now(weft_net::now_ms());
         let entry = Entry::sign(by, &pk, &sk, ts, value);
         Item { pk, sk, entry }
@@ -362,7 +362,7 @@ impl Table {
             return Ok(item);
         }
         if let Some(cur) = self.read_raw(&item.pk, &item.sk, false).await? {
-            item.entry.prior = if cur.signer == item.entry.signer {
+            item.entry.prior = if cur.author() == item.entry.author() {
                 cur.prior
             } else if cur.is_tombstone() {
                 Some(Box::new(Entry { prior: None, ..cur }))
@@ -387,13 +387,13 @@ impl Table {
     /// when it returns.
     pub async fn put<S: Schema>(
         &self,
-        by: &SecretKey,
+        by: impl Into<Signer>,
         part: &S::Part,
         sort: &S::Sort,
         value: Option<&S::Value>,
     ) -> Result<Timestamp, MetaError> {
         let item = self.sign(
-            by,
+            &by.into(),
             partition_key::<S>(part),
             sort.to_sort(),
             value.map(encode_value::<S>),
@@ -405,12 +405,12 @@ impl Table {
     /// write rows of other formats than this build's.
     pub async fn put_encoded<S: Schema>(
         &self,
-        by: &SecretKey,
+        by: impl Into<Signer>,
         part: &S::Part,
         sort: &S::Sort,
         value: Option<Vec<u8>>,
     ) -> Result<Timestamp, MetaError> {
-        let item = self.sign(by, partition_key::<S>(part), sort.to_sort(), value);
+        let item = self.sign(&by.into(), partition_key::<S>(part), sort.to_sort(), value);
         self.write(item).await
     }
 
@@ -418,16 +418,17 @@ impl Table {
     /// replicas must agree; if the row exists, [`MetaError::Conflict`].
     pub async fn create<S: Schema>(
         &self,
-        by: &SecretKey,
+        by: impl Into<Signer>,
         part: &S::Part,
         sort: &S::Sort,
         value: &S::Value,
     ) -> Result<Timestamp, MetaError> {
+        let by: Signer = by.into();
         let (pk, sk) = (partition_key::<S>(part), sort.to_sort());
         let bytes = encode_value::<S>(value);
         for attempt in 0..UPDATE_ATTEMPTS {
-            let item = self.sign(by, pk.clone(), sk.clone(), Some(bytes.clone()));
-            match self.write_if(by, item, Cond::Absent).await {
+            let item = self.sign(&by, pk.clone(), sk.clone(), Some(bytes.clone()));
+            match self.write_if(&by, item, Cond::Absent).await {
                 Err(MetaError::Conflict) => {
                     // Either the row exists, or concurrent creators split the replicas and
                     // withdrew: look, and try again after a random pause if it is still free.
@@ -449,12 +450,7 @@ impl Table {
 
     /// A conditional write to every replica; on failure, a created row that a minority took is
     /// withdrawn again (best effort) so it does not linger as a rival claim.
-    async fn write_if(
-        &self,
-        by: &SecretKey,
-        item: Item,
-        cond: Cond,
-    ) -> Result<Timestamp, MetaError> {
+    async fn write_if(&self, by: &Signer, item: Item, cond: Cond) -> Result<Timestamp, MetaError> {
         self.precheck(&item)?;
         let item = self.with_prior(item).await?;
         let targets = self.replicas_of(partition_of(item.pk.as_bytes()));
@@ -506,11 +502,12 @@ impl Table {
     /// cannot read fails with [`MetaError::Unreadable`] and changes nothing.
     pub async fn update<S: Schema>(
         &self,
-        by: &SecretKey,
+        by: impl Into<Signer>,
         part: &S::Part,
         sort: &S::Sort,
         mut change: impl FnMut(Option<S::Value>) -> Option<Option<S::Value>>,
     ) -> Result<Option<Timestamp>, MetaError> {
+        let by: Signer = by.into();
         let (pk, sk) = (partition_key::<S>(part), sort.to_sort());
         for attempt in 0..UPDATE_ATTEMPTS {
             let versions = self.read_versions(&pk, &sk, false).await?;
@@ -523,12 +520,15 @@ impl Table {
                 self.hlc.lock().observe(t, weft_net::now_ms()).ok();
             }
             let item = self.sign(
-                by,
+                &by,
                 pk.clone(),
                 sk.clone(),
                 next.as_ref().map(encode_value::<S>),
             );
-            match self.write_if(by, item, Cond::NotNewerThan(newest_ts)).await {
+            match self
+                .write_if(&by, item, Cond::NotNewerThan(newest_ts))
+                .await
+            {
                 Ok(ts) => return Ok(Some(ts)),
                 Err(MetaError::Conflict) => {
                     // Random, growing pauses so writers that collided do not collide again.

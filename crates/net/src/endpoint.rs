@@ -28,7 +28,7 @@ const MAX_PENDING_DATAGRAMS: usize = 64;
 /// QUIC application error code sent when closing a connection for a protocol violation.
 const CLOSE_PROTOCOL_VIOLATION: u32 = 1;
 /// Version of the messages on every stream this build opens (the stream header carries it).
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 /// Stream reset code: the stream's protocol version is not one this node speaks.
 const RESET_UNKNOWN_VERSION: u32 = 426;
 /// QUIC application error code sent when closing a connection to a revoked peer.
@@ -85,6 +85,8 @@ pub type StreamHandler =
 
 /// Handles one incoming datagram of a channel (the channel byte already stripped).
 pub type DatagramHandler = Arc<dyn Fn(&PeerInfo, Bytes) + Send + Sync>;
+/// Told the signed revocation (encoded, not yet verified) a peer closed a connection with.
+pub type RevocationHandler = Arc<dyn Fn(Vec<u8>) + Send + Sync>;
 
 /// How to build an endpoint.
 pub struct EndpointConfig {
@@ -113,6 +115,8 @@ struct Inner {
     dialing: Mutex<HashMap<NodeId, Vec<Bytes>>>,
     streams: RwLock<HashMap<u16, (StreamHandler, bool)>>,
     datagrams: RwLock<HashMap<u8, DatagramHandler>>,
+    /// Told the signed revocation (encoded) a peer closed a connection with.
+    on_revoked: RwLock<Option<RevocationHandler>>,
     wan_stats: Arc<WanStats>,
     wan: Option<Arc<RwLock<WanConfig>>>,
     /// The node's tasks (cancelled at shutdown).
@@ -273,6 +277,7 @@ impl Endpoint {
                 dialing: Mutex::new(HashMap::new()),
                 streams: RwLock::new(HashMap::new()),
                 datagrams: RwLock::new(HashMap::new()),
+                on_revoked: RwLock::new(None),
                 wan_stats,
                 wan: wan_handle,
                 tasks,
@@ -368,6 +373,12 @@ impl Endpoint {
         self.inner.datagrams.write().insert(channel, handler);
     }
 
+    /// Call `handler` with the signed revocation (encoded, unverified) whenever a peer closes a
+    /// connection saying this node was revoked.
+    pub fn on_revoked(&self, handler: RevocationHandler) {
+        *self.inner.on_revoked.write() = Some(handler);
+    }
+
     /// Dial `addr`; the peer must be a member (and `expect`, if given).
     pub async fn connect(
         &self,
@@ -396,6 +407,10 @@ impl Endpoint {
         if peer.id == self.inner.local {
             conn.close(CLOSE_PROTOCOL_VIOLATION.into(), b"self");
             return Err(err("that address is this node".into()));
+        }
+        if self.inner.trust.is_revoked(&peer.id) {
+            self.refuse_if_revoked(&conn, &Peer::Member(Box::new(peer.clone())));
+            return Err(err(format!("node {} is revoked", peer.id.short())));
         }
         self.adopt(conn.clone(), Peer::Member(Box::new(peer.clone())));
         Ok((conn, peer))
@@ -469,8 +484,11 @@ impl Endpoint {
 
     /// Close any connection to `id` (used when it is revoked).
     pub fn disconnect(&self, id: &NodeId) {
-        if let Some((conn, _)) = self.inner.conns.lock().remove(id) {
-            conn.close(CLOSE_REVOKED.into(), b"revoked");
+        let conn = self.inner.conns.lock().remove(id);
+        if let Some((conn, _)) = conn {
+            let doc = self.inner.trust.revocation_of(id).unwrap_or_default();
+            let reason: &[u8] = if doc.is_empty() { b"revoked" } else { &doc };
+            conn.close(CLOSE_REVOKED.into(), reason);
         }
     }
 
@@ -503,6 +521,7 @@ impl Endpoint {
         // cycle that would keep every service, and its open files, alive for good.
         self.inner.streams.write().clear();
         self.inner.datagrams.write().clear();
+        *self.inner.on_revoked.write() = None;
         self.inner.conns.lock().clear();
         self.inner.dialing.lock().clear();
         drop(quinn);
@@ -562,6 +581,25 @@ impl Endpoint {
             conn.close(0u32.into(), b"shutdown");
             return;
         }
+        // A revoked node passes the handshake only to be told so, here, before anything runs.
+        if self.refuse_if_revoked(&conn, &peer) {
+            return;
+        }
+        if let Peer::Member(_) = &peer {
+            let this = self.clone();
+            let c = conn.clone();
+            self.spawn(async move {
+                if let quinn::ConnectionError::ApplicationClosed(close) = c.closed().await
+                    && close.error_code == CLOSE_REVOKED.into()
+                    && !close.reason.is_empty()
+                {
+                    let handler = this.inner.on_revoked.read().clone();
+                    if let Some(handler) = handler {
+                        handler(close.reason.to_vec());
+                    }
+                }
+            });
+        }
         if let Peer::Member(info) = &peer {
             self.inner
                 .conns
@@ -577,9 +615,10 @@ impl Endpoint {
 
     fn refuse_if_revoked(&self, conn: &quinn::Connection, peer: &Peer) -> bool {
         if let Peer::Member(info) = peer
-            && self.inner.trust.is_revoked(&info.id)
+            && let Some(doc) = self.inner.trust.revocation_of(&info.id)
         {
-            conn.close(CLOSE_REVOKED.into(), b"revoked");
+            let reason: &[u8] = if doc.is_empty() { b"revoked" } else { &doc };
+            conn.close(CLOSE_REVOKED.into(), reason);
             self.forget(&info.id, conn);
             return true;
         }

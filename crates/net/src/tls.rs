@@ -116,7 +116,7 @@ impl MemberVerifier {
         let (id, cert) =
             peer_from_certificate(der).map_err(|e| rustls::Error::General(e.to_string()))?;
         self.trust
-            .check(&cert, &id, crate::now_ms())
+            .check_cert(&cert, &id, crate::now_ms())
             .map_err(|e| rustls::Error::General(e.to_string()))
     }
 

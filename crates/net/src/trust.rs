@@ -1,6 +1,6 @@
 //! What a node trusts: its fabric's admin key, minus the revoked.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use parking_lot::RwLock;
 use weft_core::{AdmissionError, FabricId, MembershipCert, NodeId};
@@ -10,7 +10,9 @@ use weft_core::{AdmissionError, FabricId, MembershipCert, NodeId};
 pub struct Trust {
     fabric: FabricId,
     admin: NodeId,
-    revoked: RwLock<HashSet<NodeId>>,
+    /// Revoked nodes, with the signed revocation (encoded) when known: a revoked node that
+    /// connects is handed it, so it learns why it is refused.
+    revoked: RwLock<HashMap<NodeId, Vec<u8>>>,
 }
 
 /// An authenticated fabric member at the other end of a connection.
@@ -28,7 +30,7 @@ impl Trust {
         Trust {
             fabric: FabricId::from_admin_key(&admin),
             admin,
-            revoked: RwLock::new(HashSet::new()),
+            revoked: RwLock::new(HashMap::new()),
         }
     }
 
@@ -44,12 +46,34 @@ impl Trust {
 
     /// Mark a node revoked. Returns true if it was not already.
     pub fn revoke(&self, node: NodeId) -> bool {
-        self.revoked.write().insert(node)
+        self.revoke_with(node, Vec::new())
+    }
+
+    /// Mark a node revoked, keeping the signed revocation (`doc`, encoded) to hand it.
+    pub fn revoke_with(&self, node: NodeId, doc: Vec<u8>) -> bool {
+        let mut revoked = self.revoked.write();
+        match revoked.get_mut(&node) {
+            Some(old) => {
+                if old.is_empty() {
+                    *old = doc;
+                }
+                false
+            }
+            None => {
+                revoked.insert(node, doc);
+                true
+            }
+        }
     }
 
     /// True when `node` has been revoked.
     pub fn is_revoked(&self, node: &NodeId) -> bool {
-        self.revoked.read().contains(node)
+        self.revoked.read().contains_key(node)
+    }
+
+    /// The signed revocation of `node` (encoded; empty if only its id is known).
+    pub fn revocation_of(&self, node: &NodeId) -> Option<Vec<u8>> {
+        self.revoked.read().get(node).cloned()
     }
 
     /// Check a certificate presented by `presenter` at time `now`.
@@ -59,10 +83,22 @@ impl Trust {
         presenter: &NodeId,
         now: u64,
     ) -> Result<(), AdmissionError> {
-        cert.verify(self.fabric, &self.admin, presenter, now)?;
+        self.check_cert(cert, presenter, now)?;
         if self.is_revoked(presenter) {
             return Err(AdmissionError::Revoked(*presenter));
         }
         Ok(())
+    }
+
+    /// Check a certificate, but not whether its node was revoked: the handshake admits a
+    /// revoked node only so it can be told (the endpoint closes the connection at once, handing
+    /// it the signed revocation, before any protocol runs).
+    pub fn check_cert(
+        &self,
+        cert: &MembershipCert,
+        presenter: &NodeId,
+        now: u64,
+    ) -> Result<(), AdmissionError> {
+        cert.verify(self.fabric, &self.admin, presenter, now)
     }
 }

@@ -52,13 +52,20 @@ pub struct WanConfig {
     pub loss: f64,
 }
 
+/// Whether the link written `x-y` is the one between sites `a` and `b`. Compared as the joined
+/// text, so site names may contain '-' (`eu-west-us-east` is the link between `eu-west` and
+/// `us-east`, wherever the parser split it).
+fn joins(x: &str, y: &str, a: &str, b: &str) -> bool {
+    x.len() + y.len() == a.len() + b.len() && format!("{x}-{y}") == format!("{a}-{b}")
+}
+
 impl WanConfig {
     /// The link from site `a` to site `b` (including the global loss).
     pub fn link(&self, a: &str, b: &str) -> LinkSpec {
         let mut spec = self
             .links
             .iter()
-            .find(|(x, y, _)| (x == a && y == b) || (x == b && y == a))
+            .find(|(x, y, _)| joins(x, y, a, b) || joins(x, y, b, a))
             .map(|(_, _, s)| *s)
             .unwrap_or_default();
         spec.loss = 1.0 - (1.0 - spec.loss) * (1.0 - self.loss);
@@ -71,7 +78,8 @@ impl WanConfig {
     }
 
     /// Parse `a-b=DELAY[:JITTER[:LOSS%]]` items separated by commas, e.g.
-    /// `eu-us=80ms,eu-ap=150ms:10ms,us-ap=120ms:0ms:1%`.
+    /// `eu-us=80ms,eu-ap=150ms:10ms,us-ap=120ms:0ms:1%`. Site names may contain '-'
+    /// (`eu-west-us-east=40ms`): links are matched to site pairs by their joined text.
     pub fn parse_links(text: &str) -> Result<Vec<(String, String, LinkSpec)>, String> {
         let mut links = Vec::new();
         for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -418,5 +426,18 @@ mod tests {
         assert!((cfg.link("eu", "eu").loss - 0.1).abs() < 1e-9);
         assert!(!cfg.is_noop());
         assert!(WanConfig::default().is_noop());
+    }
+
+    #[test]
+    fn site_names_may_contain_dashes() {
+        let w = WanConfig {
+            links: WanConfig::parse_links("eu-west-us-east=40ms,eu-west-eu-west=1ms").unwrap(),
+            loss: 0.0,
+        };
+        assert_eq!(w.link("eu-west", "us-east").delay_ms, 40.0);
+        assert_eq!(w.link("us-east", "eu-west").delay_ms, 40.0);
+        assert_eq!(w.link("eu-west", "eu-west").delay_ms, 1.0);
+        assert_eq!(w.link("eu", "west").delay_ms, 0.0);
+        assert_eq!(w.link("us-east", "us-east").delay_ms, 0.0);
     }
 }

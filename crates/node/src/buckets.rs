@@ -11,12 +11,21 @@
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
-use weft_core::{ContentHash, NodeId, SecretKey};
+use weft_core::{BucketKeys, ContentHash, Delegation, NodeId, SecretKey};
 use weft_heal::RefHolder;
-use weft_meta::{MetaError, Table, Value};
+use weft_meta::{MetaError, Signer, Table, Value};
 use weft_store::{Capability, Erasure, Manifest, ReadReport, Residency, Storage, StorageError};
 
 use crate::schema::{self, BucketId, ObjectId};
+
+/// What an operation needs of a bucket ([`Buckets::authorize`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Reading: get, head, list, versions, parts, share.
+    Read,
+    /// Writing: put, delete, copy into, multipart, bucket deletion.
+    Write,
+}
 
 /// Most versions a bucket may keep per object.
 pub const MAX_VERSIONS: u32 = 1000;
@@ -148,6 +157,12 @@ pub enum BucketError {
     /// Deleting a bucket that still holds objects.
     #[error("bucket {0:?} is not empty")]
     NotEmpty(String),
+    /// Read-only access asked to write.
+    #[error("this access is read-only")]
+    ReadOnly,
+    /// The keys this node was handed do not open the bucket.
+    #[error("this access does not include bucket {0:?}'s key")]
+    NoKey(String),
     /// Someone else's bucket.
     #[error(
         "bucket {0:?} belongs to another account; ask its owner for a capability (`weft share`)"
@@ -201,40 +216,140 @@ pub(crate) fn check_key(key: &str) -> Result<(), BucketError> {
     Ok(())
 }
 
+/// What a node holds to act for an account: a key that signs its rows (the account's own, or
+/// a delegate's with the account's [`Delegation`]) and the keys of the buckets it may open.
+#[derive(Clone)]
+pub struct Access {
+    account: NodeId,
+    /// `None`: read-only.
+    signer: Option<Signer>,
+    keys: BucketKeys,
+    /// The account's own key, when the node holds it (a data directory from before accounts
+    /// left the nodes): every key, legacy ones included, derives from it.
+    root: Option<SecretKey>,
+}
+
+impl Access {
+    /// The account itself (its key is here).
+    pub fn account(key: SecretKey) -> Access {
+        let keys = BucketKeys::of(&key, &weft_core::Scope { bucket: None }, &[]);
+        Access {
+            account: key.public(),
+            signer: Some(Signer::own(key.clone())),
+            keys,
+            root: Some(key),
+        }
+    }
+
+    /// A delegate: `key` signs for `via`'s account, opening the buckets `keys` covers.
+    pub fn delegated(key: SecretKey, via: Delegation, keys: BucketKeys) -> Access {
+        Access {
+            account: via.body.account,
+            signer: Some(Signer::delegated(key, via)),
+            keys,
+            root: None,
+        }
+    }
+
+    /// Read-only: opens the buckets of `account` that `keys` covers and signs nothing.
+    pub fn read_only(account: NodeId, keys: BucketKeys) -> Access {
+        Access {
+            account,
+            signer: None,
+            keys,
+            root: None,
+        }
+    }
+
+    /// The account acted for.
+    pub fn author(&self) -> NodeId {
+        self.account
+    }
+
+    /// The delegation, if this is a delegate.
+    pub fn delegation(&self) -> Option<&Delegation> {
+        self.signer.as_ref().and_then(Signer::via)
+    }
+
+    /// Whether it may write.
+    pub fn can_write(&self) -> bool {
+        self.signer.is_some()
+    }
+}
+
 /// Buckets and objects for one account, through one node.
 #[derive(Clone)]
 pub struct Buckets {
     pub(crate) table: Table,
     pub(crate) storage: Storage,
     pub(crate) refs: weft_heal::Registry,
-    account: SecretKey,
+    access: Access,
 }
 
 impl Buckets {
-    /// Buckets of `account`.
-    pub fn new(table: Table, storage: Storage, account: SecretKey) -> Buckets {
+    /// Buckets of the account `access` acts for.
+    pub fn new(table: Table, storage: Storage, access: Access) -> Buckets {
         Buckets {
             refs: weft_heal::Registry::new(table.clone()),
             table,
             storage,
-            account,
+            access,
+        }
+    }
+
+    /// The same table and storage, acting for another account.
+    pub fn acting_as(&self, access: Access) -> Buckets {
+        Buckets {
+            refs: self.refs.clone(),
+            table: self.table.clone(),
+            storage: self.storage.clone(),
+            access,
         }
     }
 
     /// The account id.
     pub fn account(&self) -> NodeId {
-        self.account.public()
+        self.access.author()
     }
 
-    /// The account key, which signs this account's rows.
-    pub(crate) fn signer(&self) -> &SecretKey {
-        &self.account
+    /// What signs this account's rows (none for read-only access).
+    pub(crate) fn signer(&self) -> Result<&Signer, BucketError> {
+        self.access.signer.as_ref().ok_or(BucketError::ReadOnly)
     }
 
-    pub(crate) fn bucket_key(&self, bucket: &str) -> [u8; 32] {
-        let mut material = self.account.seed().to_vec();
-        material.extend_from_slice(bucket.as_bytes());
-        blake3::derive_key("weft bucket key v1", &material)
+    /// A key derived from the account's bucket master (`None` without one: a bucket-scoped
+    /// access).
+    pub(crate) fn master_derived(&self, context: &str) -> Option<[u8; 32]> {
+        self.access
+            .keys
+            .master
+            .map(|m| blake3::derive_key(context, &m))
+    }
+
+    /// Wrap an object key under `bucket`'s key.
+    pub(crate) fn wrap(
+        &self,
+        bucket: &str,
+        plain: &[u8; 32],
+        context: &str,
+    ) -> Result<Vec<u8>, BucketError> {
+        let key = self
+            .access
+            .keys
+            .primary(bucket)
+            .ok_or_else(|| BucketError::NoKey(bucket.into()))?;
+        weft_store::wrap_key(&key, plain, context.as_bytes())
+            .map_err(|e| BucketError::Storage(e.into()))
+    }
+
+    /// Unwrap an object key of `bucket` with any key this access holds for it.
+    pub(crate) fn unwrap(&self, bucket: &str, wrapped: &[u8], context: &str) -> Option<[u8; 32]> {
+        let mut keys = self.access.keys.candidates(bucket);
+        if let Some(root) = &self.access.root {
+            keys.push(weft_core::account::legacy_bucket_key(root, bucket));
+        }
+        keys.iter()
+            .find_map(|k| weft_store::unwrap_key(k, wrapped, context.as_bytes()))
     }
 
     /// Create a bucket.
@@ -265,7 +380,7 @@ impl Buckets {
         };
         match self
             .table
-            .create::<schema::Buckets>(&self.account, &(), name, &record)
+            .create::<schema::Buckets>(self.signer()?, &(), name, &record)
             .await
         {
             Ok(_) => Ok(record),
@@ -298,10 +413,20 @@ impl Buckets {
             .collect())
     }
 
-    pub(crate) async fn owned(&self, bucket: &str) -> Result<BucketRecord, BucketError> {
+    /// The one authorization check every operation on a bucket goes through, whatever the
+    /// front end (API, CLI, S3): the bucket must be the acting account's, a write needs an
+    /// access that can sign, and the access must hold the bucket's key (a session or access key
+    /// scoped to another bucket does not). Decided before anything of the bucket is read.
+    pub async fn authorize(&self, bucket: &str, need: Need) -> Result<BucketRecord, BucketError> {
         let b = self.bucket(bucket).await?;
         if b.owner != self.account() {
             return Err(BucketError::NotOwner(bucket.into()));
+        }
+        if need == Need::Write && !self.access.can_write() {
+            return Err(BucketError::ReadOnly);
+        }
+        if self.access.keys.primary(bucket).is_none() && self.access.root.is_none() {
+            return Err(BucketError::NoKey(bucket.into()));
         }
         Ok(b)
     }
@@ -328,7 +453,7 @@ impl Buckets {
         attrs: impl FnOnce(&Manifest) -> Result<ObjectAttrs, BucketError>,
     ) -> Result<(ObjectRecord, Manifest), BucketError> {
         check_key(key)?;
-        let b = self.owned(bucket).await?;
+        let b = self.authorize(bucket, Need::Write).await?;
         let (cap, manifest) = self.storage.put(reader, b.policy.clone(), b.ec).await?;
         let attrs = attrs(&manifest)?;
         let record = self.record_for(bucket, key, &cap, &manifest, attrs)?;
@@ -345,9 +470,7 @@ impl Buckets {
         attrs: ObjectAttrs,
     ) -> Result<ObjectRecord, BucketError> {
         let context = format!("{bucket}/{key}");
-        let wrapped_key =
-            weft_store::wrap_key(&self.bucket_key(bucket), &cap.key, context.as_bytes())
-                .map_err(|e| BucketError::Storage(e.into()))?;
+        let wrapped_key = self.wrap(bucket, &cap.key, &context)?;
         let now = weft_net::now_ms();
         Ok(ObjectRecord {
             manifest: cap.manifest,
@@ -386,13 +509,13 @@ impl Buckets {
                 key: key.into(),
             };
             self.table
-                .put::<schema::Versions>(&self.account, &oid, &record.version, Some(record))
+                .put::<schema::Versions>(self.signer()?, &oid, &record.version, Some(record))
                 .await?;
             let history = self.table.list::<schema::Versions>(&oid, "").await?;
             let excess = history.len().saturating_sub(b.versions as usize);
             for (old, row) in history.into_iter().take(excess) {
                 self.table
-                    .put::<schema::Versions>(&self.account, &oid, &old, None)
+                    .put::<schema::Versions>(self.signer()?, &oid, &old, None)
                     .await?;
                 if let Some(r) = row.known() {
                     pruned.push(r);
@@ -400,7 +523,7 @@ impl Buckets {
             }
         }
         self.table
-            .put::<schema::Objects>(&self.account, &id, key, Some(record))
+            .put::<schema::Objects>(self.signer()?, &id, key, Some(record))
             .await?;
         for old in replaced.iter().chain(&pruned) {
             if old.version != record.version {
@@ -425,7 +548,7 @@ impl Buckets {
             owner: self.account(),
         };
         self.refs
-            .retain(manifest, &holder, &self.account)
+            .retain(manifest, &holder, self.signer()?)
             .await
             .map_err(|e| BucketError::Catalog(e.to_string()))
     }
@@ -448,7 +571,7 @@ impl Buckets {
         let name = self.ref_name(bucket, key, &record.version);
         for m in Self::stored_objects(record) {
             self.refs
-                .retain(&m, &name, &self.account)
+                .retain(&m, &name, self.signer()?)
                 .await
                 .map_err(|e| BucketError::Catalog(e.to_string()))?;
         }
@@ -464,7 +587,7 @@ impl Buckets {
         let name = self.ref_name(bucket, key, &record.version);
         for m in Self::stored_objects(record) {
             self.refs
-                .release(&m, &name, &self.account)
+                .release(&m, &name, self.signer()?)
                 .await
                 .map_err(|e| BucketError::Catalog(e.to_string()))?;
         }
@@ -481,19 +604,14 @@ impl Buckets {
         attrs: ObjectAttrs,
     ) -> Result<ObjectRecord, BucketError> {
         check_key(key)?;
-        self.owned(from_bucket).await?;
-        let b = self.owned(bucket).await?;
+        self.authorize(from_bucket, Need::Read).await?;
+        let b = self.authorize(bucket, Need::Write).await?;
         let mut record = source.clone();
         let rewrap = |wrapped: &[u8], from: String, to: String| {
-            let plain =
-                weft_store::unwrap_key(&self.bucket_key(from_bucket), wrapped, from.as_bytes())
-                    .ok_or_else(|| {
-                        BucketError::Corrupt(format!(
-                            "{from_bucket}/{from_key} (key does not unwrap)"
-                        ))
-                    })?;
-            weft_store::wrap_key(&self.bucket_key(bucket), &plain, to.as_bytes())
-                .map_err(|e| BucketError::Storage(e.into()))
+            let plain = self.unwrap(from_bucket, wrapped, &from).ok_or_else(|| {
+                BucketError::Corrupt(format!("{from_bucket}/{from_key} (key does not unwrap)"))
+            })?;
+            self.wrap(bucket, &plain, &to)
         };
         if source.parts.is_empty() {
             record.wrapped_key = rewrap(
@@ -544,12 +662,9 @@ impl Buckets {
             let (s, e) = (offset, offset + part.size);
             offset = e;
             if s < end && e > start {
-                let object_key = weft_store::unwrap_key(
-                    &self.bucket_key(bucket),
-                    &part.wrapped_key,
-                    part_context(bucket, key, i).as_bytes(),
-                )
-                .ok_or_else(|| BucketError::Corrupt(format!("{bucket}/{key} part {i}")))?;
+                let object_key = self
+                    .unwrap(bucket, &part.wrapped_key, &part_context(bucket, key, i))
+                    .ok_or_else(|| BucketError::Corrupt(format!("{bucket}/{key} part {i}")))?;
                 let cap = Capability {
                     manifest: part.manifest,
                     key: object_key,
@@ -601,7 +716,7 @@ impl Buckets {
         bucket: &str,
         key: &str,
     ) -> Result<Vec<ObjectRecord>, BucketError> {
-        let b = self.owned(bucket).await?;
+        let b = self.authorize(bucket, Need::Read).await?;
         let oid = ObjectId {
             bucket: BucketId::of(&b),
             key: key.into(),
@@ -620,7 +735,7 @@ impl Buckets {
         version: &str,
     ) -> Result<ObjectRecord, BucketError> {
         let no = || BucketError::NoVersion(key.into(), bucket.into(), version.into());
-        let b = self.bucket(bucket).await?;
+        let b = self.authorize(bucket, Need::Read).await?;
         let current = self.object_in(&b, key).await;
         if let Ok(r) = &current
             && r.version == version
@@ -640,12 +755,12 @@ impl Buckets {
 
     /// The record of `bucket/key`.
     pub async fn object(&self, bucket: &str, key: &str) -> Result<ObjectRecord, BucketError> {
-        let b = self.bucket(bucket).await?;
+        let b = self.authorize(bucket, Need::Read).await?;
         self.object_in(&b, key).await
     }
 
-    /// The record of `key` in bucket `b`.
-    pub async fn object_in(
+    /// The record of `key` in bucket `b` (which the caller authorized).
+    pub(crate) async fn object_in(
         &self,
         b: &BucketRecord,
         key: &str,
@@ -659,7 +774,7 @@ impl Buckets {
 
     /// A read capability for `bucket/key` (owner only): what `weft share` prints.
     pub async fn capability(&self, bucket: &str, key: &str) -> Result<Capability, BucketError> {
-        let b = self.owned(bucket).await?;
+        let b = self.authorize(bucket, Need::Read).await?;
         let record = self.object_in(&b, key).await?;
         self.capability_of(bucket, key, &record)
     }
@@ -679,12 +794,9 @@ impl Buckets {
             )));
         }
         let context = format!("{bucket}/{key}");
-        let object_key = weft_store::unwrap_key(
-            &self.bucket_key(bucket),
-            &record.wrapped_key,
-            context.as_bytes(),
-        )
-        .ok_or_else(|| BucketError::Corrupt(format!("{bucket}/{key} (key does not unwrap)")))?;
+        let object_key = self
+            .unwrap(bucket, &record.wrapped_key, &context)
+            .ok_or_else(|| BucketError::Corrupt(format!("{bucket}/{key} (key does not unwrap)")))?;
         Ok(Capability {
             manifest: record.manifest,
             key: object_key,
@@ -718,7 +830,7 @@ impl Buckets {
         bucket: &str,
         prefix: &str,
     ) -> Result<Vec<(String, ObjectRecord)>, BucketError> {
-        let b = self.bucket(bucket).await?;
+        let b = self.authorize(bucket, Need::Read).await?;
         let rows = self
             .table
             .list::<schema::Objects>(&BucketId::of(&b), prefix)
@@ -732,10 +844,10 @@ impl Buckets {
     /// Delete `bucket/key`: it is no longer listed or read; kept versions stay readable by id.
     /// Shards nothing else uses are reclaimed by garbage collection after its safety delay.
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), BucketError> {
-        let b = self.owned(bucket).await?;
+        let b = self.authorize(bucket, Need::Write).await?;
         let current = self.object_in(&b, key).await?;
         self.table
-            .put::<schema::Objects>(&self.account, &BucketId::of(&b), key, None)
+            .put::<schema::Objects>(self.signer()?, &BucketId::of(&b), key, None)
             .await?;
         // Kept versions still use their objects; otherwise the bytes become garbage.
         if b.versions == 1 {
@@ -746,7 +858,7 @@ impl Buckets {
 
     /// Delete an empty bucket.
     pub async fn delete_bucket(&self, bucket: &str) -> Result<(), BucketError> {
-        let b = self.owned(bucket).await?;
+        let b = self.authorize(bucket, Need::Write).await?;
         let id = BucketId::of(&b);
         if !self
             .table
@@ -757,7 +869,7 @@ impl Buckets {
             return Err(BucketError::NotEmpty(bucket.into()));
         }
         self.table
-            .put::<schema::Buckets>(&self.account, &(), bucket, None)
+            .put::<schema::Buckets>(self.signer()?, &(), bucket, None)
             .await?;
         Ok(())
     }

@@ -1,14 +1,28 @@
-//! Access keys: S3-style credentials that act for this node's account, optionally limited to
-//! one bucket and to reading or writing. Kept in `s3-keys.json` (mode 0600) in the data
-//! directory; the secrets never leave the node except once, when a key is created.
+//! Access keys: S3-style credentials that act for an account, optionally limited to one bucket
+//! and to reading or writing.
+//!
+//! A key of an account lives in the replicated table, found by a hash of its id and sealed
+//! under a key derived from its id ([`lookup_key`]): no replica can read it, and any node that
+//! receives a request signed with the key can (it learns the id from the request). The sealed
+//! row carries the SigV4 secret, the scope and the *grant* — a session the account signed for
+//! exactly that scope — which is what the gateway acts with. The account's own list of its keys
+//! is sealed under a key derived from its bucket master.
+//!
+//! Keys from before accounts live in `s3-keys.json` (mode 0600) of the node that made them and
+//! act for that node's own account ([`KeyStore`]).
 
 use std::path::PathBuf;
 
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
-use crate::buckets::check_bucket_name;
+use weft_core::NodeId;
+use weft_meta::{MetaError, Table, Value};
+
+use crate::buckets::{BucketError, Buckets, check_bucket_name};
 use crate::datadir::DataDirError;
+use crate::schema::{KeyHash, KeyIndex, SealedKeys};
+use weft_meta::SortKey;
 
 const FILE: &str = "s3-keys.json";
 
@@ -27,6 +41,10 @@ pub struct AccessKey {
     pub write: bool,
     /// Unix ms.
     pub created_ms: u64,
+    /// What the key acts with: a [`crate::Session`] (as text) its account signed for the
+    /// key's scope. `None`: a key from before accounts, acting for the node's own account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
 }
 
 impl AccessKey {
@@ -34,8 +52,17 @@ impl AccessKey {
     pub fn redacted(&self) -> AccessKey {
         AccessKey {
             secret: String::new(),
+            grant: None,
             ..self.clone()
         }
+    }
+
+    /// The account the key acts for (`node`: the node's own, for keys without a grant).
+    pub fn account(&self, node: weft_core::NodeId) -> weft_core::NodeId {
+        self.grant
+            .as_deref()
+            .and_then(|g| crate::Session::from_text(g).ok())
+            .map_or(node, |s| s.via.body.account)
     }
 
     /// Whether this key allows `write` (or read) access to `bucket` (None: account-wide
@@ -63,6 +90,185 @@ pub enum KeyError {
     /// Storing the keys failed.
     #[error(transparent)]
     Store(#[from] DataDirError),
+    /// The replicated table failed.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    /// The acting account cannot do this (read-only, or without its bucket master).
+    #[error(transparent)]
+    Access(#[from] BucketError),
+}
+
+/// What an account's own key list holds of each key (no secret, no grant).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyListing {
+    /// The id.
+    pub id: String,
+    /// Bucket scope.
+    pub bucket: Option<String>,
+    /// May read.
+    pub read: bool,
+    /// May write.
+    pub write: bool,
+    /// Unix ms.
+    pub created_ms: u64,
+}
+
+/// The key a key's sealed row is encrypted under: derived from its id, which only the key's
+/// holders (and the gateway a request signed with it reaches) know.
+fn seal_key(id: &str) -> [u8; 32] {
+    blake3::derive_key("weft s3 key seal v1", id.as_bytes())
+}
+
+fn new_key(
+    bucket: Option<String>,
+    read: bool,
+    write: bool,
+    grant: Option<String>,
+) -> Result<AccessKey, KeyError> {
+    if let Some(b) = &bucket {
+        check_bucket_name(b).map_err(|e| KeyError::Invalid(e.to_string()))?;
+    }
+    if !read && !write {
+        return Err(KeyError::Invalid(
+            "a key must allow reading, writing or both".into(),
+        ));
+    }
+    Ok(AccessKey {
+        id: format!("WK{}", random_text(18, ALPHABET)?),
+        secret: random_text(
+            40,
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+        )?,
+        bucket,
+        read,
+        write,
+        created_ms: weft_net::now_ms(),
+        grant,
+    })
+}
+
+/// The access key `id` from the replicated table, with the account it acts for; `None` if
+/// there is none (or it was removed, or its row does not open or does not match).
+pub async fn lookup_key(table: &Table, id: &str) -> Result<Option<(AccessKey, NodeId)>, KeyError> {
+    let hash = KeyHash::of(id);
+    let Some(row) = table.get::<SealedKeys>(&hash, &hash).await? else {
+        return Ok(None);
+    };
+    let author = row.signer;
+    let Some(Value::Known(sealed)) = row.value else {
+        return Ok(None);
+    };
+    let Some(plain) = weft_store::open(&seal_key(id), &sealed, hash.to_sort().as_bytes()) else {
+        return Ok(None);
+    };
+    let Ok(key) = weft_core::wire::decode::<AccessKey>(&plain) else {
+        return Ok(None);
+    };
+    // The row's claimant must be the account the grant is from, and the key the one asked.
+    let grant_account = key
+        .grant
+        .as_deref()
+        .and_then(|g| crate::Session::from_text(g).ok())
+        .map(|g| g.via.body.account);
+    if key.id != id || grant_account != Some(author) {
+        return Ok(None);
+    }
+    Ok(Some((key, author)))
+}
+
+impl Buckets {
+    fn listing_key(&self) -> Result<[u8; 32], KeyError> {
+        self.master_derived("weft key list v1").ok_or_else(|| {
+            KeyError::Invalid(
+                "keys are made and listed with an account-wide session (not a bucket's)".into(),
+            )
+        })
+    }
+
+    /// Make an access key of this account, stored sealed in the replicated table so every node
+    /// serves it. `grant` is the session it acts with, signed by the account for its scope.
+    pub async fn create_key(
+        &self,
+        bucket: Option<String>,
+        read: bool,
+        write: bool,
+        grant: String,
+    ) -> Result<AccessKey, KeyError> {
+        let listing_key = self.listing_key()?;
+        let key = new_key(bucket, read, write, Some(grant))?;
+        let hash = KeyHash::of(&key.id);
+        let context = hash.to_sort();
+        let sealed = weft_store::seal(
+            &seal_key(&key.id),
+            &weft_core::wire::encode(&key),
+            context.as_bytes(),
+        )
+        .map_err(|e| KeyError::Invalid(e.to_string()))?;
+        let listing = KeyListing {
+            id: key.id.clone(),
+            bucket: key.bucket.clone(),
+            read,
+            write,
+            created_ms: key.created_ms,
+        };
+        let listed = weft_store::seal(
+            &listing_key,
+            &weft_core::wire::encode(&listing),
+            context.as_bytes(),
+        )
+        .map_err(|e| KeyError::Invalid(e.to_string()))?;
+        let signer = self.signer()?;
+        self.table
+            .create::<SealedKeys>(signer, &hash, &hash, &sealed)
+            .await?;
+        if let Err(e) = self
+            .table
+            .put::<KeyIndex>(signer, &self.account(), &hash, Some(&listed))
+            .await
+        {
+            // Unlisted, the key could not be found to remove: withdraw it (best effort).
+            let _ = self
+                .table
+                .put::<SealedKeys>(signer, &hash, &hash, None)
+                .await;
+            return Err(e.into());
+        }
+        Ok(key)
+    }
+
+    /// This account's access keys (no secrets).
+    pub async fn list_keys(&self) -> Result<Vec<KeyListing>, KeyError> {
+        let listing_key = self.listing_key()?;
+        let rows = self.table.list::<KeyIndex>(&self.account(), "").await?;
+        let mut out: Vec<KeyListing> = rows
+            .into_iter()
+            .filter_map(|(sk, row)| {
+                let sealed = row.known()?;
+                let plain = weft_store::open(&listing_key, &sealed, sk.as_bytes())?;
+                weft_core::wire::decode(&plain).ok()
+            })
+            .collect();
+        out.sort_by_key(|k: &KeyListing| k.created_ms);
+        Ok(out)
+    }
+
+    /// Remove one of this account's access keys; every node refuses it from then on (within the
+    /// few seconds gateways cache a key).
+    pub async fn remove_key(&self, id: &str) -> Result<(), KeyError> {
+        let hash = KeyHash::of(id);
+        match lookup_key(&self.table, id).await? {
+            Some((_, author)) if author == self.account() => {}
+            _ => return Err(KeyError::Unknown(id.into())),
+        }
+        let signer = self.signer()?;
+        self.table
+            .put::<SealedKeys>(signer, &hash, &hash, None)
+            .await?;
+        self.table
+            .put::<KeyIndex>(signer, &self.account(), &hash, None)
+            .await?;
+        Ok(())
+    }
 }
 
 /// The node's access keys.
@@ -118,26 +324,9 @@ impl KeyStore {
         bucket: Option<String>,
         read: bool,
         write: bool,
+        grant: Option<String>,
     ) -> Result<AccessKey, KeyError> {
-        if let Some(b) = &bucket {
-            check_bucket_name(b).map_err(|e| KeyError::Invalid(e.to_string()))?;
-        }
-        if !read && !write {
-            return Err(KeyError::Invalid(
-                "a key must allow reading, writing or both".into(),
-            ));
-        }
-        let key = AccessKey {
-            id: format!("WK{}", random_text(18, ALPHABET)?),
-            secret: random_text(
-                40,
-                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
-            )?,
-            bucket,
-            read,
-            write,
-            created_ms: weft_net::now_ms(),
-        };
+        let key = new_key(bucket, read, write, grant)?;
         let mut keys = self.keys.write();
         let mut next = keys.clone();
         next.push(key.clone());
@@ -149,6 +338,11 @@ impl KeyStore {
     /// Every key, secrets removed.
     pub fn list(&self) -> Vec<AccessKey> {
         self.keys.read().iter().map(AccessKey::redacted).collect()
+    }
+
+    /// Every key, secrets included (for filtering by account before redacting).
+    pub fn list_full(&self) -> Vec<AccessKey> {
+        self.keys.read().clone()
     }
 
     /// Remove a key (by id).
@@ -177,10 +371,12 @@ mod tests {
     fn keys_persist_are_private_and_scope_access() {
         let dir = tempfile::tempdir().unwrap();
         let store = KeyStore::open(dir.path()).unwrap();
-        let all = store.create(None, true, true).unwrap();
-        let ro = store.create(Some("photos".into()), true, false).unwrap();
-        assert!(store.create(None, false, false).is_err());
-        assert!(store.create(Some("No".into()), true, true).is_err());
+        let all = store.create(None, true, true, None).unwrap();
+        let ro = store
+            .create(Some("photos".into()), true, false, None)
+            .unwrap();
+        assert!(store.create(None, false, false, None).is_err());
+        assert!(store.create(Some("No".into()), true, true, None).is_err());
         assert_eq!(all.id.len(), 20);
         assert_eq!(all.secret.len(), 40);
         let again = KeyStore::open(dir.path()).unwrap();

@@ -16,6 +16,7 @@ mod keys;
 mod migrate;
 mod multipart;
 pub mod schema;
+mod session;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -39,12 +40,13 @@ pub use admission::{
     redeem,
 };
 pub use buckets::{
-    BucketError, BucketRecord, Buckets, MAX_VERSIONS, ObjectAttrs, ObjectRecord, PartRef,
-    check_bucket_name,
+    Access, BucketError, BucketRecord, Buckets, MAX_VERSIONS, Need, ObjectAttrs, ObjectRecord,
+    PartRef, check_bucket_name,
 };
 pub use datadir::{DataDir, DataDirError, FabricFile};
-pub use keys::{AccessKey, KeyError, KeyStore};
+pub use keys::{AccessKey, KeyError, KeyListing, KeyStore, lookup_key};
 pub use multipart::{MAX_PARTS, MIN_PART_SIZE, PartRecord, UploadRecord};
+pub use session::{Session, SessionError};
 pub use weft_heal::{HealConfig, HealStatus, Reputation};
 
 /// Everything needed to start a node, already validated.
@@ -159,6 +161,8 @@ struct Inner {
     table: weft_meta::Table,
     buckets: Buckets,
     keys: Arc<KeyStore>,
+    /// Access keys read from the table lately (see [`Node::access_key`]).
+    key_cache: parking_lot::Mutex<std::collections::HashMap<String, (Instant, Option<AccessKey>)>>,
     healer: weft_heal::Healer,
     advertise: SocketAddr,
     started: Instant,
@@ -252,7 +256,7 @@ impl Node {
         );
         let healer =
             weft_heal::Healer::start(storage.clone(), table.clone(), settings.heal.clone());
-        let buckets = Buckets::new(table.clone(), storage.clone(), account);
+        let buckets = Buckets::new(table.clone(), storage.clone(), Access::account(account));
         let (stop, _) = watch::channel(false);
         let node = Node {
             inner: Arc::new(Inner {
@@ -266,6 +270,7 @@ impl Node {
                 table,
                 buckets,
                 keys,
+                key_cache: Default::default(),
                 healer,
                 advertise,
                 started: Instant::now(),
@@ -328,9 +333,44 @@ impl Node {
         Ok(self.inner.endpoint.set_wan(wan)?)
     }
 
-    /// Buckets and named objects of this node's account.
+    /// Buckets and named objects of this node's own account (a data directory's
+    /// `account.key`, from before accounts left the nodes: what the S3 gateway serves).
     pub fn buckets(&self) -> &Buckets {
         &self.inner.buckets
+    }
+
+    /// The access key `id` and the account it acts for: one made before accounts (this node's
+    /// own file, acting for the node's account) or one from the replicated table. Table keys are
+    /// cached for a few seconds (so a removed key stops working everywhere within them), misses
+    /// too (so unknown ids cannot make every request a table read).
+    pub async fn access_key(&self, id: &str) -> Option<AccessKey> {
+        if let Some(k) = self.inner.keys.lookup(id) {
+            return Some(k);
+        }
+        const FRESH: Duration = Duration::from_secs(3);
+        if let Some((at, k)) = self.inner.key_cache.lock().get(id)
+            && at.elapsed() < FRESH
+        {
+            return k.clone();
+        }
+        let found = match keys::lookup_key(&self.inner.table, id).await {
+            Ok(found) => found.map(|(k, _)| k),
+            Err(e) => {
+                tracing::warn!(error = %e, "access key lookup failed");
+                return None; // not cached: the table may answer next time
+            }
+        };
+        let mut cache = self.inner.key_cache.lock();
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(id.to_string(), (Instant::now(), found.clone()));
+        found
+    }
+
+    /// Buckets and named objects as the account `access` acts for.
+    pub fn buckets_as(&self, access: Access) -> Buckets {
+        self.inner.buckets.acting_as(access)
     }
 
     /// Every known node.

@@ -86,7 +86,9 @@ async fn once(
     let mut done = Migrated::default();
     let registry = Registry::new(table.clone());
     let me = buckets.account();
-    let key = buckets.signer();
+    let Ok(key) = buckets.signer() else {
+        return Ok(done); // read-only access owns nothing to re-sign
+    };
     // Catalog entries this replica held.
     for (pk, sk, e) in local {
         if !pk.starts_with(legacy::CATALOG) {
@@ -203,7 +205,7 @@ async fn once(
 /// Write `value` unless the signed table already has a row there (written since).
 async fn keep_newer<S>(
     table: &Table,
-    key: &weft_core::SecretKey,
+    key: &weft_meta::Signer,
     part: &S::Part,
     sort: &S::Sort,
     value: S::Value,

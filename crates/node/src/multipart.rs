@@ -11,8 +11,8 @@ use weft_core::{ContentHash, NodeId};
 use weft_heal::RefHolder;
 
 use crate::buckets::{
-    BucketError, BucketRecord, Buckets, ObjectAttrs, ObjectRecord, PartRef, check_key, new_version,
-    part_context,
+    BucketError, BucketRecord, Buckets, Need, ObjectAttrs, ObjectRecord, PartRef, check_key,
+    new_version, part_context,
 };
 use crate::schema::{self, BucketId, PartNumber, UploadId};
 
@@ -82,7 +82,7 @@ impl Buckets {
         attrs: ObjectAttrs,
     ) -> Result<String, BucketError> {
         check_key(key)?;
-        let b = self.owned(bucket).await?;
+        let b = self.authorize(bucket, Need::Write).await?;
         let now = weft_net::now_ms();
         let id = new_version(now);
         let record = UploadRecord {
@@ -91,14 +91,14 @@ impl Buckets {
             initiated_ms: now,
         };
         self.table
-            .put::<schema::Uploads>(self.signer(), &BucketId::of(&b), &id, Some(&record))
+            .put::<schema::Uploads>(self.signer()?, &BucketId::of(&b), &id, Some(&record))
             .await?;
         Ok(id)
     }
 
     /// An upload in progress.
     pub async fn upload(&self, bucket: &str, upload: &str) -> Result<UploadRecord, BucketError> {
-        let b = self.owned(bucket).await?;
+        let b = self.authorize(bucket, Need::Read).await?;
         self.table
             .get_value::<schema::Uploads>(&BucketId::of(&b), upload)
             .await?
@@ -121,7 +121,7 @@ impl Buckets {
             )));
         }
         self.upload(bucket, upload).await?;
-        let b = self.owned(bucket).await?;
+        let b = self.authorize(bucket, Need::Write).await?;
         let uid = upload_id(&b, upload);
         let replaced = self
             .table
@@ -130,15 +130,14 @@ impl Buckets {
         let (cap, manifest) = self.storage.put(reader, b.policy.clone(), b.ec).await?;
         let name = self.part_ref(bucket, upload, number);
         self.refs
-            .retain(&cap.manifest, &name, self.signer())
+            .retain(&cap.manifest, &name, self.signer()?)
             .await
             .map_err(|e| BucketError::Catalog(e.to_string()))?;
-        let wrapped_key = weft_store::wrap_key(
-            &self.bucket_key(bucket),
+        let wrapped_key = self.wrap(
+            bucket,
             &cap.key,
-            upload_part_context(bucket, upload, number).as_bytes(),
-        )
-        .map_err(|e| BucketError::Storage(e.into()))?;
+            &upload_part_context(bucket, upload, number),
+        )?;
         let part = PartRecord {
             number,
             etag: etag()?,
@@ -150,13 +149,13 @@ impl Buckets {
             created_ms: weft_net::now_ms(),
         };
         self.table
-            .put::<schema::Parts>(self.signer(), &uid, &PartNumber(number), Some(&part))
+            .put::<schema::Parts>(self.signer()?, &uid, &PartNumber(number), Some(&part))
             .await?;
         if let Some(old) = replaced
             && old.manifest != part.manifest
         {
             self.refs
-                .release(&old.manifest, &name, self.signer())
+                .release(&old.manifest, &name, self.signer()?)
                 .await
                 .map_err(|e| BucketError::Catalog(e.to_string()))?;
         }
@@ -166,7 +165,7 @@ impl Buckets {
     /// The parts uploaded so far, by number.
     pub async fn parts(&self, bucket: &str, upload: &str) -> Result<Vec<PartRecord>, BucketError> {
         self.upload(bucket, upload).await?;
-        let b = self.bucket(bucket).await?;
+        let b = self.authorize(bucket, Need::Read).await?;
         let rows = self
             .table
             .list::<schema::Parts>(&upload_id(&b, upload), "")
@@ -180,7 +179,7 @@ impl Buckets {
         bucket: &str,
         prefix: &str,
     ) -> Result<Vec<(String, UploadRecord)>, BucketError> {
-        let b = self.owned(bucket).await?;
+        let b = self.authorize(bucket, Need::Read).await?;
         let rows = self
             .table
             .list::<schema::Uploads>(&BucketId::of(&b), "")
@@ -201,7 +200,7 @@ impl Buckets {
         chosen: &[(u32, String)],
         etag: impl FnOnce(&[PartRecord]) -> String,
     ) -> Result<ObjectRecord, BucketError> {
-        let b = self.owned(bucket).await?;
+        let b = self.authorize(bucket, Need::Write).await?;
         let up = self.upload(bucket, upload).await?;
         if chosen.is_empty() {
             return Err(BucketError::BadParts("no parts listed".into()));
@@ -229,18 +228,14 @@ impl Buckets {
         let mut refs = Vec::new();
         let mut content = blake3::Hasher::new();
         for (i, p) in parts.iter().enumerate() {
-            let plain = weft_store::unwrap_key(
-                &self.bucket_key(bucket),
-                &p.wrapped_key,
-                upload_part_context(bucket, upload, p.number).as_bytes(),
-            )
-            .ok_or_else(|| BucketError::Corrupt(format!("part {} of {upload}", p.number)))?;
-            let wrapped_key = weft_store::wrap_key(
-                &self.bucket_key(bucket),
-                &plain,
-                part_context(bucket, &up.key, i).as_bytes(),
-            )
-            .map_err(|e| BucketError::Storage(e.into()))?;
+            let plain = self
+                .unwrap(
+                    bucket,
+                    &p.wrapped_key,
+                    &upload_part_context(bucket, upload, p.number),
+                )
+                .ok_or_else(|| BucketError::Corrupt(format!("part {} of {upload}", p.number)))?;
+            let wrapped_key = self.wrap(bucket, &plain, &part_context(bucket, &up.key, i))?;
             content.update(&p.content_id.0);
             refs.push(PartRef {
                 manifest: p.manifest,
@@ -276,24 +271,24 @@ impl Buckets {
     }
 
     async fn forget_upload(&self, bucket: &str, upload: &str) -> Result<(), BucketError> {
-        let b = self.owned(bucket).await?;
+        let b = self.authorize(bucket, Need::Write).await?;
         let uid = upload_id(&b, upload);
         for (_, row) in self.table.list::<schema::Parts>(&uid, "").await? {
             // A part row this node cannot read is kept (and so are its bytes).
             let Some(p) = row.known() else { continue };
             self.table
-                .put::<schema::Parts>(self.signer(), &uid, &PartNumber(p.number), None)
+                .put::<schema::Parts>(self.signer()?, &uid, &PartNumber(p.number), None)
                 .await?;
             // The assembled object (if completed) holds the parts it uses; the upload lets go
             // of all of them.
             let name = self.part_ref(bucket, upload, p.number);
             self.refs
-                .release(&p.manifest, &name, self.signer())
+                .release(&p.manifest, &name, self.signer()?)
                 .await
                 .map_err(|e| BucketError::Catalog(e.to_string()))?;
         }
         self.table
-            .put::<schema::Uploads>(self.signer(), &BucketId::of(&b), upload, None)
+            .put::<schema::Uploads>(self.signer()?, &BucketId::of(&b), upload, None)
             .await?;
         Ok(())
     }

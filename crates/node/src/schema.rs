@@ -11,6 +11,8 @@
 //! | `ver` | `ver/<owner>/<bucket>/<key>` | version id | [`ObjectRecord`] (kept versions) | the owner |
 //! | `upl` | `upl/<owner>/<bucket>` | upload id | [`UploadRecord`] | the owner |
 //! | `part` | `part/<owner>/<bucket>/<upload>` | part number, 5 digits | [`PartRecord`] | the owner |
+//! | `s3key` | `s3key/<first byte of the id's hash>` | the id's hash | sealed [`AccessKey`] | first claimant (the account) |
+//! | `keys` | `keys/<account>` | the id's hash | sealed [`KeyListing`] | the account |
 
 use weft_core::NodeId;
 use weft_meta::{Rules, Schema, SortKey, Writer};
@@ -149,6 +151,58 @@ impl Schema for Parts {
     }
 }
 
+/// The hash an access key's rows are found by: its id's, so only a node handed the id (in a
+/// request signed with the key) can find the row, and only it can open it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyHash(pub [u8; 32]);
+
+impl KeyHash {
+    /// The hash of access key `id`.
+    pub fn of(id: &str) -> KeyHash {
+        KeyHash(blake3::derive_key("weft s3 key id v1", id.as_bytes()))
+    }
+}
+
+impl SortKey for KeyHash {
+    fn to_sort(&self) -> String {
+        weft_core::ContentHash(self.0).to_hex()
+    }
+}
+
+/// Access keys, sealed under a key derived from their id: what any gateway needs to serve
+/// one (account, scope, SigV4 secret, grant).
+pub struct SealedKeys;
+
+impl Schema for SealedKeys {
+    const KIND: &'static str = "s3key";
+    const WRITER: Writer = Writer::FirstClaim;
+    const FORMAT: u8 = 1;
+    type Part = KeyHash;
+    type Sort = KeyHash;
+    type Value = Vec<u8>;
+
+    fn partition(id: &KeyHash) -> String {
+        format!("{:02x}", id.0[0])
+    }
+}
+
+/// An account's list of its own access keys, sealed under a key only the account (and nodes it
+/// hands its bucket master) can derive.
+pub struct KeyIndex;
+
+impl Schema for KeyIndex {
+    const KIND: &'static str = "keys";
+    const WRITER: Writer = Writer::PartitionKey(1);
+    const FORMAT: u8 = 1;
+    type Part = NodeId;
+    type Sort = KeyHash;
+    type Value = Vec<u8>;
+
+    fn partition(account: &NodeId) -> String {
+        account.to_hex()
+    }
+}
+
 /// Every row kind a node serves: its own and those of the layers below.
 pub fn rules() -> Rules {
     let mut rules = Rules::new();
@@ -157,6 +211,8 @@ pub fn rules() -> Rules {
     rules.add(Versions::KIND, Versions::WRITER);
     rules.add(Uploads::KIND, Uploads::WRITER);
     rules.add(Parts::KIND, Parts::WRITER);
+    rules.add(SealedKeys::KIND, SealedKeys::WRITER);
+    rules.add(KeyIndex::KIND, KeyIndex::WRITER);
     weft_heal::schema::register(&mut rules);
     rules
 }

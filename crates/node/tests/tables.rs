@@ -110,7 +110,7 @@ async fn forged_rows_are_refused() {
     // 3. Properly signed, but by another account's key, and by a member node's key.
     let other = Entry::sign(&other_account, &pk, &sk, ts(30), Some(forged_value.clone()));
     let by_node = Entry::sign(
-        &SecretKey::from_seed([7; 32]),
+        SecretKey::from_seed([7; 32]),
         &pk,
         &sk,
         ts(40),

@@ -2,7 +2,6 @@
 //! read/write scope, and a per-key request-rate limit.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -10,16 +9,17 @@ use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::path::S3Path;
 use s3s::{S3Result, s3_error};
-use weft_node::KeyStore;
+use weft_node::Node;
 
-/// Secrets for SigV4 verification.
-pub(crate) struct Keys(pub Arc<KeyStore>);
+/// Secrets for SigV4 verification: the node's own keys and every account's keys in the table.
+pub(crate) struct Keys(pub Node);
 
 #[async_trait::async_trait]
 impl S3Auth for Keys {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
         self.0
-            .lookup(access_key)
+            .access_key(access_key)
+            .await
             .map(|k| SecretKey::from(k.secret))
             .ok_or_else(|| s3_error!(InvalidAccessKeyId, "no such access key"))
     }
@@ -38,15 +38,19 @@ struct Bucket {
 
 /// Scope checks and rate limits.
 pub(crate) struct Access {
-    pub keys: Arc<KeyStore>,
+    pub node: Node,
+    pub limit: RateLimit,
+}
+
+/// A request-rate limit per access key.
+pub(crate) struct RateLimit {
     pub per_sec: f64,
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 
-impl Access {
-    pub(crate) fn new(keys: Arc<KeyStore>, per_sec: u32) -> Access {
-        Access {
-            keys,
+impl RateLimit {
+    pub(crate) fn new(per_sec: u32) -> RateLimit {
+        RateLimit {
             per_sec: per_sec as f64,
             buckets: Mutex::new(HashMap::new()),
         }
@@ -85,10 +89,11 @@ impl S3Access for Access {
             ));
         };
         let key = self
-            .keys
-            .lookup(&cred.access_key)
+            .node
+            .access_key(&cred.access_key)
+            .await
             .ok_or_else(|| s3_error!(InvalidAccessKeyId, "no such access key"))?;
-        if !self.admit(&key.id) {
+        if !self.limit.admit(&key.id) {
             return Err(s3_error!(
                 SlowDown,
                 "request rate limit exceeded; retry later"
@@ -118,15 +123,13 @@ mod tests {
 
     #[test]
     fn each_key_gets_its_rate_and_no_more() {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = Arc::new(KeyStore::open(dir.path()).unwrap());
-        let access = Access::new(keys, 5);
+        let access = RateLimit::new(5);
         let admitted = (0..20).filter(|_| access.admit("a")).count();
         assert_eq!(admitted, 5, "a burst is capped at one second's worth");
         assert!(access.admit("b"), "keys are limited separately");
         std::thread::sleep(std::time::Duration::from_millis(450));
         assert!(access.admit("a"), "tokens come back with time");
-        let unlimited = Access::new(access.keys.clone(), 0);
+        let unlimited = RateLimit::new(0);
         assert!((0..1000).all(|_| unlimited.admit("a")));
         assert!(is_read("GetObject") && is_read("ListObjectsV2") && is_read("HeadBucket"));
         assert!(!is_read("PutObject") && !is_read("DeleteObjects") && !is_read("CopyObject"));

@@ -1,7 +1,6 @@
 //! The S3 operations over the node's buckets.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use base64::Engine;
@@ -10,16 +9,21 @@ use md5::{Digest, Md5};
 use parking_lot::Mutex;
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
-use weft_node::{BucketError, Buckets, KeyStore, Node, ObjectAttrs, ObjectRecord};
+use weft_node::{BucketError, Buckets, Node, ObjectAttrs, ObjectRecord};
 use weft_store::{Erasure, Residency, StorageError};
 
 use crate::list::{After, Entry, page, url_encode};
 
-/// The gateway: every request acts for the node's account.
+/// The gateway: every request acts for the account its access key's grant names.
 pub(crate) struct Gateway {
     pub node: Node,
-    pub keys: Arc<KeyStore>,
     pub max_object_bytes: u64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn err(e: BucketError) -> S3Error {
@@ -30,7 +34,7 @@ fn err(e: BucketError) -> S3Error {
         BucketError::Exists(_) => C::BucketAlreadyExists,
         BucketError::NoObject(..) => C::NoSuchKey,
         BucketError::NoVersion(..) => C::NoSuchVersion,
-        BucketError::NotOwner(_) => C::AccessDenied,
+        BucketError::NotOwner(_) | BucketError::ReadOnly | BucketError::NoKey(_) => C::AccessDenied,
         BucketError::NotEmpty(_) => C::BucketNotEmpty,
         BucketError::Digest(_) => C::BadDigest,
         BucketError::NoUpload(_) => C::NoSuchUpload,
@@ -164,21 +168,29 @@ fn content_type_of(r: &ObjectRecord) -> String {
 }
 
 impl Gateway {
-    fn buckets(&self) -> &Buckets {
-        self.node.buckets()
-    }
-
-    async fn record(
-        &self,
-        bucket: &str,
-        key: &str,
-        version: Option<&str>,
-    ) -> S3Result<ObjectRecord> {
-        match version {
-            Some(v) if v != "null" => self.buckets().version(bucket, key, v).await,
-            _ => self.buckets().object(bucket, key).await,
-        }
-        .map_err(err)
+    /// The account the request's access key acts for: the one whose grant the key carries,
+    /// or (keys from before accounts) the node's own.
+    async fn view<T>(&self, req: &S3Request<T>) -> S3Result<View> {
+        let id = req
+            .credentials
+            .as_ref()
+            .map(|c| c.access_key.as_str())
+            .ok_or_else(|| s3_error!(AccessDenied, "requests must be signed"))?;
+        let key = self
+            .node
+            .access_key(id)
+            .await
+            .ok_or_else(|| s3_error!(InvalidAccessKeyId, "no such access key"))?;
+        let buckets = match &key.grant {
+            None => self.node.buckets().clone(),
+            Some(text) => {
+                let access = weft_node::Session::from_text(text)
+                    .and_then(|s| s.access(now_ms()))
+                    .map_err(|e| s3_error!(AccessDenied, "access key {id}: {e}"))?;
+                self.node.buckets_as(access)
+            }
+        };
+        Ok(View { buckets, key })
     }
 
     /// If-Match / If-None-Match against the current ETag.
@@ -208,17 +220,6 @@ impl Gateway {
         Ok(())
     }
 
-    async fn owned_bucket(&self, bucket: &str) -> S3Result<weft_node::BucketRecord> {
-        let b = self.buckets().bucket(bucket).await.map_err(err)?;
-        if b.owner != self.buckets().account() {
-            return Err(s3_error!(
-                AccessDenied,
-                "bucket {bucket} belongs to another account"
-            ));
-        }
-        Ok(b)
-    }
-
     fn check_length(&self, length: Option<i64>) -> S3Result<()> {
         if let Some(n) = length
             && n as u64 > self.max_object_bytes
@@ -230,6 +231,38 @@ impl Gateway {
             ));
         }
         Ok(())
+    }
+}
+
+/// One request's view: the buckets of the account its key acts for.
+struct View {
+    buckets: Buckets,
+    key: weft_node::AccessKey,
+}
+
+impl View {
+    fn buckets(&self) -> &Buckets {
+        &self.buckets
+    }
+
+    async fn record(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+    ) -> S3Result<ObjectRecord> {
+        match version {
+            Some(v) if v != "null" => self.buckets().version(bucket, key, v).await,
+            _ => self.buckets().object(bucket, key).await,
+        }
+        .map_err(err)
+    }
+
+    async fn owned_bucket(&self, bucket: &str) -> S3Result<weft_node::BucketRecord> {
+        self.buckets()
+            .authorize(bucket, weft_node::Need::Read)
+            .await
+            .map_err(err)
     }
 
     async fn listing(
@@ -281,10 +314,11 @@ fn wants_url(e: &Option<EncodingType>) -> bool {
 impl S3 for Gateway {
     async fn list_buckets(
         &self,
-        _req: S3Request<ListBucketsInput>,
+        req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
-        let me = self.buckets().account();
-        let all = self.buckets().list_buckets().await.map_err(err)?;
+        let g = self.view(&req).await?;
+        let me = g.buckets().account();
+        let all = g.buckets().list_buckets().await.map_err(err)?;
         let buckets = all
             .into_iter()
             .filter(|b| b.owner == me)
@@ -308,6 +342,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
+        let g = self.view(&req).await?;
         let name = req.input.bucket.clone();
         let h = &req.headers;
         let list = |v: Option<&str>| -> Vec<String> {
@@ -338,16 +373,16 @@ impl S3 for Gateway {
                 .map_err(|_| s3_error!(InvalidArgument, "x-weft-versions: a number"))?,
             None => 1,
         };
-        match self.buckets().create(&name, policy, ec, versions).await {
+        match g.buckets().create(&name, policy, ec, versions).await {
             Ok(_) => Ok(S3Response::new(CreateBucketOutput {
                 location: Some(format!("/{name}")),
             })),
             Err(BucketError::Exists(_)) => {
-                let mine = self
+                let mine = g
                     .buckets()
                     .bucket(&name)
                     .await
-                    .is_ok_and(|b| b.owner == self.buckets().account());
+                    .is_ok_and(|b| b.owner == g.buckets().account());
                 Err(if mine {
                     s3_error!(BucketAlreadyOwnedByYou)
                 } else {
@@ -365,7 +400,8 @@ impl S3 for Gateway {
         &self,
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
-        self.buckets()
+        let g = self.view(&req).await?;
+        g.buckets()
             .delete_bucket(&req.input.bucket)
             .await
             .map_err(err)?;
@@ -376,7 +412,8 @@ impl S3 for Gateway {
         &self,
         req: S3Request<HeadBucketInput>,
     ) -> S3Result<S3Response<HeadBucketOutput>> {
-        self.owned_bucket(&req.input.bucket).await?;
+        let g = self.view(&req).await?;
+        g.owned_bucket(&req.input.bucket).await?;
         Ok(S3Response::new(HeadBucketOutput::default()))
     }
 
@@ -384,7 +421,8 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-        self.owned_bucket(&req.input.bucket).await?;
+        let g = self.view(&req).await?;
+        g.owned_bucket(&req.input.bucket).await?;
         Ok(S3Response::new(GetBucketLocationOutput::default()))
     }
 
@@ -392,6 +430,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
+        let g = self.view(&req).await?;
         let input = req.input;
         self.check_length(input.content_length)?;
         let blob = input
@@ -400,7 +439,7 @@ impl S3 for Gateway {
         let (body, reader) = Body::reader(blob, self.max_object_bytes);
         let attrs = attrs_from(input.content_type, input.metadata);
         let content_md5 = input.content_md5;
-        let (record, _) = self
+        let (record, _) = g
             .buckets()
             .put_with(&input.bucket, &input.key, reader, |_| {
                 let digest = body.finish(content_md5.as_deref())?;
@@ -423,11 +462,12 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
+        let g = self.view(&req).await?;
         let input = req.input;
         if input.part_number.is_some() {
             return Err(s3_error!(NotImplemented, "reading by part number"));
         }
-        let record = self
+        let record = g
             .record(&input.bucket, &input.key, input.version_id.as_deref())
             .await?;
         Self::preconditions(
@@ -445,7 +485,7 @@ impl S3 for Gateway {
             }
         };
         let (reader, writer) = tokio::io::duplex(1 << 20);
-        let buckets = self.buckets().clone();
+        let buckets = g.buckets().clone();
         let (bucket, key) = (input.bucket.clone(), input.key.clone());
         let rec = record.clone();
         self.node.spawn(async move {
@@ -480,8 +520,9 @@ impl S3 for Gateway {
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let g = self.view(&req).await?;
         let input = req.input;
-        let record = self
+        let record = g
             .record(&input.bucket, &input.key, input.version_id.as_deref())
             .await?;
         Self::preconditions(
@@ -506,8 +547,9 @@ impl S3 for Gateway {
         &self,
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let g = self.view(&req).await?;
         let input = req.input;
-        match self.buckets().delete(&input.bucket, &input.key).await {
+        match g.buckets().delete(&input.bucket, &input.key).await {
             // Deleting what is not there succeeds, as S3 does.
             Ok(()) | Err(BucketError::NoObject(..)) => {
                 Ok(S3Response::new(DeleteObjectOutput::default()))
@@ -520,13 +562,14 @@ impl S3 for Gateway {
         &self,
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let g = self.view(&req).await?;
         let input = req.input;
-        self.owned_bucket(&input.bucket).await?;
+        g.owned_bucket(&input.bucket).await?;
         let quiet = input.delete.quiet.unwrap_or(false);
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
         for o in input.delete.objects {
-            match self.buckets().delete(&input.bucket, &o.key).await {
+            match g.buckets().delete(&input.bucket, &o.key).await {
                 Ok(()) | Err(BucketError::NoObject(..)) => {
                     if !quiet {
                         deleted.push(DeletedObject {
@@ -557,6 +600,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let g = self.view(&req).await?;
         let CopySource::Bucket {
             bucket: from_bucket,
             key: from_key,
@@ -566,18 +610,14 @@ impl S3 for Gateway {
             return Err(s3_error!(NotImplemented, "copy from access points"));
         };
         // The key must also be allowed to read the source.
-        let reader = req
-            .credentials
-            .as_ref()
-            .and_then(|c| self.keys.lookup(&c.access_key));
-        if !reader.is_some_and(|k| k.allows(Some(from_bucket), false)) {
+        if !g.key.allows(Some(from_bucket), false) {
             return Err(s3_error!(
                 AccessDenied,
                 "this key may not read {from_bucket}"
             ));
         }
         let input = &req.input;
-        let source = self
+        let source = g
             .record(from_bucket, from_key, version_id.as_deref())
             .await?;
         let replace = input
@@ -592,7 +632,7 @@ impl S3 for Gateway {
         } else {
             source.attrs.clone()
         };
-        let record = self
+        let record = g
             .buckets()
             .link(
                 (from_bucket, from_key),
@@ -617,6 +657,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let g = self.view(&req).await?;
         let input = req.input;
         let prefix = input.prefix.clone().unwrap_or_default();
         let max = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
@@ -626,7 +667,7 @@ impl S3 for Gateway {
             (None, Some(k)) => After::Key(k.clone()),
             (None, None) => After::Start,
         };
-        let p = self
+        let p = g
             .listing(
                 &input.bucket,
                 &prefix,
@@ -659,6 +700,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
+        let g = self.view(&req).await?;
         let input = req.input;
         let prefix = input.prefix.clone().unwrap_or_default();
         let max = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
@@ -666,7 +708,7 @@ impl S3 for Gateway {
             Some(m) if !m.is_empty() => After::Key(m.clone()),
             _ => After::Start,
         };
-        let p = self
+        let p = g
             .listing(
                 &input.bucket,
                 &prefix,
@@ -701,9 +743,10 @@ impl S3 for Gateway {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let g = self.view(&req).await?;
         let input = req.input;
         let attrs = attrs_from(input.content_type, input.metadata);
-        let id = self
+        let id = g
             .buckets()
             .create_upload(&input.bucket, &input.key, attrs)
             .await
@@ -720,6 +763,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
+        let g = self.view(&req).await?;
         let input = req.input;
         self.check_length(input.content_length)?;
         let number = u32::try_from(input.part_number)
@@ -729,7 +773,7 @@ impl S3 for Gateway {
             .ok_or_else(|| s3_error!(IncompleteBody, "no body"))?;
         let (body, reader) = Body::reader(blob, self.max_object_bytes);
         let content_md5 = input.content_md5;
-        let part = self
+        let part = g
             .buckets()
             .upload_part(&input.bucket, &input.upload_id, number, reader, || {
                 Ok(hex(&body.finish(content_md5.as_deref())?))
@@ -746,6 +790,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let g = self.view(&req).await?;
         let input = req.input;
         let listed = input
             .multipart_upload
@@ -764,7 +809,7 @@ impl S3 for Gateway {
                 .ok_or_else(|| s3_error!(InvalidPart, "part {number} without an ETag"))?;
             chosen.push((number, tag));
         }
-        let record = self
+        let record = g
             .buckets()
             .complete_upload(&input.bucket, &input.upload_id, &chosen, |parts| {
                 // S3's multipart ETag: MD5 of the parts' binary MD5s, then "-N".
@@ -793,8 +838,9 @@ impl S3 for Gateway {
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let g = self.view(&req).await?;
         let input = req.input;
-        self.buckets()
+        g.buckets()
             .abort_upload(&input.bucket, &input.upload_id)
             .await
             .map_err(err)?;
@@ -805,10 +851,11 @@ impl S3 for Gateway {
         &self,
         req: S3Request<ListPartsInput>,
     ) -> S3Result<S3Response<ListPartsOutput>> {
+        let g = self.view(&req).await?;
         let input = req.input;
         let max = input.max_parts.unwrap_or(1000).clamp(1, 1000) as usize;
         let marker = input.part_number_marker.unwrap_or(0);
-        let all = self
+        let all = g
             .buckets()
             .parts(&input.bucket, &input.upload_id)
             .await
@@ -847,10 +894,11 @@ impl S3 for Gateway {
         &self,
         req: S3Request<ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let g = self.view(&req).await?;
         let input = req.input;
         let prefix = input.prefix.clone().unwrap_or_default();
         let max = input.max_uploads.unwrap_or(1000).clamp(1, 1000) as usize;
-        let mut all = self
+        let mut all = g
             .buckets()
             .uploads(&input.bucket, &prefix)
             .await

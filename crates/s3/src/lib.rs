@@ -96,14 +96,15 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     config: GatewayConfig,
 ) -> std::io::Result<()> {
-    let keys = node.keys().clone();
     let mut builder = S3ServiceBuilder::new(gateway::Gateway {
         node: node.clone(),
-        keys: keys.clone(),
         max_object_bytes: config.max_object_bytes,
     });
-    builder.set_auth(auth::Keys(keys.clone()));
-    builder.set_access(auth::Access::new(keys, config.requests_per_sec));
+    builder.set_auth(auth::Keys(node.clone()));
+    builder.set_access(auth::Access {
+        node: node.clone(),
+        limit: auth::RateLimit::new(config.requests_per_sec),
+    });
     builder.set_host(Hosts(config.domains.clone()));
     let service = builder.build();
     let http = ConnBuilder::new(NodeExecutor(node.clone()));

@@ -518,33 +518,44 @@ mod tests {
 
 /// Encrypt an object key under a key-encryption key (AES-256-GCM, random nonce first).
 pub fn wrap_key(kek: &[u8; 32], key: &[u8; 32], context: &[u8]) -> Result<Vec<u8>, CodecError> {
+    seal(kek, key, context)
+}
+
+/// Decrypt a wrapped object key; `None` if the key-encryption key or context is wrong.
+pub fn unwrap_key(kek: &[u8; 32], wrapped: &[u8], context: &[u8]) -> Option<[u8; 32]> {
+    open(kek, wrapped, context)?.try_into().ok()
+}
+
+/// Encrypt and authenticate `plain` under `key`, bound to `context` (AES-256-GCM, random
+/// nonce first).
+pub fn seal(key: &[u8; 32], plain: &[u8], context: &[u8]) -> Result<Vec<u8>, CodecError> {
     let mut nonce = [0u8; 12];
     getrandom::fill(&mut nonce).map_err(|e| CodecError::Erasure(format!("no randomness: {e}")))?;
-    let mut sealed = key.to_vec();
-    aead(&ObjectKey(*kek))
+    let mut sealed = plain.to_vec();
+    aead(&ObjectKey(*key))
         .seal_in_place_append_tag(
             Nonce::assume_unique_for_key(nonce),
             Aad::from(context),
             &mut sealed,
         )
-        .map_err(|_| CodecError::Erasure("key wrapping failed".into()))?;
+        .map_err(|_| CodecError::Erasure("sealing failed".into()))?;
     let mut out = nonce.to_vec();
     out.extend_from_slice(&sealed);
     Ok(out)
 }
 
-/// Decrypt a wrapped object key; `None` if the key-encryption key or context is wrong.
-pub fn unwrap_key(kek: &[u8; 32], wrapped: &[u8], context: &[u8]) -> Option<[u8; 32]> {
-    let nonce: [u8; 12] = wrapped.get(..12)?.try_into().ok()?;
-    let mut sealed = wrapped.get(12..)?.to_vec();
-    let plain = aead(&ObjectKey(*kek))
+/// Open what [`seal`] made; `None` if the key or context is wrong or the bytes were altered.
+pub fn open(key: &[u8; 32], sealed: &[u8], context: &[u8]) -> Option<Vec<u8>> {
+    let nonce: [u8; 12] = sealed.get(..12)?.try_into().ok()?;
+    let mut body = sealed.get(12..)?.to_vec();
+    let plain = aead(&ObjectKey(*key))
         .open_in_place(
             Nonce::assume_unique_for_key(nonce),
             Aad::from(context),
-            &mut sealed,
+            &mut body,
         )
         .ok()?;
-    plain.try_into().ok()
+    Some(plain.to_vec())
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ pub mod shards;
 pub use catalog::{BoxFuture, Catalog, Locations};
 pub use codec::{
     CodecError, DecodedSegment, EncodedSegment, Erasure, ObjectKey, SegmentInfo, decode_segment,
-    encode_segment, rebuild_shards, unwrap_key, wrap_key,
+    encode_segment, open, rebuild_shards, seal, unwrap_key, wrap_key,
 };
 pub use object::{
     Capability, MANIFEST_FORMAT, Manifest, ManifestError, PlacedSegment, ReadReport, Storage,

@@ -120,6 +120,7 @@ fn measure(base: &Path, args: &S3Args) -> Result<()> {
             bucket: None,
             read: true,
             write: true,
+            grant: None,
         },
     )?;
     let addr = std::fs::read_to_string(fabric.dirs[0].join(weft_s3::S3_ADDR_FILE))

@@ -1,12 +1,12 @@
 //! `weft key`: access keys for the S3 gateway.
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use weft_node::AccessKey;
+use weft_core::Scope;
+use weft_node::{AccessKey, Session};
 
-use crate::ops::{client, resolved_data_dir};
+use crate::account::Actor;
+use crate::ops::resolved_data_dir;
 
 /// `weft key ...`.
 #[derive(Subcommand, Debug)]
@@ -29,7 +29,7 @@ pub enum KeyCommand {
 /// `weft key create`.
 #[derive(Args, Debug)]
 pub struct CreateArgs {
-    /// Only this bucket (default: every bucket of this node's account)
+    /// Only this bucket (default: every bucket of your account)
     #[arg(long)]
     bucket: Option<String>,
     /// May read (with neither --read nor --write: both)
@@ -53,9 +53,8 @@ fn scope(k: &AccessKey) -> String {
 }
 
 /// Run a key command.
-pub fn run(data: Option<PathBuf>, cmd: KeyCommand) -> Result<()> {
-    let dir = resolved_data_dir(data.clone());
-    let api = client(data)?;
+pub fn run(who: &Actor, cmd: KeyCommand) -> Result<()> {
+    let dir = resolved_data_dir(who.data.clone());
     match cmd {
         KeyCommand::Create(a) => {
             let (read, write) = if a.read || a.write {
@@ -63,17 +62,41 @@ pub fn run(data: Option<PathBuf>, cmd: KeyCommand) -> Result<()> {
             } else {
                 (true, true)
             };
+            let api = who.client(true, &[])?;
+            let account = who.account_key()?;
+            // The key acts with a grant of exactly its scope, for as long as it exists; it
+            // carries the legacy keys of the account's buckets from before accounts.
+            let mine: Vec<weft_node::BucketRecord> = api.get("/v1/buckets")?;
+            let names: Vec<&str> = mine
+                .iter()
+                .filter(|b| b.owner == account.public())
+                .map(|b| b.name.as_str())
+                .collect();
+            let grant = Session::new(
+                &account,
+                Scope {
+                    bucket: a.bucket.clone(),
+                },
+                write,
+                weft_net::now_ms(),
+                u64::MAX,
+                &names,
+            );
             let k: AccessKey = api.post(
                 "/v1/keys",
                 &weft_api::CreateKey {
                     bucket: a.bucket,
                     read,
                     write,
+                    grant: Some(grant.to_text()),
                 },
             )?;
-            let endpoint = std::fs::read_to_string(dir.join(weft_s3::S3_ADDR_FILE))
-                .map(|a| format!("http://{}", a.trim()))
-                .unwrap_or_else(|_| "(S3 gateway off on this node)".into());
+            let endpoint = match &who.node {
+                Some(_) => "(the S3 address of that node; its operator knows it)".to_string(),
+                None => std::fs::read_to_string(dir.join(weft_s3::S3_ADDR_FILE))
+                    .map(|a| format!("http://{}", a.trim()))
+                    .unwrap_or_else(|_| "(S3 gateway off on this node)".into()),
+            };
             println!("access key  {}", k.id);
             println!("secret key  {}   (shown only now)", k.secret);
             println!("endpoint    {endpoint}");
@@ -85,7 +108,7 @@ pub fn run(data: Option<PathBuf>, cmd: KeyCommand) -> Result<()> {
             );
         }
         KeyCommand::Ls { json } => {
-            let keys: Vec<AccessKey> = api.get("/v1/keys")?;
+            let keys: Vec<AccessKey> = who.client(false, &[])?.get("/v1/keys")?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&keys)?);
             } else {
@@ -95,7 +118,7 @@ pub fn run(data: Option<PathBuf>, cmd: KeyCommand) -> Result<()> {
             }
         }
         KeyCommand::Rm { id } => {
-            api.delete(&format!("/v1/keys/{id}"))?;
+            who.client(true, &[])?.delete(&format!("/v1/keys/{id}"))?;
             println!("deleted access key {id}");
         }
     }

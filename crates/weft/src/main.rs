@@ -2,6 +2,7 @@
 //! wires a node, its API and the operator commands. The only place that knows the CLI and
 //! configuration files.
 
+mod account;
 mod bench;
 mod bench_chaos;
 mod bench_repair;
@@ -28,6 +29,14 @@ struct Cli {
     #[arg(long, global = true, env = "WEFT_DATA")]
     data: Option<PathBuf>,
 
+    /// Account data commands act as (one in your config dir; see `weft account`)
+    #[arg(long, global = true, env = "WEFT_ACCOUNT")]
+    account: Option<String>,
+
+    /// API address (HOST:PORT) of the node data commands go through [default: the local node]
+    #[arg(long, global = true, env = "WEFT_NODE")]
+    node: Option<String>,
+
     /// Log filter for commands that run a node (e.g. info, debug, weft_fabric=debug)
     #[arg(long, global = true, env = "WEFT_LOG")]
     log: Option<String>,
@@ -52,6 +61,9 @@ enum Command {
     Status(JsonFlag),
     /// List the fabric's nodes as this node sees them
     Nodes(JsonFlag),
+    /// Your accounts: create, recover, show, list, export a node's old account
+    #[command(subcommand)]
+    Account(account::AccountCommand),
     /// Create, list or delete buckets
     #[command(subcommand)]
     Bucket(objects::BucketCommand),
@@ -94,6 +106,11 @@ fn main() -> ExitCode {
     // SAFETY: setting a signal disposition to the default before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
+    let who = account::Actor {
+        data: cli.data.clone(),
+        node: cli.node.clone(),
+        account: cli.account.clone(),
+    };
     let result = match cli.command {
         Command::Init(a) => node_cmd::init(cli.data, a),
         Command::Run(a) => node_cmd::run(cli.data, cli.log, a),
@@ -102,14 +119,15 @@ fn main() -> ExitCode {
         Command::Revoke(a) => ops::revoke(cli.data, a),
         Command::Status(j) => ops::status(cli.data, j.json),
         Command::Nodes(j) => ops::nodes(cli.data, j.json),
-        Command::Bucket(b) => objects::bucket(cli.data, b),
-        Command::Ls(a) => objects::ls(cli.data, a),
-        Command::Rm(a) => objects::rm(cli.data, a),
-        Command::Share(a) => objects::share(cli.data, a),
-        Command::Key(k) => keys::run(cli.data, k),
-        Command::Put(a) => objects::put(cli.data, a),
-        Command::Get(a) => objects::get(cli.data, a),
-        Command::Stat(a) => objects::stat(cli.data, a),
+        Command::Bucket(b) => objects::bucket(&who, b),
+        Command::Ls(a) => objects::ls(&who, a),
+        Command::Rm(a) => objects::rm(&who, a),
+        Command::Share(a) => objects::share(&who, a),
+        Command::Account(a) => account::run(cli.data, a),
+        Command::Key(k) => keys::run(&who, k),
+        Command::Put(a) => objects::put(&who, a),
+        Command::Get(a) => objects::get(&who, a),
+        Command::Stat(a) => objects::stat(&who, a),
         Command::Repair(r) => repair::run(cli.data, r),
         Command::Up(a) => local::up(a),
         Command::Down(a) => local::down(a),

@@ -9,7 +9,7 @@ use clap::Args;
 use weft_api::PutAnswer;
 use weft_store::Manifest;
 
-use crate::ops::client;
+use crate::account::Actor;
 
 /// `weft put`.
 #[derive(Args, Debug)]
@@ -133,8 +133,7 @@ fn object_path(target: &str) -> Result<String> {
 }
 
 /// Store a file under BUCKET/KEY, or anonymously with a printed capability.
-pub fn put(data: Option<PathBuf>, args: PutArgs) -> Result<()> {
-    let api = client(data)?;
+pub fn put(who: &Actor, args: PutArgs) -> Result<()> {
     if let Some(target) = &args.target {
         if !args.regions.is_empty() || !args.jurisdictions.is_empty() || args.ec.is_some() {
             anyhow::bail!(
@@ -142,6 +141,7 @@ pub fn put(data: Option<PathBuf>, args: PutArgs) -> Result<()> {
             );
         }
         let (bucket, key) = split_target(target)?;
+        let api = who.client(true, &[bucket])?;
         // Ask first, so a missing or foreign bucket gets its own message rather than a
         // connection the node closed halfway through the upload.
         let _: weft_node::BucketRecord =
@@ -158,6 +158,7 @@ pub fn put(data: Option<PathBuf>, args: PutArgs) -> Result<()> {
         );
         return Ok(());
     }
+    let api = who.client(true, &[])?;
     let path = format!(
         "/v1/objects?regions={}&jurisdictions={}&ec={}",
         query_escape(&args.regions),
@@ -180,8 +181,12 @@ pub fn put(data: Option<PathBuf>, args: PutArgs) -> Result<()> {
 }
 
 /// Read an object by capability.
-pub fn get(data: Option<PathBuf>, args: GetArgs) -> Result<()> {
-    let api = client(data)?;
+pub fn get(who: &Actor, args: GetArgs) -> Result<()> {
+    let api = if is_capability(&args.capability) {
+        who.anonymous()?
+    } else {
+        who.client(false, &[split_target(&args.capability)?.0])?
+    };
     let mut path = object_path(&args.capability)?;
     if let Some(v) = &args.version_id {
         if is_capability(&args.capability) {
@@ -230,12 +235,13 @@ pub fn get(data: Option<PathBuf>, args: GetArgs) -> Result<()> {
 }
 
 /// Show where an object's shards live.
-pub fn stat(data: Option<PathBuf>, args: StatArgs) -> Result<()> {
-    let api = client(data)?;
+pub fn stat(who: &Actor, args: StatArgs) -> Result<()> {
+    let api = who.anonymous()?;
     let cap = if is_capability(&args.capability) {
         args.capability.trim().to_string()
     } else {
-        share_capability(&api, &args.capability)?
+        let bucket = split_target(&args.capability)?.0;
+        share_capability(&who.client(false, &[bucket])?, &args.capability)?
     };
     let m: Manifest = api.get(&format!("/v1/objects/{cap}/manifest"))?;
     if args.json {
@@ -292,8 +298,8 @@ pub struct ShareArgs {
 }
 
 /// Print a capability that lets anyone in the fabric read one object.
-pub fn share(data: Option<PathBuf>, args: ShareArgs) -> Result<()> {
-    let api = client(data)?;
+pub fn share(who: &Actor, args: ShareArgs) -> Result<()> {
+    let api = who.client(false, &[split_target(&args.target)?.0])?;
     println!("{}", share_capability(&api, &args.target)?);
     eprintln!(
         "anyone holding this capability can read {} (and only it)",
@@ -316,8 +322,12 @@ pub struct LsArgs {
 }
 
 /// List buckets, or the objects of a bucket.
-pub fn ls(data: Option<PathBuf>, args: LsArgs) -> Result<()> {
-    let api = client(data)?;
+pub fn ls(who: &Actor, args: LsArgs) -> Result<()> {
+    let bucket = args
+        .target
+        .as_deref()
+        .map(|t| t.split('/').next().unwrap_or(t));
+    let api = who.client(false, &bucket.into_iter().collect::<Vec<_>>())?;
     let Some(target) = args.target else {
         let buckets: Vec<weft_node::BucketRecord> = api.get("/v1/buckets")?;
         if args.json {
@@ -377,9 +387,9 @@ pub struct RmArgs {
 }
 
 /// Delete an object.
-pub fn rm(data: Option<PathBuf>, args: RmArgs) -> Result<()> {
-    let api = client(data)?;
+pub fn rm(who: &Actor, args: RmArgs) -> Result<()> {
     let (bucket, key) = split_target(&args.target)?;
+    let api = who.client(true, &[bucket])?;
     api.delete(&format!(
         "/v1/b/{}/{}",
         path_escape(bucket),
@@ -423,10 +433,10 @@ pub struct BucketCreateArgs {
 }
 
 /// Bucket commands.
-pub fn bucket(data: Option<PathBuf>, cmd: BucketCommand) -> Result<()> {
+pub fn bucket(who: &Actor, cmd: BucketCommand) -> Result<()> {
     match cmd {
         BucketCommand::Ls => ls(
-            data,
+            who,
             LsArgs {
                 target: None,
                 versions: false,
@@ -434,12 +444,13 @@ pub fn bucket(data: Option<PathBuf>, cmd: BucketCommand) -> Result<()> {
             },
         ),
         BucketCommand::Rm { name } => {
-            client(data)?.delete(&format!("/v1/buckets/{}", path_escape(&name)))?;
+            who.client(true, &[&name])?
+                .delete(&format!("/v1/buckets/{}", path_escape(&name)))?;
             println!("deleted bucket {name}");
             Ok(())
         }
         BucketCommand::Create(a) => {
-            let api = client(data)?;
+            let api = who.client(true, &[&a.name])?;
             let b: weft_node::BucketRecord = api.post(
                 "/v1/buckets",
                 &weft_api::CreateBucket {

@@ -7,13 +7,64 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 fn weft(args: &[&str]) -> Output {
+    // No account unless a test makes one (see `User`).
+    static NOBODY: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let nobody = NOBODY.get_or_init(|| tempfile::tempdir().unwrap());
+    weft_as(nobody.path(), args)
+}
+
+fn weft_as(config: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_weft"))
         .args(args)
         .env_remove("WEFT_DATA")
+        .env_remove("WEFT_ACCOUNT")
+        .env_remove("WEFT_NODE")
         .env("HOME", std::env::temp_dir())
+        .env("WEFT_CONFIG", config)
         .stdin(Stdio::null())
         .output()
         .expect("weft runs")
+}
+
+/// A person: their own config dir (accounts), their own commands.
+struct User {
+    config: tempfile::TempDir,
+}
+
+impl User {
+    /// Someone with a new account, and its recovery phrase.
+    fn with_account() -> (User, String) {
+        let user = User {
+            config: tempfile::tempdir().unwrap(),
+        };
+        let out = user.ok(&["account", "create"]);
+        let phrase = out
+            .lines()
+            .skip_while(|l| !l.starts_with("Recovery phrase"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no phrase in {out}"))
+            .trim()
+            .to_string();
+        assert_eq!(phrase.split_whitespace().count(), 24, "{out}");
+        (user, phrase)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = weft_as(self.config.path(), args);
+        assert!(
+            out.status.success(),
+            "weft {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let out = weft_as(self.config.path(), args);
+        assert!(!out.status.success(), "weft {args:?} should have failed");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    }
 }
 
 fn ok(args: &[&str]) -> String {
@@ -332,16 +383,26 @@ fn a_revoked_node_is_cut_off() {
         Duration::from_secs(10),
         || state_of(&nodes(&fabric.node(2)), &victim).as_deref() == Some("revoked"),
     );
-    let others = [fabric.id(1), fabric.id(2)];
-    wait_until(
-        "the revoked node to lose every peer",
-        Duration::from_secs(20),
-        || {
-            let rows = nodes(&fabric.node(3));
-            others
-                .iter()
-                .all(|id| state_of(&rows, id).as_deref() == Some("dead"))
-        },
+    // The revoked node is told (a peer that refuses it hands it the signed revocation), stops,
+    // and says why.
+    let pid: i32 = std::fs::read_to_string(fabric.node(3).join("node.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let took = wait_until("the revoked node to stop", Duration::from_secs(20), || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))
+    });
+    eprintln!("the revoked node stopped {took:?} after the revocation spread");
+    let log = std::fs::read_to_string(fabric.node(3).join("node.log")).unwrap();
+    assert!(
+        log.contains("membership was revoked by the fabric admin"),
+        "{log}"
+    );
+    assert!(
+        fails(&["--data", fabric.node(3).to_str().unwrap(), "status"]).contains("no running node")
     );
     // Only the admin node can revoke, and unknown ids are refused clearly.
     let err = fails(&[
@@ -439,7 +500,8 @@ fn files_round_trip_through_the_cli_between_nodes() {
         .collect();
     std::fs::write(&input, &bytes).unwrap();
     let n1 = fabric.node(1);
-    let cap = ok(&[
+    let (alice, _) = User::with_account();
+    let cap = alice.ok(&[
         "--data",
         n1.to_str().unwrap(),
         "put",
@@ -467,7 +529,7 @@ fn files_round_trip_through_the_cli_between_nodes() {
         "{stat}"
     );
     // Residency through the CLI: only eu nodes; an impossible policy is refused with a reason.
-    let eu = ok(&[
+    let eu = alice.ok(&[
         "--data",
         n1.to_str().unwrap(),
         "put",
@@ -495,7 +557,7 @@ fn files_round_trip_through_the_cli_between_nodes() {
             assert!(eu_ids.contains(&hex), "shard outside eu: {hex}");
         }
     }
-    let err = fails(&[
+    let err = alice.fails(&[
         "--data",
         n1.to_str().unwrap(),
         "put",
@@ -516,29 +578,46 @@ fn buckets_name_objects_and_keep_them_private_to_their_owner() {
     let fabric = Local::up(&["--nodes", "4", "--no-wan"]);
     let (n1, n3) = (fabric.node(1), fabric.node(3));
     let (n1, n3) = (n1.to_str().unwrap(), n3.to_str().unwrap());
+    let (alice, _) = User::with_account();
+    let (bob, _) = User::with_account();
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("doc.bin");
     let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
     std::fs::write(&input, &bytes).unwrap();
-    ok(&["--data", n1, "bucket", "create", "docs"]);
-    assert!(fails(&["--data", n1, "bucket", "create", "docs"]).contains("already exists"));
-    assert!(fails(&["--data", n1, "bucket", "create", "No"]).contains("bucket name"));
-    ok(&[
+    // Without an account, data commands say how to get one.
+    assert!(fails(&["--data", n1, "bucket", "create", "docs"]).contains("weft account create"));
+    alice.ok(&["--data", n1, "bucket", "create", "docs"]);
+    assert!(
+        alice
+            .fails(&["--data", n1, "bucket", "create", "docs"])
+            .contains("already exists")
+    );
+    assert!(
+        bob.fails(&["--data", n3, "bucket", "create", "docs"])
+            .contains("already exists")
+    );
+    assert!(
+        alice
+            .fails(&["--data", n1, "bucket", "create", "No"])
+            .contains("bucket name")
+    );
+    alice.ok(&[
         "--data",
         n1,
         "put",
         input.to_str().unwrap(),
         "docs/reports/q3 final.bin",
     ]);
-    let listing = ok(&["--data", n3, "ls", "docs/reports"]);
+    // The account, not the node, owns the bucket: it works the same through another node.
+    let listing = alice.ok(&["--data", n3, "ls", "docs/reports"]);
     assert!(
         listing.contains("reports/q3 final.bin") && listing.contains("3000000"),
         "{listing}"
     );
-    assert!(ok(&["--data", n3, "ls"]).contains("docs"));
-    // Another node's account cannot read it by name…
+    assert!(bob.ok(&["--data", n3, "ls"]).contains("docs"));
+    // Another account cannot read it by name…
     let out = tmp.path().join("out.bin");
-    let err = fails(&[
+    let err = bob.fails(&[
         "--data",
         n3,
         "get",
@@ -547,45 +626,513 @@ fn buckets_name_objects_and_keep_them_private_to_their_owner() {
         out.to_str().unwrap(),
     ]);
     assert!(err.contains("another account"), "{err}");
-    // …but can with a capability the owner shares.
-    let cap = ok(&["--data", n1, "share", "docs/reports/q3 final.bin"]);
+    assert!(
+        bob.fails(&["--data", n1, "rm", "docs/reports/q3 final.bin"])
+            .contains("another account")
+    );
+    // …but can with a capability the owner shares (and a capability needs no account).
+    let cap = alice.ok(&["--data", n1, "share", "docs/reports/q3 final.bin"]);
     ok(&["--data", n3, "get", cap.trim(), "-o", out.to_str().unwrap()]);
     assert!(std::fs::read(&out).unwrap() == bytes);
-    ok(&[
+    alice.ok(&[
         "--data",
-        n1,
+        n3,
         "get",
         "docs/reports/q3 final.bin",
         "-o",
         out.to_str().unwrap(),
     ]);
     assert!(std::fs::read(&out).unwrap() == bytes);
-    ok(&["--data", n1, "rm", "docs/reports/q3 final.bin"]);
-    assert!(!ok(&["--data", n1, "ls", "docs"]).contains("q3"));
-    assert!(fails(&["--data", n1, "get", "docs/reports/q3 final.bin"]).contains("no object"));
+    alice.ok(&["--data", n1, "rm", "docs/reports/q3 final.bin"]);
+    assert!(!alice.ok(&["--data", n1, "ls", "docs"]).contains("q3"));
     assert!(
-        fails(&["--data", n1, "put", input.to_str().unwrap(), "nobucket/x"]).contains("no bucket")
+        alice
+            .fails(&["--data", n1, "get", "docs/reports/q3 final.bin"])
+            .contains("no object")
+    );
+    assert!(
+        alice
+            .fails(&["--data", n1, "put", input.to_str().unwrap(), "nobucket/x"])
+            .contains("no bucket")
     );
     // A bucket that keeps versions: the old bytes stay readable by version id.
-    ok(&["--data", n1, "bucket", "create", "hist", "--versions", "3"]);
+    alice.ok(&["--data", n1, "bucket", "create", "hist", "--versions", "3"]);
     let (v1, v2) = (tmp.path().join("v1"), tmp.path().join("v2"));
     std::fs::write(&v1, b"first").unwrap();
     std::fs::write(&v2, b"second").unwrap();
-    ok(&["--data", n1, "put", v1.to_str().unwrap(), "hist/k"]);
-    ok(&["--data", n1, "put", v2.to_str().unwrap(), "hist/k"]);
-    let versions = ok(&["--data", n1, "ls", "--versions", "hist/k"]);
+    alice.ok(&["--data", n1, "put", v1.to_str().unwrap(), "hist/k"]);
+    alice.ok(&["--data", n3, "put", v2.to_str().unwrap(), "hist/k"]);
+    let versions = alice.ok(&["--data", n1, "ls", "--versions", "hist/k"]);
     let ids: Vec<&str> = versions
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     assert_eq!(ids.len(), 2, "{versions}");
-    assert_eq!(ok(&["--data", n1, "get", "hist/k"]), "second");
+    assert_eq!(alice.ok(&["--data", n1, "get", "hist/k"]), "second");
     assert_eq!(
-        ok(&["--data", n1, "get", "hist/k", "--version-id", ids[1]]),
+        alice.ok(&["--data", n1, "get", "hist/k", "--version-id", ids[1]]),
         "first"
     );
-    assert!(fails(&["--data", n1, "get", "hist/k", "--version-id", "nope"]).contains("no version"));
-    assert!(fails(&["--data", n1, "bucket", "rm", "hist"]).contains("not empty"));
-    ok(&["--data", n1, "rm", "hist/k"]);
-    ok(&["--data", n1, "bucket", "rm", "hist"]);
+    assert!(
+        alice
+            .fails(&["--data", n1, "get", "hist/k", "--version-id", "nope"])
+            .contains("no version")
+    );
+    assert!(
+        alice
+            .fails(&["--data", n1, "bucket", "rm", "hist"])
+            .contains("not empty")
+    );
+    assert!(
+        bob.fails(&["--data", n1, "bucket", "rm", "hist"])
+            .contains("another account")
+    );
+    alice.ok(&["--data", n1, "rm", "hist/k"]);
+    alice.ok(&["--data", n1, "bucket", "rm", "hist"]);
+}
+
+#[test]
+fn an_account_outlives_the_disk_of_the_node_it_wrote_through() {
+    let fabric = Local::up(&["--nodes", "5", "--no-wan"]);
+    let (alice, phrase) = User::with_account();
+    let shown = alice.ok(&["account", "show", "--json"]);
+    let id = serde_json::from_str::<Value>(&shown).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The account lives in the user's config, in no node's data dir.
+    for n in 1..=5 {
+        let dir = fabric.node(n);
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            if entry.file_type().unwrap().is_file() {
+                let bytes = std::fs::read(entry.path()).unwrap();
+                let seed = std::fs::read(alice.config.path().join("accounts/default.key")).unwrap();
+                assert!(
+                    !bytes.windows(32).any(|w| w == seed.as_slice()),
+                    "the account key is in {}",
+                    entry.path().display()
+                );
+            }
+        }
+    }
+    let n1 = fabric.node(1);
+    let n1 = n1.to_str().unwrap();
+    alice.ok(&["--data", n1, "bucket", "create", "keep"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (i, size) in [0usize, 1, 70_000, 5_000_000].into_iter().enumerate() {
+        let bytes: Vec<u8> = (0..size).map(|j| (j * 31 + i * 7) as u8).collect();
+        let path = tmp.path().join(format!("f{i}"));
+        std::fs::write(&path, &bytes).unwrap();
+        alice.ok(&[
+            "--data",
+            n1,
+            "put",
+            path.to_str().unwrap(),
+            &format!("keep/d/f{i}"),
+        ]);
+        files.push((format!("keep/d/f{i}"), bytes));
+    }
+    // node1's disk is lost.
+    let pid: i32 = std::fs::read_to_string(fabric.node(1).join("node.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_until("node1 to exit", Duration::from_secs(10), || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+    std::fs::remove_dir_all(fabric.node(1)).unwrap();
+    let check = |user: &User, via: &[&str]| {
+        for (target, bytes) in &files {
+            let out = tmp.path().join("out");
+            let mut args = via.to_vec();
+            args.extend_from_slice(&["get", target, "-o", out.to_str().unwrap()]);
+            user.ok(&args);
+            assert!(
+                std::fs::read(&out).unwrap() == *bytes,
+                "{target} differs through {via:?}"
+            );
+        }
+    };
+    for n in 2..=5 {
+        let dir = fabric.node(n);
+        check(&alice, &["--data", dir.to_str().unwrap()]);
+    }
+    // Any node's API address will do (`--node`), as for a client on another machine.
+    let addr = std::fs::read_to_string(fabric.node(4).join("api.addr")).unwrap();
+    check(&alice, &["--node", addr.trim()]);
+    let listing = alice.ok(&["--node", addr.trim(), "ls", "keep/d"]);
+    assert_eq!(listing.lines().count(), 4, "{listing}");
+    // The phrase alone brings the account back on a machine that never had it.
+    let elsewhere = User {
+        config: tempfile::tempdir().unwrap(),
+    };
+    assert!(
+        elsewhere
+            .fails(&["account", "recover", "--phrase", "not a phrase"])
+            .contains("recovery phrase")
+    );
+    let out = elsewhere.ok(&["account", "recover", "--phrase", &phrase]);
+    assert!(out.contains(&id), "{out}");
+    assert!(
+        elsewhere
+            .fails(&["account", "create"])
+            .contains("exists already")
+    );
+    let n3 = fabric.node(3);
+    check(&elsewhere, &["--data", n3.to_str().unwrap()]);
+}
+
+/// S3 requests signed with one access key against one node's gateway (presigned URLs).
+struct S3 {
+    endpoint: String,
+    creds: rusty_s3::Credentials,
+}
+
+impl S3 {
+    fn new(node: &Path, key_output: &str) -> S3 {
+        let field = |name: &str| {
+            key_output
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {key_output}"))
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        let addr = std::fs::read_to_string(node.join("s3.addr")).unwrap();
+        S3 {
+            endpoint: format!("http://{}", addr.trim()),
+            creds: rusty_s3::Credentials::new(field("access key"), field("secret key")),
+        }
+    }
+
+    fn bucket(&self, name: &str) -> rusty_s3::Bucket {
+        rusty_s3::Bucket::new(
+            self.endpoint.parse().unwrap(),
+            rusty_s3::UrlStyle::Path,
+            name.to_string(),
+            "us-east-1",
+        )
+        .unwrap()
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into()
+    }
+
+    /// PUT `bytes` as `bucket/key`; the status.
+    fn put(&self, bucket: &str, key: &str, bytes: &[u8]) -> u16 {
+        use rusty_s3::S3Action;
+        let url = self
+            .bucket(bucket)
+            .put_object(Some(&self.creds), key)
+            .sign(Duration::from_secs(60));
+        Self::agent()
+            .put(url.as_str())
+            .send(bytes)
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// GET `bucket/key`: status and body.
+    fn get(&self, bucket: &str, key: &str) -> (u16, Vec<u8>) {
+        use rusty_s3::S3Action;
+        let url = self
+            .bucket(bucket)
+            .get_object(Some(&self.creds), key)
+            .sign(Duration::from_secs(60));
+        let mut resp = Self::agent().get(url.as_str()).call().unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_to_vec().unwrap_or_default())
+    }
+
+    /// List `bucket`: status and body (XML).
+    fn list(&self, bucket: &str) -> (u16, String) {
+        use rusty_s3::S3Action;
+        let url = self
+            .bucket(bucket)
+            .list_objects_v2(Some(&self.creds))
+            .sign(Duration::from_secs(60));
+        let mut resp = Self::agent().get(url.as_str()).call().unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_to_string().unwrap_or_default())
+    }
+
+    /// Send a signed URL: the status and body.
+    fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+        let agent = Self::agent();
+        let mut req = ureq::http::Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut resp = agent.run(req.body(body.to_vec()).unwrap()).unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_to_string().unwrap_or_default())
+    }
+
+    /// HEAD `bucket/key`; the status.
+    fn head(&self, bucket: &str, key: &str) -> u16 {
+        use rusty_s3::S3Action;
+        let url = self
+            .bucket(bucket)
+            .head_object(Some(&self.creds), key)
+            .sign(Duration::from_secs(60));
+        Self::send("HEAD", url.as_str(), &[], b"").0
+    }
+
+    /// CopyObject `from` (`bucket/key`) to `bucket/key`; the status.
+    fn copy(&self, from: &str, bucket: &str, key: &str) -> u16 {
+        use rusty_s3::S3Action;
+        let b = self.bucket(bucket);
+        let source = format!("/{from}");
+        let mut action = b.put_object(Some(&self.creds), key);
+        action
+            .headers_mut()
+            .insert("x-amz-copy-source", source.clone());
+        let url = action.sign(Duration::from_secs(60));
+        Self::send("PUT", url.as_str(), &[("x-amz-copy-source", &source)], b"").0
+    }
+
+    /// CreateMultipartUpload: status and upload id.
+    fn create_upload(&self, bucket: &str, key: &str) -> (u16, String) {
+        use rusty_s3::S3Action;
+        let url = self
+            .bucket(bucket)
+            .create_multipart_upload(Some(&self.creds), key)
+            .sign(Duration::from_secs(60));
+        let (status, body) = Self::send("POST", url.as_str(), &[], b"");
+        let id = rusty_s3::actions::CreateMultipartUpload::parse_response(&body)
+            .map(|r| r.upload_id().to_string())
+            .unwrap_or_default();
+        (status, id)
+    }
+
+    /// UploadPart, ListParts, CompleteMultipartUpload and AbortMultipartUpload of `upload`:
+    /// their statuses.
+    fn multipart_ops(&self, bucket: &str, key: &str, upload: &str) -> [u16; 4] {
+        use rusty_s3::S3Action;
+        let b = self.bucket(bucket);
+        let part = b
+            .upload_part(Some(&self.creds), key, 1, upload)
+            .sign(Duration::from_secs(60));
+        let parts = b
+            .list_parts(Some(&self.creds), key, upload)
+            .sign(Duration::from_secs(60));
+        let complete = b
+            .complete_multipart_upload(Some(&self.creds), key, upload, ["\"x\""].into_iter())
+            .sign(Duration::from_secs(60));
+        let abort = b
+            .abort_multipart_upload(Some(&self.creds), key, upload)
+            .sign(Duration::from_secs(60));
+        let body = "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"x\"</ETag></Part></CompleteMultipartUpload>";
+        [
+            Self::send("PUT", part.as_str(), &[], b"part").0,
+            Self::send("GET", parts.as_str(), &[], b"").0,
+            Self::send("POST", complete.as_str(), &[], body.as_bytes()).0,
+            Self::send("DELETE", abort.as_str(), &[], b"").0,
+        ]
+    }
+
+    /// DELETE `bucket/key`; the status.
+    fn delete(&self, bucket: &str, key: &str) -> u16 {
+        use rusty_s3::S3Action;
+        let url = self
+            .bucket(bucket)
+            .delete_object(Some(&self.creds), key)
+            .sign(Duration::from_secs(60));
+        Self::agent()
+            .delete(url.as_str())
+            .call()
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
+
+#[test]
+fn access_keys_work_through_every_node_within_their_scope() {
+    let fabric = Local::up(&["--nodes", "4", "--no-wan"]);
+    let (alice, _) = User::with_account();
+    let n1 = fabric.node(1);
+    let n1 = n1.to_str().unwrap();
+    alice.ok(&["--data", n1, "bucket", "create", "pics"]);
+    alice.ok(&["--data", n1, "bucket", "create", "other"]);
+    let rw = alice.ok(&["--data", n1, "key", "create"]);
+    let ro = alice.ok(&["--data", n1, "key", "create", "--bucket", "pics", "--read"]);
+    let scoped = alice.ok(&["--data", n1, "key", "create", "--bucket", "pics"]);
+    let listed = alice.ok(&["--data", fabric.node(3).to_str().unwrap(), "key", "ls"]);
+    assert_eq!(listed.lines().count(), 3, "{listed}");
+    assert!(listed.contains("read on bucket pics"), "{listed}");
+    let (bob, _) = User::with_account();
+    assert_eq!(
+        bob.ok(&["--data", n1, "key", "ls"]).trim(),
+        "",
+        "another account's keys are not listed"
+    );
+    for n in 1..=4 {
+        let node = fabric.node(n);
+        let (rw, ro, scoped) = (
+            S3::new(&node, &rw),
+            S3::new(&node, &ro),
+            S3::new(&node, &scoped),
+        );
+        let key = format!("n{n}/photo.jpg");
+        let body = format!("through node{n}").into_bytes();
+        assert_eq!(rw.put("pics", &key, &body), 200, "node{n}");
+        assert_eq!(rw.get("pics", &key), (200, body.clone()), "node{n}");
+        let (status, xml) = rw.list("pics");
+        assert!(
+            status == 200 && xml.contains(&key),
+            "node{n}: {status} {xml}"
+        );
+        assert_eq!(ro.get("pics", &key), (200, body.clone()), "node{n}");
+        assert_eq!(
+            ro.put("pics", &key, b"x"),
+            403,
+            "read-only key writes on node{n}"
+        );
+        assert_eq!(
+            ro.delete("pics", &key),
+            403,
+            "read-only key deletes on node{n}"
+        );
+        assert_eq!(
+            ro.list("other").0,
+            403,
+            "bucket-scoped key lists another bucket on node{n}"
+        );
+        assert_eq!(
+            scoped.put("pics", &format!("{key}.s"), b"s"),
+            200,
+            "node{n}"
+        );
+        assert_eq!(scoped.put("other", &key, b"s"), 403, "node{n}");
+        assert_eq!(scoped.get("other", &key).0, 403, "node{n}");
+        assert_eq!(rw.put("other", &key, b"o"), 200, "node{n}");
+        assert_eq!(rw.delete("pics", &format!("{key}.s")), 204, "node{n}");
+        assert_eq!(rw.delete("other", &key), 204, "node{n}");
+    }
+    // The objects are the account's, whichever way they came in.
+    let listing = alice.ok(&["--data", fabric.node(2).to_str().unwrap(), "ls", "pics"]);
+    assert_eq!(listing.lines().count(), 4, "{listing}");
+    // A removed key is refused on every node within seconds.
+    let ro_id = ro
+        .lines()
+        .find_map(|l| l.strip_prefix("access key"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        bob.fails(&["--data", n1, "key", "rm", &ro_id])
+            .contains("no access key")
+    );
+    alice.ok(&[
+        "--data",
+        fabric.node(4).to_str().unwrap(),
+        "key",
+        "rm",
+        &ro_id,
+    ]);
+    let took = wait_until(
+        "every node to refuse the removed key",
+        Duration::from_secs(10),
+        || (1..=4).all(|n| S3::new(&fabric.node(n), &ro).get("pics", "n1/photo.jpg").0 == 403),
+    );
+    eprintln!("removed key refused everywhere after {took:?}");
+    assert_eq!(
+        S3::new(&fabric.node(2), &rw).get("pics", "n1/photo.jpg").0,
+        200,
+        "other keys keep working"
+    );
+}
+
+#[test]
+fn another_account_is_refused_everything_on_every_node() {
+    let fabric = Local::up(&["--nodes", "3", "--no-wan"]);
+    let (alice, _) = User::with_account();
+    let (bob, _) = User::with_account();
+    let n1 = fabric.node(1);
+    let n1 = n1.to_str().unwrap();
+    alice.ok(&["--data", n1, "bucket", "create", "pics"]);
+    bob.ok(&["--data", n1, "bucket", "create", "mine"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("f");
+    std::fs::write(&file, b"alice's").unwrap();
+    alice.ok(&["--data", n1, "put", file.to_str().unwrap(), "pics/k"]);
+    bob.ok(&["--data", n1, "put", file.to_str().unwrap(), "mine/x"]);
+    let alice_key = alice.ok(&["--data", n1, "key", "create"]);
+    let bob_key = bob.ok(&["--data", n1, "key", "create"]);
+    let (status, upload) = S3::new(&fabric.node(1), &alice_key).create_upload("pics", "big");
+    assert_eq!(status, 200);
+    for n in 1..=3 {
+        let node = fabric.node(n);
+        let dir = node.to_str().unwrap();
+        // The CLI: every data command on alice's bucket, as bob, through this node.
+        for args in [
+            vec!["ls", "pics"],
+            vec!["get", "pics/k"],
+            vec!["stat", "pics/k"],
+            vec!["share", "pics/k"],
+            vec!["put", file.to_str().unwrap(), "pics/k"],
+            vec!["rm", "pics/k"],
+            vec!["ls", "--versions", "pics/k"],
+            vec!["bucket", "rm", "pics"],
+        ] {
+            let mut all = vec!["--data", dir];
+            all.extend(args.iter().copied());
+            let err = bob.fails(&all);
+            assert!(err.contains("another account"), "node{n} {args:?}: {err}");
+        }
+        // S3, with bob's own valid key.
+        let s3 = S3::new(&node, &bob_key);
+        assert_eq!(s3.list("pics").0, 403, "ListObjects on node{n}");
+        assert_eq!(s3.head("pics", "k"), 403, "HeadObject on node{n}");
+        let (status, body) = s3.get("pics", "k");
+        assert_eq!(status, 403, "GetObject on node{n}");
+        assert!(!String::from_utf8_lossy(&body).contains("alice's"));
+        assert_eq!(s3.put("pics", "k", b"bob's"), 403, "PutObject on node{n}");
+        assert_eq!(s3.delete("pics", "k"), 403, "DeleteObject on node{n}");
+        assert_eq!(
+            s3.copy("pics/k", "mine", "stolen"),
+            403,
+            "copy from on node{n}"
+        );
+        assert_eq!(
+            s3.copy("mine/x", "pics", "planted"),
+            403,
+            "copy into on node{n}"
+        );
+        assert_eq!(
+            s3.create_upload("pics", "b").0,
+            403,
+            "CreateMultipartUpload on node{n}"
+        );
+        assert_eq!(
+            s3.multipart_ops("pics", "big", &upload),
+            [403; 4],
+            "UploadPart, ListParts, Complete, Abort on node{n}"
+        );
+        // Alice's own key works there.
+        assert_eq!(
+            S3::new(&node, &alice_key).get("pics", "k"),
+            (200, b"alice's".to_vec())
+        );
+    }
+    assert_eq!(alice.ok(&["--data", n1, "get", "pics/k"]), "alice's");
+    let listing = alice.ok(&["--data", n1, "ls", "pics"]);
+    assert!(!listing.contains("planted"), "{listing}");
 }

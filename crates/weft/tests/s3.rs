@@ -6,9 +6,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn weft(args: &[&str]) -> String {
+    // The user's own config dir (their account), not the machine's.
+    static CONFIG: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let config = CONFIG.get_or_init(|| tempfile::tempdir().unwrap());
     let out = Command::new(env!("CARGO_BIN_EXE_weft"))
         .args(args)
         .env_remove("WEFT_DATA")
+        .env_remove("WEFT_ACCOUNT")
+        .env_remove("WEFT_NODE")
+        .env("WEFT_CONFIG", config.path())
         .output()
         .unwrap();
     assert!(
@@ -69,6 +75,7 @@ fn real_s3_clients_work_against_the_gateway() {
         "30",
     ]);
     let node = format!("{dir}/node2");
+    weft(&["account", "create"]);
     let rw = weft(&["--data", &node, "key", "create"]);
     let ro = weft(&[
         "--data", &node, "key", "create", "--bucket", "photos", "--read",
