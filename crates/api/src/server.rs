@@ -180,7 +180,8 @@ async fn status(State(s): State<AppState>) -> Json<weft_node::NodeStatus> {
     Json(s.node.status())
 }
 
-async fn nodes(State(s): State<AppState>) -> Json<Vec<crate::MemberStatus>> {
+/// Members, for an account's session or the operator (not for anyone who reaches the API).
+async fn nodes(State(s): State<AppState>, _who: Acting) -> Json<Vec<crate::MemberStatus>> {
     Json(
         s.node
             .members()

@@ -50,6 +50,9 @@ pub mod proto {
     pub const SHARD_DELETE: u16 = 7;
     /// Stream protocol: prove holding a byte range of a shard (audits).
     pub const SHARD_PROVE: u16 = 8;
+    /// Stream protocol: a client's HTTP connection to the node's API, carried over QUIC so it
+    /// is encrypted and the client knows which node it reached (guests allowed).
+    pub const CLIENT_API: u16 = 9;
     /// Datagram channel: SWIM membership messages.
     pub const SWIM: u8 = 1;
     /// Datagram channel: RTT probes that feed network coordinates.

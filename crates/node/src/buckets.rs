@@ -312,6 +312,11 @@ impl Buckets {
         self.access.author()
     }
 
+    /// What this acts with (to act the same way through another node).
+    pub fn access(&self) -> &Access {
+        &self.access
+    }
+
     /// What signs this account's rows (none for read-only access).
     pub(crate) fn signer(&self) -> Result<&Signer, BucketError> {
         self.access.signer.as_ref().ok_or(BucketError::ReadOnly)

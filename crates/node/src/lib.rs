@@ -218,7 +218,8 @@ impl Node {
             key: key.clone(),
             membership: Some(cert.clone()),
             trust,
-            accept_guests: admin.is_some(),
+            // Guests may join (on the admin node) and reach the API as clients (every node).
+            accept_guests: true,
             wan: settings
                 .wan
                 .clone()
@@ -366,6 +367,40 @@ impl Node {
         }
         cache.insert(id.to_string(), (Instant::now(), found.clone()));
         found
+    }
+
+    /// Carry clients' connections to the API at `api` over QUIC (`proto::CLIENT_API`, open to
+    /// guests): a CLI on another machine reaches this node encrypted, and knows it is this
+    /// node by its key. At most 64 at once.
+    pub fn serve_api_tunnel(&self, api: SocketAddr) {
+        let limit = Arc::new(tokio::sync::Semaphore::new(64));
+        self.inner.endpoint.register_stream(
+            weft_core::proto::CLIENT_API,
+            true,
+            Arc::new(move |_peer, mut send, mut recv| {
+                let limit = limit.clone();
+                Box::pin(async move {
+                    let Ok(_permit) = limit.try_acquire() else {
+                        let _ = send.reset(quinn::VarInt::from_u32(503));
+                        return;
+                    };
+                    let Ok(tcp) = tokio::net::TcpStream::connect(api).await else {
+                        let _ = send.reset(quinn::VarInt::from_u32(502));
+                        return;
+                    };
+                    let (mut from_api, mut to_api) = tcp.into_split();
+                    let up = async {
+                        let _ = tokio::io::copy(&mut recv, &mut to_api).await;
+                        let _ = tokio::io::AsyncWriteExt::shutdown(&mut to_api).await;
+                    };
+                    let down = async {
+                        let _ = tokio::io::copy(&mut from_api, &mut send).await;
+                        let _ = send.finish();
+                    };
+                    tokio::join!(up, down);
+                })
+            }),
+        );
     }
 
     /// Buckets and named objects as the account `access` acts for.

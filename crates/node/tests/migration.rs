@@ -102,7 +102,7 @@ async fn data_dirs_from_before_signed_rows_are_migrated() {
     b.get("old", "dir/b", &mut out).await.unwrap();
     assert_eq!(out, small);
     let listed: Vec<String> = nodes[2]
-        .buckets()
+        .buckets_as(b.access().clone())
         .list("old", "")
         .await
         .unwrap()

@@ -154,8 +154,10 @@ async fn forged_rows_are_refused() {
     for n in &nodes {
         n.table().sync_once().await;
     }
+    let theirs = nodes[0].buckets().access().clone();
     for n in &nodes {
-        assert_eq!(n.buckets().object("docs", "a.txt").await.unwrap(), honest);
+        let as_owner = n.buckets_as(theirs.clone());
+        assert_eq!(as_owner.object("docs", "a.txt").await.unwrap(), honest);
     }
     let mut out = Vec::new();
     nodes[3]

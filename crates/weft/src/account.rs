@@ -310,8 +310,21 @@ impl Actor {
 
     /// A client for the node, with no account (capability reads).
     pub fn anonymous(&self) -> Result<ApiClient> {
-        if let Some(addr) = &self.node {
-            return Ok(ApiClient::new(addr, ""));
+        if let Some(node) = &self.node {
+            return match crate::tunnel::Target::parse(node)? {
+                crate::tunnel::Target::Api(addr) => Ok(ApiClient::new(&addr, "")),
+                crate::tunnel::Target::Quic(id, addr) => {
+                    // One forwarder per process, however many requests the command makes.
+                    static OPEN: std::sync::Mutex<Option<std::net::SocketAddr>> =
+                        std::sync::Mutex::new(None);
+                    let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+                    let local = match *open {
+                        Some(a) => a,
+                        None => *open.insert(crate::tunnel::open(id, addr)?),
+                    };
+                    Ok(ApiClient::new(&local.to_string(), ""))
+                }
+            };
         }
         let dir = crate::ops::resolved_data_dir(self.data.clone());
         let file = dir.join(weft_api::API_ADDR_FILE);

@@ -15,6 +15,7 @@ mod node_cmd;
 mod objects;
 mod ops;
 mod repair;
+mod tunnel;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,7 +34,8 @@ struct Cli {
     #[arg(long, global = true, env = "WEFT_ACCOUNT")]
     account: Option<String>,
 
-    /// API address (HOST:PORT) of the node data commands go through [default: the local node]
+    /// The node data commands go through: ID@HOST:PORT (its id and QUIC address: encrypted,
+    /// from anywhere) or HOST:PORT (its API address, on this machine) [default: the local node]
     #[arg(long, global = true, env = "WEFT_NODE")]
     node: Option<String>,
 

@@ -204,6 +204,8 @@ pub fn run(data: Option<PathBuf>, log: Option<String>, args: RunArgs) -> Result<
         let bound = listener.local_addr()?;
         node.data_dir()
             .write_atomic(weft_api::API_ADDR_FILE, bound.to_string().as_bytes())?;
+        // Clients elsewhere reach the API through the node's QUIC port (`--node ID@ADDR`).
+        node.serve_api_tunnel(bound);
         node.data_dir()
             .write_atomic("node.pid", std::process::id().to_string().as_bytes())?;
         let gateway = match s3 {

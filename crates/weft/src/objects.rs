@@ -248,7 +248,18 @@ pub fn stat(who: &Actor, args: StatArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&m)?);
         return Ok(());
     }
-    let nodes: Vec<weft_api::MemberStatus> = api.get("/v1/nodes")?;
+    // Where shards live, by site: as the account, else as this machine's node operator, else
+    // by id alone.
+    let nodes: Vec<weft_api::MemberStatus> = who
+        .client(false, &[])
+        .ok()
+        .and_then(|c| c.get("/v1/nodes").ok())
+        .or_else(|| {
+            let dir = who.node.is_none().then(|| who.data.clone());
+            dir.and_then(|d| crate::ops::client(d).ok())
+                .and_then(|c| c.get("/v1/nodes").ok())
+        })
+        .unwrap_or_default();
     let site_of = |id: &weft_core::NodeId| {
         nodes
             .iter()

@@ -693,6 +693,17 @@ fn buckets_name_objects_and_keep_them_private_to_their_owner() {
 
 #[test]
 fn an_account_outlives_the_disk_of_the_node_it_wrote_through() {
+    an_account_outlives_a_lost_disk(1);
+}
+
+#[test]
+fn an_account_outlives_the_disk_of_another_node() {
+    an_account_outlives_a_lost_disk(3);
+}
+
+/// Write through node1's CLI and S3 gateway, lose node `victim`'s disk, read everything back
+/// through every other node's CLI and gateway, then from the recovery phrase alone.
+fn an_account_outlives_a_lost_disk(victim: usize) {
     let fabric = Local::up(&["--nodes", "5", "--no-wan"]);
     let (alice, phrase) = User::with_account();
     let shown = alice.ok(&["account", "show", "--json"]);
@@ -733,8 +744,16 @@ fn an_account_outlives_the_disk_of_the_node_it_wrote_through() {
         ]);
         files.push((format!("keep/d/f{i}"), bytes));
     }
-    // node1's disk is lost.
-    let pid: i32 = std::fs::read_to_string(fabric.node(1).join("node.pid"))
+    let key = alice.ok(&["--data", n1, "key", "create"]);
+    let s3 = S3::new(&fabric.node(1), &key);
+    let mut through_s3 = Vec::new();
+    for (i, size) in [3usize, 300_000].into_iter().enumerate() {
+        let bytes: Vec<u8> = (0..size).map(|j| (j * 17 + i) as u8).collect();
+        assert_eq!(s3.put("keep", &format!("s3/o{i}"), &bytes), 200);
+        through_s3.push((format!("s3/o{i}"), bytes));
+    }
+    // A node's disk is lost.
+    let pid: i32 = std::fs::read_to_string(fabric.node(victim).join("node.pid"))
         .unwrap()
         .trim()
         .parse()
@@ -746,10 +765,10 @@ fn an_account_outlives_the_disk_of_the_node_it_wrote_through() {
             .unwrap()
             .success()
     );
-    wait_until("node1 to exit", Duration::from_secs(10), || {
+    wait_until("the node to exit", Duration::from_secs(10), || {
         !Path::new(&format!("/proc/{pid}")).exists()
     });
-    std::fs::remove_dir_all(fabric.node(1)).unwrap();
+    std::fs::remove_dir_all(fabric.node(victim)).unwrap();
     let check = |user: &User, via: &[&str]| {
         for (target, bytes) in &files {
             let out = tmp.path().join("out");
@@ -762,15 +781,58 @@ fn an_account_outlives_the_disk_of_the_node_it_wrote_through() {
             );
         }
     };
-    for n in 2..=5 {
+    let others: Vec<usize> = (1..=5).filter(|&n| n != victim).collect();
+    for &n in &others {
         let dir = fabric.node(n);
         check(&alice, &["--data", dir.to_str().unwrap()]);
+        let s3 = S3::new(&dir, &key);
+        for (k, bytes) in through_s3.iter().chain(files.iter()) {
+            let k = k.strip_prefix("keep/").unwrap_or(k);
+            assert_eq!(
+                s3.get("keep", k),
+                (200, bytes.clone()),
+                "{k} through node{n}'s S3"
+            );
+        }
+        let out = tmp.path().join("o1");
+        alice.ok(&[
+            "--data",
+            dir.to_str().unwrap(),
+            "get",
+            "keep/s3/o1",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            std::fs::read(&out).unwrap() == through_s3[1].1,
+            "keep/s3/o1 through node{n}'s CLI"
+        );
     }
-    // Any node's API address will do (`--node`), as for a client on another machine.
-    let addr = std::fs::read_to_string(fabric.node(4).join("api.addr")).unwrap();
-    check(&alice, &["--node", addr.trim()]);
-    let listing = alice.ok(&["--node", addr.trim(), "ls", "keep/d"]);
+    // Any node will do, named by id and QUIC address (`--node ID@ADDR`), as from another
+    // machine: encrypted, and only that node answers.
+    let status: Value = serde_json::from_str(&ok(&[
+        "--data",
+        fabric.node(others[2]).to_str().unwrap(),
+        "status",
+        "--json",
+    ]))
+    .unwrap();
+    let remote = format!(
+        "{}@{}",
+        status["id"].as_str().unwrap(),
+        status["addr"].as_str().unwrap()
+    );
+    check(&alice, &["--node", &remote]);
+    let listing = alice.ok(&["--node", &remote, "ls", "keep/d"]);
     assert_eq!(listing.lines().count(), 4, "{listing}");
+    let impostor = format!("{}@{}", "ab".repeat(32), status["addr"].as_str().unwrap());
+    let err = alice.fails(&["--node", &impostor, "ls", "keep/d"]);
+    assert!(err.contains("cannot reach node"), "{err}");
+    assert!(
+        alice
+            .fails(&["--node", "nope@1.2.3.4:5", "ls"])
+            .contains("full id")
+    );
     // The phrase alone brings the account back on a machine that never had it.
     let elsewhere = User {
         config: tempfile::tempdir().unwrap(),
@@ -787,8 +849,8 @@ fn an_account_outlives_the_disk_of_the_node_it_wrote_through() {
             .fails(&["account", "create"])
             .contains("exists already")
     );
-    let n3 = fabric.node(3);
-    check(&elsewhere, &["--data", n3.to_str().unwrap()]);
+    let dir = fabric.node(others[1]);
+    check(&elsewhere, &["--data", dir.to_str().unwrap()]);
 }
 
 /// S3 requests signed with one access key against one node's gateway (presigned URLs).
@@ -1135,4 +1197,89 @@ fn another_account_is_refused_everything_on_every_node() {
     assert_eq!(alice.ok(&["--data", n1, "get", "pics/k"]), "alice's");
     let listing = alice.ok(&["--data", n1, "ls", "pics"]);
     assert!(!listing.contains("planted"), "{listing}");
+}
+
+#[test]
+fn a_nodes_old_account_is_exported_and_used_from_anywhere() {
+    let fabric = Local::up(&["--nodes", "3", "--no-wan"]);
+    let n1 = fabric.node(1);
+    // Before accounts, the node's own account (its data dir's account.key) owned buckets; the
+    // operator's token still acts as it.
+    let addr = std::fs::read_to_string(n1.join("api.addr")).unwrap();
+    let token = std::fs::read_to_string(n1.join("api.token")).unwrap();
+    let node = weft_api::ApiClient::new(addr.trim(), token.trim());
+    let _: Value = node
+        .post(
+            "/v1/buckets",
+            &weft_api::CreateBucket {
+                name: "legacy".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let _: Value = node
+        .upload_put("/v1/b/legacy/old.bin", &mut &bytes[..])
+        .unwrap();
+    // Its operator exports it (the phrase is shown), and uses it through another node.
+    let operator = User {
+        config: tempfile::tempdir().unwrap(),
+    };
+    let out = operator.ok(&["--data", n1.to_str().unwrap(), "account", "export"]);
+    assert!(out.contains("Recovery phrase"), "{out}");
+    let phrase = out
+        .lines()
+        .skip_while(|l| !l.starts_with("Recovery phrase"))
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        operator
+            .fails(&["--data", n1.to_str().unwrap(), "account", "export", "again"])
+            .contains("already here")
+    );
+    let n2 = fabric.node(2);
+    let tmp = tempfile::tempdir().unwrap();
+    let got = tmp.path().join("got");
+    operator.ok(&[
+        "--data",
+        n2.to_str().unwrap(),
+        "--account",
+        "node",
+        "get",
+        "legacy/old.bin",
+        "-o",
+        got.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&got).unwrap() == bytes);
+    // And from another machine, with the phrase alone.
+    let elsewhere = User {
+        config: tempfile::tempdir().unwrap(),
+    };
+    elsewhere.ok(&["account", "recover", "old", "--phrase", &phrase]);
+    let n3 = fabric.node(3);
+    elsewhere.ok(&[
+        "--data",
+        n3.to_str().unwrap(),
+        "get",
+        "legacy/old.bin",
+        "-o",
+        got.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&got).unwrap() == bytes);
+    let mine = elsewhere.ok(&["--data", n3.to_str().unwrap(), "ls", "legacy"]);
+    assert!(mine.contains("old.bin"), "{mine}");
+    // A data dir without an old account says so.
+    let empty = tempfile::tempdir().unwrap();
+    assert!(
+        operator
+            .fails(&[
+                "--data",
+                empty.path().to_str().unwrap(),
+                "account",
+                "export"
+            ])
+            .contains("no account.key")
+    );
 }

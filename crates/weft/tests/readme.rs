@@ -1,0 +1,144 @@
+//! The README's walk-through, run as printed: every `weft` line of its shell blocks after
+//! `weft up`, in a fresh home directory, with only the placeholders the README marks with
+//! `...` filled in from what earlier commands printed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+struct Home {
+    dir: tempfile::TempDir,
+}
+
+impl Home {
+    fn weft(&self, args: &[String]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("HOME", self.dir.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("WEFT_CONFIG")
+            .env_remove("WEFT_DATA")
+            .env_remove("WEFT_ACCOUNT")
+            .env_remove("WEFT_NODE")
+            .stdin(Stdio::null())
+            .output()
+            .expect("weft runs")
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = self.weft(&["down".to_string()]);
+    }
+}
+
+/// The `weft` commands of the README's shell blocks between `start` and `end` (the first lines
+/// of the blocks), comments removed, `;`-separated commands split.
+fn commands(readme: &str, start: &str, end: &str) -> Vec<Vec<String>> {
+    let begin = readme.find(start).expect("walk-through start in README");
+    let stop = readme[begin..]
+        .find(end)
+        .map_or(readme.len(), |i| begin + i);
+    let mut out = Vec::new();
+    let mut in_block = false;
+    for line in readme[begin..stop].lines() {
+        if line.starts_with("```") {
+            in_block = !in_block;
+            continue;
+        }
+        if !in_block {
+            continue;
+        }
+        let code = line.split(" #").next().unwrap_or("").trim();
+        for cmd in code.split(';').map(str::trim) {
+            if let Some(rest) = cmd.strip_prefix("weft ") {
+                out.push(rest.split_whitespace().map(String::from).collect());
+            }
+        }
+    }
+    out
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[test]
+fn the_readme_walk_through_works_as_printed() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let home = Home {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let cwd = home.dir.path();
+    for (name, len) in [
+        ("trip.jpg", 5_000_000usize),
+        ("file.bin", 70_000),
+        ("report.pdf", 1_000),
+        ("report-v2.pdf", 2_000),
+    ] {
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+        std::fs::write(cwd.join(name), bytes).unwrap();
+    }
+    // `cargo run --release -- up`, as the README's first command, with this test's binary.
+    let up = home.weft(&["up".into(), "--timeout".into(), "60".into()]);
+    assert!(
+        up.status.success(),
+        "weft up: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let mut steps = commands(&readme, "Make yourself an account", "Your account is yours");
+    steps.extend(commands(
+        &readme,
+        "Every node also serves the S3 API",
+        "## What works",
+    ));
+    assert!(steps.len() >= 18, "walk-through not found: {steps:?}");
+    let (mut capability, mut version, mut key) = (String::new(), String::new(), String::new());
+    for step in steps {
+        let args: Vec<String> = step
+            .iter()
+            .map(|a| match a.as_str() {
+                "weft-cap1-..." => capability.clone(),
+                "1795...-a1b2c3d4" => version.clone(),
+                "WK..." => key.clone(),
+                a => a.replace("~/", &format!("{}/", cwd.display())),
+            })
+            .collect();
+        let out = home.weft(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "weft {}: {}{}",
+            args.join(" "),
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if let Some(cap) = stdout
+            .split_whitespace()
+            .find(|w| w.starts_with("weft-cap1-"))
+        {
+            capability = cap.to_string();
+        }
+        if args.iter().any(|a| a == "--versions") {
+            // The older of the two versions.
+            version = stdout
+                .lines()
+                .nth(1)
+                .and_then(|l| l.split_whitespace().next())
+                .unwrap_or_default()
+                .to_string();
+        }
+        if let Some(id) = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("access key"))
+            .map(str::trim)
+        {
+            key = id.to_string();
+        }
+    }
+    let old = std::fs::read(cwd.join("old.pdf")).unwrap();
+    assert!(
+        old == std::fs::read(cwd.join("report.pdf")).unwrap(),
+        "old.pdf is not v1"
+    );
+}
