@@ -110,6 +110,23 @@ fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> 
     start.elapsed()
 }
 
+/// Send `sig` (e.g. "-9") to the node process running on `dir`; its pid.
+fn signal(dir: &Path, sig: &str) -> i32 {
+    let pid: i32 = std::fs::read_to_string(dir.join("node.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    pid
+}
+
 /// A `weft up` fabric, stopped on drop.
 struct Local {
     dir: tempfile::TempDir,
@@ -163,18 +180,7 @@ fn a_fabric_forms_notices_a_kill_and_takes_the_node_back() {
         assert!(rows.iter().all(|r| r["state"] == "alive"));
     }
     let victim = fabric.id(3);
-    let pid: i32 = std::fs::read_to_string(fabric.node(3).join("node.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(
-        Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&fabric.node(3), "-9");
     let took = wait_until(
         "every other node to mark the killed node dead",
         Duration::from_secs(15),
@@ -202,18 +208,7 @@ fn a_fabric_forms_notices_a_kill_and_takes_the_node_back() {
     );
     // A graceful stop (SIGTERM, as `weft down` sends) is seen as a leave, not a death.
     let leaver = fabric.id(5);
-    let pid: i32 = std::fs::read_to_string(fabric.node(5).join("node.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&fabric.node(5), "-TERM");
     wait_until(
         "the others to see node5 left",
         Duration::from_secs(10),
@@ -753,18 +748,7 @@ fn an_account_outlives_a_lost_disk(victim: usize) {
         through_s3.push((format!("s3/o{i}"), bytes));
     }
     // A node's disk is lost.
-    let pid: i32 = std::fs::read_to_string(fabric.node(victim).join("node.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(
-        Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let pid = signal(&fabric.node(victim), "-9");
     wait_until("the node to exit", Duration::from_secs(10), || {
         !Path::new(&format!("/proc/{pid}")).exists()
     });
