@@ -29,6 +29,25 @@ pub enum BenchCommand {
     /// Write continuously through kills, restarts, corrupted shard files and a site cut off;
     /// check nothing acknowledged was lost and redundancy and residency hold
     Chaos(ChaosArgs),
+    /// Time listing a large bucket, whole and by prefix
+    List(ListArgs),
+}
+
+/// `weft bench list`.
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Nodes in the fabric
+    #[arg(long, default_value_t = 6)]
+    pub(crate) nodes: usize,
+    /// Objects in the bucket
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) objects: usize,
+    /// Concurrent writers filling it
+    #[arg(long, default_value_t = 8)]
+    pub(crate) writers: usize,
+    /// Folder for the fabric's data [default: a fresh folder under /tmp]
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
 }
 
 /// `weft bench chaos`.
@@ -160,6 +179,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::S3(args) => crate::bench_s3::run(args),
         BenchCommand::Repair(args) => crate::bench_repair::run(args),
         BenchCommand::Chaos(args) => crate::bench_chaos::run(args),
+        BenchCommand::List(args) => crate::bench_list::run(args),
     }
 }
 
