@@ -73,6 +73,11 @@ impl Delegation {
     /// Whether it lets `delegate` act at `at_ms` for a row of `bucket` (`None`: a row of no
     /// particular bucket, which only an unscoped delegation covers). Checks the signature too.
     pub fn covers(&self, delegate: &NodeId, bucket: Option<&str>, at_ms: u64) -> bool {
+        self.allows(delegate, bucket, at_ms) && self.signature_ok()
+    }
+
+    /// [`Delegation::covers`] without the signature check (for a caller that checked it).
+    pub fn allows(&self, delegate: &NodeId, bucket: Option<&str>, at_ms: u64) -> bool {
         self.body.delegate == *delegate
             && at_ms <= self.body.expires_ms
             && match (&self.body.scope.bucket, bucket) {
@@ -80,7 +85,6 @@ impl Delegation {
                 (Some(mine), Some(b)) => mine == b,
                 (Some(_), None) => false,
             }
-            && self.signature_ok()
     }
 }
 

@@ -225,11 +225,17 @@ pub fn kind_of(pk: &str) -> &str {
     pk.split('/').next().unwrap_or(pk)
 }
 
-/// The writer rule of every row kind this node knows.
+/// The writer rule of every row kind this node knows, and the digests of row versions whose
+/// signatures it has checked lately (a row served again — by another replica, a later listing,
+/// anti-entropy — is not verified again; its writer rule still is).
 #[derive(Clone, Debug, Default)]
 pub struct Rules {
     kinds: HashMap<&'static str, Writer>,
+    verified: std::sync::Arc<parking_lot::Mutex<std::collections::HashSet<[u8; 32]>>>,
 }
+
+/// How many checked signatures [`Rules`] remembers before it starts over.
+const VERIFIED_CAPACITY: usize = 200_000;
 
 impl Rules {
     /// No kinds: every row is refused.
@@ -243,6 +249,24 @@ impl Rules {
         if let Some(old) = self.kinds.insert(kind, writer) {
             assert_eq!(old, writer, "row kind {kind:?} declared twice");
         }
+    }
+
+    /// Whether the signatures of `e` (the row's and its delegation's) hold, from memory if this
+    /// exact version was checked before.
+    fn signatures_ok(&self, pk: &str, sk: &str, e: &Entry) -> bool {
+        let digest = *blake3::hash(&wire::encode(&(pk, sk, e))).as_bytes();
+        if self.verified.lock().contains(&digest) {
+            return true;
+        }
+        let ok = e.signature_ok(pk, sk) && e.via.as_ref().is_none_or(Delegation::signature_ok);
+        if ok {
+            let mut seen = self.verified.lock();
+            if seen.len() >= VERIFIED_CAPACITY {
+                seen.clear();
+            }
+            seen.insert(digest);
+        }
+        ok
     }
 
     /// The rule of `kind`, if known.
@@ -282,7 +306,7 @@ impl Rules {
         if pk.contains('\0') || sk.contains('\0') {
             return Err(Refusal::BadKey);
         }
-        if !e.signature_ok(pk, sk) {
+        if !self.signatures_ok(pk, sk, e) {
             return Err(Refusal::BadSignature {
                 pk: pk.clone(),
                 sk: sk.clone(),
@@ -313,7 +337,7 @@ impl Rules {
                     return refuse("rows of member nodes cannot be delegated");
                 }
             };
-            if !via.covers(&e.signer, subject, e.ts.wall) {
+            if !via.allows(&e.signer, subject, e.ts.wall) {
                 return refuse(
                     "its delegation does not cover this row (scope, expiry or signature)",
                 );
