@@ -367,10 +367,11 @@ pub fn up(args: UpArgs) -> Result<()> {
     println!("see the fabric:        weft nodes            (or: weft --data {d}/node3 nodes)");
     println!("one node's status:     weft --data {d}/node2 status");
     println!("add a node by hand:    weft --data {d}/node1 invite --site eu");
+    println!("your account:          weft account create   (once; keep the phrase it shows)");
     println!("store and read:        weft bucket create photos; weft put FILE photos/KEY");
     if let Ok(addr) = std::fs::read_to_string(dirs[0].join(weft_s3::S3_ADDR_FILE)) {
         println!(
-            "S3 on node1:           http://{}  (credentials: weft key create)",
+            "S3 on node1:           http://{}  (credentials: weft key create; they work on every node)",
             addr.trim()
         );
     }
