@@ -388,6 +388,7 @@ fn wild_manifest(ids: Vec<NodeId>) -> impl Strategy<Value = Manifest> {
                     },
                 )
                 .collect(),
+            keyed: true,
         })
 }
 

@@ -84,7 +84,8 @@ pub struct SegmentInfo {
     pub index: u32,
     /// Plaintext length.
     pub plain_len: u64,
-    /// BLAKE3 of the plaintext.
+    /// BLAKE3 of the plaintext, keyed with a key derived from the object key (plain BLAKE3 in
+    /// manifests of format 1).
     pub plain_hash: ContentHash,
     /// Ciphertext length (plaintext + tag).
     pub cipher_len: u64,
@@ -154,6 +155,23 @@ fn aead(key: &ObjectKey) -> LessSafeKey {
 
 const AAD: &[u8] = b"weft segment v1";
 
+/// The key plaintext hashes are made with: derived from the object key, so a manifest — which
+/// every holder stores and anyone in the fabric may fetch — says nothing about the plaintext
+/// to whoever cannot read the object (no "is this that file?" test by hash).
+fn hash_key(key: &ObjectKey) -> [u8; 32] {
+    blake3::derive_key("weft plaintext hash v2", &key.0)
+}
+
+/// The hasher of an object's content id: keyed with the object key, or (manifests from before
+/// keyed hashes, `keyed == false`) plain BLAKE3.
+pub fn content_hasher(key: &ObjectKey, keyed: bool) -> blake3::Hasher {
+    if keyed {
+        blake3::Hasher::new_keyed(&hash_key(key))
+    } else {
+        blake3::Hasher::new()
+    }
+}
+
 /// Encode one segment of plaintext.
 pub fn encode_segment(
     key: &ObjectKey,
@@ -162,7 +180,7 @@ pub fn encode_segment(
     ec: Erasure,
 ) -> Result<EncodedSegment, CodecError> {
     ec.validate()?;
-    let plain_hash = ContentHash::of(plain);
+    let plain_hash = ContentHash(*blake3::keyed_hash(&hash_key(key), plain).as_bytes());
     let mut cipher = Vec::with_capacity(plain.len() + TAG_LEN);
     cipher.extend_from_slice(plain);
     aead(key)
@@ -382,7 +400,9 @@ pub fn decode_segment(
         .map_err(|_| CodecError::Decrypt(info.index))?
         .len();
     cipher.truncate(plain_len);
-    if ContentHash::of(&cipher) != info.plain_hash {
+    // Keyed since manifest format 2; a plain hash in segments of older manifests.
+    let keyed = ContentHash(*blake3::keyed_hash(&hash_key(key), &cipher).as_bytes());
+    if keyed != info.plain_hash && ContentHash::of(&cipher) != info.plain_hash {
         return Err(CodecError::PlainMismatch(info.index));
     }
     Ok(DecodedSegment {
@@ -418,6 +438,35 @@ mod tests {
                 assert_eq!(out.plain, plain, "lost {a} and {b}");
             }
         }
+    }
+
+    #[test]
+    fn plaintext_hashes_are_keyed_and_old_plain_ones_still_verify() {
+        let ec = Erasure { data: 2, parity: 1 };
+        let plain = data(10_000);
+        let seg = encode_segment(&KEY, 0, &plain, ec).unwrap();
+        // The manifest's hash says nothing to whoever lacks the object key.
+        assert_ne!(seg.info.plain_hash, ContentHash::of(&plain));
+        let other = encode_segment(&ObjectKey([8; 32]), 0, &plain, ec).unwrap();
+        assert_ne!(seg.info.plain_hash, other.info.plain_hash);
+        let all: Vec<(usize, &[u8])> = (0..3).map(|i| (i, seg.shards[i].as_slice())).collect();
+        assert_eq!(
+            decode_segment(&KEY, &seg.info, ec, &all).unwrap().plain,
+            plain
+        );
+        // A segment described the old way (plain BLAKE3) still reads.
+        let mut old = seg.info.clone();
+        old.plain_hash = ContentHash::of(&plain);
+        assert_eq!(decode_segment(&KEY, &old, ec, &all).unwrap().plain, plain);
+        let mut wrong = seg.info.clone();
+        wrong.plain_hash = ContentHash::of(b"something else");
+        assert!(matches!(
+            decode_segment(&KEY, &wrong, ec, &all),
+            Err(CodecError::PlainMismatch(0))
+        ));
+        let mut h = content_hasher(&KEY, true);
+        h.update(&plain);
+        assert_eq!(ContentHash(*h.finalize().as_bytes()), seg.info.plain_hash);
     }
 
     #[test]

@@ -50,7 +50,9 @@ pub struct PlacedSegment {
 pub struct Manifest {
     /// Plaintext size.
     pub size: u64,
-    /// BLAKE3 of the whole plaintext: the object's content id.
+    /// BLAKE3 of the whole plaintext keyed with a key derived from the object key: the
+    /// object's content id, which only readers of the object can compute or check (plain
+    /// BLAKE3 in manifests of format 1).
     pub content_id: ContentHash,
     /// Plaintext bytes per segment.
     pub segment_size: u64,
@@ -60,12 +62,16 @@ pub struct Manifest {
     pub policy: Residency,
     /// The segments.
     pub segments: Vec<PlacedSegment>,
+    /// Whether its hashes are keyed (format 2 and later); not stored, known from the format.
+    #[serde(skip)]
+    pub keyed: bool,
 }
 
 /// The first bytes of an encoded manifest: a marker, then the format version.
 const MANIFEST_MAGIC: [u8; 2] = *b"WM";
-/// The manifest format this build writes, and the newest it reads.
-pub const MANIFEST_FORMAT: u8 = 1;
+/// The manifest format this build writes, and the newest it reads. 2: plaintext hashes keyed
+/// with the object key (1: plain BLAKE3, still read).
+pub const MANIFEST_FORMAT: u8 = 2;
 
 /// Why a manifest cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,7 +88,8 @@ impl Manifest {
     /// The stored form: marker, format version, postcard body. Its BLAKE3 names the manifest.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = MANIFEST_MAGIC.to_vec();
-        out.push(MANIFEST_FORMAT);
+        // An old manifest stays byte-identical: its hash names it.
+        out.push(if self.keyed { MANIFEST_FORMAT } else { 1 });
         out.extend_from_slice(&wire::encode(self));
         out
     }
@@ -92,8 +99,11 @@ impl Manifest {
     pub fn decode(bytes: &[u8]) -> Result<Manifest, ManifestError> {
         let manifest = match bytes {
             [a, b, format, body @ ..] if [*a, *b] == MANIFEST_MAGIC => match *format {
-                MANIFEST_FORMAT => wire::decode::<Manifest>(body)
-                    .map_err(|e| ManifestError::Malformed(e.to_string()))?,
+                f @ (1 | MANIFEST_FORMAT) => Manifest {
+                    keyed: f >= 2,
+                    ..wire::decode::<Manifest>(body)
+                        .map_err(|e| ManifestError::Malformed(e.to_string()))?
+                },
                 f if f > MANIFEST_FORMAT => return Err(ManifestError::Newer(f)),
                 f => return Err(ManifestError::Malformed(format!("unknown format {f}"))),
             },
@@ -597,7 +607,7 @@ impl Storage {
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
         let object_key = Arc::new(ObjectKey(key));
-        let mut content = blake3::Hasher::new();
+        let mut content = crate::codec::content_hasher(&object_key, true);
         let mut size = 0u64;
         let mut placed: BTreeMap<u32, PlacedSegment> = BTreeMap::new();
         let mut tasks: JoinSet<Result<PlacedSegment, StorageError>> = JoinSet::new();
@@ -662,6 +672,7 @@ impl Storage {
             ec,
             policy: policy.clone(),
             segments: placed.into_values().collect(),
+            keyed: true,
         };
         let bytes = Arc::new(manifest.encode());
         let hash = ContentHash::of(&bytes);
@@ -958,7 +969,7 @@ impl Storage {
         let whole = start == 0 && end == manifest.size;
         let key = Arc::new(ObjectKey(cap.key));
         let mut report = ReadReport::default();
-        let mut content = blake3::Hasher::new();
+        let mut content = crate::codec::content_hasher(&key, manifest.keyed);
         let seg_size = manifest.segment_size.max(1);
         // Up to IN_FLIGHT segments are fetched at once; they are written strictly in order.
         let mut pending = manifest
@@ -1024,5 +1035,43 @@ impl Storage {
             });
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod manifest_tests {
+    use super::*;
+
+    fn manifest(keyed: bool) -> Manifest {
+        Manifest {
+            size: 0,
+            content_id: ContentHash([1; 32]),
+            segment_size: 4 << 20,
+            ec: Erasure { data: 2, parity: 1 },
+            policy: Residency::default(),
+            segments: Vec::new(),
+            keyed,
+        }
+    }
+
+    #[test]
+    fn manifests_keep_their_format_and_bytes() {
+        for keyed in [true, false] {
+            let bytes = manifest(keyed).encode();
+            assert_eq!(bytes[2], if keyed { MANIFEST_FORMAT } else { 1 });
+            let back = Manifest::decode(&bytes).unwrap();
+            assert_eq!(back, manifest(keyed));
+            assert_eq!(
+                back.encode(),
+                bytes,
+                "re-encoding changes the manifest's name"
+            );
+        }
+        let mut newer = manifest(true).encode();
+        newer[2] = MANIFEST_FORMAT + 1;
+        assert_eq!(
+            Manifest::decode(&newer),
+            Err(ManifestError::Newer(MANIFEST_FORMAT + 1))
+        );
     }
 }

@@ -54,11 +54,11 @@ fn measure(base: &Path, args: &RepairArgs) -> Result<()> {
     let input = base.join("object.bin");
     let mut caps = Vec::new();
     for i in 0..args.objects {
-        write_input(&input, per_object)?;
+        let hash = write_input(&input, per_object)?;
         let answer: PutAnswer = fabric.clients[0]
             .upload("/v1/objects", &mut std::fs::File::open(&input)?)
             .with_context(|| format!("writing object {i}"))?;
-        caps.push((answer.capability, answer.content_id));
+        caps.push((answer.capability, hash));
     }
     // The victim: the node (not node1, which the benchmark talks through) holding the most.
     let used: Vec<u64> = fabric
@@ -167,7 +167,7 @@ fn measure(base: &Path, args: &RepairArgs) -> Result<()> {
     for (cap, content_id) in &caps {
         let mut hasher = blake3::Hasher::new();
         reader.download(&format!("/v1/objects/{cap}"), &mut hasher)?;
-        if hasher.finalize().to_hex().as_str() != content_id {
+        if hasher.finalize() != *content_id {
             bail!("an object read back different after repair");
         }
     }

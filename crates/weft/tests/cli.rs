@@ -1267,3 +1267,64 @@ fn a_nodes_old_account_is_exported_and_used_from_anywhere() {
             .contains("no account.key")
     );
 }
+
+#[test]
+fn no_disk_holds_a_plaintext_hash_of_what_was_stored() {
+    let fabric = Local::up(&["--nodes", "4", "--no-wan"]);
+    let (alice, _) = User::with_account();
+    let n1 = fabric.node(1);
+    let n1 = n1.to_str().unwrap();
+    alice.ok(&["--data", n1, "bucket", "create", "hashes"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes: Vec<u8> = (0..(5 << 20) + 3).map(|i: u32| (i % 241) as u8).collect();
+    let file = tmp.path().join("f");
+    std::fs::write(&file, &bytes).unwrap();
+    alice.ok(&["--data", n1, "put", file.to_str().unwrap(), "hashes/f"]);
+    alice.ok(&["--data", n1, "put", file.to_str().unwrap()]);
+    // The content id and every segment's BLAKE3 (4 MiB segments), raw and in hex.
+    let mut secrets: Vec<Vec<u8>> = vec![blake3::hash(&bytes).as_bytes().to_vec()];
+    for seg in bytes.chunks(4 << 20) {
+        secrets.push(blake3::hash(seg).as_bytes().to_vec());
+    }
+    let hex: Vec<Vec<u8>> = secrets
+        .iter()
+        .map(|h| {
+            h.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+                .into_bytes()
+        })
+        .collect();
+    secrets.extend(hex);
+    let mut scanned = 0;
+    let mut stack: Vec<PathBuf> = (1..=4).map(|n| fabric.node(n)).collect();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(data) = std::fs::read(&path) {
+                scanned += 1;
+                for s in &secrets {
+                    assert!(
+                        !data.windows(s.len()).any(|w| w == s.as_slice()),
+                        "{} holds a plaintext hash",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+    assert!(scanned > 20, "only {scanned} files scanned");
+    // What was stored still reads and verifies.
+    let out = tmp.path().join("out");
+    alice.ok(&[
+        "--data",
+        fabric.node(3).to_str().unwrap(),
+        "get",
+        "hashes/f",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&out).unwrap() == bytes);
+}
