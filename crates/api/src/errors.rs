@@ -91,6 +91,7 @@ impl From<KeyError> for ApiFailure {
             KeyError::Meta(MetaError::Conflict) => StatusCode::CONFLICT,
             KeyError::Meta(_) => StatusCode::SERVICE_UNAVAILABLE,
             KeyError::Access(b) => bucket_status(b),
+            KeyError::ForeignGrant => StatusCode::FORBIDDEN,
         };
         ApiFailure(status, e.to_string())
     }

@@ -67,11 +67,6 @@ impl Signer {
             .as_ref()
             .map_or_else(|| self.key.public(), |d| d.body.account)
     }
-
-    /// The delegation, if any.
-    pub fn via(&self) -> Option<&Delegation> {
-        self.via.as_ref()
-    }
 }
 
 impl From<SecretKey> for Signer {

@@ -697,6 +697,25 @@ impl Endpoint {
     }
 }
 
+/// Carry bytes both ways between a QUIC stream and a TCP connection until both sides are done
+/// (each side's end of input is passed on as the other's end of output).
+pub async fn splice(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    tcp: tokio::net::TcpStream,
+) {
+    let (mut from_tcp, mut to_tcp) = tcp.into_split();
+    let up = async {
+        let _ = tokio::io::copy(&mut recv, &mut to_tcp).await;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut to_tcp).await;
+    };
+    let down = async {
+        let _ = tokio::io::copy(&mut from_tcp, &mut send).await;
+        let _ = send.finish();
+    };
+    tokio::join!(up, down);
+}
+
 /// Open a stream of `protocol` on an existing connection.
 pub async fn open_on(
     conn: &quinn::Connection,

@@ -266,11 +266,6 @@ impl Access {
         self.account
     }
 
-    /// The delegation, if this is a delegate.
-    pub fn delegation(&self) -> Option<&Delegation> {
-        self.signer.as_ref().and_then(Signer::via)
-    }
-
     /// Whether it may write.
     pub fn can_write(&self) -> bool {
         self.signer.is_some()
@@ -430,7 +425,7 @@ impl Buckets {
         if need == Need::Write && !self.access.can_write() {
             return Err(BucketError::ReadOnly);
         }
-        if self.access.keys.primary(bucket).is_none() && self.access.root.is_none() {
+        if self.access.keys.primary(bucket).is_none() {
             return Err(BucketError::NoKey(bucket.into()));
         }
         Ok(b)

@@ -96,6 +96,9 @@ pub enum KeyError {
     /// The acting account cannot do this (read-only, or without its bucket master).
     #[error(transparent)]
     Access(#[from] BucketError),
+    /// The grant a key was to act with is another account's.
+    #[error("the grant is another account's")]
+    ForeignGrant,
 }
 
 /// What an account's own key list holds of each key (no secret, no grant).
@@ -111,6 +114,21 @@ pub struct KeyListing {
     pub write: bool,
     /// Unix ms.
     pub created_ms: u64,
+}
+
+impl From<KeyListing> for AccessKey {
+    /// A listed key, as listings show keys (no secret, no grant).
+    fn from(l: KeyListing) -> AccessKey {
+        AccessKey {
+            id: l.id,
+            secret: String::new(),
+            bucket: l.bucket,
+            read: l.read,
+            write: l.write,
+            created_ms: l.created_ms,
+            grant: None,
+        }
+    }
 }
 
 /// The key a key's sealed row is encrypted under: derived from its id, which only the key's
@@ -186,7 +204,8 @@ impl Buckets {
     }
 
     /// Make an access key of this account, stored sealed in the replicated table so every node
-    /// serves it. `grant` is the session it acts with, signed by the account for its scope.
+    /// serves it. `grant` is the session it acts with: signed by this account, for exactly the
+    /// key's scope (its bucket; a signer if and only if it may write).
     pub async fn create_key(
         &self,
         bucket: Option<String>,
@@ -194,6 +213,19 @@ impl Buckets {
         write: bool,
         grant: String,
     ) -> Result<AccessKey, KeyError> {
+        let session =
+            crate::Session::from_text(&grant).map_err(|e| KeyError::Invalid(e.to_string()))?;
+        let access = session
+            .access(weft_net::now_ms())
+            .map_err(|e| KeyError::Invalid(e.to_string()))?;
+        if access.author() != self.account() {
+            return Err(KeyError::ForeignGrant);
+        }
+        if session.via.body.scope.bucket != bucket || access.can_write() != write {
+            return Err(KeyError::Invalid(
+                "the grant's scope is not the key's".into(),
+            ));
+        }
         let listing_key = self.listing_key()?;
         let key = new_key(bucket, read, write, Some(grant))?;
         let hash = KeyHash::of(&key.id);
@@ -338,11 +370,6 @@ impl KeyStore {
     /// Every key, secrets removed.
     pub fn list(&self) -> Vec<AccessKey> {
         self.keys.read().iter().map(AccessKey::redacted).collect()
-    }
-
-    /// Every key, secrets included (for filtering by account before redacting).
-    pub fn list_full(&self) -> Vec<AccessKey> {
-        self.keys.read().clone()
     }
 
     /// Remove a key (by id).

@@ -377,7 +377,7 @@ impl Node {
         self.inner.endpoint.register_stream(
             weft_core::proto::CLIENT_API,
             true,
-            Arc::new(move |_peer, mut send, mut recv| {
+            Arc::new(move |_peer, mut send, recv| {
                 let limit = limit.clone();
                 Box::pin(async move {
                     let Ok(_permit) = limit.try_acquire() else {
@@ -388,16 +388,7 @@ impl Node {
                         let _ = send.reset(quinn::VarInt::from_u32(502));
                         return;
                     };
-                    let (mut from_api, mut to_api) = tcp.into_split();
-                    let up = async {
-                        let _ = tokio::io::copy(&mut recv, &mut to_api).await;
-                        let _ = tokio::io::AsyncWriteExt::shutdown(&mut to_api).await;
-                    };
-                    let down = async {
-                        let _ = tokio::io::copy(&mut from_api, &mut send).await;
-                        let _ = send.finish();
-                    };
-                    tokio::join!(up, down);
+                    weft_net::splice(send, recv, tcp).await;
                 })
             }),
         );

@@ -104,19 +104,10 @@ async fn forward(
             let Ok((conn, _)) = endpoint.connect(addr, Some(id)).await else {
                 return;
             };
-            let Ok((mut send, mut recv)) = weft_net::open_on(&conn, proto::CLIENT_API).await else {
+            let Ok((send, recv)) = weft_net::open_on(&conn, proto::CLIENT_API).await else {
                 return;
             };
-            let (mut from_client, mut to_client) = tcp.into_split();
-            let up = async {
-                let _ = tokio::io::copy(&mut from_client, &mut send).await;
-                let _ = send.finish();
-            };
-            let down = async {
-                let _ = tokio::io::copy(&mut recv, &mut to_client).await;
-                let _ = tokio::io::AsyncWriteExt::shutdown(&mut to_client).await;
-            };
-            tokio::join!(up, down);
+            weft_net::splice(send, recv, tcp).await;
         });
     }
 }
