@@ -45,6 +45,20 @@ impl SecretKey {
         Signature(self.0.sign(&domain_message(domain, message)).to_bytes())
     }
 
+    /// X25519 key agreement with the holder of `peer` (both keys in their Montgomery form):
+    /// the shared secret, or `None` if `peer` is not a valid key or the result is the
+    /// degenerate all-zero point. Symmetric: `a.agree(&b.public()) == b.agree(&a.public())`.
+    /// For sealing to an account with an ephemeral key of the sender's; an account key is
+    /// otherwise only a signing key.
+    pub fn agree(&self, peer: &NodeId) -> Option<[u8; 32]> {
+        let peer = ed25519_dalek::VerifyingKey::from_bytes(&peer.0).ok()?;
+        let shared = peer
+            .to_montgomery()
+            .mul_clamped(self.0.to_scalar_bytes())
+            .to_bytes();
+        (shared != [0; 32]).then_some(shared)
+    }
+
     /// The PKCS#8 v1 DER encoding of this key (what TLS libraries load).
     pub fn to_pkcs8_der(&self) -> Vec<u8> {
         // RFC 8410: SEQUENCE { INTEGER 0, SEQUENCE { OID 1.3.101.112 }, OCTET STRING { OCTET STRING seed } }
@@ -111,6 +125,23 @@ mod sig_bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_agreement_is_symmetric_and_key_specific() {
+        let (a, b, c) = (
+            SecretKey::from_seed([1; 32]),
+            SecretKey::from_seed([2; 32]),
+            SecretKey::from_seed([3; 32]),
+        );
+        let ab = a.agree(&b.public()).unwrap();
+        assert_eq!(ab, b.agree(&a.public()).unwrap());
+        assert_ne!(ab, a.agree(&c.public()).unwrap());
+        assert_ne!(ab, c.agree(&b.public()).unwrap());
+        // The identity point: every agreement with it is degenerate.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert_eq!(a.agree(&NodeId(identity)), None);
+    }
 
     #[test]
     fn signatures_are_domain_separated() {

@@ -7,6 +7,9 @@
 //! refuse rows of a bucket signed by anyone else. An object's key is stored only
 //! wrapped under its bucket's key, which is derived from the owner's account key (kept in the
 //! owner's data directory), so other members can see that an object exists but cannot read it.
+//! Names, records, uploads and parts are sealed under keys derived from the bucket key too
+//! ([`crate::sealed`], read and written through [`crate::rows`]), so the nodes storing them
+//! learn no names, content types, metadata, ETags or content ids.
 //! A capability (`weft share`) hands out one object's key explicitly.
 
 use serde::{Deserialize, Serialize};
@@ -16,7 +19,8 @@ use weft_heal::RefHolder;
 use weft_meta::{MetaError, Signer, Table, Value};
 use weft_store::{Capability, Erasure, Manifest, ReadReport, Residency, Storage, StorageError};
 
-use crate::schema::{self, BucketId, ObjectId};
+use crate::rows::BucketRows;
+use crate::schema;
 
 /// What an operation needs of a bucket ([`Buckets::authorize`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +62,35 @@ pub struct BucketRecord {
     pub versions: u32,
     /// Unix ms.
     pub created_ms: u64,
+    /// Whether its rows are sealed (object names encrypted, records sealed, under keys derived
+    /// from the bucket's key: [`crate::sealed`]). False only for buckets made before weft
+    /// sealed them, whose rows stay plain.
+    pub sealed: bool,
+}
+
+/// A bucket as stored before rows were sealed (`bucket` format 1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct BucketRecordV1 {
+    pub name: String,
+    pub owner: NodeId,
+    pub policy: Residency,
+    pub ec: Option<Erasure>,
+    pub versions: u32,
+    pub created_ms: u64,
+}
+
+impl From<BucketRecordV1> for BucketRecord {
+    fn from(b: BucketRecordV1) -> BucketRecord {
+        BucketRecord {
+            name: b.name,
+            owner: b.owner,
+            policy: b.policy,
+            ec: b.ec,
+            versions: b.versions,
+            created_ms: b.created_ms,
+            sealed: false,
+        }
+    }
 }
 
 /// What a writer says about an object besides its bytes (S3's content type, user metadata and
@@ -180,14 +213,6 @@ pub enum BucketError {
     /// A stored row does not decode.
     #[error("metadata row {0} is corrupt")]
     Corrupt(String),
-}
-
-/// A table error; a row this node cannot read becomes [`BucketError::Corrupt`] naming it.
-fn unreadable(e: MetaError, what: impl FnOnce() -> String) -> BucketError {
-    match e {
-        MetaError::Unreadable { why, .. } => BucketError::Corrupt(format!("{} ({why})", what())),
-        e => e.into(),
-    }
 }
 
 /// Validate a bucket name (S3's rules, simplified).
@@ -326,6 +351,11 @@ impl Buckets {
             .map(|m| blake3::derive_key(context, &m))
     }
 
+    /// The rows of bucket `b` (which the caller authorized), as this access reads them.
+    pub(crate) fn rows(&self, b: &BucketRecord) -> Result<BucketRows<'_>, BucketError> {
+        BucketRows::new(&self.table, b, self.access.keys.primary(&b.name))
+    }
+
     /// Wrap an object key under `bucket`'s key.
     pub(crate) fn wrap(
         &self,
@@ -377,6 +407,7 @@ impl Buckets {
             ec,
             versions,
             created_ms: weft_net::now_ms(),
+            sealed: true,
         };
         match self
             .table
@@ -493,51 +524,47 @@ impl Buckets {
         key: &str,
         record: &ObjectRecord,
     ) -> Result<(), BucketError> {
+        let rows = self.rows(b)?;
         // The new version holds its objects before anything points at it; what it replaces
         // lets go of its objects only after (garbage collection waits a safety delay anyway).
-        self.hold(&b.name, key, record).await?;
-        let id = BucketId::of(b);
+        self.hold(&rows, b, key, record).await?;
         let replaced = if b.versions == 1 {
-            self.object_in(b, key).await.ok()
+            rows.object(key).await.ok().flatten()
         } else {
             None
         };
         let mut pruned = Vec::new();
         if b.versions > 1 {
-            let oid = ObjectId {
-                bucket: id.clone(),
-                key: key.into(),
-            };
-            self.table
-                .put::<schema::Versions>(self.signer()?, &oid, &record.version, Some(record))
+            rows.put_version(self.signer()?, key, &record.version, Some(record))
                 .await?;
-            let history = self.table.list::<schema::Versions>(&oid, "").await?;
+            let history = rows.versions(key).await?;
             let excess = history.len().saturating_sub(b.versions as usize);
-            for (old, row) in history.into_iter().take(excess) {
-                self.table
-                    .put::<schema::Versions>(self.signer()?, &oid, &old, None)
-                    .await?;
-                if let Some(r) = row.known() {
-                    pruned.push(r);
-                }
+            for (old, r) in history.into_iter().take(excess) {
+                rows.put_version(self.signer()?, key, &old, None).await?;
+                pruned.extend(r);
             }
         }
-        self.table
-            .put::<schema::Objects>(self.signer()?, &id, key, Some(record))
-            .await?;
+        rows.put_object(self.signer()?, key, Some(record)).await?;
         for old in replaced.iter().chain(&pruned) {
             if old.version != record.version {
-                self.let_go(&b.name, key, old).await?;
+                self.let_go(&rows, b, key, old).await?;
             }
         }
         Ok(())
     }
 
-    fn ref_name(&self, bucket: &str, key: &str, version: &str) -> RefHolder {
+    /// The reference a version of `key` holds its bytes by (naming the key as it is stored).
+    fn ref_name(
+        &self,
+        rows: &BucketRows<'_>,
+        b: &BucketRecord,
+        key: &str,
+        version: &str,
+    ) -> RefHolder {
         RefHolder::Version {
             owner: self.account(),
-            bucket: bucket.into(),
-            key: key.into(),
+            bucket: b.name.clone(),
+            key: rows.stored_name(key),
             version: version.into(),
         }
     }
@@ -564,11 +591,12 @@ impl Buckets {
 
     async fn hold(
         &self,
-        bucket: &str,
+        rows: &BucketRows<'_>,
+        b: &BucketRecord,
         key: &str,
         record: &ObjectRecord,
     ) -> Result<(), BucketError> {
-        let name = self.ref_name(bucket, key, &record.version);
+        let name = self.ref_name(rows, b, key, &record.version);
         for m in Self::stored_objects(record) {
             self.refs
                 .retain(&m, &name, self.signer()?)
@@ -580,11 +608,12 @@ impl Buckets {
 
     async fn let_go(
         &self,
-        bucket: &str,
+        rows: &BucketRows<'_>,
+        b: &BucketRecord,
         key: &str,
         record: &ObjectRecord,
     ) -> Result<(), BucketError> {
-        let name = self.ref_name(bucket, key, &record.version);
+        let name = self.ref_name(rows, b, key, &record.version);
         for m in Self::stored_objects(record) {
             self.refs
                 .release(&m, &name, self.signer()?)
@@ -717,12 +746,8 @@ impl Buckets {
         key: &str,
     ) -> Result<Vec<ObjectRecord>, BucketError> {
         let b = self.authorize(bucket, Need::Read).await?;
-        let oid = ObjectId {
-            bucket: BucketId::of(&b),
-            key: key.into(),
-        };
-        let rows = self.table.list::<schema::Versions>(&oid, "").await?;
-        let mut out: Vec<ObjectRecord> = rows.into_iter().filter_map(|(_, r)| r.known()).collect();
+        let history = self.rows(&b)?.versions(key).await?;
+        let mut out: Vec<ObjectRecord> = history.into_iter().filter_map(|(_, r)| r).collect();
         out.reverse();
         Ok(out)
     }
@@ -742,15 +767,7 @@ impl Buckets {
         {
             return current;
         }
-        let oid = ObjectId {
-            bucket: BucketId::of(&b),
-            key: key.into(),
-        };
-        self.table
-            .get_value::<schema::Versions>(&oid, version)
-            .await
-            .map_err(|e| unreadable(e, || format!("version {version} of {bucket}/{key}")))?
-            .ok_or_else(no)
+        self.rows(&b)?.version(key, version).await?.ok_or_else(no)
     }
 
     /// The record of `bucket/key`.
@@ -765,10 +782,9 @@ impl Buckets {
         b: &BucketRecord,
         key: &str,
     ) -> Result<ObjectRecord, BucketError> {
-        self.table
-            .get_value::<schema::Objects>(&BucketId::of(b), key)
-            .await
-            .map_err(|e| unreadable(e, || format!("{}/{key}", b.name)))?
+        self.rows(b)?
+            .object(key)
+            .await?
             .ok_or_else(|| BucketError::NoObject(key.into(), b.name.clone()))
     }
 
@@ -831,27 +847,22 @@ impl Buckets {
         prefix: &str,
     ) -> Result<Vec<(String, ObjectRecord)>, BucketError> {
         let b = self.authorize(bucket, Need::Read).await?;
-        let rows = self
-            .table
-            .list::<schema::Objects>(&BucketId::of(&b), prefix)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(k, r)| Some((k, r.known()?)))
-            .collect())
+        self.rows(&b)?.objects(prefix).await
     }
 
     /// Delete `bucket/key`: it is no longer listed or read; kept versions stay readable by id.
     /// Shards nothing else uses are reclaimed by garbage collection after its safety delay.
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), BucketError> {
         let b = self.authorize(bucket, Need::Write).await?;
-        let current = self.object_in(&b, key).await?;
-        self.table
-            .put::<schema::Objects>(self.signer()?, &BucketId::of(&b), key, None)
-            .await?;
+        let rows = self.rows(&b)?;
+        let current = rows
+            .object(key)
+            .await?
+            .ok_or_else(|| BucketError::NoObject(key.into(), bucket.into()))?;
+        rows.put_object(self.signer()?, key, None).await?;
         // Kept versions still use their objects; otherwise the bytes become garbage.
         if b.versions == 1 {
-            self.let_go(bucket, key, &current).await?;
+            self.let_go(&rows, &b, key, &current).await?;
         }
         Ok(())
     }
@@ -859,13 +870,7 @@ impl Buckets {
     /// Delete an empty bucket.
     pub async fn delete_bucket(&self, bucket: &str) -> Result<(), BucketError> {
         let b = self.authorize(bucket, Need::Write).await?;
-        let id = BucketId::of(&b);
-        if !self
-            .table
-            .list::<schema::Objects>(&id, "")
-            .await?
-            .is_empty()
-        {
+        if self.rows(&b)?.has_objects().await? {
             return Err(BucketError::NotEmpty(bucket.into()));
         }
         self.table

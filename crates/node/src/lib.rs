@@ -15,7 +15,9 @@ mod datadir;
 mod keys;
 mod migrate;
 mod multipart;
+mod rows;
 pub mod schema;
+mod sealed;
 mod session;
 
 use std::collections::BTreeMap;

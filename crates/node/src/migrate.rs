@@ -21,7 +21,7 @@ use weft_heal::schema::{CatalogRows, RefHolder, References};
 use weft_heal::{ManifestEntry, Registry};
 use weft_meta::{LegacyEntry, MetaError, Table};
 
-use crate::buckets::{BucketRecord, ObjectRecord};
+use crate::buckets::{BucketRecord, BucketRecordV1, ObjectRecord};
 use crate::multipart::{PartRecord, UploadRecord};
 use crate::schema::{self, BucketId, ObjectId, PartNumber, UploadId, legacy};
 use crate::{Buckets, DataDir};
@@ -132,7 +132,7 @@ async fn once(
     let claims = table.legacy_rows(legacy::BUCKETS).await?;
     let mine: Vec<BucketRecord> = claims
         .iter()
-        .filter_map(|(_, _, e)| legacy::<BucketRecord>(e))
+        .filter_map(|(_, _, e)| legacy::<BucketRecordV1>(e).map(BucketRecord::from))
         .filter(|b| b.owner == me)
         .collect();
     if mine.is_empty() {

@@ -11,10 +11,9 @@ use weft_core::{ContentHash, NodeId};
 use weft_heal::RefHolder;
 
 use crate::buckets::{
-    BucketError, BucketRecord, Buckets, Need, ObjectAttrs, ObjectRecord, PartRef, check_key,
-    new_version, part_context,
+    BucketError, Buckets, Need, ObjectAttrs, ObjectRecord, PartRef, check_key, new_version,
+    part_context,
 };
-use crate::schema::{self, BucketId, PartNumber, UploadId};
 
 /// Highest part number (S3's limit).
 pub const MAX_PARTS: u32 = 10_000;
@@ -53,13 +52,6 @@ pub struct PartRecord {
     pub created_ms: u64,
 }
 
-fn upload_id(b: &BucketRecord, upload: &str) -> UploadId {
-    UploadId {
-        bucket: BucketId::of(b),
-        upload: upload.into(),
-    }
-}
-
 fn upload_part_context(bucket: &str, upload: &str, number: u32) -> String {
     format!("{bucket}#{upload}#{number}")
 }
@@ -90,8 +82,8 @@ impl Buckets {
             attrs,
             initiated_ms: now,
         };
-        self.table
-            .put::<schema::Uploads>(self.signer()?, &BucketId::of(&b), &id, Some(&record))
+        self.rows(&b)?
+            .put_upload(self.signer()?, &id, Some(&record))
             .await?;
         Ok(id)
     }
@@ -99,8 +91,8 @@ impl Buckets {
     /// An upload in progress.
     pub async fn upload(&self, bucket: &str, upload: &str) -> Result<UploadRecord, BucketError> {
         let b = self.authorize(bucket, Need::Read).await?;
-        self.table
-            .get_value::<schema::Uploads>(&BucketId::of(&b), upload)
+        self.rows(&b)?
+            .upload(upload)
             .await?
             .ok_or_else(|| BucketError::NoUpload(upload.into()))
     }
@@ -122,11 +114,8 @@ impl Buckets {
         }
         self.upload(bucket, upload).await?;
         let b = self.authorize(bucket, Need::Write).await?;
-        let uid = upload_id(&b, upload);
-        let replaced = self
-            .table
-            .get_value::<schema::Parts>(&uid, &PartNumber(number))
-            .await?;
+        let rows = self.rows(&b)?;
+        let replaced = rows.part(upload, number).await?;
         let (cap, manifest) = self.storage.put(reader, b.policy.clone(), b.ec).await?;
         let name = self.part_ref(bucket, upload, number);
         self.refs
@@ -148,8 +137,7 @@ impl Buckets {
             wrapped_key,
             created_ms: weft_net::now_ms(),
         };
-        self.table
-            .put::<schema::Parts>(self.signer()?, &uid, &PartNumber(number), Some(&part))
+        rows.put_part(self.signer()?, upload, number, Some(&part))
             .await?;
         if let Some(old) = replaced
             && old.manifest != part.manifest
@@ -166,11 +154,7 @@ impl Buckets {
     pub async fn parts(&self, bucket: &str, upload: &str) -> Result<Vec<PartRecord>, BucketError> {
         self.upload(bucket, upload).await?;
         let b = self.authorize(bucket, Need::Read).await?;
-        let rows = self
-            .table
-            .list::<schema::Parts>(&upload_id(&b, upload), "")
-            .await?;
-        Ok(rows.into_iter().filter_map(|(_, r)| r.known()).collect())
+        self.rows(&b)?.parts(upload).await
     }
 
     /// Uploads in progress in `bucket` for keys starting with `prefix`: (id, record), by id.
@@ -180,15 +164,9 @@ impl Buckets {
         prefix: &str,
     ) -> Result<Vec<(String, UploadRecord)>, BucketError> {
         let b = self.authorize(bucket, Need::Read).await?;
-        let rows = self
-            .table
-            .list::<schema::Uploads>(&BucketId::of(&b), "")
-            .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(id, r)| Some((id, r.known()?)))
-            .filter(|(_, u)| u.key.starts_with(prefix))
-            .collect())
+        let mut uploads = self.rows(&b)?.uploads().await?;
+        uploads.retain(|(_, u)| u.key.starts_with(prefix));
+        Ok(uploads)
     }
 
     /// Finish an upload: the listed parts (number, etag), in ascending order, become the
@@ -272,12 +250,10 @@ impl Buckets {
 
     async fn forget_upload(&self, bucket: &str, upload: &str) -> Result<(), BucketError> {
         let b = self.authorize(bucket, Need::Write).await?;
-        let uid = upload_id(&b, upload);
-        for (_, row) in self.table.list::<schema::Parts>(&uid, "").await? {
-            // A part row this node cannot read is kept (and so are its bytes).
-            let Some(p) = row.known() else { continue };
-            self.table
-                .put::<schema::Parts>(self.signer()?, &uid, &PartNumber(p.number), None)
+        let rows = self.rows(&b)?;
+        // A part row this node cannot read is kept (and so are its bytes).
+        for p in rows.parts(upload).await? {
+            rows.put_part(self.signer()?, upload, p.number, None)
                 .await?;
             // The assembled object (if completed) holds the parts it uses; the upload lets go
             // of all of them.
@@ -287,9 +263,7 @@ impl Buckets {
                 .await
                 .map_err(|e| BucketError::Catalog(e.to_string()))?;
         }
-        self.table
-            .put::<schema::Uploads>(self.signer()?, &BucketId::of(&b), upload, None)
-            .await?;
+        rows.put_upload(self.signer()?, upload, None).await?;
         Ok(())
     }
 }

@@ -7,17 +7,23 @@
 //! | kind | partition key | sort key | value | written by |
 //! |---|---|---|---|---|
 //! | `bucket` | `bucket` | bucket name | [`BucketRecord`] | first claimant of the name (the owner) |
-//! | `obj` | `obj/<owner>/<bucket>` | object key | [`ObjectRecord`] (current version) | the owner |
-//! | `ver` | `ver/<owner>/<bucket>/<key>` | version id | [`ObjectRecord`] (kept versions) | the owner |
-//! | `upl` | `upl/<owner>/<bucket>` | upload id | [`UploadRecord`] | the owner |
-//! | `part` | `part/<owner>/<bucket>/<upload>` | part number, 5 digits | [`PartRecord`] | the owner |
+//! | `so` | `so/<owner>/<bucket>` | sealed object key | sealed [`ObjectRecord`] (current version) | the owner |
+//! | `sv` | `sv/<owner>/<bucket>/<sealed key>` | version id | sealed [`ObjectRecord`] (kept versions) | the owner |
+//! | `su` | `su/<owner>/<bucket>` | upload id | sealed [`UploadRecord`] | the owner |
+//! | `sp` | `sp/<owner>/<bucket>/<upload>` | part number, 5 digits | sealed [`PartRecord`] | the owner |
+//! | `obj`, `ver`, `upl`, `part` | as `so`, `sv`, `su`, `sp` | plain key | plain record | the owner |
 //! | `s3key` | `s3key/<first byte of the id's hash>` | the id's hash | sealed [`AccessKey`] | first claimant (the account) |
 //! | `keys` | `keys/<account>` | the id's hash | sealed [`KeyListing`] | the account |
+//!
+//! A bucket's rows are sealed (`s…` kinds: names encrypted, values sealed; see
+//! [`crate::sealed`]) unless the bucket was made before weft sealed them
+//! ([`BucketRecord::sealed`] false): such a bucket keeps its plain rows (`obj`, `ver`, `upl`,
+//! `part`) and works as before.
 
 use weft_core::NodeId;
 use weft_meta::{Rules, Schema, SortKey, Writer};
 
-use crate::buckets::{BucketRecord, ObjectRecord};
+use crate::buckets::{BucketRecord, BucketRecordV1, ObjectRecord};
 use crate::multipart::{PartRecord, UploadRecord};
 
 /// A bucket, as its rows are keyed: its owner and its name.
@@ -49,13 +55,21 @@ pub struct Buckets;
 impl Schema for Buckets {
     const KIND: &'static str = "bucket";
     const WRITER: Writer = Writer::FirstClaim;
-    const FORMAT: u8 = 1;
+    /// 2: [`BucketRecord::sealed`] added (format 1 records are buckets with plain rows).
+    const FORMAT: u8 = 2;
     type Part = ();
     type Sort = str;
     type Value = BucketRecord;
 
     fn partition(_: &()) -> String {
         String::new()
+    }
+
+    fn decode(format: u8, body: &[u8]) -> Result<BucketRecord, weft_core::wire::WireError> {
+        match format {
+            1 => weft_core::wire::decode::<BucketRecordV1>(body).map(BucketRecord::from),
+            _ => weft_core::wire::decode(body),
+        }
     }
 }
 
@@ -151,6 +165,45 @@ impl Schema for Parts {
     }
 }
 
+/// Declares a kind of sealed rows: the same keys as its plain kind, with the object key in its
+/// stored (encrypted) form, and values sealed by the bucket's [`crate::sealed::BucketSeal`].
+macro_rules! sealed_kind {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $part:ty, $sort:ty, $plain:ty) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl Schema for $name {
+            const KIND: &'static str = $kind;
+            const WRITER: Writer = Writer::PartitionKey(1);
+            const FORMAT: u8 = 1;
+            type Part = $part;
+            type Sort = $sort;
+            type Value = Vec<u8>;
+
+            fn partition(part: &$part) -> String {
+                <$plain as Schema>::partition(part)
+            }
+        }
+    };
+}
+
+sealed_kind!(
+    /// [`Objects`], sealed (the sort key is the object key's stored form).
+    SealedObjects, "so", BucketId, str, Objects
+);
+sealed_kind!(
+    /// [`Versions`], sealed ([`ObjectId::key`] is the object key's stored form).
+    SealedVersions, "sv", ObjectId, str, Versions
+);
+sealed_kind!(
+    /// [`Uploads`], sealed.
+    SealedUploads, "su", BucketId, str, Uploads
+);
+sealed_kind!(
+    /// [`Parts`], sealed.
+    SealedParts, "sp", UploadId, PartNumber, Parts
+);
+
 /// The hash an access key's rows are found by: its id's, so only a node handed the id (in a
 /// request signed with the key) can find the row, and only it can open it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,6 +264,10 @@ pub fn rules() -> Rules {
     rules.add(Versions::KIND, Versions::WRITER);
     rules.add(Uploads::KIND, Uploads::WRITER);
     rules.add(Parts::KIND, Parts::WRITER);
+    rules.add(SealedObjects::KIND, SealedObjects::WRITER);
+    rules.add(SealedVersions::KIND, SealedVersions::WRITER);
+    rules.add(SealedUploads::KIND, SealedUploads::WRITER);
+    rules.add(SealedParts::KIND, SealedParts::WRITER);
     rules.add(SealedKeys::KIND, SealedKeys::WRITER);
     rules.add(KeyIndex::KIND, KeyIndex::WRITER);
     weft_heal::schema::register(&mut rules);

@@ -18,7 +18,7 @@ use weft_meta::schema::{Schema, SortKey, partition_key};
 use weft_meta::table::{MetaRequest, MetaResponse};
 use weft_meta::{Entry, Item, Timestamp, Value};
 use weft_node::Node;
-use weft_node::schema::{BucketId, Objects};
+use weft_node::schema::{BucketId, SealedObjects};
 use weft_store::{Capability, Erasure, Manifest, PlacedSegment, Residency};
 
 /// A catalog entry as a newer weft writes it: one more field at the end.
@@ -73,9 +73,13 @@ async fn forged_rows_are_refused() {
         owner: buckets.account(),
         name: "docs".into(),
     };
-    let pk = partition_key::<Objects>(&bucket);
-    let sk = "a.txt".to_sort();
-    let reps = replicas::<Objects>(&nodes, &bucket);
+    let pk = partition_key::<SealedObjects>(&bucket);
+    let reps = replicas::<SealedObjects>(&nodes, &bucket);
+    // The one object's row, under its sealed name.
+    let rows = nodes[reps[0]].table().local().list(&pk, "").unwrap();
+    assert_eq!(rows.len(), 1);
+    let sk = rows[0].sk.clone();
+    assert!(!sk.contains("a.txt"), "{sk}");
     let old: Entry = nodes[reps[0]]
         .table()
         .local()
@@ -173,7 +177,7 @@ async fn forged_rows_are_refused() {
     // Through the table's own interface a member cannot even try.
     let err = attacker
         .table()
-        .put::<Objects>(&other_account, &bucket, "a.txt", Some(&honest))
+        .put::<SealedObjects>(&other_account, &bucket, &sk, Some(&vec![0u8; 8]))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("may not write"), "{err}");

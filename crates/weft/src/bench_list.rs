@@ -88,26 +88,33 @@ fn measure(base: &Path, args: &ListArgs) -> Result<()> {
         ("node1 (the writer)", &fabric.clients[0]),
         ("the last node", &elsewhere),
     ] {
-        let (mut whole, mut part) = (Vec::new(), Vec::new());
+        let (mut whole, mut part, mut within) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..3 {
             let (s, n) = list(api, "")?;
             if n != objects {
                 bail!("listing through {name} found {n} of {objects} objects");
             }
             whole.push(s);
-            let (s, n) = list(api, "d42/")?;
-            if n != objects.div_ceil(100) && objects >= 100 {
-                bail!("prefix d42/ through {name} found {n} objects");
+            for (prefix, times) in [("d42/", &mut part), ("d42/obj001", &mut within)] {
+                let (s, n) = list(api, prefix)?;
+                let expected = (0..objects).filter(|i| key(*i).starts_with(prefix)).count();
+                if n != expected {
+                    bail!("prefix {prefix} through {name} found {n} of {expected} objects");
+                }
+                times.push(s);
             }
-            part.push(s);
         }
-        let (whole, part) = (sorted(whole), sorted(part));
+        let count = |prefix: &str| (0..objects).filter(|i| key(*i).starts_with(prefix)).count();
+        let (whole, part, within) = (sorted(whole), sorted(part), sorted(within));
         println!(
-            "through {name}: whole bucket {:.3} s ({:.0} objects/s), prefix d42/ ({} objects) {:.1} ms  (median of 3)",
+            "through {name}: whole bucket {:.3} s ({:.0} objects/s), prefix d42/ ({} objects) {:.1} ms, \
+             prefix d42/obj001 ({} objects) {:.1} ms  (median of 3)",
             whole[1],
             objects as f64 / whole[1],
-            objects.div_ceil(100),
-            part[1] * 1000.0
+            count("d42/"),
+            part[1] * 1000.0,
+            count("d42/obj001"),
+            within[1] * 1000.0
         );
     }
     Ok(())

@@ -930,6 +930,95 @@ impl S3 {
         (status, resp.body_mut().read_to_string().unwrap_or_default())
     }
 
+    /// PUT `bytes` as `bucket/key` with `headers`: the status and the ETag answered.
+    fn put_with(
+        &self,
+        bucket: &str,
+        key: &str,
+        bytes: &[u8],
+        headers: &[(&str, &str)],
+    ) -> (u16, String) {
+        use rusty_s3::S3Action;
+        let url = self
+            .bucket(bucket)
+            .put_object(Some(&self.creds), key)
+            .sign(Duration::from_secs(60));
+        Self::send_etag("PUT", url.as_str(), headers, bytes)
+    }
+
+    /// UploadPart: the status and the part's ETag.
+    fn upload_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload: &str,
+        n: u16,
+        bytes: &[u8],
+    ) -> (u16, String) {
+        use rusty_s3::S3Action;
+        let url = self
+            .bucket(bucket)
+            .upload_part(Some(&self.creds), key, n, upload)
+            .sign(Duration::from_secs(60));
+        Self::send_etag("PUT", url.as_str(), &[], bytes)
+    }
+
+    /// CompleteMultipartUpload of parts 1.. with `etags`; the status.
+    fn complete(&self, bucket: &str, key: &str, upload: &str, etags: &[&str]) -> u16 {
+        use rusty_s3::S3Action;
+        let url = self
+            .bucket(bucket)
+            .complete_multipart_upload(Some(&self.creds), key, upload, etags.iter().copied())
+            .sign(Duration::from_secs(60));
+        let parts: String = etags
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                format!(
+                    "<Part><PartNumber>{}</PartNumber><ETag>{t}</ETag></Part>",
+                    i + 1
+                )
+            })
+            .collect();
+        let body = format!("<CompleteMultipartUpload>{parts}</CompleteMultipartUpload>");
+        Self::send("POST", url.as_str(), &[], body.as_bytes()).0
+    }
+
+    /// Send a signed URL: the status and the ETag answered.
+    fn send_etag(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+        let mut req = ureq::http::Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = Self::agent().run(req.body(body.to_vec()).unwrap()).unwrap();
+        let etag = resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        (resp.status().as_u16(), etag)
+    }
+
+    /// HEAD `bucket/key`: the status and every header answered, one `name: value` a line.
+    fn head_headers(&self, bucket: &str, key: &str) -> (u16, String) {
+        use rusty_s3::S3Action;
+        let url = self
+            .bucket(bucket)
+            .head_object(Some(&self.creds), key)
+            .sign(Duration::from_secs(60));
+        let req = ureq::http::Request::builder()
+            .method("HEAD")
+            .uri(url.as_str());
+        let resp = Self::agent().run(req.body(Vec::new()).unwrap()).unwrap();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| format!("{k}: {}\n", v.to_str().unwrap_or_default()))
+            .collect();
+        (resp.status().as_u16(), headers)
+    }
+
     /// HEAD `bucket/key`; the status.
     fn head(&self, bucket: &str, key: &str) -> u16 {
         use rusty_s3::S3Action;
@@ -1269,24 +1358,74 @@ fn a_nodes_old_account_is_exported_and_used_from_anywhere() {
 }
 
 #[test]
-fn no_disk_holds_a_plaintext_hash_of_what_was_stored() {
+fn no_disk_holds_names_metadata_or_hashes_of_what_was_stored() {
     let fabric = Local::up(&["--nodes", "4", "--no-wan"]);
     let (alice, _) = User::with_account();
     let n1 = fabric.node(1);
     let n1 = n1.to_str().unwrap();
-    alice.ok(&["--data", n1, "bucket", "create", "hashes"]);
+    alice.ok(&[
+        "--data",
+        n1,
+        "bucket",
+        "create",
+        "hashes",
+        "--versions",
+        "3",
+    ]);
     let tmp = tempfile::tempdir().unwrap();
     let bytes: Vec<u8> = (0..(5 << 20) + 3).map(|i: u32| (i % 241) as u8).collect();
     let file = tmp.path().join("f");
     std::fs::write(&file, &bytes).unwrap();
-    alice.ok(&["--data", n1, "put", file.to_str().unwrap(), "hashes/f"]);
+    let (dir, name) = ("boardroom-minutes", "confidential-forecast.txt");
+    let path = format!("hashes/{dir}/{name}");
+    alice.ok(&["--data", n1, "put", file.to_str().unwrap(), &path]);
+    alice.ok(&["--data", n1, "put", file.to_str().unwrap(), &path]); // a kept version too
     alice.ok(&["--data", n1, "put", file.to_str().unwrap()]);
-    // The content id and every segment's BLAKE3 (4 MiB segments), raw and in hex.
-    let mut secrets: Vec<Vec<u8>> = vec![blake3::hash(&bytes).as_bytes().to_vec()];
+    // Through S3: a content type, user metadata, an MD5 ETag; a multipart upload completed
+    // and one left in progress.
+    let key = alice.ok(&["--data", n1, "key", "create"]);
+    let s3 = S3::new(&fabric.node(2), &key);
+    let (ctype, meta) = ("application/x-undisclosed-kind", "meta-value-nobody-reads");
+    let small = b"quarterly numbers, not for the storage providers".to_vec();
+    let (status, etag) = s3.put_with(
+        "hashes",
+        "s3-secret-object.csv",
+        &small,
+        &[("content-type", ctype), ("x-amz-meta-codename", meta)],
+    );
+    assert_eq!(status, 200);
+    let md5_hex = etag.trim_matches('"').to_string();
+    assert_eq!(md5_hex.len(), 32, "{etag}");
+    let (status, upload) = s3.create_upload("hashes", "merger-plan-in-progress.bin");
+    assert_eq!(status, 200);
+    let (status, part_etag) = s3.upload_part(
+        "hashes",
+        "merger-plan-in-progress.bin",
+        &upload,
+        1,
+        b"part bytes of a plan",
+    );
+    assert_eq!(status, 200);
+    let part_md5 = part_etag.trim_matches('"').to_string();
+    let (_, done) = s3.create_upload("hashes", "assembled-dossier.bin");
+    let (_, tag) = s3.upload_part("hashes", "assembled-dossier.bin", &done, 1, b"dossier");
+    assert_eq!(
+        s3.complete("hashes", "assembled-dossier.bin", &done, &[&tag]),
+        200
+    );
+    // The content id and every segment's BLAKE3 (4 MiB segments), raw and in hex; the MD5s.
+    let mut hashes: Vec<Vec<u8>> = vec![blake3::hash(&bytes).as_bytes().to_vec()];
     for seg in bytes.chunks(4 << 20) {
-        secrets.push(blake3::hash(seg).as_bytes().to_vec());
+        hashes.push(blake3::hash(seg).as_bytes().to_vec());
     }
-    let hex: Vec<Vec<u8>> = secrets
+    for md5 in [&md5_hex, &part_md5] {
+        hashes.push(
+            (0..16)
+                .map(|i| u8::from_str_radix(&md5[2 * i..2 * i + 2], 16).unwrap())
+                .collect(),
+        );
+    }
+    let mut secrets: Vec<Vec<u8>> = hashes
         .iter()
         .map(|h| {
             h.iter()
@@ -1295,7 +1434,19 @@ fn no_disk_holds_a_plaintext_hash_of_what_was_stored() {
                 .into_bytes()
         })
         .collect();
-    secrets.extend(hex);
+    secrets.extend(hashes);
+    for text in [
+        dir,
+        name,
+        "s3-secret-object",
+        "merger-plan",
+        "assembled-dossier",
+        ctype,
+        meta,
+        "codename",
+    ] {
+        secrets.push(text.as_bytes().to_vec());
+    }
     let mut scanned = 0;
     let mut stack: Vec<PathBuf> = (1..=4).map(|n| fabric.node(n)).collect();
     while let Some(dir) = stack.pop() {
@@ -1308,23 +1459,40 @@ fn no_disk_holds_a_plaintext_hash_of_what_was_stored() {
                 for s in &secrets {
                     assert!(
                         !data.windows(s.len()).any(|w| w == s.as_slice()),
-                        "{} holds a plaintext hash",
-                        path.display()
+                        "{} holds {:?}",
+                        path.display(),
+                        String::from_utf8_lossy(s)
                     );
                 }
             }
         }
     }
     assert!(scanned > 20, "only {scanned} files scanned");
-    // What was stored still reads and verifies.
+    // What was stored still reads, verifies and lists, by its names.
     let out = tmp.path().join("out");
-    alice.ok(&[
-        "--data",
-        fabric.node(3).to_str().unwrap(),
-        "get",
-        "hashes/f",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let n3 = fabric.node(3);
+    let n3 = n3.to_str().unwrap();
+    alice.ok(&["--data", n3, "get", &path, "-o", out.to_str().unwrap()]);
     assert!(std::fs::read(&out).unwrap() == bytes);
+    let listed = alice.ok(&["--data", n3, "ls", "hashes/boardroom-"]);
+    assert!(listed.contains(&format!("{dir}/{name}")), "{listed}");
+    assert!(!listed.contains("s3-secret"), "{listed}");
+    let versions = alice.ok(&["--data", n3, "ls", "--versions", &path]);
+    assert_eq!(
+        versions.lines().filter(|l| !l.trim().is_empty()).count(),
+        2,
+        "{versions}"
+    );
+    let s3 = S3::new(&fabric.node(4), &key);
+    let (status, head) = s3.head_headers("hashes", "s3-secret-object.csv");
+    assert_eq!(status, 200);
+    assert!(
+        head.contains(ctype) && head.contains(meta) && head.contains(&md5_hex),
+        "{head}"
+    );
+    let (_, body) = s3.list("hashes");
+    assert!(
+        body.contains("assembled-dossier.bin") && body.contains(&format!("{dir}/{name}")),
+        "{body}"
+    );
 }
