@@ -241,3 +241,59 @@ pub(crate) async fn share(
     )
         .into_response())
 }
+
+/// `DELETE /v1/buckets/{name}/grants/{account}` answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Revoked {
+    /// Grants revoked.
+    pub revoked: usize,
+}
+
+pub(crate) async fn put_grant(
+    Acting(acting): Acting,
+    Path(name): Path<String>,
+    Json(grant): Json<weft_node::Grant>,
+) -> Result<Json<weft_node::GrantListing>, ApiFailure> {
+    acting
+        .put_grant(&name, &grant)
+        .await
+        .map_err(ApiFailure::from)?;
+    Ok(Json(weft_node::GrantListing {
+        grantee: grant.grantee,
+        write: grant.write,
+        created_ms: grant.created_ms,
+    }))
+}
+
+pub(crate) async fn list_grants(
+    Acting(acting): Acting,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<weft_node::GrantListing>>, ApiFailure> {
+    Ok(Json(acting.grants(&name).await.map_err(ApiFailure::from)?))
+}
+
+pub(crate) async fn revoke_grant(
+    Acting(acting): Acting,
+    Path((name, account)): Path<(String, String)>,
+) -> Result<Json<Revoked>, ApiFailure> {
+    let grantee: weft_core::NodeId = account.parse().map_err(|_| {
+        ApiFailure(
+            StatusCode::BAD_REQUEST,
+            format!("{account:?} is not an account id (64 hex digits)"),
+        )
+    })?;
+    let revoked = acting
+        .revoke_grant(&name, &grantee)
+        .await
+        .map_err(ApiFailure::from)?;
+    Ok(Json(Revoked { revoked }))
+}
+
+pub(crate) async fn grant_lookup(
+    Acting(acting): Acting,
+    Path(name): Path<String>,
+) -> Result<Json<weft_node::GrantLookup>, ApiFailure> {
+    Ok(Json(
+        acting.grant_lookup(&name).await.map_err(ApiFailure::from)?,
+    ))
+}

@@ -60,9 +60,11 @@ fn bucket_status(e: &BucketError) -> StatusCode {
             | BucketError::NoVersion(..)
             | BucketError::NoUpload(_) => StatusCode::NOT_FOUND,
             BucketError::Exists(_) | BucketError::NotEmpty(_) => StatusCode::CONFLICT,
-            BucketError::NotOwner(_) | BucketError::ReadOnly | BucketError::NoKey(_) => {
-                StatusCode::FORBIDDEN
-            }
+            BucketError::NotOwner(_)
+            | BucketError::ReadOnly
+            | BucketError::NoKey(_)
+            | BucketError::Revoked(_)
+            | BucketError::Shared(..) => StatusCode::FORBIDDEN,
             BucketError::Storage(s) => storage_status(s),
             BucketError::Corrupt(_) => StatusCode::BAD_GATEWAY,
             BucketError::Meta(_) | BucketError::Catalog(_) => StatusCode::SERVICE_UNAVAILABLE,

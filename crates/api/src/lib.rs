@@ -17,7 +17,7 @@ mod members;
 mod objects;
 mod server;
 
-pub use buckets::{CreateBucket, ListedObject};
+pub use buckets::{CreateBucket, ListedObject, Revoked};
 pub use client::{ApiClient, ApiError};
 pub use keys::CreateKey;
 pub use members::MemberStatus;

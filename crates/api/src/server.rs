@@ -64,6 +64,18 @@ pub async fn serve(
             get(crate::buckets::get_bucket).delete(crate::buckets::delete_bucket),
         )
         .route(
+            "/v1/buckets/{name}/grants",
+            post(crate::buckets::put_grant).get(crate::buckets::list_grants),
+        )
+        .route(
+            "/v1/buckets/{name}/grants/{account}",
+            axum::routing::delete(crate::buckets::revoke_grant),
+        )
+        .route(
+            "/v1/buckets/{name}/grant",
+            get(crate::buckets::grant_lookup),
+        )
+        .route(
             "/v1/versions/{bucket}/{*key}",
             get(crate::buckets::versions),
         )

@@ -196,6 +196,12 @@ pub enum BucketError {
     /// The keys this node was handed do not open the bucket.
     #[error("this access does not include bucket {0:?}'s key")]
     NoKey(String),
+    /// What only the owner of a bucket shared with this account may do.
+    #[error("bucket {0:?} is shared with this account; only its owner can {1}")]
+    Shared(String, String),
+    /// A grant of the bucket that was revoked.
+    #[error("bucket {0:?} is no longer shared with this account (its owner revoked the grant)")]
+    Revoked(String),
     /// Someone else's bucket.
     #[error(
         "bucket {0:?} belongs to another account; ask its owner for a capability (`weft share`)"
@@ -252,6 +258,9 @@ pub struct Access {
     /// The account's own key, when the node holds it (a data directory from before accounts
     /// left the nodes): every key, legacy ones included, derives from it.
     root: Option<SecretKey>,
+    /// For a session scoped to one bucket: that bucket and the session's delegate (which a
+    /// grant of the bucket would name; see [`crate::grants`]).
+    scoped: Option<(String, NodeId)>,
 }
 
 impl Access {
@@ -263,6 +272,7 @@ impl Access {
             signer: Some(Signer::own(key.clone())),
             keys,
             root: Some(key),
+            scoped: None,
         }
     }
 
@@ -273,6 +283,7 @@ impl Access {
             signer: Some(Signer::delegated(key, via)),
             keys,
             root: None,
+            scoped: None,
         }
     }
 
@@ -283,7 +294,22 @@ impl Access {
             signer: None,
             keys,
             root: None,
+            scoped: None,
         }
+    }
+
+    /// The same access, as a session scoped to `bucket` whose delegate is `delegate`.
+    pub fn scoped_to(mut self, bucket: String, delegate: NodeId) -> Access {
+        self.scoped = Some((bucket, delegate));
+        self
+    }
+
+    /// The delegate of the session this access came from, if it is scoped to `bucket`.
+    pub fn scoped_delegate(&self, bucket: &str) -> Option<NodeId> {
+        self.scoped
+            .as_ref()
+            .filter(|(b, _)| b == bucket)
+            .map(|(_, d)| *d)
     }
 
     /// The account acted for.
@@ -303,6 +329,7 @@ pub struct Buckets {
     pub(crate) table: Table,
     pub(crate) storage: Storage,
     pub(crate) refs: weft_heal::Registry,
+    pub(crate) grant_checks: crate::grants::GrantChecks,
     access: Access,
 }
 
@@ -311,6 +338,7 @@ impl Buckets {
     pub fn new(table: Table, storage: Storage, access: Access) -> Buckets {
         Buckets {
             refs: weft_heal::Registry::new(table.clone()),
+            grant_checks: Default::default(),
             table,
             storage,
             access,
@@ -321,6 +349,7 @@ impl Buckets {
     pub fn acting_as(&self, access: Access) -> Buckets {
         Buckets {
             refs: self.refs.clone(),
+            grant_checks: self.grant_checks.clone(),
             table: self.table.clone(),
             storage: self.storage.clone(),
             access,
@@ -455,6 +484,17 @@ impl Buckets {
         }
         if need == Need::Write && !self.access.can_write() {
             return Err(BucketError::ReadOnly);
+        }
+        if let Some(d) = self.access.scoped_delegate(bucket) {
+            match self.grant_state(&b, d).await? {
+                crate::grants::GrantState::Revoked => {
+                    return Err(BucketError::Revoked(bucket.into()));
+                }
+                crate::grants::GrantState::Live { write: false } if need == Need::Write => {
+                    return Err(BucketError::ReadOnly);
+                }
+                _ => {}
+            }
         }
         if self.access.keys.primary(bucket).is_none() {
             return Err(BucketError::NoKey(bucket.into()));
@@ -870,6 +910,7 @@ impl Buckets {
     /// Delete an empty bucket.
     pub async fn delete_bucket(&self, bucket: &str) -> Result<(), BucketError> {
         let b = self.authorize(bucket, Need::Write).await?;
+        self.owner_itself(&b, "delete it").await?;
         if self.rows(&b)?.has_objects().await? {
             return Err(BucketError::NotEmpty(bucket.into()));
         }

@@ -12,6 +12,7 @@
 mod admission;
 mod buckets;
 mod datadir;
+mod grants;
 mod keys;
 mod migrate;
 mod multipart;
@@ -46,6 +47,7 @@ pub use buckets::{
     PartRef, check_bucket_name,
 };
 pub use datadir::{DataDir, DataDirError, FabricFile};
+pub use grants::{Grant, GrantListing, GrantLookup};
 pub use keys::{AccessKey, KeyError, KeyListing, KeyStore, lookup_key};
 pub use multipart::{MAX_PARTS, MIN_PART_SIZE, PartRecord, UploadRecord};
 pub use session::{Session, SessionError};

@@ -12,6 +12,7 @@
 //! | `su` | `su/<owner>/<bucket>` | upload id | sealed [`UploadRecord`] | the owner |
 //! | `sp` | `sp/<owner>/<bucket>/<upload>` | part number, 5 digits | sealed [`PartRecord`] | the owner |
 //! | `obj`, `ver`, `upl`, `part` | as `so`, `sv`, `su`, `sp` | plain key | plain record | the owner |
+//! | `grant` | `grant/<owner>/<bucket>` | the granted session's delegate | [`crate::grants::Grant`] (session sealed to the grantee) | the owner |
 //! | `s3key` | `s3key/<first byte of the id's hash>` | the id's hash | sealed [`AccessKey`] | first claimant (the account) |
 //! | `keys` | `keys/<account>` | the id's hash | sealed [`KeyListing`] | the account |
 //!
@@ -204,6 +205,22 @@ sealed_kind!(
     SealedParts, "sp", UploadId, PartNumber, Parts
 );
 
+/// Grants of a bucket to other accounts ([`crate::grants`]), by the granted session's delegate.
+pub struct Grants;
+
+impl Schema for Grants {
+    const KIND: &'static str = "grant";
+    const WRITER: Writer = Writer::PartitionKey(1);
+    const FORMAT: u8 = 1;
+    type Part = BucketId;
+    type Sort = NodeId;
+    type Value = crate::grants::Grant;
+
+    fn partition(bucket: &BucketId) -> String {
+        bucket.key()
+    }
+}
+
 /// The hash an access key's rows are found by: its id's, so only a node handed the id (in a
 /// request signed with the key) can find the row, and only it can open it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -268,6 +285,7 @@ pub fn rules() -> Rules {
     rules.add(SealedVersions::KIND, SealedVersions::WRITER);
     rules.add(SealedUploads::KIND, SealedUploads::WRITER);
     rules.add(SealedParts::KIND, SealedParts::WRITER);
+    rules.add(Grants::KIND, Grants::WRITER);
     rules.add(SealedKeys::KIND, SealedKeys::WRITER);
     rules.add(KeyIndex::KIND, KeyIndex::WRITER);
     weft_heal::schema::register(&mut rules);

@@ -106,16 +106,20 @@ impl Session {
             keys.buckets.retain(|k| &k.bucket == b);
         }
         let account = self.via.body.account;
-        match self.delegate {
-            None => Ok(Access::read_only(account, keys)),
+        let access = match self.delegate {
+            None => Access::read_only(account, keys),
             Some(seed) => {
                 let key = SecretKey::from_seed(seed);
                 if key.public() != self.via.body.delegate {
                     return Err(SessionError::Forged);
                 }
-                Ok(Access::delegated(key, self.via.clone(), keys))
+                Access::delegated(key, self.via.clone(), keys)
             }
-        }
+        };
+        Ok(match &self.via.body.scope.bucket {
+            Some(b) => access.scoped_to(b.clone(), self.via.body.delegate),
+            None => access,
+        })
     }
 }
 

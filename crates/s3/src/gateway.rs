@@ -34,7 +34,11 @@ fn err(e: BucketError) -> S3Error {
         BucketError::Exists(_) => C::BucketAlreadyExists,
         BucketError::NoObject(..) => C::NoSuchKey,
         BucketError::NoVersion(..) => C::NoSuchVersion,
-        BucketError::NotOwner(_) | BucketError::ReadOnly | BucketError::NoKey(_) => C::AccessDenied,
+        BucketError::NotOwner(_)
+        | BucketError::ReadOnly
+        | BucketError::NoKey(_)
+        | BucketError::Revoked(_)
+        | BucketError::Shared(..) => C::AccessDenied,
         BucketError::NotEmpty(_) => C::BucketNotEmpty,
         BucketError::Digest(_) => C::BadDigest,
         BucketError::NoUpload(_) => C::NoSuchUpload,

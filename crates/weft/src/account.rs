@@ -341,8 +341,14 @@ impl Actor {
 
     /// A client acting as the account, able to write if `write`; `buckets` are those the
     /// command touches (their legacy keys go along, for objects from before accounts).
+    /// A bucket shared with the account (`weft bucket grant`) is used through its grant.
     pub fn client(&self, write: bool, buckets: &[&str]) -> Result<ApiClient> {
         let (_, key) = load(self.account.as_deref())?;
+        if let [bucket] = buckets
+            && let Some(granted) = self.granted(&key, bucket, write)?
+        {
+            return Ok(self.anonymous()?.with_session(granted.to_text()));
+        }
         let session = Session::new(
             &key,
             Scope { bucket: None },
@@ -353,4 +359,55 @@ impl Actor {
         );
         Ok(self.anonymous()?.with_session(session.to_text()))
     }
+
+    /// The session of `bucket`'s grant to this account, if the bucket is another account's
+    /// and shared with this one.
+    fn granted(&self, key: &SecretKey, bucket: &str, write: bool) -> Result<Option<Session>> {
+        // Asked with a short read-only session holding no bucket keys.
+        let probe = Session::new(
+            key,
+            Scope { bucket: None },
+            false,
+            weft_net::now_ms(),
+            60_000,
+            &[],
+        );
+        let path = format!("/v1/buckets/{}/grant", crate::objects::path_escape(bucket));
+        let lookup: weft_node::GrantLookup =
+            match self.anonymous()?.with_session(probe.to_text()).get(&path) {
+                Ok(l) => l,
+                // No such bucket (yet): the command itself says what is wrong.
+                Err(weft_api::ApiError::Refused { status: 404, .. }) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+        if lookup.owner == key.public() {
+            return Ok(None);
+        }
+        let Some(grant) = lookup.grant else {
+            return Ok(None);
+        };
+        if write && !grant.write {
+            bail!("bucket {bucket} is shared with this account read-only");
+        }
+        grant
+            .open(key, &lookup.owner, bucket)
+            .map(Some)
+            .with_context(|| {
+                format!("the grant of bucket {bucket} does not open with this account's key")
+            })
+    }
+}
+
+/// An account named on the command line: its id (64 hex digits, as `weft account show`
+/// prints it) or the name of an account on this machine.
+pub fn account_id(text: &str) -> Result<weft_core::NodeId> {
+    if let Ok(id) = text.parse() {
+        return Ok(id);
+    }
+    if names().iter().any(|n| n == text) {
+        return Ok(load(Some(text))?.1.public());
+    }
+    bail!(
+        "{text:?} is neither an account id (64 hex digits, from `weft account show`) nor an account on this machine"
+    )
 }

@@ -422,6 +422,34 @@ pub enum BucketCommand {
         /// Name
         name: String,
     },
+    /// Share a bucket with another account, through any node
+    #[command(group(clap::ArgGroup::new("access").required(true).args(["read", "write"])))]
+    Grant {
+        /// Bucket
+        name: String,
+        /// The account: its id (`weft account show`) or the name of one on this machine
+        #[arg(value_name = "ACCOUNT")]
+        grantee: String,
+        /// It may list and read
+        #[arg(long)]
+        read: bool,
+        /// It may also write and delete
+        #[arg(long)]
+        write: bool,
+    },
+    /// Stop sharing a bucket with an account (refused on every node within seconds)
+    Revoke {
+        /// Bucket
+        name: String,
+        /// The account: its id or the name of one on this machine
+        #[arg(value_name = "ACCOUNT")]
+        grantee: String,
+    },
+    /// List the accounts a bucket is shared with
+    Grants {
+        /// Bucket
+        name: String,
+    },
 }
 
 /// `weft bucket create`.
@@ -458,6 +486,61 @@ pub fn bucket(who: &Actor, cmd: BucketCommand) -> Result<()> {
             who.client(true, &[&name])?
                 .delete(&format!("/v1/buckets/{}", path_escape(&name)))?;
             println!("deleted bucket {name}");
+            Ok(())
+        }
+        BucketCommand::Grant {
+            name,
+            grantee,
+            write,
+            ..
+        } => {
+            let grantee = crate::account::account_id(&grantee)?;
+            let owner = who.account_key()?;
+            let grant = weft_node::Grant::new(&owner, &name, grantee, write, weft_net::now_ms())?;
+            let _: weft_node::GrantListing = who.client(true, &[&name])?.post(
+                &format!("/v1/buckets/{}/grants", path_escape(&name)),
+                &grant,
+            )?;
+            let access = if write { "read and write" } else { "read only" };
+            let put = if write {
+                format!(", `weft put FILE {name}/KEY`")
+            } else {
+                String::new()
+            };
+            println!(
+                "bucket {name} is shared with {} ({access}); it uses it through any node as \
+                 `weft ls {name}/`, `weft get {name}/KEY`{put}",
+                grantee.to_hex()
+            );
+            Ok(())
+        }
+        BucketCommand::Revoke { name, grantee } => {
+            let grantee = crate::account::account_id(&grantee)?;
+            who.client(true, &[&name])?.delete(&format!(
+                "/v1/buckets/{}/grants/{}",
+                path_escape(&name),
+                grantee.to_hex()
+            ))?;
+            println!(
+                "bucket {name} is no longer shared with {}",
+                grantee.to_hex()
+            );
+            Ok(())
+        }
+        BucketCommand::Grants { name } => {
+            let grants: Vec<weft_node::GrantListing> = who
+                .client(false, &[&name])?
+                .get(&format!("/v1/buckets/{}/grants", path_escape(&name)))?;
+            if grants.is_empty() {
+                println!("bucket {name} is shared with no one");
+            }
+            for g in grants {
+                println!(
+                    "{}  {}",
+                    g.grantee.to_hex(),
+                    if g.write { "read+write" } else { "read" }
+                );
+            }
             Ok(())
         }
         BucketCommand::Create(a) => {

@@ -1496,3 +1496,155 @@ fn no_disk_holds_names_metadata_or_hashes_of_what_was_stored() {
         "{body}"
     );
 }
+
+/// The 64-hex account id `weft account show` prints.
+fn account_id(user: &User) -> String {
+    let out = user.ok(&["account", "show"]);
+    out.split_whitespace()
+        .find(|w| w.len() == 64 && w.chars().all(|c| c.is_ascii_hexdigit()))
+        .unwrap_or_else(|| panic!("no account id in {out}"))
+        .to_string()
+}
+
+#[test]
+fn a_shared_bucket_is_used_by_its_grantee_through_any_node_until_revoked() {
+    let fabric = Local::up(&["--nodes", "4", "--no-wan"]);
+    let node = |n: usize| fabric.node(n).to_str().unwrap().to_string();
+    let (alice, _) = User::with_account();
+    let (bob, _) = User::with_account();
+    let (carol, _) = User::with_account();
+    let bob_id = account_id(&bob);
+    let tmp = tempfile::tempdir().unwrap();
+    let plan = tmp.path().join("plan");
+    std::fs::write(&plan, b"the team's plan").unwrap();
+    alice.ok(&["--data", &node(1), "bucket", "create", "team"]);
+    alice.ok(&[
+        "--data",
+        &node(1),
+        "put",
+        plan.to_str().unwrap(),
+        "team/plan.txt",
+    ]);
+    let before = bob.fails(&["--data", &node(2), "ls", "team/"]);
+    assert!(before.contains("another account"), "{before}");
+    // Read only.
+    let said = alice.ok(&[
+        "--data",
+        &node(1),
+        "bucket",
+        "grant",
+        "team",
+        &bob_id,
+        "--read",
+    ]);
+    assert!(said.contains("read only"), "{said}");
+    let out = tmp.path().join("out");
+    for n in 2..=4 {
+        let listed = bob.ok(&["--data", &node(n), "ls", "team/"]);
+        assert!(listed.contains("plan.txt"), "{listed}");
+        bob.ok(&[
+            "--data",
+            &node(n),
+            "get",
+            "team/plan.txt",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(std::fs::read(&out).unwrap(), b"the team's plan");
+    }
+    let refused = bob.fails(&["--data", &node(3), "put", plan.to_str().unwrap(), "team/x"]);
+    assert!(refused.contains("read-only"), "{refused}");
+    assert!(
+        carol
+            .fails(&["--data", &node(3), "get", "team/plan.txt"])
+            .contains("another account")
+    );
+    let grants = alice.ok(&["--data", &node(2), "bucket", "grants", "team"]);
+    assert!(
+        grants.contains(&bob_id) && grants.contains("read"),
+        "{grants}"
+    );
+    // Read and write.
+    alice.ok(&[
+        "--data",
+        &node(1),
+        "bucket",
+        "grant",
+        "team",
+        &bob_id,
+        "--write",
+    ]);
+    let mine = tmp.path().join("mine");
+    std::fs::write(&mine, b"bob's part").unwrap();
+    bob.ok(&[
+        "--data",
+        &node(3),
+        "put",
+        mine.to_str().unwrap(),
+        "team/from-bob.txt",
+    ]);
+    alice.ok(&[
+        "--data",
+        &node(4),
+        "get",
+        "team/from-bob.txt",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(&out).unwrap(), b"bob's part");
+    // Only the owner deletes the bucket or shares it further.
+    let carol_id = account_id(&carol);
+    let owner_only = bob.fails(&[
+        "--data",
+        &node(2),
+        "bucket",
+        "grant",
+        "team",
+        &carol_id,
+        "--read",
+    ]);
+    assert!(owner_only.contains("only its owner"), "{owner_only}");
+    assert!(
+        bob.fails(&["--data", &node(2), "bucket", "rm", "team"])
+            .contains("only its owner")
+    );
+    // A capability handed out keeps working for anyone.
+    let cap = alice.ok(&["--data", &node(1), "share", "team/plan.txt"]);
+    let cap = cap
+        .split_whitespace()
+        .find(|w| w.starts_with("weft"))
+        .unwrap()
+        .to_string();
+    // Revoked: refused on every node within seconds.
+    alice.ok(&["--data", &node(1), "bucket", "revoke", "team", &bob_id]);
+    let start = Instant::now();
+    wait_until(
+        "the revocation to reach every node",
+        Duration::from_secs(15),
+        || {
+            (1..=4).all(|n| {
+                let out = weft_as(bob.config.path(), &["--data", &node(n), "ls", "team/"]);
+                !out.status.success()
+            })
+        },
+    );
+    println!(
+        "grant revoked everywhere in {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
+    for n in 1..=4 {
+        let why = bob.fails(&[
+            "--data",
+            &node(n),
+            "put",
+            mine.to_str().unwrap(),
+            "team/again",
+        ]);
+        assert!(
+            why.contains("another account") || why.contains("no longer shared"),
+            "{why}"
+        );
+    }
+    carol.ok(&["--data", &node(4), "get", &cap, "-o", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&out).unwrap(), b"the team's plan");
+}
