@@ -280,6 +280,24 @@ impl Buckets {
         Ok(revoked)
     }
 
+    /// Whether `session` is a live grant, to the acting account, of a bucket another account
+    /// owns (an access key may then act with it: S3 on a shared bucket).
+    pub(crate) async fn granted_to_me(&self, session: &Session) -> Result<bool, BucketError> {
+        let body = &session.via.body;
+        let Some(bucket) = &body.scope.bucket else {
+            return Ok(false);
+        };
+        let b = self.bucket(bucket).await?;
+        if b.owner != body.account {
+            return Ok(false);
+        }
+        let row = self
+            .table
+            .get_value::<schema::Grants>(&BucketId::of(&b), &body.delegate)
+            .await?;
+        Ok(row.is_some_and(|g| g.grantee == self.account()))
+    }
+
     /// Whose `bucket` is, and its live grant to the acting account (any account may ask: the
     /// grant is sealed to its grantee).
     pub async fn grant_lookup(&self, bucket: &str) -> Result<GrantLookup, BucketError> {

@@ -182,13 +182,31 @@ pub async fn lookup_key(table: &Table, id: &str) -> Result<Option<(AccessKey, No
     let Ok(key) = weft_core::wire::decode::<AccessKey>(&plain) else {
         return Ok(None);
     };
-    // The row's claimant must be the account the grant is from, and the key the one asked.
-    let grant_account = key
+    // The row's claimant must be the account the grant is from (or the grantee of a live grant
+    // of a bucket shared with it), and the key the one asked.
+    let Some(grant) = key
         .grant
         .as_deref()
         .and_then(|g| crate::Session::from_text(g).ok())
-        .map(|g| g.via.body.account);
-    if key.id != id || grant_account != Some(author) {
+    else {
+        return Ok(None);
+    };
+    let body = &grant.via.body;
+    let ok = body.account == author
+        || match &body.scope.bucket {
+            Some(b) => {
+                let bucket = crate::schema::BucketId {
+                    owner: body.account,
+                    name: b.clone(),
+                };
+                table
+                    .get_value::<crate::schema::Grants>(&bucket, &body.delegate)
+                    .await?
+                    .is_some_and(|g| g.grantee == author)
+            }
+            None => false,
+        };
+    if key.id != id || !ok {
         return Ok(None);
     }
     Ok(Some((key, author)))
@@ -218,7 +236,7 @@ impl Buckets {
         let access = session
             .access(weft_net::now_ms())
             .map_err(|e| KeyError::Invalid(e.to_string()))?;
-        if access.author() != self.account() {
+        if access.author() != self.account() && !self.granted_to_me(&session).await? {
             return Err(KeyError::ForeignGrant);
         }
         if session.via.body.scope.bucket != bucket || access.can_write() != write {

@@ -362,7 +362,7 @@ impl Actor {
 
     /// The session of `bucket`'s grant to this account, if the bucket is another account's
     /// and shared with this one.
-    fn granted(&self, key: &SecretKey, bucket: &str, write: bool) -> Result<Option<Session>> {
+    pub fn granted(&self, key: &SecretKey, bucket: &str, write: bool) -> Result<Option<Session>> {
         // Asked with a short read-only session holding no bucket keys.
         let probe = Session::new(
             key,

@@ -72,16 +72,24 @@ pub fn run(who: &Actor, cmd: KeyCommand) -> Result<()> {
                 .filter(|b| b.owner == account.public())
                 .map(|b| b.name.as_str())
                 .collect();
-            let grant = Session::new(
-                &account,
-                Scope {
-                    bucket: a.bucket.clone(),
-                },
-                write,
-                weft_net::now_ms(),
-                u64::MAX,
-                &names,
-            );
+            // On a bucket shared with this account, the key acts with the grant itself (and
+            // stops when the owner revokes it).
+            let shared = match &a.bucket {
+                Some(b) => who.granted(&account, b, write)?,
+                None => None,
+            };
+            let grant = shared.unwrap_or_else(|| {
+                Session::new(
+                    &account,
+                    Scope {
+                        bucket: a.bucket.clone(),
+                    },
+                    write,
+                    weft_net::now_ms(),
+                    u64::MAX,
+                    &names,
+                )
+            });
             let k: AccessKey = api.post(
                 "/v1/keys",
                 &weft_api::CreateKey {

@@ -1592,6 +1592,16 @@ fn a_shared_bucket_is_used_by_its_grantee_through_any_node_until_revoked() {
         out.to_str().unwrap(),
     ]);
     assert_eq!(std::fs::read(&out).unwrap(), b"bob's part");
+    // An S3 key of bob's on the shared bucket acts with the grant, on every node.
+    let bob_key = bob.ok(&["--data", &node(2), "key", "create", "--bucket", "team"]);
+    for n in 1..=4 {
+        let (status, body) = S3::new(&fabric.node(n), &bob_key).get("team", "plan.txt");
+        assert_eq!((status, body.as_slice()), (200, &b"the team's plan"[..]));
+    }
+    assert_eq!(
+        S3::new(&fabric.node(3), &bob_key).put("team", "via-s3", b"s3"),
+        200
+    );
     // Only the owner deletes the bucket or shares it further.
     let carol_id = account_id(&carol);
     let owner_only = bob.fails(&[
@@ -1645,6 +1655,11 @@ fn a_shared_bucket_is_used_by_its_grantee_through_any_node_until_revoked() {
             "{why}"
         );
     }
+    wait_until(
+        "the revoked grant's S3 key to be refused",
+        Duration::from_secs(15),
+        || (1..=4).all(|n| S3::new(&fabric.node(n), &bob_key).get("team", "plan.txt").0 == 403),
+    );
     carol.ok(&["--data", &node(4), "get", &cap, "-o", out.to_str().unwrap()]);
     assert_eq!(std::fs::read(&out).unwrap(), b"the team's plan");
 }
