@@ -1082,6 +1082,16 @@ impl S3 {
         ]
     }
 
+    /// ListMultipartUploads of `bucket`: status and body (XML).
+    fn list_uploads(&self, bucket: &str) -> (u16, String) {
+        use rusty_s3::S3Action;
+        let b = self.bucket(bucket);
+        let mut action = b.list_objects_v2(Some(&self.creds));
+        action.query_mut().insert("uploads", "");
+        let url = action.sign(Duration::from_secs(60));
+        Self::send("GET", url.as_str(), &[], b"")
+    }
+
     /// DELETE `bucket/key`; the status.
     fn delete(&self, bucket: &str, key: &str) -> u16 {
         use rusty_s3::S3Action;
@@ -1261,6 +1271,11 @@ fn another_account_is_refused_everything_on_every_node() {
             [403; 4],
             "UploadPart, ListParts, Complete, Abort on node{n}"
         );
+        let (status, body) = s3.list_uploads("pics");
+        assert_eq!(status, 403, "ListMultipartUploads on node{n}: {body}");
+        // Alice's key lists the upload there (the same request is a real ListMultipartUploads).
+        let (status, body) = S3::new(&node, &alice_key).list_uploads("pics");
+        assert!(status == 200 && body.contains(&upload), "{status} {body}");
         // Alice's own key works there.
         assert_eq!(
             S3::new(&node, &alice_key).get("pics", "k"),
