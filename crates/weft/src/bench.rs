@@ -31,6 +31,19 @@ pub enum BenchCommand {
     Chaos(ChaosArgs),
     /// Time listing a large bucket, whole and by prefix
     List(ListArgs),
+    /// The job scheduler core's placement rate and decision latency on one core
+    Compute(ComputeArgs),
+}
+
+/// `weft bench compute`.
+#[derive(Args, Debug)]
+pub struct ComputeArgs {
+    /// Simulated nodes
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) nodes: usize,
+    /// Jobs to place
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) jobs: usize,
 }
 
 /// `weft bench list`.
@@ -180,6 +193,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Repair(args) => crate::bench_repair::run(args),
         BenchCommand::Chaos(args) => crate::bench_chaos::run(args),
         BenchCommand::List(args) => crate::bench_list::run(args),
+        BenchCommand::Compute(args) => crate::bench_compute::run(args),
     }
 }
 

@@ -5,6 +5,7 @@
 mod account;
 mod bench;
 mod bench_chaos;
+mod bench_compute;
 mod bench_list;
 mod bench_repair;
 mod bench_s3;

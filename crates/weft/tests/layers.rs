@@ -1,7 +1,7 @@
 //! Dependencies point down the layers of ARCHITECTURE.md, checked from the manifests.
 
-const LAYERS: [&str; 10] = [
-    "core", "net", "fabric", "meta", "store", "heal", "node", "s3", "api", "weft",
+const LAYERS: [&str; 11] = [
+    "core", "net", "fabric", "meta", "store", "heal", "compute", "node", "s3", "api", "weft",
 ];
 
 fn dependencies(krate: &str) -> Vec<String> {
@@ -87,7 +87,7 @@ fn is_schema_module(path: &std::path::Path) -> bool {
 /// string-keyed interface.
 #[test]
 fn row_keys_are_formatted_only_in_schema_modules() {
-    let above_table = ["store", "heal", "node", "s3", "api", "weft"];
+    let above_table = ["store", "heal", "compute", "node", "s3", "api", "weft"];
     let mut kinds = Vec::new();
     for krate in above_table {
         for (path, text) in sources(krate) {

@@ -1,0 +1,421 @@
+//! The sandbox a job runs in: a WASI preview 1 module in wasmtime, with a CPU budget (fuel), a
+//! memory ceiling, a wall deadline (epoch interruption), no network, and no filesystem but its
+//! inputs (read-only, at `/in`) and its output directory (at `/out`). Its stdout and stderr go
+//! to files, readable while it runs.
+//!
+//! One [`Runtime`] per node: one engine (instances come from the pooling allocator), compiled
+//! modules cached by the BLAKE3 of their bytes, and one thread that ticks the epoch.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig,
+    ResourceLimiter, Store, Trap,
+};
+use wasmtime_wasi::p1::{self, WasiP1Ctx};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+/// How often the epoch ticks: the resolution of deadlines.
+const TICK: Duration = Duration::from_millis(10);
+/// Compiled modules kept.
+const CACHED_MODULES: usize = 64;
+/// The most memory any one job may be given.
+pub const MAX_MEMORY: u64 = 4 << 30;
+/// Jobs a node runs at once (pool slots).
+pub const MAX_CONCURRENT: u32 = 32;
+
+/// A job's limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Fuel: roughly one unit per WebAssembly instruction.
+    pub fuel: u64,
+    /// Linear memory, bytes.
+    pub memory: u64,
+    /// Wall-clock time from the start of the run.
+    pub deadline: Duration,
+}
+
+/// What a run is given.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    /// argv\[1..\] (argv\[0\] is the job's name).
+    pub args: Vec<String>,
+    /// Environment.
+    pub env: Vec<(String, String)>,
+    /// Host directory mounted read-only at `/in` (None: no inputs).
+    pub inputs: Option<PathBuf>,
+    /// Host directory mounted read-write at `/out`.
+    pub output: PathBuf,
+    /// Where stdout goes.
+    pub stdout: PathBuf,
+    /// Where stderr goes.
+    pub stderr: PathBuf,
+    /// Limits.
+    pub limits: Limits,
+}
+
+/// A run that finished (the module exited, with any code).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The exit code (0 when `_start` returned).
+    pub exit_code: i32,
+    /// Fuel consumed.
+    pub fuel_used: u64,
+    /// Wall time of the run (not counting compilation).
+    pub wall: Duration,
+}
+
+/// Why a run did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Not a WASI command module, or it does not compile or link.
+    #[error("the module is not a runnable WASI (preview 1) command: {0}")]
+    BadModule(String),
+    /// Limits outside what this node allows.
+    #[error("{0}")]
+    BadLimits(String),
+    /// The CPU budget ran out.
+    #[error("the job used all of its {limit} units of fuel (raise `cpu.fuel` in the spec)")]
+    OutOfFuel {
+        /// The budget.
+        limit: u64,
+    },
+    /// It asked for more memory than it may have.
+    #[error("the job needed more than its {limit} bytes of memory (raise `memory` in the spec)")]
+    OutOfMemory {
+        /// The ceiling.
+        limit: u64,
+    },
+    /// The wall deadline passed.
+    #[error("the job ran past its deadline of {0:?}")]
+    Deadline(Duration),
+    /// It trapped (a bug in the module).
+    #[error("the job trapped: {0}")]
+    Trap(String),
+    /// Its files could not be set up.
+    #[error("job files: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The memory ceiling of one store; remembers that it was hit.
+struct JobLimiter {
+    memory: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for JobLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}
+
+struct JobState {
+    wasi: WasiP1Ctx,
+    limiter: JobLimiter,
+}
+
+/// A node's WebAssembly runtime.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<JobState>,
+    modules: Mutex<HashMap<[u8; 32], Module>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// A runtime; starts its epoch thread.
+    pub fn new() -> Result<Runtime, RunError> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(MAX_CONCURRENT)
+            .total_memories(MAX_CONCURRENT)
+            .total_tables(MAX_CONCURRENT)
+            .total_stacks(MAX_CONCURRENT)
+            .max_memory_size(MAX_MEMORY as usize);
+        let mut config = Config::new();
+        config
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            // Deterministic floating point, for results that may be checked by rerunning.
+            .cranelift_nan_canonicalization(true)
+            .wasm_relaxed_simd(false)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| RunError::BadModule(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        p1::add_to_linker_sync(&mut linker, |s: &mut JobState| &mut s.wasi)
+            .map_err(|e| RunError::BadModule(e.to_string()))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = engine.weak();
+        let stopped = stop.clone();
+        std::thread::Builder::new()
+            .name("weft-epoch".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    match ticker.upgrade() {
+                        Some(e) => e.increment_epoch(),
+                        None => return,
+                    }
+                }
+            })?;
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                modules: Mutex::new(HashMap::new()),
+                stop,
+            }),
+        })
+    }
+
+    /// The compiled module of `bytes` (WebAssembly binary or text), from the cache if it was
+    /// compiled before.
+    pub fn module(&self, bytes: &[u8]) -> Result<Module, RunError> {
+        let hash = *blake3::hash(bytes).as_bytes();
+        if let Some(m) = self.inner.modules.lock().get(&hash) {
+            return Ok(m.clone());
+        }
+        let module = Module::new(&self.inner.engine, bytes)
+            .map_err(|e| RunError::BadModule(format!("{e:#}")))?;
+        let mut modules = self.inner.modules.lock();
+        if modules.len() >= CACHED_MODULES {
+            modules.clear();
+        }
+        modules.insert(hash, module.clone());
+        Ok(module)
+    }
+
+    /// Whether `bytes` are compiled and cached.
+    pub fn is_cached(&self, bytes: &[u8]) -> bool {
+        self.inner
+            .modules
+            .lock()
+            .contains_key(blake3::hash(bytes).as_bytes())
+    }
+
+    /// Run `module` as a WASI command under `spec`. Blocks the calling thread (run it on a
+    /// blocking thread): the module runs to its end, its limits, or its deadline.
+    pub fn run(&self, name: &str, module: &Module, spec: &RunSpec) -> Result<Outcome, RunError> {
+        let limits = spec.limits;
+        if limits.memory > MAX_MEMORY {
+            return Err(RunError::BadLimits(format!(
+                "memory {} bytes is more than a job may have ({MAX_MEMORY})",
+                limits.memory
+            )));
+        }
+        let mut wasi = WasiCtxBuilder::new();
+        let mut argv = vec![name.to_string()];
+        argv.extend(spec.args.iter().cloned());
+        wasi.args(&argv)
+            .envs(&spec.env)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .stdout(output_file(&spec.stdout)?)
+            .stderr(output_file(&spec.stderr)?);
+        if let Some(inputs) = &spec.inputs {
+            wasi.preopened_dir(inputs, "/in", FsPerms::ReadOnly)
+                .map_err(|e| RunError::Io(std::io::Error::other(format!("{e:#}"))))?;
+        }
+        std::fs::create_dir_all(&spec.output)?;
+        wasi.preopened_dir(&spec.output, "/out", FsPerms::ReadWrite)
+            .map_err(|e| RunError::Io(std::io::Error::other(format!("{e:#}"))))?;
+        let state = JobState {
+            wasi: wasi.build_p1(),
+            limiter: JobLimiter {
+                memory: limits.memory as usize,
+                hit: false,
+            },
+        };
+        let mut store = Store::new(&self.inner.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store
+            .set_fuel(limits.fuel)
+            .map_err(|e| RunError::BadModule(e.to_string()))?;
+        let ticks = limits
+            .deadline
+            .as_millis()
+            .div_ceil(TICK.as_millis())
+            .max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        let start = Instant::now();
+        let result = self
+            .inner
+            .linker
+            .instantiate(&mut store, module)
+            .and_then(|instance| instance.get_typed_func::<(), ()>(&mut store, "_start"))
+            .and_then(|start| start.call(&mut store, ()));
+        let wall = start.elapsed();
+        let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
+        let exit_code = match result {
+            Ok(()) => 0,
+            Err(e) => {
+                if let Some(exit) = e.downcast_ref::<I32Exit>() {
+                    exit.0
+                } else if store.data().limiter.hit {
+                    return Err(RunError::OutOfMemory {
+                        limit: limits.memory,
+                    });
+                } else {
+                    return Err(match e.downcast_ref::<Trap>() {
+                        Some(Trap::OutOfFuel) => RunError::OutOfFuel { limit: limits.fuel },
+                        Some(Trap::Interrupt) => RunError::Deadline(limits.deadline),
+                        Some(t) => RunError::Trap(t.to_string()),
+                        None if wall >= limits.deadline => RunError::Deadline(limits.deadline),
+                        None => RunError::BadModule(format!("{e:#}")),
+                    });
+                }
+            }
+        };
+        Ok(Outcome {
+            exit_code,
+            fuel_used,
+            wall,
+        })
+    }
+}
+
+fn output_file(path: &Path) -> Result<wasmtime_wasi::cli::OutputFile, RunError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    Ok(wasmtime_wasi::cli::OutputFile::new(file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOOP: &str = r#"(module
+        (memory (export "memory") 1)
+        (func (export "_start") (loop $l (br $l))))"#;
+
+    const GROW: &str = r#"(module
+        (memory (export "memory") 1)
+        (func (export "_start")
+            (if (i32.eq (memory.grow (i32.const 4096)) (i32.const -1)) (then unreachable))))"#;
+
+    const HELLO: &str = r#"(module
+        (import "wasi_snapshot_preview1" "fd_write"
+            (func $fd_write (param i32 i32 i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+        (memory (export "memory") 1)
+        (data (i32.const 16) "hello\n")
+        (func (export "_start")
+            (i32.store (i32.const 0) (i32.const 16))
+            (i32.store (i32.const 4) (i32.const 6))
+            (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+            (call $exit (i32.const 3))))"#;
+
+    fn spec(dir: &Path, limits: Limits) -> RunSpec {
+        RunSpec {
+            args: vec![],
+            env: vec![],
+            inputs: None,
+            output: dir.join("out"),
+            stdout: dir.join("stdout"),
+            stderr: dir.join("stderr"),
+            limits,
+        }
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            fuel: 10_000_000,
+            memory: 16 << 20,
+            deadline: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn a_module_runs_writes_stdout_and_exits_with_its_code() {
+        let rt = Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let m = rt.module(HELLO.as_bytes()).unwrap();
+        assert!(rt.is_cached(HELLO.as_bytes()));
+        let out = rt.run("hello", &m, &spec(dir.path(), limits())).unwrap();
+        assert_eq!(out.exit_code, 3);
+        assert!(out.fuel_used > 0);
+        assert_eq!(
+            std::fs::read(dir.path().join("stdout")).unwrap(),
+            b"hello\n"
+        );
+    }
+
+    #[test]
+    fn limits_end_jobs_with_their_reason() {
+        let rt = Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let spin = rt.module(LOOP.as_bytes()).unwrap();
+        let fuel = rt.run("spin", &spin, &spec(dir.path(), limits()));
+        assert!(
+            matches!(fuel, Err(RunError::OutOfFuel { limit: 10_000_000 })),
+            "{fuel:?}"
+        );
+        let late = Limits {
+            fuel: u64::MAX / 2,
+            deadline: Duration::from_millis(200),
+            ..limits()
+        };
+        let t = Instant::now();
+        let deadline = rt.run("spin", &spin, &spec(dir.path(), late));
+        assert!(
+            matches!(deadline, Err(RunError::Deadline(_))),
+            "{deadline:?}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(2));
+        let grow = rt.module(GROW.as_bytes()).unwrap();
+        let mem = rt.run("grow", &grow, &spec(dir.path(), limits()));
+        assert!(matches!(mem, Err(RunError::OutOfMemory { .. })), "{mem:?}");
+        assert!(mem.unwrap_err().to_string().contains("memory"));
+        let roomy = Limits {
+            memory: 512 << 20,
+            ..limits()
+        };
+        assert_eq!(
+            rt.run("grow", &grow, &spec(dir.path(), roomy))
+                .unwrap()
+                .exit_code,
+            0
+        );
+        assert!(matches!(
+            rt.module(b"not wasm"),
+            Err(RunError::BadModule(_))
+        ));
+    }
+}
