@@ -226,6 +226,9 @@ pub fn kind_of(pk: &str) -> &str {
 #[derive(Clone, Debug, Default)]
 pub struct Rules {
     kinds: HashMap<&'static str, Writer>,
+    /// Kinds a delegation scoped to one bucket may not write (only the account itself or an
+    /// account-wide delegate): what governs a bucket rather than what is in it.
+    unscoped: std::collections::HashSet<&'static str>,
     verified: std::sync::Arc<parking_lot::Mutex<std::collections::HashSet<[u8; 32]>>>,
 }
 
@@ -244,6 +247,12 @@ impl Rules {
         if let Some(old) = self.kinds.insert(kind, writer) {
             assert_eq!(old, writer, "row kind {kind:?} declared twice");
         }
+    }
+
+    /// Declare that a delegation scoped to one bucket may not write rows of `kind`, even for
+    /// its own bucket (the bucket's claim and who it is shared with are the owner's alone).
+    pub fn account_wide_only(&mut self, kind: &'static str) {
+        self.unscoped.insert(kind);
     }
 
     /// Whether the signatures of `e` (the row's and its delegation's) hold, from memory if this
@@ -332,6 +341,9 @@ impl Rules {
                     return refuse("rows of member nodes cannot be delegated");
                 }
             };
+            if via.body.scope.bucket.is_some() && self.unscoped.contains(kind) {
+                return refuse("a delegation scoped to one bucket cannot write these rows");
+            }
             if !via.allows(&e.signer, subject, e.ts.wall) {
                 return refuse(
                     "its delegation does not cover this row (scope, expiry or signature)",
@@ -553,6 +565,13 @@ mod tests {
             5
         )));
         assert!(!ok(&signed(one.clone(), "names", "docs", 5)));
+        // Kinds kept to account-wide delegations refuse a bucket-scoped one, even for its bucket.
+        assert!(ok(&signed(one.clone(), "names", "photos", 5)));
+        let mut strict = rules();
+        strict.account_wide_only("names");
+        let strict_ok = |i: &Item| strict.check(i, None, &never).is_ok();
+        assert!(!strict_ok(&signed(one.clone(), "names", "photos", 5)));
+        assert!(strict_ok(&signed(all.clone(), "names", "photos", 5)));
         let b = bob.public().to_hex();
         assert!(!ok(&signed(all.clone(), &format!("acct/{b}/docs"), "k", 5)));
         // Member rows are never delegated; a forged delegation is refused.

@@ -304,6 +304,13 @@ impl Access {
         self
     }
 
+    /// The same access, known to be the bucket owner's own (an access key it made for one
+    /// bucket), not a grant: no grant row is asked for.
+    pub fn owners_own(mut self) -> Access {
+        self.scoped = None;
+        self
+    }
+
     /// The delegate of the session this access came from, if it is scoped to `bucket`.
     pub fn scoped_delegate(&self, bucket: &str) -> Option<NodeId> {
         self.scoped
@@ -420,6 +427,9 @@ impl Buckets {
         versions: u32,
     ) -> Result<BucketRecord, BucketError> {
         check_bucket_name(name)?;
+        if self.access.scoped_delegate(name).is_some() {
+            return Err(BucketError::Shared(name.into(), "create it".into()));
+        }
         if !(1..=MAX_VERSIONS).contains(&versions) {
             return Err(BucketError::Invalid(format!(
                 "versions to keep: 1 to {MAX_VERSIONS}, not {versions}"
@@ -486,14 +496,17 @@ impl Buckets {
             return Err(BucketError::ReadOnly);
         }
         if let Some(d) = self.access.scoped_delegate(bucket) {
+            // A session scoped to one bucket is a grant (the owner's own scoped keys are marked
+            // by the gateway that looked them up): it holds only while its grant row is live,
+            // and a row not found fails closed.
             match self.grant_state(&b, d).await? {
-                crate::grants::GrantState::Revoked => {
+                crate::grants::GrantState::Revoked | crate::grants::GrantState::None => {
                     return Err(BucketError::Revoked(bucket.into()));
                 }
                 crate::grants::GrantState::Live { write: false } if need == Need::Write => {
                     return Err(BucketError::ReadOnly);
                 }
-                _ => {}
+                crate::grants::GrantState::Live { .. } => {}
             }
         }
         if self.access.keys.primary(bucket).is_none() {
@@ -910,10 +923,11 @@ impl Buckets {
     /// Delete an empty bucket.
     pub async fn delete_bucket(&self, bucket: &str) -> Result<(), BucketError> {
         let b = self.authorize(bucket, Need::Write).await?;
-        self.owner_itself(&b, "delete it").await?;
+        self.owner_itself(&b, "delete it")?;
         if self.rows(&b)?.has_objects().await? {
             return Err(BucketError::NotEmpty(bucket.into()));
         }
+        self.drop_grants(&b).await?;
         self.table
             .put::<schema::Buckets>(self.signer()?, &(), bucket, None)
             .await?;

@@ -204,14 +204,10 @@ impl Buckets {
     }
 
     /// Refuse a grantee doing what only the owner may (`what`) to a bucket shared with it.
-    pub(crate) async fn owner_itself(
-        &self,
-        b: &BucketRecord,
-        what: &str,
-    ) -> Result<(), BucketError> {
-        if let Some(d) = self.access().scoped_delegate(&b.name)
-            && !matches!(self.grant_state(b, d).await?, GrantState::None)
-        {
+    pub(crate) fn owner_itself(&self, b: &BucketRecord, what: &str) -> Result<(), BucketError> {
+        // Every session scoped to one bucket that reaches here is a grant (authorize let it
+        // through only with a live grant row; the owner's own scoped keys are not scoped here).
+        if self.access().scoped_delegate(&b.name).is_some() {
             return Err(BucketError::Shared(b.name.clone(), what.into()));
         }
         Ok(())
@@ -220,7 +216,7 @@ impl Buckets {
     /// Record `grant` of `bucket` (made by its owner's client with [`Grant::new`]).
     pub async fn put_grant(&self, bucket: &str, grant: &Grant) -> Result<(), BucketError> {
         let b = self.authorize(bucket, Need::Write).await?;
-        self.owner_itself(&b, "share it").await?;
+        self.owner_itself(&b, "share it")?;
         if grant.grantee == b.owner || grant.sealed.len() < 32 {
             return Err(BucketError::Invalid("not a grant of this bucket".into()));
         }
@@ -238,7 +234,7 @@ impl Buckets {
     /// The live grants of `bucket`.
     pub async fn grants(&self, bucket: &str) -> Result<Vec<GrantListing>, BucketError> {
         let b = self.authorize(bucket, Need::Read).await?;
-        self.owner_itself(&b, "list its grants").await?;
+        self.owner_itself(&b, "list its grants")?;
         Ok(self
             .live_grants(&b)
             .await?
@@ -249,6 +245,17 @@ impl Buckets {
                 created_ms: g.created_ms,
             })
             .collect())
+    }
+
+    /// Delete every grant of `b` (its bucket is being deleted: a bucket made again under the
+    /// name starts shared with no one).
+    pub(crate) async fn drop_grants(&self, b: &BucketRecord) -> Result<(), BucketError> {
+        for g in self.live_grants(b).await? {
+            self.table
+                .put::<schema::Grants>(self.signer()?, &BucketId::of(b), &g.delegate, None)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn live_grants(&self, b: &BucketRecord) -> Result<Vec<Grant>, BucketError> {
@@ -262,7 +269,7 @@ impl Buckets {
     /// Revoke every grant of `bucket` to `grantee`; how many there were.
     pub async fn revoke_grant(&self, bucket: &str, grantee: &NodeId) -> Result<usize, BucketError> {
         let b = self.authorize(bucket, Need::Write).await?;
-        self.owner_itself(&b, "revoke grants").await?;
+        self.owner_itself(&b, "revoke grants")?;
         let mut revoked = 0;
         for g in self.live_grants(&b).await? {
             if g.grantee == *grantee {

@@ -45,6 +45,10 @@ pub struct AccessKey {
     /// key's scope. `None`: a key from before accounts, acting for the node's own account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant: Option<String>,
+    /// Set when the key was looked up in the table: its grant is its own account's (not a
+    /// grant of a bucket shared with it). Never stored.
+    #[serde(skip)]
+    pub own_grant: bool,
 }
 
 impl AccessKey {
@@ -120,6 +124,7 @@ impl From<KeyListing> for AccessKey {
     /// A listed key, as listings show keys (no secret, no grant).
     fn from(l: KeyListing) -> AccessKey {
         AccessKey {
+            own_grant: false,
             id: l.id,
             secret: String::new(),
             bucket: l.bucket,
@@ -152,6 +157,7 @@ fn new_key(
         ));
     }
     Ok(AccessKey {
+        own_grant: false,
         id: format!("WK{}", random_text(18, ALPHABET)?),
         secret: random_text(
             40,
@@ -209,7 +215,14 @@ pub async fn lookup_key(table: &Table, id: &str) -> Result<Option<(AccessKey, No
     if key.id != id || !ok {
         return Ok(None);
     }
-    Ok(Some((key, author)))
+    let own = body.account == author;
+    Ok(Some((
+        AccessKey {
+            own_grant: own,
+            ..key
+        },
+        author,
+    )))
 }
 
 impl Buckets {

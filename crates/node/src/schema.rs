@@ -286,6 +286,10 @@ pub fn rules() -> Rules {
     rules.add(SealedUploads::KIND, SealedUploads::WRITER);
     rules.add(SealedParts::KIND, SealedParts::WRITER);
     rules.add(Grants::KIND, Grants::WRITER);
+    // A bucket-scoped session (a grant, a bucket's access key) cannot claim, delete or share
+    // the bucket: replicas refuse it, whatever the node that sent the row checked.
+    rules.account_wide_only(Buckets::KIND);
+    rules.account_wide_only(Grants::KIND);
     rules.add(SealedKeys::KIND, SealedKeys::WRITER);
     rules.add(KeyIndex::KIND, KeyIndex::WRITER);
     weft_heal::schema::register(&mut rules);

@@ -8,8 +8,9 @@
 //! plaintext name (as Storj does). The stored form keeps the `/`s, so every key under a
 //! directory shares the stored form of that directory as a prefix: a listing by prefix reads
 //! the rows under the prefix's last whole directory, then opens, filters and sorts them. The
-//! same segment under two directories has unrelated stored forms, and nothing of a name but
-//! its segment count and lengths shows.
+//! same segment under two directories has unrelated stored forms. What shows: each name's
+//! segment count and lengths, the directory tree (names under one directory share its stored
+//! prefix), and which names are equal (within one directory).
 //!
 //! **Values.** Row values are sealed with AES-256-GCM (random nonce) bound to the row's
 //! partition and sort key, so a stored value cannot be replayed under another name.

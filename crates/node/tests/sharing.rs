@@ -43,6 +43,28 @@ async fn a_revoked_grant_is_refused_by_every_node_even_to_a_client_that_kept_it(
             Err(BucketError::Shared(..))
         ));
     }
+    // Nor can it through the table directly (as a modified node would): replicas refuse a
+    // bucket-scoped delegation on the bucket's claim and its grants.
+    let signer = weft_meta::Signer::delegated(
+        SecretKey::from_seed(session.delegate.unwrap()),
+        session.via.clone(),
+    );
+    let carol = SecretKey::from_seed([13; 32]);
+    let forged = Grant::new(&alice, "team", carol.public(), true, now).unwrap();
+    let bucket = weft_node::schema::BucketId {
+        owner: alice.public(),
+        name: "team".into(),
+    };
+    let refused = nodes[1]
+        .table()
+        .put::<weft_node::schema::Grants>(&signer, &bucket, &forged.delegate, Some(&forged))
+        .await;
+    assert!(refused.is_err(), "a grantee wrote a grant row");
+    let refused = nodes[1]
+        .table()
+        .put::<weft_node::schema::Buckets>(&signer, &(), "team", None)
+        .await;
+    assert!(refused.is_err(), "a grantee deleted the bucket's claim");
     assert_eq!(owner.grants("team").await.unwrap().len(), 1);
     owner.revoke_grant("team", &bob.public()).await.unwrap();
     let start = Instant::now();
@@ -73,4 +95,15 @@ async fn a_revoked_grant_is_refused_by_every_node_even_to_a_client_that_kept_it(
     owner.get("team", "by-bob", &mut out).await.unwrap();
     assert_eq!(out, b"x");
     assert!(owner.revoke_grant("team", &bob.public()).await.is_err());
+    // A bucket deleted and made again starts shared with no one.
+    let again = Grant::new(&alice, "team", bob.public(), false, now).unwrap();
+    owner.put_grant("team", &again).await.unwrap();
+    owner.delete("team", "plan").await.unwrap();
+    owner.delete("team", "by-bob").await.unwrap();
+    owner.delete_bucket("team").await.unwrap();
+    owner
+        .create("team", Residency::default(), None, 1)
+        .await
+        .unwrap();
+    assert!(owner.grants("team").await.unwrap().is_empty());
 }

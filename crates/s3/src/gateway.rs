@@ -188,9 +188,12 @@ impl Gateway {
         let buckets = match &key.grant {
             None => self.node.buckets().clone(),
             Some(text) => {
-                let access = weft_node::Session::from_text(text)
+                let mut access = weft_node::Session::from_text(text)
                     .and_then(|s| s.access(now_ms()))
                     .map_err(|e| s3_error!(AccessDenied, "access key {id}: {e}"))?;
+                if key.own_grant {
+                    access = access.owners_own();
+                }
                 self.node.buckets_as(access)
             }
         };

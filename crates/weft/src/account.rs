@@ -364,7 +364,7 @@ impl Actor {
     /// and shared with this one.
     pub fn granted(&self, key: &SecretKey, bucket: &str, write: bool) -> Result<Option<Session>> {
         // Asked with a short read-only session holding no bucket keys.
-        let probe = Session::new(
+        let mut probe = Session::new(
             key,
             Scope { bucket: None },
             false,
@@ -372,6 +372,7 @@ impl Actor {
             60_000,
             &[],
         );
+        probe.keys = weft_core::BucketKeys::default();
         let path = format!("/v1/buckets/{}/grant", crate::objects::path_escape(bucket));
         let lookup: weft_node::GrantLookup =
             match self.anonymous()?.with_session(probe.to_text()).get(&path) {
