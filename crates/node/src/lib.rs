@@ -13,6 +13,7 @@ mod admission;
 mod buckets;
 mod datadir;
 mod grants;
+mod jobs;
 mod keys;
 mod migrate;
 mod multipart;
@@ -48,6 +49,7 @@ pub use buckets::{
 };
 pub use datadir::{DataDir, DataDirError, FabricFile};
 pub use grants::{Grant, GrantListing, GrantLookup};
+pub use jobs::{JobError, JobInput, JobReport, JobRun};
 pub use keys::{AccessKey, KeyError, KeyListing, KeyStore, lookup_key};
 pub use multipart::{MAX_PARTS, MIN_PART_SIZE, PartRecord, UploadRecord};
 pub use session::{Session, SessionError};

@@ -1,0 +1,132 @@
+//! A job over bucket objects, run by a node for an account: inputs fetched from the fabric,
+//! outputs and logs written back as objects; another account's buckets are refused before
+//! anything runs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::cluster;
+use weft_compute::runtime::{Limits, RunError, Runtime};
+use weft_core::SecretKey;
+use weft_node::{Access, BucketError, JobError, JobInput, JobRun};
+use weft_store::Residency;
+
+fn wordcount() -> Vec<u8> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir: PathBuf = tempfile::tempdir().unwrap().keep();
+    let status = std::process::Command::new(repo.join("scripts/build-examples.sh"))
+        .env("WEFT_EXAMPLES_DIR", &dir)
+        .status()
+        .expect("scripts/build-examples.sh runs");
+    assert!(status.success(), "building the example jobs failed");
+    std::fs::read(dir.join("wordcount.wasm")).unwrap()
+}
+
+fn limits() -> Limits {
+    Limits {
+        fuel: 5_000_000_000,
+        memory: 64 << 20,
+        deadline: Duration::from_secs(30),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_reads_bucket_objects_and_writes_its_outputs_back() {
+    let (_tmp, _dirs, nodes) = cluster(3, Duration::from_secs(3600)).await;
+    let alice = SecretKey::from_seed([21; 32]);
+    let writer = nodes[0].buckets_as(Access::account(alice.clone()));
+    writer
+        .create("logs", Residency::default(), None, 1)
+        .await
+        .unwrap();
+    writer
+        .put("logs", "2026/a.txt", &b"one two three\nfour five\n"[..])
+        .await
+        .unwrap();
+    writer
+        .put("logs", "2026/b.txt", &b"six\n"[..])
+        .await
+        .unwrap();
+    let job = JobRun {
+        name: "wordcount".into(),
+        module: wordcount(),
+        args: vec![],
+        env: vec![],
+        inputs: vec![
+            JobInput {
+                bucket: "logs".into(),
+                key: "2026/a.txt".into(),
+            },
+            JobInput {
+                bucket: "logs".into(),
+                key: "2026/b.txt".into(),
+            },
+        ],
+        output_bucket: "logs".into(),
+        output_prefix: "jobs/wc1/".into(),
+        limits: limits(),
+    };
+    // Run by another node than the one that wrote the inputs.
+    let runtime = Runtime::new().unwrap();
+    let runner = nodes[2].buckets_as(Access::account(alice.clone()));
+    let work = tempfile::tempdir().unwrap();
+    let report = runner.run_job(&runtime, &job, work.path()).await.unwrap();
+    assert_eq!(report.outcome.exit_code, 0);
+    assert_eq!(report.input_bytes, 28);
+    let keys: Vec<&str> = report.outputs.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["jobs/wc1/counts.txt", "jobs/wc1/stdout", "jobs/wc1/stderr"]
+    );
+    let mut counts = Vec::new();
+    writer
+        .get("logs", "jobs/wc1/counts.txt", &mut counts)
+        .await
+        .unwrap();
+    let counts = String::from_utf8(counts).unwrap();
+    assert!(
+        counts.lines().last().unwrap().ends_with("28 total"),
+        "{counts}"
+    );
+    assert!(counts.contains("/in/2026/a.txt"), "{counts}");
+    // Another account's bucket: refused before anything runs or is written.
+    let mallory = nodes[1].buckets_as(Access::account(SecretKey::from_seed([22; 32])));
+    mallory
+        .create("mine", Residency::default(), None, 1)
+        .await
+        .unwrap();
+    let stolen = JobRun {
+        output_bucket: "mine".into(),
+        output_prefix: "loot/".into(),
+        ..job.clone()
+    };
+    let refused = mallory
+        .run_job(&runtime, &stolen, tempfile::tempdir().unwrap().path())
+        .await;
+    assert!(
+        matches!(refused, Err(JobError::Bucket(BucketError::NotOwner(_)))),
+        "{refused:?}"
+    );
+    assert!(mallory.list("mine", "").await.unwrap().is_empty());
+    // A job that runs out of fuel ends with that reason; its logs are kept.
+    let starved = JobRun {
+        output_prefix: "jobs/wc2/".into(),
+        limits: Limits {
+            fuel: 1_000,
+            ..limits()
+        },
+        ..job
+    };
+    let ended = runner
+        .run_job(&runtime, &starved, tempfile::tempdir().unwrap().path())
+        .await;
+    assert!(
+        matches!(ended, Err(JobError::Run(RunError::OutOfFuel { .. }))),
+        "{ended:?}"
+    );
+    let kept = writer.list("logs", "jobs/wc2/").await.unwrap();
+    let kept: Vec<&str> = kept.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kept, ["jobs/wc2/stderr", "jobs/wc2/stdout"]);
+}
