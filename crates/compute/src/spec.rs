@@ -156,12 +156,23 @@ pub fn parse_size(text: &str) -> Option<u64> {
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num.parse().ok()?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return None,
+    // "k", "kb", "kib" (and m, g): the unit's letter, then an optional "i", then "b".
+    let unit = unit.trim().to_ascii_lowercase();
+    let letters: Vec<char> = unit.chars().collect();
+    let (prefix, rest) = match letters.split_first() {
+        None => (None, &[][..]),
+        Some((c, rest)) if *c != 'b' => (Some(*c), rest),
+        Some(_) => (None, &letters[..]),
+    };
+    if !matches!(rest, [] | ['b'] | ['i', 'b']) || (prefix.is_none() && rest == ['i', 'b']) {
+        return None;
+    }
+    let mult: u64 = match prefix {
+        None => 1,
+        Some('k') => 1 << 10,
+        Some('m') => 1 << 20,
+        Some('g') => 1 << 30,
+        Some(_) => return None,
     };
     let bytes = n * mult as f64;
     (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
@@ -469,5 +480,9 @@ mod tests {
         assert_eq!(parse_size("1.5 GB"), Some(3 << 29));
         assert_eq!(parse_size("x"), None);
         assert_eq!(parse_size("1e30"), None);
+        assert_eq!(parse_size("12b"), Some(12));
+        assert_eq!(parse_size("1gb"), Some(1 << 30));
+        assert_eq!(parse_size("1t"), None);
+        assert_eq!(parse_size("1kbb"), None);
     }
 }
