@@ -576,7 +576,19 @@ impl Table {
                     a
                 }
             });
-        if let Some(best) = &newest {
+        // Repair stale replicas only with a version a majority of all replicas holds (a
+        // committed write). A newer version fewer hold may be what a conditional write that
+        // lost its race left behind: written over the committed one, it would drop what that
+        // one added (its writer's retry writes the combined value instead).
+        let replicas = self.replicas_of(partition_of(pk.as_bytes())).len();
+        let committed = newest.as_ref().filter(|best| {
+            entries
+                .iter()
+                .filter(|(_, e)| e.as_ref() == Some(*best))
+                .count()
+                > replicas / 2
+        });
+        if let Some(best) = committed {
             for (node, e) in &entries {
                 if e.as_ref()
                     .is_none_or(|e| self.rules.replaces(pk, sk, best, e))
