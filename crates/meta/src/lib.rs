@@ -22,7 +22,7 @@ pub mod schema;
 pub mod table;
 
 pub use hlc::{Hlc, Timestamp};
-pub use local::{Cond, LegacyEntry, LocalError, LocalTable, PartitionTree};
+pub use local::{Cond, LegacyEntry, LocalError, LocalTable, PartitionTree, Seen};
 pub use row::{Entry, Item, Refusal, Rules, Signer, Writer};
 pub use schema::{Row, Schema, SortKey, Value};
 pub use table::{MetaError, Table};

@@ -92,9 +92,40 @@ pub struct Merged {
 pub enum Cond {
     /// The row does not exist or is deleted (create-if-absent).
     Absent,
-    /// The replica's version is no newer than this (`None`: there is none): nobody wrote the
-    /// row since the writer read it.
+    /// The replica's version is no newer than this (`None`: there is none). Not enough for a
+    /// read-modify-write: a version written after the read but older than another version
+    /// read would pass (see [`Cond::Seen`]).
     NotNewerThan(Option<Timestamp>),
+    /// The replica's version is one the writer read (by timestamp), or it has none and the
+    /// writer saw a replica without one: nobody wrote the row there since the writer read it.
+    Seen(Seen),
+}
+
+/// The versions of a row a read-modify-write read (at most [`Seen::MAX`] distinct ones).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    /// Their timestamps.
+    pub versions: [Option<Timestamp>; Seen::MAX],
+    /// Whether some replica read had no version at all.
+    pub absent: bool,
+}
+
+impl Seen {
+    /// Most versions one read can return (one per replica).
+    pub const MAX: usize = 4;
+
+    /// What a read of `versions` (and `absent`) saw; `None` if there were more than
+    /// [`Seen::MAX`].
+    pub fn of(versions: impl IntoIterator<Item = Timestamp>, absent: bool) -> Option<Seen> {
+        let mut seen = Seen {
+            versions: [None; Seen::MAX],
+            absent,
+        };
+        for (i, ts) in versions.into_iter().enumerate() {
+            *seen.versions.get_mut(i)? = Some(ts);
+        }
+        Some(seen)
+    }
 }
 
 impl Cond {
@@ -104,6 +135,10 @@ impl Cond {
             Cond::Absent => current.is_none_or(Entry::is_tombstone),
             Cond::NotNewerThan(None) => current.is_none(),
             Cond::NotNewerThan(Some(t)) => current.is_none_or(|c| c.ts <= *t),
+            Cond::Seen(seen) => match current {
+                None => seen.absent,
+                Some(c) => seen.versions.contains(&Some(c.ts)),
+            },
         }
     }
 }
@@ -445,6 +480,25 @@ mod tests {
 
     fn anyone(_: &Item, _: Option<&Entry>) -> Result<(), Refusal> {
         Ok(())
+    }
+
+    #[test]
+    fn a_read_modify_write_overwrites_only_a_version_it_read() {
+        let seen = |v: &[Timestamp], absent: bool| {
+            Cond::Seen(Seen::of(v.iter().copied(), absent).unwrap())
+        };
+        let entry =
+            |t: Timestamp| Entry::sign(SecretKey::from_seed([1; 32]), "p", "s", t, Some(vec![1]));
+        // The writer read versions at 5 (one replica) and 9 (another). A replica that holds
+        // 7 — written after the read, older than 9 — must refuse, though 7 <= 9.
+        let read = [ts(5, 1), ts(9, 2)];
+        assert!(!seen(&read, false).holds(Some(&entry(ts(7, 3)))));
+        assert!(Cond::NotNewerThan(Some(ts(9, 2))).holds(Some(&entry(ts(7, 3)))));
+        assert!(seen(&read, false).holds(Some(&entry(ts(5, 1)))));
+        assert!(seen(&read, false).holds(Some(&entry(ts(9, 2)))));
+        assert!(!seen(&read, false).holds(None));
+        assert!(seen(&read, true).holds(None));
+        assert!(Seen::of((0..5).map(|w| ts(w, 1)), false).is_none());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use weft_fabric::Fabric;
 use weft_net::{Endpoint, Rpc};
 
 use crate::hlc::{Hlc, Timestamp};
-use crate::local::{Cond, Judge, LegacyEntry, LocalTable, PartitionTree};
+use crate::local::{Cond, Judge, LegacyEntry, LocalTable, PartitionTree, Seen};
 use crate::ring::{PARTITIONS, Partition, Replica, partition_of, replicas};
 use crate::row::{Entry, Item, Refusal, Rules, Signer, Writer};
 use crate::schema::{Row, Schema, SortKey, Value, decode_row, encode_value, partition_key};
@@ -510,8 +510,12 @@ impl Table {
         let by: Signer = by.into();
         let (pk, sk) = (partition_key::<S>(part), sort.to_sort());
         for attempt in 0..UPDATE_ATTEMPTS {
-            let versions = self.read_versions(&pk, &sk, false).await?;
+            let (versions, absent) = self.read_versions_seen(&pk, &sk).await?;
             let newest_ts = versions.iter().map(|e| e.ts).max();
+            // Conditional on each replica still holding a version read here: a version
+            // written since (even one older than the newest read) is not overwritten.
+            let cond = Seen::of(versions.iter().map(|e| e.ts), absent)
+                .map_or(Cond::NotNewerThan(newest_ts), Cond::Seen);
             let current = join_versions::<S>(&pk, &sk, versions)?;
             let Some(next) = change(current) else {
                 return Ok(None);
@@ -525,10 +529,7 @@ impl Table {
                 sk.clone(),
                 next.as_ref().map(encode_value::<S>),
             );
-            match self
-                .write_if(&by, item, Cond::NotNewerThan(newest_ts))
-                .await
-            {
+            match self.write_if(&by, item, cond).await {
                 Ok(ts) => return Ok(Some(ts)),
                 Err(MetaError::Conflict) => {
                     // Random, growing pauses so writers that collided do not collide again.
@@ -541,6 +542,18 @@ impl Table {
         Err(MetaError::Conflict)
     }
 
+    /// Like [`Table::read_versions`] from a majority, and whether some answering replica had
+    /// no version at all.
+    async fn read_versions_seen(
+        &self,
+        pk: &str,
+        sk: &str,
+    ) -> Result<(Vec<Entry>, bool), MetaError> {
+        let mut absent = false;
+        let versions = self.read_versions_with(pk, sk, false, &mut absent).await?;
+        Ok((versions, absent))
+    }
+
     /// Every version of one row that the answering replicas hold (a majority, or with
     /// `relaxed` whoever answers), repairing stale replicas with the newest.
     async fn read_versions(
@@ -548,6 +561,16 @@ impl Table {
         pk: &str,
         sk: &str,
         relaxed: bool,
+    ) -> Result<Vec<Entry>, MetaError> {
+        self.read_versions_with(pk, sk, relaxed, &mut false).await
+    }
+
+    async fn read_versions_with(
+        &self,
+        pk: &str,
+        sk: &str,
+        relaxed: bool,
+        absent: &mut bool,
     ) -> Result<Vec<Entry>, MetaError> {
         let answers = self
             .gather(
@@ -566,6 +589,7 @@ impl Table {
                 _ => (n, None),
             })
             .collect();
+        *absent = entries.iter().any(|(_, e)| e.is_none());
         let newest = entries
             .iter()
             .filter_map(|(_, e)| e.clone())
