@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the example jobs (examples/wasm) for wasm32-wasip1, installing the target if needed.
-# The modules land in $WEFT_EXAMPLES_DIR (default: target/examples under the repo's build cache).
+# The modules land in the folder given as the first argument, else $WEFT_EXAMPLES_DIR, else
+# examples/wasm under the build cache ($CARGO_TARGET_DIR or ~/.cache/weft-target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
@@ -10,7 +11,7 @@ fi
 target="${CARGO_TARGET_DIR:-$HOME/.cache/weft-target}/examples"
 cargo build --quiet --release --target wasm32-wasip1 \
   --manifest-path examples/wasm/Cargo.toml --target-dir "$target"
-out="${WEFT_EXAMPLES_DIR:-$target/wasm}"
+out="${1:-${WEFT_EXAMPLES_DIR:-$target/wasm}}"
 mkdir -p "$out"
 cp "$target"/wasm32-wasip1/release/*.wasm "$out"/
 echo "example jobs in $out: $(cd "$out" && ls *.wasm | tr '\n' ' ')"

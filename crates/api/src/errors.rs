@@ -47,7 +47,7 @@ impl From<BucketError> for ApiFailure {
     }
 }
 
-fn bucket_status(e: &BucketError) -> StatusCode {
+pub(crate) fn bucket_status(e: &BucketError) -> StatusCode {
     {
         match e {
             BucketError::Invalid(_)

@@ -12,6 +12,7 @@
 mod buckets;
 mod client;
 mod errors;
+mod jobs;
 mod keys;
 mod members;
 mod objects;
@@ -19,6 +20,7 @@ mod server;
 
 pub use buckets::{CreateBucket, ListedObject, Revoked};
 pub use client::{ApiClient, ApiError};
+pub use jobs::{ListJobs, LogChunk, LogsQuery};
 pub use keys::CreateKey;
 pub use members::MemberStatus;
 pub use objects::{PutAnswer, PutQuery};

@@ -88,7 +88,11 @@ pub async fn serve(
         )
         .route("/v1/share/{bucket}/{*key}", get(crate::buckets::share))
         .route("/v1/keys", post(crate::keys::create).get(crate::keys::list))
-        .route("/v1/keys/{id}", axum::routing::delete(crate::keys::remove));
+        .route("/v1/keys/{id}", axum::routing::delete(crate::keys::remove))
+        .route("/v1/jobs", post(crate::jobs::submit).get(crate::jobs::list))
+        .route("/v1/jobs/{bucket}/{id}", get(crate::jobs::status))
+        .route("/v1/jobs/{bucket}/{id}/cancel", post(crate::jobs::cancel))
+        .route("/v1/jobs/{bucket}/{id}/logs", get(crate::jobs::logs));
     let app = operator.merge(data).with_state(state);
     // Served with hyper directly rather than `axum::serve`, whose connection tasks nobody owns.
     let service = hyper_util::service::TowerToHyperService::new(app);

@@ -241,6 +241,27 @@ impl Life {
         Ok(next)
     }
 
+    /// Its coordinator gives up placing a queued job: no node can run it (`why` says which
+    /// filters left none) for longer than it waits.
+    pub fn unplaceable(&self, coordinator: NodeId, why: String) -> Result<Life, Refused> {
+        let JobState::Queued { attempt, .. } = self.state else {
+            return Err(if self.ended() {
+                Refused::Ended
+            } else {
+                Refused::NotQueued
+            });
+        };
+        Ok(Life {
+            state: JobState::Failed(Ended {
+                attempt,
+                runner: coordinator,
+                exit_code: None,
+                error: Some(why),
+            }),
+            ..self.clone()
+        })
+    }
+
     /// The account cancels it (a running attempt's runner stops at its next renewal).
     pub fn cancel(&self) -> Result<Life, Refused> {
         if self.ended() {

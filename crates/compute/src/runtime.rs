@@ -30,7 +30,7 @@ pub const MAX_MEMORY: u64 = 4 << 30;
 pub const MAX_CONCURRENT: u32 = 32;
 
 /// A job's limits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Fuel: roughly one unit per WebAssembly instruction.
     pub fuel: u64,
@@ -57,6 +57,9 @@ pub struct RunSpec {
     pub stderr: PathBuf,
     /// Limits.
     pub limits: Limits,
+    /// Set to stop the run (its lease was lost, or the job was cancelled): checked at every
+    /// epoch tick, so the run ends within about 10 ms with [`RunError::Cancelled`].
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// A run that finished (the module exited, with any code).
@@ -94,6 +97,9 @@ pub enum RunError {
     /// The wall deadline passed.
     #[error("the job ran past its deadline of {0:?}")]
     Deadline(Duration),
+    /// Stopped from outside (the job was cancelled, or its runner lost the lease).
+    #[error("the run was stopped: its job was cancelled or its runner lost its lease")]
+    Cancelled,
     /// It trapped (a bug in the module).
     #[error("the job trapped: {0}")]
     Trap(String),
@@ -270,8 +276,21 @@ impl Runtime {
             .as_millis()
             .div_ceil(TICK.as_millis())
             .max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // One tick at a time, so a cancellation is seen within a tick; the deadline is the
+        // count of ticks.
+        store.set_epoch_deadline(1);
+        let cancel = spec.cancel.clone();
+        let mut left = ticks;
+        store.epoch_deadline_callback(move |_| {
+            if cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(wasmtime::Error::new(Stopped));
+            }
+            left = left.saturating_sub(1);
+            if left == 0 {
+                return Err(wasmtime::Error::new(Trap::Interrupt));
+            }
+            Ok(wasmtime::UpdateDeadline::Continue(1))
+        });
         let start = Instant::now();
         let result = self
             .inner
@@ -286,6 +305,8 @@ impl Runtime {
             Err(e) => {
                 if let Some(exit) = e.downcast_ref::<I32Exit>() {
                     exit.0
+                } else if e.downcast_ref::<Stopped>().is_some() {
+                    return Err(RunError::Cancelled);
                 } else if store.data().limiter.hit {
                     return Err(RunError::OutOfMemory {
                         limit: limits.memory,
@@ -308,6 +329,18 @@ impl Runtime {
         })
     }
 }
+
+/// The error a cancelled run's epoch callback ends it with.
+#[derive(Debug)]
+struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stopped")
+    }
+}
+
+impl std::error::Error for Stopped {}
 
 fn output_file(path: &Path) -> Result<wasmtime_wasi::cli::OutputFile, RunError> {
     let file = std::fs::OpenOptions::new()
@@ -351,6 +384,7 @@ mod tests {
             stdout: dir.join("stdout"),
             stderr: dir.join("stderr"),
             limits,
+            cancel: None,
         }
     }
 
@@ -417,5 +451,35 @@ mod tests {
             rt.module(b"not wasm"),
             Err(RunError::BadModule(_))
         ));
+    }
+
+    #[test]
+    fn a_cancelled_run_stops_within_ticks() {
+        let rt = Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let spin = rt.module(LOOP.as_bytes()).unwrap();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut s = spec(
+            dir.path(),
+            Limits {
+                fuel: u64::MAX / 2,
+                ..limits()
+            },
+        );
+        s.cancel = Some(cancel.clone());
+        let flag = cancel.clone();
+        let setter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            flag.store(true, Ordering::Relaxed);
+        });
+        let t = Instant::now();
+        let r = rt.run("spin", &spin, &s);
+        setter.join().unwrap();
+        assert!(matches!(r, Err(RunError::Cancelled)), "{r:?}");
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(150) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
     }
 }

@@ -72,7 +72,7 @@ pub struct JobSpec {
 }
 
 /// Where a job source is.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Source {
     /// An object, `bucket/key`.
     Object {
@@ -88,7 +88,7 @@ pub enum Source {
 }
 
 /// A "near" target.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Near {
     /// A node, by id (hex, or its 12-digit short form).
     Node(String),
@@ -99,7 +99,7 @@ pub enum Near {
 }
 
 /// A spec that passed validation.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     /// Its name.
     pub name: String,
@@ -184,11 +184,13 @@ fn source(field: &'static str, text: &str, files: bool) -> Result<Source, SpecEr
     if t.starts_with("weft-cap") {
         return Ok(Source::Capability(t.into()));
     }
+    // A path (`./m.wasm`, `../m.wasm`, `/abs/m.wasm`) or a bare file name is a local file;
+    // anything with a `/` otherwise is BUCKET/KEY (so `code/m.wasm` is an object).
     if files
         && (t.starts_with("./")
+            || t.starts_with("../")
             || t.starts_with('/')
-            || t.ends_with(".wasm")
-            || t.ends_with(".wat"))
+            || (!t.contains('/') && (t.ends_with(".wasm") || t.ends_with(".wat"))))
     {
         return Ok(Source::File(t.into()));
     }
@@ -273,7 +275,7 @@ impl JobSpec {
                     .trim_end_matches(".wasm")
                     .trim_end_matches(".wat")
                     .to_string(),
-                Source::Capability(_) => "job".into(),
+                Source::Capability(_) => "unnamed".into(),
             },
         };
         Ok(Job {
@@ -466,6 +468,13 @@ mod tests {
         let spec: JobSpec = toml::from_str(text).unwrap();
         let job = spec.validate().unwrap();
         assert_eq!(job.name, "count");
+        assert_eq!(
+            job.module,
+            Source::Object {
+                bucket: "code".into(),
+                key: "wordcount.wasm".into()
+            }
+        );
         assert_eq!(job.env, [("LANG".to_string(), "C".to_string())]);
         assert_eq!(job.labels.get("disk").map(String::as_str), Some("ssd"));
         let typo = toml::from_str::<JobSpec>("module = \"a/b\"\noutput = \"o\"\nmemroy = \"1MiB\"");

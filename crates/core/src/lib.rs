@@ -53,6 +53,9 @@ pub mod proto {
     /// Stream protocol: a client's HTTP connection to the node's API, carried over QUIC so it
     /// is encrypted and the client knows which node it reached (guests allowed).
     pub const CLIENT_API: u16 = 9;
+    /// Stream protocol: jobs between nodes — offer one to a runner (with its session), hand a
+    /// standby coordinator its watch, read a running job's logs.
+    pub const JOB: u16 = 10;
     /// Datagram channel: SWIM membership messages.
     pub const SWIM: u8 = 1;
     /// Datagram channel: RTT probes that feed network coordinates.

@@ -388,6 +388,11 @@ impl Buckets {
     }
 
     /// The rows of bucket `b` (which the caller authorized), as this access reads them.
+    /// The primary key of `bucket`, if this access holds it.
+    pub(crate) fn primary_key(&self, bucket: &str) -> Option<[u8; 32]> {
+        self.access.keys.primary(bucket)
+    }
+
     pub(crate) fn rows(&self, b: &BucketRecord) -> Result<BucketRows<'_>, BucketError> {
         BucketRows::new(&self.table, b, self.access.keys.primary(&b.name))
     }

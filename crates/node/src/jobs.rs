@@ -38,12 +38,16 @@ pub struct JobRun {
     pub env: Vec<(String, String)>,
     /// Inputs, mounted read-only at `/in/<key>`.
     pub inputs: Vec<JobInput>,
+    /// Inputs named by capability, mounted read-only at `/in/<name>`.
+    pub capabilities: Vec<(String, weft_store::Capability)>,
     /// The bucket outputs are written to.
     pub output_bucket: String,
     /// The key prefix of every output (`out/<path>` becomes `<prefix><path>`).
     pub output_prefix: String,
     /// Limits.
     pub limits: Limits,
+    /// Set to stop the run (see [`RunSpec::cancel`]).
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// How a run went.
@@ -124,29 +128,49 @@ impl Buckets {
                 mount_path(&input.key).ok_or_else(|| JobError::BadInputKey(input.key.clone()))?;
             mounts.push(path);
         }
+        for (name, _) in &job.capabilities {
+            let path = mount_path(name).ok_or_else(|| JobError::BadInputKey(name.clone()))?;
+            mounts.push(path);
+        }
         let module = runtime.module(&job.module)?;
         let inputs = workdir.join("in");
         std::fs::create_dir_all(&inputs)?;
         let mut input_bytes = 0;
-        for (input, rel) in job.inputs.iter().zip(&mounts) {
+        let sources = job
+            .inputs
+            .iter()
+            .map(Some)
+            .chain(job.capabilities.iter().map(|_| None));
+        let mut caps = job.capabilities.iter();
+        for (input, rel) in sources.zip(&mounts) {
             let path = inputs.join(rel);
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
             let file = tokio::fs::File::create(&path).await?;
             let mut writer = tokio::io::BufWriter::new(file);
-            self.get(&input.bucket, &input.key, &mut writer).await?;
+            match input {
+                Some(input) => {
+                    self.get(&input.bucket, &input.key, &mut writer).await?;
+                }
+                None => {
+                    if let Some((_, cap)) = caps.next() {
+                        self.storage_get(cap, &mut writer).await?;
+                    }
+                }
+            }
             tokio::io::AsyncWriteExt::flush(&mut writer).await?;
             input_bytes += std::fs::metadata(&path)?.len();
         }
         let spec = RunSpec {
             args: job.args.clone(),
             env: job.env.clone(),
-            inputs: (!job.inputs.is_empty()).then(|| inputs.clone()),
+            inputs: (!mounts.is_empty()).then(|| inputs.clone()),
             output: workdir.join("out"),
             stdout: workdir.join("stdout"),
             stderr: workdir.join("stderr"),
             limits: job.limits,
+            cancel: job.cancel.clone(),
         };
         let (rt, name, run_spec) = (runtime.clone(), job.name.clone(), spec.clone());
         let result = tokio::task::spawn_blocking(move || rt.run(&name, &module, &run_spec))

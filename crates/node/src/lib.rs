@@ -12,6 +12,7 @@
 mod admission;
 mod buckets;
 mod datadir;
+mod dispatch;
 mod grants;
 mod jobs;
 mod keys;
@@ -48,6 +49,9 @@ pub use buckets::{
     PartRef, check_bucket_name,
 };
 pub use datadir::{DataDir, DataDirError, FabricFile};
+pub use dispatch::{
+    DispatchError, JobKey, JobService, JobStatus, PlacementView, RunView, parse_reference,
+};
 pub use grants::{Grant, GrantListing, GrantLookup};
 pub use jobs::{JobError, JobInput, JobReport, JobRun};
 pub use keys::{AccessKey, KeyError, KeyListing, KeyStore, lookup_key};
@@ -170,6 +174,7 @@ struct Inner {
     /// Access keys read from the table lately (see [`Node::access_key`]).
     key_cache: parking_lot::Mutex<std::collections::HashMap<String, (Instant, Option<AccessKey>)>>,
     healer: weft_heal::Healer,
+    jobs: dispatch::JobService,
     advertise: SocketAddr,
     started: Instant,
     stop: watch::Sender<bool>,
@@ -247,7 +252,7 @@ impl Node {
         bootstrap.retain(|a| *a != advertise && seen.insert(*a));
         let mut cfg = FabricConfig::new(key.clone(), cert.clone(), advertise, weft_net::now_ms());
         cfg.labels = settings.labels;
-        cfg.capacity = settings.capacity;
+        cfg.capacity = settings.capacity.clone();
         cfg.bootstrap = bootstrap;
         cfg.timing = settings.timing;
         cfg.site_map = site_map;
@@ -264,6 +269,15 @@ impl Node {
         let healer =
             weft_heal::Healer::start(storage.clone(), table.clone(), settings.heal.clone());
         let buckets = Buckets::new(table.clone(), storage.clone(), Access::account(account));
+        let jobs = dispatch::JobService::start(
+            endpoint.clone(),
+            fabric.clone(),
+            table.clone(),
+            storage.clone(),
+            buckets.clone(),
+            dir.path("jobs"),
+            &settings.capacity,
+        );
         let (stop, _) = watch::channel(false);
         let node = Node {
             inner: Arc::new(Inner {
@@ -279,6 +293,7 @@ impl Node {
                 keys,
                 key_cache: Default::default(),
                 healer,
+                jobs,
                 advertise,
                 started: Instant::now(),
                 stop,
@@ -403,6 +418,11 @@ impl Node {
     /// Buckets and named objects as the account `access` acts for.
     pub fn buckets_as(&self, access: Access) -> Buckets {
         self.inner.buckets.acting_as(access)
+    }
+
+    /// The job service: submit, list, watch and cancel jobs.
+    pub fn jobs(&self) -> &dispatch::JobService {
+        &self.inner.jobs
     }
 
     /// Every known node.

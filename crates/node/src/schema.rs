@@ -293,6 +293,7 @@ pub fn rules() -> Rules {
     rules.add(SealedKeys::KIND, SealedKeys::WRITER);
     rules.add(KeyIndex::KIND, KeyIndex::WRITER);
     weft_heal::schema::register(&mut rules);
+    weft_compute::schema::register(&mut rules);
     rules
 }
 

@@ -64,9 +64,11 @@ async fn a_job_reads_bucket_objects_and_writes_its_outputs_back() {
                 key: "2026/b.txt".into(),
             },
         ],
+        capabilities: vec![],
         output_bucket: "logs".into(),
         output_prefix: "jobs/wc1/".into(),
         limits: limits(),
+        cancel: None,
     };
     // Run by another node than the one that wrote the inputs.
     let runtime = Runtime::new().unwrap();

@@ -44,6 +44,15 @@ pub struct ComputeArgs {
     /// Jobs to place
     #[arg(long, default_value_t = 100_000)]
     pub(crate) jobs: usize,
+    /// Node processes of the local fabric the job service is timed on (0: skip that part)
+    #[arg(long, default_value_t = 6)]
+    pub(crate) fabric_nodes: usize,
+    /// No-op jobs timed on it
+    #[arg(long, default_value_t = 100)]
+    pub(crate) runs: usize,
+    /// Folder for the fabric's data [default: a fresh temporary one]
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
 }
 
 /// `weft bench list`.

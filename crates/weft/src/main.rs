@@ -11,6 +11,7 @@ mod bench_repair;
 mod bench_s3;
 mod bench_storage;
 mod config;
+mod jobs;
 mod keys;
 mod local;
 mod node_cmd;
@@ -86,6 +87,9 @@ enum Command {
     Share(objects::ShareArgs),
     /// Show an object's size, coding and where each shard lives
     Stat(objects::StatArgs),
+    /// Run WebAssembly jobs near their data: run, ls, status, logs, cancel
+    #[command(subcommand)]
+    Job(jobs::JobCommand),
     /// Self-healing: repair status, check now, scrub now
     #[command(subcommand)]
     Repair(repair::RepairCommand),
@@ -132,6 +136,7 @@ fn main() -> ExitCode {
         Command::Put(a) => objects::put(&who, a),
         Command::Get(a) => objects::get(&who, a),
         Command::Stat(a) => objects::stat(&who, a),
+        Command::Job(j) => jobs::run(&who, j),
         Command::Repair(r) => repair::run(cli.data, r),
         Command::Up(a) => local::up(a),
         Command::Down(a) => local::down(a),

@@ -79,6 +79,17 @@ fn the_readme_walk_through_works_as_printed() {
         let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
         std::fs::write(cwd.join(name), bytes).unwrap();
     }
+    std::fs::write(
+        cwd.join("access.log"),
+        "GET /index.html 200\nGET /missing 404\nPOST /login 200\n",
+    )
+    .unwrap();
+    // `scripts/build-examples.sh ./jobs`, as the jobs section does.
+    let built = Command::new(repo().join("scripts/build-examples.sh"))
+        .arg(cwd.join("jobs"))
+        .status()
+        .expect("scripts/build-examples.sh runs");
+    assert!(built.success(), "building the example jobs failed");
     // `cargo run --release -- up`, as the README's first command, with this test's binary.
     let up = home.weft(&["up".into(), "--timeout".into(), "60".into()]);
     assert!(
@@ -90,10 +101,12 @@ fn the_readme_walk_through_works_as_printed() {
     steps.extend(commands(
         &readme,
         "Every node also serves the S3 API",
-        "## What works",
+        "## Jobs",
     ));
+    steps.extend(commands(&readme, "## Jobs", "## What works"));
     assert!(steps.len() >= 18, "walk-through not found: {steps:?}");
     let (mut capability, mut version, mut key) = (String::new(), String::new(), String::new());
+    let mut job = String::new();
     for step in steps {
         let args: Vec<String> = step
             .iter()
@@ -101,6 +114,7 @@ fn the_readme_walk_through_works_as_printed() {
                 "weft-cap1-..." => capability.clone(),
                 "1795...-a1b2c3d4" => version.clone(),
                 "WK..." => key.clone(),
+                "logs/01a2..." => job.clone(),
                 a => a.replace("~/", &format!("{}/", cwd.display())),
             })
             .collect();
@@ -113,6 +127,17 @@ fn the_readme_walk_through_works_as_printed() {
             stdout,
             String::from_utf8_lossy(&out.stderr)
         );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if let Some(id) = stdout
+            .split_whitespace()
+            .chain(stderr.split_whitespace())
+            .find(|w| {
+                w.strip_prefix("logs/")
+                    .is_some_and(|id| id.len() == 16 && id.chars().all(|c| c.is_ascii_hexdigit()))
+            })
+        {
+            job = id.to_string();
+        }
         if let Some(cap) = stdout
             .split_whitespace()
             .find(|w| w.starts_with("weft-cap1-"))

@@ -1,0 +1,169 @@
+//! Helpers the CLI tests share: the real `weft` binary, users with accounts, `weft up`
+//! fabrics.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn weft(args: &[&str]) -> Output {
+    // No account unless a test makes one (see `User`).
+    static NOBODY: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let nobody = NOBODY.get_or_init(|| tempfile::tempdir().unwrap());
+    weft_as(nobody.path(), args)
+}
+
+pub fn weft_as(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(args)
+        .env_remove("WEFT_DATA")
+        .env_remove("WEFT_ACCOUNT")
+        .env_remove("WEFT_NODE")
+        .env("HOME", std::env::temp_dir())
+        .env("WEFT_CONFIG", config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("weft runs")
+}
+
+/// A person: their own config dir (accounts), their own commands.
+pub struct User {
+    pub config: tempfile::TempDir,
+}
+
+impl User {
+    /// Someone with a new account, and its recovery phrase.
+    pub fn with_account() -> (User, String) {
+        let user = User {
+            config: tempfile::tempdir().unwrap(),
+        };
+        let out = user.ok(&["account", "create"]);
+        let phrase = out
+            .lines()
+            .skip_while(|l| !l.starts_with("Recovery phrase"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no phrase in {out}"))
+            .trim()
+            .to_string();
+        assert_eq!(phrase.split_whitespace().count(), 24, "{out}");
+        (user, phrase)
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = weft_as(self.config.path(), args);
+        assert!(
+            out.status.success(),
+            "weft {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = weft_as(self.config.path(), args);
+        assert!(!out.status.success(), "weft {args:?} should have failed");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    }
+}
+
+pub fn ok(args: &[&str]) -> String {
+    let out = weft(args);
+    assert!(
+        out.status.success(),
+        "weft {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+pub fn fails(args: &[&str]) -> String {
+    let out = weft(args);
+    assert!(!out.status.success(), "weft {args:?} should have failed");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+pub fn nodes(dir: &Path) -> Vec<Value> {
+    let out = weft(&["--data", dir.to_str().unwrap(), "nodes", "--json"]);
+    serde_json::from_slice::<Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+pub fn state_of(rows: &[Value], id: &str) -> Option<String> {
+    rows.iter()
+        .find(|r| r["id"] == id)
+        .and_then(|r| r["state"].as_str().map(String::from))
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    start.elapsed()
+}
+
+/// Send `sig` (e.g. "-9") to the node process running on `dir`; its pid.
+pub fn signal(dir: &Path, sig: &str) -> i32 {
+    let pid: i32 = std::fs::read_to_string(dir.join("node.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    pid
+}
+
+/// A `weft up` fabric, stopped on drop.
+pub struct Local {
+    pub dir: tempfile::TempDir,
+}
+
+impl Local {
+    pub fn up(extra: &[&str]) -> Local {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "up",
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--timeout",
+            "30",
+        ];
+        args.extend_from_slice(extra);
+        ok(&args);
+        Local { dir }
+    }
+
+    pub fn node(&self, n: usize) -> PathBuf {
+        self.dir.path().join(format!("node{n}"))
+    }
+
+    pub fn id(&self, n: usize) -> String {
+        let out = ok(&["--data", self.node(n).to_str().unwrap(), "status", "--json"]);
+        serde_json::from_str::<Value>(&out).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        let _ = weft(&["down", "--dir", self.dir.path().to_str().unwrap()]);
+    }
+}

@@ -1,0 +1,311 @@
+//! Jobs on a real fabric of `weft` processes, driven through the CLI as a user would.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod common;
+use common::*;
+
+/// The example modules, built from `examples/wasm` into `dir`.
+fn examples(dir: &Path) -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = dir.join("examples");
+    let status = std::process::Command::new(repo.join("scripts/build-examples.sh"))
+        .env("WEFT_EXAMPLES_DIR", &out)
+        .status()
+        .expect("scripts/build-examples.sh runs");
+    assert!(status.success(), "building the example jobs failed");
+    out
+}
+
+/// Node id → (node number, site).
+fn sites(fabric: &Local, n: usize) -> HashMap<String, (usize, String)> {
+    (1..=n)
+        .map(|i| {
+            let out = ok(&[
+                "--data",
+                fabric.node(i).to_str().unwrap(),
+                "status",
+                "--json",
+            ]);
+            let v: Value = serde_json::from_str(&out).unwrap();
+            (
+                v["id"].as_str().unwrap().to_string(),
+                (i, v["site"].as_str().unwrap().to_string()),
+            )
+        })
+        .collect()
+}
+
+fn status(user: &User, node: &str, id: &str) -> Value {
+    serde_json::from_str(&user.ok(&["--data", node, "job", "status", id, "--json"])).unwrap()
+}
+
+#[test]
+fn a_job_runs_where_its_data_is_and_never_outside_its_residency() {
+    let fabric = Local::up(&["--sites", "eu:2,us:2,ap:2", "--no-wan"]);
+    let node = |n: usize| fabric.node(n).to_str().unwrap().to_string();
+    let ids = sites(&fabric, 6);
+    let ex = examples(fabric.dir.path());
+    let (alice, _) = User::with_account();
+    let text = fabric.dir.path().join("a.txt");
+    std::fs::write(&text, "the quick brown fox\njumps over the lazy dog\n").unwrap();
+    alice.ok(&[
+        "--data",
+        &node(1),
+        "bucket",
+        "create",
+        "logs",
+        "--regions",
+        "eu",
+    ]);
+    alice.ok(&[
+        "--data",
+        &node(1),
+        "put",
+        text.to_str().unwrap(),
+        "logs/2026/a.txt",
+    ]);
+    // Submitted through a node outside eu; it must run in eu, where the shards are.
+    let us = ids
+        .values()
+        .find(|(_, s)| s == "us")
+        .map(|(n, _)| *n)
+        .unwrap();
+    let wasm = ex.join("wordcount.wasm");
+    let out = alice.ok(&[
+        "--data",
+        &node(us),
+        "job",
+        "run",
+        "--module",
+        wasm.to_str().unwrap(),
+        "--input",
+        "logs/2026/a.txt",
+        "--output",
+        "logs/wc/",
+        "--json",
+    ]);
+    let s: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["state"], "done", "{s:#}");
+    assert_eq!(s["exit_code"], 0, "{s:#}");
+    assert_eq!(s["name"], "wordcount");
+    let runner = s["runner"].as_str().unwrap();
+    assert_eq!(ids[runner].1, "eu", "ran outside eu: {s:#}");
+    let p = &s["placement"];
+    assert_eq!(p["remote_bytes"], 0, "input crossed sites: {s:#}");
+    assert!(
+        p["local_bytes"].as_u64().unwrap() + p["site_bytes"].as_u64().unwrap() > 0,
+        "{s:#}"
+    );
+    assert!(
+        p["filtered"]
+            .as_str()
+            .unwrap()
+            .contains("4 outside its residency"),
+        "{s:#}"
+    );
+    assert_eq!(s["runs"][0]["input_bytes"], 44);
+    // Its output is an object of the bucket, readable through any node.
+    let counts = fabric.dir.path().join("counts.txt");
+    alice.ok(&[
+        "--data",
+        &node(6),
+        "get",
+        "logs/wc/counts.txt",
+        "-o",
+        counts.to_str().unwrap(),
+    ]);
+    let counts = std::fs::read_to_string(&counts).unwrap();
+    assert!(
+        counts.contains(" 2 ") && counts.contains("/in/2026/a.txt"),
+        "{counts}"
+    );
+    let logs = alice.ok(&["--data", &node(3), "job", "logs", s["id"].as_str().unwrap()]);
+    assert_eq!(logs, counts);
+    let listed = alice.ok(&["--data", &node(2), "job", "ls", "logs"]);
+    assert!(listed.contains(s["id"].as_str().unwrap()), "{listed}");
+    // Narrowing to a region the data may not go to leaves nowhere: refused at once.
+    let err = alice.fails(&[
+        "--data",
+        &node(1),
+        "job",
+        "run",
+        "--module",
+        wasm.to_str().unwrap(),
+        "--input",
+        "logs/2026/a.txt",
+        "--output",
+        "logs/wc2/",
+        "--region",
+        "us",
+    ]);
+    assert!(err.contains("can run nowhere"), "{err}");
+    // Bad specs and modules are explained.
+    let err = alice.fails(&[
+        "--data",
+        &node(1),
+        "job",
+        "run",
+        "--module",
+        "nope",
+        "--output",
+        "logs/x/",
+    ]);
+    assert!(err.contains("module"), "{err}");
+    let junk = fabric.dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"not a module").unwrap();
+    let err = alice.fails(&[
+        "--data",
+        &node(1),
+        "job",
+        "run",
+        "--module",
+        junk.to_str().unwrap(),
+        "--output",
+        "logs/junk/",
+    ]);
+    assert!(err.contains("not a runnable WASI"), "{err}");
+    // Another account can neither see nor cancel it.
+    let (mallory, _) = User::with_account();
+    let id = s["id"].as_str().unwrap();
+    let err = mallory.fails(&["--data", &node(1), "job", "status", id]);
+    assert!(err.contains("another account"), "{err}");
+    let err = mallory.fails(&["--data", &node(1), "job", "cancel", id]);
+    assert!(err.contains("another account"), "{err}");
+}
+
+#[test]
+fn a_killed_runner_s_job_completes_once_on_another_node_in_its_residency() {
+    let fabric = Local::up(&["--sites", "eu:3,us:2", "--no-wan"]);
+    let node = |n: usize| fabric.node(n).to_str().unwrap().to_string();
+    let ids = sites(&fabric, 5);
+    let ex = examples(fabric.dir.path());
+    let (alice, _) = User::with_account();
+    alice.ok(&[
+        "--data",
+        &node(1),
+        "bucket",
+        "create",
+        "work",
+        "--regions",
+        "eu",
+    ]);
+    let spin = ex.join("spin.wasm");
+    let id = alice
+        .ok(&[
+            "--data",
+            &node(1),
+            "job",
+            "run",
+            "--module",
+            spin.to_str().unwrap(),
+            "--output",
+            "work/spin/",
+            "--fuel",
+            "1000000000000000",
+            "--detach",
+            "--",
+            "6",
+        ])
+        .trim()
+        .to_string();
+    let mut first = String::new();
+    wait_until("the job to run", Duration::from_secs(20), || {
+        let s = status(&alice, &node(1), &id);
+        if s["state"] == "running" {
+            first = s["runner"].as_str().unwrap().to_string();
+            true
+        } else {
+            false
+        }
+    });
+    assert_eq!(ids[&first].1, "eu");
+    std::thread::sleep(Duration::from_secs(2));
+    let (victim, _) = ids[&first].clone();
+    signal(&fabric.node(victim), "-9");
+    let killed = Instant::now();
+    // Ask through a node that is still up (the killed one may have been its coordinator).
+    let asker = node(
+        (1..=5)
+            .find(|&n| n != victim && ids.values().any(|v| v.0 == n && v.1 == "eu"))
+            .unwrap(),
+    );
+    let mut again = None;
+    wait_until("the job to end", Duration::from_secs(60), || {
+        let s = status(&alice, &asker, &id);
+        if again.is_none() && s["state"] == "running" && s["runner"] != first.as_str() {
+            again = Some(killed.elapsed());
+        }
+        matches!(s["state"].as_str(), Some("done" | "failed" | "cancelled"))
+    });
+    let s = status(&alice, &asker, &id);
+    assert_eq!(s["state"], "done", "{s:#}");
+    assert_eq!(s["exit_code"], 0, "{s:#}");
+    let runner = s["runner"].as_str().unwrap();
+    assert_ne!(runner, first, "{s:#}");
+    assert_eq!(ids[runner].1, "eu", "rerun outside eu: {s:#}");
+    assert_eq!(s["attempt"], 1, "{s:#}");
+    // One result recorded: the killed attempt never finished.
+    assert_eq!(s["runs"].as_array().unwrap().len(), 1, "{s:#}");
+    assert_eq!(s["failed_on"][0], first.as_str(), "{s:#}");
+    eprintln!(
+        "kill -9 of the runner → running again elsewhere: {:?}",
+        again.unwrap_or_default()
+    );
+    let listed = alice.ok(&["--data", &asker, "ls", "work/spin/"]);
+    assert!(listed.contains("spin.txt"), "{listed}");
+}
+
+#[test]
+fn limits_and_cancellation_end_jobs_with_clear_reasons() {
+    let fabric = Local::up(&["--nodes", "3", "--no-wan"]);
+    let node = |n: usize| fabric.node(n).to_str().unwrap().to_string();
+    let ex = examples(fabric.dir.path());
+    let (alice, _) = User::with_account();
+    alice.ok(&["--data", &node(1), "bucket", "create", "lab"]);
+    let spin = ex.join("spin.wasm");
+    let spin = spin.to_str().unwrap();
+    let via = node(2);
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "--data", &via, "job", "run", "--module", spin, "--output", "lab/x/",
+        ];
+        args.extend_from_slice(extra);
+        alice.fails(&args)
+    };
+    let fuel = run(&["--fuel", "1000000", "--", "5"]);
+    assert!(fuel.contains("fuel"), "{fuel}");
+    let late = run(&["--deadline", "1s", "--fuel", "1000000000000000", "--", "30"]);
+    assert!(late.contains("deadline"), "{late}");
+    // Cancelled while running: it stops within about a second.
+    let id = alice
+        .ok(&[
+            "--data",
+            &node(1),
+            "job",
+            "run",
+            "--module",
+            spin,
+            "--output",
+            "lab/c/",
+            "--fuel",
+            "1000000000000000",
+            "--detach",
+            "--",
+            "60",
+        ])
+        .trim()
+        .to_string();
+    wait_until("the job to run", Duration::from_secs(20), || {
+        status(&alice, &node(1), &id)["state"] == "running"
+    });
+    alice.ok(&["--data", &node(3), "job", "cancel", &id]);
+    let s = status(&alice, &node(1), &id);
+    assert_eq!(s["state"], "cancelled", "{s:#}");
+    let err = alice.fails(&["--data", &node(3), "job", "cancel", &id]);
+    assert!(err.contains("already ended"), "{err}");
+}
