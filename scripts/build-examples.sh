@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the example jobs (examples/wasm) for wasm32-wasip1, installing the target if needed.
+# Build the example jobs (examples/wasm) for wasm32-wasip1, installing the target if needed, and
+# copy the example pipeline (examples/pipeline) beside them.
 # The modules land in the folder given as the first argument, else $WEFT_EXAMPLES_DIR, else
 # examples/wasm under the build cache ($CARGO_TARGET_DIR or ~/.cache/weft-target).
 set -euo pipefail
@@ -14,4 +15,6 @@ cargo build --quiet --release --target wasm32-wasip1 \
 out="${1:-${WEFT_EXAMPLES_DIR:-$target/wasm}}"
 mkdir -p "$out"
 cp "$target"/wasm32-wasip1/release/*.wasm "$out"/
+# The example pipeline and its sample log sit beside the modules its steps name.
+cp examples/pipeline/weblog.toml examples/pipeline/access.log "$out"/
 echo "example jobs in $out: $(cd "$out" && ls *.wasm | tr '\n' ' ')"

@@ -1,8 +1,10 @@
 //! Compute: WebAssembly jobs in a sandbox ([`runtime`]), where to run them ([`schedule`]),
 //! the transitions of a job's life that make one run and one result ([`lease`]), job specs
-//! ([`spec`]) and the job rows of the metadata table ([`schema`]).
+//! ([`spec`]), pipelines of jobs ([`pipeline`]) and the job rows of the metadata table
+//! ([`schema`]).
 
 pub mod lease;
+pub mod pipeline;
 pub mod runtime;
 pub mod schedule;
 pub mod schema;

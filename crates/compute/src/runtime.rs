@@ -83,7 +83,7 @@ pub enum RunError {
     #[error("{0}")]
     BadLimits(String),
     /// The CPU budget ran out.
-    #[error("the job used all of its {limit} units of fuel (raise `cpu.fuel` in the spec)")]
+    #[error("the job used all of its {limit} units of fuel (raise `fuel` in the spec, or --fuel)")]
     OutOfFuel {
         /// The budget.
         limit: u64,

@@ -41,6 +41,7 @@ pub struct JobSpec {
     #[serde(default)]
     pub inputs: Vec<String>,
     /// Where outputs go: `BUCKET/PREFIX` (each file of `/out` becomes `PREFIX<path>`).
+    #[serde(default)]
     pub output: String,
     /// Cores (fractions allowed).
     #[serde(default)]

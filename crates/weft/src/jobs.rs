@@ -184,17 +184,21 @@ fn client_for(who: &Actor, spec: &JobSpec) -> Result<ApiClient> {
             buckets.push(bucket);
         }
     }
+    // Long enough for every attempt to run to its deadline.
+    let ttl = job.limits.deadline.saturating_mul(job.retries + 1);
+    session_client(who, &buckets, ttl)
+}
+
+/// A client whose session (a day at least, `ttl` plus an hour if longer) covers `buckets`; a
+/// granted session when the one bucket is another account's that shares it.
+pub(crate) fn session_client(who: &Actor, buckets: &[&str], ttl: Duration) -> Result<ApiClient> {
     let key = who.account_key()?;
-    if let [bucket] = buckets.as_slice()
+    if let [bucket] = buckets
         && let Some(granted) = who.granted(&key, bucket, true)?
     {
         return Ok(who.anonymous()?.with_session(granted.to_text()));
     }
-    // Long enough for every attempt to run to its deadline, and a day at least.
-    let ttl = job
-        .limits
-        .deadline
-        .saturating_mul(job.retries + 1)
+    let ttl = ttl
         .saturating_add(Duration::from_secs(3600))
         .max(Duration::from_secs(86_400));
     let session = Session::new(
@@ -203,21 +207,32 @@ fn client_for(who: &Actor, spec: &JobSpec) -> Result<ApiClient> {
         true,
         weft_net::now_ms(),
         ttl.as_millis() as u64,
-        &buckets,
+        buckets,
     );
     Ok(who.anonymous()?.with_session(session.to_text()))
 }
 
-/// Upload a local module into the output bucket, named by its hash (so reruns reuse it).
-fn upload_module(api: &ApiClient, file: &str, bucket: &str) -> Result<String> {
+/// Upload a local module into the output bucket, named by its hash: once — a module already
+/// there is used as it is (so its object, and its content id, stay the same across runs).
+pub(crate) fn upload_module(api: &ApiClient, file: &str, bucket: &str) -> Result<String> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read module {file}"))?;
     let key = format!(".weft/modules/{}.wasm", blake3::hash(&bytes).to_hex());
-    let path = format!("/v1/b/{}/{}", path_escape(bucket), path_escape(&key));
-    let _: weft_api::PutAnswer = api.upload_put(&path, &mut bytes.as_slice())?;
+    let there: Vec<weft_api::ListedObject> = api.get(&format!(
+        "/v1/b/{}?prefix={}",
+        path_escape(bucket),
+        path_escape(&key)
+    ))?;
+    if !there
+        .iter()
+        .any(|o| o.key == key && o.size == bytes.len() as u64)
+    {
+        let path = format!("/v1/b/{}/{}", path_escape(bucket), path_escape(&key));
+        let _: weft_api::PutAnswer = api.upload_put(&path, &mut bytes.as_slice())?;
+    }
     Ok(format!("{bucket}/{key}"))
 }
 
-fn job_path(id: &str) -> Result<String> {
+pub(crate) fn job_path(id: &str) -> Result<String> {
     let (bucket, id) = parse_reference(id)?;
     Ok(format!("/v1/jobs/{}/{id}", path_escape(&bucket)))
 }

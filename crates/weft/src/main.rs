@@ -17,6 +17,7 @@ mod local;
 mod node_cmd;
 mod objects;
 mod ops;
+mod pipeline;
 mod repair;
 mod tunnel;
 
@@ -90,6 +91,9 @@ enum Command {
     /// Run WebAssembly jobs near their data: run, ls, status, logs, cancel
     #[command(subcommand)]
     Job(jobs::JobCommand),
+    /// Run a pipeline of jobs (a TOML DAG of steps) and show its steps: run, status
+    #[command(subcommand)]
+    Pipeline(pipeline::PipelineCommand),
     /// Self-healing: repair status, check now, scrub now
     #[command(subcommand)]
     Repair(repair::RepairCommand),
@@ -137,6 +141,7 @@ fn main() -> ExitCode {
         Command::Get(a) => objects::get(&who, a),
         Command::Stat(a) => objects::stat(&who, a),
         Command::Job(j) => jobs::run(&who, j),
+        Command::Pipeline(p) => pipeline::run(&who, p),
         Command::Repair(r) => repair::run(cli.data, r),
         Command::Up(a) => local::up(a),
         Command::Down(a) => local::down(a),

@@ -309,3 +309,191 @@ fn limits_and_cancellation_end_jobs_with_clear_reasons() {
     let err = alice.fails(&["--data", &node(3), "job", "cancel", &id]);
     assert!(err.contains("already ended"), "{err}");
 }
+
+/// A pipeline's run, as `weft pipeline run --json` prints it: step name → (state, job, runner).
+fn steps_of(run: &Value) -> HashMap<String, (String, String, String)> {
+    run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                (
+                    s["state"].as_str().unwrap().to_string(),
+                    s["job"].as_str().unwrap_or("").to_string(),
+                    s["runner"].as_str().unwrap_or("").to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_pipeline_runs_end_to_end_near_its_data_and_an_unchanged_rerun_reuses_every_step() {
+    let fabric = Local::up(&["--sites", "eu:2,us:2,ap:2", "--no-wan"]);
+    let node = |n: usize| fabric.node(n).to_str().unwrap().to_string();
+    let ids = sites(&fabric, 6);
+    let ex = examples(fabric.dir.path());
+    let (alice, _) = User::with_account();
+    alice.ok(&[
+        "--data",
+        &node(1),
+        "bucket",
+        "create",
+        "logs",
+        "--regions",
+        "eu",
+    ]);
+    alice.ok(&[
+        "--data",
+        &node(1),
+        "put",
+        ex.join("access.log").to_str().unwrap(),
+        "logs/raw/access.log",
+    ]);
+    let file = ex.join("weblog.toml");
+    let pipeline = |node: &str, file: &Path, extra: &[&str]| -> Value {
+        let mut args = vec![
+            "--data",
+            node,
+            "pipeline",
+            "run",
+            file.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&alice.ok(&args)).unwrap()
+    };
+    // Submitted through a us node: every step runs in eu, next to its own inputs.
+    let us = ids
+        .values()
+        .find(|(_, s)| s == "us")
+        .map(|(n, _)| *n)
+        .unwrap();
+    let first = pipeline(&node(us), &file, &[]);
+    let steps = steps_of(&first);
+    assert_eq!(steps.len(), 4, "{first:#}");
+    for (name, (state, job, runner)) in &steps {
+        assert_eq!(state, "done", "{name}: {first:#}");
+        assert_eq!(ids[runner].1, "eu", "{name} ran outside eu: {first:#}");
+        let s = status(&alice, &node(2), job);
+        assert_eq!(
+            s["placement"]["remote_bytes"], 0,
+            "{name}'s inputs crossed sites: {s:#}"
+        );
+        assert!(s["runs"][0]["input_bytes"].as_u64().unwrap() > 0, "{s:#}");
+    }
+    let report = fabric.dir.path().join("report.md");
+    alice.ok(&[
+        "--data",
+        &node(5),
+        "get",
+        "logs/pipelines/weblog/report/report.md",
+        "-o",
+        report.to_str().unwrap(),
+    ]);
+    let report = std::fs::read_to_string(&report).unwrap();
+    assert!(report.contains("430 requests"), "{report}");
+    assert!(
+        report.contains("- 198.51.100.66: 70 requests, 70 errors"),
+        "{report}"
+    );
+    let jobs = |n: &str| {
+        alice
+            .ok(&["--data", n, "job", "ls", "logs"])
+            .lines()
+            .count()
+    };
+    let submitted = jobs(&node(1));
+
+    // Unchanged: every step reused, no job submitted.
+    let again = pipeline(&node(4), &file, &[]);
+    for (name, (state, job, _)) in steps_of(&again) {
+        assert_eq!(state, "reused", "{name}: {again:#}");
+        assert_eq!(job, steps[&name].1, "{name} reused another run's job");
+    }
+    assert_eq!(jobs(&node(1)), submitted);
+
+    // A changed argument reruns that step and what needs it, nothing else.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let changed = ex.join("changed.toml");
+    std::fs::write(&changed, text.replace("args = [\"3\"]", "args = [\"2\"]")).unwrap();
+    let third = steps_of(&pipeline(&node(1), &changed, &[]));
+    let state = |s: &HashMap<String, (String, String, String)>, n: &str| s[n].0.clone();
+    assert_eq!(state(&third, "extract"), "reused");
+    assert_eq!(state(&third, "aggregate"), "reused");
+    assert_eq!(state(&third, "anomalies"), "done");
+    // The flags now say "2 sd": the report's input changed, so it runs again.
+    assert_eq!(state(&third, "report"), "done");
+
+    // A failing step fails the run, skips nothing it does not feed, and a rerun resumes there.
+    let failing = ex.join("failing.toml");
+    std::fs::write(
+        &failing,
+        text.replace("memory = \"64MiB\"", "memory = \"64MiB\"\nfuel = 1000")
+            .replace("args = [\"3\"]", "args = [\"4\"]"),
+    )
+    .unwrap();
+    let err = alice.fails(&[
+        "--data",
+        &node(3),
+        "pipeline",
+        "run",
+        failing.to_str().unwrap(),
+    ]);
+    assert!(err.contains("failed at step report"), "{err}");
+    assert!(err.contains("fuel"), "{err}");
+    let shown = alice.ok(&["--data", &node(6), "pipeline", "status", "logs/weblog"]);
+    assert!(shown.contains("pipeline weblog in logs: failed"), "{shown}");
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("report") && l.contains("failed")),
+        "{shown}"
+    );
+    let fixed = ex.join("fixed.toml");
+    std::fs::write(&fixed, text.replace("args = [\"3\"]", "args = [\"4\"]")).unwrap();
+    let resumed = steps_of(&pipeline(&node(3), &fixed, &[]));
+    assert_eq!(state(&resumed, "extract"), "reused");
+    assert_eq!(state(&resumed, "aggregate"), "reused");
+    assert_eq!(state(&resumed, "anomalies"), "reused");
+    assert_eq!(state(&resumed, "report"), "done");
+
+    // --from reruns a step and everything after it, even unchanged.
+    let forced = steps_of(&pipeline(&node(2), &fixed, &["--from", "aggregate"]));
+    assert_eq!(state(&forced, "extract"), "reused");
+    assert_eq!(state(&forced, "anomalies"), "reused");
+    assert_eq!(state(&forced, "aggregate"), "done");
+    assert_eq!(state(&forced, "report"), "done");
+
+    // Bad pipelines are explained before anything runs.
+    let cyclic = ex.join("cyclic.toml");
+    std::fs::write(
+        &cyclic,
+        text.replace("inputs = [\"@extract\"]", "inputs = [\"@report\"]"),
+    )
+    .unwrap();
+    let err = alice.fails(&[
+        "--data",
+        &node(1),
+        "pipeline",
+        "run",
+        cyclic.to_str().unwrap(),
+    ]);
+    assert!(err.contains("cycle"), "{err}");
+    let err = alice.fails(&[
+        "--data",
+        &node(1),
+        "pipeline",
+        "run",
+        fixed.to_str().unwrap(),
+        "--from",
+        "nope",
+    ]);
+    assert!(err.contains("no such step"), "{err}");
+    // Another account sees nothing of it.
+    let (mallory, _) = User::with_account();
+    let err = mallory.fails(&["--data", &node(1), "pipeline", "status", "logs/weblog"]);
+    assert!(err.contains("another account"), "{err}");
+}
