@@ -598,7 +598,7 @@ mod tests {
         one.args = vec!["ab".into()];
         let mut two = job.clone();
         two.args = vec!["a".into(), "b".into()];
-        assert_ne!(step_key("m", &[], &one), step_key("m", &[], &two));
+        assert_ne!(step_key("mod", &[], &one), step_key("mod", &[], &two));
         let mut more_cpu = job.clone();
         more_cpu.cpu = Some(4.0);
         assert_eq!(key, step_key("m1", &inputs, &more_cpu));
