@@ -281,6 +281,8 @@ fn limits_and_cancellation_end_jobs_with_clear_reasons() {
     assert!(fuel.contains("fuel"), "{fuel}");
     let late = run(&["--deadline", "1s", "--fuel", "1000000000000000", "--", "30"]);
     assert!(late.contains("deadline"), "{late}");
+    let greedy = run(&["--memory", "16MiB", "--", "0", "64"]);
+    assert!(greedy.contains("more than its 16777216 bytes of memory"), "{greedy}");
     // Cancelled while running: it stops within about a second.
     let id = alice
         .ok(&[
