@@ -89,7 +89,9 @@ pub enum RunError {
         limit: u64,
     },
     /// It asked for more memory than it may have.
-    #[error("the job needed more than its {limit} bytes of memory (raise `memory` in the spec, or --memory)")]
+    #[error(
+        "the job needed more than its {limit} bytes of memory (raise `memory` in the spec, or --memory)"
+    )]
     OutOfMemory {
         /// The ceiling.
         limit: u64,

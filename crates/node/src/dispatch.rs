@@ -259,6 +259,15 @@ pub enum DispatchError {
     ReadOnly,
 }
 
+/// Sets a run's cancel flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// A job running on this node.
 struct Local {
     cancel: Arc<AtomicBool>,
@@ -977,6 +986,9 @@ impl JobService {
         let svc = self.clone();
         let key = key.clone();
         self.inner.endpoint.spawn(async move {
+            // A node that shuts down drops this task mid-run: the module, on its blocking
+            // thread, must then stop too (at its next epoch tick), not run on unwatched.
+            let _stop = StopOnDrop(cancel.clone());
             svc.run(
                 &b,
                 &signer,

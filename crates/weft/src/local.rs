@@ -409,12 +409,23 @@ pub fn stop_fabric(root: &Path) -> Result<usize> {
             pids.push((dir.clone(), pid));
         }
     }
+    // Wait for the processes themselves, not their pid files (a node removes its file as it
+    // stops, before its process has exited).
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
+            !matches!(state, Some("Z" | "X") | None)
+        })
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     for (dir, pid) in &pids {
-        while running_pid(dir).is_some() && Instant::now() < deadline {
+        while alive(*pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        if running_pid(dir).is_some() {
+        if alive(*pid) {
             // SAFETY: as above.
             unsafe { libc::kill(*pid, libc::SIGKILL) };
         }

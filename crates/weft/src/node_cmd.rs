@@ -1,6 +1,7 @@
 //! `weft init`, `weft join`, `weft run`.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -195,7 +196,7 @@ pub fn run(data: Option<PathBuf>, log: Option<String>, args: RunArgs) -> Result<
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let node = Node::start(settings).await?;
         let token = node.data_dir().api_token()?;
         let listener = tokio::net::TcpListener::bind(api_addr)
@@ -259,7 +260,11 @@ pub fn run(data: Option<PathBuf>, log: Option<String>, args: RunArgs) -> Result<
             bail!("this node's membership was revoked by the fabric admin");
         }
         Ok(())
-    })
+    });
+    // Whatever still runs on a blocking thread (a job's module stops within a tick of its
+    // runner's shutdown) is not waited for past this.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    result
 }
 
 fn init_logging(filter: &str) -> Result<()> {

@@ -282,7 +282,10 @@ fn limits_and_cancellation_end_jobs_with_clear_reasons() {
     let late = run(&["--deadline", "1s", "--fuel", "1000000000000000", "--", "30"]);
     assert!(late.contains("deadline"), "{late}");
     let greedy = run(&["--memory", "16MiB", "--", "0", "64"]);
-    assert!(greedy.contains("more than its 16777216 bytes of memory"), "{greedy}");
+    assert!(
+        greedy.contains("more than its 16777216 bytes of memory"),
+        "{greedy}"
+    );
     // Cancelled while running: it stops within about a second.
     let id = alice
         .ok(&[
@@ -498,4 +501,65 @@ fn a_pipeline_runs_end_to_end_near_its_data_and_an_unchanged_rerun_reuses_every_
     let (mallory, _) = User::with_account();
     let err = mallory.fails(&["--data", &node(1), "pipeline", "status", "logs/weblog"]);
     assert!(err.contains("another account"), "{err}");
+}
+
+#[test]
+fn stopping_a_node_stops_the_job_it_runs() {
+    let fabric = Local::up(&["--nodes", "3", "--no-wan"]);
+    let node = |n: usize| fabric.node(n).to_str().unwrap().to_string();
+    let ids = sites(&fabric, 3);
+    let ex = examples(fabric.dir.path());
+    let (alice, _) = User::with_account();
+    alice.ok(&["--data", &node(1), "bucket", "create", "lab"]);
+    let spin = ex.join("spin.wasm");
+    let id = alice
+        .ok(&[
+            "--data",
+            &node(1),
+            "job",
+            "run",
+            "--module",
+            spin.to_str().unwrap(),
+            "--output",
+            "lab/long/",
+            "--fuel",
+            "1000000000000000",
+            "--detach",
+            "--",
+            "600",
+        ])
+        .trim()
+        .to_string();
+    let mut runner = 0;
+    wait_until("the job to run", Duration::from_secs(20), || {
+        let s = status(&alice, &node(1), &id);
+        if s["state"] == "running" {
+            runner = ids[s["runner"].as_str().unwrap()].0;
+            true
+        } else {
+            false
+        }
+    });
+    let pid: i32 = std::fs::read_to_string(fabric.node(runner).join("node.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Its node stops promptly (the job's module stops with it), not after `down`'s kill -9.
+    let t = Instant::now();
+    ok(&["down", "--dir", fabric.dir.path().to_str().unwrap()]);
+    let took = t.elapsed();
+    // Gone, or a zombie nobody reaped yet (its parent, `weft up`, has exited).
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .next();
+    assert!(
+        matches!(state, None | Some("Z" | "X")),
+        "the runner's process outlived `weft down`: {stat}"
+    );
+    assert!(took < Duration::from_secs(5), "weft down took {took:?}");
 }
