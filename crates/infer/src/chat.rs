@@ -120,6 +120,10 @@ pub struct Generation {
 }
 
 /// What to do with the GGUF's Q4_1 matrices, which candle multiplies with a scalar loop only.
+///
+/// Measured on SmolLM2-135M (2 cores, `examples/speed.rs`), decode / prefill tokens per
+/// second: `Keep` 13–16 / 18–20, `Q8_0` 50–60 / 130, `F32` 23–26 / 250–320. Decode dominates
+/// a chat answer, so [`ChatModel::load`] uses `Q8_0`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Q4_1Weights {
     /// Keep them as they are (smallest; slowest on CPU).
