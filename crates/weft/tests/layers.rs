@@ -1,7 +1,8 @@
 //! Dependencies point down the layers of ARCHITECTURE.md, checked from the manifests.
 
-const LAYERS: [&str; 11] = [
-    "core", "net", "fabric", "meta", "store", "heal", "compute", "node", "s3", "api", "weft",
+const LAYERS: [&str; 12] = [
+    "core", "infer", "net", "fabric", "meta", "store", "heal", "compute", "node", "s3", "api",
+    "weft",
 ];
 
 fn dependencies(krate: &str) -> Vec<String> {
@@ -52,6 +53,21 @@ fn core_does_no_io() {
     }
     assert!(
         deps.iter().any(|d| d == "postcard"),
+        "manifest parsing broke: {deps:?}"
+    );
+}
+
+#[test]
+fn infer_is_an_engine_that_knows_no_weft_crate_and_no_network() {
+    let deps = dependencies("infer");
+    for dep in &deps {
+        assert!(!dep.starts_with("weft-"), "weft-infer depends on {dep}");
+    }
+    for io in ["tokio", "quinn", "axum", "ureq", "hyper-util"] {
+        assert!(!deps.iter().any(|d| d == io), "weft-infer depends on {io}");
+    }
+    assert!(
+        deps.iter().any(|d| d == "candle-core"),
         "manifest parsing broke: {deps:?}"
     );
 }
