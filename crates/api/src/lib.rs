@@ -15,6 +15,7 @@ mod errors;
 mod jobs;
 mod keys;
 mod members;
+mod models;
 mod objects;
 mod server;
 
@@ -23,6 +24,7 @@ pub use client::{ApiClient, ApiError};
 pub use jobs::{ListJobs, LogChunk, LogsQuery};
 pub use keys::CreateKey;
 pub use members::MemberStatus;
+pub use models::{AddModel, ModelListing, ModelReplica, PlaceModel};
 pub use objects::{PutAnswer, PutQuery};
 pub use server::{SESSION_HEADER, serve};
 

@@ -92,7 +92,19 @@ pub async fn serve(
         .route("/v1/jobs", post(crate::jobs::submit).get(crate::jobs::list))
         .route("/v1/jobs/{bucket}/{id}", get(crate::jobs::status))
         .route("/v1/jobs/{bucket}/{id}/cancel", post(crate::jobs::cancel))
-        .route("/v1/jobs/{bucket}/{id}/logs", get(crate::jobs::logs));
+        .route("/v1/jobs/{bucket}/{id}/logs", get(crate::jobs::logs))
+        .route(
+            "/v1/models",
+            post(crate::models::add).get(crate::models::list),
+        )
+        .route(
+            "/v1/models/{name}",
+            axum::routing::delete(crate::models::remove),
+        )
+        .route(
+            "/v1/models/{name}/placement",
+            axum::routing::put(crate::models::place),
+        );
     let app = operator.merge(data).with_state(state);
     // Served with hyper directly rather than `axum::serve`, whose connection tasks nobody owns.
     let service = hyper_util::service::TowerToHyperService::new(app);

@@ -17,6 +17,7 @@ mod grants;
 mod jobs;
 mod keys;
 mod migrate;
+pub mod models;
 mod multipart;
 mod rows;
 pub mod schema;
@@ -55,6 +56,7 @@ pub use dispatch::{
 pub use grants::{Grant, GrantListing, GrantLookup};
 pub use jobs::{JobError, JobInput, JobReport, JobRun};
 pub use keys::{AccessKey, KeyError, KeyListing, KeyStore, lookup_key};
+pub use models::{ModelError, ModelFile, ModelKind, ModelRecord, ModelService, Serving};
 pub use multipart::{MAX_PARTS, MIN_PART_SIZE, PartRecord, UploadRecord};
 pub use session::{Session, SessionError};
 pub use weft_heal::{HealConfig, HealStatus, Reputation};
@@ -175,6 +177,7 @@ struct Inner {
     key_cache: parking_lot::Mutex<std::collections::HashMap<String, (Instant, Option<AccessKey>)>>,
     healer: weft_heal::Healer,
     jobs: dispatch::JobService,
+    models: models::ModelService,
     advertise: SocketAddr,
     started: Instant,
     stop: watch::Sender<bool>,
@@ -278,6 +281,14 @@ impl Node {
             dir.path("jobs"),
             &settings.capacity,
         );
+        let models = models::ModelService::start(
+            &endpoint,
+            key.clone(),
+            fabric.clone(),
+            table.clone(),
+            storage.clone(),
+            dir.path("models"),
+        );
         let (stop, _) = watch::channel(false);
         let node = Node {
             inner: Arc::new(Inner {
@@ -294,6 +305,7 @@ impl Node {
                 key_cache: Default::default(),
                 healer,
                 jobs,
+                models,
                 advertise,
                 started: Instant::now(),
                 stop,
@@ -418,6 +430,11 @@ impl Node {
     /// Buckets and named objects as the account `access` acts for.
     pub fn buckets_as(&self, access: Access) -> Buckets {
         self.inner.buckets.acting_as(access)
+    }
+
+    /// The models this node holds (and every model's row, through [`ModelService::models`]).
+    pub fn models(&self) -> &models::ModelService {
+        &self.inner.models
     }
 
     /// The job service: submit, list, watch and cancel jobs.

@@ -15,6 +15,8 @@
 //! | `grant` | `grant/<owner>/<bucket>` | the granted session's delegate | [`crate::grants::Grant`] (session sealed to the grantee) | the owner |
 //! | `s3key` | `s3key/<first byte of the id's hash>` | the id's hash | sealed [`AccessKey`] | first claimant (the account) |
 //! | `keys` | `keys/<account>` | the id's hash | sealed [`KeyListing`] | the account |
+//! | `model` | `model` | model name | [`ModelRecord`] | first claimant of the name (the owner) |
+//! | `serve` | `serve/<model>` | node id | [`Serving`] | that node (a current member) |
 //!
 //! A bucket's rows are sealed (`s…` kinds: names encrypted, values sealed; see
 //! [`crate::sealed`]) unless the bucket was made before weft sealed them
@@ -25,6 +27,7 @@ use weft_core::NodeId;
 use weft_meta::{Rules, Schema, SortKey, Writer};
 
 use crate::buckets::{BucketRecord, BucketRecordV1, ObjectRecord};
+use crate::models::{ModelRecord, Serving};
 use crate::multipart::{PartRecord, UploadRecord};
 
 /// A bucket, as its rows are keyed: its owner and its name.
@@ -273,6 +276,40 @@ impl Schema for KeyIndex {
     }
 }
 
+/// Model name claims ([`crate::models`]).
+pub struct Models;
+
+impl Schema for Models {
+    const KIND: &'static str = "model";
+    const WRITER: Writer = Writer::FirstClaim;
+    const FORMAT: u8 = 1;
+    type Part = ();
+    type Sort = str;
+    type Value = ModelRecord;
+
+    fn partition(_: &()) -> String {
+        String::new()
+    }
+}
+
+/// Which nodes hold a model, each in its own row.
+pub struct Servers;
+
+impl Schema for Servers {
+    const KIND: &'static str = "serve";
+    const WRITER: Writer = Writer::SortKeyMember;
+    const FORMAT: u8 = 1;
+    /// The model's name.
+    type Part = String;
+    /// The node.
+    type Sort = NodeId;
+    type Value = Serving;
+
+    fn partition(model: &String) -> String {
+        model.clone()
+    }
+}
+
 /// Every row kind a node serves: its own and those of the layers below.
 pub fn rules() -> Rules {
     let mut rules = Rules::new();
@@ -292,6 +329,9 @@ pub fn rules() -> Rules {
     rules.account_wide_only(Grants::KIND);
     rules.add(SealedKeys::KIND, SealedKeys::WRITER);
     rules.add(KeyIndex::KIND, KeyIndex::WRITER);
+    rules.add(Models::KIND, Models::WRITER);
+    rules.account_wide_only(Models::KIND);
+    rules.add(Servers::KIND, Servers::WRITER);
     weft_heal::schema::register(&mut rules);
     weft_compute::schema::register(&mut rules);
     rules

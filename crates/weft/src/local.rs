@@ -313,7 +313,7 @@ pub fn start_fabric(args: &UpArgs) -> Result<(PathBuf, Vec<PathBuf>, Vec<Child>)
                 site: p.site.clone(),
                 region: p.region.clone(),
                 jurisdiction: p.jurisdiction.clone(),
-                roles: vec![],
+                roles: vec!["storage".into(), "compute".into(), "inference".into()],
                 ttl_secs: 600,
             },
         )?;

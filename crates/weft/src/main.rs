@@ -14,6 +14,7 @@ mod config;
 mod jobs;
 mod keys;
 mod local;
+mod models;
 mod node_cmd;
 mod objects;
 mod ops;
@@ -91,6 +92,9 @@ enum Command {
     /// Run WebAssembly jobs near their data: run, ls, status, logs, cancel
     #[command(subcommand)]
     Job(jobs::JobCommand),
+    /// Models as fabric objects, served by inference nodes: add, ls, place, rm
+    #[command(subcommand)]
+    Model(models::ModelCommand),
     /// Run a pipeline of jobs (a TOML DAG of steps) and show its steps: run, status
     #[command(subcommand)]
     Pipeline(pipeline::PipelineCommand),
@@ -142,6 +146,7 @@ fn main() -> ExitCode {
         Command::Stat(a) => objects::stat(&who, a),
         Command::Job(j) => jobs::run(&who, j),
         Command::Pipeline(p) => pipeline::run(&who, p),
+        Command::Model(m) => models::run(&who, m),
         Command::Repair(r) => repair::run(cli.data, r),
         Command::Up(a) => local::up(a),
         Command::Down(a) => local::down(a),

@@ -288,7 +288,7 @@ pub fn stat(who: &Actor, args: StatArgs) -> Result<()> {
     Ok(())
 }
 
-fn share_capability(api: &weft_api::ApiClient, target: &str) -> Result<String> {
+pub(crate) fn share_capability(api: &weft_api::ApiClient, target: &str) -> Result<String> {
     let (bucket, key) = split_target(target)?;
     let v: serde_json::Value = api.get(&format!(
         "/v1/share/{}/{}",

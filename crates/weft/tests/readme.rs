@@ -50,6 +50,10 @@ fn commands(readme: &str, start: &str, end: &str) -> Vec<Vec<String>> {
             continue;
         }
         let code = line.split(" #").next().unwrap_or("").trim();
+        // `"$(scripts/models.sh NAME)"` is one argument: the model's path.
+        let code = code
+            .replace("\"$(scripts/models.sh minilm)\"", "MODEL:minilm")
+            .replace("\"$(scripts/models.sh smollm2)\"", "MODEL:smollm2");
         for cmd in code.split(';').map(str::trim) {
             if let Some(rest) = cmd.strip_prefix("weft ") {
                 out.push(rest.split_whitespace().map(String::from).collect());
@@ -57,6 +61,20 @@ fn commands(readme: &str, start: &str, end: &str) -> Vec<Vec<String>> {
         }
     }
     out
+}
+
+/// `scripts/models.sh NAME`: where the model's files are (installed on first use).
+fn model_path(name: &str) -> String {
+    let out = Command::new(repo().join("scripts/models.sh"))
+        .arg(name)
+        .output()
+        .expect("scripts/models.sh runs");
+    assert!(
+        out.status.success(),
+        "scripts/models.sh {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn repo() -> PathBuf {
@@ -103,7 +121,8 @@ fn the_readme_walk_through_works_as_printed() {
         "Every node also serves the S3 API",
         "## Jobs",
     ));
-    steps.extend(commands(&readme, "## Jobs", "## What works"));
+    steps.extend(commands(&readme, "## Jobs", "## Models"));
+    steps.extend(commands(&readme, "## Models", "## What works"));
     assert!(steps.len() >= 18, "walk-through not found: {steps:?}");
     let (mut capability, mut version, mut key) = (String::new(), String::new(), String::new());
     let mut job = String::new();
@@ -115,6 +134,7 @@ fn the_readme_walk_through_works_as_printed() {
                 "1795...-a1b2c3d4" => version.clone(),
                 "WK..." => key.clone(),
                 "logs/01a2..." => job.clone(),
+                a if a.starts_with("MODEL:") => model_path(&a["MODEL:".len()..]),
                 a => a.replace("~/", &format!("{}/", cwd.display())),
             })
             .collect();
