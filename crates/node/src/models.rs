@@ -30,6 +30,9 @@ use crate::schema;
 
 /// How often a node reconciles what it holds with the placement.
 const RECONCILE: Duration = Duration::from_secs(2);
+/// How long a node waits before trying again to load a model that failed (unless its files
+/// change first): a fetch can fail for a while (its shards' holders down), a bad file always.
+const RETRY_FAILED: Duration = Duration::from_secs(60);
 /// Most replicas a model may ask for.
 pub const MAX_REPLICAS: u32 = 64;
 
@@ -292,10 +295,10 @@ struct Inner {
     storage: Storage,
     dir: PathBuf,
     held: Mutex<HashMap<String, Held>>,
-    /// Models being fetched or loaded (by name), and those that failed (by digest: not
-    /// retried until their files change).
+    /// Models being fetched or loaded (by name), and those that failed (with their digest
+    /// and when: retried after [`RETRY_FAILED`], or at once if their files change).
     loading: Mutex<HashSet<String>>,
-    failed: Mutex<HashMap<String, String>>,
+    failed: Mutex<HashMap<String, (String, std::time::Instant)>>,
 }
 
 /// The models this node holds, kept in line with the placement.
@@ -405,7 +408,11 @@ impl ModelService {
                 .lock()
                 .get(&name)
                 .is_some_and(|h| h.digest == digest);
-            let failed = inner.failed.lock().get(&name) == Some(&digest);
+            let failed = inner
+                .failed
+                .lock()
+                .get(&name)
+                .is_some_and(|(d, at)| *d == digest && at.elapsed() < RETRY_FAILED);
             if held || failed || !inner.loading.lock().insert(name.clone()) {
                 continue;
             }
@@ -453,6 +460,7 @@ impl ModelService {
         };
         match loaded {
             Ok(engine) => {
+                self.inner.failed.lock().remove(&model.name);
                 self.inner.held.lock().insert(
                     model.name.clone(),
                     Held {
@@ -474,10 +482,10 @@ impl ModelService {
             }
             Err(why) => {
                 tracing::warn!(model = %model.name, error = %why, "cannot load a model");
-                self.inner
-                    .failed
-                    .lock()
-                    .insert(model.name.clone(), digest.clone());
+                self.inner.failed.lock().insert(
+                    model.name.clone(),
+                    (digest.clone(), std::time::Instant::now()),
+                );
                 self.announce(
                     &model.name,
                     Serving {
