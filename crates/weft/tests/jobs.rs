@@ -21,25 +21,6 @@ fn examples(dir: &Path) -> PathBuf {
     out
 }
 
-/// Node id → (node number, site).
-fn sites(fabric: &Local, n: usize) -> HashMap<String, (usize, String)> {
-    (1..=n)
-        .map(|i| {
-            let out = ok(&[
-                "--data",
-                fabric.node(i).to_str().unwrap(),
-                "status",
-                "--json",
-            ]);
-            let v: Value = serde_json::from_str(&out).unwrap();
-            (
-                v["id"].as_str().unwrap().to_string(),
-                (i, v["site"].as_str().unwrap().to_string()),
-            )
-        })
-        .collect()
-}
-
 fn status(user: &User, node: &str, id: &str) -> Value {
     serde_json::from_str(&user.ok(&["--data", node, "job", "status", id, "--json"])).unwrap()
 }

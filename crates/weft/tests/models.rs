@@ -31,25 +31,6 @@ fn models() -> (PathBuf, PathBuf) {
     (path("minilm"), path("smollm2"))
 }
 
-/// Node id → (node number, site).
-fn sites(fabric: &Local, n: usize) -> std::collections::HashMap<String, (usize, String)> {
-    (1..=n)
-        .map(|i| {
-            let out = ok(&[
-                "--data",
-                fabric.node(i).to_str().unwrap(),
-                "status",
-                "--json",
-            ]);
-            let v: Value = serde_json::from_str(&out).unwrap();
-            (
-                v["id"].as_str().unwrap().to_string(),
-                (i, v["site"].as_str().unwrap().to_string()),
-            )
-        })
-        .collect()
-}
-
 /// The model's replicas as `weft model ls --json` shows them: (node, state, error).
 fn replicas(user: &User, node: &str, model: &str) -> Vec<(String, String, String)> {
     let out = user.ok(&["--data", node, "model", "ls", "--json"]);

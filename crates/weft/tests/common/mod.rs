@@ -167,3 +167,22 @@ impl Drop for Local {
         let _ = weft(&["down", "--dir", self.dir.path().to_str().unwrap()]);
     }
 }
+
+/// Node id → (node number, site) of a local fabric's first `n` nodes.
+pub fn sites(fabric: &Local, n: usize) -> std::collections::HashMap<String, (usize, String)> {
+    (1..=n)
+        .map(|i| {
+            let out = ok(&[
+                "--data",
+                fabric.node(i).to_str().unwrap(),
+                "status",
+                "--json",
+            ]);
+            let v: Value = serde_json::from_str(&out).unwrap();
+            (
+                v["id"].as_str().unwrap().to_string(),
+                (i, v["site"].as_str().unwrap().to_string()),
+            )
+        })
+        .collect()
+}

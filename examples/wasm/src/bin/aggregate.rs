@@ -6,25 +6,13 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
+use weft_examples::csv_files;
+
 #[derive(Default)]
 struct Tally {
     requests: u64,
     bytes: u64,
     errors: u64,
-}
-
-fn csv_files(dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.path());
-    for e in entries {
-        let p = e.path();
-        if p.is_dir() {
-            csv_files(&p, out)?;
-        } else if p.extension().is_some_and(|x| x == "csv") {
-            out.push(std::fs::read_to_string(&p)?);
-        }
-    }
-    Ok(())
 }
 
 fn main() {
