@@ -19,6 +19,7 @@ mod keys;
 mod migrate;
 pub mod models;
 mod multipart;
+pub mod route;
 mod rows;
 pub mod schema;
 mod sealed;
