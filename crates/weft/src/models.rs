@@ -167,6 +167,22 @@ fn model_files(path: &Path, kind: Option<&str>) -> Result<(ModelKind, Vec<PathBu
     }
 }
 
+/// A reader that hashes and counts what passes through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: blake3::Hasher,
+    size: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+}
+
 fn add(who: &Actor, a: AddArgs) -> Result<()> {
     weft_node::models::check_model_name(&a.name)?;
     let (kind, paths) = model_files(&a.path, a.kind.as_deref())?;
@@ -179,30 +195,25 @@ fn add(who: &Actor, a: AddArgs) -> Result<()> {
             .and_then(|n| n.to_str())
             .with_context(|| format!("{}: not a plain file name", path.display()))?
             .to_string();
-        let mut hasher = blake3::Hasher::new();
-        let mut f =
-            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            size += n as u64;
-        }
         let key = format!(".weft/models/{}/{name}", a.name);
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         eprintln!(
             "storing {name} ({:.1} MiB) as {}/{key}",
-            size as f64 / 1048576.0,
+            file.metadata()?.len() as f64 / 1048576.0,
             a.bucket
         );
-        let mut file = std::fs::File::open(path)?;
+        // Hashed as it is uploaded: the file is read once.
+        let mut reader = Hashing {
+            inner: file,
+            hasher: blake3::Hasher::new(),
+            size: 0,
+        };
         let _: weft_api::PutAnswer = api.upload_put(
             &format!("/v1/b/{}/{}", path_escape(&a.bucket), path_escape(&key)),
-            &mut file,
+            &mut reader,
         )?;
+        let (size, hasher) = (reader.size, reader.hasher);
         files.push(ModelFile {
             name,
             size,

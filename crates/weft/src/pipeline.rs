@@ -91,38 +91,35 @@ fn save_state(api: &ApiClient, run: &PipelineRun) -> Result<()> {
     Ok(())
 }
 
-/// Content ids of objects, listed once per folder (`BUCKET/KEY` → (size, content id)).
+/// Content ids of objects (`BUCKET/KEY` → content id), listed once per folder.
 #[derive(Default)]
 struct Ids {
-    folders: BTreeMap<(String, String), BTreeMap<String, (u64, String)>>,
+    folders: BTreeMap<(String, String), BTreeMap<String, String>>,
+}
+
+/// `BUCKET/KEY` → (bucket, key, the key's folder).
+fn folder_of(object: &str) -> Option<(&str, &str, &str)> {
+    let (bucket, key) = object.split_once('/')?;
+    Some((bucket, key, key.rfind('/').map_or("", |i| &key[..=i])))
 }
 
 impl Ids {
-    fn of(&mut self, api: &ApiClient, object: &str) -> Result<Option<(u64, String)>> {
+    fn of(&mut self, api: &ApiClient, object: &str) -> Result<Option<String>> {
         if object.starts_with("weft-cap") {
             // A capability names a manifest, which names the content.
-            return Ok(Some((
-                0,
-                blake3::hash(object.as_bytes()).to_hex()[..32].into(),
-            )));
+            return Ok(Some(blake3::hash(object.as_bytes()).to_hex()[..32].into()));
         }
-        let (bucket, key) = object
-            .split_once('/')
-            .with_context(|| format!("{object:?} is not BUCKET/KEY"))?;
-        let folder = key.rfind('/').map_or("", |i| &key[..=i]).to_string();
-        let listed = match self.folders.entry((bucket.to_string(), folder.clone())) {
+        let (bucket, key, folder) =
+            folder_of(object).with_context(|| format!("{object:?} is not BUCKET/KEY"))?;
+        let listed = match self.folders.entry((bucket.to_string(), folder.to_string())) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
                 let rows: Vec<ListedObject> = api.get(&format!(
                     "/v1/b/{}?prefix={}",
                     path_escape(bucket),
-                    path_escape(&folder)
+                    path_escape(folder)
                 ))?;
-                e.insert(
-                    rows.into_iter()
-                        .map(|r| (r.key, (r.size, r.content_id)))
-                        .collect(),
-                )
+                e.insert(rows.into_iter().map(|r| (r.key, r.content_id)).collect())
             }
         };
         Ok(listed.get(key).cloned())
@@ -130,9 +127,9 @@ impl Ids {
 
     /// Forget a folder (a step just wrote into it).
     fn forget(&mut self, object: &str) {
-        if let Some((bucket, key)) = object.split_once('/') {
-            let folder = key.rfind('/').map_or("", |i| &key[..=i]).to_string();
-            self.folders.remove(&(bucket.to_string(), folder));
+        if let Some((bucket, _, folder)) = folder_of(object) {
+            self.folders
+                .remove(&(bucket.to_string(), folder.to_string()));
         }
     }
 }
@@ -159,13 +156,13 @@ fn prepare(
         }
     }
     let module_id = match ids.of(api, &job.module)? {
-        Some((_, id)) => id,
+        Some(id) => id,
         None => return Ok(Err(format!("module {} does not exist", job.module))),
     };
     let mut inputs = Vec::new();
     for object in &job.inputs {
         match ids.of(api, object)? {
-            Some((_, id)) => inputs.push((object.clone(), id)),
+            Some(id) => inputs.push((object.clone(), id)),
             None => return Ok(Err(format!("input {object} does not exist"))),
         }
     }
@@ -202,10 +199,8 @@ fn run_pipeline(who: &Actor, file: &Path, from: Option<String>, json: bool) -> R
     for s in &p.steps {
         let job = s.job.validate()?;
         let mut named = vec![job.output_bucket.clone()];
-        for src in std::iter::once(&job.module) {
-            if let Source::Object { bucket, .. } = src {
-                named.push(bucket.clone());
-            }
+        if let Source::Object { bucket, .. } = &job.module {
+            named.push(bucket.clone());
         }
         for i in &s.inputs {
             if let Input::Given(t) = i
@@ -277,9 +272,7 @@ fn run_pipeline(who: &Actor, file: &Path, from: Option<String>, json: bool) -> R
             run.steps[i].key = Some(key.clone());
             let before = earlier_step(&name);
             let unchanged = !forced.contains(&i)
-                && reusable(before.as_ref(), &key, |o| {
-                    ids.of(&api, o).ok().flatten().map(|(_, id)| id)
-                });
+                && reusable(before.as_ref(), &key, |o| ids.of(&api, o).ok().flatten());
             if let (true, Some(b)) = (unchanged, &before) {
                 let s = &mut run.steps[i];
                 s.state = StepState::Reused;
@@ -362,7 +355,7 @@ fn run_pipeline(who: &Actor, file: &Path, from: Option<String>, json: bool) -> R
                     }
                     ids.forget(&object);
                     let content_id = match ids.of(&api, &object)? {
-                        Some((_, id)) => id,
+                        Some(id) => id,
                         None => bail!("step {}: its output {object} is gone", step.name),
                     };
                     outputs.push(OutputObject {
