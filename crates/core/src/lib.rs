@@ -56,6 +56,10 @@ pub mod proto {
     /// Stream protocol: jobs between nodes — offer one to a runner (with its session), hand a
     /// standby coordinator its watch, read a running job's logs.
     pub const JOB: u16 = 10;
+    /// Stream protocol: an inference request from the node a client reached to a node that
+    /// holds the model (the request, then admitted/busy/refused, pieces of text or embeddings,
+    /// and the end).
+    pub const INFER: u16 = 11;
     /// Datagram channel: SWIM membership messages.
     pub const SWIM: u8 = 1;
     /// Datagram channel: RTT probes that feed network coordinates.

@@ -14,6 +14,7 @@ mod buckets;
 mod datadir;
 mod dispatch;
 mod grants;
+pub mod inference;
 mod jobs;
 mod keys;
 mod migrate;
@@ -179,6 +180,7 @@ struct Inner {
     healer: weft_heal::Healer,
     jobs: dispatch::JobService,
     models: models::ModelService,
+    inference: inference::InferenceService,
     advertise: SocketAddr,
     started: Instant,
     stop: watch::Sender<bool>,
@@ -290,6 +292,12 @@ impl Node {
             storage.clone(),
             dir.path("models"),
         );
+        let inference = inference::InferenceService::start(
+            &endpoint,
+            fabric.clone(),
+            table.clone(),
+            models.clone(),
+        );
         let (stop, _) = watch::channel(false);
         let node = Node {
             inner: Arc::new(Inner {
@@ -307,6 +315,7 @@ impl Node {
                 healer,
                 jobs,
                 models,
+                inference,
                 advertise,
                 started: Instant::now(),
                 stop,
@@ -436,6 +445,11 @@ impl Node {
     /// The models this node holds (and every model's row, through [`ModelService::models`]).
     pub fn models(&self) -> &models::ModelService {
         &self.inner.models
+    }
+
+    /// Inference: requests for models, routed to the nearest replica.
+    pub fn inference(&self) -> &inference::InferenceService {
+        &self.inner.inference
     }
 
     /// The job service: submit, list, watch and cancel jobs.

@@ -348,6 +348,11 @@ impl ModelService {
         self.inner.held.lock().get(name).map(|h| h.engine.clone())
     }
 
+    /// The names of the models this node holds loaded.
+    pub fn held_names(&self) -> Vec<String> {
+        self.inner.held.lock().keys().cloned().collect()
+    }
+
     /// Every model's row (claims whose signer is not the owner named in them are left out).
     pub async fn models(table: &Table) -> Result<Vec<ModelRecord>, ModelError> {
         let rows = table.list::<schema::Models>(&(), "").await?;

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 /// Where a request may run: empty lists allow anywhere.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Allowed {
     /// Regions.
     pub regions: Vec<String>,
@@ -123,7 +123,10 @@ pub fn route<N: Clone + PartialEq>(
         .collect();
     if candidates.is_empty() {
         return Route::Nowhere {
-            why: "every replica where the request may run failed to answer".into(),
+            why: format!(
+                "no replica where the request may run (allowed: {}) is answering",
+                describe(allowed)
+            ),
         };
     }
     let open: Vec<&&&Replica<N>> = candidates

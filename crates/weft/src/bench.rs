@@ -237,6 +237,7 @@ impl Fabric {
             dir: Some(root),
             timeout: 60,
             quiet: true,
+            inference_queue: None,
             repair_grace: None,
             repair_interval: None,
             scrub_interval: None,

@@ -171,6 +171,7 @@ fn chaos(base: &Path, args: &ChaosArgs) -> Result<()> {
         dir: Some(base.join("fabric")),
         timeout: 90,
         quiet: true,
+        inference_queue: None,
         repair_grace: Some(args.grace.clone()),
         repair_interval: Some("1s".into()),
         scrub_interval: Some("2s".into()),

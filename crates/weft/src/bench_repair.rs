@@ -45,6 +45,7 @@ fn measure(base: &Path, args: &RepairArgs) -> Result<()> {
         dir: Some(base.join("fabric")),
         timeout: 60,
         quiet: true,
+        inference_queue: None,
         repair_grace: Some(args.grace.clone()),
         repair_interval: Some("1s".into()),
         scrub_interval: None,

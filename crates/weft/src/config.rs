@@ -45,6 +45,9 @@ pub struct NodeFile {
     /// The S3 gateway.
     #[serde(default)]
     pub s3: S3File,
+    /// The OpenAI-compatible API and the inference queue.
+    #[serde(default)]
+    pub openai: OpenAiFile,
     /// Repair and scrubbing.
     #[serde(default)]
     pub repair: RepairFile,
@@ -114,6 +117,19 @@ pub struct S3File {
     pub max_object_mib: Option<u64>,
     /// Requests per second per access key (default 1000; 0: unlimited).
     pub requests_per_sec: Option<u32>,
+}
+
+/// `[openai]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiFile {
+    /// Address (default 127.0.0.1:0 — a free port, written to `openai.addr`); "off" disables it.
+    pub listen: Option<String>,
+    /// Requests each model this node holds takes, running and waiting, before it answers
+    /// "busy" (default 8).
+    pub queue: Option<u32>,
+    /// Largest request body in MiB (default 16).
+    pub max_body_mib: Option<usize>,
 }
 
 /// `[capacity]`.
@@ -265,6 +281,31 @@ impl NodeFile {
             cfg.requests_per_sec = r;
         }
         Ok(Some((parse_addr("[s3] listen", listen)?, cfg)))
+    }
+
+    /// The OpenAI-compatible API's address and settings (None: turned off).
+    pub fn openai(&self) -> Result<Option<(SocketAddr, weft_openai::OpenAiConfig)>> {
+        let listen = self.openai.listen.as_deref().unwrap_or("127.0.0.1:0");
+        if listen == "off" {
+            return Ok(None);
+        }
+        let mut cfg = weft_openai::OpenAiConfig::default();
+        if let Some(m) = self.openai.max_body_mib {
+            if m == 0 {
+                bail!("[openai] max_body_mib must be at least 1");
+            }
+            cfg.max_body_bytes = m.saturating_mul(1 << 20);
+        }
+        Ok(Some((parse_addr("[openai] listen", listen)?, cfg)))
+    }
+
+    /// How many requests per model this node takes before it answers "busy".
+    pub fn inference_queue(&self) -> Result<u32> {
+        match self.openai.queue {
+            Some(0) => bail!("[openai] queue must be at least 1"),
+            Some(q) => Ok(q),
+            None => Ok(weft_node::inference::DEFAULT_QUEUE),
+        }
     }
 }
 

@@ -114,6 +114,19 @@ pub fn run(who: &Actor, cmd: KeyCommand) -> Result<()> {
                 "export AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} AWS_ENDPOINT_URL={endpoint} AWS_DEFAULT_REGION=us-east-1",
                 k.id, k.secret
             );
+            // The same key is the account's key for the OpenAI-compatible API.
+            let openai = match &who.node {
+                Some(_) => None,
+                None => std::fs::read_to_string(dir.join(weft_openai::OPENAI_ADDR_FILE))
+                    .ok()
+                    .map(|a| format!(" OPENAI_BASE_URL=http://{}/v1", a.trim())),
+            };
+            println!(
+                "export OPENAI_API_KEY={}.{}{}",
+                k.id,
+                k.secret,
+                openai.unwrap_or_default()
+            );
         }
         KeyCommand::Ls { json } => {
             let keys: Vec<AccessKey> = who.client(false, &[])?.get("/v1/keys")?;

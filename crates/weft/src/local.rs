@@ -18,7 +18,7 @@ use weft_core::{Invite, Placement};
 use weft_fabric::MemberState;
 use weft_node::DataDir;
 
-use crate::config::{NodeFile, RepairFile, SwimFile, WanFile, check_wan_links};
+use crate::config::{NodeFile, OpenAiFile, RepairFile, SwimFile, WanFile, check_wan_links};
 
 /// Sites used when none are given.
 const DEFAULT_SITES: [&str; 3] = ["eu", "us", "ap"];
@@ -63,6 +63,10 @@ pub struct UpArgs {
     /// Scrubbing rate in MiB/s per node (0 turns scrubbing off) [default: 16]
     #[arg(long)]
     pub scrub_mib: Option<u64>,
+    /// Requests each node takes per model it serves (running and waiting) before it answers
+    /// "busy" (HTTP 429) [default: 8]
+    #[arg(long)]
+    pub inference_queue: Option<u32>,
     /// Print nothing but errors
     #[arg(long, hide = true)]
     pub quiet: bool,
@@ -289,6 +293,10 @@ pub fn start_fabric(args: &UpArgs) -> Result<(PathBuf, Vec<PathBuf>, Vec<Child>)
         wan: wan.clone(),
         swim: SwimFile::default(),
         repair: repair.clone(),
+        openai: OpenAiFile {
+            queue: args.inference_queue,
+            ..OpenAiFile::default()
+        },
         ..NodeFile::default()
     };
     let mut dirs = Vec::new();
@@ -372,6 +380,12 @@ pub fn up(args: UpArgs) -> Result<()> {
     if let Ok(addr) = std::fs::read_to_string(dirs[0].join(weft_s3::S3_ADDR_FILE)) {
         println!(
             "S3 on node1:           http://{}  (credentials: weft key create; they work on every node)",
+            addr.trim()
+        );
+    }
+    if let Ok(addr) = std::fs::read_to_string(dirs[0].join(weft_openai::OPENAI_ADDR_FILE)) {
+        println!(
+            "OpenAI API on node1:   http://{}/v1  (key: the OPENAI_API_KEY line of weft key create; models: weft model add)",
             addr.trim()
         );
     }

@@ -59,6 +59,9 @@ pub struct NetArgs {
     /// S3 gateway address, or "off" [default: 127.0.0.1:0]
     #[arg(long)]
     pub s3: Option<String>,
+    /// OpenAI-compatible API address, or "off" [default: 127.0.0.1:0]
+    #[arg(long)]
+    pub openai: Option<String>,
 }
 
 /// `weft init`.
@@ -96,6 +99,9 @@ pub struct RunArgs {
     /// Override the S3 gateway address from node.toml ("off" disables it)
     #[arg(long)]
     s3: Option<String>,
+    /// Override the OpenAI-compatible API address from node.toml ("off" disables it)
+    #[arg(long)]
+    openai: Option<String>,
 }
 
 fn data_dir(data: Option<PathBuf>) -> PathBuf {
@@ -121,6 +127,12 @@ fn write_config(dir: &Path, net: &NetArgs, extra: impl FnOnce(&mut NodeFile)) ->
             parse_addr("--s3", a)?;
         }
         file.s3.listen = Some(a.clone());
+    }
+    if let Some(a) = &net.openai {
+        if a != "off" {
+            parse_addr("--openai", a)?;
+        }
+        file.openai.listen = Some(a.clone());
     }
     extra(&mut file);
     file.settings(dir)?;
@@ -188,9 +200,14 @@ pub fn run(data: Option<PathBuf>, log: Option<String>, args: RunArgs) -> Result<
     if let Some(a) = args.s3 {
         file.s3.listen = Some(a);
     }
+    if let Some(a) = args.openai {
+        file.openai.listen = Some(a);
+    }
     let settings = file.settings(&root)?;
     let api_addr = file.api_addr()?;
     let s3 = file.s3()?;
+    let openai = file.openai()?;
+    let queue = file.inference_queue()?;
     init_logging(log.or(file.log.clone()).as_deref().unwrap_or("info"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -227,13 +244,36 @@ pub fn run(data: Option<PathBuf>, log: Option<String>, args: RunArgs) -> Result<
             }
             None => None,
         };
+        node.inference().set_queue(queue);
+        let openai = match openai {
+            Some((addr, cfg)) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot bind the OpenAI API on {addr}"))?;
+                let bound = listener.local_addr()?;
+                node.data_dir()
+                    .write_atomic(weft_openai::OPENAI_ADDR_FILE, bound.to_string().as_bytes())?;
+                let n = node.clone();
+                node.spawn_service(async move {
+                    if let Err(e) = weft_openai::serve(n, listener, cfg).await {
+                        tracing::error!(error = %e, "OpenAI API failed");
+                    }
+                });
+                Some(bound)
+            }
+            None => None,
+        };
         println!(
-            "node {} running: quic {} api http://{bound}{}",
+            "node {} running: quic {} api http://{bound}{}{}",
             node.id(),
             node.addr(),
             gateway
                 .as_ref()
                 .map(|a| format!(" s3 http://{a}"))
+                .unwrap_or_default(),
+            openai
+                .as_ref()
+                .map(|a| format!(" openai http://{a}/v1"))
                 .unwrap_or_default()
         );
         let n = node.clone();
@@ -253,6 +293,9 @@ pub fn run(data: Option<PathBuf>, log: Option<String>, args: RunArgs) -> Result<
         node.shutdown().await;
         if gateway.is_some() {
             let _ = std::fs::remove_file(node.data_dir().path(weft_s3::S3_ADDR_FILE));
+        }
+        if openai.is_some() {
+            let _ = std::fs::remove_file(node.data_dir().path(weft_openai::OPENAI_ADDR_FILE));
         }
         let _ = std::fs::remove_file(node.data_dir().path(weft_api::API_ADDR_FILE));
         let _ = std::fs::remove_file(node.data_dir().path("node.pid"));

@@ -2,65 +2,10 @@
 //! verified and loaded by the nodes the placement picks, moved when the placement or the
 //! membership changes.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use serde_json::Value;
 
 mod common;
 use common::*;
-
-/// The model files `scripts/models.sh` installs: (MiniLM folder, SmolLM2 GGUF).
-fn models() -> (PathBuf, PathBuf) {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = std::process::Command::new(repo.join("scripts/models.sh"))
-        .output()
-        .expect("scripts/models.sh runs");
-    assert!(
-        out.status.success(),
-        "scripts/models.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let path = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
-            .map(PathBuf::from)
-            .unwrap_or_else(|| panic!("no {k}= in {text}"))
-    };
-    (path("minilm"), path("smollm2"))
-}
-
-/// The model's replicas as `weft model ls --json` shows them: (node, state, error).
-fn replicas(user: &User, node: &str, model: &str) -> Vec<(String, String, String)> {
-    let out = user.ok(&["--data", node, "model", "ls", "--json"]);
-    let all: Vec<Value> = serde_json::from_str(&out).unwrap();
-    all.iter()
-        .find(|m| m["name"] == model)
-        .map(|m| {
-            m["replicas_now"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| {
-                    (
-                        r["node"].as_str().unwrap().to_string(),
-                        r["state"].as_str().unwrap().to_string(),
-                        r["error"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn ready(user: &User, node: &str, model: &str) -> Vec<String> {
-    replicas(user, node, model)
-        .into_iter()
-        .filter(|(_, s, _)| s == "ready")
-        .map(|(n, _, _)| n)
-        .collect()
-}
 
 #[test]
 fn a_model_is_fetched_verified_and_loaded_where_its_placement_says_and_moves_with_it() {
