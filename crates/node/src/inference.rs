@@ -51,8 +51,8 @@ const ADMIT_WITHIN: Duration = Duration::from_secs(3);
 const AVOID_FAILED: Duration = Duration::from_secs(15);
 /// How long a model list or a model's replica list read from the table is reused.
 const FRESH: Duration = Duration::from_secs(1);
-/// How long a replica's reported queue counts.
-const LOAD_FRESH: Duration = Duration::from_secs(5);
+/// How long a replica's reported queue counts (it drains in about a service time).
+const LOAD_FRESH: Duration = Duration::from_secs(2);
 /// Service time assumed for a model before any was measured, ms.
 const FIRST_GUESS_MS: f64 = 500.0;
 
@@ -161,9 +161,10 @@ pub enum Refusal {
 /// One message of an answer, replica to entry.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Frame {
-    /// Taken: `queued` requests (this one included) are ahead or running, of `capacity`.
+    /// Taken: `queued` other requests are ahead of it (waiting or running); it takes at most
+    /// `capacity`.
     Admitted {
-        /// Requests queued or running.
+        /// Requests ahead of this one.
         queued: u32,
         /// The most it takes.
         capacity: u32,
@@ -794,7 +795,7 @@ impl InferenceService {
         };
         inner.served.fetch_add(1, Ordering::Relaxed);
         let _ = tx.try_send(Frame::Admitted {
-            queued: before + 1,
+            queued: before,
             capacity,
         });
         let work = request.work.clone();

@@ -350,3 +350,140 @@ impl EmbeddingRequest {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(body: &str) -> Result<(Vec<(ChatRole, String)>, Params), ApiError> {
+        parse::<ChatRequest>(body.as_bytes())?.work()
+    }
+
+    #[test]
+    fn chat_requests_map_roles_parts_and_parameters() {
+        let (messages, params) = chat(
+            r#"{"model": "m", "messages": [
+                {"role": "developer", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "text", "text": "Hi "}, {"type": "text", "text": "there"}]},
+                {"role": "assistant", "content": null}],
+                "max_completion_tokens": 9, "max_tokens": 3, "temperature": 0, "top_p": 0.5,
+                "stop": "END", "seed": 7, "user": "ignored", "presence_penalty": 0.1}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            messages,
+            vec![
+                (ChatRole::System, "Be brief.".to_string()),
+                (ChatRole::User, "Hi there".to_string()),
+                (ChatRole::Assistant, String::new()),
+            ]
+        );
+        assert_eq!(params.max_tokens, Some(9), "max_completion_tokens wins");
+        assert_eq!(
+            (params.temperature, params.top_p, params.seed),
+            (0.0, 0.5, 7)
+        );
+        assert_eq!(params.stop, vec!["END".to_string()]);
+    }
+
+    #[test]
+    fn what_cannot_be_honoured_is_refused_by_name() {
+        let refused = |body: &str, param: Option<&str>| {
+            let e = chat(body).unwrap_err();
+            assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(e.param, param, "{body}: {}", e.message);
+        };
+        let base = r#""model": "m", "messages": [{"role": "user", "content": "x"}]"#;
+        refused(&format!("{{{base}, \"n\": 2}}"), Some("n"));
+        refused(
+            &format!("{{{base}, \"temperature\": 3}}"),
+            Some("temperature"),
+        );
+        refused(&format!("{{{base}, \"top_p\": 0}}"), Some("top_p"));
+        refused(
+            &format!("{{{base}, \"max_tokens\": 0}}"),
+            Some("max_tokens"),
+        );
+        refused(
+            &format!("{{{base}, \"stop\": [\"a\",\"b\",\"c\",\"d\",\"e\"]}}"),
+            Some("stop"),
+        );
+        refused(r#"{"model": "m", "messages": []}"#, Some("messages"));
+        refused(
+            r#"{"model": "m", "messages": [{"role": "tool", "content": "x"}]}"#,
+            Some("messages"),
+        );
+        refused(
+            r#"{"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}"#,
+            Some("messages"),
+        );
+        refused(r#"{"model": "m"}"#, None);
+        refused("not json", None);
+        refused("", None);
+    }
+
+    #[test]
+    fn embedding_inputs_are_strings_within_limits() {
+        let inputs = |body: &str, dim: Option<u32>| {
+            parse::<EmbeddingRequest>(body.as_bytes()).and_then(|r| r.inputs(dim))
+        };
+        assert_eq!(
+            inputs(r#"{"model": "e", "input": "one"}"#, None).unwrap(),
+            vec!["one".to_string()]
+        );
+        assert_eq!(
+            inputs(
+                r#"{"model": "e", "input": ["a", "b"], "encoding_format": "base64"}"#,
+                None
+            )
+            .unwrap()
+            .len(),
+            2
+        );
+        for bad in [
+            r#"{"model": "e", "input": [1, 2, 3]}"#,
+            r#"{"model": "e", "input": []}"#,
+            r#"{"model": "e", "input": ["a", ""]}"#,
+            r#"{"model": "e", "input": "a", "encoding_format": "int8"}"#,
+        ] {
+            assert!(inputs(bad, None).is_err(), "{bad}");
+        }
+        let many = serde_json::json!({"model": "e", "input": vec!["x"; MAX_INPUTS + 1]});
+        assert!(inputs(&many.to_string(), None).is_err());
+        assert!(
+            inputs(
+                r#"{"model": "e", "input": "a", "dimensions": 384}"#,
+                Some(384)
+            )
+            .is_ok()
+        );
+        assert!(
+            inputs(
+                r#"{"model": "e", "input": "a", "dimensions": 100}"#,
+                Some(384)
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn completions_default_to_sixteen_tokens_and_one_prompt() {
+        let (prompt, params) = parse::<CompletionRequest>(br#"{"model": "c", "prompt": ["Hi"]}"#)
+            .unwrap()
+            .work()
+            .unwrap();
+        assert_eq!((prompt.as_str(), params.max_tokens), ("Hi", Some(16)));
+        assert!(
+            parse::<CompletionRequest>(br#"{"model": "c", "prompt": ["a", "b"]}"#)
+                .unwrap()
+                .work()
+                .is_err()
+        );
+        assert!(
+            parse::<CompletionRequest>(br#"{"model": "c", "prompt": "a", "echo": true}"#)
+                .unwrap()
+                .work()
+                .is_err()
+        );
+    }
+}

@@ -33,6 +33,25 @@ pub enum BenchCommand {
     List(ListArgs),
     /// The job scheduler core's placement rate and decision latency on one core
     Compute(ComputeArgs),
+    /// Local AI through the OpenAI-compatible API (embeddings/s, prefill and decode tokens/s,
+    /// time to first token routed vs local, peak RSS) against llama.cpp and
+    /// sentence-transformers on the same models
+    Inference(InferenceArgs),
+}
+
+/// `weft bench inference`.
+#[derive(Args, Debug)]
+pub struct InferenceArgs {
+    /// Short chats timed for the time to first token, per entry node
+    #[arg(long, default_value_t = 50)]
+    pub(crate) requests: usize,
+    /// Skip the anchors (llama.cpp and sentence-transformers, installed by scripts/anchors.sh:
+    /// about 5.6 GB and 11 minutes the first time)
+    #[arg(long)]
+    pub(crate) no_anchors: bool,
+    /// Folder for the fabric's data [default: a fresh temporary one]
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
 }
 
 /// `weft bench compute`.
@@ -203,6 +222,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Chaos(args) => crate::bench_chaos::run(args),
         BenchCommand::List(args) => crate::bench_list::run(args),
         BenchCommand::Compute(args) => crate::bench_compute::run(args),
+        BenchCommand::Inference(args) => crate::bench_inference::run(args),
     }
 }
 

@@ -6,6 +6,7 @@ mod account;
 mod bench;
 mod bench_chaos;
 mod bench_compute;
+mod bench_inference;
 mod bench_list;
 mod bench_repair;
 mod bench_s3;

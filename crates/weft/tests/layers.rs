@@ -153,7 +153,11 @@ fn row_keys_are_formatted_only_in_schema_modules() {
     );
     for krate in above_table {
         for (path, text) in sources(krate) {
-            if is_schema_module(&path) {
+            // A file that never reaches the table (no `weft_meta`, no `Table`, no `.table()`)
+            // cannot make row keys; its strings are CLI words and JSON fields.
+            let reaches_table =
+                text.contains("weft_meta") || text.contains("Table") || text.contains(".table()");
+            if is_schema_module(&path) || !reaches_table {
                 continue;
             }
             for kind in &kinds {

@@ -126,6 +126,7 @@ fn the_readme_walk_through_works_as_printed() {
     assert!(steps.len() >= 18, "walk-through not found: {steps:?}");
     let (mut capability, mut version, mut key) = (String::new(), String::new(), String::new());
     let mut job = String::new();
+    let mut openai_env = String::new();
     for step in steps {
         let args: Vec<String> = step
             .iter()
@@ -173,6 +174,12 @@ fn the_readme_walk_through_works_as_printed() {
                 .unwrap_or_default()
                 .to_string();
         }
+        if let Some(line) = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("export OPENAI_API_KEY="))
+        {
+            openai_env = line.to_string();
+        }
         if let Some(id) = stdout
             .lines()
             .find_map(|l| l.strip_prefix("access key"))
@@ -180,6 +187,74 @@ fn the_readme_walk_through_works_as_printed() {
         {
             key = id.to_string();
         }
+    }
+    // The AI API section's shell lines, as printed, with the line `weft key create` printed.
+    assert!(!openai_env.is_empty(), "no OPENAI_API_KEY line");
+    let mut env = openai_env.split_whitespace();
+    let api_key = env.next().unwrap().to_string();
+    let base_url = env
+        .find_map(|v| v.strip_prefix("OPENAI_BASE_URL="))
+        .expect("OPENAI_BASE_URL")
+        .to_string();
+    for model in ["minilm", "smollm2"] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let out = home.weft(&["model".into(), "ls".into(), "--json".into()]);
+            let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let ready = all.as_array().is_some_and(|a| {
+                a.iter().any(|m| {
+                    m["name"] == model
+                        && m["replicas_now"]
+                            .as_array()
+                            .is_some_and(|r| r.iter().any(|r| r["state"] == "ready"))
+                })
+            });
+            if ready {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{model} never ready");
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+    let section = &readme[readme.find("## AI API").unwrap()..];
+    let block = section
+        .split("```sh")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let mut shell = Vec::new();
+    let mut pending = String::new();
+    for line in block.lines() {
+        let line = line.trim_end();
+        if let Some(cont) = line.strip_suffix('\\') {
+            pending.push_str(cont);
+            continue;
+        }
+        pending.push_str(line);
+        let cmd = std::mem::take(&mut pending);
+        if cmd.starts_with("curl ") {
+            shell.push(cmd);
+        }
+    }
+    assert_eq!(shell.len(), 3, "{shell:?}");
+    for (cmd, expect) in shell
+        .iter()
+        .zip(["\"smollm2\"", "\"embedding\"", "data: [DONE]"])
+    {
+        let out = Command::new("sh")
+            .args(["-c", cmd])
+            .env("OPENAI_API_KEY", &api_key)
+            .env("OPENAI_BASE_URL", &base_url)
+            .output()
+            .expect("sh runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains(expect),
+            "{cmd}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let old = std::fs::read(cwd.join("old.pdf")).unwrap();
     assert!(

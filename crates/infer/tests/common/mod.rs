@@ -17,9 +17,21 @@ pub fn models() -> &'static ModelPaths {
     static PATHS: OnceLock<ModelPaths> = OnceLock::new();
     PATHS.get_or_init(|| {
         let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let out = std::process::Command::new(repo.join("scripts/models.sh"))
+        let script = repo.join("scripts/models.sh");
+        let out = std::process::Command::new(&script)
             .output()
-            .expect("scripts/models.sh runs");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{} does not run ({e}); exists: {:?}, cwd: {:?}, /dev/null: {:?}, env: {:?}",
+                    script.display(),
+                    script.metadata().map(|m| m.len()),
+                    std::env::current_dir(),
+                    std::fs::metadata("/dev/null").map(|m| m.file_type()),
+                    std::env::vars()
+                        .filter(|(k, _)| k == "PATH" || k == "HOME")
+                        .collect::<Vec<_>>()
+                )
+            });
         assert!(
             out.status.success(),
             "scripts/models.sh failed: {}",
