@@ -51,6 +51,8 @@ const ADMIT_WITHIN: Duration = Duration::from_secs(3);
 const AVOID_FAILED: Duration = Duration::from_secs(15);
 /// How long a model list or a model's replica list read from the table is reused.
 const FRESH: Duration = Duration::from_secs(1);
+/// How long an older list may still answer while a fresh one is read.
+const STALE: Duration = Duration::from_secs(10);
 /// How long a replica's reported queue counts (it drains in about a service time).
 const LOAD_FRESH: Duration = Duration::from_secs(2);
 /// Service time assumed for a model before any was measured, ms.
@@ -329,6 +331,8 @@ struct Inner {
     slots: Mutex<HashMap<String, Arc<Slots>>>,
     catalog: Cached<Vec<ModelRecord>>,
     serving: Mutex<HashMap<String, (Instant, Vec<NodeId>)>>,
+    /// Lists being read in the background (model names; "" for the model list).
+    refreshing: Mutex<std::collections::HashSet<String>>,
     loads: Mutex<HashMap<NodeId, Load>>,
     inflight: Mutex<HashMap<NodeId, u32>>,
     failed: Mutex<HashMap<NodeId, Instant>>,
@@ -375,6 +379,7 @@ impl InferenceService {
                 slots: Mutex::new(HashMap::new()),
                 catalog: Mutex::new(None),
                 serving: Mutex::new(HashMap::new()),
+                refreshing: Mutex::new(std::collections::HashSet::new()),
                 loads: Mutex::new(HashMap::new()),
                 inflight: Mutex::new(HashMap::new()),
                 failed: Mutex::new(HashMap::new()),
@@ -438,7 +443,7 @@ impl InferenceService {
 
     /// Every model of the fabric, with how many replicas are ready.
     pub async fn models(&self) -> Result<Vec<ModelInfo>, InferenceError> {
-        let records = self.catalog().await?;
+        let records = self.catalog(None).await?;
         let mut out = Vec::new();
         for record in records {
             let ready = self.ready_replicas(&record).await?.len();
@@ -449,7 +454,7 @@ impl InferenceService {
 
     /// One model, or [`InferenceError::UnknownModel`].
     pub async fn model(&self, name: &str) -> Result<ModelRecord, InferenceError> {
-        self.catalog()
+        self.catalog(Some(name))
             .await?
             .into_iter()
             .find(|m| m.name == name)
@@ -703,13 +708,36 @@ impl InferenceService {
             .collect())
     }
 
-    /// Nodes whose `serve` row says they hold `model`'s current files ready.
+    /// Nodes whose `serve` row says they hold `model`'s current files ready. A list read in
+    /// the last second is used as is; an older one (up to [`STALE`]) that names a replica is used
+    /// while a fresh read runs in the background, so a request does not wait on a quorum read
+    /// (a replica that went away since is handled by failover).
     async fn ready_replicas(&self, model: &ModelRecord) -> Result<Vec<NodeId>, InferenceError> {
-        if let Some((at, nodes)) = self.inner.serving.lock().get(&model.name)
-            && at.elapsed() < FRESH
-        {
-            return Ok(nodes.clone());
+        let cached = self.inner.serving.lock().get(&model.name).cloned();
+        if let Some((at, nodes)) = cached {
+            let age = at.elapsed();
+            if age < FRESH {
+                return Ok(nodes);
+            }
+            if age < STALE && !nodes.is_empty() {
+                if self.inner.refreshing.lock().insert(model.name.clone()) {
+                    let me = self.clone();
+                    let model = model.clone();
+                    tokio::spawn(async move {
+                        let _ = me.read_ready_replicas(&model).await;
+                        me.inner.refreshing.lock().remove(&model.name);
+                    });
+                }
+                return Ok(nodes);
+            }
         }
+        self.read_ready_replicas(model).await
+    }
+
+    async fn read_ready_replicas(
+        &self,
+        model: &ModelRecord,
+    ) -> Result<Vec<NodeId>, InferenceError> {
         let digest = model.digest();
         let nodes: Vec<NodeId> = ModelService::serving(&self.inner.table, &model.name)
             .await
@@ -725,12 +753,31 @@ impl InferenceService {
         Ok(nodes)
     }
 
-    async fn catalog(&self) -> Result<Vec<ModelRecord>, InferenceError> {
-        if let Some((at, all)) = &*self.inner.catalog.lock()
-            && at.elapsed() < FRESH
-        {
-            return Ok(all.clone());
+    /// Every model's row: like [`Self::ready_replicas`], an older list (that holds `need`, when
+    /// given) is used while a fresh one is read in the background.
+    async fn catalog(&self, need: Option<&str>) -> Result<Vec<ModelRecord>, InferenceError> {
+        let cached = self.inner.catalog.lock().clone();
+        if let Some((at, all)) = cached {
+            let age = at.elapsed();
+            if age < FRESH {
+                return Ok(all);
+            }
+            let usable = need.is_none_or(|n| all.iter().any(|m| m.name == n));
+            if age < STALE && usable {
+                if self.inner.refreshing.lock().insert(String::new()) {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let _ = me.read_catalog().await;
+                        me.inner.refreshing.lock().remove("");
+                    });
+                }
+                return Ok(all);
+            }
         }
+        self.read_catalog().await
+    }
+
+    async fn read_catalog(&self) -> Result<Vec<ModelRecord>, InferenceError> {
         let all = ModelService::models(&self.inner.table)
             .await
             .map_err(|e| InferenceError::Unavailable(format!("cannot read the models: {e}")))?;
