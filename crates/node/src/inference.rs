@@ -41,6 +41,9 @@ use crate::route::{self, Allowed, Replica, Route};
 
 /// Requests a replica takes per model (running and waiting) unless told otherwise.
 pub const DEFAULT_QUEUE: u32 = 8;
+/// The most texts one embeddings request may hold (OpenAI's limit); a replica refuses more,
+/// whoever sends them.
+pub const MAX_INPUTS: usize = 2048;
 /// The largest request (prompt, inputs) the protocol carries.
 const MAX_REQUEST: usize = 16 << 20;
 /// The largest frame of an answer (a batch of embeddings).
@@ -793,6 +796,18 @@ impl InferenceService {
         let refuse = |why, message: String| {
             let _ = tx.try_send(Frame::Refused { why, message });
         };
+        if let Work::Embed { inputs } = &request.work
+            && (inputs.is_empty() || inputs.len() > MAX_INPUTS)
+        {
+            let _ = tx.try_send(Frame::Failed {
+                invalid: true,
+                message: format!(
+                    "{} inputs; an embeddings request holds 1 to {MAX_INPUTS}",
+                    inputs.len()
+                ),
+            });
+            return rx;
+        }
         let Some(engine) = inner.models.engine(&request.model) else {
             refuse(
                 Refusal::NotHere,

@@ -10,8 +10,8 @@ use weft_node::inference::{ChatRole, Params};
 
 use crate::error::ApiError;
 
-/// At most this many inputs in one embeddings request (OpenAI's limit).
-pub const MAX_INPUTS: usize = 2048;
+/// At most this many inputs in one embeddings request (OpenAI's limit, which replicas enforce).
+pub use weft_node::inference::MAX_INPUTS;
 /// Completions' default `max_tokens` (OpenAI's).
 const COMPLETION_DEFAULT_TOKENS: u32 = 16;
 
