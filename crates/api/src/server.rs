@@ -111,32 +111,16 @@ pub async fn serve(
     // HTTP/1 only (the client is ureq), so hyper never spawns a task of its own.
     let http = ConnBuilder::new(TokioExecutor::new()).http1_only();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let stopped = node.stopped();
-    tokio::pin!(stopped);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (socket, _) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of descriptors and the like: wait a moment rather than spin.
-                        tracing::warn!(error = %e, "API accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let conn = http.serve_connection(TokioIo::new(socket), service.clone());
-                let conn = graceful.watch(conn.into_owned());
-                node.spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = ?e, "API connection ended with an error");
-                    }
-                });
+    node.accept_until_stopped(listener, "API", |socket| {
+        let conn = http.serve_connection(TokioIo::new(socket), service.clone());
+        let conn = graceful.watch(conn.into_owned());
+        async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = ?e, "API connection ended with an error");
             }
-            () = &mut stopped => break,
         }
-    }
-    drop(listener);
+    })
+    .await;
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(Duration::from_secs(5)) => {}

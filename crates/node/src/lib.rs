@@ -595,6 +595,35 @@ impl Node {
         self.inner.endpoint.spawn(task);
     }
 
+    /// The accept loop of a front-end service: hand each connection `listener` accepts to
+    /// `serve`, whose future runs as a task of the node, until [`Node::stopped`] resolves; then
+    /// close the listener. A failed accept (out of descriptors and the like) waits 50 ms rather
+    /// than spin. `what` names the service in logs. (What a connection speaks is the caller's.)
+    pub async fn accept_until_stopped<F, Fut>(
+        &self,
+        listener: tokio::net::TcpListener,
+        what: &'static str,
+        mut serve: F,
+    ) where
+        F: FnMut(tokio::net::TcpStream) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let stopped = self.stopped();
+        tokio::pin!(stopped);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((socket, _)) => self.spawn(serve(socket)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, service = what, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                () = &mut stopped => break,
+            }
+        }
+    }
+
     /// Run a front-end service of this node (the HTTP API, the S3 gateway), which must stop
     /// accepting once [`Node::stopped`] resolves and then finish its requests. The node owns
     /// it: [`Node::shutdown`] waits up to 10 s for it (storage still works meanwhile, so

@@ -78,32 +78,17 @@ pub async fn serve(
     let service = hyper_util::service::TowerToHyperService::new(app);
     let http = ConnBuilder::new(TokioExecutor::new()).http1_only();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let stopped = node.stopped();
-    tokio::pin!(stopped);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (socket, _) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "OpenAI API accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = socket.set_nodelay(true);
-                let conn = http.serve_connection(TokioIo::new(socket), service.clone());
-                let conn = graceful.watch(conn.into_owned());
-                node.spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = ?e, "OpenAI API connection ended with an error");
-                    }
-                });
+    node.accept_until_stopped(listener, "OpenAI API", |socket| {
+        let _ = socket.set_nodelay(true);
+        let conn = http.serve_connection(TokioIo::new(socket), service.clone());
+        let conn = graceful.watch(conn.into_owned());
+        async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = ?e, "OpenAI API connection ended with an error");
             }
-            () = &mut stopped => break,
         }
-    }
-    drop(listener);
+    })
+    .await;
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(Duration::from_secs(5)) => {}

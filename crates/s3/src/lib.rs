@@ -109,33 +109,17 @@ pub async fn serve(
     let service = builder.build();
     let http = ConnBuilder::new(NodeExecutor(node.clone()));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let stopped = node.stopped();
-    tokio::pin!(stopped);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (socket, _) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of descriptors and the like: wait a moment rather than spin.
-                        tracing::warn!(error = %e, "S3 gateway accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = socket.set_nodelay(true);
-                let conn = http.serve_connection(TokioIo::new(socket), service.clone());
-                let conn = graceful.watch(conn.into_owned());
-                node.spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = ?e, "S3 connection ended with an error");
-                    }
-                });
+    node.accept_until_stopped(listener, "S3 gateway", |socket| {
+        let _ = socket.set_nodelay(true);
+        let conn = http.serve_connection(TokioIo::new(socket), service.clone());
+        let conn = graceful.watch(conn.into_owned());
+        async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = ?e, "S3 connection ended with an error");
             }
-            () = &mut stopped => break,
         }
-    }
-    drop(listener);
+    })
+    .await;
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
