@@ -16,7 +16,7 @@ use weft_node::inference::{Answer, Finish, Frame, Request as Ask, Work};
 use weft_node::route::Allowed;
 
 use crate::error::ApiError;
-use crate::wire::{self, ChatRequest, CompletionRequest, EmbeddingRequest};
+use crate::wire::{self, ChatRequest, CompletionRequest, EmbeddingRequest, Generate};
 
 /// The response header naming the node that computed the answer.
 pub const NODE_HEADER: &str = "x-weft-node";
@@ -256,7 +256,7 @@ pub(crate) async fn embeddings(
 
 /// Which of the two generation endpoints.
 #[derive(Clone, Copy)]
-enum Shape {
+pub(crate) enum Shape {
     Chat,
     Completion,
 }
@@ -296,49 +296,38 @@ impl Shape {
     }
 }
 
-/// `POST /v1/chat/completions`.
-pub(crate) async fn chat(
-    State(state): State<AppState>,
-    req: Request,
-) -> Result<Response, ApiError> {
-    let (headers, bytes) = body(&state, req).await?;
-    account(&state, &headers).await?;
-    let req: ChatRequest = wire::parse(&bytes)?;
-    let model = req.model.clone();
-    let stream = req.stream;
-    let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
-    let (messages, params) = req.work()?;
-    let allowed = allowed(&headers)?;
-    generate(
-        &state,
-        Shape::Chat,
-        model,
-        Work::Chat { messages, params },
-        allowed,
-        stream,
-        include_usage,
-    )
-    .await
+/// The shape of a generation endpoint's answers.
+pub(crate) trait Answers {
+    /// Chat or completion.
+    const SHAPE: Shape;
 }
 
-/// `POST /v1/completions`.
-pub(crate) async fn completions(
+impl Answers for ChatRequest {
+    const SHAPE: Shape = Shape::Chat;
+}
+
+impl Answers for CompletionRequest {
+    const SHAPE: Shape = Shape::Completion;
+}
+
+/// `POST /v1/chat/completions` and `POST /v1/completions`.
+pub(crate) async fn generation<T: Generate + Answers>(
     State(state): State<AppState>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let (headers, bytes) = body(&state, req).await?;
     account(&state, &headers).await?;
-    let req: CompletionRequest = wire::parse(&bytes)?;
-    let model = req.model.clone();
-    let stream = req.stream;
-    let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
-    let (prompt, params) = req.work()?;
+    let req: T = wire::parse(&bytes)?;
+    let common = req.common();
+    let (model, stream, include_usage) =
+        (common.model.clone(), common.stream, common.include_usage());
+    let work = req.work()?;
     let allowed = allowed(&headers)?;
     generate(
         &state,
-        Shape::Completion,
+        T::SHAPE,
         model,
-        Work::Complete { prompt, params },
+        work,
         allowed,
         stream,
         include_usage,

@@ -60,8 +60,14 @@ pub fn router(node: Node, cfg: &OpenAiConfig) -> Router {
         .route("/v1/models", get(api::list_models))
         .route("/v1/models/{id}", get(api::get_model))
         .route("/v1/embeddings", post(api::embeddings))
-        .route("/v1/chat/completions", post(api::chat))
-        .route("/v1/completions", post(api::completions))
+        .route(
+            "/v1/chat/completions",
+            post(api::generation::<wire::ChatRequest>),
+        )
+        .route(
+            "/v1/completions",
+            post(api::generation::<wire::CompletionRequest>),
+        )
         .fallback(api::fallback)
         .with_state(state)
 }

@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 use serde_json::Value;
-use weft_node::inference::{ChatRole, Params};
+use weft_node::inference::{ChatRole, Params, Work};
 
 use crate::error::ApiError;
 
@@ -14,6 +14,9 @@ use crate::error::ApiError;
 pub use weft_node::inference::MAX_INPUTS;
 /// Completions' default `max_tokens` (OpenAI's).
 const COMPLETION_DEFAULT_TOKENS: u32 = 16;
+/// Chat's default `max_tokens`: a small model that never ends its turn would otherwise hold a
+/// shared replica for the whole context (4096 tokens, a minute or more on a small CPU).
+const CHAT_DEFAULT_TOKENS: u32 = 1024;
 
 /// One text or several.
 #[derive(Debug, Deserialize)]
@@ -69,22 +72,18 @@ pub struct StreamOptions {
     pub include_usage: bool,
 }
 
-/// `POST /v1/chat/completions`.
+/// What chat and completion requests share: the model, streaming and sampling.
 #[derive(Debug, Deserialize)]
-pub struct ChatRequest {
+pub struct Common {
     /// The model.
     pub model: String,
-    messages: Vec<ChatMessage>,
     /// Server-sent events.
     #[serde(default)]
     pub stream: bool,
-    /// Stream options.
     #[serde(default)]
-    pub stream_options: Option<StreamOptions>,
+    stream_options: Option<StreamOptions>,
     #[serde(default)]
     max_tokens: Option<u32>,
-    #[serde(default)]
-    max_completion_tokens: Option<u32>,
     #[serde(default)]
     temperature: Option<f64>,
     #[serde(default)]
@@ -97,30 +96,50 @@ pub struct ChatRequest {
     n: Option<u32>,
 }
 
+impl Common {
+    /// Whether a streamed answer ends with a usage-only chunk.
+    pub fn include_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage)
+    }
+
+    fn params(&mut self, max_tokens: Option<u32>) -> Result<Params, ApiError> {
+        params(
+            max_tokens,
+            self.temperature,
+            self.top_p,
+            self.stop.take(),
+            self.seed,
+            self.n,
+        )
+    }
+}
+
+/// A request for generated text: what the API needs of it before and after it is checked.
+pub trait Generate: serde::de::DeserializeOwned {
+    /// The shared fields.
+    fn common(&self) -> &Common;
+    /// The work it asks for, checked.
+    fn work(self) -> Result<Work, ApiError>;
+}
+
+/// `POST /v1/chat/completions`.
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    #[serde(flatten)]
+    common: Common,
+    messages: Vec<ChatMessage>,
+    #[serde(default)]
+    max_completion_tokens: Option<u32>,
+}
+
 /// `POST /v1/completions`.
 #[derive(Debug, Deserialize)]
 pub struct CompletionRequest {
-    /// The model.
-    pub model: String,
+    #[serde(flatten)]
+    common: Common,
     prompt: OneOrMany,
-    /// Server-sent events.
-    #[serde(default)]
-    pub stream: bool,
-    /// Stream options.
-    #[serde(default)]
-    pub stream_options: Option<StreamOptions>,
-    #[serde(default)]
-    max_tokens: Option<u32>,
-    #[serde(default)]
-    temperature: Option<f64>,
-    #[serde(default)]
-    top_p: Option<f64>,
-    #[serde(default)]
-    stop: Option<OneOrMany>,
-    #[serde(default)]
-    seed: Option<i64>,
-    #[serde(default)]
-    n: Option<u32>,
     #[serde(default)]
     echo: bool,
     #[serde(default)]
@@ -212,7 +231,7 @@ fn params(
 
 impl ChatRequest {
     /// The conversation and the sampling parameters.
-    pub fn work(self) -> Result<(Vec<(ChatRole, String)>, Params), ApiError> {
+    pub fn conversation(mut self) -> Result<(Vec<(ChatRole, String)>, Params), ApiError> {
         if self.messages.is_empty() {
             return Err(ApiError::invalid(
                 "messages is empty: a chat needs at least one message",
@@ -220,7 +239,7 @@ impl ChatRequest {
             ));
         }
         let mut messages = Vec::with_capacity(self.messages.len());
-        for (i, m) in self.messages.into_iter().enumerate() {
+        for (i, m) in std::mem::take(&mut self.messages).into_iter().enumerate() {
             let role = match m.role.as_str() {
                 "system" | "developer" => ChatRole::System,
                 "user" => ChatRole::User,
@@ -257,28 +276,27 @@ impl ChatRequest {
             };
             messages.push((role, text));
         }
-        let params = params(
-            self.max_completion_tokens.or(self.max_tokens),
-            self.temperature,
-            self.top_p,
-            self.stop,
-            self.seed,
-            self.n,
-        )?;
+        let max_tokens = Some(
+            self.max_completion_tokens
+                .or(self.common.max_tokens)
+                .unwrap_or(CHAT_DEFAULT_TOKENS),
+        );
+        let params = self.common.params(max_tokens)?;
         Ok((messages, params))
     }
 }
 
 impl CompletionRequest {
     /// The prompt and the sampling parameters.
-    pub fn work(self) -> Result<(String, Params), ApiError> {
+    pub fn prompt(mut self) -> Result<(String, Params), ApiError> {
         if self.echo {
             return Err(ApiError::invalid("echo is not supported", Some("echo")));
         }
         if self.suffix.is_some() {
             return Err(ApiError::invalid("suffix is not supported", Some("suffix")));
         }
-        let mut prompts = self.prompt.into_vec();
+        let mut prompts =
+            std::mem::replace(&mut self.prompt, OneOrMany::Many(Vec::new())).into_vec();
         if prompts.len() != 1 {
             return Err(ApiError::invalid(
                 "prompt must be one string (send one request per prompt)",
@@ -286,15 +304,31 @@ impl CompletionRequest {
             ));
         }
         let prompt = prompts.remove(0);
-        let params = params(
-            Some(self.max_tokens.unwrap_or(COMPLETION_DEFAULT_TOKENS)),
-            self.temperature,
-            self.top_p,
-            self.stop,
-            self.seed,
-            self.n,
-        )?;
+        let max_tokens = Some(self.common.max_tokens.unwrap_or(COMPLETION_DEFAULT_TOKENS));
+        let params = self.common.params(max_tokens)?;
         Ok((prompt, params))
+    }
+}
+
+impl Generate for ChatRequest {
+    fn common(&self) -> &Common {
+        &self.common
+    }
+
+    fn work(self) -> Result<Work, ApiError> {
+        let (messages, params) = self.conversation()?;
+        Ok(Work::Chat { messages, params })
+    }
+}
+
+impl Generate for CompletionRequest {
+    fn common(&self) -> &Common {
+        &self.common
+    }
+
+    fn work(self) -> Result<Work, ApiError> {
+        let (prompt, params) = self.prompt()?;
+        Ok(Work::Complete { prompt, params })
     }
 }
 
@@ -356,7 +390,7 @@ mod tests {
     use super::*;
 
     fn chat(body: &str) -> Result<(Vec<(ChatRole, String)>, Params), ApiError> {
-        parse::<ChatRequest>(body.as_bytes())?.work()
+        parse::<ChatRequest>(body.as_bytes())?.conversation()
     }
 
     #[test]
@@ -384,6 +418,13 @@ mod tests {
             (0.0, 0.5, 7)
         );
         assert_eq!(params.stop, vec!["END".to_string()]);
+        let (_, params) =
+            chat(r#"{"model": "m", "messages": [{"role": "user", "content": "x"}]}"#).unwrap();
+        assert_eq!(
+            params.max_tokens,
+            Some(CHAT_DEFAULT_TOKENS),
+            "bounded by default"
+        );
     }
 
     #[test]
@@ -470,19 +511,19 @@ mod tests {
     fn completions_default_to_sixteen_tokens_and_one_prompt() {
         let (prompt, params) = parse::<CompletionRequest>(br#"{"model": "c", "prompt": ["Hi"]}"#)
             .unwrap()
-            .work()
+            .prompt()
             .unwrap();
         assert_eq!((prompt.as_str(), params.max_tokens), ("Hi", Some(16)));
         assert!(
             parse::<CompletionRequest>(br#"{"model": "c", "prompt": ["a", "b"]}"#)
                 .unwrap()
-                .work()
+                .prompt()
                 .is_err()
         );
         assert!(
             parse::<CompletionRequest>(br#"{"model": "c", "prompt": "a", "echo": true}"#)
                 .unwrap()
-                .work()
+                .prompt()
                 .is_err()
         );
     }
