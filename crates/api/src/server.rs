@@ -133,7 +133,7 @@ fn token_ok(headers: &axum::http::HeaderMap, token: &str) -> bool {
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+        .is_some_and(|t| weft_core::constant_time_eq(t.as_bytes(), token.as_bytes()))
 }
 
 fn no_token() -> ApiFailure {
@@ -182,10 +182,6 @@ impl axum::extract::FromRequestParts<AppState> for Acting {
             .map_err(|e| bad(e.to_string()))?;
         Ok(Acting(s.node.buckets_as(access)))
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn status(State(s): State<AppState>) -> Json<weft_node::NodeStatus> {

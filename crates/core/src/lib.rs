@@ -25,7 +25,7 @@ pub use admission::{
     RevocationBody, Role,
 };
 pub use id::{ContentHash, FabricId, IdParseError, NodeId};
-pub use keys::{SecretKey, Signature, SignatureError};
+pub use keys::{SecretKey, Signature, SignatureError, constant_time_eq};
 pub use record::{Capacity, Load, NodeRecord, RECORD_FORMAT, RecordBody};
 
 /// The software version every node reports in its record.

@@ -59,14 +59,10 @@ async fn account(state: &AppState, headers: &HeaderMap) -> Result<NodeId, ApiErr
         .or_else(|| token.split_once(':'))
         .ok_or_else(wrong)?;
     let key = state.node.access_key(id).await.ok_or_else(wrong)?;
-    if !constant_time_eq(key.secret.as_bytes(), secret.as_bytes()) {
+    if !weft_core::constant_time_eq(key.secret.as_bytes(), secret.as_bytes()) {
         return Err(wrong());
     }
     Ok(key.account(state.node.id()))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Where the request may run, from its headers.

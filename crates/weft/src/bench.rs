@@ -250,18 +250,9 @@ impl Fabric {
     ) -> Result<(Fabric, Duration)> {
         Self::start_up(UpArgs {
             nodes: Some(nodes),
-            sites: None,
-            wan: None,
             loss,
             no_wan,
-            dir: Some(root),
-            timeout: 60,
-            quiet: true,
-            inference_queue: None,
-            repair_grace: None,
-            repair_interval: None,
-            scrub_interval: None,
-            scrub_mib: None,
+            ..UpArgs::quiet_in(root)
         })
     }
 

@@ -156,7 +156,6 @@ fn chaos(base: &Path, args: &ChaosArgs) -> Result<()> {
         .collect();
     let cut_nodes = per_site[SITES.iter().position(|s| *s == CUT).unwrap_or(0)];
     let (fabric, _) = Fabric::start_up(UpArgs {
-        nodes: None,
         sites: Some(
             SITES
                 .iter()
@@ -166,16 +165,12 @@ fn chaos(base: &Path, args: &ChaosArgs) -> Result<()> {
                 .join(","),
         ),
         wan: Some(LINKS.into()),
-        loss: None,
-        no_wan: false,
-        dir: Some(base.join("fabric")),
         timeout: 90,
-        quiet: true,
-        inference_queue: None,
         repair_grace: Some(args.grace.clone()),
         repair_interval: Some("1s".into()),
         scrub_interval: Some("2s".into()),
         scrub_mib: Some(64),
+        ..UpArgs::quiet_in(base.join("fabric"))
     })?;
     let n = fabric.dirs.len();
     println!(

@@ -207,19 +207,9 @@ fn peak_rss_mib(dir: &Path) -> Result<f64> {
 
 fn measure(base: &Path, args: &InferenceArgs, minilm: &Path, smollm2: &Path) -> Result<()> {
     let (fabric, took) = Fabric::start_up(UpArgs {
-        nodes: None,
         sites: Some("eu:3".into()),
-        wan: None,
-        loss: None,
         no_wan: true,
-        dir: Some(base.join("fabric")),
-        timeout: 60,
-        quiet: true,
-        inference_queue: None,
-        repair_grace: None,
-        repair_interval: None,
-        scrub_interval: None,
-        scrub_mib: None,
+        ..UpArgs::quiet_in(base.join("fabric"))
     })?;
     let config = base.join("config");
     let node1 = fabric.dirs[0].to_string_lossy().to_string();

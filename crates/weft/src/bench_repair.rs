@@ -38,18 +38,10 @@ fn measure(base: &Path, args: &RepairArgs) -> Result<()> {
     let grace = humantime::parse_duration(&args.grace).context("--grace")?;
     let (mut fabric, _) = Fabric::start_up(UpArgs {
         nodes: Some(args.nodes),
-        sites: None,
-        wan: None,
-        loss: None,
         no_wan: true,
-        dir: Some(base.join("fabric")),
-        timeout: 60,
-        quiet: true,
-        inference_queue: None,
         repair_grace: Some(args.grace.clone()),
         repair_interval: Some("1s".into()),
-        scrub_interval: None,
-        scrub_mib: None,
+        ..UpArgs::quiet_in(base.join("fabric"))
     })?;
     let per_object = (args.mib / args.objects).max(1);
     let input = base.join("object.bin");

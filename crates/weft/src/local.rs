@@ -72,6 +72,28 @@ pub struct UpArgs {
     pub quiet: bool,
 }
 
+impl UpArgs {
+    /// A quiet fabric in `dir` with every other setting at its default (for benchmarks, which
+    /// set what they measure with struct update syntax).
+    pub(crate) fn quiet_in(dir: PathBuf) -> UpArgs {
+        UpArgs {
+            nodes: None,
+            sites: None,
+            wan: None,
+            loss: None,
+            no_wan: false,
+            dir: Some(dir),
+            timeout: 60,
+            repair_grace: None,
+            repair_interval: None,
+            scrub_interval: None,
+            scrub_mib: None,
+            inference_queue: None,
+            quiet: true,
+        }
+    }
+}
+
 /// `weft down`.
 #[derive(Args, Debug)]
 pub struct DownArgs {
