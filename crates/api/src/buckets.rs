@@ -7,12 +7,11 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use weft_node::{BucketRecord, ObjectRecord};
-use weft_store::{Erasure, Residency};
+use weft_data::{BucketRecord, Erasure, Need, ObjectRecord, Residency};
 
 use crate::errors::ApiFailure;
 use crate::objects::{PutAnswer, list};
-use crate::server::{Acting, AppState};
+use crate::server::{AppState, Caller};
 
 /// `POST /v1/buckets` body.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -77,7 +76,7 @@ pub struct ListQuery {
 }
 
 pub(crate) async fn create(
-    Acting(acting): Acting,
+    Caller(acting): Caller,
     Json(b): Json<CreateBucket>,
 ) -> Result<Json<BucketRecord>, ApiFailure> {
     let ec = if b.ec.trim().is_empty() {
@@ -97,35 +96,36 @@ pub(crate) async fn create(
     };
     Ok(Json(
         acting
-            .create(&b.name, policy, ec, b.versions.unwrap_or(1))
+            .create_bucket(&b.name, policy, ec, b.versions.unwrap_or(1))
             .await
             .map_err(ApiFailure::from)?,
     ))
 }
 
 pub(crate) async fn get_bucket(
-    Acting(acting): Acting,
+    Caller(acting): Caller,
     Path(name): Path<String>,
 ) -> Result<Json<BucketRecord>, ApiFailure> {
     let b = acting
-        .authorize(&name, weft_node::Need::Read)
+        .authorize(&name, Need::Read)
         .await
         .map_err(ApiFailure::from)?;
     Ok(Json(b))
 }
 
 pub(crate) async fn list_buckets(
-    Acting(acting): Acting,
+    Caller(acting): Caller,
 ) -> Result<Json<Vec<BucketRecord>>, ApiFailure> {
     Ok(Json(acting.list_buckets().await.map_err(ApiFailure::from)?))
 }
 
 pub(crate) async fn list_objects(
-    Acting(acting): Acting,
+    Caller(acting): Caller,
     Path(bucket): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<ListedObject>>, ApiFailure> {
     let rows = acting
+        .objects()
         .list(&bucket, &q.prefix)
         .await
         .map_err(ApiFailure::from)?;
@@ -137,13 +137,14 @@ pub(crate) async fn list_objects(
 }
 
 pub(crate) async fn put(
-    Acting(acting): Acting,
+    Caller(acting): Caller,
     Path((bucket, key)): Path<(String, String)>,
     body: Body,
 ) -> Result<Json<PutAnswer>, ApiFailure> {
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let reader = tokio_util::io::StreamReader::new(stream);
     let (_, manifest) = acting
+        .objects()
         .put(&bucket, &key, reader)
         .await
         .map_err(ApiFailure::from)?;
@@ -158,7 +159,7 @@ pub(crate) async fn put(
 
 pub(crate) async fn get(
     State(s): State<AppState>,
-    Acting(acting): Acting,
+    Caller(acting): Caller,
     Path((bucket, key)): Path<(String, String)>,
     Query(q): Query<VersionQuery>,
     headers: axum::http::HeaderMap,
@@ -166,13 +167,14 @@ pub(crate) async fn get(
     let buckets = acting;
     // Private by default: `object`/`version` authorize the account before reading anything.
     let record = match &q.version {
-        None => buckets.object(&bucket, &key).await,
-        Some(v) => buckets.version(&bucket, &key, v).await,
+        None => buckets.objects().object(&bucket, &key).await,
+        Some(v) => buckets.objects().version(&bucket, &key, v).await,
     }
     .map_err(ApiFailure::from)?;
     // A whole object's manifest is fetched first, so a bad one fails with a status.
     if record.parts.is_empty() {
         let cap = buckets
+            .objects()
             .capability_of(&bucket, &key, &record)
             .map_err(ApiFailure::from)?;
         return crate::objects::stream_object(&s, cap, &headers).await;
@@ -183,6 +185,7 @@ pub(crate) async fn get(
         &headers,
         move |start, end, writer| async move {
             buckets
+                .objects()
                 .read_range((&bucket, &key), &record, start, end, writer)
                 .await
                 .map_err(|e| e.to_string())
@@ -191,10 +194,11 @@ pub(crate) async fn get(
 }
 
 pub(crate) async fn versions(
-    Acting(acting): Acting,
+    Caller(acting): Caller,
     Path((bucket, key)): Path<(String, String)>,
 ) -> Result<Json<Vec<ListedObject>>, ApiFailure> {
     let rows = acting
+        .objects()
         .versions(&bucket, &key)
         .await
         .map_err(ApiFailure::from)?;
@@ -206,7 +210,7 @@ pub(crate) async fn versions(
 }
 
 pub(crate) async fn delete_bucket(
-    Acting(acting): Acting,
+    Caller(acting): Caller,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiFailure> {
     acting
@@ -217,10 +221,11 @@ pub(crate) async fn delete_bucket(
 }
 
 pub(crate) async fn delete(
-    Acting(acting): Acting,
+    Caller(acting): Caller,
     Path((bucket, key)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiFailure> {
     acting
+        .objects()
         .delete(&bucket, &key)
         .await
         .map_err(ApiFailure::from)?;
@@ -228,10 +233,11 @@ pub(crate) async fn delete(
 }
 
 pub(crate) async fn share(
-    Acting(acting): Acting,
+    Caller(acting): Caller,
     Path((bucket, key)): Path<(String, String)>,
 ) -> Result<Response, ApiFailure> {
     let cap = acting
+        .objects()
         .capability(&bucket, &key)
         .await
         .map_err(ApiFailure::from)?;
@@ -250,15 +256,16 @@ pub struct Revoked {
 }
 
 pub(crate) async fn put_grant(
-    Acting(acting): Acting,
+    Caller(acting): Caller,
     Path(name): Path<String>,
-    Json(grant): Json<weft_node::Grant>,
-) -> Result<Json<weft_node::GrantListing>, ApiFailure> {
+    Json(grant): Json<weft_data::Grant>,
+) -> Result<Json<weft_data::GrantListing>, ApiFailure> {
     acting
-        .put_grant(&name, &grant)
+        .grants()
+        .put(&name, &grant)
         .await
         .map_err(ApiFailure::from)?;
-    Ok(Json(weft_node::GrantListing {
+    Ok(Json(weft_data::GrantListing {
         grantee: grant.grantee,
         write: grant.write,
         created_ms: grant.created_ms,
@@ -266,14 +273,20 @@ pub(crate) async fn put_grant(
 }
 
 pub(crate) async fn list_grants(
-    Acting(acting): Acting,
+    Caller(acting): Caller,
     Path(name): Path<String>,
-) -> Result<Json<Vec<weft_node::GrantListing>>, ApiFailure> {
-    Ok(Json(acting.grants(&name).await.map_err(ApiFailure::from)?))
+) -> Result<Json<Vec<weft_data::GrantListing>>, ApiFailure> {
+    Ok(Json(
+        acting
+            .grants()
+            .list(&name)
+            .await
+            .map_err(ApiFailure::from)?,
+    ))
 }
 
 pub(crate) async fn revoke_grant(
-    Acting(acting): Acting,
+    Caller(acting): Caller,
     Path((name, account)): Path<(String, String)>,
 ) -> Result<Json<Revoked>, ApiFailure> {
     let grantee: weft_core::NodeId = account.parse().map_err(|_| {
@@ -283,17 +296,22 @@ pub(crate) async fn revoke_grant(
         )
     })?;
     let revoked = acting
-        .revoke_grant(&name, &grantee)
+        .grants()
+        .revoke(&name, &grantee)
         .await
         .map_err(ApiFailure::from)?;
     Ok(Json(Revoked { revoked }))
 }
 
 pub(crate) async fn grant_lookup(
-    Acting(acting): Acting,
+    Caller(acting): Caller,
     Path(name): Path<String>,
-) -> Result<Json<weft_node::GrantLookup>, ApiFailure> {
+) -> Result<Json<weft_data::GrantLookup>, ApiFailure> {
     Ok(Json(
-        acting.grant_lookup(&name).await.map_err(ApiFailure::from)?,
+        acting
+            .grants()
+            .lookup(&name)
+            .await
+            .map_err(ApiFailure::from)?,
     ))
 }

@@ -75,7 +75,7 @@ impl ApiClient {
         }
     }
 
-    /// The same node, acting as the account of `session` (a [`weft_node::Session`] as text)
+    /// The same node, acting as the account of `session` (a [`weft_data::Session`] as text)
     /// on data requests.
     pub fn with_session(mut self, session: String) -> ApiClient {
         self.session = Some(session);
@@ -275,4 +275,22 @@ impl ApiClient {
                 reason: format!("bad answer: {e}"),
             })
     }
+}
+
+/// Percent-encode `s` for a URL path of the API, keeping '/' between key segments.
+pub fn path_escape(s: &str) -> String {
+    url_escape(s, b'/')
+}
+
+/// Percent-encode `s` for a URL, keeping the unreserved characters and `keep`.
+pub fn url_escape(s: &str, keep: u8) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b if b == keep => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -1,12 +1,14 @@
-//! The one mapping from what can go wrong to an HTTP status and `{"error": ...}` body, for every
-//! route of the API.
+//! The one mapping from what the node's services can answer to an HTTP status and an
+//! `{"error": ...}` body, for every route of the API (a route adds only its own request's
+//! parsing errors).
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use weft_meta::MetaError;
-use weft_node::{BucketError, KeyError, NodeError};
-use weft_store::StorageError;
+use weft_data::{BucketError, KeyError, MetaError, StorageError};
+use weft_inference::ModelError;
+use weft_jobs::JobError;
+use weft_node::NodeError;
 
 use crate::ErrorBody;
 
@@ -89,11 +91,41 @@ impl From<KeyError> for ApiFailure {
         let status = match &e {
             KeyError::Unknown(_) => StatusCode::NOT_FOUND,
             KeyError::Invalid(_) => StatusCode::BAD_REQUEST,
-            KeyError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            KeyError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             KeyError::Meta(MetaError::Conflict) => StatusCode::CONFLICT,
             KeyError::Meta(_) => StatusCode::SERVICE_UNAVAILABLE,
             KeyError::Access(b) => bucket_status(b),
             KeyError::ForeignGrant => StatusCode::FORBIDDEN,
+        };
+        ApiFailure(status, e.to_string())
+    }
+}
+
+impl From<JobError> for ApiFailure {
+    fn from(e: JobError) -> Self {
+        let status = match &e {
+            JobError::Spec(_) | JobError::BadId(_) => StatusCode::BAD_REQUEST,
+            JobError::Session(_) => StatusCode::UNAUTHORIZED,
+            JobError::Bucket(b) => bucket_status(b),
+            JobError::NoJob(_) => StatusCode::NOT_FOUND,
+            JobError::Nowhere(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            JobError::Refused(_) => StatusCode::CONFLICT,
+            JobError::Table(_) => StatusCode::SERVICE_UNAVAILABLE,
+            JobError::ReadOnly => StatusCode::FORBIDDEN,
+        };
+        ApiFailure(status, e.to_string())
+    }
+}
+
+impl From<ModelError> for ApiFailure {
+    fn from(e: ModelError) -> Self {
+        let status = match &e {
+            ModelError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ModelError::Exists(_) => StatusCode::CONFLICT,
+            ModelError::NoModel(_) => StatusCode::NOT_FOUND,
+            ModelError::NotOwner(_) => StatusCode::FORBIDDEN,
+            ModelError::Bucket(b) => bucket_status(b),
+            ModelError::Meta(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiFailure(status, e.to_string())
     }

@@ -7,8 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use weft_compute::spec::JobSpec;
-use weft_node::{DispatchError, JobStatus};
+use weft_jobs::{JobSpec, JobStatus};
 
 use crate::errors::ApiFailure;
 use crate::server::{AppState, SESSION_HEADER};
@@ -35,22 +34,6 @@ impl axum::extract::FromRequestParts<AppState> for SessionText {
                 )
             })?;
         Ok(SessionText(text.to_string()))
-    }
-}
-
-impl From<DispatchError> for ApiFailure {
-    fn from(e: DispatchError) -> Self {
-        let status = match &e {
-            DispatchError::Spec(_) | DispatchError::BadId(_) => StatusCode::BAD_REQUEST,
-            DispatchError::Session(_) => StatusCode::UNAUTHORIZED,
-            DispatchError::Bucket(b) => crate::errors::bucket_status(b),
-            DispatchError::NoJob(_) => StatusCode::NOT_FOUND,
-            DispatchError::Nowhere(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            DispatchError::Refused(_) => StatusCode::CONFLICT,
-            DispatchError::Table(_) => StatusCode::SERVICE_UNAVAILABLE,
-            DispatchError::ReadOnly => StatusCode::FORBIDDEN,
-        };
-        ApiFailure(status, e.to_string())
     }
 }
 

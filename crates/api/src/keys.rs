@@ -4,10 +4,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use weft_node::{AccessKey, KeyError};
+use weft_data::{AccessKey, KeyError};
 
 use crate::errors::ApiFailure;
-use crate::server::{Acting, AppState};
+use crate::server::{AppState, Caller};
 
 /// `POST /v1/keys` body.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -20,7 +20,7 @@ pub struct CreateKey {
     /// May write.
     pub write: bool,
     /// What the key acts with: a session its account signed for exactly this scope (see
-    /// `weft_node::AccessKey::grant`). Without one, the key acts for the node's own account,
+    /// `weft_data::AccessKey::grant`). Without one, the key acts for the node's own account,
     /// which only the node's operator may ask for.
     #[serde(default)]
     pub grant: Option<String>,
@@ -28,10 +28,10 @@ pub struct CreateKey {
 
 pub(crate) async fn create(
     State(s): State<AppState>,
-    Acting(acting): Acting,
+    Caller(acting): Caller,
     Json(k): Json<CreateKey>,
 ) -> Result<Json<AccessKey>, ApiFailure> {
-    if k.grant.is_none() && acting.account() != s.node.buckets().account() {
+    if k.grant.is_none() && acting.account() != s.node.data().own().account() {
         return Err(ApiFailure(
             StatusCode::FORBIDDEN,
             "a key for your account needs a grant your account signed (`weft key create` makes \
@@ -41,11 +41,12 @@ pub(crate) async fn create(
     }
     let made = match k.grant {
         Some(grant) => acting
-            .create_key(k.bucket, k.read, k.write, grant)
+            .keys()
+            .create(k.bucket, k.read, k.write, grant)
             .await
             .map_err(ApiFailure::from)?,
         None => {
-            let keys = s.node.keys().clone();
+            let keys = s.node.data().node_keys().clone();
             tokio::task::spawn_blocking(move || keys.create(k.bucket, k.read, k.write, None))
                 .await
                 .map_err(|e| ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
@@ -59,13 +60,13 @@ pub(crate) async fn create(
 /// the keys from before accounts in the node's file.
 pub(crate) async fn list(
     State(s): State<AppState>,
-    Acting(acting): Acting,
+    Caller(acting): Caller,
 ) -> Result<Json<Vec<AccessKey>>, ApiFailure> {
     let mut out: Vec<AccessKey> = Vec::new();
-    if acting.account() == s.node.buckets().account() {
-        out.extend(s.node.keys().list());
+    if acting.account() == s.node.data().own().account() {
+        out.extend(s.node.data().node_keys().list());
     }
-    match acting.list_keys().await {
+    match acting.keys().list().await {
         Ok(listed) => out.extend(listed.into_iter().map(AccessKey::from)),
         // A bucket-scoped session cannot read the account's list; the node's own keys stand.
         Err(KeyError::Invalid(_)) if !out.is_empty() => {}
@@ -76,17 +77,18 @@ pub(crate) async fn list(
 
 pub(crate) async fn remove(
     State(s): State<AppState>,
-    Acting(acting): Acting,
+    Caller(acting): Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiFailure> {
-    if acting.account() == s.node.buckets().account() && s.node.keys().lookup(&id).is_some() {
-        let keys = s.node.keys().clone();
+    let data = s.node.data();
+    if acting.account() == data.own().account() && data.node_keys().lookup(&id).is_some() {
+        let keys = data.node_keys().clone();
         tokio::task::spawn_blocking(move || keys.remove(&id))
             .await
             .map_err(|e| ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
             .map_err(ApiFailure::from)?;
         return Ok(StatusCode::NO_CONTENT);
     }
-    acting.remove_key(&id).await.map_err(ApiFailure::from)?;
+    acting.keys().remove(&id).await.map_err(ApiFailure::from)?;
     Ok(StatusCode::NO_CONTENT)
 }

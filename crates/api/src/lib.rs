@@ -20,13 +20,14 @@ mod objects;
 mod server;
 
 pub use buckets::{CreateBucket, ListedObject, Revoked};
-pub use client::{ApiClient, ApiError};
+pub use client::{ApiClient, ApiError, path_escape, url_escape};
 pub use jobs::{ListJobs, LogChunk, LogsQuery};
 pub use keys::CreateKey;
 pub use members::MemberStatus;
-pub use models::{AddModel, ModelListing, ModelReplica, PlaceModel};
+pub use models::{AddModel, PlaceModel};
 pub use objects::{PutAnswer, PutQuery};
 pub use server::{SESSION_HEADER, serve};
+pub use weft_inference::{ModelListing, ModelReplica};
 
 use serde::{Deserialize, Serialize};
 

@@ -1,11 +1,11 @@
 //! The display row of a fabric member, as `GET /v1/nodes` answers and `weft nodes` prints it:
-//! made here, at the edge, from the typed [`weft_fabric::Member`] every layer uses.
+//! made here, at the edge, from the typed [`weft_node::Member`] every layer uses.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
-use weft_fabric::{Member, MemberState};
+use weft_node::{Member, MemberState};
 
 /// One row of `weft nodes`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -7,10 +7,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use weft_store::{Capability, Erasure, Manifest, Residency};
+use weft_data::{Capability, Erasure, Manifest, Residency};
 
 use crate::errors::ApiFailure;
-use crate::server::{Acting, AppState};
+use crate::server::{AppState, Caller};
 
 /// Query of `POST /v1/objects`.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -50,8 +50,7 @@ pub(crate) fn list(text: &str) -> Vec<String> {
 }
 
 pub(crate) async fn put(
-    State(s): State<AppState>,
-    Acting(acting): Acting,
+    Caller(acting): Caller,
     Query(q): Query<PutQuery>,
     body: Body,
 ) -> Result<Json<PutAnswer>, ApiFailure> {
@@ -72,17 +71,12 @@ pub(crate) async fn put(
     };
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let reader = tokio_util::io::StreamReader::new(stream);
-    let (cap, manifest): (Capability, Manifest) = s
-        .node
-        .storage()
-        .put(reader, policy, ec)
+    // An object stored by capability has no name that could let go of it: it is kept.
+    let (cap, manifest): (Capability, Manifest) = acting
+        .objects()
+        .put_unnamed(reader, policy, ec)
         .await
         .map_err(ApiFailure::from)?;
-    // An object stored by capability has no name that could let go of it: it is kept.
-    acting
-        .retain_capability(&cap.manifest)
-        .await
-        .map_err(|e| ApiFailure(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     Ok(Json(PutAnswer {
         capability: cap.to_text(),
         content_id: manifest.content_id.to_hex(),
@@ -140,20 +134,18 @@ pub(crate) async fn stream_object(
     // Fetch the manifest first so a bad capability fails with a status, not a cut stream.
     let manifest = s
         .node
-        .storage()
+        .data()
         .manifest(&cap)
         .await
         .map_err(ApiFailure::from)?;
-    let storage = s.node.storage().clone();
+    let data = s.node.data().clone();
     Ok(ranged_body(
         &s.node,
         manifest.size,
         headers,
         move |start, end, writer| async move {
-            storage
-                .read_range(&cap, &manifest, start, end, writer)
+            data.read_capability(&cap, &manifest, start, end, writer)
                 .await
-                .map(|_| ())
                 .map_err(|e| e.to_string())
         },
     ))
@@ -218,7 +210,7 @@ pub(crate) async fn stat(
     let cap = Capability::from_text(&cap).map_err(ApiFailure::from)?;
     Ok(Json(
         s.node
-            .storage()
+            .data()
             .manifest_now(&cap)
             .await
             .map_err(ApiFailure::from)?,

@@ -155,18 +155,18 @@ pub const SESSION_HEADER: &str = "weft-session";
 
 /// The account a data request acts as: the session's ([`SESSION_HEADER`]), or with the
 /// operator's token and no session, the node's own account.
-pub(crate) struct Acting(pub(crate) weft_node::Buckets);
+pub(crate) struct Caller(pub(crate) weft_data::Acting);
 
-impl axum::extract::FromRequestParts<AppState> for Acting {
+impl axum::extract::FromRequestParts<AppState> for Caller {
     type Rejection = ApiFailure;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
         s: &AppState,
-    ) -> Result<Acting, ApiFailure> {
+    ) -> Result<Caller, ApiFailure> {
         let Some(value) = parts.headers.get(SESSION_HEADER) else {
             if token_ok(&parts.headers, &s.token) {
-                return Ok(Acting(s.node.buckets().clone()));
+                return Ok(Caller(s.node.data().own().clone()));
             }
             return Err(ApiFailure(
                 StatusCode::UNAUTHORIZED,
@@ -176,11 +176,12 @@ impl axum::extract::FromRequestParts<AppState> for Acting {
         };
         let bad = |e: String| ApiFailure(StatusCode::UNAUTHORIZED, e);
         let text = value.to_str().map_err(|e| bad(e.to_string()))?;
-        let session = weft_node::Session::from_text(text).map_err(|e| bad(e.to_string()))?;
-        let access = session
-            .access(weft_net::now_ms())
+        let acting = s
+            .node
+            .data()
+            .session(text)
             .map_err(|e| bad(e.to_string()))?;
-        Ok(Acting(s.node.buckets_as(access)))
+        Ok(Caller(acting))
     }
 }
 
@@ -189,7 +190,7 @@ async fn status(State(s): State<AppState>) -> Json<weft_node::NodeStatus> {
 }
 
 /// Members, for an account's session or the operator (not for anyone who reaches the API).
-async fn nodes(State(s): State<AppState>, _who: Acting) -> Json<Vec<crate::MemberStatus>> {
+async fn nodes(State(s): State<AppState>, _who: Caller) -> Json<Vec<crate::MemberStatus>> {
     Json(
         s.node
             .members()
@@ -233,42 +234,34 @@ async fn revoke(
 }
 
 async fn reputation(State(s): State<AppState>) -> Json<Vec<weft_node::Reputation>> {
-    Json(s.node.healer().reputation())
+    Json(s.node.reputation())
 }
 
 async fn repair_status(State(s): State<AppState>) -> Json<weft_node::HealStatus> {
-    Json(s.node.healer().status())
+    Json(s.node.repair_status())
 }
 
 async fn repair_check(State(s): State<AppState>) -> Json<weft_node::HealStatus> {
-    s.node.healer().check_once().await;
-    Json(s.node.healer().status())
+    Json(s.node.check_repair().await)
 }
 
 async fn scrub(State(s): State<AppState>) -> Json<weft_node::HealStatus> {
-    s.node.healer().scrub_once().await;
-    Json(s.node.healer().status())
+    Json(s.node.scrub().await)
 }
 
 async fn set_wan(
     State(s): State<AppState>,
     Json(p): Json<crate::WanParams>,
 ) -> Result<StatusCode, ApiFailure> {
-    let bad = |e: String| ApiFailure(StatusCode::BAD_REQUEST, e);
-    let config = weft_net::WanConfig {
-        links: weft_net::WanConfig::parse_links(&p.links)
-            .map_err(|e| bad(format!("links: {e}")))?,
-        loss: match &p.loss {
-            Some(l) => weft_net::wan::parse_percent(l).map_err(|e| bad(format!("loss: {e}")))?,
-            None => 0.0,
-        },
-    };
-    s.node.set_wan(config).map_err(|e| {
-        ApiFailure(
-            StatusCode::CONFLICT,
-            format!("{e} (start the node with a [wan] section to change its links at runtime)"),
-        )
-    })?;
+    s.node
+        .set_wan_links(&p.links, p.loss.as_deref())
+        .map_err(|e| match e {
+            weft_node::NodeError::Invalid(why) => ApiFailure(StatusCode::BAD_REQUEST, why),
+            e => ApiFailure(
+                StatusCode::CONFLICT,
+                format!("{e} (start the node with a [wan] section to change its links at runtime)"),
+            ),
+        })?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -4,30 +4,11 @@
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use weft_core::Placement;
-use weft_node::{DataDir, Node, NodeSettings};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_shutdown_stops_the_api_server() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = DataDir::open(tmp.path()).unwrap();
-    weft_node::init_fabric(&dir, Placement::default(), weft_net::now_ms()).unwrap();
-    let node = Node::start(NodeSettings {
-        data_dir: tmp.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        advertise: None,
-        labels: Default::default(),
-        capacity: weft_core::Capacity {
-            cpus: 1,
-            mem_bytes: 1 << 30,
-            disk_bytes: 1 << 30,
-        },
-        wan: None,
-        heal: Default::default(),
-        timing: Default::default(),
-    })
-    .await
-    .unwrap();
+    let cluster = weft_cluster::Builder::new(1).start().await;
+    let node = cluster.node(0).clone();
     let token = node.data_dir().api_token().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

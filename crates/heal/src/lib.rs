@@ -144,8 +144,21 @@ pub struct Healer {
     pub(crate) reputation: Arc<Mutex<std::collections::HashMap<weft_core::NodeId, Reputation>>>,
 }
 
+impl weft_host::Service for Healer {
+    const NAME: &'static str = "heal";
+
+    fn start(ctx: &weft_host::Context) -> Result<Healer, weft_host::HostError> {
+        Ok(Healer::start(
+            ctx.storage.clone(),
+            ctx.table.clone(),
+            ctx.setting::<HealConfig>().unwrap_or_default(),
+        ))
+    }
+}
+
 impl Healer {
-    /// Register the catalog with storage and start the repair and scrubbing loops.
+    /// Register the catalog with storage and start the repair and scrubbing loops (what
+    /// [`weft_host::Service::start`] does with the node's [`HealConfig`]).
     pub fn start(storage: Storage, table: Table, config: HealConfig) -> Healer {
         let registry = Registry::new(table);
         storage.set_catalog(registry::as_catalog(&registry));

@@ -274,11 +274,10 @@ impl ChatModel {
             return Err(Error::Invalid("the prompt is empty".into()));
         }
         if prompt.len() >= self.context {
-            return Err(Error::Invalid(format!(
-                "the prompt is {} tokens; the context holds {}",
-                prompt.len(),
-                self.context
-            )));
+            return Err(Error::ContextLength {
+                prompt: prompt.len(),
+                context: self.context,
+            });
         }
         let mut sampler = LogitsProcessor::from_sampling(params.seed, sampling);
         let mut text = TextStream::new(&params.stop);

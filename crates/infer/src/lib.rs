@@ -58,9 +58,17 @@ pub enum Error {
     /// A tensor operation failed.
     #[error("tensor computation: {0}")]
     Tensor(#[from] candle_core::Error),
-    /// The request cannot be served as given (bad parameter, prompt longer than the context).
+    /// The request cannot be served as given (a bad parameter, an empty prompt).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The prompt does not fit the model's context.
+    #[error("invalid request: the prompt is {prompt} tokens; the context holds {context}")]
+    ContextLength {
+        /// Tokens of the prompt.
+        prompt: usize,
+        /// Tokens the context holds.
+        context: usize,
+    },
 }
 
 /// Shorthand for results of this crate.

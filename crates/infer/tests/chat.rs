@@ -211,7 +211,7 @@ fn bad_requests_are_refused() {
     let huge = "word ".repeat(m.context_length());
     assert!(matches!(
         m.complete(&huge, &greedy(4)),
-        Err(Error::Invalid(_))
+        Err(Error::ContextLength { context, .. }) if context == m.context_length()
     ));
     // The model still works after refusals.
     assert!(!m.complete("One, two,", &greedy(3)).unwrap().text.is_empty());

@@ -170,6 +170,23 @@ where
     });
 }
 
+/// A task run with [`Endpoint::spawn_joined`]: await it for its result (`None` if the endpoint
+/// shut down before it ended); dropping it aborts the task.
+pub struct Joined<T>(tokio_util::task::AbortOnDropHandle<Option<T>>);
+
+impl<T> Future for Joined<T> {
+    type Output = Option<T>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.ok().flatten())
+    }
+}
+
 /// A node's QUIC endpoint. Cheap to clone.
 #[derive(Clone)]
 pub struct Endpoint {
@@ -298,6 +315,25 @@ impl Endpoint {
         F: Future<Output = ()> + Send + 'static,
     {
         spawn_owned(&self.inner.tasks, &self.inner.stop, task);
+    }
+
+    /// Run `task` as part of this node and hand back its result: like [`Endpoint::spawn`], but
+    /// the handle aborts the task when it is dropped (a reader that went away stops its
+    /// prefetches), and yields `None` if the endpoint shut down first.
+    pub fn spawn_joined<F>(&self, task: F) -> Joined<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let stop = self.inner.stop.clone();
+        let handle = self.inner.tasks.spawn(async move {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => None,
+                out = task => Some(out),
+            }
+        });
+        Joined(tokio_util::task::AbortOnDropHandle::new(handle))
     }
 
     /// Whether [`Endpoint::shutdown`] has begun.

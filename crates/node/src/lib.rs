@@ -1,6 +1,15 @@
 //! A weft node, assembled from validated settings: it opens the data directory, loads the node
-//! key and membership, binds the authenticated endpoint (with WAN emulation if asked), starts
-//! fabric membership, and serves admission if it holds the fabric's admin key.
+//! key and membership, opens its stores, binds the authenticated endpoint (with WAN emulation
+//! if asked), starts fabric membership, the metadata table and storage, serves admission if it
+//! holds the fabric's admin key, migrates old rows, and then starts every service through one
+//! trait ([`weft_host::Service`]) with one context: the account data plane
+//! ([`weft_data::DataPlane`]), healing ([`weft_heal::Healer`]), jobs
+//! ([`weft_jobs::JobService`]) and inference ([`weft_inference::InferenceService`]). Adding a
+//! service is one line in [`Node::start`].
+//!
+//! [`Node`] is the typed face the front ends (HTTP API, S3, OpenAI) call: its services, and the
+//! operator's operations (status, invites, revocation, repair, WAN links, shutdown). Front ends
+//! use nothing below it.
 //!
 //! This crate owns the data-directory layout and the admission workflow (init, invite, join,
 //! revoke). It does not parse configuration files or flags (the binary turns those into
@@ -10,21 +19,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod admission;
-mod buckets;
 mod datadir;
-mod dispatch;
-mod grants;
-pub mod inference;
-mod jobs;
-mod keys;
-mod migrate;
-pub mod models;
-mod multipart;
-pub mod route;
-mod rows;
-pub mod schema;
-mod sealed;
-mod session;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -39,29 +34,25 @@ use tokio_util::task::TaskTracker;
 use weft_core::{
     Capacity, Invite, MembershipCert, NodeId, Revocation, RevocationBody, Role, SecretKey,
 };
-use weft_fabric::{Fabric, FabricConfig, Member, MemberState, SwimTiming};
-use weft_net::{Endpoint, EndpointConfig, NetError, SiteMap, Trust, WanConfig};
+use weft_data::DataPlane;
+use weft_fabric::{Fabric, FabricConfig, SwimTiming};
+use weft_heal::Healer;
+use weft_host::{Context, HostError, Services};
+use weft_inference::InferenceService;
+use weft_jobs::JobService;
+use weft_meta::Rules;
+use weft_net::{Endpoint, EndpointConfig, NetError, SiteMap, Trust};
 use weft_store::{ShardStore, ShardStoreError, Storage};
 
 pub use admission::{
     CERT_VALIDITY, InviteRequest, JoinError, JoinRequest, JoinResponse, init_fabric, issue_invite,
     redeem,
 };
-pub use buckets::{
-    Access, BucketError, BucketRecord, Buckets, MAX_VERSIONS, Need, ObjectAttrs, ObjectRecord,
-    PartRef, check_bucket_name,
-};
 pub use datadir::{DataDir, DataDirError, FabricFile};
-pub use dispatch::{
-    DispatchError, JobKey, JobService, JobStatus, PlacementView, RunView, parse_reference,
-};
-pub use grants::{Grant, GrantListing, GrantLookup};
-pub use jobs::{JobError, JobInput, JobReport, JobRun};
-pub use keys::{AccessKey, KeyError, KeyListing, KeyStore, lookup_key};
-pub use models::{ModelError, ModelFile, ModelKind, ModelRecord, ModelService, Serving};
-pub use multipart::{MAX_PARTS, MIN_PART_SIZE, PartRecord, UploadRecord};
-pub use session::{Session, SessionError};
+/// What the front ends see of membership (re-exported: they depend on nothing below the node).
+pub use weft_fabric::{Member, MemberState};
 pub use weft_heal::{HealConfig, HealStatus, Reputation};
+pub use weft_net::WanConfig;
 
 /// Everything needed to start a node, already validated.
 #[derive(Clone, Debug)]
@@ -113,6 +104,9 @@ pub enum NodeError {
     /// Bad request from a user.
     #[error("{0}")]
     Invalid(String),
+    /// A service did not start.
+    #[error(transparent)]
+    Service(#[from] HostError),
 }
 
 /// A node's own summary, as `weft status` shows it.
@@ -170,17 +164,11 @@ struct Inner {
     cert: MembershipCert,
     admin: Option<SecretKey>,
     endpoint: Endpoint,
-    fabric: Fabric,
-    storage: Storage,
-    table: weft_meta::Table,
-    buckets: Buckets,
-    keys: Arc<KeyStore>,
-    /// Access keys read from the table lately (see [`Node::access_key`]).
-    key_cache: parking_lot::Mutex<std::collections::HashMap<String, (Instant, Option<AccessKey>)>>,
-    healer: weft_heal::Healer,
-    jobs: dispatch::JobService,
-    models: models::ModelService,
-    inference: inference::InferenceService,
+    ctx: Context,
+    data: DataPlane,
+    healer: Healer,
+    jobs: JobService,
+    inference: InferenceService,
     advertise: SocketAddr,
     started: Instant,
     stop: watch::Sender<bool>,
@@ -218,10 +206,6 @@ impl Node {
             weft_meta::LocalTable::open(&dir.path("meta.redb"))
                 .map_err(|e| NodeError::Invalid(e.to_string()))?,
         );
-        let account =
-            weft_net::load_or_create_key(&dir.path("account.key")).map_err(DataDirError::from)?;
-        let keys =
-            Arc::new(KeyStore::open(dir.root()).map_err(|e| NodeError::Invalid(e.to_string()))?);
         let admissions = match &admin {
             Some(admin_key) => Some(Arc::new(admission::Admissions::new(
                 dir.clone(),
@@ -269,35 +253,36 @@ impl Node {
             fabric.clone(),
             meta,
             key.clone(),
-            schema::rules(),
+            rules(),
             Duration::from_secs(10),
         );
-        let healer =
-            weft_heal::Healer::start(storage.clone(), table.clone(), settings.heal.clone());
-        let buckets = Buckets::new(table.clone(), storage.clone(), Access::account(account));
-        let jobs = dispatch::JobService::start(
+        let ctx = Context::new(
             endpoint.clone(),
-            fabric.clone(),
-            table.clone(),
-            storage.clone(),
-            buckets.clone(),
-            dir.path("jobs"),
-            &settings.capacity,
-        );
-        let models = models::ModelService::start(
-            &endpoint,
+            fabric,
+            table,
+            storage,
             key.clone(),
-            fabric.clone(),
-            table.clone(),
-            storage.clone(),
-            dir.path("models"),
-        );
-        let inference = inference::InferenceService::start(
-            &endpoint,
-            fabric.clone(),
-            table.clone(),
-            models.clone(),
-        );
+            settings.capacity.clone(),
+            dir.root(),
+        )
+        .with_setting(settings.heal.clone());
+        // Every service, in an order where each finds those it uses.
+        let mut services = Services::new(ctx.clone());
+        let started = (|| -> Result<_, HostError> {
+            Ok((
+                services.start::<DataPlane>()?,
+                services.start::<Healer>()?,
+                services.start::<JobService>()?,
+                services.start::<InferenceService>()?,
+            ))
+        })();
+        let (data, healer, jobs, inference) = match started {
+            Ok(s) => s,
+            Err(e) => {
+                endpoint.shutdown().await;
+                return Err(e.into());
+            }
+        };
         let (stop, _) = watch::channel(false);
         let node = Node {
             inner: Arc::new(Inner {
@@ -306,15 +291,10 @@ impl Node {
                 cert,
                 admin,
                 endpoint,
-                fabric,
-                storage,
-                table,
-                buckets,
-                keys,
-                key_cache: Default::default(),
+                ctx,
+                data,
                 healer,
                 jobs,
-                models,
                 inference,
                 advertise,
                 started: Instant::now(),
@@ -323,10 +303,10 @@ impl Node {
             }),
         };
         node.inner.endpoint.spawn(node.clone().persist_peers());
-        node.inner.endpoint.spawn(migrate::run(
-            node.inner.dir.clone(),
-            node.inner.table.clone(),
-            node.inner.buckets.clone(),
+        node.inner.endpoint.spawn(weft_data::migrate::run(
+            node.inner.dir.path("migrated-rows"),
+            node.inner.ctx.table.clone(),
+            node.inner.data.own().clone(),
         ));
         tracing::info!(id = %node.id(), addr = %advertise, site = %node.inner.cert.body.placement.site, "node started");
         Ok(node)
@@ -347,29 +327,68 @@ impl Node {
         self.inner.advertise
     }
 
+    /// What every service of this node was given (its endpoint, fabric, table, storage).
+    /// For services and tests; front ends call the node's typed operations instead.
+    pub fn context(&self) -> &Context {
+        &self.inner.ctx
+    }
+
     /// Fabric membership.
     pub fn fabric(&self) -> &Fabric {
-        &self.inner.fabric
+        &self.inner.ctx.fabric
     }
 
     /// Object storage through this node.
     pub fn storage(&self) -> &Storage {
-        &self.inner.storage
-    }
-
-    /// Repair and scrubbing.
-    pub fn healer(&self) -> &weft_heal::Healer {
-        &self.inner.healer
-    }
-
-    /// Access keys (S3 credentials) for this node's account.
-    pub fn keys(&self) -> &Arc<KeyStore> {
-        &self.inner.keys
+        &self.inner.ctx.storage
     }
 
     /// The replicated metadata table, as seen from this node.
     pub fn table(&self) -> &weft_meta::Table {
-        &self.inner.table
+        &self.inner.ctx.table
+    }
+
+    /// Repair and scrubbing.
+    pub fn healer(&self) -> &Healer {
+        &self.inner.healer
+    }
+
+    /// The account data plane: accounts acting through this node, access keys, objects read
+    /// by capability.
+    pub fn data(&self) -> &DataPlane {
+        &self.inner.data
+    }
+
+    /// The job service: submit, list, watch and cancel jobs.
+    pub fn jobs(&self) -> &JobService {
+        &self.inner.jobs
+    }
+
+    /// Inference: models, and requests for them routed to the nearest replica.
+    pub fn inference(&self) -> &InferenceService {
+        &self.inner.inference
+    }
+
+    /// Repair and scrubbing, as `weft repair status` shows them.
+    pub fn repair_status(&self) -> HealStatus {
+        self.inner.healer.status()
+    }
+
+    /// Every node's reputation, as this node's audits see it.
+    pub fn reputation(&self) -> Vec<Reputation> {
+        self.inner.healer.reputation()
+    }
+
+    /// Check the objects this node owns now (instead of at the next interval).
+    pub async fn check_repair(&self) -> HealStatus {
+        self.inner.healer.check_once().await;
+        self.inner.healer.status()
+    }
+
+    /// Scrub this node's shards now.
+    pub async fn scrub(&self) -> HealStatus {
+        self.inner.healer.scrub_once().await;
+        self.inner.healer.status()
     }
 
     /// Change the emulated WAN links (nodes started with `wan` settings only).
@@ -377,39 +396,19 @@ impl Node {
         Ok(self.inner.endpoint.set_wan(wan)?)
     }
 
-    /// Buckets and named objects of this node's own account (a data directory's
-    /// `account.key`, from before accounts left the nodes: what the S3 gateway serves).
-    pub fn buckets(&self) -> &Buckets {
-        &self.inner.buckets
-    }
-
-    /// The access key `id` and the account it acts for: one made before accounts (this node's
-    /// own file, acting for the node's account) or one from the replicated table. Table keys are
-    /// cached for a few seconds (so a removed key stops working everywhere within them), misses
-    /// too (so unknown ids cannot make every request a table read).
-    pub async fn access_key(&self, id: &str) -> Option<AccessKey> {
-        if let Some(k) = self.inner.keys.lookup(id) {
-            return Some(k);
-        }
-        const FRESH: Duration = Duration::from_secs(3);
-        if let Some((at, k)) = self.inner.key_cache.lock().get(id)
-            && at.elapsed() < FRESH
-        {
-            return k.clone();
-        }
-        let found = match keys::lookup_key(&self.inner.table, id).await {
-            Ok(found) => found.map(|(k, _)| k),
-            Err(e) => {
-                tracing::warn!(error = %e, "access key lookup failed");
-                return None; // not cached: the table may answer next time
-            }
+    /// Change the emulated WAN links from their text form (`a-b=DELAY[:JITTER[:LOSS%]],...`)
+    /// and an extra loss on every link (`5%`).
+    pub fn set_wan_links(&self, links: &str, loss: Option<&str>) -> Result<(), NodeError> {
+        let config = WanConfig {
+            links: WanConfig::parse_links(links)
+                .map_err(|e| NodeError::Invalid(format!("links: {e}")))?,
+            loss: match loss {
+                Some(l) => weft_net::wan::parse_percent(l)
+                    .map_err(|e| NodeError::Invalid(format!("loss: {e}")))?,
+                None => 0.0,
+            },
         };
-        let mut cache = self.inner.key_cache.lock();
-        if cache.len() > 10_000 {
-            cache.clear();
-        }
-        cache.insert(id.to_string(), (Instant::now(), found.clone()));
-        found
+        self.set_wan(config)
     }
 
     /// Carry clients' connections to the API at `api` over QUIC (`proto::CLIENT_API`, open to
@@ -437,29 +436,9 @@ impl Node {
         );
     }
 
-    /// Buckets and named objects as the account `access` acts for.
-    pub fn buckets_as(&self, access: Access) -> Buckets {
-        self.inner.buckets.acting_as(access)
-    }
-
-    /// The models this node holds (and every model's row, through [`ModelService::models`]).
-    pub fn models(&self) -> &models::ModelService {
-        &self.inner.models
-    }
-
-    /// Inference: requests for models, routed to the nearest replica.
-    pub fn inference(&self) -> &inference::InferenceService {
-        &self.inner.inference
-    }
-
-    /// The job service: submit, list, watch and cancel jobs.
-    pub fn jobs(&self) -> &dispatch::JobService {
-        &self.inner.jobs
-    }
-
     /// Every known node.
     pub fn members(&self) -> Vec<Member> {
-        self.inner.fabric.members()
+        self.fabric().members()
     }
 
     /// This node's summary.
@@ -484,11 +463,11 @@ impl Node {
             dead: count(MemberState::Dead),
             left: count(MemberState::Left),
             revoked: count(MemberState::Revoked),
-            dead_verdicts: self.inner.fabric.dead_verdicts(),
+            dead_verdicts: self.fabric().dead_verdicts(),
             rss_bytes: rss_bytes(),
             version: weft_core::SOFTWARE_VERSION.to_string(),
-            store_used: self.inner.storage.local().used(),
-            store_capacity: self.inner.storage.local().capacity(),
+            store_used: self.storage().local().used(),
+            store_capacity: self.storage().local().capacity(),
             wan_delayed,
             wan_dropped,
         }
@@ -556,8 +535,7 @@ impl Node {
                 revoked_at: weft_net::now_ms(),
             },
         );
-        self.inner
-            .fabric
+        self.fabric()
             .revoke(rev)
             .map_err(|e| NodeError::Invalid(e.to_string()))?;
         Ok(target)
@@ -575,7 +553,7 @@ impl Node {
         let shutting_down = self.inner.endpoint.stopped();
         tokio::pin!(shutting_down);
         loop {
-            if *rx.borrow() || self.inner.fabric.is_revoked() {
+            if *rx.borrow() || self.fabric().is_revoked() {
                 return;
             }
             tokio::select! {
@@ -658,8 +636,8 @@ impl Node {
             tracing::warn!("front-end services did not drain in time; cancelling them");
         }
         if !self.inner.endpoint.is_stopping() {
-            save_peers(&self.inner.dir, &self.inner.fabric);
-            self.inner.fabric.leave().await;
+            save_peers(&self.inner.dir, self.fabric());
+            self.fabric().leave().await;
         }
         self.inner.endpoint.shutdown().await;
         tracing::info!("node stopped");
@@ -668,9 +646,19 @@ impl Node {
     async fn persist_peers(self) {
         loop {
             tokio::time::sleep(Duration::from_secs(10)).await;
-            save_peers(&self.inner.dir, &self.inner.fabric);
+            save_peers(&self.inner.dir, self.fabric());
         }
     }
+}
+
+/// Every row kind a node serves: its services' and those of the layers below.
+pub fn rules() -> Rules {
+    let mut rules = Rules::new();
+    weft_data::schema::register(&mut rules);
+    weft_inference::schema::register(&mut rules);
+    weft_heal::schema::register(&mut rules);
+    weft_compute::schema::register(&mut rules);
+    rules
 }
 
 const PEERS_FILE: &str = "peers.json";

@@ -2,12 +2,10 @@
 //! elsewhere after the grace period; shards deleted or corrupted on disk are found (presence
 //! checks, scrubbing) and rebuilt; reads keep working throughout and after.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{cluster, data, wait};
+use weft_cluster::{cluster, data, wait};
 use weft_core::{ContentHash, NodeId};
 use weft_fabric::MemberState;
 use weft_node::Node;
@@ -68,7 +66,8 @@ async fn lost_deleted_and_corrupt_shards_are_rebuilt() {
     assert_eq!(manifest.ec.to_string(), "4+2");
     // Held by capability (as the API's anonymous put does), so it is never garbage.
     nodes[0]
-        .buckets()
+        .data()
+        .own()
         .retain_capability(&cap.manifest)
         .await
         .unwrap();
@@ -198,37 +197,45 @@ async fn space_of_deleted_overwritten_and_orphaned_objects_comes_back() {
     let delay = Duration::from_secs(3);
     let (_tmp, _dirs, nodes) = cluster(6, delay).await;
     let used = |nodes: &[Node]| -> u64 { nodes.iter().map(|n| n.storage().local().used()).sum() };
-    let b = nodes[1].buckets();
-    b.create("trash", Residency::default(), None, 1)
+    let b = nodes[1].data().own();
+    b.create_bucket("trash", Residency::default(), None, 1)
         .await
         .unwrap();
     let baseline = used(&nodes);
     let keep = data(3 << 20);
-    b.put("trash", "keep", &keep[..]).await.unwrap();
+    b.objects().put("trash", "keep", &keep[..]).await.unwrap();
     let with_keep = used(&nodes);
     // Garbage: an overwritten version, a deleted object, an object never given a name.
-    b.put("trash", "over", &data(2 << 20)[..]).await.unwrap();
-    b.put("trash", "over", &b"new"[..]).await.unwrap();
-    b.put("trash", "gone", &data(2 << 20)[..]).await.unwrap();
-    b.delete("trash", "gone").await.unwrap();
+    b.objects()
+        .put("trash", "over", &data(2 << 20)[..])
+        .await
+        .unwrap();
+    b.objects().put("trash", "over", &b"new"[..]).await.unwrap();
+    b.objects()
+        .put("trash", "gone", &data(2 << 20)[..])
+        .await
+        .unwrap();
+    b.objects().delete("trash", "gone").await.unwrap();
     nodes[2]
         .storage()
         .put(&data(1 << 20)[..], Residency::default(), None)
         .await
         .unwrap();
     let (over, _) = b
+        .objects()
         .put("trash", "copy-src", &data(1 << 20)[..])
         .await
         .unwrap();
-    b.link(
-        ("trash", "copy-src"),
-        &over,
-        ("trash", "copy-dst"),
-        Default::default(),
-    )
-    .await
-    .unwrap();
-    b.delete("trash", "copy-src").await.unwrap();
+    b.objects()
+        .link(
+            ("trash", "copy-src"),
+            &over,
+            ("trash", "copy-dst"),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    b.objects().delete("trash", "copy-src").await.unwrap();
     let last_write = Instant::now();
     assert!(used(&nodes) > with_keep + (5 << 20));
     // Nothing is collected before the safety delay.
@@ -263,16 +270,19 @@ async fn space_of_deleted_overwritten_and_orphaned_objects_comes_back() {
     );
     // What is still named reads back; the copy outlives its deleted source.
     let mut out = Vec::new();
-    b.get("trash", "keep", &mut out).await.unwrap();
+    b.objects().get("trash", "keep", &mut out).await.unwrap();
     assert!(out == keep);
     let mut out = Vec::new();
-    b.get("trash", "copy-dst", &mut out).await.unwrap();
+    b.objects()
+        .get("trash", "copy-dst", &mut out)
+        .await
+        .unwrap();
     assert!(out == data(1 << 20));
     assert!(used(&nodes) > baseline);
 
     // Orphans: a shard no object places anywhere (a write that died before it was
     // registered), and the old copy of a shard repair moved while its holder was away.
-    let keep_cap = b.capability("trash", "keep").await.unwrap();
+    let keep_cap = b.objects().capability("trash", "keep").await.unwrap();
     let m = nodes[1].storage().manifest(&keep_cap).await.unwrap();
     let seg = &m.segments[0];
     let (from, shard) = (seg.holders[0], seg.info.shards[0]);
@@ -318,10 +328,13 @@ async fn space_of_deleted_overwritten_and_orphaned_objects_comes_back() {
     // Everything the catalog places is still where it says, and reads back.
     assert!(fully_redundant(&nodes[2], &keep_cap, &ids).await);
     let mut out = Vec::new();
-    b.get("trash", "keep", &mut out).await.unwrap();
+    b.objects().get("trash", "keep", &mut out).await.unwrap();
     assert!(out == keep);
     let mut out = Vec::new();
-    b.get("trash", "copy-dst", &mut out).await.unwrap();
+    b.objects()
+        .get("trash", "copy-dst", &mut out)
+        .await
+        .unwrap();
     assert!(out == data(1 << 20));
 }
 
@@ -337,7 +350,8 @@ async fn a_holder_that_fails_audits_is_quarantined_and_its_data_rebuilt_elsewher
             .await
             .unwrap();
         nodes[0]
-            .buckets()
+            .data()
+            .own()
             .retain_capability(&cap.manifest)
             .await
             .unwrap();

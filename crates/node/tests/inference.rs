@@ -1,14 +1,11 @@
 //! What a member can send a node over the inference protocol: requests it cannot serve are
 //! refused with a reason, malformed or oversized ones never hurt it.
 
-mod common;
-
 use std::time::Duration;
 
 use weft_core::proto;
+use weft_inference::{Allowed, Frame, Refusal, Request, Work};
 use weft_net::{read_message, write_message};
-use weft_node::inference::{Frame, Refusal, Request, Work};
-use weft_node::route::Allowed;
 
 async fn ask(from: &weft_node::Node, to: &weft_node::Node, request: &Request) -> Option<Frame> {
     let (mut send, mut recv) = from
@@ -30,7 +27,7 @@ async fn ask(from: &weft_node::Node, to: &weft_node::Node, request: &Request) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_refuses_what_it_cannot_serve_and_survives_garbage() {
-    let (_tmp, _dirs, nodes) = common::cluster(2, Duration::from_secs(3600)).await;
+    let (_tmp, _dirs, nodes) = weft_cluster::cluster(2, Duration::from_secs(3600)).await;
     let (a, b) = (&nodes[0], &nodes[1]);
     // Too many inputs: refused for what it is, before anything is computed or allocated.
     let huge = Request {

@@ -2,15 +2,14 @@
 //! outputs and logs written back as objects; another account's buckets are refused before
 //! anything runs.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::cluster;
+use weft_cluster::cluster;
 use weft_compute::runtime::{Limits, RunError, Runtime};
 use weft_core::SecretKey;
-use weft_node::{Access, BucketError, JobError, JobInput, JobRun};
+use weft_data::{Access, BucketError};
+use weft_jobs::{JobInput, JobRun, RunnerError, run_job};
 use weft_store::Residency;
 
 fn wordcount() -> Vec<u8> {
@@ -36,16 +35,18 @@ fn limits() -> Limits {
 async fn a_job_reads_bucket_objects_and_writes_its_outputs_back() {
     let (_tmp, _dirs, nodes) = cluster(3, Duration::from_secs(3600)).await;
     let alice = SecretKey::from_seed([21; 32]);
-    let writer = nodes[0].buckets_as(Access::account(alice.clone()));
+    let writer = nodes[0].data().acting(Access::account(alice.clone()));
     writer
-        .create("logs", Residency::default(), None, 1)
+        .create_bucket("logs", Residency::default(), None, 1)
         .await
         .unwrap();
     writer
+        .objects()
         .put("logs", "2026/a.txt", &b"one two three\nfour five\n"[..])
         .await
         .unwrap();
     writer
+        .objects()
         .put("logs", "2026/b.txt", &b"six\n"[..])
         .await
         .unwrap();
@@ -72,9 +73,9 @@ async fn a_job_reads_bucket_objects_and_writes_its_outputs_back() {
     };
     // Run by another node than the one that wrote the inputs.
     let runtime = Runtime::new().unwrap();
-    let runner = nodes[2].buckets_as(Access::account(alice.clone()));
+    let runner = nodes[2].data().acting(Access::account(alice.clone()));
     let work = tempfile::tempdir().unwrap();
-    let report = runner.run_job(&runtime, &job, work.path()).await.unwrap();
+    let report = run_job(&runner, &runtime, &job, work.path()).await.unwrap();
     assert_eq!(report.outcome.exit_code, 0);
     assert_eq!(report.input_bytes, 28);
     let keys: Vec<&str> = report.outputs.iter().map(|(k, _)| k.as_str()).collect();
@@ -84,6 +85,7 @@ async fn a_job_reads_bucket_objects_and_writes_its_outputs_back() {
     );
     let mut counts = Vec::new();
     writer
+        .objects()
         .get("logs", "jobs/wc1/counts.txt", &mut counts)
         .await
         .unwrap();
@@ -94,9 +96,11 @@ async fn a_job_reads_bucket_objects_and_writes_its_outputs_back() {
     );
     assert!(counts.contains("/in/2026/a.txt"), "{counts}");
     // Another account's bucket: refused before anything runs or is written.
-    let mallory = nodes[1].buckets_as(Access::account(SecretKey::from_seed([22; 32])));
+    let mallory = nodes[1]
+        .data()
+        .acting(Access::account(SecretKey::from_seed([22; 32])));
     mallory
-        .create("mine", Residency::default(), None, 1)
+        .create_bucket("mine", Residency::default(), None, 1)
         .await
         .unwrap();
     let stolen = JobRun {
@@ -104,14 +108,18 @@ async fn a_job_reads_bucket_objects_and_writes_its_outputs_back() {
         output_prefix: "loot/".into(),
         ..job.clone()
     };
-    let refused = mallory
-        .run_job(&runtime, &stolen, tempfile::tempdir().unwrap().path())
-        .await;
+    let refused = run_job(
+        &mallory,
+        &runtime,
+        &stolen,
+        tempfile::tempdir().unwrap().path(),
+    )
+    .await;
     assert!(
-        matches!(refused, Err(JobError::Bucket(BucketError::NotOwner(_)))),
+        matches!(refused, Err(RunnerError::Bucket(BucketError::NotOwner(_)))),
         "{refused:?}"
     );
-    assert!(mallory.list("mine", "").await.unwrap().is_empty());
+    assert!(mallory.objects().list("mine", "").await.unwrap().is_empty());
     // A job that runs out of fuel ends with that reason; its logs are kept.
     let starved = JobRun {
         output_prefix: "jobs/wc2/".into(),
@@ -121,14 +129,18 @@ async fn a_job_reads_bucket_objects_and_writes_its_outputs_back() {
         },
         ..job
     };
-    let ended = runner
-        .run_job(&runtime, &starved, tempfile::tempdir().unwrap().path())
-        .await;
+    let ended = run_job(
+        &runner,
+        &runtime,
+        &starved,
+        tempfile::tempdir().unwrap().path(),
+    )
+    .await;
     assert!(
-        matches!(ended, Err(JobError::Run(RunError::OutOfFuel { .. }))),
+        matches!(ended, Err(RunnerError::Run(RunError::OutOfFuel { .. }))),
         "{ended:?}"
     );
-    let kept = writer.list("logs", "jobs/wc2/").await.unwrap();
+    let kept = writer.objects().list("logs", "jobs/wc2/").await.unwrap();
     let kept: Vec<&str> = kept.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(kept, ["jobs/wc2/stderr", "jobs/wc2/stdout"]);
 }

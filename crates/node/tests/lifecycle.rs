@@ -2,94 +2,28 @@
 //! port and closes its databases, so the same data directory starts again in the same process
 //! (same address, same id, same shards).
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use weft_core::Placement;
-use weft_fabric::{MemberState, SwimTiming};
-use weft_node::{DataDir, InviteRequest, Node, NodeSettings};
+use weft_cluster::{Builder, wait};
+use weft_node::{Node, NodeSettings};
 use weft_store::{Residency, ShardStore};
 
 const DISK: u64 = 1 << 30;
 
-fn settings(dir: &Path, listen: SocketAddr) -> NodeSettings {
-    NodeSettings {
-        data_dir: dir.to_path_buf(),
-        listen,
-        advertise: None,
-        labels: Default::default(),
-        capacity: weft_core::Capacity {
-            cpus: 1,
-            mem_bytes: 1 << 30,
-            disk_bytes: DISK,
-        },
-        wan: None,
-        timing: SwimTiming::default(),
-        heal: weft_node::HealConfig {
-            grace: Duration::from_secs(60),
-            interval: Duration::from_secs(3600),
-            scrub_interval: Duration::from_secs(3600),
-            ..Default::default()
-        },
-    }
-}
-
-async fn wait(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < Duration::from_secs(secs), "{what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn all_alive(nodes: &[&Node], n: usize) -> bool {
-    nodes.iter().all(|node| {
-        let m = node.members();
-        m.len() == n && m.iter().all(|s| s.state == MemberState::Alive)
-    })
-}
-
-async fn cluster(n: usize) -> (tempfile::TempDir, Vec<PathBuf>, Vec<Node>) {
-    let tmp = tempfile::tempdir().unwrap();
-    let (mut dirs, mut nodes): (Vec<PathBuf>, Vec<Node>) = (Vec::new(), Vec::new());
-    for i in 0..n {
-        let placement = Placement {
-            site: format!("s{i}"),
-            region: "eu".into(),
-            jurisdiction: "DE".into(),
-        };
-        let path = tmp.path().join(format!("n{i}"));
-        let dir = DataDir::open(&path).unwrap();
-        if i == 0 {
-            weft_node::init_fabric(&dir, placement, weft_net::now_ms()).unwrap();
-        } else {
-            let invite = nodes[0]
-                .invite(InviteRequest {
-                    placement,
-                    roles: vec![],
-                    ttl: Duration::from_secs(60),
-                })
-                .unwrap();
-            let key = dir.node_key().unwrap();
-            let cert = weft_node::redeem(&invite, &key, Placement::default())
-                .await
-                .unwrap();
-            dir.save_membership(&invite.body.admin, &invite.body.bootstrap, &cert)
-                .unwrap();
-        }
-        let listen = "127.0.0.1:0".parse().unwrap();
-        nodes.push(Node::start(settings(&path, listen)).await.unwrap());
-        dirs.push(path);
-    }
-    let refs: Vec<&Node> = nodes.iter().collect();
-    wait("cluster did not form", 20, || all_alive(&refs, n)).await;
-    (tmp, dirs, nodes)
+    nodes
+        .iter()
+        .all(|node| weft_cluster::inproc::all_alive(node, n))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_every_task() {
-    let (_tmp, dirs, mut nodes) = cluster(3).await;
+    let cluster = Builder::new(3)
+        .heal(|h| h.grace = Duration::from_secs(60))
+        .start()
+        .await;
+    let restart = cluster.settings(2);
+    let (_tmp, dirs, mut nodes) = cluster.into_parts();
     let bytes: Vec<u8> = (0..(5 << 20)).map(|i: usize| (i * 7 % 253) as u8).collect();
     let (cap, _) = nodes[0]
         .storage()
@@ -117,7 +51,12 @@ async fn shutdown_ends_every_task() {
     drop((meta, store));
 
     // (c) It starts again on the same directory and address, as the same node with its data.
-    let node = Node::start(settings(&dir, addr)).await.unwrap();
+    let node = Node::start(NodeSettings {
+        listen: addr,
+        ..restart
+    })
+    .await
+    .unwrap();
     assert_eq!(node.id(), id);
     assert_eq!(node.addr(), addr);
     assert_eq!(node.storage().local().list().unwrap().len(), held.len());

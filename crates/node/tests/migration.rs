@@ -2,11 +2,9 @@
 //! aside, and each node re-signs what it owns (its account's buckets and objects, catalog
 //! entries, references), so every object reads back by name and nothing becomes garbage.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{cluster, data, settings};
+use weft_cluster::{Builder, data};
 use weft_core::wire;
 use weft_meta::{LegacyEntry, LocalTable, Timestamp};
 use weft_node::Node;
@@ -15,18 +13,20 @@ use weft_store::Residency;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_dirs_from_before_signed_rows_are_migrated() {
     let gc_delay = Duration::from_secs(1);
-    let (_tmp, dirs, nodes) = cluster(4, gc_delay).await;
-    let b = nodes[0].buckets();
-    b.create("old", Residency::default(), None, 1)
+    let cluster = Builder::new(4).gc_delay(gc_delay).start().await;
+    let settings: Vec<_> = (0..4).map(|i| cluster.settings(i)).collect();
+    let (_tmp, dirs, nodes) = cluster.into_parts();
+    let b = nodes[0].data().own();
+    b.create_bucket("old", Residency::default(), None, 1)
         .await
         .unwrap();
     let (big, small) = (data(1 << 20), b"small one".to_vec());
-    b.put("old", "a", &big[..]).await.unwrap();
-    b.put("old", "dir/b", &small[..]).await.unwrap();
+    b.objects().put("old", "a", &big[..]).await.unwrap();
+    b.objects().put("old", "dir/b", &small[..]).await.unwrap();
     let bucket = b.bucket("old").await.unwrap();
     let objects = [
-        ("a", b.object("old", "a").await.unwrap()),
-        ("dir/b", b.object("old", "dir/b").await.unwrap()),
+        ("a", b.objects().object("old", "a").await.unwrap()),
+        ("dir/b", b.objects().object("old", "dir/b").await.unwrap()),
     ];
     let registry = nodes[0].healer().registry();
     let mut catalog = Vec::new();
@@ -88,8 +88,8 @@ async fn data_dirs_from_before_signed_rows_are_migrated() {
     }
     // The new version starts on the old directories.
     let mut nodes: Vec<Node> = Vec::new();
-    for (dir, addr) in dirs.iter().zip(&addrs) {
-        let mut s = settings(dir, gc_delay);
+    for (s, addr) in settings.into_iter().zip(&addrs) {
+        let mut s = s;
         s.listen = *addr;
         nodes.push(Node::start(s).await.unwrap());
     }
@@ -102,21 +102,23 @@ async fn data_dirs_from_before_signed_rows_are_migrated() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Everything reads back by name through the owner, and lists through any node.
-    let b = nodes[0].buckets();
+    let b = nodes[0].data().own();
     // A migrated bucket keeps plain rows (it was made before rows were sealed).
-    let plain = weft_node::BucketRecord {
+    let plain = weft_data::BucketRecord {
         sealed: false,
         ..bucket.clone()
     };
     assert_eq!(b.bucket("old").await.unwrap(), plain);
     let mut out = Vec::new();
-    b.get("old", "a", &mut out).await.unwrap();
+    b.objects().get("old", "a", &mut out).await.unwrap();
     assert!(out == big);
     let mut out = Vec::new();
-    b.get("old", "dir/b", &mut out).await.unwrap();
+    b.objects().get("old", "dir/b", &mut out).await.unwrap();
     assert_eq!(out, small);
     let listed: Vec<String> = nodes[2]
-        .buckets_as(b.access().clone())
+        .data()
+        .acting(b.access().clone())
+        .objects()
         .list("old", "")
         .await
         .unwrap()
@@ -144,7 +146,7 @@ async fn data_dirs_from_before_signed_rows_are_migrated() {
     }
     assert!(nodes.iter().all(|n| n.healer().status().gc_objects == 0));
     let mut out = Vec::new();
-    b.get("old", "a", &mut out).await.unwrap();
+    b.objects().get("old", "a", &mut out).await.unwrap();
     assert!(out == big);
     // The unsigned rows are set aside, never served as rows.
     assert!(

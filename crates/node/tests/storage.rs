@@ -3,96 +3,21 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use weft_core::{ContentHash, Placement};
-use weft_fabric::{MemberState, SwimTiming};
+use weft_cluster::{Builder, Cluster};
+use weft_core::ContentHash;
 use weft_heal::ManifestEntry;
 use weft_heal::schema::CatalogRows;
-use weft_node::{DataDir, InviteRequest, Node, NodeSettings};
+use weft_node::{MemberState, Node};
 use weft_store::{Capability, Erasure, Residency, StorageError};
 
-struct Cluster {
-    _tmp: tempfile::TempDir,
-    dirs: Vec<PathBuf>,
-    nodes: Vec<Node>,
-}
-
-fn settings(dir: &std::path::Path, wan: Option<weft_net::WanConfig>) -> NodeSettings {
-    NodeSettings {
-        data_dir: dir.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        advertise: None,
-        labels: Default::default(),
-        capacity: weft_core::Capacity {
-            cpus: 1,
-            mem_bytes: 1 << 30,
-            disk_bytes: 1 << 30,
-        },
-        wan,
-        timing: SwimTiming::default(),
-        heal: weft_heal::HealConfig {
-            grace: Duration::from_secs(1),
-            interval: Duration::from_secs(3600),
-            ..Default::default()
-        },
-    }
-}
-
-fn placement(region: &str, i: usize) -> Placement {
-    Placement {
-        site: format!("{region}-{}", i % 2),
-        region: region.into(),
-        jurisdiction: region.to_ascii_uppercase(),
-    }
-}
-
 async fn cluster(regions: &[&str]) -> Cluster {
-    cluster_with(regions, None).await
+    Builder::regions(regions).start().await
 }
 
 async fn cluster_with(regions: &[&str], wan: Option<weft_net::WanConfig>) -> Cluster {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut dirs = Vec::new();
-    let mut nodes: Vec<Node> = Vec::new();
-    for (i, region) in regions.iter().enumerate() {
-        let path = tmp.path().join(format!("n{i}"));
-        let dir = DataDir::open(&path).unwrap();
-        if i == 0 {
-            weft_node::init_fabric(&dir, placement(region, i), weft_net::now_ms()).unwrap();
-        } else {
-            let invite = nodes[0]
-                .invite(InviteRequest {
-                    placement: placement(region, i),
-                    roles: vec![],
-                    ttl: Duration::from_secs(60),
-                })
-                .unwrap();
-            let key = dir.node_key().unwrap();
-            let cert = weft_node::redeem(&invite, &key, Placement::default())
-                .await
-                .unwrap();
-            dir.save_membership(&invite.body.admin, &invite.body.bootstrap, &cert)
-                .unwrap();
-        }
-        nodes.push(Node::start(settings(&path, wan.clone())).await.unwrap());
-        dirs.push(path);
-    }
-    let start = Instant::now();
-    while !nodes.iter().all(|n| {
-        let m = n.members();
-        m.len() == regions.len()
-            && m.iter()
-                .all(|s| s.state == MemberState::Alive && s.uptime.is_some())
-    }) {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "cluster did not form"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Cluster {
-        _tmp: tmp,
-        dirs,
-        nodes,
+    match wan {
+        Some(wan) => Builder::regions(regions).wan(wan).start().await,
+        None => cluster(regions).await,
     }
 }
 
@@ -467,8 +392,9 @@ async fn wait_for(what: &str, secs: u64, nodes: &[Node], mut done: impl FnMut() 
 async fn a_split_fabric_takes_writes_on_both_sides_and_converges_after_healing() {
     let regions = ["eu", "eu", "us", "us", "ap", "ap"];
     let c = cluster_with(&regions, Some(weft_net::WanConfig::default())).await;
+    // Builder::regions puts node i in site `<region>-<i % 2>`.
     let sites: Vec<String> = (0..regions.len())
-        .map(|i| placement(regions[i], i).site)
+        .map(|i| format!("{}-{}", regions[i], i % 2))
         .collect();
     // Cut eu (nodes 0, 1) off from us and ap: every datagram between them is dropped.
     let mut cut = weft_net::WanConfig::default();
@@ -606,23 +532,24 @@ async fn a_split_fabric_takes_writes_on_both_sides_and_converges_after_healing()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buckets_keep_the_versions_they_are_told_to() {
     let c = cluster(&["eu", "eu", "us", "us"]).await;
-    let b = c.nodes[1].buckets();
+    let b = c.nodes[1].data().own();
     assert!(
-        b.create("zero", Residency::default(), None, 0)
+        b.create_bucket("zero", Residency::default(), None, 0)
             .await
             .is_err()
     );
-    b.create("docs", Residency::default(), None, 2)
+    b.create_bucket("docs", Residency::default(), None, 2)
         .await
         .unwrap();
     let mut written = Vec::new();
     for i in 0..3u8 {
         let bytes = data(1000 + i as usize, i + 7);
-        let (record, _) = b.put("docs", "a.txt", &bytes[..]).await.unwrap();
+        let (record, _) = b.objects().put("docs", "a.txt", &bytes[..]).await.unwrap();
         written.push((record.version, bytes));
     }
     // The two newest are kept, newest first; the oldest was pruned.
     let kept: Vec<String> = b
+        .objects()
         .versions("docs", "a.txt")
         .await
         .unwrap()
@@ -633,27 +560,27 @@ async fn buckets_keep_the_versions_they_are_told_to() {
     let read = |v: &str| {
         let v = v.to_string();
         async move {
-            let r = b.version("docs", "a.txt", &v).await?;
-            let cap = b.capability_of("docs", "a.txt", &r)?;
+            let r = b.objects().version("docs", "a.txt", &v).await?;
+            let cap = b.objects().capability_of("docs", "a.txt", &r)?;
             let mut out = Vec::new();
-            b.storage_get(&cap, &mut out).await?;
-            Ok::<_, weft_node::BucketError>(out)
+            b.objects().get_capability(&cap, &mut out).await?;
+            Ok::<_, weft_data::BucketError>(out)
         }
     };
     assert_eq!(read(&written[1].0).await.unwrap(), written[1].1);
     assert!(matches!(
         read(&written[0].0).await,
-        Err(weft_node::BucketError::NoVersion(..))
+        Err(weft_data::BucketError::NoVersion(..))
     ));
     // Deleting the object leaves kept versions readable; a non-empty bucket cannot go.
-    b.delete("docs", "a.txt").await.unwrap();
+    b.objects().delete("docs", "a.txt").await.unwrap();
     assert_eq!(read(&written[2].0).await.unwrap(), written[2].1);
-    b.put("docs", "b", &b"x"[..]).await.unwrap();
+    b.objects().put("docs", "b", &b"x"[..]).await.unwrap();
     assert!(matches!(
         b.delete_bucket("docs").await,
-        Err(weft_node::BucketError::NotEmpty(_))
+        Err(weft_data::BucketError::NotEmpty(_))
     ));
-    b.delete("docs", "b").await.unwrap();
+    b.objects().delete("docs", "b").await.unwrap();
     b.delete_bucket("docs").await.unwrap();
     assert!(b.bucket("docs").await.is_err());
 }

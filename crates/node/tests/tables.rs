@@ -2,23 +2,21 @@
 //! rows are refused by every replica, malformed manifests and catalog rows written by a member
 //! never panic the healing loops or reads.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{cluster, data, wait};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use serde::Serialize;
+use weft_cluster::{cluster, data, wait};
 use weft_core::{ContentHash, NodeId, SecretKey, proto};
+use weft_data::schema::{BucketId, SealedObjects};
 use weft_heal::ManifestEntry;
 use weft_heal::schema::{CatalogRows, catalog_part};
 use weft_meta::schema::{Schema, SortKey, partition_key};
 use weft_meta::table::{MetaRequest, MetaResponse};
 use weft_meta::{Entry, Item, Timestamp, Value};
 use weft_node::Node;
-use weft_node::schema::{BucketId, SealedObjects};
 use weft_store::{Capability, Erasure, Manifest, PlacedSegment, Residency};
 
 /// A catalog entry as a newer weft writes it: one more field at the end.
@@ -63,12 +61,16 @@ fn replicas<S: Schema>(nodes: &[Node], part: &S::Part) -> Vec<usize> {
 async fn forged_rows_are_refused() {
     let (_tmp, dirs, nodes) = cluster(5, Duration::from_secs(3600)).await;
     let owner = &nodes[0];
-    let buckets = owner.buckets();
+    let buckets = owner.data().own();
     buckets
-        .create("docs", Residency::default(), None, 1)
+        .create_bucket("docs", Residency::default(), None, 1)
         .await
         .unwrap();
-    buckets.put("docs", "a.txt", &b"first"[..]).await.unwrap();
+    buckets
+        .objects()
+        .put("docs", "a.txt", &b"first"[..])
+        .await
+        .unwrap();
     let bucket = BucketId {
         owner: buckets.account(),
         name: "docs".into(),
@@ -86,8 +88,12 @@ async fn forged_rows_are_refused() {
         .get(&pk, &sk)
         .unwrap()
         .unwrap();
-    buckets.put("docs", "a.txt", &b"second"[..]).await.unwrap();
-    let honest = buckets.object("docs", "a.txt").await.unwrap();
+    buckets
+        .objects()
+        .put("docs", "a.txt", &b"second"[..])
+        .await
+        .unwrap();
+    let honest = buckets.objects().object("docs", "a.txt").await.unwrap();
     let honest_entry = nodes[reps[0]]
         .table()
         .local()
@@ -158,18 +164,24 @@ async fn forged_rows_are_refused() {
     for n in &nodes {
         n.table().sync_once().await;
     }
-    let theirs = nodes[0].buckets().access().clone();
+    let theirs = nodes[0].data().own().access().clone();
     for n in &nodes {
-        let as_owner = n.buckets_as(theirs.clone());
-        assert_eq!(as_owner.object("docs", "a.txt").await.unwrap(), honest);
+        let as_owner = n.data().acting(theirs.clone());
+        assert_eq!(
+            as_owner.objects().object("docs", "a.txt").await.unwrap(),
+            honest
+        );
     }
     let mut out = Vec::new();
     nodes[3]
-        .buckets()
+        .data()
+        .own()
+        .objects()
         .read_range(("docs", "a.txt"), &honest, 0, honest.size, &mut out)
         .await
         .unwrap_err(); // another account cannot unwrap the key...
     buckets
+        .objects()
         .read_range(("docs", "a.txt"), &honest, 0, honest.size, &mut out)
         .await
         .unwrap(); // ...the owner can, and gets the honest bytes
@@ -184,13 +196,14 @@ async fn forged_rows_are_refused() {
     // The bucket's name stays its owner's.
     assert!(
         attacker
-            .buckets()
-            .create("docs", Residency::default(), None, 1)
+            .data()
+            .own()
+            .create_bucket("docs", Residency::default(), None, 1)
             .await
             .is_err()
     );
     assert_eq!(
-        nodes[4].buckets().bucket("docs").await.unwrap().owner,
+        nodes[4].data().own().bucket("docs").await.unwrap().owner,
         buckets.account()
     );
 }
@@ -436,7 +449,8 @@ async fn malformed_manifests_never_panic() {
             .await
             .unwrap();
         writer
-            .buckets()
+            .data()
+            .own()
             .retain_capability(&cap.manifest)
             .await
             .unwrap();
@@ -475,7 +489,7 @@ async fn malformed_manifests_never_panic() {
         if case % 2 == 0 {
             // Referenced and young: repair checks it rather than collecting it.
             entry.created_ms = weft_net::now_ms();
-            evil.buckets().retain_capability(&hash).await.unwrap();
+            evil.data().own().retain_capability(&hash).await.unwrap();
         }
         evil.table()
             .put::<CatalogRows>(

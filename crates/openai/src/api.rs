@@ -11,9 +11,8 @@ use base64::Engine as _;
 use futures_util::stream;
 use serde_json::{Value, json};
 use weft_core::NodeId;
+use weft_inference::{Allowed, Answer, Finish, Frame, Request as Ask, Work};
 use weft_node::Node;
-use weft_node::inference::{Answer, Finish, Frame, Request as Ask, Work};
-use weft_node::route::Allowed;
 
 use crate::error::ApiError;
 use crate::wire::{self, ChatRequest, CompletionRequest, EmbeddingRequest, Generate};
@@ -58,7 +57,7 @@ async fn account(state: &AppState, headers: &HeaderMap) -> Result<NodeId, ApiErr
         .split_once('.')
         .or_else(|| token.split_once(':'))
         .ok_or_else(wrong)?;
-    let key = state.node.access_key(id).await.ok_or_else(wrong)?;
+    let key = state.node.data().access_key(id).await.ok_or_else(wrong)?;
     if !weft_core::constant_time_eq(key.secret.as_bytes(), secret.as_bytes()) {
         return Err(wrong());
     }
@@ -141,21 +140,20 @@ fn with_node(mut r: Response, node: NodeId) -> Response {
 /// `GET /health`: this node, its inference counters and the models it holds.
 pub(crate) async fn health(State(state): State<AppState>) -> Response {
     let node = &state.node;
-    let me = node.fabric().member(&node.id());
-    let placement = me.map(|m| m.placement);
+    let me = node.status();
     axum::Json(json!({
         "status": "ok",
         "node": node.id().to_hex(),
-        "site": placement.as_ref().map(|p| p.site.clone()),
-        "region": placement.as_ref().map(|p| p.region.clone()),
-        "jurisdiction": placement.as_ref().map(|p| p.jurisdiction.clone()),
+        "site": me.site,
+        "region": me.region,
+        "jurisdiction": me.jurisdiction,
         "requests": node.inference().counters(),
         "models": node.inference().held(),
     }))
     .into_response()
 }
 
-fn model_json(m: &weft_node::inference::ModelInfo) -> Value {
+fn model_json(m: &weft_inference::ModelInfo) -> Value {
     json!({
         "id": m.record.name,
         "object": "model",
@@ -189,11 +187,10 @@ pub(crate) async fn get_model(
 ) -> Result<Response, ApiError> {
     account(&state, &headers).await?;
     let models = state.node.inference().models().await?;
-    let m = models.iter().find(|m| m.record.name == id).ok_or_else(|| {
-        ApiError::from(weft_node::inference::InferenceError::UnknownModel(
-            id.clone(),
-        ))
-    })?;
+    let m = models
+        .iter()
+        .find(|m| m.record.name == id)
+        .ok_or_else(|| ApiError::from(weft_inference::InferenceError::UnknownModel(id.clone())))?;
     Ok(axum::Json(model_json(m)).into_response())
 }
 
@@ -380,16 +377,14 @@ async fn generate(
                     return Ok(with_node(axum::Json(body).into_response(), node));
                 }
                 Some(Frame::Failed { message, .. }) => {
-                    return Err(ApiError::from(
-                        weft_node::inference::InferenceError::Failed(message),
-                    ));
+                    return Err(ApiError::from(weft_inference::InferenceError::Failed(
+                        message,
+                    )));
                 }
                 _ => {
-                    return Err(ApiError::from(
-                        weft_node::inference::InferenceError::Failed(
-                            "the replica went away in the middle of the answer".into(),
-                        ),
-                    ));
+                    return Err(ApiError::from(weft_inference::InferenceError::Failed(
+                        "the replica went away in the middle of the answer".into(),
+                    )));
                 }
             }
         }
@@ -462,7 +457,7 @@ async fn generate(
                     Some(Frame::Failed { message, .. }) => message,
                     _ => "the replica went away in the middle of the answer".to_string(),
                 };
-                let e = ApiError::from(weft_node::inference::InferenceError::Failed(message));
+                let e = ApiError::from(weft_inference::InferenceError::Failed(message));
                 out.extend_from_slice(format!("data: {}\n\n", e.body()).as_bytes());
                 s.ended = true;
             }

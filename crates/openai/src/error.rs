@@ -5,7 +5,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use weft_node::inference::InferenceError;
+use weft_inference::InferenceError;
 
 /// An error answer.
 #[derive(Debug)]
@@ -94,10 +94,9 @@ impl From<InferenceError> for ApiError {
                 code: Some("model_not_found"),
                 ..ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", message)
             },
-            InferenceError::Invalid(m) => ApiError {
-                code: m
-                    .contains("the context holds")
-                    .then_some("context_length_exceeded"),
+            InferenceError::Invalid(_) => ApiError::invalid(message, None),
+            InferenceError::ContextLength { .. } => ApiError {
+                code: Some("context_length_exceeded"),
                 ..ApiError::invalid(message, None)
             },
             InferenceError::Unavailable(_) => ApiError {

@@ -3,7 +3,7 @@
 //! events), `POST /v1/completions`, and `GET /health` — the endpoints the OpenAI SDKs,
 //! llama-server and Ollama clients speak. A request reaching any node runs on the nearest
 //! node that holds its model, never outside the places its `X-Weft-Regions` /
-//! `X-Weft-Jurisdictions` headers allow ([`weft_node::inference`] decides and carries it).
+//! `X-Weft-Jurisdictions` headers allow ([`weft_inference`] decides and carries it).
 //!
 //! Keys are the account's access keys (`weft key create`) sent as `Authorization: Bearer
 //! KEYID.SECRET`. Errors have OpenAI's shape and status codes. Every answer carries token usage,

@@ -6,12 +6,12 @@
 
 use serde::Deserialize;
 use serde_json::Value;
-use weft_node::inference::{ChatRole, Params, Work};
+use weft_inference::{ChatRole, Params, Work};
 
 use crate::error::ApiError;
 
 /// At most this many inputs in one embeddings request (OpenAI's limit, which replicas enforce).
-pub use weft_node::inference::MAX_INPUTS;
+pub use weft_inference::MAX_INPUTS;
 /// Completions' default `max_tokens` (OpenAI's).
 const COMPLETION_DEFAULT_TOKENS: u32 = 16;
 /// Chat's default `max_tokens`: a small model that never ends its turn would otherwise hold a

@@ -18,6 +18,7 @@ pub(crate) struct Keys(pub Node);
 impl S3Auth for Keys {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
         self.0
+            .data()
             .access_key(access_key)
             .await
             .map(|k| SecretKey::from(k.secret))
@@ -90,6 +91,7 @@ impl S3Access for Access {
         };
         let key = self
             .node
+            .data()
             .access_key(&cred.access_key)
             .await
             .ok_or_else(|| s3_error!(InvalidAccessKeyId, "no such access key"))?;

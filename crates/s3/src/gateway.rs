@@ -9,8 +9,8 @@ use md5::{Digest, Md5};
 use parking_lot::Mutex;
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
-use weft_node::{BucketError, Buckets, Node, ObjectAttrs, ObjectRecord};
-use weft_store::{Erasure, Residency, StorageError};
+use weft_data::{Acting, BucketError, Erasure, ObjectAttrs, ObjectRecord, Residency, StorageError};
+use weft_node::Node;
 
 use crate::list::{After, Entry, page, url_encode};
 
@@ -182,19 +182,20 @@ impl Gateway {
             .ok_or_else(|| s3_error!(AccessDenied, "requests must be signed"))?;
         let key = self
             .node
+            .data()
             .access_key(id)
             .await
             .ok_or_else(|| s3_error!(InvalidAccessKeyId, "no such access key"))?;
         let buckets = match &key.grant {
-            None => self.node.buckets().clone(),
+            None => self.node.data().own().clone(),
             Some(text) => {
-                let mut access = weft_node::Session::from_text(text)
+                let mut access = weft_data::Session::from_text(text)
                     .and_then(|s| s.access(now_ms()))
                     .map_err(|e| s3_error!(AccessDenied, "access key {id}: {e}"))?;
                 if key.own_grant {
                     access = access.owners_own();
                 }
-                self.node.buckets_as(access)
+                self.node.data().acting(access)
             }
         };
         Ok(View { buckets, key })
@@ -243,12 +244,12 @@ impl Gateway {
 
 /// One request's view: the buckets of the account its key acts for.
 struct View {
-    buckets: Buckets,
-    key: weft_node::AccessKey,
+    buckets: Acting,
+    key: weft_data::AccessKey,
 }
 
 impl View {
-    fn buckets(&self) -> &Buckets {
+    fn buckets(&self) -> &Acting {
         &self.buckets
     }
 
@@ -259,15 +260,15 @@ impl View {
         version: Option<&str>,
     ) -> S3Result<ObjectRecord> {
         match version {
-            Some(v) if v != "null" => self.buckets().version(bucket, key, v).await,
-            _ => self.buckets().object(bucket, key).await,
+            Some(v) if v != "null" => self.buckets().objects().version(bucket, key, v).await,
+            _ => self.buckets().objects().object(bucket, key).await,
         }
         .map_err(err)
     }
 
-    async fn owned_bucket(&self, bucket: &str) -> S3Result<weft_node::BucketRecord> {
+    async fn owned_bucket(&self, bucket: &str) -> S3Result<weft_data::BucketRecord> {
         self.buckets()
-            .authorize(bucket, weft_node::Need::Read)
+            .authorize(bucket, weft_data::Need::Read)
             .await
             .map_err(err)
     }
@@ -281,7 +282,12 @@ impl View {
         max: usize,
     ) -> S3Result<crate::list::Page<ObjectRecord>> {
         self.owned_bucket(bucket).await?;
-        let rows = self.buckets().list(bucket, prefix).await.map_err(err)?;
+        let rows = self
+            .buckets()
+            .objects()
+            .list(bucket, prefix)
+            .await
+            .map_err(err)?;
         Ok(page(rows, prefix, delimiter, after, max))
     }
 }
@@ -380,7 +386,7 @@ impl S3 for Gateway {
                 .map_err(|_| s3_error!(InvalidArgument, "x-weft-versions: a number"))?,
             None => 1,
         };
-        match g.buckets().create(&name, policy, ec, versions).await {
+        match g.buckets().create_bucket(&name, policy, ec, versions).await {
             Ok(_) => Ok(S3Response::new(CreateBucketOutput {
                 location: Some(format!("/{name}")),
             })),
@@ -448,6 +454,7 @@ impl S3 for Gateway {
         let content_md5 = input.content_md5;
         let (record, _) = g
             .buckets()
+            .objects()
             .put_with(&input.bucket, &input.key, reader, |_| {
                 let digest = body.finish(content_md5.as_deref())?;
                 Ok(ObjectAttrs {
@@ -497,6 +504,7 @@ impl S3 for Gateway {
         let rec = record.clone();
         self.node.spawn(async move {
             if let Err(e) = buckets
+                .objects()
                 .read_range((&bucket, &key), &rec, start, end, writer)
                 .await
             {
@@ -556,7 +564,12 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let g = self.view(&req).await?;
         let input = req.input;
-        match g.buckets().delete(&input.bucket, &input.key).await {
+        match g
+            .buckets()
+            .objects()
+            .delete(&input.bucket, &input.key)
+            .await
+        {
             // Deleting what is not there succeeds, as S3 does.
             Ok(()) | Err(BucketError::NoObject(..)) => {
                 Ok(S3Response::new(DeleteObjectOutput::default()))
@@ -576,7 +589,7 @@ impl S3 for Gateway {
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
         for o in input.delete.objects {
-            match g.buckets().delete(&input.bucket, &o.key).await {
+            match g.buckets().objects().delete(&input.bucket, &o.key).await {
                 Ok(()) | Err(BucketError::NoObject(..)) => {
                     if !quiet {
                         deleted.push(DeletedObject {
@@ -641,6 +654,7 @@ impl S3 for Gateway {
         };
         let record = g
             .buckets()
+            .objects()
             .link(
                 (from_bucket, from_key),
                 &source,
@@ -755,7 +769,8 @@ impl S3 for Gateway {
         let attrs = attrs_from(input.content_type, input.metadata);
         let id = g
             .buckets()
-            .create_upload(&input.bucket, &input.key, attrs)
+            .uploads()
+            .create(&input.bucket, &input.key, attrs)
             .await
             .map_err(err)?;
         Ok(S3Response::new(CreateMultipartUploadOutput {
@@ -782,7 +797,8 @@ impl S3 for Gateway {
         let content_md5 = input.content_md5;
         let part = g
             .buckets()
-            .upload_part(&input.bucket, &input.upload_id, number, reader, || {
+            .uploads()
+            .put_part(&input.bucket, &input.upload_id, number, reader, || {
                 Ok(hex(&body.finish(content_md5.as_deref())?))
             })
             .await
@@ -818,7 +834,8 @@ impl S3 for Gateway {
         }
         let record = g
             .buckets()
-            .complete_upload(&input.bucket, &input.upload_id, &chosen, |parts| {
+            .uploads()
+            .complete(&input.bucket, &input.upload_id, &chosen, |parts| {
                 // S3's multipart ETag: MD5 of the parts' binary MD5s, then "-N".
                 let mut h = Md5::new();
                 for p in parts {
@@ -848,7 +865,8 @@ impl S3 for Gateway {
         let g = self.view(&req).await?;
         let input = req.input;
         g.buckets()
-            .abort_upload(&input.bucket, &input.upload_id)
+            .uploads()
+            .abort(&input.bucket, &input.upload_id)
             .await
             .map_err(err)?;
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
@@ -864,6 +882,7 @@ impl S3 for Gateway {
         let marker = input.part_number_marker.unwrap_or(0);
         let all = g
             .buckets()
+            .uploads()
             .parts(&input.bucket, &input.upload_id)
             .await
             .map_err(err)?;
@@ -907,7 +926,8 @@ impl S3 for Gateway {
         let max = input.max_uploads.unwrap_or(1000).clamp(1, 1000) as usize;
         let mut all = g
             .buckets()
-            .uploads(&input.bucket, &prefix)
+            .uploads()
+            .list(&input.bucket, &prefix)
             .await
             .map_err(err)?;
         // S3 orders uploads by key, then by when they started.

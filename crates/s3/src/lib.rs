@@ -2,7 +2,7 @@
 //! with one of the node's access keys (`weft key create`) act for the node's account on its
 //! buckets, so `aws s3`, rclone and boto3 work unchanged. The protocol (XML, SigV4 including
 //! presigned URLs and aws-chunked bodies) is the `s3s` crate's; this crate maps its operations
-//! onto [`weft_node::Buckets`], scopes keys to buckets and read/write, limits body sizes and
+//! onto [`weft_data::Acting`], scopes keys to buckets and read/write, limits body sizes and
 //! request rates, and serves both path-style and virtual-host-style requests.
 //!
 //! It knows nothing about shards, placement or the network: those are storage's.

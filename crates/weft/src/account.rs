@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use weft_api::ApiClient;
 use weft_core::{Scope, SecretKey};
-use weft_node::Session;
+use weft_data::Session;
 
 /// How long a CLI session lets a node act for the account (a long transfer must finish
 /// within it).
@@ -374,7 +374,7 @@ impl Actor {
         );
         probe.keys = weft_core::BucketKeys::default();
         let path = format!("/v1/buckets/{}/grant", crate::objects::path_escape(bucket));
-        let lookup: weft_node::GrantLookup =
+        let lookup: weft_data::GrantLookup =
             match self.anonymous()?.with_session(probe.to_text()).get(&path) {
                 Ok(l) => l,
                 // No such bucket (yet): the command itself says what is wrong.

@@ -304,7 +304,7 @@ impl NodeFile {
         match self.openai.queue {
             Some(0) => bail!("[openai] queue must be at least 1"),
             Some(q) => Ok(q),
-            None => Ok(weft_node::inference::DEFAULT_QUEUE),
+            None => Ok(weft_inference::DEFAULT_QUEUE),
         }
     }
 }

@@ -10,7 +10,8 @@ use clap::{Args, Subcommand};
 use weft_api::{ApiClient, LogChunk};
 use weft_compute::spec::{JobSpec, Source};
 use weft_core::Scope;
-use weft_node::{JobStatus, Session, parse_reference};
+use weft_data::Session;
+use weft_jobs::{JobStatus, parse_reference};
 
 use crate::account::Actor;
 use crate::objects::path_escape;

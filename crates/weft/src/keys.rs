@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use weft_core::Scope;
-use weft_node::{AccessKey, Session};
+use weft_data::{AccessKey, Session};
 
 use crate::account::Actor;
 use crate::ops::resolved_data_dir;
@@ -66,7 +66,7 @@ pub fn run(who: &Actor, cmd: KeyCommand) -> Result<()> {
             let account = who.account_key()?;
             // The key acts with a grant of exactly its scope, for as long as it exists; it
             // carries the legacy keys of the account's buckets from before accounts.
-            let mine: Vec<weft_node::BucketRecord> = api.get("/v1/buckets")?;
+            let mine: Vec<weft_data::BucketRecord> = api.get("/v1/buckets")?;
             let names: Vec<&str> = mine
                 .iter()
                 .filter(|b| b.owner == account.public())

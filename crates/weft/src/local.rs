@@ -7,15 +7,15 @@
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use weft_api::MemberStatus;
 use weft_api::{ApiClient, InviteAnswer, InviteParams};
+use weft_cluster::process::{node_dirs, running_pid, stop_fabric, wait_api, wait_converged};
 use weft_core::{Invite, Placement};
-use weft_fabric::MemberState;
 use weft_node::DataDir;
 
 use crate::config::{NodeFile, OpenAiFile, RepairFile, SwimFile, WanFile, check_wan_links};
@@ -70,28 +70,6 @@ pub struct UpArgs {
     /// Print nothing but errors
     #[arg(long, hide = true)]
     pub quiet: bool,
-}
-
-impl UpArgs {
-    /// A quiet fabric in `dir` with every other setting at its default (for benchmarks, which
-    /// set what they measure with struct update syntax).
-    pub(crate) fn quiet_in(dir: PathBuf) -> UpArgs {
-        UpArgs {
-            nodes: None,
-            sites: None,
-            wan: None,
-            loss: None,
-            no_wan: false,
-            dir: Some(dir),
-            timeout: 60,
-            repair_grace: None,
-            repair_interval: None,
-            scrub_interval: None,
-            scrub_mib: None,
-            inference_queue: None,
-            quiet: true,
-        }
-    }
 }
 
 /// `weft down`.
@@ -174,103 +152,10 @@ fn free_udp_port() -> Result<u16> {
     Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// The node directories of a local fabric, in order.
-pub fn node_dirs(root: &Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<(usize, PathBuf)> = std::fs::read_dir(root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().to_string();
-            let n = name.strip_prefix("node")?.parse().ok()?;
-            e.path().join("fabric.json").exists().then(|| (n, e.path()))
-        })
-        .collect();
-    dirs.sort();
-    dirs.into_iter().map(|(_, p)| p).collect()
-}
-
-/// The pid of the node running in `dir`, if it is running.
-pub fn running_pid(dir: &Path) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(dir.join("node.pid"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let state = stat.rsplit(')').next()?.split_whitespace().next()?;
-    (state != "Z" && state != "X").then_some(pid)
-}
-
-/// Start `weft run` for `dir` in the background.
-pub fn spawn_node(dir: &Path) -> Result<Child> {
-    use std::os::unix::process::CommandExt;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("node.log"))
-        .with_context(|| format!("cannot open {}", dir.join("node.log").display()))?;
+/// Start `weft run` for `dir` in the background (this executable).
+fn spawn_node(dir: &Path) -> Result<Child> {
     let exe = std::env::current_exe().context("cannot find the weft executable")?;
-    let _ = std::fs::remove_file(dir.join(weft_api::API_ADDR_FILE));
-    let child = Command::new(exe)
-        .arg("--data")
-        .arg(dir)
-        .arg("run")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .env_remove("WEFT_DATA")
-        .process_group(0)
-        .spawn()
-        .context("cannot start a node process")?;
-    std::fs::write(dir.join("node.pid"), child.id().to_string())?;
-    Ok(child)
-}
-
-/// Wait until the node in `dir` answers its API.
-pub fn wait_api(dir: &Path, timeout: Duration) -> Result<ApiClient> {
-    let start = Instant::now();
-    loop {
-        if let Ok(c) = ApiClient::for_data_dir(dir)
-            && c.get::<serde_json::Value>("/v1/status").is_ok()
-        {
-            return Ok(c);
-        }
-        if start.elapsed() > timeout {
-            bail!(
-                "node in {} did not start within {timeout:?}; see {}",
-                dir.display(),
-                dir.join("node.log").display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Wait until every node sees every node alive, with its record; returns how long it took.
-pub fn wait_converged(dirs: &[PathBuf], timeout: Duration) -> Result<Duration> {
-    let start = Instant::now();
-    let clients: Vec<ApiClient> = dirs
-        .iter()
-        .map(|d| wait_api(d, timeout))
-        .collect::<Result<_>>()?;
-    loop {
-        let done = clients.iter().all(|c| {
-            c.get::<Vec<MemberStatus>>("/v1/nodes").is_ok_and(|rows| {
-                rows.iter()
-                    .filter(|m| m.state == MemberState::Alive && m.uptime_secs.is_some())
-                    .count()
-                    == dirs.len()
-            })
-        });
-        if done {
-            return Ok(start.elapsed());
-        }
-        if start.elapsed() > timeout {
-            bail!("the fabric did not converge within {timeout:?} (see node.log files)");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    weft_cluster::process::spawn_node(&exe, dir)
 }
 
 /// Create (or restart) a local fabric. Returns the node directories and their child processes.
@@ -432,42 +317,6 @@ fn coordinates_settled(rows: &[MemberStatus]) -> bool {
     }
     errors.sort_by(f64::total_cmp);
     errors.get(errors.len() / 2).is_none_or(|e| *e <= 0.10)
-}
-
-/// Stop the nodes in `root`; returns how many were running.
-pub fn stop_fabric(root: &Path) -> Result<usize> {
-    let dirs = node_dirs(root);
-    let mut pids = Vec::new();
-    for dir in &dirs {
-        if let Some(pid) = running_pid(dir) {
-            // SAFETY: kill(2) with a pid we read from our own pid file; no memory is involved.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            pids.push((dir.clone(), pid));
-        }
-    }
-    // Wait for the processes themselves, not their pid files (a node removes its file as it
-    // stops, before its process has exited).
-    let alive = |pid: i32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-            let state = stat
-                .rsplit(')')
-                .next()
-                .and_then(|r| r.split_whitespace().next());
-            !matches!(state, Some("Z" | "X") | None)
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for (dir, pid) in &pids {
-        while alive(*pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if alive(*pid) {
-            // SAFETY: as above.
-            unsafe { libc::kill(*pid, libc::SIGKILL) };
-        }
-        let _ = std::fs::remove_file(dir.join("node.pid"));
-    }
-    Ok(pids.len())
 }
 
 /// `weft down`.

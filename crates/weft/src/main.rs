@@ -3,14 +3,6 @@
 //! configuration files.
 
 mod account;
-mod bench;
-mod bench_chaos;
-mod bench_compute;
-mod bench_inference;
-mod bench_list;
-mod bench_repair;
-mod bench_s3;
-mod bench_storage;
 mod config;
 mod jobs;
 mod keys;
@@ -108,7 +100,7 @@ enum Command {
     Down(local::DownArgs),
     /// Run a benchmark and print its figures
     #[command(subcommand)]
-    Bench(bench::BenchCommand),
+    Bench(weft_bench::BenchCommand),
 }
 
 #[derive(Args, Debug)]
@@ -151,7 +143,7 @@ fn main() -> ExitCode {
         Command::Repair(r) => repair::run(cli.data, r),
         Command::Up(a) => local::up(a),
         Command::Down(a) => local::down(a),
-        Command::Bench(b) => bench::run(b),
+        Command::Bench(b) => weft_bench::run(b),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use weft_api::{AddModel, ModelListing, PlaceModel};
-use weft_node::{BucketRecord, ModelFile, ModelKind, ModelRecord};
+use weft_data::BucketRecord;
+use weft_inference::{ModelFile, ModelKind, ModelRecord};
 
 use crate::account::Actor;
 use crate::objects::{path_escape, share_capability};
@@ -184,7 +185,7 @@ impl<R: Read> Read for Hashing<R> {
 }
 
 fn add(who: &Actor, a: AddArgs) -> Result<()> {
-    weft_node::models::check_model_name(&a.name)?;
+    weft_inference::check_model_name(&a.name)?;
     let (kind, paths) = model_files(&a.path, a.kind.as_deref())?;
     let api = who.client(true, &[&a.bucket])?;
     let bucket: BucketRecord = api.get(&format!("/v1/buckets/{}", path_escape(&a.bucket)))?;

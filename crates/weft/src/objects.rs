@@ -56,25 +56,10 @@ pub struct StatArgs {
 }
 
 fn query_escape(s: &str) -> String {
-    escape(s, b',')
+    weft_api::url_escape(s, b',')
 }
 
-/// Percent-encode `s` for a URL path, keeping '/' between key segments.
-pub fn path_escape(s: &str) -> String {
-    escape(s, b'/')
-}
-
-fn escape(s: &str, keep: u8) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            b if b == keep => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+pub use weft_api::path_escape;
 
 /// A progress bar on standard error for transfers of known size, when it is a terminal.
 fn progress(len: Option<u64>, verb: &str) -> indicatif::ProgressBar {
@@ -144,7 +129,7 @@ pub fn put(who: &Actor, args: PutArgs) -> Result<()> {
         let api = who.client(true, &[bucket])?;
         // Ask first, so a missing or foreign bucket gets its own message rather than a
         // connection the node closed halfway through the upload.
-        let _: weft_node::BucketRecord =
+        let _: weft_data::BucketRecord =
             api.get(&format!("/v1/buckets/{}", path_escape(bucket)))?;
         let path = format!("/v1/b/{}/{}", path_escape(bucket), path_escape(key));
         let start = Instant::now();
@@ -340,7 +325,7 @@ pub fn ls(who: &Actor, args: LsArgs) -> Result<()> {
         .map(|t| t.split('/').next().unwrap_or(t));
     let api = who.client(false, &bucket.into_iter().collect::<Vec<_>>())?;
     let Some(target) = args.target else {
-        let buckets: Vec<weft_node::BucketRecord> = api.get("/v1/buckets")?;
+        let buckets: Vec<weft_data::BucketRecord> = api.get("/v1/buckets")?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&buckets)?);
             return Ok(());
@@ -496,8 +481,8 @@ pub fn bucket(who: &Actor, cmd: BucketCommand) -> Result<()> {
         } => {
             let grantee = crate::account::account_id(&grantee)?;
             let owner = who.account_key()?;
-            let grant = weft_node::Grant::new(&owner, &name, grantee, write, weft_net::now_ms())?;
-            let _: weft_node::GrantListing = who.client(true, &[&name])?.post(
+            let grant = weft_data::Grant::new(&owner, &name, grantee, write, weft_net::now_ms())?;
+            let _: weft_data::GrantListing = who.client(true, &[&name])?.post(
                 &format!("/v1/buckets/{}/grants", path_escape(&name)),
                 &grant,
             )?;
@@ -528,7 +513,7 @@ pub fn bucket(who: &Actor, cmd: BucketCommand) -> Result<()> {
             Ok(())
         }
         BucketCommand::Grants { name } => {
-            let grants: Vec<weft_node::GrantListing> = who
+            let grants: Vec<weft_data::GrantListing> = who
                 .client(false, &[&name])?
                 .get(&format!("/v1/buckets/{}/grants", path_escape(&name)))?;
             if grants.is_empty() {
@@ -545,7 +530,7 @@ pub fn bucket(who: &Actor, cmd: BucketCommand) -> Result<()> {
         }
         BucketCommand::Create(a) => {
             let api = who.client(true, &[&a.name])?;
-            let b: weft_node::BucketRecord = api.post(
+            let b: weft_data::BucketRecord = api.post(
                 "/v1/buckets",
                 &weft_api::CreateBucket {
                     name: a.name,

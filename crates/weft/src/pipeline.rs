@@ -18,7 +18,7 @@ use weft_compute::pipeline::{
     resolve_step_input, reusable, state_key, step_key,
 };
 use weft_compute::spec::{JobSpec, Source};
-use weft_node::JobStatus;
+use weft_jobs::JobStatus;
 
 use crate::account::Actor;
 use crate::jobs::{job_path, session_client, upload_module};

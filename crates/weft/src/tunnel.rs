@@ -99,8 +99,10 @@ async fn forward(
     addr: SocketAddr,
 ) {
     while let Ok((tcp, _)) = listener.accept().await {
-        let endpoint = endpoint.clone();
-        tokio::spawn(async move {
+        let conn_endpoint = endpoint.clone();
+        // A task of the client's endpoint, like every task of a node's.
+        endpoint.spawn(async move {
+            let endpoint = conn_endpoint;
             let Ok((conn, _)) = endpoint.connect(addr, Some(id)).await else {
                 return;
             };

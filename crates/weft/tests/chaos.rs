@@ -8,7 +8,7 @@ use std::process::Command;
 #[test]
 fn chaos_loses_no_acknowledged_write() {
     let secs = std::env::var("WEFT_CHAOS_SECS").unwrap_or_else(|_| "45".into());
-    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+    let out = Command::new(weft_cluster::process::binary())
         .args(["bench", "chaos", "--secs", &secs, "--max-kib", "768"])
         .output()
         .unwrap();

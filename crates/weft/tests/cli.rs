@@ -6,12 +6,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-mod common;
-use common::*;
+use weft_cluster::cli::*;
 
 #[test]
 fn a_fabric_forms_notices_a_kill_and_takes_the_node_back() {
-    let fabric = Local::up(&[
+    let fabric = up(&[
         "--sites",
         "eu:2,us:2,ap:1",
         "--wan",
@@ -22,7 +21,7 @@ fn a_fabric_forms_notices_a_kill_and_takes_the_node_back() {
         assert_eq!(rows.len(), 5, "node{n} sees {rows:?}");
         assert!(rows.iter().all(|r| r["state"] == "alive"));
     }
-    let victim = fabric.id(3);
+    let victim = id(&fabric.node(3));
     signal(&fabric.node(3), "-9");
     let took = wait_until(
         "every other node to mark the killed node dead",
@@ -38,19 +37,19 @@ fn a_fabric_forms_notices_a_kill_and_takes_the_node_back() {
     ok(&[
         "up",
         "--dir",
-        fabric.dir.path().to_str().unwrap(),
+        fabric.root().to_str().unwrap(),
         "--quiet",
         "--timeout",
         "30",
     ]);
-    assert_eq!(fabric.id(3), victim);
+    assert_eq!(id(&fabric.node(3)), victim);
     wait_until(
         "the restarted node to be alive everywhere",
         Duration::from_secs(15),
         || (1..=5).all(|n| state_of(&nodes(&fabric.node(n)), &victim).as_deref() == Some("alive")),
     );
     // A graceful stop (SIGTERM, as `weft down` sends) is seen as a leave, not a death.
-    let leaver = fabric.id(5);
+    let leaver = id(&fabric.node(5));
     signal(&fabric.node(5), "-TERM");
     wait_until(
         "the others to see node5 left",
@@ -65,7 +64,7 @@ fn a_fabric_forms_notices_a_kill_and_takes_the_node_back() {
 }
 
 fn spawn_run(dir: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_weft"))
+    Command::new(weft_cluster::process::binary())
         .args(["--data", dir.to_str().unwrap(), "run"])
         .env_remove("WEFT_DATA")
         .stdin(Stdio::null())
@@ -207,8 +206,8 @@ fn invites_are_signed_single_use_and_expire() {
 
 #[test]
 fn a_revoked_node_is_cut_off() {
-    let fabric = Local::up(&["--nodes", "3", "--no-wan"]);
-    let victim = fabric.id(3);
+    let fabric = up(&["--nodes", "3", "--no-wan"]);
+    let victim = id(&fabric.node(3));
     let out = ok(&[
         "--data",
         fabric.node(1).to_str().unwrap(),
@@ -247,7 +246,7 @@ fn a_revoked_node_is_cut_off() {
         "--data",
         fabric.node(2).to_str().unwrap(),
         "revoke",
-        &fabric.id(1)[..8],
+        &id(&fabric.node(1))[..8],
     ]);
     assert!(err.contains("admin key"), "{err}");
     let err = fails(&[
@@ -297,7 +296,7 @@ fn operator_errors_are_explained() {
 
 #[test]
 fn the_api_refuses_requests_without_the_token() {
-    let fabric = Local::up(&["--nodes", "1", "--no-wan"]);
+    let fabric = up(&["--nodes", "1", "--no-wan"]);
     let addr = std::fs::read_to_string(fabric.node(1).join("api.addr")).unwrap();
     let client = weft_api::ApiClient::new(addr.trim(), "wrong-token");
     match client.get::<Value>("/v1/status") {
@@ -325,7 +324,7 @@ fn the_api_refuses_requests_without_the_token() {
 
 #[test]
 fn files_round_trip_through_the_cli_between_nodes() {
-    let fabric = Local::up(&[
+    let fabric = up(&[
         "--sites",
         "eu:3,us:2,ap:1",
         "--wan",
@@ -383,7 +382,7 @@ fn files_round_trip_through_the_cli_between_nodes() {
         "--json",
     ]))
     .unwrap();
-    let eu_ids: Vec<String> = (1..=3).map(|n| fabric.id(n)).collect();
+    let eu_ids: Vec<String> = (1..=3).map(|n| id(&fabric.node(n))).collect();
     for seg in manifest["segments"].as_array().unwrap() {
         for h in seg["holders"].as_array().unwrap() {
             let hex: String = h
@@ -413,7 +412,7 @@ fn files_round_trip_through_the_cli_between_nodes() {
 
 #[test]
 fn buckets_name_objects_and_keep_them_private_to_their_owner() {
-    let fabric = Local::up(&["--nodes", "4", "--no-wan"]);
+    let fabric = up(&["--nodes", "4", "--no-wan"]);
     let (n1, n3) = (fabric.node(1), fabric.node(3));
     let (n1, n3) = (n1.to_str().unwrap(), n3.to_str().unwrap());
     let (alice, _) = User::with_account();
@@ -542,7 +541,7 @@ fn an_account_outlives_the_disk_of_another_node() {
 /// Write through node1's CLI and S3 gateway, lose node `victim`'s disk, read everything back
 /// through every other node's CLI and gateway, then from the recovery phrase alone.
 fn an_account_outlives_a_lost_disk(victim: usize) {
-    let fabric = Local::up(&["--nodes", "5", "--no-wan"]);
+    let fabric = up(&["--nodes", "5", "--no-wan"]);
     let (alice, phrase) = User::with_account();
     let shown = alice.ok(&["account", "show", "--json"]);
     let id = serde_json::from_str::<Value>(&shown).unwrap()["id"]
@@ -953,7 +952,7 @@ impl S3 {
 
 #[test]
 fn access_keys_work_through_every_node_within_their_scope() {
-    let fabric = Local::up(&["--nodes", "4", "--no-wan"]);
+    let fabric = up(&["--nodes", "4", "--no-wan"]);
     let (alice, _) = User::with_account();
     let n1 = fabric.node(1);
     let n1 = n1.to_str().unwrap();
@@ -1050,7 +1049,7 @@ fn access_keys_work_through_every_node_within_their_scope() {
 
 #[test]
 fn another_account_is_refused_everything_on_every_node() {
-    let fabric = Local::up(&["--nodes", "3", "--no-wan"]);
+    let fabric = up(&["--nodes", "3", "--no-wan"]);
     let (alice, _) = User::with_account();
     let (bob, _) = User::with_account();
     let n1 = fabric.node(1);
@@ -1132,7 +1131,7 @@ fn another_account_is_refused_everything_on_every_node() {
 
 #[test]
 fn a_nodes_old_account_is_exported_and_used_from_anywhere() {
-    let fabric = Local::up(&["--nodes", "3", "--no-wan"]);
+    let fabric = up(&["--nodes", "3", "--no-wan"]);
     let n1 = fabric.node(1);
     // Before accounts, the node's own account (its data dir's account.key) owned buckets; the
     // operator's token still acts as it.
@@ -1217,7 +1216,7 @@ fn a_nodes_old_account_is_exported_and_used_from_anywhere() {
 
 #[test]
 fn no_disk_holds_names_metadata_or_hashes_of_what_was_stored() {
-    let fabric = Local::up(&["--nodes", "4", "--no-wan"]);
+    let fabric = up(&["--nodes", "4", "--no-wan"]);
     let (alice, _) = User::with_account();
     let n1 = fabric.node(1);
     let n1 = n1.to_str().unwrap();
@@ -1366,7 +1365,7 @@ fn account_id(user: &User) -> String {
 
 #[test]
 fn a_shared_bucket_is_used_by_its_grantee_through_any_node_until_revoked() {
-    let fabric = Local::up(&["--nodes", "4", "--no-wan"]);
+    let fabric = up(&["--nodes", "4", "--no-wan"]);
     let node = |n: usize| fabric.node(n).to_str().unwrap().to_string();
     let (alice, _) = User::with_account();
     let (bob, _) = User::with_account();

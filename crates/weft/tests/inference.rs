@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-mod common;
-use common::*;
+use weft_cluster::LocalFabric;
+use weft_cluster::cli::*;
 
 /// The OpenAI base URL of a node (`http://ADDR/v1`).
 fn base_url(node: &Path) -> String {
@@ -31,8 +31,8 @@ fn fabric_with(
     up: &[&str],
     models: &[(&str, &Path, u32)],
     expect_ready: usize,
-) -> (Local, User, String) {
-    let fabric = Local::up(up);
+) -> (LocalFabric, User, String) {
+    let fabric = weft_cluster::cli::up(up);
     let node1 = fabric.node(1).to_str().unwrap().to_string();
     let (user, _) = User::with_account();
     user.ok(&[
@@ -168,8 +168,8 @@ fn requests_go_to_the_nearest_replica_fail_over_and_never_leave_their_regions() 
         2,
     );
     let (n1, n2, n3) = (fabric.node(1), fabric.node(2), fabric.node(3));
-    let id2 = fabric.id(2);
-    let id3 = fabric.id(3);
+    let id2 = id(&fabric.node(2));
+    let id3 = id(&fabric.node(3));
     // The entry learns round trips as it probes; give coordinates a moment.
     wait_until(
         "node1 to measure its round trips",

@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-mod common;
-use common::*;
+use weft_cluster::cli::*;
 
 /// The example modules, built from `examples/wasm` into `dir`.
 fn examples(dir: &Path) -> PathBuf {
@@ -27,12 +26,12 @@ fn status(user: &User, node: &str, id: &str) -> Value {
 
 #[test]
 fn a_job_runs_where_its_data_is_and_never_outside_its_residency() {
-    let fabric = Local::up(&["--sites", "eu:2,us:2,ap:2", "--no-wan"]);
+    let fabric = up(&["--sites", "eu:2,us:2,ap:2", "--no-wan"]);
     let node = |n: usize| fabric.node(n).to_str().unwrap().to_string();
     let ids = sites(&fabric, 6);
-    let ex = examples(fabric.dir.path());
+    let ex = examples(fabric.root());
     let (alice, _) = User::with_account();
-    let text = fabric.dir.path().join("a.txt");
+    let text = fabric.root().join("a.txt");
     std::fs::write(&text, "the quick brown fox\njumps over the lazy dog\n").unwrap();
     alice.ok(&[
         "--data",
@@ -91,7 +90,7 @@ fn a_job_runs_where_its_data_is_and_never_outside_its_residency() {
     );
     assert_eq!(s["runs"][0]["input_bytes"], 44);
     // Its output is an object of the bucket, readable through any node.
-    let counts = fabric.dir.path().join("counts.txt");
+    let counts = fabric.root().join("counts.txt");
     alice.ok(&[
         "--data",
         &node(6),
@@ -137,7 +136,7 @@ fn a_job_runs_where_its_data_is_and_never_outside_its_residency() {
         "logs/x/",
     ]);
     assert!(err.contains("module"), "{err}");
-    let junk = fabric.dir.path().join("junk.wasm");
+    let junk = fabric.root().join("junk.wasm");
     std::fs::write(&junk, b"not a module").unwrap();
     let err = alice.fails(&[
         "--data",
@@ -161,10 +160,10 @@ fn a_job_runs_where_its_data_is_and_never_outside_its_residency() {
 
 #[test]
 fn a_killed_runner_s_job_completes_once_on_another_node_in_its_residency() {
-    let fabric = Local::up(&["--sites", "eu:3,us:2", "--no-wan"]);
+    let fabric = up(&["--sites", "eu:3,us:2", "--no-wan"]);
     let node = |n: usize| fabric.node(n).to_str().unwrap().to_string();
     let ids = sites(&fabric, 5);
-    let ex = examples(fabric.dir.path());
+    let ex = examples(fabric.root());
     let (alice, _) = User::with_account();
     alice.ok(&[
         "--data",
@@ -243,9 +242,9 @@ fn a_killed_runner_s_job_completes_once_on_another_node_in_its_residency() {
 
 #[test]
 fn limits_and_cancellation_end_jobs_with_clear_reasons() {
-    let fabric = Local::up(&["--nodes", "3", "--no-wan"]);
+    let fabric = up(&["--nodes", "3", "--no-wan"]);
     let node = |n: usize| fabric.node(n).to_str().unwrap().to_string();
-    let ex = examples(fabric.dir.path());
+    let ex = examples(fabric.root());
     let (alice, _) = User::with_account();
     alice.ok(&["--data", &node(1), "bucket", "create", "lab"]);
     let spin = ex.join("spin.wasm");
@@ -317,10 +316,10 @@ fn steps_of(run: &Value) -> HashMap<String, (String, String, String)> {
 
 #[test]
 fn a_pipeline_runs_end_to_end_near_its_data_and_an_unchanged_rerun_reuses_every_step() {
-    let fabric = Local::up(&["--sites", "eu:2,us:2,ap:2", "--no-wan"]);
+    let fabric = up(&["--sites", "eu:2,us:2,ap:2", "--no-wan"]);
     let node = |n: usize| fabric.node(n).to_str().unwrap().to_string();
     let ids = sites(&fabric, 6);
-    let ex = examples(fabric.dir.path());
+    let ex = examples(fabric.root());
     let (alice, _) = User::with_account();
     alice.ok(&[
         "--data",
@@ -370,7 +369,7 @@ fn a_pipeline_runs_end_to_end_near_its_data_and_an_unchanged_rerun_reuses_every_
         );
         assert!(s["runs"][0]["input_bytes"].as_u64().unwrap() > 0, "{s:#}");
     }
-    let report = fabric.dir.path().join("report.md");
+    let report = fabric.root().join("report.md");
     alice.ok(&[
         "--data",
         &node(5),
@@ -486,10 +485,10 @@ fn a_pipeline_runs_end_to_end_near_its_data_and_an_unchanged_rerun_reuses_every_
 
 #[test]
 fn stopping_a_node_stops_the_job_it_runs() {
-    let fabric = Local::up(&["--nodes", "3", "--no-wan"]);
+    let fabric = up(&["--nodes", "3", "--no-wan"]);
     let node = |n: usize| fabric.node(n).to_str().unwrap().to_string();
     let ids = sites(&fabric, 3);
-    let ex = examples(fabric.dir.path());
+    let ex = examples(fabric.root());
     let (alice, _) = User::with_account();
     alice.ok(&["--data", &node(1), "bucket", "create", "lab"]);
     let spin = ex.join("spin.wasm");
@@ -528,7 +527,7 @@ fn stopping_a_node_stops_the_job_it_runs() {
         .unwrap();
     // Its node stops promptly (the job's module stops with it), not after `down`'s kill -9.
     let t = Instant::now();
-    ok(&["down", "--dir", fabric.dir.path().to_str().unwrap()]);
+    ok(&["down", "--dir", fabric.root().to_str().unwrap()]);
     let took = t.elapsed();
     // Gone, or a zombie nobody reaped yet (its parent, `weft up`, has exited).
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -1,9 +1,59 @@
-//! Dependencies point down the layers of ARCHITECTURE.md, checked from the manifests.
+//! The rules of ARCHITECTURE.md that a machine can check: dependencies point down the layers
+//! (from the manifests), front ends see only the node's face, tasks are spawned only through
+//! their owner, row keys are made only by schemas, core does no IO.
 
-const LAYERS: [&str; 13] = [
-    "core", "infer", "net", "fabric", "meta", "store", "heal", "compute", "node", "s3", "openai",
-    "api", "weft",
+/// The layers, lowest first. Crates on one row are siblings: none uses another.
+const LAYERS: &[&[&str]] = &[
+    &["core"],
+    &["infer"],
+    &["net"],
+    &["fabric"],
+    &["meta"],
+    &["store"],
+    &["host"],
+    &["heal"],
+    &["compute"],
+    &["data"],
+    &["jobs"],
+    &["inference"],
+    &["node"],
+    &["s3", "openai", "api"],
+    &["cluster"],
+    &["bench"],
+    &["weft"],
 ];
+
+/// The front ends: they call the node's typed face.
+const FRONT_ENDS: [&str; 3] = ["api", "s3", "openai"];
+
+/// What a front end may depend on among weft's crates: the node and its services, and core.
+const FACE: [&str; 5] = [
+    "weft-core",
+    "weft-node",
+    "weft-data",
+    "weft-jobs",
+    "weft-inference",
+];
+
+fn level(krate: &str) -> usize {
+    LAYERS
+        .iter()
+        .position(|row| row.contains(&krate))
+        .unwrap_or_else(|| panic!("crate {krate} is in no layer of tests/layers.rs"))
+}
+
+/// Every crate of the workspace (`crates/*`).
+fn crates() -> Vec<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut out: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().join("Cargo.toml").exists())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    out.sort();
+    out
+}
 
 fn dependencies(krate: &str) -> Vec<String> {
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -27,14 +77,76 @@ fn dependencies(krate: &str) -> Vec<String> {
 
 #[test]
 fn weft_crates_depend_only_on_lower_layers() {
-    for (level, krate) in LAYERS.iter().enumerate() {
+    let all = crates();
+    assert!(all.len() >= 17, "crate scan broke: {all:?}");
+    for krate in &all {
+        let mine = level(krate);
         for dep in dependencies(krate) {
             if let Some(inner) = dep.strip_prefix("weft-") {
-                let dep_level = LAYERS.iter().position(|l| *l == inner).unwrap();
-                assert!(dep_level < level, "weft-{krate} must not depend on {dep}");
+                assert!(
+                    level(inner) < mine,
+                    "weft-{krate} must not depend on {dep} (layers in tests/layers.rs)"
+                );
             }
         }
     }
+}
+
+#[test]
+fn front_ends_depend_only_on_the_node_and_its_services() {
+    for krate in FRONT_ENDS {
+        let deps = dependencies(krate);
+        assert!(
+            deps.iter().any(|d| d == "weft-node"),
+            "manifest parsing broke: {deps:?}"
+        );
+        for dep in deps.iter().filter(|d| d.starts_with("weft-")) {
+            assert!(
+                FACE.contains(&dep.as_str()),
+                "front end weft-{krate} depends on {dep}: call the node's services instead"
+            );
+        }
+        for (path, text) in sources(krate) {
+            for reach in [
+                ".storage()",
+                ".table()",
+                ".fabric()",
+                ".context()",
+                ".healer()",
+            ] {
+                assert!(
+                    !text.contains(reach),
+                    "{} reaches past the node's face ({reach}): add a typed operation to the node or its service",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+/// Every task is spawned through its owner (the endpoint, through a service's context), so
+/// `Node::shutdown` stops it: no library crate calls tokio's spawn itself, and the binary
+/// neither.
+#[test]
+fn tasks_are_spawned_only_through_their_owner() {
+    let owner = std::path::Path::new("net/src/endpoint.rs");
+    let mut scanned = 0;
+    for krate in crates() {
+        for (path, text) in sources(&krate) {
+            scanned += 1;
+            if path.ends_with(owner) {
+                continue;
+            }
+            for bare in ["tokio::spawn(", "tokio::task::spawn(", "task::spawn("] {
+                assert!(
+                    !text.contains(bare),
+                    "{} calls {bare}: spawn through the node (Context::tasks, Node::spawn) so shutdown stops it",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(scanned > 100, "source scan broke: {scanned} files");
 }
 
 #[test]
@@ -127,7 +239,21 @@ fn is_schema_module(path: &std::path::Path) -> bool {
 fn row_keys_are_formatted_only_in_schema_modules() {
     // (weft-openai is left out: it never reaches the table — see the test above — and its
     // JSON spells OpenAI's field names, such as "model".)
-    let above_table = ["store", "heal", "compute", "node", "s3", "api", "weft"];
+    let above_table = [
+        "store",
+        "host",
+        "heal",
+        "compute",
+        "data",
+        "jobs",
+        "inference",
+        "node",
+        "s3",
+        "api",
+        "cluster",
+        "bench",
+        "weft",
+    ];
     let mut kinds = Vec::new();
     for krate in above_table {
         for (path, text) in sources(krate) {
@@ -146,7 +272,7 @@ fn row_keys_are_formatted_only_in_schema_modules() {
         }
     }
     assert!(
-        ["bucket", "obj", "m", "r", "rep"]
+        ["bucket", "obj", "m", "r", "rep", "model", "serve", "job"]
             .iter()
             .all(|k| kinds.iter().any(|d| d == k)),
         "schema scan broke: {kinds:?}"

@@ -4,13 +4,12 @@
 
 use std::time::Duration;
 
-mod common;
-use common::*;
+use weft_cluster::cli::*;
 
 #[test]
 fn a_model_is_fetched_verified_and_loaded_where_its_placement_says_and_moves_with_it() {
     let (minilm, _) = models();
-    let fabric = Local::up(&["--sites", "eu:3,us:2", "--no-wan"]);
+    let fabric = up(&["--sites", "eu:3,us:2", "--no-wan"]);
     let node = |n: usize| fabric.node(n).to_str().unwrap().to_string();
     let ids = sites(&fabric, 5);
     let (alice, _) = User::with_account();
@@ -110,7 +109,7 @@ fn a_model_is_fetched_verified_and_loaded_where_its_placement_says_and_moves_wit
     );
 
     // A file that is no model fails to load, and says why.
-    let junk = fabric.dir.path().join("junk.gguf");
+    let junk = fabric.root().join("junk.gguf");
     std::fs::write(&junk, b"this is not a GGUF file").unwrap();
     alice.ok(&[
         "--data",

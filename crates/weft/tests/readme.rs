@@ -11,7 +11,7 @@ struct Home {
 
 impl Home {
     fn weft(&self, args: &[String]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_weft"))
+        Command::new(weft_cluster::process::binary())
             .args(args)
             .current_dir(self.dir.path())
             .env("HOME", self.dir.path())

@@ -5,36 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn weft(args: &[&str]) -> String {
-    // The user's own config dir (their account), not the machine's.
-    static CONFIG: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
-    let config = CONFIG.get_or_init(|| tempfile::tempdir().unwrap());
-    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(args)
-        .env_remove("WEFT_DATA")
-        .env_remove("WEFT_ACCOUNT")
-        .env_remove("WEFT_NODE")
-        .env("WEFT_CONFIG", config.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "weft {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-struct Local(tempfile::TempDir);
-
-impl Drop for Local {
-    fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_weft"))
-            .args(["down", "--dir", self.0.path().to_str().unwrap()])
-            .output();
-    }
-}
+use weft_cluster::cli::{User, up};
 
 fn field(text: &str, name: &str) -> String {
     text.lines()
@@ -62,20 +33,12 @@ fn real_s3_clients_work_against_the_gateway() {
     );
     let bin = PathBuf::from(String::from_utf8_lossy(&venv.stdout).trim());
 
-    let fabric = Local(tempfile::tempdir().unwrap());
-    let dir = fabric.0.path().to_str().unwrap().to_string();
-    weft(&[
-        "up",
-        "--dir",
-        &dir,
-        "--nodes",
-        "6",
-        "--no-wan",
-        "--timeout",
-        "30",
-    ]);
+    let fabric = up(&["--nodes", "6", "--no-wan"]);
+    let dir = fabric.root().to_str().unwrap().to_string();
     let node = format!("{dir}/node2");
-    weft(&["account", "create"]);
+    // The user's own config dir (their account), not the machine's.
+    let (user, _) = User::with_account();
+    let weft = |args: &[&str]| user.ok(args);
     let rw = weft(&["--data", &node, "key", "create"]);
     let ro = weft(&[
         "--data", &node, "key", "create", "--bucket", "photos", "--read",

@@ -1,0 +1,295 @@
+//! `weft bench …`: benchmarks that start real local fabrics (through `weft-cluster`, the way
+//! tests do) and print figures — each a module of its own. A benchmark is a command that
+//! prints what it measured, never a timed test.
+
+mod chaos;
+mod codec;
+mod compute;
+mod inference;
+mod list;
+mod membership;
+mod repair;
+mod s3;
+mod storage;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+use weft_api::MemberStatus;
+use weft_cluster::UpOptions;
+
+/// Benchmarks.
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Failure detection, rejoin, coordinate accuracy, idle memory, false positives under loss
+    Membership(MembershipArgs),
+    /// Throughput of the object codec (hash, encrypt, erasure-code) on one core
+    Codec(CodecArgs),
+    /// Object put/get throughput and latency through a local fabric, with and without WAN
+    Storage(StorageArgs),
+    /// The S3 gateway's throughput against the native API on the same fabric
+    S3(S3Args),
+    /// Kill -9 a node holding shards; time the return to full redundancy and the repair rate
+    Repair(RepairArgs),
+    /// Write continuously through kills, restarts, corrupted shard files and a site cut off;
+    /// check nothing acknowledged was lost and redundancy and residency hold
+    Chaos(ChaosArgs),
+    /// Time listing a large bucket, whole and by prefix
+    List(ListArgs),
+    /// The job scheduler core's placement rate and decision latency on one core
+    Compute(ComputeArgs),
+    /// Local AI through the OpenAI-compatible API (embeddings/s, prefill and decode tokens/s,
+    /// time to first token routed vs local, peak RSS) against llama.cpp and
+    /// sentence-transformers on the same models
+    Inference(InferenceArgs),
+}
+
+/// `weft bench inference`.
+#[derive(Args, Debug)]
+pub struct InferenceArgs {
+    /// Short chats timed for the time to first token, per entry node
+    #[arg(long, default_value_t = 50)]
+    pub(crate) requests: usize,
+    /// Skip the anchors (llama.cpp and sentence-transformers, installed by scripts/anchors.sh:
+    /// about 5.6 GB and 11 minutes the first time)
+    #[arg(long)]
+    pub(crate) no_anchors: bool,
+    /// Folder for the fabric's data [default: a fresh temporary one]
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
+}
+
+/// `weft bench compute`.
+#[derive(Args, Debug)]
+pub struct ComputeArgs {
+    /// Simulated nodes
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) nodes: usize,
+    /// Jobs to place
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) jobs: usize,
+    /// Node processes of the local fabric the job service is timed on (0: skip that part)
+    #[arg(long, default_value_t = 6)]
+    pub(crate) fabric_nodes: usize,
+    /// No-op jobs timed on it
+    #[arg(long, default_value_t = 100)]
+    pub(crate) runs: usize,
+    /// Folder for the fabric's data [default: a fresh temporary one]
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
+}
+
+/// `weft bench list`.
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Nodes in the fabric
+    #[arg(long, default_value_t = 6)]
+    pub(crate) nodes: usize,
+    /// Objects in the bucket
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) objects: usize,
+    /// Concurrent writers filling it
+    #[arg(long, default_value_t = 8)]
+    pub(crate) writers: usize,
+    /// Folder for the fabric's data [default: a fresh folder under /tmp]
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
+}
+
+/// `weft bench chaos`.
+#[derive(Args, Debug)]
+pub struct ChaosArgs {
+    /// Nodes in the fabric, round-robin over sites eu, us, ap (at least 9)
+    #[arg(long, default_value_t = 9)]
+    pub(crate) nodes: usize,
+    /// Seconds of churn (phases of damage, each followed by healing)
+    #[arg(long, default_value_t = 300)]
+    pub(crate) secs: u64,
+    /// Largest object written, in KiB (sizes are random from 1 byte up)
+    #[arg(long, default_value_t = 6144)]
+    pub(crate) max_kib: usize,
+    /// Plaintext written per second at most, in MiB
+    #[arg(long, default_value_t = 4)]
+    pub(crate) write_mib: u64,
+    /// Grace period before a gone node's shards are rebuilt
+    #[arg(long, default_value = "4s")]
+    pub(crate) grace: String,
+    /// Seed for the random choices, to repeat a run [default: the clock]
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// Folder for the fabric's data [default: a fresh folder under /tmp, kept if the run fails]
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
+}
+
+/// `weft bench repair`.
+#[derive(Args, Debug)]
+pub struct RepairArgs {
+    /// Nodes in the fabric (at least 7: a 4+2 object needs a spare node to rebuild on)
+    #[arg(long, default_value_t = 8)]
+    pub(crate) nodes: usize,
+    /// MiB written before the kill
+    #[arg(long, default_value_t = 1024)]
+    pub(crate) mib: usize,
+    /// Objects they are split into
+    #[arg(long, default_value_t = 8)]
+    pub(crate) objects: usize,
+    /// Grace period before a gone node's shards are rebuilt
+    #[arg(long, default_value = "10s")]
+    pub(crate) grace: String,
+    /// Folder for the fabric's data [default: a fresh folder under /tmp]
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
+}
+
+/// `weft bench s3`.
+#[derive(Args, Debug)]
+pub struct S3Args {
+    /// Nodes in the fabric
+    #[arg(long, default_value_t = 6)]
+    pub(crate) nodes: usize,
+    /// Object size in MiB
+    #[arg(long, default_value_t = 256)]
+    pub(crate) mib: usize,
+    /// Rounds (each: one put and one get both ways)
+    #[arg(long, default_value_t = 3)]
+    pub(crate) rounds: usize,
+    /// Folder for the fabric's data [default: a fresh folder under /tmp]
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
+}
+
+/// `weft bench storage`.
+#[derive(Args, Debug)]
+pub struct StorageArgs {
+    /// Nodes in the fabric
+    #[arg(long, default_value_t = 6)]
+    pub(crate) nodes: usize,
+    /// Size of the large object in MiB
+    #[arg(long, default_value_t = 256)]
+    pub(crate) large_mib: usize,
+    /// Small-object operations per size for the latency figures
+    #[arg(long, default_value_t = 100)]
+    pub(crate) ops: usize,
+    /// Skip the run with emulated WAN latency
+    #[arg(long)]
+    pub(crate) no_wan_run: bool,
+    /// Folder for the fabrics' data [default: a fresh folder under /tmp]
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
+}
+
+/// `weft bench codec`.
+#[derive(Args, Debug)]
+pub struct CodecArgs {
+    /// Erasure coding
+    #[arg(long, default_value = "4+2")]
+    pub(crate) ec: weft_store::Erasure,
+    /// Segment size in MiB
+    #[arg(long, default_value_t = 4)]
+    pub(crate) segment_mib: usize,
+    /// Total MiB to encode
+    #[arg(long, default_value_t = 256)]
+    pub(crate) total_mib: usize,
+}
+
+/// `weft bench membership`.
+#[derive(Args, Debug)]
+pub struct MembershipArgs {
+    /// Nodes per fabric
+    #[arg(long, default_value_t = 10)]
+    pub(crate) nodes: usize,
+    /// How many times to kill -9 a random node
+    #[arg(long, default_value_t = 8)]
+    pub(crate) kills: usize,
+    /// Seconds after start at which coordinate accuracy is measured
+    #[arg(long, default_value_t = 60)]
+    pub(crate) vivaldi_secs: u64,
+    /// Seconds of the lossy soak (false dead verdicts); 0 skips it
+    #[arg(long, default_value_t = 300)]
+    pub(crate) soak_secs: u64,
+    /// Loss on every link during the soak
+    #[arg(long, default_value = "5%")]
+    pub(crate) loss: String,
+    /// Folder for the fabrics' data [default: a fresh folder under /tmp]
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
+}
+
+/// Run a benchmark.
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Membership(args) => membership::run(args),
+        BenchCommand::Codec(args) => codec::run(args),
+        BenchCommand::Storage(args) => storage::run(args),
+        BenchCommand::S3(args) => s3::run(args),
+        BenchCommand::Repair(args) => repair::run(args),
+        BenchCommand::Chaos(args) => chaos::run(args),
+        BenchCommand::List(args) => list::run(args),
+        BenchCommand::Compute(args) => compute::run(args),
+        BenchCommand::Inference(args) => inference::run(args),
+    }
+}
+
+/// A local fabric of node processes made by `weft up`.
+pub(crate) type Fabric = weft_cluster::LocalFabric;
+
+/// A local fabric in `root` with `options` (quiet), and how long it took to converge.
+pub(crate) fn start(root: PathBuf, options: UpOptions) -> Result<(Fabric, Duration)> {
+    Fabric::up(&options, Some(root))
+}
+
+/// `nodes` nodes in sites eu, us, ap with the default WAN (or none), `loss` on every link.
+pub(crate) fn start_with(
+    root: PathBuf,
+    nodes: usize,
+    loss: Option<String>,
+    no_wan: bool,
+) -> Result<(Fabric, Duration)> {
+    start(
+        root,
+        UpOptions {
+            nodes: Some(nodes),
+            loss,
+            no_wan,
+            ..UpOptions::default()
+        },
+    )
+}
+
+/// The membership as node `i` of `fabric` sees it.
+pub(crate) fn nodes_seen_by(fabric: &Fabric, i: usize) -> Option<Vec<MemberStatus>> {
+    fabric.clients[i].get("/v1/nodes").ok()
+}
+
+pub(crate) fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+pub(crate) fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+/// The benchmark's working folder: `dir` if given (it must not exist yet), else a fresh one
+/// under the system's temporary folder. Created empty.
+pub(crate) fn fresh_dir(dir: &Option<PathBuf>, name: &str) -> Result<PathBuf> {
+    let base = dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("weft-bench-{name}-{}", std::process::id()))
+    });
+    if base.exists() {
+        bail!("{} already exists; give an empty --dir", base.display());
+    }
+    std::fs::create_dir_all(&base)?;
+    Ok(base)
+}
+
+pub(crate) fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "NOT met" }
+}

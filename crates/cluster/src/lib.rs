@@ -1,0 +1,60 @@
+//! Local fabrics, the one way tests and benchmarks make them.
+//!
+//! - [`inproc`]: a [`Builder`] for N real nodes in this process (QUIC on loopback, real
+//!   stores), in named sites and regions, with WAN emulation between sites if asked, admitted
+//!   by invite like any node; a [`Cluster`] with wait-for helpers, stop and restart of a node on
+//!   its own data directory, and an account ready to act through any node.
+//! - [`process`]: node processes of the real `weft` binary — spawn one, find its pid, wait for
+//!   its API, wait until a set of them converged, stop them all — the machinery `weft up`
+//!   itself runs on.
+//! - [`local`]: a [`LocalFabric`] made by `weft up` (the same command a newcomer runs), with
+//!   its nodes' API clients, kill and restart; and [`cli`]: the binary run as a person would,
+//!   each [`User`] with their own accounts.
+//!
+//! In the spirit of Quickwit's cluster sandbox: every integration test and every `weft bench`
+//! starts its fabric here, so a change to how nodes are set up is made once.
+//!
+//! **Invariant:** only test and benchmark setup lives here — no behaviour of a node; a node
+//! started here is started exactly as `weft run` starts it.
+
+#![deny(missing_docs)]
+
+pub mod cli;
+pub mod inproc;
+pub mod local;
+pub mod process;
+
+use std::time::{Duration, Instant};
+
+pub use cli::User;
+pub use inproc::{Builder, Cluster, cluster};
+pub use local::{LocalFabric, UpOptions};
+
+/// Wait (on this thread) until `cond` holds, checking every 100 ms; panics after `timeout`
+/// naming `what`. Returns how long it took.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    start.elapsed()
+}
+
+/// Wait (in async code) until `done` holds, checking every 100 ms; panics after `secs`
+/// seconds naming `what`.
+pub async fn wait(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(secs), "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `len` bytes of a fixed pattern (compressible data is fine: weft encrypts before coding).
+pub fn data(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 % 251) as u8).collect()
+}

@@ -1,0 +1,142 @@
+//! The data plane as a service of the node: who acts ([`DataPlane::acting`],
+//! [`DataPlane::session`]), the node's own account, access keys as gateways look them up, and
+//! objects read by capability (which need no account).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::io::AsyncWrite;
+use weft_host::{Context, HostError, Service};
+use weft_store::{Capability, Manifest, StorageError};
+
+use crate::{Access, AccessKey, Acting, KeyStore, Session, SessionError};
+
+/// How long a gateway trusts its last look at an access key (a removed key stops working
+/// everywhere within it).
+const KEY_FRESH: Duration = Duration::from_secs(3);
+/// Most access keys (found or not) a node remembers.
+const KEY_CACHE: usize = 10_000;
+
+/// The account data plane of a node. Cheap to clone.
+#[derive(Clone)]
+pub struct DataPlane {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The node's own account (a data directory's `account.key`, from before accounts left
+    /// the nodes: what the S3 gateway's node-made keys act for).
+    own: Acting,
+    /// Access keys made before accounts (`s3-keys.json`), acting for the node's own account.
+    node_keys: Arc<KeyStore>,
+    /// Access keys read from the table lately, found or not.
+    key_cache: Mutex<HashMap<String, (Instant, Option<AccessKey>)>>,
+}
+
+impl Service for DataPlane {
+    const NAME: &'static str = "data";
+
+    fn start(ctx: &Context) -> Result<DataPlane, HostError> {
+        let failed = |why: String| HostError::Failed {
+            service: Self::NAME,
+            why,
+        };
+        let account = weft_net::load_or_create_key(&ctx.folder("account.key"))
+            .map_err(|e| failed(e.to_string()))?;
+        let node_keys = KeyStore::open(ctx.data_dir()).map_err(|e| failed(e.to_string()))?;
+        let own = Acting::new(
+            ctx.table.clone(),
+            ctx.storage.clone(),
+            ctx.tasks(),
+            Access::account(account),
+        );
+        Ok(DataPlane {
+            inner: Arc::new(Inner {
+                own,
+                node_keys: Arc::new(node_keys),
+                key_cache: Mutex::default(),
+            }),
+        })
+    }
+}
+
+impl DataPlane {
+    /// The node's own account.
+    pub fn own(&self) -> &Acting {
+        &self.inner.own
+    }
+
+    /// The account `access` acts for, through this node.
+    pub fn acting(&self, access: Access) -> Acting {
+        self.inner.own.as_account(access)
+    }
+
+    /// The account a session (as text) acts for, checked now.
+    pub fn session(&self, text: &str) -> Result<Acting, SessionError> {
+        let access = Session::from_text(text)?.access(weft_net::now_ms())?;
+        Ok(self.acting(access))
+    }
+
+    /// Access keys made on this node before accounts (they act for its own account).
+    pub fn node_keys(&self) -> &Arc<KeyStore> {
+        &self.inner.node_keys
+    }
+
+    /// The access key `id`: one made before accounts (this node's own file, acting for the
+    /// node's account) or one from the replicated table. Table keys are cached for a few
+    /// seconds (so a removed key stops working everywhere within them), misses too (so unknown
+    /// ids cannot make every request a table read).
+    pub async fn access_key(&self, id: &str) -> Option<AccessKey> {
+        if let Some(k) = self.inner.node_keys.lookup(id) {
+            return Some(k);
+        }
+        if let Some((at, k)) = self.inner.key_cache.lock().get(id)
+            && at.elapsed() < KEY_FRESH
+        {
+            return k.clone();
+        }
+        let found = match crate::lookup_key(&self.inner.own.table, id).await {
+            Ok(found) => found.map(|(k, _)| k),
+            Err(e) => {
+                tracing::warn!(error = %e, "access key lookup failed");
+                return None; // not cached: the table may answer next time
+            }
+        };
+        let mut cache = self.inner.key_cache.lock();
+        if cache.len() > KEY_CACHE {
+            cache.clear();
+        }
+        cache.insert(id.to_string(), (Instant::now(), found.clone()));
+        found
+    }
+
+    /// The manifest of the object `cap` names (any holder's copy, verified).
+    pub async fn manifest(&self, cap: &Capability) -> Result<Manifest, StorageError> {
+        self.inner.own.storage.manifest(cap).await
+    }
+
+    /// The manifest of `cap`'s object with where its shards are now (repair's moves applied).
+    pub async fn manifest_now(&self, cap: &Capability) -> Result<Manifest, StorageError> {
+        self.inner.own.storage.manifest_now(cap).await
+    }
+
+    /// Read bytes `start..end` of the object `cap` names (its `manifest`) into `writer`,
+    /// verifying every byte. Anyone holding a capability may read: it carries the object's key.
+    pub async fn read_capability<W: AsyncWrite + Unpin>(
+        &self,
+        cap: &Capability,
+        manifest: &Manifest,
+        start: u64,
+        end: u64,
+        writer: W,
+    ) -> Result<(), StorageError> {
+        self.inner
+            .own
+            .storage
+            .read_range(cap, manifest, start, end, writer)
+            .await
+            .map(|_| ())
+    }
+}

@@ -1,0 +1,77 @@
+//! The row kinds of models. Every key of these kinds is made here.
+//!
+//! | kind | partition key | sort key | value | written by |
+//! |---|---|---|---|---|
+//! | `model` | `model` | model name | [`ModelRecord`] | first claimant of the name (the owner, account-wide sessions only) |
+//! | `serve` | `serve/<model>` | node id | [`Serving`] | that node (a current member) |
+
+use weft_core::NodeId;
+use weft_meta::{Rules, Schema, Table, Writer};
+
+use crate::{ModelError, ModelRecord, Serving};
+
+/// Model name claims.
+pub struct Models;
+
+impl Schema for Models {
+    const KIND: &'static str = "model";
+    const WRITER: Writer = Writer::FirstClaim;
+    const FORMAT: u8 = 1;
+    type Part = ();
+    type Sort = str;
+    type Value = ModelRecord;
+
+    fn partition(_: &()) -> String {
+        String::new()
+    }
+}
+
+/// Which nodes hold a model, each in its own row.
+pub struct Servers;
+
+impl Schema for Servers {
+    const KIND: &'static str = "serve";
+    const WRITER: Writer = Writer::SortKeyMember;
+    const FORMAT: u8 = 1;
+    /// The model's name.
+    type Part = String;
+    /// The node.
+    type Sort = NodeId;
+    type Value = Serving;
+
+    fn partition(model: &String) -> String {
+        model.clone()
+    }
+}
+
+/// Declare the model row kinds and their writer rules.
+pub fn register(rules: &mut Rules) {
+    rules.add(Models::KIND, Models::WRITER);
+    rules.account_wide_only(Models::KIND);
+    rules.add(Servers::KIND, Servers::WRITER);
+}
+
+/// Every model's row (claims whose signer is not the owner named in them are left out).
+pub async fn models(table: &Table) -> Result<Vec<ModelRecord>, ModelError> {
+    let rows = table.list::<Models>(&(), "").await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(name, r)| {
+            let signer = r.signer;
+            r.known().filter(|m| m.owner == signer && m.name == name)
+        })
+        .collect())
+}
+
+/// Which nodes say they hold `model`, and how.
+pub async fn serving(table: &Table, model: &str) -> Result<Vec<(NodeId, Serving)>, ModelError> {
+    let rows = table.list::<Servers>(&model.to_string(), "").await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(node, r)| {
+            let id: NodeId = node.parse().ok()?;
+            (r.signer == id).then_some(())?;
+            Some((id, r.known()?))
+        })
+        .collect())
+}

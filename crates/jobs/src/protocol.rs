@@ -1,0 +1,102 @@
+//! The job protocol between nodes (`proto::JOB`, members only): a coordinator offers an
+//! attempt to a runner, hands a job to its standby, and reads a running job's logs from its
+//! runner. Every question carries the client's session; the answering node opens it itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use weft_compute::schema::Placement;
+use weft_core::{NodeId, proto};
+use weft_net::Rpc;
+
+use crate::{JobKey, JobService};
+
+/// The most log bytes one read returns.
+pub(crate) const LOG_CHUNK: u64 = 1 << 20;
+
+/// The job protocol (`proto::JOB`).
+pub(crate) const JOB_RPC: Rpc<JobAsk, JobAnswer> = Rpc::new(
+    proto::JOB,
+    256 << 10,
+    (LOG_CHUNK as usize) + 4096,
+    Duration::from_secs(30),
+);
+
+/// Serve the job protocol for `svc` (while it lives: the handler holds it weakly).
+pub(crate) fn register(svc: &JobService) {
+    let weak = Arc::downgrade(&svc.inner);
+    JOB_RPC.serve(&svc.inner.endpoint, false, move |peer, ask| {
+        let weak = weak.clone();
+        async move {
+            let Some(inner) = weak.upgrade() else {
+                return JobAnswer::Refused("the node is stopping".into());
+            };
+            let weft_net::Peer::Member(peer) = peer else {
+                return JobAnswer::Refused("jobs are between members".into());
+            };
+            JobService { inner }.answer(peer.id, ask).await
+        }
+    });
+}
+
+/// Questions of the job protocol.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum JobAsk {
+    /// Run attempt `attempt` of a job (the runner claims it or refuses).
+    Offer {
+        key: JobKey,
+        attempt: u32,
+        session: String,
+        placement: Placement,
+    },
+    /// Watch a job as its standby coordinator.
+    Watch { key: JobKey, session: String },
+    /// Read a running job's stdout (or stderr) from `offset`.
+    Logs {
+        key: JobKey,
+        session: String,
+        stderr: bool,
+        offset: u64,
+    },
+}
+
+/// Answers of the job protocol.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum JobAnswer {
+    /// The runner claimed the attempt.
+    Admitted,
+    /// Not taken, and why.
+    Refused(String),
+    /// The standby watches the job.
+    Watching,
+    /// Log bytes, and whether the job still runs.
+    Logs { bytes: Vec<u8>, running: bool },
+}
+
+impl JobService {
+    /// Answer `peer`'s question.
+    pub(crate) async fn answer(&self, peer: NodeId, ask: JobAsk) -> JobAnswer {
+        match ask {
+            JobAsk::Offer {
+                key,
+                attempt,
+                session,
+                placement,
+            } => match self.admit(&key, attempt, &session, placement).await {
+                Ok(()) => JobAnswer::Admitted,
+                Err(why) => JobAnswer::Refused(why),
+            },
+            JobAsk::Watch { key, session } => self.stand_by(peer, key, session),
+            JobAsk::Logs {
+                key,
+                session,
+                stderr,
+                offset,
+            } => match self.local_logs(&key, &session, stderr, offset).await {
+                Ok((bytes, running)) => JobAnswer::Logs { bytes, running },
+                Err(e) => JobAnswer::Refused(e.to_string()),
+            },
+        }
+    }
+}

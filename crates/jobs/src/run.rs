@@ -1,0 +1,353 @@
+//! Running an attempt: admitting an offer on this node's own resources and claiming the
+//! job's lease, running it ([`crate::runner`]) while renewing the lease every second, and
+//! recording how it ended — once, as the attempt's claimant.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use weft_compute::lease::{Ended, JobState, LEASE_MS, RENEW_EVERY_MS, Refused};
+use weft_compute::runtime::{MAX_CONCURRENT, RunError};
+use weft_compute::schema::{Jobs, Placement, RunFigures};
+use weft_compute::spec::Source;
+use weft_data::{Acting, BucketError, Capability};
+
+use crate::definition::Definition;
+use crate::runner::{JobInput, JobReport, JobRun};
+use crate::{JobError, JobKey, JobService, RunnerError, now_ms};
+
+/// Sets a run's cancel flag when dropped.
+pub(crate) struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// An attempt this node claimed: who it runs for, and what.
+pub(crate) struct Attempt {
+    acting: Acting,
+    signer: weft_meta::Signer,
+    key: JobKey,
+    attempt: u32,
+    def: Definition,
+    cancel: Arc<AtomicBool>,
+    workdir: PathBuf,
+    started_ms: u64,
+}
+
+/// A job running on this node.
+pub(crate) struct Local {
+    pub(crate) cancel: Arc<AtomicBool>,
+    pub(crate) workdir: PathBuf,
+    cpu: u32,
+    memory: u64,
+}
+
+impl JobService {
+    /// Admit attempt `attempt` of a job on this node's resources and claim its lease, or say
+    /// why not; then run it in the background.
+    pub(crate) async fn admit(
+        &self,
+        key: &JobKey,
+        attempt: u32,
+        session: &str,
+        mut placement: Placement,
+    ) -> Result<(), String> {
+        let b = self.acting(session).map_err(|e| e.to_string())?;
+        let signer = b.signer().map_err(|e| e.to_string())?.clone();
+        let rec = self
+            .inner
+            .table
+            .get_value::<Jobs>(&key.part(), &key.id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no such job")?;
+        let def = Self::open_definition(&b, key, &rec).map_err(|e| e.to_string())?;
+        self.runtime()?;
+        let (cpu, memory) = (def.job.cpu_milli, def.job.limits.memory);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let workdir = self
+            .inner
+            .dir
+            .join(format!("{}-{}-{attempt}", key.bucket, key.id));
+        {
+            let mut running = self.inner.running.lock();
+            if running.contains_key(key) {
+                return Err("already running here".into());
+            }
+            let cpu_used: u32 = running.values().map(|l| l.cpu).sum();
+            let mem_used: u64 = running.values().map(|l| l.memory).sum();
+            if running.len() as u32 >= MAX_CONCURRENT
+                || cpu_used + cpu > self.inner.cpu_milli
+                || mem_used + memory > self.inner.memory
+            {
+                return Err(format!(
+                    "busy: {} jobs, {cpu_used} of {} milli-cores and {mem_used} of {} bytes reserved",
+                    running.len(),
+                    self.inner.cpu_milli,
+                    self.inner.memory
+                ));
+            }
+            running.insert(
+                key.clone(),
+                Local {
+                    cancel: cancel.clone(),
+                    workdir: workdir.clone(),
+                    cpu,
+                    memory,
+                },
+            );
+        }
+        self.publish_load();
+        let me = self.inner.me;
+        let now = now_ms();
+        placement.runner = me;
+        let claimed = self
+            .change(&signer, key, |r| {
+                match r.life.state {
+                    JobState::Queued { attempt: a, .. } if a != attempt => {
+                        return Err(Refused::NotQueued);
+                    }
+                    _ => {}
+                }
+                r.life = r.life.claim(me, now)?;
+                r.placement = Some(placement.clone());
+                r.started_ms = Some(now);
+                Ok(())
+            })
+            .await;
+        if let Err(e) = claimed {
+            self.inner.running.lock().remove(key);
+            self.publish_load();
+            return Err(e.to_string());
+        }
+        let svc = self.clone();
+        let run = Attempt {
+            acting: b,
+            signer,
+            key: key.clone(),
+            attempt,
+            def,
+            cancel,
+            workdir,
+            started_ms: now,
+        };
+        self.inner.tasks.spawn(async move {
+            // A node that shuts down drops this task mid-run: the module, on its blocking
+            // thread, must then stop too (at its next epoch tick), not run on unwatched.
+            let _stop = StopOnDrop(run.cancel.clone());
+            svc.run(&run).await;
+            let _ = tokio::fs::remove_dir_all(&run.workdir).await;
+            svc.inner.running.lock().remove(&run.key);
+            svc.publish_load();
+        });
+        Ok(())
+    }
+
+    pub(crate) fn publish_load(&self) {
+        let running = self.inner.running.lock();
+        let cpu: u32 = running.values().map(|l| l.cpu).sum();
+        let memory: u64 = running.values().map(|l| l.memory).sum();
+        let cpus = (self.inner.cpu_milli / 1000).max(1);
+        let load = weft_core::Load {
+            jobs: running.len() as u32,
+            queued: 0,
+            cpu_milli: cpu / cpus,
+            mem_bytes: memory,
+        };
+        drop(running);
+        self.inner.fabric.set_load(load);
+    }
+
+    /// Run an attempt this node claimed, renewing its lease, and record how it ended.
+    pub(crate) async fn run(&self, run: &Attempt) {
+        let Attempt {
+            acting: b,
+            signer,
+            key,
+            attempt,
+            def,
+            cancel,
+            workdir,
+            started_ms,
+        } = run;
+        let (attempt, started_ms) = (*attempt, *started_ms);
+        let me = self.inner.me;
+        let runtime = match self.runtime() {
+            Ok(r) => r,
+            Err(e) => {
+                self.record(signer, key, attempt, Err((e, true)), started_ms)
+                    .await;
+                return;
+            }
+        };
+        let work = async {
+            let module = self.fetch(b, &def.job.module).await?;
+            let mut inputs = Vec::new();
+            let mut caps = Vec::new();
+            for (i, input) in def.job.inputs.iter().enumerate() {
+                match input {
+                    Source::Object { bucket, key } => inputs.push(JobInput {
+                        bucket: bucket.clone(),
+                        key: key.clone(),
+                    }),
+                    Source::Capability(text) => caps.push((
+                        format!("cap{i}"),
+                        Capability::from_text(text).map_err(BucketError::from)?,
+                    )),
+                    Source::File(_) => {}
+                }
+            }
+            let job = JobRun {
+                name: def.job.name.clone(),
+                module,
+                args: def.job.args.clone(),
+                env: def.job.env.clone(),
+                inputs,
+                capabilities: caps,
+                output_bucket: def.job.output_bucket.clone(),
+                output_prefix: def.job.output_prefix.clone(),
+                limits: def.job.limits,
+                cancel: Some(cancel.clone()),
+            };
+            crate::runner::run_job(b, &runtime, &job, workdir).await
+        };
+        tokio::pin!(work);
+        let mut until = started_ms + LEASE_MS;
+        let result = loop {
+            tokio::select! {
+                r = &mut work => break r,
+                () = tokio::time::sleep(Duration::from_millis(RENEW_EVERY_MS)) => {
+                    let now = now_ms();
+                    match self.change(signer, key, |r| {
+                        r.life = r.life.renew(me, attempt, now)?;
+                        Ok(())
+                    }).await {
+                        Ok(_) => until = now + LEASE_MS,
+                        Err(JobError::Refused(why)) => {
+                            tracing::info!(job = %key.reference(), %why, "stopping a job");
+                            cancel.store(true, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            // Stop before the lease lapses: past it, another attempt may start.
+                            if now_ms() + RENEW_EVERY_MS >= until {
+                                tracing::warn!(job = %key.reference(), error = %e, "cannot renew a job's lease; stopping it");
+                                cancel.store(true, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let outcome = match result {
+            Ok(report) => Ok(report),
+            Err(RunnerError::Run(RunError::Cancelled)) => return,
+            Err(e) => {
+                let retryable = matches!(
+                    e,
+                    RunnerError::Io(_)
+                        | RunnerError::Run(RunError::Io(_))
+                        | RunnerError::Bucket(BucketError::Storage(_))
+                        | RunnerError::Bucket(BucketError::Meta(_))
+                );
+                Err((e.to_string(), retryable))
+            }
+        };
+        self.record(signer, key, attempt, outcome, started_ms).await;
+    }
+
+    pub(crate) async fn fetch(&self, b: &Acting, source: &Source) -> Result<Vec<u8>, RunnerError> {
+        let mut bytes = Vec::new();
+        match source {
+            Source::Object { bucket, key } => {
+                b.objects().get(bucket, key, &mut bytes).await?;
+            }
+            Source::Capability(text) => {
+                let cap = Capability::from_text(text).map_err(BucketError::from)?;
+                b.objects().get_capability(&cap, &mut bytes).await?;
+            }
+            Source::File(f) => {
+                return Err(RunnerError::Bucket(BucketError::Invalid(format!(
+                    "module {f:?} is a local file"
+                ))));
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// Record how attempt `attempt` ended (only its claimant can, once).
+    pub(crate) async fn record(
+        &self,
+        signer: &weft_meta::Signer,
+        key: &JobKey,
+        attempt: u32,
+        outcome: Result<JobReport, (String, bool)>,
+        started_ms: u64,
+    ) {
+        let me = self.inner.me;
+        for _ in 0..20 {
+            let now = now_ms();
+            let result = self
+                .change(signer, key, |r| {
+                    let (ended, retryable, figures) = match &outcome {
+                        Ok(report) => (
+                            Ended {
+                                attempt,
+                                runner: me,
+                                exit_code: Some(report.outcome.exit_code),
+                                error: None,
+                            },
+                            false,
+                            RunFigures {
+                                attempt,
+                                runner: me,
+                                started_ms,
+                                ended_ms: now,
+                                fuel_used: report.outcome.fuel_used,
+                                wall_ms: report.outcome.wall.as_millis() as u64,
+                                input_bytes: report.input_bytes,
+                                outputs: report.outputs.clone(),
+                            },
+                        ),
+                        Err((why, retryable)) => (
+                            Ended {
+                                attempt,
+                                runner: me,
+                                exit_code: None,
+                                error: Some(why.clone()),
+                            },
+                            *retryable,
+                            RunFigures {
+                                attempt,
+                                runner: me,
+                                started_ms,
+                                ended_ms: now,
+                                fuel_used: 0,
+                                wall_ms: 0,
+                                input_bytes: 0,
+                                outputs: Vec::new(),
+                            },
+                        ),
+                    };
+                    r.life = r.life.finish(ended, retryable, now)?;
+                    r.runs.push(figures);
+                    Ok(())
+                })
+                .await;
+            match result {
+                Ok(_) => return,
+                Err(JobError::Refused(why)) => {
+                    tracing::info!(job = %key.reference(), %why, "a job's result was not recorded");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(job = %key.reference(), error = %e, "cannot record a job's result yet");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Submitting a job: any node takes it with the client's session, checks the session may
+//! write the output bucket and read every input, narrows where it may run to what every
+//! bucket's residency and the spec allow, writes the job's row (its definition sealed) and
+//! starts coordinating it, with a standby on another node.
+
+use weft_compute::lease::Life;
+use weft_compute::schema::{JobRecord, Jobs};
+use weft_compute::spec::{JobSpec, Near, Source};
+use weft_data::{BucketError, Capability, Need};
+use weft_meta::Schema;
+
+use crate::definition::{Definition, narrow, new_id};
+use crate::protocol::{JOB_RPC, JobAsk};
+use crate::status::status_of;
+use crate::{JobError, JobKey, JobService, JobStatus, now_ms};
+
+impl JobService {
+    /// Submit `spec` for the account `session` acts as; returns at once, queued. The module
+    /// must already be an object or a capability (the CLI uploads a local file first).
+    pub async fn submit(&self, session: &str, spec: &JobSpec) -> Result<JobStatus, JobError> {
+        let job = spec.validate()?;
+        if let Source::File(f) = &job.module {
+            return Err(JobError::Spec(weft_compute::spec::SpecError {
+                field: "module",
+                why: format!(
+                    "{f:?} is a local file; upload it first (the CLI does) and name it BUCKET/KEY"
+                ),
+            }));
+        }
+        let b = self.acting(session)?;
+        if !b.access().can_write() {
+            return Err(JobError::ReadOnly);
+        }
+        let out = b.authorize(&job.output_bucket, Need::Write).await?;
+        let mut regions = job.regions.clone();
+        let mut jurisdictions = job.jurisdictions.clone();
+        let mut policies = vec![out.policy.clone()];
+        for input in job.inputs.iter().chain(std::iter::once(&job.module)) {
+            match input {
+                Source::Object { bucket, key } => {
+                    let rec = b.authorize(bucket, Need::Read).await?;
+                    b.objects().object(bucket, key).await?;
+                    policies.push(rec.policy);
+                }
+                Source::Capability(text) => {
+                    let cap = Capability::from_text(text).map_err(BucketError::from)?;
+                    let m = self
+                        .inner
+                        .storage
+                        .manifest(&cap)
+                        .await
+                        .map_err(BucketError::from)?;
+                    policies.push(m.policy);
+                }
+                Source::File(_) => {}
+            }
+        }
+        for p in &policies {
+            narrow(&mut regions, &p.regions);
+            narrow(&mut jurisdictions, &p.jurisdictions);
+        }
+        if regions.iter().any(String::is_empty) || jurisdictions.iter().any(String::is_empty) {
+            return Err(JobError::Nowhere(
+                "the residency of its buckets and spec have no region or jurisdiction in common"
+                    .into(),
+            ));
+        }
+        let near_node = matches!(job.near, Some(Near::Client)).then_some(self.inner.me);
+        let now = now_ms();
+        let key = JobKey {
+            owner: out.owner,
+            bucket: job.output_bucket.clone(),
+            id: new_id(now),
+        };
+        let def = Definition {
+            job,
+            regions,
+            jurisdictions,
+            near_node,
+        };
+        let sealed = Self::seal_of(&b, &key.bucket)?.seal(Jobs::KIND, &key.reference(), &def);
+        let standby = self.pick_standby();
+        let rec = JobRecord {
+            sealed,
+            life: Life::new(def.job.retries),
+            submitted_ms: now,
+            coordinator: self.inner.me,
+            standby,
+            placement: None,
+            started_ms: None,
+            runs: Vec::new(),
+        };
+        self.inner
+            .table
+            .create::<Jobs>(b.signer()?.clone(), &key.part(), &key.id, &rec)
+            .await?;
+        self.watch(key.clone(), session.to_string(), true);
+        if let Some(node) = standby
+            && let Some(addr) = self.inner.fabric.member(&node).and_then(|m| m.addr)
+        {
+            let (endpoint, ask) = (
+                self.inner.endpoint.clone(),
+                JobAsk::Watch {
+                    key: key.clone(),
+                    session: session.to_string(),
+                },
+            );
+            self.inner.tasks.spawn(async move {
+                if let Err(e) = JOB_RPC.call(&endpoint, node, addr, &ask).await {
+                    tracing::warn!(standby = %node, error = %e, "a job's standby did not take it");
+                }
+            });
+        }
+        Ok(status_of(&key, &rec, &def))
+    }
+}
