@@ -7,10 +7,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use weft_data::{BucketRecord, Erasure, Need, ObjectRecord, Residency};
+use weft_data::{BucketRecord, Need, ObjectRecord};
 
 use crate::errors::ApiFailure;
-use crate::objects::{PutAnswer, list};
+use crate::objects::{PutAnswer, placement};
 use crate::server::{AppState, Caller};
 
 /// `POST /v1/buckets` body.
@@ -79,21 +79,7 @@ pub(crate) async fn create(
     Caller(acting): Caller,
     Json(b): Json<CreateBucket>,
 ) -> Result<Json<BucketRecord>, ApiFailure> {
-    let ec = if b.ec.trim().is_empty() {
-        None
-    } else {
-        Some(
-            b.ec.parse::<Erasure>()
-                .map_err(|e| ApiFailure(StatusCode::BAD_REQUEST, e))?,
-        )
-    };
-    let policy = Residency {
-        regions: list(&b.regions),
-        jurisdictions: list(&b.jurisdictions)
-            .iter()
-            .map(|j| j.to_ascii_uppercase())
-            .collect(),
-    };
+    let (policy, ec) = placement(&b.regions, &b.jurisdictions, &b.ec)?;
     Ok(Json(
         acting
             .create_bucket(&b.name, policy, ec, b.versions.unwrap_or(1))

@@ -41,6 +41,30 @@ pub struct PutAnswer {
     pub ec: String,
 }
 
+/// A residency policy and an erasure coding, from their comma-separated query or body forms
+/// (`""`: any place, the coding the fabric's size calls for).
+pub(crate) fn placement(
+    regions: &str,
+    jurisdictions: &str,
+    ec: &str,
+) -> Result<(Residency, Option<Erasure>), ApiFailure> {
+    let ec = match ec.trim() {
+        "" => None,
+        text => Some(
+            text.parse::<Erasure>()
+                .map_err(|e| ApiFailure(StatusCode::BAD_REQUEST, e))?,
+        ),
+    };
+    let policy = Residency {
+        regions: list(regions),
+        jurisdictions: list(jurisdictions)
+            .iter()
+            .map(|j| j.to_ascii_uppercase())
+            .collect(),
+    };
+    Ok((policy, ec))
+}
+
 pub(crate) fn list(text: &str) -> Vec<String> {
     text.split(',')
         .map(str::trim)
@@ -54,21 +78,7 @@ pub(crate) async fn put(
     Query(q): Query<PutQuery>,
     body: Body,
 ) -> Result<Json<PutAnswer>, ApiFailure> {
-    let ec = if q.ec.trim().is_empty() {
-        None
-    } else {
-        Some(
-            q.ec.parse::<Erasure>()
-                .map_err(|e| ApiFailure(StatusCode::BAD_REQUEST, e))?,
-        )
-    };
-    let policy = Residency {
-        regions: list(&q.regions),
-        jurisdictions: list(&q.jurisdictions)
-            .iter()
-            .map(|j| j.to_ascii_uppercase())
-            .collect(),
-    };
+    let (policy, ec) = placement(&q.regions, &q.jurisdictions, &q.ec)?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let reader = tokio_util::io::StreamReader::new(stream);
     // An object stored by capability has no name that could let go of it: it is kept.

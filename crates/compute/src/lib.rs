@@ -3,6 +3,9 @@
 //! ([`spec`]), pipelines of jobs ([`pipeline`]) and the job rows of the metadata table
 //! ([`schema`]).
 
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod lease;
 pub mod pipeline;
 pub mod runtime;

@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 use weft_core::NodeId;
-use weft_meta::{Rules, Schema, Writer};
+use weft_meta::{Rules, Schema, Writer, row_kind};
 
 use crate::lease::Life;
 
@@ -24,19 +24,15 @@ pub struct JobBucket {
     pub bucket: String,
 }
 
-/// Job rows.
-pub struct Jobs;
-
-impl Schema for Jobs {
-    const KIND: &'static str = "job";
-    const WRITER: Writer = Writer::PartitionKey(1);
-    const FORMAT: u8 = 1;
-    type Part = JobBucket;
-    type Sort = str;
-    type Value = JobRecord;
-
-    fn partition(b: &JobBucket) -> String {
-        format!("{}/{}", b.owner.to_hex(), b.bucket)
+row_kind! {
+    /// Job rows.
+    pub struct Jobs {
+        kind: "job",
+        writer: Writer::PartitionKey(1),
+        part: JobBucket,
+        sort: str,
+        value: JobRecord,
+        partition: |b| format!("{}/{}", b.owner.to_hex(), b.bucket),
     }
 }
 

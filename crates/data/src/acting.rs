@@ -278,7 +278,7 @@ impl Acting {
         let rows = self.rows(b)?;
         // The new version holds its objects before anything points at it; what it replaces
         // lets go of its objects only after (garbage collection waits a safety delay anyway).
-        self.hold(&rows, b, key, record).await?;
+        self.reference(&rows, b, key, record, true).await?;
         let replaced = if b.versions == 1 {
             rows.object(key).await.ok().flatten()
         } else {
@@ -298,7 +298,7 @@ impl Acting {
         rows.put_object(self.signer()?, key, Some(record)).await?;
         for old in replaced.iter().chain(&pruned) {
             if old.version != record.version {
-                self.let_go(&rows, b, key, old).await?;
+                self.reference(&rows, b, key, old, false).await?;
             }
         }
         Ok(())
@@ -340,36 +340,24 @@ impl Acting {
         }
     }
 
-    pub(crate) async fn hold(
+    /// Make the objects `record`'s bytes live in held by this version of `key` (before anything
+    /// points at it), or let go of them (`hold` false: after nothing does).
+    pub(crate) async fn reference(
         &self,
         rows: &BucketRows<'_>,
         b: &BucketRecord,
         key: &str,
         record: &ObjectRecord,
+        hold: bool,
     ) -> Result<(), BucketError> {
         let name = self.ref_name(rows, b, key, &record.version);
         for m in Self::stored_objects(record) {
-            self.refs
-                .retain(&m, &name, self.signer()?)
-                .await
-                .map_err(|e| BucketError::Catalog(e.to_string()))?;
-        }
-        Ok(())
-    }
-
-    pub(crate) async fn let_go(
-        &self,
-        rows: &BucketRows<'_>,
-        b: &BucketRecord,
-        key: &str,
-        record: &ObjectRecord,
-    ) -> Result<(), BucketError> {
-        let name = self.ref_name(rows, b, key, &record.version);
-        for m in Self::stored_objects(record) {
-            self.refs
-                .release(&m, &name, self.signer()?)
-                .await
-                .map_err(|e| BucketError::Catalog(e.to_string()))?;
+            let done = if hold {
+                self.refs.retain(&m, &name, self.signer()?).await
+            } else {
+                self.refs.release(&m, &name, self.signer()?).await
+            };
+            done.map_err(|e| BucketError::Catalog(e.to_string()))?;
         }
         Ok(())
     }

@@ -287,7 +287,7 @@ impl Objects<'_> {
         rows.put_object(self.0.signer()?, key, None).await?;
         // Kept versions still use their objects; otherwise the bytes become garbage.
         if b.versions == 1 {
-            self.0.let_go(&rows, &b, key, &current).await?;
+            self.0.reference(&rows, &b, key, &current, false).await?;
         }
         Ok(())
     }

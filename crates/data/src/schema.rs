@@ -22,7 +22,7 @@
 //! `part`) and works as before.
 
 use weft_core::NodeId;
-use weft_meta::{Rules, Schema, SortKey, Writer};
+use weft_meta::{Rules, Schema, SortKey, Writer, row_kind};
 
 use crate::records::BucketRecordV1;
 use crate::{BucketRecord, ObjectRecord, PartRecord, UploadRecord};
@@ -74,19 +74,15 @@ impl Schema for Buckets {
     }
 }
 
-/// The current version of each object of a bucket.
-pub struct Objects;
-
-impl Schema for Objects {
-    const KIND: &'static str = "obj";
-    const WRITER: Writer = Writer::PartitionKey(1);
-    const FORMAT: u8 = 1;
-    type Part = BucketId;
-    type Sort = str;
-    type Value = ObjectRecord;
-
-    fn partition(bucket: &BucketId) -> String {
-        bucket.key()
+row_kind! {
+    /// The current version of each object of a bucket.
+    pub struct Objects {
+        kind: "obj",
+        writer: Writer::PartitionKey(1),
+        part: BucketId,
+        sort: str,
+        value: ObjectRecord,
+        partition: |bucket| bucket.key(),
     }
 }
 
@@ -99,35 +95,27 @@ pub struct ObjectId {
     pub key: String,
 }
 
-/// Kept versions of each object (buckets that keep more than one).
-pub struct Versions;
-
-impl Schema for Versions {
-    const KIND: &'static str = "ver";
-    const WRITER: Writer = Writer::PartitionKey(1);
-    const FORMAT: u8 = 1;
-    type Part = ObjectId;
-    type Sort = str;
-    type Value = ObjectRecord;
-
-    fn partition(object: &ObjectId) -> String {
-        format!("{}/{}", object.bucket.key(), object.key)
+row_kind! {
+    /// Kept versions of each object (buckets that keep more than one).
+    pub struct Versions {
+        kind: "ver",
+        writer: Writer::PartitionKey(1),
+        part: ObjectId,
+        sort: str,
+        value: ObjectRecord,
+        partition: |object| format!("{}/{}", object.bucket.key(), object.key),
     }
 }
 
-/// Multipart uploads in progress.
-pub struct Uploads;
-
-impl Schema for Uploads {
-    const KIND: &'static str = "upl";
-    const WRITER: Writer = Writer::PartitionKey(1);
-    const FORMAT: u8 = 1;
-    type Part = BucketId;
-    type Sort = str;
-    type Value = UploadRecord;
-
-    fn partition(bucket: &BucketId) -> String {
-        bucket.key()
+row_kind! {
+    /// Multipart uploads in progress.
+    pub struct Uploads {
+        kind: "upl",
+        writer: Writer::PartitionKey(1),
+        part: BucketId,
+        sort: str,
+        value: UploadRecord,
+        partition: |bucket| bucket.key(),
     }
 }
 
@@ -150,19 +138,15 @@ impl SortKey for PartNumber {
     }
 }
 
-/// Uploaded parts.
-pub struct Parts;
-
-impl Schema for Parts {
-    const KIND: &'static str = "part";
-    const WRITER: Writer = Writer::PartitionKey(1);
-    const FORMAT: u8 = 1;
-    type Part = UploadId;
-    type Sort = PartNumber;
-    type Value = PartRecord;
-
-    fn partition(upload: &UploadId) -> String {
-        format!("{}/{}", upload.bucket.key(), upload.upload)
+row_kind! {
+    /// Uploaded parts.
+    pub struct Parts {
+        kind: "part",
+        writer: Writer::PartitionKey(1),
+        part: UploadId,
+        sort: PartNumber,
+        value: PartRecord,
+        partition: |upload| format!("{}/{}", upload.bucket.key(), upload.upload),
     }
 }
 
@@ -205,19 +189,15 @@ sealed_kind!(
     SealedParts, "sp", UploadId, PartNumber, Parts
 );
 
-/// Grants of a bucket to other accounts ([`crate::grants`]), by the granted session's delegate.
-pub struct Grants;
-
-impl Schema for Grants {
-    const KIND: &'static str = "grant";
-    const WRITER: Writer = Writer::PartitionKey(1);
-    const FORMAT: u8 = 1;
-    type Part = BucketId;
-    type Sort = NodeId;
-    type Value = crate::grants::Grant;
-
-    fn partition(bucket: &BucketId) -> String {
-        bucket.key()
+row_kind! {
+    /// Grants of a bucket to other accounts ([`crate::grants`]), by the granted session's delegate.
+    pub struct Grants {
+        kind: "grant",
+        writer: Writer::PartitionKey(1),
+        part: BucketId,
+        sort: NodeId,
+        value: crate::grants::Grant,
+        partition: |bucket| bucket.key(),
     }
 }
 
@@ -239,37 +219,29 @@ impl SortKey for KeyHash {
     }
 }
 
-/// Access keys, sealed under a key derived from their id: what any gateway needs to serve
-/// one (account, scope, SigV4 secret, grant).
-pub struct SealedKeys;
-
-impl Schema for SealedKeys {
-    const KIND: &'static str = "s3key";
-    const WRITER: Writer = Writer::FirstClaim;
-    const FORMAT: u8 = 1;
-    type Part = KeyHash;
-    type Sort = KeyHash;
-    type Value = Vec<u8>;
-
-    fn partition(id: &KeyHash) -> String {
-        format!("{:02x}", id.0[0])
+row_kind! {
+    /// Access keys, sealed under a key derived from their id: what any gateway needs to serve
+    /// one (account, scope, SigV4 secret, grant).
+    pub struct SealedKeys {
+        kind: "s3key",
+        writer: Writer::FirstClaim,
+        part: KeyHash,
+        sort: KeyHash,
+        value: Vec<u8>,
+        partition: |id| format!("{:02x}", id.0[0]),
     }
 }
 
-/// An account's list of its own access keys, sealed under a key only the account (and nodes it
-/// hands its bucket master) can derive.
-pub struct KeyIndex;
-
-impl Schema for KeyIndex {
-    const KIND: &'static str = "keys";
-    const WRITER: Writer = Writer::PartitionKey(1);
-    const FORMAT: u8 = 1;
-    type Part = NodeId;
-    type Sort = KeyHash;
-    type Value = Vec<u8>;
-
-    fn partition(account: &NodeId) -> String {
-        account.to_hex()
+row_kind! {
+    /// An account's list of its own access keys, sealed under a key only the account (and nodes it
+    /// hands its bucket master) can derive.
+    pub struct KeyIndex {
+        kind: "keys",
+        writer: Writer::PartitionKey(1),
+        part: NodeId,
+        sort: KeyHash,
+        value: Vec<u8>,
+        partition: |account| account.to_hex(),
     }
 }
 

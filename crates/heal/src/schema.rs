@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 use weft_core::{ContentHash, NodeId};
-use weft_meta::{Rules, Schema, SortKey, Writer};
+use weft_meta::{Rules, Schema, SortKey, Writer, row_kind};
 
 use crate::registry::ManifestEntry;
 use crate::reputation::Tally;
@@ -132,21 +132,16 @@ impl Schema for References {
     }
 }
 
-/// Audit tallies: one row per (audited node, auditor).
-pub struct Tallies;
-
-impl Schema for Tallies {
-    const KIND: &'static str = "rep";
-    const WRITER: Writer = Writer::SortKeyMember;
-    const FORMAT: u8 = 1;
-    /// The audited node.
-    type Part = NodeId;
-    /// The auditor.
-    type Sort = NodeId;
-    type Value = Tally;
-
-    fn partition(node: &NodeId) -> String {
-        node.to_hex()
+row_kind! {
+    /// Audit tallies: one row per (audited node, auditor): partition the audited node, sort
+    /// key the auditor.
+    pub struct Tallies {
+        kind: "rep",
+        writer: Writer::SortKeyMember,
+        part: NodeId,
+        sort: NodeId,
+        value: Tally,
+        partition: |node| node.to_hex(),
     }
 }
 

@@ -67,7 +67,9 @@ pub trait Service: Clone + Send + Sync + 'static {
     fn start(ctx: &Context) -> Result<Self, HostError>;
 }
 
-/// Everything a service is given. Cheap to clone.
+/// Everything a service is given — the shared layers, the node's identity and resources, its
+/// settings, the services started before it, a spawner and the shutdown signal. Cheap to
+/// clone.
 #[derive(Clone)]
 pub struct Context {
     /// The transport: protocols are registered here.
@@ -143,6 +145,12 @@ impl Context {
     /// The folder of the data directory that service files named `name` live in.
     pub fn folder(&self, name: &str) -> PathBuf {
         self.data_dir.join(name)
+    }
+
+    /// Resolves once the node begins to shut down (every task spawned through
+    /// [`Context::tasks`] is then dropped at its next await point).
+    pub fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.endpoint.stopped()
     }
 
     /// The spawner every task of a service goes through.

@@ -18,6 +18,9 @@
 //! converts them at load time ([`Q4_1Weights`]; the default was chosen by measurement with
 //! `cargo run --release -p weft-infer --example speed`).
 
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 mod chat;
 mod embed;
 mod stream;

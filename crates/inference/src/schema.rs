@@ -6,41 +6,32 @@
 //! | `serve` | `serve/<model>` | node id | [`Serving`] | that node (a current member) |
 
 use weft_core::NodeId;
-use weft_meta::{Rules, Schema, Table, Writer};
+use weft_meta::{Rules, Schema, Table, Writer, row_kind};
 
 use crate::{ModelError, ModelRecord, Serving};
 
-/// Model name claims.
-pub struct Models;
-
-impl Schema for Models {
-    const KIND: &'static str = "model";
-    const WRITER: Writer = Writer::FirstClaim;
-    const FORMAT: u8 = 1;
-    type Part = ();
-    type Sort = str;
-    type Value = ModelRecord;
-
-    fn partition(_: &()) -> String {
-        String::new()
+row_kind! {
+    /// Model name claims.
+    pub struct Models {
+        kind: "model",
+        writer: Writer::FirstClaim,
+        part: (),
+        sort: str,
+        value: ModelRecord,
+        partition: |_| String::new(),
     }
 }
 
-/// Which nodes hold a model, each in its own row.
-pub struct Servers;
-
-impl Schema for Servers {
-    const KIND: &'static str = "serve";
-    const WRITER: Writer = Writer::SortKeyMember;
-    const FORMAT: u8 = 1;
-    /// The model's name.
-    type Part = String;
-    /// The node.
-    type Sort = NodeId;
-    type Value = Serving;
-
-    fn partition(model: &String) -> String {
-        model.clone()
+row_kind! {
+    /// Which nodes hold a model (partition: its name), each in its own row (sort key: the
+    /// node).
+    pub struct Servers {
+        kind: "serve",
+        writer: Writer::SortKeyMember,
+        part: String,
+        sort: NodeId,
+        value: Serving,
+        partition: |model| model.clone(),
     }
 }
 

@@ -46,8 +46,10 @@ pub enum RunnerError {
     /// The sandbox ended it.
     #[error(transparent)]
     Run(#[from] RunError),
-    /// An input key that cannot be a path.
-    #[error("input key {0:?} cannot be mounted as a file (empty, '.' or '..' segments)")]
+    /// An input that cannot be mounted: a key that cannot be a path, or a local file.
+    #[error(
+        "input {0:?} cannot be mounted as a file (a local file, or empty, '.' or '..' segments)"
+    )]
     BadInputKey(String),
     /// The job's directory.
     #[error("job directory: {0}")]

@@ -10,11 +10,10 @@ use std::time::Duration;
 use weft_compute::lease::{Ended, JobState, LEASE_MS, RENEW_EVERY_MS, Refused};
 use weft_compute::runtime::{MAX_CONCURRENT, RunError};
 use weft_compute::schema::{Jobs, Placement, RunFigures};
-use weft_compute::spec::Source;
-use weft_data::{Acting, BucketError, Capability};
+use weft_data::{Acting, BucketError};
 
 use crate::definition::Definition;
-use crate::runner::{JobInput, JobReport, JobRun};
+use crate::runner::JobReport;
 use crate::{JobError, JobKey, JobService, RunnerError, now_ms};
 
 /// Sets a run's cancel flag when dropped.
@@ -184,37 +183,7 @@ impl JobService {
                 return;
             }
         };
-        let work = async {
-            let module = self.fetch(b, &def.job.module).await?;
-            let mut inputs = Vec::new();
-            let mut caps = Vec::new();
-            for (i, input) in def.job.inputs.iter().enumerate() {
-                match input {
-                    Source::Object { bucket, key } => inputs.push(JobInput {
-                        bucket: bucket.clone(),
-                        key: key.clone(),
-                    }),
-                    Source::Capability(text) => caps.push((
-                        format!("cap{i}"),
-                        Capability::from_text(text).map_err(BucketError::from)?,
-                    )),
-                    Source::File(_) => {}
-                }
-            }
-            let job = JobRun {
-                name: def.job.name.clone(),
-                module,
-                args: def.job.args.clone(),
-                env: def.job.env.clone(),
-                inputs,
-                capabilities: caps,
-                output_bucket: def.job.output_bucket.clone(),
-                output_prefix: def.job.output_prefix.clone(),
-                limits: def.job.limits,
-                cancel: Some(cancel.clone()),
-            };
-            crate::runner::run_job(b, &runtime, &job, workdir).await
-        };
+        let work = crate::runner::run_job(b, &runtime, &def.job, Some(cancel.clone()), workdir);
         tokio::pin!(work);
         let mut until = started_ms + LEASE_MS;
         let result = loop {
@@ -257,25 +226,6 @@ impl JobService {
             }
         };
         self.record(signer, key, attempt, outcome, started_ms).await;
-    }
-
-    pub(crate) async fn fetch(&self, b: &Acting, source: &Source) -> Result<Vec<u8>, RunnerError> {
-        let mut bytes = Vec::new();
-        match source {
-            Source::Object { bucket, key } => {
-                b.objects().get(bucket, key, &mut bytes).await?;
-            }
-            Source::Capability(text) => {
-                let cap = Capability::from_text(text).map_err(BucketError::from)?;
-                b.objects().get_capability(&cap, &mut bytes).await?;
-            }
-            Source::File(f) => {
-                return Err(RunnerError::Bucket(BucketError::Invalid(format!(
-                    "module {f:?} is a local file"
-                ))));
-            }
-        }
-        Ok(bytes)
     }
 
     /// Record how attempt `attempt` ended (only its claimant can, once).

@@ -11,46 +11,14 @@
 //! job's lease, in `weft-compute`).
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
-use weft_compute::runtime::{Limits, Outcome, RunError, RunSpec, Runtime};
-
-use weft_data::{Acting, Need, check_key};
+use weft_compute::runtime::{Outcome, RunError, RunSpec, Runtime};
+use weft_compute::spec::{Job, Source};
+use weft_data::{Acting, BucketError, Capability, Need, check_key};
 
 use crate::RunnerError;
-
-/// One input object.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JobInput {
-    /// Its bucket.
-    pub bucket: String,
-    /// Its key (also its path under `/in`).
-    pub key: String,
-}
-
-/// What to run.
-#[derive(Clone, Debug)]
-pub struct JobRun {
-    /// A name for the job (argv\[0\]).
-    pub name: String,
-    /// The module (WebAssembly binary or text).
-    pub module: Vec<u8>,
-    /// Arguments after argv\[0\].
-    pub args: Vec<String>,
-    /// Environment.
-    pub env: Vec<(String, String)>,
-    /// Inputs, mounted read-only at `/in/<key>`.
-    pub inputs: Vec<JobInput>,
-    /// Inputs named by capability, mounted read-only at `/in/<name>`.
-    pub capabilities: Vec<(String, weft_store::Capability)>,
-    /// The bucket outputs are written to.
-    pub output_bucket: String,
-    /// The key prefix of every output (`out/<path>` becomes `<prefix><path>`).
-    pub output_prefix: String,
-    /// Limits.
-    pub limits: Limits,
-    /// Set to stop the run (see [`RunSpec::cancel`]).
-    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
-}
 
 /// How a run went.
 #[derive(Clone, Debug)]
@@ -96,57 +64,48 @@ fn files_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Run `job` here for the account `acting` acts as, in `workdir` (which it may fill; the
-/// caller removes it).
+/// caller removes it); setting `cancel` stops it (see [`RunSpec::cancel`]).
 pub async fn run_job(
     acting: &Acting,
     runtime: &Runtime,
-    job: &JobRun,
+    job: &Job,
+    cancel: Option<Arc<AtomicBool>>,
     workdir: &Path,
 ) -> Result<JobReport, RunnerError> {
     // Authorize everything before fetching a byte or running an instruction.
     check_key(&format!("{}x", job.output_prefix))?;
     acting.authorize(&job.output_bucket, Need::Write).await?;
-    let mut mounts = Vec::with_capacity(job.inputs.len());
-    for input in &job.inputs {
-        acting.authorize(&input.bucket, Need::Read).await?;
-        let path =
-            mount_path(&input.key).ok_or_else(|| RunnerError::BadInputKey(input.key.clone()))?;
-        mounts.push(path);
+    let mut mounts: Vec<(PathBuf, &Source)> = Vec::with_capacity(job.inputs.len());
+    for (i, input) in job.inputs.iter().enumerate() {
+        let name = match input {
+            Source::Object { bucket, key } => {
+                acting.authorize(bucket, Need::Read).await?;
+                key.clone()
+            }
+            // Named by place: a capability's key says nothing a job could use as a path.
+            Source::Capability(_) => format!("cap{i}"),
+            Source::File(f) => return Err(RunnerError::BadInputKey(f.clone())),
+        };
+        let path = mount_path(&name).ok_or(RunnerError::BadInputKey(name))?;
+        mounts.push((path, input));
     }
-    for (name, _) in &job.capabilities {
-        let path = mount_path(name).ok_or_else(|| RunnerError::BadInputKey(name.clone()))?;
-        mounts.push(path);
+    if let Source::Object { bucket, .. } = &job.module {
+        acting.authorize(bucket, Need::Read).await?;
     }
-    let module = runtime.module(&job.module)?;
+    let mut module = Vec::new();
+    fetch(acting, &job.module, &mut module).await?;
+    let module = runtime.module(&module)?;
     let inputs = workdir.join("in");
     std::fs::create_dir_all(&inputs)?;
     let mut input_bytes = 0;
-    let sources = job
-        .inputs
-        .iter()
-        .map(Some)
-        .chain(job.capabilities.iter().map(|_| None));
-    let mut caps = job.capabilities.iter();
-    for (input, rel) in sources.zip(&mounts) {
+    for (rel, source) in &mounts {
         let path = inputs.join(rel);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
         let file = tokio::fs::File::create(&path).await?;
         let mut writer = tokio::io::BufWriter::new(file);
-        match input {
-            Some(input) => {
-                acting
-                    .objects()
-                    .get(&input.bucket, &input.key, &mut writer)
-                    .await?;
-            }
-            None => {
-                if let Some((_, cap)) = caps.next() {
-                    acting.objects().get_capability(cap, &mut writer).await?;
-                }
-            }
-        }
+        fetch(acting, source, &mut writer).await?;
         tokio::io::AsyncWriteExt::flush(&mut writer).await?;
         input_bytes += std::fs::metadata(&path)?.len();
     }
@@ -158,7 +117,7 @@ pub async fn run_job(
         stdout: workdir.join("stdout"),
         stderr: workdir.join("stderr"),
         limits: job.limits,
-        cancel: job.cancel.clone(),
+        cancel,
     };
     let (rt, name, run_spec) = (runtime.clone(), job.name.clone(), spec.clone());
     let result = tokio::task::spawn_blocking(move || rt.run(&name, &module, &run_spec))
@@ -187,6 +146,25 @@ pub async fn run_job(
         input_bytes,
         outputs,
     })
+}
+
+/// Read the object `source` names into `writer` (authorized by the caller).
+async fn fetch<W: tokio::io::AsyncWrite + Unpin>(
+    acting: &Acting,
+    source: &Source,
+    writer: W,
+) -> Result<(), RunnerError> {
+    match source {
+        Source::Object { bucket, key } => {
+            acting.objects().get(bucket, key, writer).await?;
+        }
+        Source::Capability(text) => {
+            let cap = Capability::from_text(text).map_err(BucketError::from)?;
+            acting.objects().get_capability(&cap, writer).await?;
+        }
+        Source::File(f) => return Err(RunnerError::BadInputKey(f.clone())),
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -48,6 +48,56 @@ pub trait Schema: Send + Sync + 'static {
     }
 }
 
+/// Declare a row kind with the common shape — a unit struct whose [`Schema`] stores its
+/// value in format 1, takes the newer of two versions and decodes by the current type:
+///
+/// ```ignore
+/// weft_meta::row_kind! {
+///     /// The current version of each object of a bucket.
+///     pub struct Objects {
+///         kind: "obj",
+///         writer: Writer::PartitionKey(1),
+///         part: BucketId,
+///         sort: str,
+///         value: ObjectRecord,
+///         partition: |bucket| bucket.key(),
+///     }
+/// }
+/// ```
+///
+/// A kind whose value changed shape, or that joins concurrent versions, implements
+/// [`Schema`] itself.
+#[macro_export]
+macro_rules! row_kind {
+    (
+        $(#[$doc:meta])*
+        $vis:vis struct $name:ident {
+            kind: $kind:literal,
+            writer: $writer:expr,
+            part: $part:ty,
+            sort: $sort:ty,
+            value: $value:ty,
+            partition: |$p:pat_param| $body:expr $(,)?
+        }
+    ) => {
+        $(#[$doc])*
+        $vis struct $name;
+
+        impl $crate::Schema for $name {
+            const KIND: &'static str = $kind;
+            const WRITER: $crate::Writer = $writer;
+            const FORMAT: u8 = 1;
+            type Part = $part;
+            type Sort = $sort;
+            type Value = $value;
+
+            fn partition($p: &$part) -> String {
+                $body
+            }
+        }
+    };
+}
+
 /// The partition key of `part` in schema `S`.
 pub fn partition_key<S: Schema>(part: &S::Part) -> String {
     let rest = S::partition(part);

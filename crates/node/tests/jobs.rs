@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use weft_cluster::cluster;
 use weft_compute::runtime::{Limits, RunError, Runtime};
+use weft_compute::spec::Source;
 use weft_core::SecretKey;
 use weft_data::{Access, BucketError};
-use weft_jobs::{JobInput, JobRun, RunnerError, run_job};
+use weft_jobs::{Job, RunnerError, run_job};
 use weft_store::Residency;
 
 fn wordcount() -> Vec<u8> {
@@ -50,32 +51,46 @@ async fn a_job_reads_bucket_objects_and_writes_its_outputs_back() {
         .put("logs", "2026/b.txt", &b"six\n"[..])
         .await
         .unwrap();
-    let job = JobRun {
+    writer
+        .objects()
+        .put("logs", "bin/wordcount.wasm", &wordcount()[..])
+        .await
+        .unwrap();
+    let job = Job {
         name: "wordcount".into(),
-        module: wordcount(),
+        module: Source::Object {
+            bucket: "logs".into(),
+            key: "bin/wordcount.wasm".into(),
+        },
         args: vec![],
         env: vec![],
         inputs: vec![
-            JobInput {
+            Source::Object {
                 bucket: "logs".into(),
                 key: "2026/a.txt".into(),
             },
-            JobInput {
+            Source::Object {
                 bucket: "logs".into(),
                 key: "2026/b.txt".into(),
             },
         ],
-        capabilities: vec![],
         output_bucket: "logs".into(),
         output_prefix: "jobs/wc1/".into(),
+        cpu_milli: 1000,
         limits: limits(),
-        cancel: None,
+        retries: 0,
+        regions: vec![],
+        jurisdictions: vec![],
+        labels: Default::default(),
+        near: None,
     };
     // Run by another node than the one that wrote the inputs.
     let runtime = Runtime::new().unwrap();
     let runner = nodes[2].data().acting(Access::account(alice.clone()));
     let work = tempfile::tempdir().unwrap();
-    let report = run_job(&runner, &runtime, &job, work.path()).await.unwrap();
+    let report = run_job(&runner, &runtime, &job, None, work.path())
+        .await
+        .unwrap();
     assert_eq!(report.outcome.exit_code, 0);
     assert_eq!(report.input_bytes, 28);
     let keys: Vec<&str> = report.outputs.iter().map(|(k, _)| k.as_str()).collect();
@@ -103,7 +118,7 @@ async fn a_job_reads_bucket_objects_and_writes_its_outputs_back() {
         .create_bucket("mine", Residency::default(), None, 1)
         .await
         .unwrap();
-    let stolen = JobRun {
+    let stolen = Job {
         output_bucket: "mine".into(),
         output_prefix: "loot/".into(),
         ..job.clone()
@@ -112,6 +127,7 @@ async fn a_job_reads_bucket_objects_and_writes_its_outputs_back() {
         &mallory,
         &runtime,
         &stolen,
+        None,
         tempfile::tempdir().unwrap().path(),
     )
     .await;
@@ -121,7 +137,7 @@ async fn a_job_reads_bucket_objects_and_writes_its_outputs_back() {
     );
     assert!(mallory.objects().list("mine", "").await.unwrap().is_empty());
     // A job that runs out of fuel ends with that reason; its logs are kept.
-    let starved = JobRun {
+    let starved = Job {
         output_prefix: "jobs/wc2/".into(),
         limits: Limits {
             fuel: 1_000,
@@ -133,6 +149,7 @@ async fn a_job_reads_bucket_objects_and_writes_its_outputs_back() {
         &runner,
         &runtime,
         &starved,
+        None,
         tempfile::tempdir().unwrap().path(),
     )
     .await;

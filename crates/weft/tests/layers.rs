@@ -257,16 +257,25 @@ fn row_keys_are_formatted_only_in_schema_modules() {
     let mut kinds = Vec::new();
     for krate in above_table {
         for (path, text) in sources(krate) {
-            let declares =
-                text.contains("impl Schema for") || text.contains("impl weft_meta::Schema for");
+            let declares = text.contains("impl Schema for")
+                || text.contains("impl weft_meta::Schema for")
+                || text.contains("row_kind! {");
             assert!(
                 !declares || is_schema_module(&path),
                 "{} declares a table schema outside a schema.rs",
                 path.display()
             );
             for line in text.lines() {
-                if let Some(rest) = line.trim().strip_prefix("const KIND: &'static str = \"") {
-                    kinds.push(rest.trim_end_matches("\";").to_string());
+                let line = line.trim();
+                if let Some(rest) = line
+                    .strip_prefix("const KIND: &'static str = \"")
+                    .or_else(|| line.strip_prefix("kind: \""))
+                {
+                    kinds.push(
+                        rest.trim_end_matches("\";")
+                            .trim_end_matches("\",")
+                            .to_string(),
+                    );
                 }
             }
         }

@@ -36,9 +36,10 @@ impl Drop for Home {
 /// of the blocks), comments removed, `;`-separated commands split.
 fn commands(readme: &str, start: &str, end: &str) -> Vec<Vec<String>> {
     let begin = readme.find(start).expect("walk-through start in README");
-    let stop = readme[begin..]
-        .find(end)
-        .map_or(readme.len(), |i| begin + i);
+    let stop = begin
+        + readme[begin..]
+            .find(end)
+            .unwrap_or_else(|| panic!("walk-through end {end:?} not in README"));
     let mut out = Vec::new();
     let mut in_block = false;
     for line in readme[begin..stop].lines() {
@@ -122,7 +123,11 @@ fn the_readme_walk_through_works_as_printed() {
         "## Jobs",
     ));
     steps.extend(commands(&readme, "## Jobs", "## Models"));
-    steps.extend(commands(&readme, "## Models", "## What works"));
+    steps.extend(commands(
+        &readme,
+        "## Models",
+        "## A fabric across machines",
+    ));
     assert!(steps.len() >= 18, "walk-through not found: {steps:?}");
     let (mut capability, mut version, mut key) = (String::new(), String::new(), String::new());
     let mut job = String::new();
