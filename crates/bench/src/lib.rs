@@ -220,6 +220,8 @@ pub struct MembershipArgs {
 
 /// Run a benchmark.
 pub fn run(cmd: BenchCommand) -> Result<()> {
+    // The fabrics' nodes run this very binary.
+    weft_cluster::process::use_binary(std::env::current_exe()?);
     match cmd {
         BenchCommand::Membership(args) => membership::run(args),
         BenchCommand::Codec(args) => codec::run(args),

@@ -2,16 +2,28 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use weft_api::{ApiClient, MemberStatus};
 use weft_node::MemberState;
 
-/// The `weft` executable: `WEFT_BIN` if set; this process if it is `weft` (the CLI itself,
-/// running a benchmark or `weft up`); else `weft` beside the folder this test binary is in
-/// (cargo puts integration tests in `target/<profile>/deps/` and binaries one level up).
+static BINARY: OnceLock<PathBuf> = OnceLock::new();
+
+/// Use `exe` as the `weft` executable from now on (the CLI names itself when it runs a
+/// benchmark, whatever its file is called).
+pub fn use_binary(exe: PathBuf) {
+    let _ = BINARY.set(exe);
+}
+
+/// The `weft` executable: the one [`use_binary`] named; else `WEFT_BIN` if set; this process
+/// if it is `weft`; else `weft` beside the folder this test binary is in (cargo puts
+/// integration tests in `target/<profile>/deps/` and binaries one level up).
 pub fn binary() -> PathBuf {
+    if let Some(bin) = BINARY.get() {
+        return bin.clone();
+    }
     if let Some(bin) = std::env::var_os("WEFT_BIN") {
         return PathBuf::from(bin);
     }

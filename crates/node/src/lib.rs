@@ -20,6 +20,9 @@
 
 mod admission;
 mod datadir;
+mod operator;
+mod peers;
+mod status;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -28,12 +31,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
-use weft_core::{
-    Capacity, Invite, MembershipCert, NodeId, Revocation, RevocationBody, Role, SecretKey,
-};
+use weft_core::{Capacity, MembershipCert, NodeId, SecretKey};
 use weft_data::DataPlane;
 use weft_fabric::{Fabric, FabricConfig, SwimTiming};
 use weft_heal::Healer;
@@ -49,6 +49,9 @@ pub use admission::{
     redeem,
 };
 pub use datadir::{DataDir, DataDirError, FabricFile};
+pub use status::{NodeStatus, rss_bytes};
+
+use peers::{load_peers, save_peers};
 /// What the front ends see of membership (re-exported: they depend on nothing below the node).
 pub use weft_fabric::{Member, MemberState};
 pub use weft_heal::{HealConfig, HealStatus, Reputation};
@@ -107,55 +110,6 @@ pub enum NodeError {
     /// A service did not start.
     #[error(transparent)]
     Service(#[from] HostError),
-}
-
-/// A node's own summary, as `weft status` shows it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct NodeStatus {
-    /// Full id.
-    pub id: String,
-    /// Short id.
-    pub short_id: String,
-    /// Fabric id.
-    pub fabric: String,
-    /// Site.
-    pub site: String,
-    /// Region.
-    pub region: String,
-    /// Jurisdiction.
-    pub jurisdiction: String,
-    /// Roles.
-    pub roles: Vec<String>,
-    /// QUIC address.
-    pub addr: SocketAddr,
-    /// Seconds since start.
-    pub uptime_secs: f64,
-    /// Holds the admin key.
-    pub admin: bool,
-    /// Members by state (including this node).
-    pub alive: usize,
-    /// Suspect members.
-    pub suspect: usize,
-    /// Dead members.
-    pub dead: usize,
-    /// Members that left gracefully.
-    pub left: usize,
-    /// Revoked members.
-    pub revoked: usize,
-    /// Dead verdicts this node has seen.
-    pub dead_verdicts: u64,
-    /// Resident memory in bytes.
-    pub rss_bytes: u64,
-    /// Software version.
-    pub version: String,
-    /// Bytes of shards stored here.
-    pub store_used: u64,
-    /// Shard capacity offered.
-    pub store_capacity: u64,
-    /// Datagrams delayed and dropped by WAN emulation.
-    pub wan_delayed: u64,
-    /// Datagrams dropped by WAN emulation.
-    pub wan_dropped: u64,
 }
 
 struct Inner {
@@ -369,176 +323,9 @@ impl Node {
         &self.inner.inference
     }
 
-    /// Repair and scrubbing, as `weft repair status` shows them.
-    pub fn repair_status(&self) -> HealStatus {
-        self.inner.healer.status()
-    }
-
-    /// Every node's reputation, as this node's audits see it.
-    pub fn reputation(&self) -> Vec<Reputation> {
-        self.inner.healer.reputation()
-    }
-
-    /// Check the objects this node owns now (instead of at the next interval).
-    pub async fn check_repair(&self) -> HealStatus {
-        self.inner.healer.check_once().await;
-        self.inner.healer.status()
-    }
-
-    /// Scrub this node's shards now.
-    pub async fn scrub(&self) -> HealStatus {
-        self.inner.healer.scrub_once().await;
-        self.inner.healer.status()
-    }
-
-    /// Change the emulated WAN links (nodes started with `wan` settings only).
-    pub fn set_wan(&self, wan: WanConfig) -> Result<(), NodeError> {
-        Ok(self.inner.endpoint.set_wan(wan)?)
-    }
-
-    /// Change the emulated WAN links from their text form (`a-b=DELAY[:JITTER[:LOSS%]],...`)
-    /// and an extra loss on every link (`5%`).
-    pub fn set_wan_links(&self, links: &str, loss: Option<&str>) -> Result<(), NodeError> {
-        let config = WanConfig {
-            links: WanConfig::parse_links(links)
-                .map_err(|e| NodeError::Invalid(format!("links: {e}")))?,
-            loss: match loss {
-                Some(l) => weft_net::wan::parse_percent(l)
-                    .map_err(|e| NodeError::Invalid(format!("loss: {e}")))?,
-                None => 0.0,
-            },
-        };
-        self.set_wan(config)
-    }
-
-    /// Carry clients' connections to the API at `api` over QUIC (`proto::CLIENT_API`, open to
-    /// guests): a CLI on another machine reaches this node encrypted, and knows it is this
-    /// node by its key. At most 64 at once.
-    pub fn serve_api_tunnel(&self, api: SocketAddr) {
-        let limit = Arc::new(tokio::sync::Semaphore::new(64));
-        self.inner.endpoint.register_stream(
-            weft_core::proto::CLIENT_API,
-            true,
-            Arc::new(move |_peer, mut send, recv| {
-                let limit = limit.clone();
-                Box::pin(async move {
-                    let Ok(_permit) = limit.try_acquire() else {
-                        let _ = send.reset(quinn::VarInt::from_u32(503));
-                        return;
-                    };
-                    let Ok(tcp) = tokio::net::TcpStream::connect(api).await else {
-                        let _ = send.reset(quinn::VarInt::from_u32(502));
-                        return;
-                    };
-                    weft_net::splice(send, recv, tcp).await;
-                })
-            }),
-        );
-    }
-
     /// Every known node.
     pub fn members(&self) -> Vec<Member> {
         self.fabric().members()
-    }
-
-    /// This node's summary.
-    pub fn status(&self) -> NodeStatus {
-        let members = self.members();
-        let count = |s: MemberState| members.iter().filter(|m| m.state == s).count();
-        let (wan_delayed, wan_dropped) = self.inner.endpoint.wan_counters();
-        let body = &self.inner.cert.body;
-        NodeStatus {
-            id: self.id().to_hex(),
-            short_id: self.id().short(),
-            fabric: body.fabric.to_hex(),
-            site: body.placement.site.clone(),
-            region: body.placement.region.clone(),
-            jurisdiction: body.placement.jurisdiction.clone(),
-            roles: body.roles.iter().map(|r| r.as_str().to_string()).collect(),
-            addr: self.inner.advertise,
-            uptime_secs: self.inner.started.elapsed().as_secs_f64(),
-            admin: self.inner.admin.is_some(),
-            alive: count(MemberState::Alive),
-            suspect: count(MemberState::Suspect),
-            dead: count(MemberState::Dead),
-            left: count(MemberState::Left),
-            revoked: count(MemberState::Revoked),
-            dead_verdicts: self.fabric().dead_verdicts(),
-            rss_bytes: rss_bytes(),
-            version: weft_core::SOFTWARE_VERSION.to_string(),
-            store_used: self.storage().local().used(),
-            store_capacity: self.storage().local().capacity(),
-            wan_delayed,
-            wan_dropped,
-        }
-    }
-
-    /// Issue an invite (admin nodes only). The invite names this node as its bootstrap.
-    pub fn invite(&self, request: InviteRequest) -> Result<Invite, NodeError> {
-        let admin = self.inner.admin.as_ref().ok_or(NodeError::NotAdmin)?;
-        if request.ttl.is_zero() {
-            return Err(NodeError::Invalid(
-                "invite lifetime must be positive".into(),
-            ));
-        }
-        if request.roles.contains(&Role::Admin) {
-            return Err(NodeError::Invalid(
-                "invites cannot grant the admin role; the admin key stays on its node".into(),
-            ));
-        }
-        issue_invite(
-            admin,
-            request,
-            vec![self.inner.advertise],
-            weft_net::now_ms(),
-        )
-        .map_err(|e| NodeError::Invalid(format!("cannot make an invite: {e}")))
-    }
-
-    /// Revoke the node whose id starts with `prefix` (admin nodes only).
-    pub fn revoke(&self, prefix: &str) -> Result<NodeId, NodeError> {
-        let admin = self.inner.admin.as_ref().ok_or(NodeError::NotAdmin)?;
-        let prefix = prefix.trim();
-        if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(NodeError::Invalid(format!(
-                "{prefix:?} is not a node id (hex digits, as `weft nodes` shows)"
-            )));
-        }
-        let matches: Vec<NodeId> = self
-            .members()
-            .iter()
-            .map(|m| m.id)
-            .filter(|id| id.matches_prefix(prefix))
-            .collect();
-        let target = match matches.as_slice() {
-            [] => return Err(NodeError::UnknownNode(prefix.to_string())),
-            [one] => *one,
-            many => {
-                let list = many
-                    .iter()
-                    .map(|m| m.short())
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                return Err(NodeError::AmbiguousNode(prefix.to_string(), list));
-            }
-        };
-        if target == self.id() {
-            return Err(NodeError::Invalid(
-                "refusing to revoke the admin node itself".into(),
-            ));
-        }
-        let rev = Revocation::issue(
-            admin,
-            RevocationBody {
-                fabric: self.inner.cert.body.fabric,
-                node: target,
-                revoked_at: weft_net::now_ms(),
-            },
-        );
-        self.fabric()
-            .revoke(rev)
-            .map_err(|e| NodeError::Invalid(e.to_string()))?;
-        Ok(target)
     }
 
     /// Ask the node to stop (what `weft down` and the API's shutdown do).
@@ -642,13 +429,6 @@ impl Node {
         self.inner.endpoint.shutdown().await;
         tracing::info!("node stopped");
     }
-
-    async fn persist_peers(self) {
-        loop {
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            save_peers(&self.inner.dir, self.fabric());
-        }
-    }
 }
 
 /// Every row kind a node serves: its services' and those of the layers below.
@@ -661,45 +441,5 @@ pub fn rules() -> Rules {
     rules
 }
 
-const PEERS_FILE: &str = "peers.json";
-
 /// How long [`Node::shutdown`] lets front-end services finish their requests.
 const SERVICE_DRAIN: Duration = Duration::from_secs(10);
-
-fn save_peers(dir: &DataDir, fabric: &Fabric) {
-    let addrs: Vec<SocketAddr> = fabric
-        .members()
-        .iter()
-        .filter(|m| !m.is_self && m.state != MemberState::Revoked)
-        .filter(|m| m.state != MemberState::Left)
-        .filter_map(|m| m.addr)
-        .collect();
-    if addrs.is_empty() {
-        return;
-    }
-    if let Ok(json) = serde_json::to_vec(&addrs)
-        && let Err(e) = dir.write_atomic(PEERS_FILE, &json)
-    {
-        tracing::warn!(error = %e, "cannot save known peers");
-    }
-}
-
-fn load_peers(dir: &DataDir) -> Vec<SocketAddr> {
-    std::fs::read(dir.path(PEERS_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
-}
-
-/// Resident set size of this process (Linux), in bytes.
-pub fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}

@@ -1,0 +1,146 @@
+//! The operator's face of a node: repair and audits, invites and revocation, emulated WAN
+//! links, and the tunnel that carries remote clients to the API.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use weft_core::{Invite, NodeId, Revocation, RevocationBody, Role};
+
+use crate::{HealStatus, InviteRequest, Node, NodeError, Reputation, WanConfig, issue_invite};
+
+impl Node {
+    /// Repair and scrubbing, as `weft repair status` shows them.
+    pub fn repair_status(&self) -> HealStatus {
+        self.inner.healer.status()
+    }
+
+    /// Every node's reputation, as this node's audits see it.
+    pub fn reputation(&self) -> Vec<Reputation> {
+        self.inner.healer.reputation()
+    }
+
+    /// Check the objects this node owns now (instead of at the next interval).
+    pub async fn check_repair(&self) -> HealStatus {
+        self.inner.healer.check_once().await;
+        self.inner.healer.status()
+    }
+
+    /// Scrub this node's shards now.
+    pub async fn scrub(&self) -> HealStatus {
+        self.inner.healer.scrub_once().await;
+        self.inner.healer.status()
+    }
+
+    /// Change the emulated WAN links (nodes started with `wan` settings only).
+    pub fn set_wan(&self, wan: WanConfig) -> Result<(), NodeError> {
+        Ok(self.inner.endpoint.set_wan(wan)?)
+    }
+
+    /// Change the emulated WAN links from their text form (`a-b=DELAY[:JITTER[:LOSS%]],...`)
+    /// and an extra loss on every link (`5%`).
+    pub fn set_wan_links(&self, links: &str, loss: Option<&str>) -> Result<(), NodeError> {
+        let config = WanConfig {
+            links: WanConfig::parse_links(links)
+                .map_err(|e| NodeError::Invalid(format!("links: {e}")))?,
+            loss: match loss {
+                Some(l) => weft_net::wan::parse_percent(l)
+                    .map_err(|e| NodeError::Invalid(format!("loss: {e}")))?,
+                None => 0.0,
+            },
+        };
+        self.set_wan(config)
+    }
+
+    /// Carry clients' connections to the API at `api` over QUIC (`proto::CLIENT_API`, open to
+    /// guests): a CLI on another machine reaches this node encrypted, and knows it is this
+    /// node by its key. At most 64 at once.
+    pub fn serve_api_tunnel(&self, api: SocketAddr) {
+        let limit = Arc::new(tokio::sync::Semaphore::new(64));
+        self.inner.endpoint.register_stream(
+            weft_core::proto::CLIENT_API,
+            true,
+            Arc::new(move |_peer, mut send, recv| {
+                let limit = limit.clone();
+                Box::pin(async move {
+                    let Ok(_permit) = limit.try_acquire() else {
+                        let _ = send.reset(quinn::VarInt::from_u32(503));
+                        return;
+                    };
+                    let Ok(tcp) = tokio::net::TcpStream::connect(api).await else {
+                        let _ = send.reset(quinn::VarInt::from_u32(502));
+                        return;
+                    };
+                    weft_net::splice(send, recv, tcp).await;
+                })
+            }),
+        );
+    }
+
+    /// Issue an invite (admin nodes only). The invite names this node as its bootstrap.
+    pub fn invite(&self, request: InviteRequest) -> Result<Invite, NodeError> {
+        let admin = self.inner.admin.as_ref().ok_or(NodeError::NotAdmin)?;
+        if request.ttl.is_zero() {
+            return Err(NodeError::Invalid(
+                "invite lifetime must be positive".into(),
+            ));
+        }
+        if request.roles.contains(&Role::Admin) {
+            return Err(NodeError::Invalid(
+                "invites cannot grant the admin role; the admin key stays on its node".into(),
+            ));
+        }
+        issue_invite(
+            admin,
+            request,
+            vec![self.inner.advertise],
+            weft_net::now_ms(),
+        )
+        .map_err(|e| NodeError::Invalid(format!("cannot make an invite: {e}")))
+    }
+
+    /// Revoke the node whose id starts with `prefix` (admin nodes only).
+    pub fn revoke(&self, prefix: &str) -> Result<NodeId, NodeError> {
+        let admin = self.inner.admin.as_ref().ok_or(NodeError::NotAdmin)?;
+        let prefix = prefix.trim();
+        if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(NodeError::Invalid(format!(
+                "{prefix:?} is not a node id (hex digits, as `weft nodes` shows)"
+            )));
+        }
+        let matches: Vec<NodeId> = self
+            .members()
+            .iter()
+            .map(|m| m.id)
+            .filter(|id| id.matches_prefix(prefix))
+            .collect();
+        let target = match matches.as_slice() {
+            [] => return Err(NodeError::UnknownNode(prefix.to_string())),
+            [one] => *one,
+            many => {
+                let list = many
+                    .iter()
+                    .map(|m| m.short())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(NodeError::AmbiguousNode(prefix.to_string(), list));
+            }
+        };
+        if target == self.id() {
+            return Err(NodeError::Invalid(
+                "refusing to revoke the admin node itself".into(),
+            ));
+        }
+        let rev = Revocation::issue(
+            admin,
+            RevocationBody {
+                fabric: self.inner.cert.body.fabric,
+                node: target,
+                revoked_at: weft_net::now_ms(),
+            },
+        );
+        self.fabric()
+            .revoke(rev)
+            .map_err(|e| NodeError::Invalid(e.to_string()))?;
+        Ok(target)
+    }
+}
