@@ -11,7 +11,7 @@ use weft_data::{BucketRecord, Need, ObjectRecord};
 
 use crate::errors::ApiFailure;
 use crate::objects::{PutAnswer, placement};
-use crate::server::{AppState, Caller};
+use crate::state::{AppState, Caller};
 
 /// `POST /v1/buckets` body.
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use weft_jobs::{JobSpec, JobStatus};
 
 use crate::errors::ApiFailure;
-use crate::server::{AppState, SESSION_HEADER};
+use crate::state::{AppState, SESSION_HEADER};
 
 /// The session text of a request.
 pub(crate) struct SessionText(String);

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use weft_data::{AccessKey, KeyError};
 
 use crate::errors::ApiFailure;
-use crate::server::{AppState, Caller};
+use crate::state::{AppState, Caller};
 
 /// `POST /v1/keys` body.
 #[derive(Debug, Default, Serialize, Deserialize)]

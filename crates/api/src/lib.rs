@@ -18,6 +18,7 @@ mod members;
 mod models;
 mod objects;
 mod server;
+mod state;
 
 pub use buckets::{CreateBucket, ListedObject, Revoked};
 pub use client::{ApiClient, ApiError, path_escape, url_escape};
@@ -26,7 +27,8 @@ pub use keys::CreateKey;
 pub use members::MemberStatus;
 pub use models::{AddModel, PlaceModel};
 pub use objects::{PutAnswer, PutQuery};
-pub use server::{SESSION_HEADER, serve};
+pub use server::serve;
+pub use state::SESSION_HEADER;
 pub use weft_inference::{ModelListing, ModelReplica};
 
 use serde::{Deserialize, Serialize};

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use weft_inference::{ModelFile, ModelKind, ModelListing, ModelRecord};
 
 use crate::errors::ApiFailure;
-use crate::server::{AppState, Caller};
+use crate::state::{AppState, Caller};
 
 /// `POST /v1/models` body.
 #[derive(Debug, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use weft_data::{Capability, Erasure, Manifest, Residency};
 
 use crate::errors::ApiFailure;
-use crate::server::{AppState, Caller};
+use crate::state::{AppState, Caller};
 
 /// Query of `POST /v1/objects`.
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -1,10 +1,7 @@
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -13,13 +10,8 @@ use weft_core::{Placement, Role};
 use weft_node::{InviteRequest, Node};
 
 use crate::errors::ApiFailure;
+use crate::state::{AppState, Caller, authorize};
 use crate::{InviteAnswer, InviteParams, RevokeParams};
-
-#[derive(Clone)]
-pub(crate) struct AppState {
-    pub(crate) node: Node,
-    token: Arc<str>,
-}
 
 /// Serve the API on `listener` until the node stops ([`Node::stopped`]), then let its
 /// connections finish for up to 5 s. Every connection and body runs as a task of the node
@@ -126,63 +118,6 @@ pub async fn serve(
         () = tokio::time::sleep(Duration::from_secs(5)) => {}
     }
     Ok(())
-}
-
-fn token_ok(headers: &axum::http::HeaderMap, token: &str) -> bool {
-    headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| weft_core::constant_time_eq(t.as_bytes(), token.as_bytes()))
-}
-
-fn no_token() -> ApiFailure {
-    ApiFailure(
-        StatusCode::UNAUTHORIZED,
-        "missing or wrong API token (it is in the node's data directory: api.token)".into(),
-    )
-}
-
-async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if !token_ok(request.headers(), &state.token) {
-        return no_token().into_response();
-    }
-    next.run(request).await
-}
-
-/// The header a client's session travels in.
-pub const SESSION_HEADER: &str = "weft-session";
-
-/// The account a data request acts as: the session's ([`SESSION_HEADER`]), or with the
-/// operator's token and no session, the node's own account.
-pub(crate) struct Caller(pub(crate) weft_data::Acting);
-
-impl axum::extract::FromRequestParts<AppState> for Caller {
-    type Rejection = ApiFailure;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        s: &AppState,
-    ) -> Result<Caller, ApiFailure> {
-        let Some(value) = parts.headers.get(SESSION_HEADER) else {
-            if token_ok(&parts.headers, &s.token) {
-                return Ok(Caller(s.node.data().own().clone()));
-            }
-            return Err(ApiFailure(
-                StatusCode::UNAUTHORIZED,
-                "no account session: data commands act as an account (`weft account create`)"
-                    .into(),
-            ));
-        };
-        let bad = |e: String| ApiFailure(StatusCode::UNAUTHORIZED, e);
-        let text = value.to_str().map_err(|e| bad(e.to_string()))?;
-        let acting = s
-            .node
-            .data()
-            .session(text)
-            .map_err(|e| bad(e.to_string()))?;
-        Ok(Caller(acting))
-    }
 }
 
 async fn status(State(s): State<AppState>) -> Json<weft_node::NodeStatus> {

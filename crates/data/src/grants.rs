@@ -23,25 +23,10 @@ use weft_core::{NodeId, Scope, SecretKey};
 
 use crate::schema::{self, BucketId};
 use crate::session::Session;
-use crate::{Acting, BucketError, BucketRecord, Need};
+use crate::{Acting, BucketError, BucketRecord, Grant, Need};
 
 /// How long a node trusts its last look at a grant row.
 const CHECK_TTL: Duration = Duration::from_secs(3);
-
-/// One account's grant of one bucket.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Grant {
-    /// Who it is for.
-    pub grantee: NodeId,
-    /// Whether the grantee may write.
-    pub write: bool,
-    /// The granted session's delegate (the row's sort key).
-    pub delegate: NodeId,
-    /// The session, sealed to the grantee.
-    pub sealed: Vec<u8>,
-    /// Unix ms.
-    pub created_ms: u64,
-}
 
 fn context(owner: &NodeId, bucket: &str) -> Vec<u8> {
     format!("weft grant {}/{bucket}", owner.to_hex()).into_bytes()

@@ -41,13 +41,13 @@ mod uploads;
 pub use access::{Access, Need};
 pub use acting::Acting;
 pub use error::{BucketError, KeyError};
-pub use grants::{Grant, GrantListing, GrantLookup, Grants};
+pub use grants::{GrantListing, GrantLookup, Grants};
 pub use keys::{AccessKey, KeyListing, KeyStore, Keys, lookup_key};
 pub use objects::Objects;
 pub use plane::DataPlane;
 pub use records::{
-    BucketRecord, MAX_PARTS, MAX_VERSIONS, MIN_PART_SIZE, ObjectAttrs, ObjectRecord, PartRecord,
-    PartRef, UploadRecord, check_bucket_name, check_key,
+    BucketRecord, Grant, MAX_PARTS, MAX_VERSIONS, MIN_PART_SIZE, ObjectAttrs, ObjectRecord,
+    PartRecord, PartRef, UploadRecord, check_bucket_name, check_key,
 };
 pub(crate) use records::{new_version, part_context};
 pub use sealed::BucketSeal;

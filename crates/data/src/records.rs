@@ -197,3 +197,18 @@ pub struct PartRecord {
 pub(crate) fn upload_part_context(bucket: &str, upload: &str, number: u32) -> String {
     format!("{bucket}#{upload}#{number}")
 }
+
+/// One account's grant of one bucket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// Who it is for.
+    pub grantee: NodeId,
+    /// Whether the grantee may write.
+    pub write: bool,
+    /// The granted session's delegate (the row's sort key).
+    pub delegate: NodeId,
+    /// The session, sealed to the grantee.
+    pub sealed: Vec<u8>,
+    /// Unix ms.
+    pub created_ms: u64,
+}

@@ -25,7 +25,7 @@ use weft_core::NodeId;
 use weft_meta::{Rules, Schema, SortKey, Writer, row_kind};
 
 use crate::records::BucketRecordV1;
-use crate::{BucketRecord, ObjectRecord, PartRecord, UploadRecord};
+use crate::{BucketRecord, Grant, ObjectRecord, PartRecord, UploadRecord};
 
 /// A bucket, as its rows are keyed: its owner and its name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -196,7 +196,7 @@ row_kind! {
         writer: Writer::PartitionKey(1),
         part: BucketId,
         sort: NodeId,
-        value: crate::grants::Grant,
+        value: Grant,
         partition: |bucket| bucket.key(),
     }
 }
