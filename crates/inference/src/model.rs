@@ -261,6 +261,40 @@ mod tests {
         }
     }
 
+    /// [untrusted] 7: a model row written around the API (any account can sign its own rows)
+    /// whose names or hashes would become paths outside the model cache is never acted on.
+    #[test]
+    fn a_model_row_cannot_name_files_outside_the_cache() {
+        let cap = Capability {
+            manifest: weft_core::ContentHash([1; 32]),
+            key: [2; 32],
+            holders: vec![],
+        }
+        .to_text();
+        let file = |name: &str, blake3: &str| ModelFile {
+            name: name.into(),
+            size: 1,
+            blake3: blake3.into(),
+            capability: cap.clone(),
+        };
+        let mut good = model();
+        good.kind = ModelKind::Chat;
+        good.files = vec![file("smol.gguf", &"ab".repeat(32))];
+        let evil = |f: &dyn Fn(&mut ModelRecord)| {
+            let mut m = good.clone();
+            f(&mut m);
+            m
+        };
+        let rows = vec![
+            good.clone(),
+            evil(&|m| m.files[0].name = "/etc/cron.d/x.gguf".into()),
+            evil(&|m| m.files[0].name = "../../x.gguf".into()),
+            evil(&|m| m.files[0].blake3 = "../../../../tmp/owned".into()),
+            evil(&|m| m.name = "../x".into()),
+        ];
+        assert_eq!(crate::schema::usable(rows), vec![good]);
+    }
+
     #[test]
     fn bad_models_are_refused_with_the_reason() {
         let cap = Capability {

@@ -42,16 +42,29 @@ pub fn register(rules: &mut Rules) {
     rules.add(Servers::KIND, Servers::WRITER);
 }
 
-/// Every model's row (claims whose signer is not the owner named in them are left out).
+/// Every model's row that a node may act on: claims whose signer is not the owner named in
+/// them, and rows that do not validate (names and hashes become paths on every inference node,
+/// whatever path wrote them), are left out.
 pub async fn models(table: &Table) -> Result<Vec<ModelRecord>, ModelError> {
     let rows = table.list::<Models>(&(), "").await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(name, r)| {
-            let signer = r.signer;
-            r.known().filter(|m| m.owner == signer && m.name == name)
+    Ok(usable(rows.into_iter().filter_map(|(name, r)| {
+        let signer = r.signer;
+        r.known().filter(|m| m.owner == signer && m.name == name)
+    })))
+}
+
+/// The models among `rows` that validate ([`ModelRecord::validate`]); the others are logged
+/// and left alone.
+pub fn usable(rows: impl IntoIterator<Item = ModelRecord>) -> Vec<ModelRecord> {
+    rows.into_iter()
+        .filter(|m| match m.validate() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(model = %m.name.escape_debug(), error = %e, "a model row does not validate; ignored");
+                false
+            }
         })
-        .collect())
+        .collect()
 }
 
 /// Which nodes say they hold `model`, and how.

@@ -3,11 +3,13 @@
 //! read what runs, on what, and where.
 
 use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 use weft_compute::schema::JobBucket;
 use weft_compute::schema::{JobRecord, Jobs};
 use weft_compute::spec::{Job, Source};
 use weft_core::NodeId;
-use weft_data::{Acting, BucketError, BucketSeal};
+
+use weft_data::{Acting, BucketError, BucketSeal, check_bucket_name};
 use weft_meta::Schema;
 
 use crate::{JobError, JobService};
@@ -34,6 +36,27 @@ impl JobKey {
     /// How users name it: `BUCKET/ID`.
     pub fn reference(&self) -> String {
         format!("{}/{}", self.bucket, self.id)
+    }
+
+    /// Check a key a peer sent: a valid bucket name and an id of 1 to 32 hex digits, as
+    /// submissions make them. Nothing else may reach a path, a row key or a log line.
+    pub fn check(&self) -> Result<(), JobError> {
+        check_bucket_name(&self.bucket)?;
+        let hex = !self.id.is_empty()
+            && self.id.len() <= 32
+            && self.id.chars().all(|c| c.is_ascii_hexdigit());
+        if !hex {
+            return Err(JobError::BadId(self.reference()));
+        }
+        Ok(())
+    }
+
+    /// The folder attempt `attempt` works in, under `dir`: named by a hash of the key, so no
+    /// key, whatever it holds, names a path outside `dir`.
+    pub(crate) fn workdir(&self, dir: &Path, attempt: u32) -> PathBuf {
+        let mut h = blake3::Hasher::new_derive_key("weft job workdir v1");
+        h.update(&crate::wire_bytes(self));
+        dir.join(format!("{}-{attempt}", &h.finalize().to_hex()[..32]))
     }
 }
 
@@ -133,6 +156,36 @@ mod tests {
         assert_eq!(r, vec!["eu".to_string()]);
         narrow(&mut r, &["ap".into()]);
         assert!(r.iter().any(String::is_empty));
+    }
+
+    /// [untrusted] 8: a job key from a peer cannot name a folder outside the jobs folder (the
+    /// runner removes its working folder when the run ends).
+    #[test]
+    fn a_job_key_cannot_escape_the_jobs_folder() {
+        let owner = weft_core::SecretKey::from_seed([1; 32]).public();
+        let key = |bucket: &str, id: &str| JobKey {
+            owner,
+            bucket: bucket.into(),
+            id: id.into(),
+        };
+        for bad in [
+            key("../../etc", "0190a3b4c5d6e7f8"),
+            key("logs", "../../../home"),
+            key("logs", "/abs"),
+            key("logs", ""),
+            key("/", "01"),
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
+            let dir = Path::new("/data/jobs");
+            let w = bad.workdir(dir, 3);
+            assert_eq!(w.parent(), Some(dir), "{w:?}");
+        }
+        let good = key("logs", "0190a3b4c5d6e7f8");
+        good.check().unwrap();
+        assert_ne!(
+            good.workdir(Path::new("/j"), 0),
+            good.workdir(Path::new("/j"), 1)
+        );
     }
 
     #[test]

@@ -77,6 +77,13 @@ pub(crate) enum JobAnswer {
 impl JobService {
     /// Answer `peer`'s question.
     pub(crate) async fn answer(&self, peer: NodeId, ask: JobAsk) -> JobAnswer {
+        // A key from a peer names rows, folders and logs: check it before anything else.
+        let key = match &ask {
+            JobAsk::Offer { key, .. } | JobAsk::Watch { key, .. } | JobAsk::Logs { key, .. } => key,
+        };
+        if let Err(e) = key.check() {
+            return JobAnswer::Refused(e.to_string());
+        }
         match ask {
             JobAsk::Offer {
                 key,

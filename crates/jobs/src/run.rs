@@ -55,6 +55,7 @@ impl JobService {
         session: &str,
         mut placement: Placement,
     ) -> Result<(), String> {
+        key.check().map_err(|e| e.to_string())?;
         let b = self.acting(session).map_err(|e| e.to_string())?;
         let signer = b.signer().map_err(|e| e.to_string())?.clone();
         let rec = self
@@ -68,10 +69,7 @@ impl JobService {
         self.runtime()?;
         let (cpu, memory) = (def.job.cpu_milli, def.job.limits.memory);
         let cancel = Arc::new(AtomicBool::new(false));
-        let workdir = self
-            .inner
-            .dir
-            .join(format!("{}-{}-{attempt}", key.bucket, key.id));
+        let workdir = key.workdir(&self.inner.dir, attempt);
         {
             let mut running = self.inner.running.lock();
             if running.contains_key(key) {

@@ -33,11 +33,47 @@ pub struct Entry {
     /// Name claims only: another key's withdrawal (its signed deletion) of the name, which this
     /// version follows. It lets every replica — also one that never saw the withdrawal —
     /// accept a new holder of a name, and refuse the old holder's replayed claim. Covered by
-    /// its own signature, not by `sig`.
+    /// its own signature, not by `sig`. Decoded at most [`MAX_PRIOR_DEPTH`] deep.
+    #[serde(deserialize_with = "bounded_prior")]
     pub prior: Option<Box<Entry>>,
     /// When `signer` signs for an account: the account's delegation to it. The row then counts
     /// as the account's ([`Entry::author`]) wherever the delegation covers it.
     pub via: Option<Delegation>,
+}
+
+/// How deep priors may nest in a decoded row. Honest writers nest one: a claim's prior is a
+/// withdrawal, which carries none of its own (or, on a deletion, the claimant's own earlier
+/// withdrawal). Anything deeper is refused as it is decoded — a chain thousands deep would
+/// otherwise recurse until the decoding thread's stack overflows and the process aborts.
+pub const MAX_PRIOR_DEPTH: u32 = 2;
+
+thread_local! {
+    /// How many priors the decoder on this thread is inside of.
+    static PRIOR_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Decode a prior, refusing one nested deeper than [`MAX_PRIOR_DEPTH`] before recursing into it.
+fn bounded_prior<'de, D>(d: D) -> Result<Option<Box<Entry>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Level;
+    impl Drop for Level {
+        fn drop(&mut self) {
+            PRIOR_DEPTH.with(|c| c.set(c.get().saturating_sub(1)));
+        }
+    }
+    let depth = PRIOR_DEPTH.with(|c| {
+        c.set(c.get() + 1);
+        c.get()
+    });
+    let _level = Level;
+    if depth > MAX_PRIOR_DEPTH {
+        return Err(serde::de::Error::custom(format!(
+            "a row's priors nest deeper than {MAX_PRIOR_DEPTH}"
+        )));
+    }
+    Option::<Box<Entry>>::deserialize(d)
 }
 
 /// Who signs rows: a key, acting for itself or for the account that delegated to it.
@@ -205,16 +241,6 @@ pub enum Refusal {
     BadKey,
 }
 
-/// Whether `by` carries a withdrawal, signed by `claim`'s signer, made after `claim`.
-fn withdrawn(pk: &str, sk: &str, by: &Entry, claim: &Entry) -> bool {
-    by.prior.as_deref().is_some_and(|p| {
-        p.is_tombstone()
-            && p.author() == claim.author()
-            && p.ts > claim.ts
-            && p.signature_ok(pk, sk)
-    })
-}
-
 /// The kind of a partition key: everything before its first `/`.
 pub fn kind_of(pk: &str) -> &str {
     pk.split('/').next().unwrap_or(pk)
@@ -273,6 +299,25 @@ impl Rules {
         ok
     }
 
+    /// Whether `by` carries a withdrawal of the name `sk` by `claim`'s author, made after
+    /// `claim`: a deletion signed by that author — or by its delegate, under a delegation the
+    /// author signed that names the signer, covers the name (account-wide for kinds only an
+    /// account-wide session may write) and had not expired when the withdrawal was stamped.
+    /// Nothing in the withdrawal is taken on its word: a forged delegation withdraws nothing.
+    fn withdrawn(&self, pk: &str, sk: &str, by: &Entry, claim: &Entry) -> bool {
+        by.prior.as_deref().is_some_and(|p| {
+            let delegation_holds = p.via.as_ref().is_none_or(|d| {
+                (d.body.scope.bucket.is_none() || !self.unscoped.contains(kind_of(pk)))
+                    && d.covers(&p.signer, Some(sk), p.ts.wall)
+            });
+            p.is_tombstone()
+                && p.author() == claim.author()
+                && p.ts > claim.ts
+                && delegation_holds
+                && p.signature_ok(pk, sk)
+        })
+    }
+
     /// The rule of `kind`, if known.
     pub fn writer(&self, kind: &str) -> Option<Writer> {
         self.kinds.get(kind).copied()
@@ -289,9 +334,9 @@ impl Rules {
     pub fn replaces(&self, pk: &str, sk: &str, new: &Entry, old: &Entry) -> bool {
         if self.writer(kind_of(pk)) == Some(Writer::FirstClaim) && new.author() != old.author() {
             return match (new.is_tombstone(), old.is_tombstone()) {
-                (false, false) => withdrawn(pk, sk, new, old),
+                (false, false) => self.withdrawn(pk, sk, new, old),
                 (true, false) => false,
-                (false, true) => !withdrawn(pk, sk, old, new),
+                (false, true) => !self.withdrawn(pk, sk, old, new),
                 (true, true) => crate::local::supersedes(new, old),
             };
         }
@@ -380,7 +425,7 @@ impl Rules {
                 if let Some(cur) = current
                     && !cur.is_tombstone()
                     && cur.author() != author
-                    && (e.is_tombstone() || !withdrawn(pk, sk, e, cur))
+                    && (e.is_tombstone() || !self.withdrawn(pk, sk, e, cur))
                 {
                     return refuse("the name is held by another key");
                 }
@@ -497,6 +542,102 @@ mod tests {
         let mut unsigned = item(&node, "cat/00", "h", 1, Some(b"t"));
         unsigned.entry.sig = Signature([0; 64]);
         assert!(!ok(&unsigned, None));
+    }
+
+    /// [untrusted] 2: a withdrawal "by" the holder that is really the thief's own deletion,
+    /// dressed in a delegation the holder never signed (or that does not cover it), must not
+    /// let the thief take the name.
+    #[test]
+    fn a_forged_withdrawal_does_not_steal_a_name() {
+        use weft_core::Scope;
+        let (alice, mallory) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]));
+        let r = rules();
+        let never = |_: &NodeId| false;
+        let claim = item(&alice, "names", "photos", 1, Some(b"a"));
+        // Mallory signs a deletion and names Alice's account through a delegation whose
+        // signature is not Alice's.
+        let all = Scope { bucket: None };
+        let mut fake = Delegation::sign(&mallory, mallory.public(), all.clone(), u64::MAX);
+        fake.body.account = alice.public();
+        let mut withdrawal = item(&mallory, "names", "photos", 2, None);
+        withdrawal.entry.via = Some(fake);
+        let mut steal = item(&mallory, "names", "photos", 3, Some(b"m"));
+        steal.entry.prior = Some(Box::new(withdrawal.entry.clone()));
+        assert!(r.check(&steal, Some(&claim.entry), &never).is_err());
+        assert!(!r.replaces("names", "photos", &steal.entry, &claim.entry));
+        // A real delegation of Alice's that had expired when the "withdrawal" was stamped, or
+        // that names another delegate, does not withdraw for her either.
+        for via in [
+            Delegation::sign(&alice, mallory.public(), all.clone(), 1),
+            Delegation::sign(&alice, alice.public(), all.clone(), u64::MAX),
+        ] {
+            let mut withdrawal = item(&mallory, "names", "photos", 2, None);
+            withdrawal.entry.via = Some(via);
+            let mut steal = item(&mallory, "names", "photos", 3, Some(b"m"));
+            steal.entry.prior = Some(Box::new(withdrawal.entry.clone()));
+            assert!(r.check(&steal, Some(&claim.entry), &never).is_err());
+            assert!(!r.replaces("names", "photos", &steal.entry, &claim.entry));
+        }
+        // Alice's own delegate, within its delegation, does withdraw for her.
+        let via = Delegation::sign(&alice, mallory.public(), all, u64::MAX);
+        let mut withdrawal = item(&mallory, "names", "photos", 2, None);
+        withdrawal.entry = Entry::sign(
+            Signer::delegated(mallory.clone(), via),
+            "names",
+            "photos",
+            ts(2),
+            None,
+        );
+        let mut reclaim = item(&mallory, "names", "photos", 3, Some(b"m"));
+        reclaim.entry.prior = Some(Box::new(withdrawal.entry.clone()));
+        assert!(r.check(&reclaim, Some(&claim.entry), &never).is_ok());
+        assert!(r.replaces("names", "photos", &reclaim.entry, &claim.entry));
+    }
+
+    /// [untrusted] 4: a row whose prior chain nests thousands deep is refused as it is decoded,
+    /// on an ordinary thread's stack, instead of overflowing it.
+    #[test]
+    fn a_deep_prior_chain_is_refused_not_a_stack_overflow() {
+        let key = SecretKey::from_seed([3; 32]);
+        // Encode the chain on a thread with room for it (encoding recurses too).
+        let bytes = std::thread::Builder::new()
+            .stack_size(512 << 20)
+            .spawn(move || {
+                let mut e = Entry::sign(&key, "names", "x", ts(1), None);
+                for i in 0..20_000 {
+                    let mut next = Entry::sign(&key, "names", "x", ts(2 + i), None);
+                    next.prior = Some(Box::new(e));
+                    e = next;
+                }
+                let bytes = wire::encode(&Item {
+                    pk: "names".into(),
+                    sk: "x".into(),
+                    entry: e.clone(),
+                });
+                // Dropping the chain recurses as well: leak it here, on the big stack's side.
+                std::mem::forget(e);
+                bytes
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(bytes.len() > 1 << 20, "{} bytes", bytes.len());
+        let decoded = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || wire::decode::<Item>(&bytes).is_err())
+            .unwrap()
+            .join();
+        assert_eq!(
+            decoded.ok(),
+            Some(true),
+            "the deep chain must decode to an error"
+        );
+        // An honest claim's prior (a withdrawal without one of its own) still decodes.
+        let key = SecretKey::from_seed([3; 32]);
+        let mut claim = Entry::sign(&key, "names", "x", ts(5), Some(b"v".to_vec()));
+        claim.prior = Some(Box::new(Entry::sign(&key, "names", "x", ts(4), None)));
+        let back: Entry = wire::decode(&wire::encode(&claim)).unwrap();
+        assert_eq!(back, claim);
     }
 
     #[test]
