@@ -10,6 +10,8 @@
 //! - [`local`]: a [`LocalFabric`] made by `weft up` (the same command a newcomer runs), with
 //!   its nodes' API clients, kill and restart; and [`cli`]: the binary run as a person would,
 //!   each [`User`] with their own accounts.
+//! - [`rogue`]: a [`Rogue`] member for attack tests — honest code, plus rows signed and
+//!   requests sent at will.
 //!
 //! In the spirit of Quickwit's cluster sandbox: every integration test and every `weft bench`
 //! starts its fabric here, so a change to how nodes are set up is made once.
@@ -23,12 +25,14 @@ pub mod cli;
 pub mod inproc;
 pub mod local;
 pub mod process;
+pub mod rogue;
 
 use std::time::{Duration, Instant};
 
 pub use cli::User;
 pub use inproc::{Builder, Cluster, cluster};
 pub use local::{LocalFabric, UpOptions};
+pub use rogue::Rogue;
 
 /// Wait (on this thread) until `cond` holds, checking every 100 ms; panics after `timeout`
 /// naming `what`. Returns how long it took.

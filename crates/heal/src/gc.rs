@@ -34,15 +34,28 @@ impl Healer {
         askable: &impl Fn(&NodeId) -> bool,
     ) -> bool {
         let mut entry = entry.clone();
-        if entry.released_ms.is_none() {
-            let Ok((live, latest)) = self.registry.refs(&hash).await else {
-                return false;
-            };
+        // The owners' references decide, checked every time: a catalog row's release (any
+        // member may write one) is bookkeeping, never evidence.
+        let delay = self.config.gc_delay.as_millis() as u64;
+        let unused = |(live, latest): (usize, u64)| {
             let quiet_since = latest.max(entry.created_ms);
-            let delay = self.config.gc_delay.as_millis() as u64;
-            if live > 0 || weft_net::now_ms().saturating_sub(quiet_since) < delay {
-                return false;
+            live == 0 && weft_net::now_ms().saturating_sub(quiet_since) >= delay
+        };
+        // A majority read first (cheap, and enough to see the object is used), then every
+        // replica, checked here: a reference on only some of them is still a reference.
+        let garbage = match self.registry.refs_in_use(&hash).await {
+            Ok(quick) if unused(quick) => {
+                matches!(self.registry.refs(&hash).await, Ok(all) if unused(all))
             }
+            _ => false,
+        };
+        if !garbage {
+            if entry.released_ms.is_some() {
+                tracing::warn!(manifest = %hash, "a catalog row says released, but the object is referenced; kept");
+            }
+            return false;
+        }
+        if entry.released_ms.is_none() {
             let now = weft_net::now_ms();
             entry.released_ms = Some(now);
             let released = self
@@ -170,7 +183,8 @@ impl Healer {
         {
             return (0, 0);
         }
-        let wanted = match self.placed_here(me).await {
+        let held: HashSet<ContentHash> = old.iter().map(|(h, _)| *h).collect();
+        let placed = match self.placed_here(me, &held).await {
             Ok(w) => w,
             Err(why) => {
                 tracing::info!(reason = %why, "orphan sweep skipped: deleting nothing");
@@ -182,8 +196,19 @@ impl Healer {
         };
         let (mut removed, mut bytes) = (0, 0);
         for (hash, len) in old {
-            if wanted.contains(&hash) {
+            if placed.wanted.contains(&hash) {
                 continue;
+            }
+            // A copy the catalog says was rebuilt elsewhere goes only once the new holder
+            // proves, to this node, that it holds it: a catalog row is a member's word.
+            if let Some(moved) = placed.elsewhere.get(&hash) {
+                let Some((to, shard_len)) = moved else {
+                    tracing::warn!(shard = %hash, "a catalog row moves this shard where too many of its segment's shards would be on one node; kept");
+                    continue;
+                };
+                if !matches!(self.storage.audit(*to, hash, *shard_len).await, Ok(true)) {
+                    continue;
+                }
             }
             let store = store.clone();
             if let Ok(Ok(true)) = tokio::task::spawn_blocking(move || store.delete(&hash)).await {
@@ -200,11 +225,13 @@ impl Healer {
         (removed, bytes)
     }
 
-    /// Every shard and manifest copy the catalog places on `me`, or why that cannot be known
-    /// (a catalog partition or manifest that could not be read, or a row this node does not
-    /// understand).
-    async fn placed_here(&self, me: NodeId) -> Result<HashSet<ContentHash>, String> {
-        let mut wanted = HashSet::new();
+    /// What the catalog places on `me`, and where it places the shards among `held` that it
+    /// does not place on `me`, or why that cannot
+    /// be known (a catalog partition or manifest that could not be read, a row this node does
+    /// not understand or cannot verify, a deleted row of an object still referenced whose
+    /// manifest cannot be found).
+    async fn placed_here(&self, me: NodeId, held: &HashSet<ContentHash>) -> Result<Placed, String> {
+        let mut placed = Placed::default();
         for part in crate::schema::catalog_parts() {
             let listing = self
                 .registry
@@ -216,7 +243,7 @@ impl Healer {
             }
             for (hash, entry) in listing.rows {
                 if entry.holders.contains(&me) {
-                    wanted.insert(hash);
+                    placed.wanted.insert(hash);
                 }
                 let mut manifest = self
                     .storage
@@ -224,15 +251,92 @@ impl Healer {
                     .await
                     .map_err(|e| e.to_string())?;
                 entry.locations().apply(&mut manifest);
+                let most = manifest.ec.parity.max(1);
                 for seg in &manifest.segments {
-                    for (h, shard) in seg.holders.iter().zip(&seg.info.shards) {
-                        if *h == me {
-                            wanted.insert(*shard);
+                    let concentrated = seg
+                        .holders
+                        .iter()
+                        .any(|h| seg.holders.iter().filter(|x| *x == h).count() > most);
+                    for (holder, shard) in seg.holders.iter().zip(&seg.info.shards) {
+                        if *holder == me {
+                            placed.wanted.insert(*shard);
+                        } else if held.contains(shard) {
+                            // An object's shard this node holds but the object places on
+                            // another node: rebuilt there while this node was away, says
+                            // the row.
+                            let moved = (!concentrated).then_some((*holder, seg.info.shard_len));
+                            placed.elsewhere.insert(*shard, moved);
                         }
                     }
                 }
             }
+            for hash in listing.deleted {
+                self.protect_if_referenced(hash, &mut placed).await?;
+            }
         }
-        Ok(wanted)
+        // A shard placed here by one object is kept whatever another says.
+        let wanted = &placed.wanted;
+        placed.elsewhere.retain(|h, _| !wanted.contains(h));
+        Ok(placed)
     }
+
+    /// An object whose catalog row was deleted: garbage if its owners let it go (remembered,
+    /// so each deletion is checked once); otherwise its row was deleted by someone who had no
+    /// business to — keep all its shards and register it again, so repair looks after it.
+    async fn protect_if_referenced(
+        &self,
+        hash: ContentHash,
+        placed: &mut Placed,
+    ) -> Result<(), String> {
+        if self.collected.lock().contains(&hash) {
+            return Ok(());
+        }
+        let gone = self
+            .registry
+            .unreferenced(&hash, self.config.gc_delay)
+            .await
+            .map_err(|e| format!("references of {hash}: {e}"))?;
+        if gone {
+            self.collected.lock().insert(hash);
+            return Ok(());
+        }
+        let members: Vec<NodeId> = self
+            .storage
+            .fabric()
+            .members()
+            .into_iter()
+            .filter(|m| m.is_alive())
+            .map(|m| m.id)
+            .collect();
+        let manifest = self.storage.manifest_at(hash, &members).await.map_err(|e| {
+            format!("object {hash} is referenced but its catalog row was deleted, and its manifest cannot be found: {e}")
+        })?;
+        tracing::warn!(manifest = %hash, "an object still referenced had its catalog row deleted; registering it again");
+        placed.wanted.insert(hash);
+        for seg in &manifest.segments {
+            placed.wanted.extend(seg.info.shards.iter().copied());
+        }
+        let mut holders = Vec::new();
+        for m in &members {
+            if matches!(self.storage.has_shards(*m, vec![hash]).await, Ok(v) if v == [true]) {
+                holders.push(*m);
+            }
+        }
+        let entry = crate::registry::ManifestEntry::new(&manifest, holders);
+        if let Err(e) = self.registry.put(&hash, &entry).await {
+            tracing::warn!(manifest = %hash, error = %e, "could not register the object again");
+        }
+        Ok(())
+    }
+}
+
+/// What an orphan sweep may not delete, and what it may delete only on proof.
+#[derive(Default)]
+struct Placed {
+    /// Shards and manifest copies the catalog places on this node.
+    wanted: HashSet<ContentHash>,
+    /// Shards this node held that the catalog says were rebuilt on another node: that node
+    /// and the shard's length, or `None` when the move would put more of a segment's shards
+    /// on one node than the coding can lose (a member's row, not repair's).
+    elsewhere: HashMap<ContentHash, Option<(NodeId, u64)>>,
 }

@@ -142,6 +142,8 @@ pub struct Healer {
     pub(crate) config: HealConfig,
     pub(crate) status: Arc<Mutex<HealStatus>>,
     pub(crate) reputation: Arc<Mutex<std::collections::HashMap<weft_core::NodeId, Reputation>>>,
+    /// Objects whose deleted catalog row was checked and found unreferenced (sweeps skip them).
+    pub(crate) collected: Arc<Mutex<std::collections::HashSet<weft_core::ContentHash>>>,
 }
 
 impl weft_host::Service for Healer {
@@ -161,7 +163,7 @@ impl Healer {
     /// [`weft_host::Service::start`] does with the node's [`HealConfig`]).
     pub fn start(storage: Storage, table: Table, config: HealConfig) -> Healer {
         let registry = Registry::new(table);
-        storage.set_catalog(registry::as_catalog(&registry));
+        storage.set_catalog(registry::as_catalog(&registry, config.gc_delay));
         // Shards stored before this store had a catalog are never swept as orphans.
         storage.local().catalog_since();
         storage.serve_deletes();
@@ -186,6 +188,7 @@ impl Healer {
             config,
             status: Arc::new(Mutex::new(status)),
             reputation: Arc::default(),
+            collected: Arc::default(),
         }
     }
 

@@ -35,6 +35,25 @@ pub struct ManifestEntry {
 }
 
 impl ManifestEntry {
+    /// A new entry for `manifest`, its copies on `holders`.
+    pub fn new(manifest: &Manifest, holders: Vec<NodeId>) -> ManifestEntry {
+        let stored_bytes = manifest
+            .segments
+            .iter()
+            .map(|s| s.info.shard_len * s.info.shards.len() as u64)
+            .sum();
+        ManifestEntry {
+            holders,
+            size: manifest.size,
+            stored_bytes,
+            ec: manifest.ec,
+            policy: manifest.policy.clone(),
+            created_ms: weft_net::now_ms(),
+            moved: Vec::new(),
+            released_ms: None,
+        }
+    }
+
     /// Current locations, as storage's read path wants them.
     pub fn locations(&self) -> Locations {
         Locations {
@@ -82,6 +101,8 @@ pub struct Listing {
     pub rows: Vec<(ContentHash, ManifestEntry)>,
     /// Rows that could not be read, with why.
     pub unreadable: Vec<String>,
+    /// Objects whose row was deleted (only in listings that include deletions).
+    pub deleted: Vec<ContentHash>,
 }
 
 /// The catalog over the metadata table.
@@ -171,19 +192,45 @@ impl Registry {
         Ok(())
     }
 
-    /// Live references and the wall-clock ms of the latest change to any of them. A reference
-    /// row this node cannot read counts as live.
+    /// Live references and the wall-clock ms of the latest change to any of them, read from
+    /// every replica and checked here ([`weft_meta::Table::list_for_deletion`]): a reference
+    /// row this node cannot read or verify counts as live. References are signed by the
+    /// accounts that hold them, so this is the owners' word, which no member can forge.
     pub async fn refs(&self, hash: &ContentHash) -> Result<(usize, u64), HealError> {
-        let answers = self.table.list_all::<References>(hash, "").await?;
-        let live = answers.iter().filter(|(_, r)| r.value.is_some()).count();
-        let latest = answers.iter().map(|(_, r)| r.ts.wall).max().unwrap_or(0);
-        Ok((live, latest))
+        let answers = self.table.list_for_deletion::<References>(hash, "").await?;
+        Ok(count_refs(&answers))
     }
 
-    /// Every entry of one catalog partition, from every replica (see
-    /// [`weft_meta::Table::list_from_all`]).
+    /// [`Registry::refs`] from a majority (answers once most replicas did): enough to tell
+    /// that an object is still used, never that it is not.
+    pub async fn refs_in_use(&self, hash: &ContentHash) -> Result<(usize, u64), HealError> {
+        let answers = self.table.list_all::<References>(hash, "").await?;
+        Ok(count_refs(&answers))
+    }
+
+    /// Whether the object's owners have let it go, as this node can verify itself: no live
+    /// reference, and none changed for `quiet` (so a write whose name is still on its way is
+    /// not taken for garbage). The only evidence anything deletes data on; a catalog row
+    /// (which any member may write) never is.
+    pub async fn unreferenced(
+        &self,
+        hash: &ContentHash,
+        quiet: std::time::Duration,
+    ) -> Result<bool, HealError> {
+        let quiet = quiet.as_millis() as u64;
+        let unused = |(live, latest): (usize, u64)| {
+            live == 0 && weft_net::now_ms().saturating_sub(latest) >= quiet
+        };
+        Ok(unused(self.refs_in_use(hash).await?) && unused(self.refs(hash).await?))
+    }
+
+    /// Every entry of one catalog partition, deletions included, from every replica and
+    /// checked here (see [`weft_meta::Table::list_for_deletion`]): for decisions that delete.
     pub async fn list_from_all(&self, part: u8) -> Result<Listing, HealError> {
-        let rows = self.table.list_from_all::<CatalogRows>(&part, "").await?;
+        let rows = self
+            .table
+            .list_for_deletion::<CatalogRows>(&part, "")
+            .await?;
         Ok(sort_rows(rows))
     }
 
@@ -192,6 +239,13 @@ impl Registry {
         let rows = self.table.list::<CatalogRows>(&part, "").await?;
         Ok(sort_rows(rows))
     }
+}
+
+/// Live references among `rows`, and the wall-clock ms of the latest change.
+fn count_refs(rows: &[(String, Row<()>)]) -> (usize, u64) {
+    let live = rows.iter().filter(|(_, r)| r.value.is_some()).count();
+    let latest = rows.iter().map(|(_, r)| r.ts.wall).max().unwrap_or(0);
+    (live, latest)
 }
 
 fn sort_rows(rows: Vec<(String, Row<ManifestEntry>)>) -> Listing {
@@ -203,7 +257,8 @@ fn sort_rows(rows: Vec<(String, Row<ManifestEntry>)>) -> Listing {
                 Ok(()) => out.rows.push((hash, e)),
                 Err(why) => out.unreadable.push(format!("catalog row {sk}: {why}")),
             },
-            (_, None) => {}
+            (Ok(hash), None) => out.deleted.push(hash),
+            (Err(_), None) => {}
             (Err(_), Some(_)) => out.unreadable.push(format!("catalog row {sk:?}: bad key")),
             (_, Some(Value::Newer(f))) => out.unreadable.push(format!(
                 "catalog row {sk}: format {f} is newer than this node knows"
@@ -216,7 +271,13 @@ fn sort_rows(rows: Vec<(String, Row<ManifestEntry>)>) -> Listing {
     out
 }
 
-impl Catalog for Registry {
+/// The catalog as storage sees it: the registry, and the safety delay deletions wait for.
+struct Hook {
+    registry: Registry,
+    delay: std::time::Duration,
+}
+
+impl Catalog for Hook {
     fn record<'a>(
         &'a self,
         manifest: ContentHash,
@@ -224,35 +285,32 @@ impl Catalog for Registry {
         holders: &'a [NodeId],
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            let stored_bytes = body
-                .segments
-                .iter()
-                .map(|s| s.info.shard_len * s.info.shards.len() as u64)
-                .sum();
-            let entry = ManifestEntry {
-                holders: holders.to_vec(),
-                size: body.size,
-                stored_bytes,
-                ec: body.ec,
-                policy: body.policy.clone(),
-                created_ms: weft_net::now_ms(),
-                moved: Vec::new(),
-                released_ms: None,
-            };
-            self.put(&manifest, &entry).await.map_err(|e| e.to_string())
+            let entry = ManifestEntry::new(body, holders.to_vec());
+            self.registry
+                .put(&manifest, &entry)
+                .await
+                .map_err(|e| e.to_string())
         })
     }
 
-    fn released(&self, manifest: ContentHash) -> BoxFuture<'_, bool> {
+    fn deletable(&self, manifest: ContentHash) -> BoxFuture<'_, bool> {
         Box::pin(async move {
-            matches!(self.get(&manifest).await, Ok(Some(e)) if e.released_ms.is_some())
+            matches!(
+                self.registry.unreferenced(&manifest, self.delay).await,
+                Ok(true)
+            )
         })
+    }
+
+    fn safety_delay(&self) -> std::time::Duration {
+        self.delay
     }
 
     fn locate(&self, manifest: ContentHash) -> BoxFuture<'_, Option<Locations>> {
         Box::pin(async move {
             // A read must not fail because the catalog lost its majority for a moment.
             let row = self
+                .registry
                 .table
                 .get_relaxed::<CatalogRows>(&catalog_part(&manifest), &manifest)
                 .await
@@ -264,7 +322,10 @@ impl Catalog for Registry {
     }
 }
 
-/// The registry as storage's catalog.
-pub fn as_catalog(registry: &Registry) -> Arc<dyn Catalog> {
-    Arc::new(registry.clone())
+/// The registry as storage's catalog; objects are deletable once unreferenced for `delay`.
+pub fn as_catalog(registry: &Registry, delay: std::time::Duration) -> Arc<dyn Catalog> {
+    Arc::new(Hook {
+        registry: registry.clone(),
+        delay,
+    })
 }

@@ -265,6 +265,17 @@ impl Table {
     }
 
     async fn call(&self, node: NodeId, req: MetaRequest) -> Result<MetaResponse, String> {
+        self.call_checked(node, req, true).await
+    }
+
+    /// Ask `node`; with `checked`, rows another node served that do not verify are left out
+    /// (without, every row comes back as served, for callers that check rows themselves).
+    async fn call_checked(
+        &self,
+        node: NodeId,
+        req: MetaRequest,
+        checked: bool,
+    ) -> Result<MetaResponse, String> {
         if node == self.fabric.id() {
             return match self.answer(req).await {
                 MetaResponse::Error(e) => Err(e),
@@ -281,6 +292,9 @@ impl Table {
             Ok(r) => r,
             Err(e) => return Err(e.to_string()),
         };
+        if !checked {
+            return Ok(resp);
+        }
         // Rows served by another node are checked like rows written to this one.
         Ok(match (resp, &req) {
             (MetaResponse::Entry(Some(e)), MetaRequest::Read { pk, sk }) => {
@@ -306,12 +320,23 @@ impl Table {
         req: impl Fn() -> MetaRequest,
         relaxed: bool,
     ) -> Result<Vec<(NodeId, MetaResponse)>, MetaError> {
+        self.gather_checked(pk, req, relaxed, true).await
+    }
+
+    /// [`Table::gather`], the rows checked or not (see [`Table::call_checked`]).
+    async fn gather_checked(
+        &self,
+        pk: &str,
+        req: impl Fn() -> MetaRequest,
+        relaxed: bool,
+        checked: bool,
+    ) -> Result<Vec<(NodeId, MetaResponse)>, MetaError> {
         let targets = self.replicas_of(partition_of(pk.as_bytes()));
         let needed = targets.len() / 2 + 1;
         let mut tasks = JoinSet::new();
         for node in targets.iter().copied() {
             let (this, r) = (self.clone(), req());
-            tasks.spawn(async move { (node, this.call(node, r).await) });
+            tasks.spawn(async move { (node, this.call_checked(node, r, checked).await) });
         }
         let mut answers = Vec::new();
         let mut last = String::from("no replicas alive");
@@ -745,6 +770,76 @@ impl Table {
             .filter(|(_, e)| e.value.is_some())
             .map(|(sk, e)| (sk, decode_row::<S>(&e)))
             .collect())
+    }
+
+    /// Rows of `S` whose sort key starts with `prefix`, deletions included, for a decision
+    /// that deletes data: merged from *every* replica (fails unless all of them answer), and
+    /// every row checked here and now — also this node's own — so that a row that does not
+    /// verify any more (its signer was revoked, its delegation no longer covers it) or never
+    /// did (a replica forged it) comes back live and unreadable ([`Value::Corrupt`]), never
+    /// left out: what cannot be verified must count as "cannot tell", not as "nothing there".
+    pub async fn list_for_deletion<S: Schema>(
+        &self,
+        part: &S::Part,
+        prefix: &str,
+    ) -> Result<Vec<(String, Row<S::Value>)>, MetaError> {
+        let pk = partition_key::<S>(part);
+        let replicas = self.replicas_of(partition_of(pk.as_bytes())).len();
+        let answers = self
+            .gather_checked(
+                &pk,
+                || MetaRequest::List {
+                    pk: pk.clone(),
+                    prefix: prefix.into(),
+                },
+                true,
+                false,
+            )
+            .await?;
+        if answers.len() < replicas {
+            return Err(MetaError::Quorum {
+                got: answers.len(),
+                needed: replicas,
+                last: "not every replica answered".into(),
+            });
+        }
+        let check = self.admit_fn();
+        let mut refused: std::collections::BTreeMap<String, (String, Entry)> = Default::default();
+        let mut verified = Vec::with_capacity(answers.len());
+        for (node, answer) in answers {
+            let MetaResponse::Items(items) = answer else {
+                continue;
+            };
+            let mut good = Vec::with_capacity(items.len());
+            for i in items {
+                if i.pk != pk || !i.sk.starts_with(prefix) {
+                    continue;
+                }
+                match check.admit(&i, None) {
+                    Ok(()) => good.push(i),
+                    Err(r) => {
+                        let why = format!("served by {node}, does not verify: {r}");
+                        refused.entry(i.sk).or_insert((why, i.entry));
+                    }
+                }
+            }
+            verified.push((node, MetaResponse::Items(good)));
+        }
+        let mut rows: Vec<(String, Row<S::Value>)> = newest_rows(&self.rules, &pk, verified)
+            .into_iter()
+            .filter(|(sk, _)| !refused.contains_key(sk))
+            .map(|(sk, e)| (sk, decode_row::<S>(&e)))
+            .collect();
+        for (sk, (why, e)) in refused {
+            let row = Row {
+                ts: e.ts,
+                signer: e.signer,
+                value: Some(Value::Corrupt(why)),
+            };
+            rows.push((sk, row));
+        }
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(rows)
     }
 
     /// Rows of `S` whose sort key starts with `prefix`, deletions (tombstones) included,

@@ -56,7 +56,11 @@ pub trait Catalog: Send + Sync + 'static {
     /// Current locations of an object's pieces, if the catalog knows it.
     fn locate(&self, manifest: ContentHash) -> BoxFuture<'_, Option<Locations>>;
 
-    /// Whether the catalog has released `manifest` for garbage collection, so its shards (and
-    /// the manifest itself) may be deleted.
-    fn released(&self, manifest: ContentHash) -> BoxFuture<'_, bool>;
+    /// Whether this node can verify for itself that `manifest`'s owners let it go, so its
+    /// shards (and the manifest itself) may be deleted. Never on a peer's word.
+    fn deletable(&self, manifest: ContentHash) -> BoxFuture<'_, bool>;
+
+    /// How long a shard must have been held here before anything deletes it (a write's
+    /// references may still be on their way).
+    fn safety_delay(&self) -> std::time::Duration;
 }

@@ -434,8 +434,10 @@ impl Storage {
     }
 
     /// Serve `SHARD_DELETE`: a peer asks this node to delete shards of a manifest. Only shards
-    /// that belong to that manifest (or the manifest itself) are deleted, and only when the
-    /// catalog says the object was released: a member cannot make others drop live data.
+    /// that belong to that manifest (or the manifest itself), held here longer than the safety
+    /// delay, are deleted, and only when this node verifies for itself that the object's
+    /// owners let it go ([`Catalog::deletable`]): whoever asks, a member cannot make others
+    /// drop live data.
     pub fn serve_deletes(&self) {
         let this = self.clone();
         crate::protocol::DELETE.serve(&self.endpoint, false, move |_peer, req| {
@@ -449,9 +451,12 @@ impl Storage {
         let Some(catalog) = self.catalog.get() else {
             return 0;
         };
-        if req.shards.len() > crate::protocol::MAX_HAS || !catalog.released(req.manifest).await {
+        if req.shards.len() > crate::protocol::MAX_HAS || !catalog.deletable(req.manifest).await {
             return 0;
         }
+        let held_before = std::time::SystemTime::now()
+            .checked_sub(catalog.safety_delay())
+            .unwrap_or(std::time::UNIX_EPOCH);
         // The shards must be the manifest's: read it (from here or its holders) to check.
         let mut allowed: std::collections::HashSet<ContentHash> = Default::default();
         allowed.insert(req.manifest);
@@ -477,6 +482,7 @@ impl Storage {
         tokio::task::spawn_blocking(move || {
             wanted
                 .iter()
+                .filter(|h| local.written_at(h).is_some_and(|t| t < held_before))
                 .filter(|h| local.delete(h).unwrap_or(false))
                 .count() as u64
         })

@@ -1,0 +1,57 @@
+//! A rogue member, for attack tests: a node admitted like any other and running honest code,
+//! whose owner also signs whatever rows it likes with the member's key and sends whatever
+//! requests it likes, on any protocol, to the peers it picks. Everything a patched copy of weft
+//! could do on the wire, without patching it: a test names the attack, makes it through a
+//! [`Rogue`], and asserts what the honest nodes did.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use weft_core::{NodeId, SecretKey};
+use weft_net::{Rpc, RpcError};
+use weft_node::Node;
+
+/// A member node whose owner misbehaves. Cheap to clone.
+#[derive(Clone)]
+pub struct Rogue {
+    node: Node,
+}
+
+impl Rogue {
+    /// `node`, turned.
+    pub fn new(node: &Node) -> Rogue {
+        Rogue { node: node.clone() }
+    }
+
+    /// The member it runs as.
+    pub fn id(&self) -> NodeId {
+        self.node.id()
+    }
+
+    /// The node underneath (its honest services, its table signing with the member's key).
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The member's key: signs anything.
+    pub fn key(&self) -> &SecretKey {
+        self.node.table().node_key()
+    }
+
+    /// Ask `peer` anything on `rpc`'s protocol, with no check on this side.
+    pub async fn ask<Q, A>(&self, rpc: Rpc<Q, A>, peer: NodeId, question: &Q) -> Result<A, RpcError>
+    where
+        Q: Serialize + DeserializeOwned + Send + Sync + 'static,
+        A: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        let addr = self
+            .node
+            .fabric()
+            .record(&peer)
+            .map(|r| r.body.addr)
+            .ok_or_else(|| {
+                RpcError::Net(weft_net::NetError::Stream(format!("{peer}: no address")))
+            })?;
+        rpc.call(self.node.storage().endpoint(), peer, addr, question)
+            .await
+    }
+}

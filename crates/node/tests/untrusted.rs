@@ -1,0 +1,176 @@
+//! Attacks by a member the operator admitted but nobody should trust: each test makes one
+//! through a [`Rogue`] (honest code, plus rows signed and requests sent at will) against a
+//! fabric of honest nodes, and asserts the honest outcome — nothing lost, nothing hijacked.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use weft_cluster::{Builder, Cluster, Rogue, data};
+use weft_core::{ContentHash, NodeId};
+use weft_store::Residency;
+use weft_store::protocol::{DELETE, DeleteRequest};
+
+/// Every shard and manifest copy honest nodes held `before` is still on one (repair may have
+/// rebuilt a copy elsewhere, and the old holder then dropped its own).
+fn assert_kept(
+    before: &HashMap<ContentHash, Vec<NodeId>>,
+    now: &HashMap<ContentHash, Vec<NodeId>>,
+    what: &str,
+) {
+    for h in before.keys() {
+        assert!(
+            now.get(h).is_some_and(|v| !v.is_empty()),
+            "{what}: no honest node holds {h} any more"
+        );
+    }
+}
+
+/// Every node's check and orphan sweep, `rounds` times, but the rogue's.
+async fn honest_housekeeping(c: &Cluster, rogue: NodeId, rounds: usize) {
+    for _ in 0..rounds {
+        for n in c.nodes.iter().filter(|n| n.id() != rogue) {
+            n.healer().check_once().await;
+            n.healer().sweep_orphans().await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Which honest node holds each shard and manifest copy of the objects, from their disks.
+fn held(c: &Cluster, rogue: NodeId, hashes: &[ContentHash]) -> HashMap<ContentHash, Vec<NodeId>> {
+    let mut out: HashMap<ContentHash, Vec<NodeId>> = HashMap::new();
+    for n in c.nodes.iter().filter(|n| n.id() != rogue) {
+        for h in hashes {
+            if n.storage().local().present(h).unwrap() {
+                out.entry(*h).or_default().push(n.id());
+            }
+        }
+    }
+    out
+}
+
+/// [untrusted] 1: a member rewrites every catalog row of others' objects — released long ago,
+/// every shard moved to itself, then deleted — and asks every holder to delete the shards.
+/// The honest nodes' own garbage collection, orphan sweeps and repair run past their delays:
+/// no shard an honest node held goes, and every object reads back byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cannot_get_others_objects_deleted() {
+    let delay = Duration::from_secs(2);
+    let c = Builder::new(6).gc_delay(delay).start().await;
+    let rogue = Rogue::new(c.node(5));
+    let alice = c.account(1, 7);
+    alice
+        .create_bucket("photos", Residency::default(), None, 1)
+        .await
+        .unwrap();
+    let sizes = [100_000usize, 1 << 20, (9 << 20) + 17];
+    let mut objects = Vec::new();
+    for (i, len) in sizes.iter().enumerate() {
+        let body = data(*len);
+        let key = format!("p{i}");
+        alice
+            .objects()
+            .put("photos", &key, &body[..])
+            .await
+            .unwrap();
+        let cap = alice.objects().capability("photos", &key).await.unwrap();
+        let manifest = c.node(1).storage().manifest(&cap).await.unwrap();
+        objects.push((key, body, cap.manifest, manifest));
+    }
+    let mut hashes = Vec::new();
+    for (_, _, hash, m) in &objects {
+        hashes.push(*hash);
+        hashes.extend(
+            m.segments
+                .iter()
+                .flat_map(|s| s.info.shards.iter().copied()),
+        );
+    }
+    let before = held(&c, rogue.id(), &hashes);
+    let registry = rogue.node().healer().registry();
+    let members: Vec<NodeId> = c.nodes.iter().map(|n| n.id()).collect();
+    let ask_everyone_to_delete = async || {
+        for (_, _, hash, m) in &objects {
+            let mut shards: Vec<ContentHash> = m
+                .segments
+                .iter()
+                .flat_map(|s| s.info.shards.iter().copied())
+                .collect();
+            shards.push(*hash);
+            for peer in members.iter().filter(|p| **p != rogue.id()) {
+                let req = DeleteRequest {
+                    manifest: *hash,
+                    manifest_holders: members.clone(),
+                    shards: shards.clone(),
+                };
+                let _ = rogue.ask(DELETE, *peer, &req).await;
+            }
+        }
+    };
+    tokio::time::sleep(delay).await;
+
+    // 1. Released long ago, created at the epoch.
+    for (_, _, hash, _) in &objects {
+        let mut e = registry.get(hash).await.unwrap().unwrap();
+        e.released_ms = Some(1);
+        e.created_ms = 0;
+        registry.put(hash, &e).await.unwrap();
+    }
+    ask_everyone_to_delete().await;
+    honest_housekeeping(&c, rogue.id(), 3).await;
+    assert_kept(
+        &before,
+        &held(&c, rogue.id(), &hashes),
+        "after forged releases",
+    );
+
+    // 2. Every shard moved to the rogue (which then drops them all).
+    for (_, _, hash, m) in &objects {
+        let mut e = registry.get(hash).await.unwrap().unwrap();
+        for seg in &m.segments {
+            for i in 0..seg.info.shards.len() {
+                e.set_moved(seg.info.index, i as u16, rogue.id());
+            }
+        }
+        registry.put(hash, &e).await.unwrap();
+    }
+    let rogue_store = rogue.node().storage().local().clone();
+    for h in &hashes {
+        let _ = rogue_store.delete(h);
+    }
+    tokio::time::sleep(delay).await;
+    honest_housekeeping(&c, rogue.id(), 3).await;
+    assert_kept(
+        &before,
+        &held(&c, rogue.id(), &hashes),
+        "after forged moves",
+    );
+
+    // 3. The rows deleted.
+    for (_, _, hash, _) in &objects {
+        registry.forget(hash).await.unwrap();
+    }
+    ask_everyone_to_delete().await;
+    tokio::time::sleep(delay).await;
+    honest_housekeeping(&c, rogue.id(), 3).await;
+    assert_kept(
+        &before,
+        &held(&c, rogue.id(), &hashes),
+        "after forged deletions",
+    );
+    // The honest nodes registered the objects again, so repair looks after them.
+    let honest = c.node(2).healer().registry();
+    for (_, _, hash, _) in &objects {
+        assert!(
+            honest.get(hash).await.unwrap().is_some(),
+            "{hash} registered again"
+        );
+    }
+    let start = Instant::now();
+    for (key, body, _, _) in &objects {
+        let mut out = Vec::new();
+        alice.objects().get("photos", key, &mut out).await.unwrap();
+        assert!(out == *body, "{key} reads back byte-identical");
+    }
+    assert!(start.elapsed() < Duration::from_secs(60));
+}
