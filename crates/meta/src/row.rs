@@ -239,6 +239,22 @@ pub enum Refusal {
     /// Keys that cannot be stored.
     #[error("row keys must not contain NUL bytes")]
     BadKey,
+    /// A row signed under a delegation that reached this replica long after the time it
+    /// claims: a delegate could otherwise stamp rows just before its delegation expired,
+    /// forever after.
+    #[error(
+        "row {pk}/{sk}: signed under a delegation, stamped {age_ms} ms before this replica's clock (at most {max_ms} taken from writers)"
+    )]
+    Stale {
+        /// Partition key.
+        pk: String,
+        /// Sort key.
+        sk: String,
+        /// How far behind this replica's clock its timestamp was.
+        age_ms: u64,
+        /// The most a writer's delegated row may be behind.
+        max_ms: u64,
+    },
 }
 
 /// The kind of a partition key: everything before its first `/`.

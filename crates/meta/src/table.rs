@@ -26,8 +26,8 @@ use crate::schema::{Row, Schema, SortKey, Value, decode_row, encode_value, parti
 /// Replicas per partition.
 pub const REPLICATION: usize = 3;
 const MAX_FRAME: usize = 16 << 20;
-/// The protocol between replicas.
-const META: Rpc<MetaRequest, MetaResponse> =
+/// The protocol between replicas (public so attack tests can speak it as a rogue member would).
+pub const META: Rpc<MetaRequest, MetaResponse> =
     Rpc::new(proto::META, MAX_FRAME, MAX_FRAME, Duration::from_secs(5));
 /// Attempts of an [`Table::update`] that keeps meeting concurrent writers.
 const UPDATE_ATTEMPTS: usize = 10;
@@ -166,6 +166,15 @@ impl Table {
             rules: self.rules.clone(),
             fabric: self.fabric.clone(),
             trust: self.endpoint.trust().clone(),
+            fresh_at: None,
+        }
+    }
+
+    /// The check for rows written to this replica at `now` (see [`Checker::fresh_at`]).
+    fn write_check(&self, now: u64) -> Checker {
+        Checker {
+            fresh_at: Some(now),
+            ..self.admit_fn()
         }
     }
 
@@ -196,7 +205,7 @@ impl Table {
                 }
             }
         }
-        let admit = self.admit_fn();
+        let admit = self.write_check(now);
         let result = tokio::task::spawn_blocking(move || match req {
             MetaRequest::Write(items) => local.merge(&items, &admit).map(|m| {
                 if m.refused.is_empty() {
@@ -958,6 +967,7 @@ impl Table {
             && let Ok(MetaResponse::Items(items)) =
                 self.call(peer, MetaRequest::PullLeaves(p, mask)).await
         {
+            let items = self.vouched(p, peer, items).await;
             let local = self.local.clone();
             let admit = self.admit_fn();
             let merged = tokio::task::spawn_blocking(move || local.merge(&items, &admit)).await;
@@ -974,6 +984,45 @@ impl Table {
             let _ = self.call(peer, MetaRequest::Write(mine)).await;
         }
         changed
+    }
+
+    /// Rows `peer` handed over in anti-entropy that this replica may take. A delegated row
+    /// older than writers may stamp (see [`Refusal::Stale`]) is taken only if a majority of
+    /// the partition's replicas hold that very version — each took it from its writer while
+    /// it was fresh — so a replica that missed a row still catches up, and a member that
+    /// forged a backdated one, alone, cannot hand it on.
+    async fn vouched(&self, p: Partition, peer: NodeId, items: Vec<Item>) -> Vec<Item> {
+        let fresh = self.write_check(weft_net::now_ms());
+        let replicas = self.replicas_of(p);
+        let needed = replicas.len() / 2 + 1;
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            if !matches!(fresh.admit(&item, None), Err(Refusal::Stale { .. })) {
+                out.push(item);
+                continue;
+            }
+            let mut holders = 1; // `peer` served it
+            for node in replicas
+                .iter()
+                .filter(|n| **n != peer && **n != self.fabric.id())
+            {
+                let read = MetaRequest::Read {
+                    pk: item.pk.clone(),
+                    sk: item.sk.clone(),
+                };
+                if let Ok(MetaResponse::Entry(Some(e))) = self.call(*node, read).await
+                    && e == item.entry
+                {
+                    holders += 1;
+                }
+            }
+            if holders >= needed {
+                out.push(item);
+            } else {
+                tracing::warn!(peer = %peer, pk = %item.pk, sk = %item.sk, "a backdated delegated row no majority holds; refused");
+            }
+        }
+        out
     }
 
     async fn anti_entropy(self, interval: Duration) {
@@ -1037,6 +1086,10 @@ struct Checker {
     rules: Arc<Rules>,
     fabric: Fabric,
     trust: Arc<weft_net::Trust>,
+    /// For rows written to this replica (not read back, not vouched for by other replicas):
+    /// the replica's clock (wall ms). A delegated row new to the replica must be stamped
+    /// within [`crate::hlc::MAX_DRIFT_MS`] of it.
+    fresh_at: Option<u64>,
 }
 
 impl Judge for Checker {
@@ -1045,7 +1098,21 @@ impl Judge for Checker {
         let is_member = |id: &NodeId| {
             *id == me || (self.fabric.record(id).is_some() && !self.trust.is_revoked(id))
         };
-        self.rules.check(item, current, &is_member)
+        self.rules.check(item, current, &is_member)?;
+        let max_ms = crate::hlc::MAX_DRIFT_MS;
+        if let Some(now) = self.fresh_at
+            && item.entry.via.is_some()
+            && item.entry.ts.wall.saturating_add(max_ms) < now
+            && current != Some(&item.entry)
+        {
+            return Err(Refusal::Stale {
+                pk: item.pk.clone(),
+                sk: item.sk.clone(),
+                age_ms: now - item.entry.ts.wall,
+                max_ms,
+            });
+        }
+        Ok(())
     }
 
     fn replaces(&self, item: &Item, current: &Entry) -> bool {

@@ -54,8 +54,23 @@ impl Schema for Counter {
     }
 }
 
+/// An account's own rows: partition `own/<account>`.
+struct Own;
+impl Schema for Own {
+    const KIND: &'static str = "own";
+    const WRITER: Writer = Writer::PartitionKey(1);
+    const FORMAT: u8 = 1;
+    type Part = str;
+    type Sort = str;
+    type Value = String;
+    fn partition(account: &str) -> String {
+        account.into()
+    }
+}
+
 fn rules() -> Rules {
     let mut r = Rules::new();
+    r.add(Own::KIND, Own::WRITER);
     r.add(Kv::KIND, Kv::WRITER);
     r.add(Counter::KIND, Counter::WRITER);
     r.add(Names::KIND, Names::WRITER);
@@ -415,4 +430,94 @@ async fn futures_join<F: std::future::Future<Output = T> + Send + 'static, T: Se
         out.push(h.await.unwrap());
     }
     out
+}
+
+/// [untrusted] 6: a key an account delegated to, once its delegation has expired, stamps rows
+/// with a time just before the expiry and writes them straight to the replicas. Replicas judge
+/// a delegated row new to them by their own clock: it is refused. A replica that missed a row
+/// its fellow replicas took while it was fresh still gets it from anti-entropy; one that only
+/// the forger's replica holds, it never takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_delegate_cannot_backdate_rows() {
+    use weft_core::{Delegation, Scope};
+    use weft_meta::Signer;
+    use weft_meta::table::{META, MetaRequest, MetaResponse};
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(3, dir.path()).await;
+    let (alice, mallory) = (
+        SecretKey::from_seed([50; 32]),
+        SecretKey::from_seed([51; 32]),
+    );
+    let pk = format!("own/{}", alice.public().to_hex());
+    let now = weft_net::now_ms();
+    let row = |via: &Delegation, sk: &str, wall: u64| Item {
+        pk: pk.clone(),
+        sk: sk.into(),
+        entry: Entry::sign(
+            Signer::delegated(mallory.clone(), via.clone()),
+            &pk,
+            sk,
+            Timestamp {
+                wall,
+                logical: 0,
+                node: mallory.public(),
+            },
+            Some(enc("forged")),
+        ),
+    };
+    let expired = Delegation::sign(
+        &alice,
+        mallory.public(),
+        Scope { bucket: None },
+        now - 120_000,
+    );
+    let backdated = row(&expired, "late", now - 121_000);
+    for (i, n) in nodes.iter().enumerate() {
+        let addr = n.endpoint.local_addr().unwrap();
+        let answer = META
+            .call(
+                &nodes[(i + 1) % nodes.len()].endpoint,
+                n.fabric.id(),
+                addr,
+                &MetaRequest::Write(vec![backdated.clone()]),
+            )
+            .await
+            .unwrap();
+        match answer {
+            MetaResponse::Error(e) => assert!(e.contains("stamped"), "{e}"),
+            other => panic!("a backdated row was taken: {other:?}"),
+        }
+    }
+    assert!(value(&nodes[1].table.get::<Own>(&pk[4..], "late").await.unwrap()).is_none());
+
+    // A row written in time (its delegation still good) that one replica missed: the other two
+    // took it while it was fresh, so anti-entropy hands it on, however old it is now.
+    let good = Delegation::sign(&alice, mallory.public(), Scope { bucket: None }, u64::MAX);
+    let anything = |_: &Item, _: Option<&Entry>| Ok(());
+    let missed = row(&good, "missed", now - 300_000);
+    nodes[0]
+        .local
+        .merge(std::slice::from_ref(&missed), &anything)
+        .unwrap();
+    nodes[1]
+        .local
+        .merge(std::slice::from_ref(&missed), &anything)
+        .unwrap();
+    // A backdated row only one replica holds (the forger's, say).
+    let lonely = row(&good, "lonely", now - 300_000);
+    nodes[0]
+        .local
+        .merge(std::slice::from_ref(&lonely), &anything)
+        .unwrap();
+    for _ in 0..6 {
+        for n in &nodes {
+            n.table.sync_once().await;
+        }
+    }
+    assert_eq!(
+        nodes[2].local.get(&pk, "missed").unwrap(),
+        Some(missed.entry.clone())
+    );
+    assert!(nodes[2].local.get(&pk, "lonely").unwrap().is_none());
+    assert!(nodes[1].local.get(&pk, "lonely").unwrap().is_none());
 }
