@@ -38,6 +38,10 @@ pub struct Load {
 /// forwarded unchanged) but not understood.
 pub const RECORD_FORMAT: u8 = 1;
 
+/// Most bytes a node record may take: every node gossips every record, so one member's must
+/// not cost the others (a certificate, an address, a few labels fit in a fraction of this).
+pub const MAX_RECORD_BYTES: usize = 16 << 10;
+
 /// The signed content of a node record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordBody {
@@ -82,6 +86,12 @@ struct SignedRecord {
 impl TryFrom<SignedRecord> for NodeRecord {
     type Error = String;
     fn try_from(w: SignedRecord) -> Result<NodeRecord, String> {
+        if w.signed.len() > MAX_RECORD_BYTES {
+            return Err(format!(
+                "node record: {} bytes, more than {MAX_RECORD_BYTES}",
+                w.signed.len()
+            ));
+        }
         let body = match w.signed.split_first() {
             Some((&f, rest)) if f >= 1 => {
                 let (body, extra) = postcard::take_from_bytes::<RecordBody>(rest)
@@ -208,5 +218,14 @@ mod tests {
         tampered.signed[last] ^= 1;
         let tampered: NodeRecord = wire::decode(&wire::encode(&tampered)).unwrap();
         assert!(tampered.verify(fabric, &admin.public(), 50).is_err());
+        // [untrusted] 13: a member's record stuffed with labels (megabytes, gossiped to
+        // every node) does not decode, however well signed.
+        let mut stuffed = body.clone();
+        for i in 0..20_000 {
+            stuffed.labels.insert(format!("label-{i}"), "x".repeat(16));
+        }
+        let bytes = wire::encode(&NodeRecord::sign(&key, stuffed));
+        assert!(bytes.len() > MAX_RECORD_BYTES);
+        assert!(wire::decode::<NodeRecord>(&bytes).is_err());
     }
 }

@@ -149,8 +149,8 @@ impl Fabric {
         let swim_tx = tx.clone();
         endpoint.register_datagram(
             proto::SWIM,
-            Arc::new(move |_peer: &PeerInfo, bytes: Bytes| {
-                let _ = swim_tx.send(swim::Input::Data(bytes));
+            Arc::new(move |peer: &PeerInfo, bytes: Bytes| {
+                let _ = swim_tx.send(swim::Input::Data(peer.id, bytes));
             }),
         );
         shared.register_sync();

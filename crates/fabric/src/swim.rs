@@ -75,7 +75,8 @@ impl Default for SwimTiming {
 }
 
 pub(crate) enum Input {
-    Data(Bytes),
+    /// A datagram and the peer the transport authenticated as its sender.
+    Data(NodeId, Bytes),
     Timer(Timer<SwimId>),
     Announce(SwimId),
     MarkDown(NodeId),
@@ -93,10 +94,66 @@ pub(crate) enum Input {
 /// ignores), it stays Suspect everywhere for as long as direct probes keep succeeding.
 const STALE_SUSPICION_PERIODS: u32 = 3;
 
-type SwimFoca = Foca<SwimId, PostcardCodec, rand::rngs::StdRng, foca::NoCustomBroadcast>;
+type SwimFoca = Foca<SwimId, Bounded, rand::rngs::StdRng, foca::NoCustomBroadcast>;
 
 /// SWIM datagrams stay well under the QUIC datagram limit (~1200 bytes minus headers).
 const MAX_PACKET: usize = 1000;
+
+/// How far ahead of this node's clock an identity's generation (its run's start time) may be.
+const MAX_GENERATION_AHEAD_MS: u64 = 60_000;
+
+/// foca's postcard encoding, refusing identities from the future: a generation is a run's start
+/// time, so one far ahead can only be a member's forgery — announced down, it would keep a
+/// victim's every later run dead (a generation wins only over smaller ones).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounded;
+
+fn bounded(id: &SwimId) -> Result<(), postcard::Error> {
+    if id.generation > weft_net::now_ms().saturating_add(MAX_GENERATION_AHEAD_MS) {
+        return Err(postcard::Error::SerdeDeCustom);
+    }
+    Ok(())
+}
+
+impl foca::Codec<SwimId> for Bounded {
+    type Error = postcard::Error;
+
+    fn encode_header(
+        &mut self,
+        header: &foca::Header<SwimId>,
+        buf: impl bytes::BufMut,
+    ) -> Result<(), Self::Error> {
+        PostcardCodec.encode_header(header, buf)
+    }
+
+    fn decode_header(&mut self, buf: impl bytes::Buf) -> Result<foca::Header<SwimId>, Self::Error> {
+        let h: foca::Header<SwimId> = PostcardCodec.decode_header(buf)?;
+        bounded(&h.src)?;
+        bounded(&h.dst)?;
+        Ok(h)
+    }
+
+    fn encode_member(
+        &mut self,
+        member: &Member<SwimId>,
+        buf: impl bytes::BufMut,
+    ) -> Result<(), Self::Error> {
+        PostcardCodec.encode_member(member, buf)
+    }
+
+    fn decode_member(&mut self, buf: impl bytes::Buf) -> Result<Member<SwimId>, Self::Error> {
+        let m: Member<SwimId> = PostcardCodec.decode_member(buf)?;
+        bounded(m.id())?;
+        Ok(m)
+    }
+}
+
+/// The node a SWIM packet says it is from: it must be the peer the transport authenticated,
+/// or a member could speak (and refute, and probe) as any other.
+fn sender(packet: &[u8]) -> Result<NodeId, postcard::Error> {
+    use foca::Codec;
+    Ok(Bounded.decode_header(packet)?.src.node)
+}
 
 fn config(timing: SwimTiming) -> foca::Config {
     let mut c = foca::Config::new_lan(NonZeroU32::new(32).unwrap_or(NonZeroU32::MIN));
@@ -127,7 +184,7 @@ pub(crate) async fn run(
     mut rx: mpsc::UnboundedReceiver<Input>,
 ) {
     let rng: rand::rngs::StdRng = rand::make_rng();
-    let mut foca = Foca::new(me, config(timing), rng, PostcardCodec);
+    let mut foca = Foca::new(me, config(timing), rng, Bounded);
     let mut rt = AccumulatingRuntime::new();
     let mut suspects: HashMap<NodeId, (SwimId, Incarnation, Instant)> = HashMap::new();
     let stale_after = timing.suspect_to_down * STALE_SUSPICION_PERIODS + timing.probe_period;
@@ -142,7 +199,17 @@ pub(crate) async fn run(
         };
         let mut leaving = None;
         let result = match input {
-            Input::Data(bytes) => foca.handle_data(&bytes, &mut rt),
+            Input::Data(peer, bytes) => match sender(&bytes) {
+                Ok(src) if src == peer => foca.handle_data(&bytes, &mut rt),
+                Ok(src) => {
+                    tracing::debug!(%peer, claimed = %src, "swim packet claiming another sender; dropped");
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "swim packet refused");
+                    Ok(())
+                }
+            },
             Input::Timer(timer) => foca.handle_timer(timer, &mut rt),
             Input::Announce(id) => foca.announce(id, &mut rt),
             Input::MarkDown(node) => {
@@ -310,5 +377,65 @@ fn refresh(shared: &Arc<Shared>, foca: &SwimFoca) {
         {
             sites.insert(id.addr, &record.body.cert.body.placement.site);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use foca::{Codec, Header, Message};
+
+    use super::*;
+
+    fn id(seed: u8, generation: u64) -> SwimId {
+        SwimId {
+            node: NodeId([seed; 32]),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            generation,
+        }
+    }
+
+    fn packet(src: SwimId, dst: SwimId, updates: &[Member<SwimId>]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let header = Header {
+            src,
+            src_incarnation: 0,
+            dst,
+            message: Message::Ping(1),
+        };
+        Bounded.encode_header(&header, &mut buf).unwrap();
+        for m in updates {
+            Bounded.encode_member(m, &mut buf).unwrap();
+        }
+        buf
+    }
+
+    /// [untrusted] 11: a packet is taken as its sender's only (the transport authenticated the
+    /// peer; the header names who speaks), and identities from the future — a victim "down"
+    /// at generation u64::MAX, which would outrank every later run of it — are refused.
+    #[test]
+    fn swim_packets_speak_for_their_sender_and_only_of_the_present() {
+        let now = weft_net::now_ms();
+        let (rogue, victim) = (id(1, now), id(2, now));
+        assert_eq!(
+            sender(&packet(rogue.clone(), victim.clone(), &[])).unwrap(),
+            rogue.node
+        );
+        // Claiming to be the victim names the victim, which is not the authenticated peer.
+        assert_eq!(
+            sender(&packet(victim.clone(), rogue.clone(), &[])).unwrap(),
+            victim.node
+        );
+        assert!(sender(&packet(id(1, u64::MAX), victim.clone(), &[])).is_err());
+        let doomed = Member::new(id(2, u64::MAX), 7, State::Down);
+        let p = packet(rogue.clone(), victim.clone(), std::slice::from_ref(&doomed));
+        let mut rest = &p[..];
+        Bounded.decode_header(&mut rest).unwrap();
+        assert!(Bounded.decode_member(&mut rest).is_err());
+        // The present (and a run started a moment ago on a clock a little ahead) is fine.
+        let fine = Member::new(id(2, now + 1_000), 7, State::Down);
+        let p = packet(rogue, victim, std::slice::from_ref(&fine));
+        let mut rest = &p[..];
+        Bounded.decode_header(&mut rest).unwrap();
+        assert_eq!(Bounded.decode_member(&mut rest).unwrap(), fine);
     }
 }

@@ -166,6 +166,11 @@ impl View {
                     MemberState::Revoked
                 } else if is_self {
                     MemberState::Alive
+                } else if record.is_none() {
+                    // Known only from gossip (no signed record with a membership certificate
+                    // yet): never alive, so it owns no partition and holds no shard — or a
+                    // member could ground phantom ids to deny others' quorums.
+                    MemberState::Suspect
                 } else {
                     member.map_or(MemberState::Dead, |m| match m.state {
                         MemberState::Dead

@@ -322,6 +322,9 @@ impl Healer {
                 holders.push(*m);
             }
         }
+        if holders.is_empty() {
+            return Ok(());
+        }
         let entry = crate::registry::ManifestEntry::new(&manifest, holders);
         if let Err(e) = self.registry.put(&hash, &entry).await {
             tracing::warn!(manifest = %hash, error = %e, "could not register the object again");

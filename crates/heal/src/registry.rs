@@ -12,6 +12,9 @@ use weft_store::{BoxFuture, Catalog, Erasure, Locations, Manifest, Residency};
 
 use crate::schema::{CatalogRows, RefHolder, References, catalog_part};
 
+/// Most manifest copies a catalog row may name.
+pub const MAX_MANIFEST_HOLDERS: usize = 16;
+
 /// What the catalog knows about one stored object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestEntry {
@@ -73,6 +76,19 @@ impl ManifestEntry {
             return Err(format!(
                 "moved shard {i} of segment {s} is past the coding's {n}"
             ));
+        }
+        if self.holders.is_empty() || self.holders.len() > MAX_MANIFEST_HOLDERS {
+            return Err(format!(
+                "{} manifest holders (1 to {MAX_MANIFEST_HOLDERS})",
+                self.holders.len()
+            ));
+        }
+        // Repair records one move per shard (a newer move replaces the older): a row that
+        // lists a shard twice was not written by repair.
+        let distinct: std::collections::HashSet<(u32, u16)> =
+            self.moved.iter().map(|(s, i, _)| (*s, *i)).collect();
+        if distinct.len() != self.moved.len() {
+            return Err("a shard is moved twice".into());
         }
         Ok(())
     }

@@ -99,29 +99,42 @@ fn one() -> f64 {
     1.0
 }
 
-/// Judge a node from its auditors' tallies. `up_now`: whether it is up at the moment; a node
-/// is judged on availability only then, so an outage alone never skips the grace period.
+/// Judge a node from its auditors' tallies (one each). Each auditor counts once, whatever it
+/// wrote: its recent window is clamped to [`WINDOW`] results, and the score is the mean of
+/// the auditors' shares — so one auditor (a member that forges its tally) cannot outweigh the
+/// others, and quarantine needs most of a node's auditors to have seen it fail. `up_now`:
+/// whether it is up at the moment; a node is judged on availability only then, so an outage
+/// alone never skips the grace period.
 pub fn judge(node: &NodeId, tallies: &[Tally], up_now: bool) -> Reputation {
-    let (mut pass, mut total, mut passed, mut failed) = (0, 0, 0, 0);
-    let (mut up, mut samples) = (0, 0);
+    let (mut total, mut passed, mut failed, mut samples) = (0, 0u64, 0u64, 0);
+    let (mut scores, mut ups) = (Vec::new(), Vec::new());
     for t in tallies {
-        let (p, n) = t.window();
-        pass += p;
-        total += n;
-        passed += t.passed;
-        failed += t.failed;
-        let (u, s) = t.availability();
-        up += u;
-        samples += s;
+        let clamped = Tally {
+            count: t.count.min(WINDOW),
+            up_count: t.up_count.min(WINDOW),
+            ..t.clone()
+        };
+        let (p, n) = clamped.window();
+        if n > 0 {
+            scores.push(f64::from(p) / f64::from(n));
+            total += n;
+        }
+        let (u, s) = clamped.availability();
+        if s > 0 {
+            ups.push(f64::from(u) / f64::from(s));
+            samples += s;
+        }
+        passed = passed.saturating_add(t.passed);
+        failed = failed.saturating_add(t.failed);
     }
-    let share = |a: u32, b: u32| {
-        if b == 0 {
+    let mean = |v: &[f64]| {
+        if v.is_empty() {
             1.0
         } else {
-            f64::from(a) / f64::from(b)
+            v.iter().sum::<f64>() / v.len() as f64
         }
     };
-    let (score, availability) = (share(pass, total), share(up, samples));
+    let (score, availability) = (mean(&scores), mean(&ups));
     let fails_audits = total >= MIN_AUDITS && score < THRESHOLD;
     let mostly_away = up_now && samples >= MIN_AUDITS && availability < THRESHOLD;
     Reputation {
@@ -133,6 +146,16 @@ pub fn judge(node: &NodeId, tallies: &[Tally], up_now: bool) -> Reputation {
         availability,
         quarantined: fails_audits || mostly_away,
     }
+}
+
+/// The tallies that count for `node` among its rows: readable ones by other nodes — a node
+/// vouches only for audits it made, never for itself.
+pub fn tallies_of(node: &NodeId, rows: Vec<(String, weft_meta::Row<Tally>)>) -> Vec<Tally> {
+    let me = node.to_hex();
+    rows.into_iter()
+        .filter(|(auditor, _)| *auditor != me)
+        .filter_map(|(_, r)| r.known())
+        .collect()
 }
 
 impl Healer {
@@ -148,7 +171,7 @@ impl Healer {
                 }
                 continue;
             };
-            let tallies: Vec<Tally> = rows.into_iter().filter_map(|(_, r)| r.known()).collect();
+            let tallies = tallies_of(&id, rows);
             let up_now = m.state == weft_fabric::MemberState::Alive;
             reps.insert(id, judge(&id, &tallies, up_now));
         }
@@ -243,6 +266,55 @@ mod tests {
             good.push(false);
         }
         assert!(judge(&node, &[good], true).quarantined);
+    }
+
+    /// [untrusted] 9: a member writes a tally of a node it never audited (a huge count of
+    /// failures), and one about itself (all passed): the honest node is not quarantined, and the
+    /// rogue's own record is what its auditors saw.
+    #[test]
+    fn forged_tallies_do_not_quarantine_an_honest_node() {
+        let (victim, rogue, honest) = (NodeId([1; 32]), NodeId([2; 32]), NodeId([3; 32]));
+        let mut seen = Tally::default();
+        for _ in 0..MIN_AUDITS {
+            seen.push(true);
+            seen.push_up(true);
+        }
+        let forged = Tally {
+            recent: 0,
+            count: u32::MAX,
+            passed: 0,
+            failed: u64::MAX,
+            up: 0,
+            up_count: u32::MAX,
+        };
+        let r = judge(&victim, &[seen.clone(), forged.clone()], true);
+        assert!(!r.quarantined, "{r:?}");
+        assert_eq!(r.audits, MIN_AUDITS + WINDOW);
+        let row = |t: &Tally| weft_meta::Row {
+            ts: weft_meta::Timestamp {
+                wall: 1,
+                logical: 0,
+                node: rogue,
+            },
+            signer: rogue,
+            value: Some(weft_meta::Value::Known(t.clone())),
+        };
+        // The rogue's record: its honest auditor saw it fail; its own tally says otherwise.
+        let mut failing = Tally::default();
+        for _ in 0..MIN_AUDITS {
+            failing.push(false);
+        }
+        let mut perfect = Tally::default();
+        for _ in 0..WINDOW {
+            perfect.push(true);
+        }
+        let rows = vec![
+            (honest.to_hex(), row(&failing)),
+            (rogue.to_hex(), row(&perfect)),
+        ];
+        let counted = tallies_of(&rogue, rows);
+        assert_eq!(counted, vec![failing]);
+        assert!(judge(&rogue, &counted, true).quarantined);
     }
 
     #[test]

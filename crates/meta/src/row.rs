@@ -41,6 +41,13 @@ pub struct Entry {
     pub via: Option<Delegation>,
 }
 
+/// Most bytes a row's keys and value may take together; every replica refuses more (rows are
+/// small records — data goes to storage — and a row is read whole by repair and sync).
+pub const MAX_ROW_BYTES: usize = 1 << 20;
+
+/// Most bytes of a partition or sort key.
+pub const MAX_KEY_BYTES: usize = 1024;
+
 /// How deep priors may nest in a decoded row. Honest writers nest one: a claim's prior is a
 /// withdrawal, which carries none of its own (or, on a deletion, the claimant's own earlier
 /// withdrawal). Anything deeper is refused as it is decoded — a chain thousands deep would
@@ -239,6 +246,16 @@ pub enum Refusal {
     /// Keys that cannot be stored.
     #[error("row keys must not contain NUL bytes")]
     BadKey,
+    /// A row larger than replicas keep (its keys, or keys and value together).
+    #[error(
+        "row {pk}/…: {size} bytes, more than a row may hold (keys {MAX_KEY_BYTES}, row {MAX_ROW_BYTES})"
+    )]
+    TooLarge {
+        /// Partition key (its start).
+        pk: String,
+        /// Bytes of keys and value.
+        size: usize,
+    },
     /// A row signed under a delegation that reached this replica long after the time it
     /// claims: a delegate could otherwise stamp rows just before its delegation expired,
     /// forever after.
@@ -370,6 +387,13 @@ impl Rules {
         let (pk, sk, e) = (&item.pk, &item.sk, &item.entry);
         if pk.contains('\0') || sk.contains('\0') {
             return Err(Refusal::BadKey);
+        }
+        let size = pk.len() + sk.len() + e.value.as_ref().map_or(0, Vec::len);
+        if pk.len() > MAX_KEY_BYTES || sk.len() > MAX_KEY_BYTES || size > MAX_ROW_BYTES {
+            return Err(Refusal::TooLarge {
+                pk: pk.chars().take(80).collect(),
+                size,
+            });
         }
         if !self.signatures_ok(pk, sk, e) {
             return Err(Refusal::BadSignature {
@@ -558,6 +582,30 @@ mod tests {
         let mut unsigned = item(&node, "cat/00", "h", 1, Some(b"t"));
         unsigned.entry.sig = Signature([0; 64]);
         assert!(!ok(&unsigned, None));
+    }
+
+    /// [untrusted] 13: rows larger than replicas keep — a huge value, a huge key — are
+    /// refused by the writer rules every replica runs, whoever signs them.
+    #[test]
+    fn oversized_rows_are_refused() {
+        let k = SecretKey::from_seed([1; 32]);
+        let r = rules();
+        let member = |_: &NodeId| true;
+        let big = vec![7u8; MAX_ROW_BYTES + 1];
+        assert!(matches!(
+            r.check(&item(&k, "cat", "x", 1, Some(&big)), None, &member),
+            Err(Refusal::TooLarge { .. })
+        ));
+        let long = "k".repeat(MAX_KEY_BYTES + 1);
+        assert!(matches!(
+            r.check(&item(&k, "cat", &long, 1, Some(b"v")), None, &member),
+            Err(Refusal::TooLarge { .. })
+        ));
+        let fits = vec![7u8; MAX_ROW_BYTES - 10];
+        assert!(
+            r.check(&item(&k, "cat", "x", 1, Some(&fits)), None, &member)
+                .is_ok()
+        );
     }
 
     /// [untrusted] 2: a withdrawal "by" the holder that is really the thief's own deletion,
