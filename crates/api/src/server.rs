@@ -101,7 +101,10 @@ pub async fn serve(
     // Served with hyper directly rather than `axum::serve`, whose connection tasks nobody owns.
     let service = hyper_util::service::TowerToHyperService::new(app);
     // HTTP/1 only (the client is ureq), so hyper never spawns a task of its own.
-    let http = ConnBuilder::new(TokioExecutor::new()).http1_only();
+    let mut http = ConnBuilder::new(TokioExecutor::new()).http1_only();
+    http.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(weft_node::HTTP_HEADER_TIMEOUT);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     node.accept_until_stopped(listener, "API", |socket| {
         let conn = http.serve_connection(TokioIo::new(socket), service.clone());

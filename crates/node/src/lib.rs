@@ -362,8 +362,12 @@ impl Node {
 
     /// The accept loop of a front-end service: hand each connection `listener` accepts to
     /// `serve`, whose future runs as a task of the node, until [`Node::stopped`] resolves; then
-    /// close the listener. A failed accept (out of descriptors and the like) waits 50 ms rather
-    /// than spin. `what` names the service in logs. (What a connection speaks is the caller's.)
+    /// close the listener. At most [`MAX_HTTP_CONNECTIONS`] connections are served at once: one
+    /// past that is closed as it is accepted, so idle or slow clients cannot take every
+    /// descriptor (each server also closes a connection that sends no complete request head
+    /// within [`HTTP_HEADER_TIMEOUT`], idle keep-alive included). A failed accept (out of
+    /// descriptors and the like) waits 50 ms rather than spin. `what` names the service in
+    /// logs. (What a connection speaks is the caller's.)
     pub async fn accept_until_stopped<F, Fut>(
         &self,
         listener: tokio::net::TcpListener,
@@ -375,10 +379,23 @@ impl Node {
     {
         let stopped = self.stopped();
         tokio::pin!(stopped);
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((socket, _)) => self.spawn(serve(socket)),
+                    Ok((socket, peer)) => match slots.clone().try_acquire_owned() {
+                        Ok(slot) => {
+                            let conn = serve(socket);
+                            self.spawn(async move {
+                                conn.await;
+                                drop(slot);
+                            });
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, service = what, "connection closed: the server is at its connection limit");
+                            drop(socket);
+                        }
+                    },
                     Err(e) => {
                         tracing::warn!(error = %e, service = what, "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -443,3 +460,10 @@ pub fn rules() -> Rules {
 
 /// How long [`Node::shutdown`] lets front-end services finish their requests.
 const SERVICE_DRAIN: Duration = Duration::from_secs(10);
+
+/// Most connections one front-end server (API, S3, OpenAI) serves at once.
+pub const MAX_HTTP_CONNECTIONS: usize = 512;
+
+/// How long a front-end server waits for a complete request head (and, between requests, for
+/// the next one) before it closes the connection.
+pub const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);

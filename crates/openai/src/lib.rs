@@ -82,7 +82,10 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = router(node.clone(), &cfg);
     let service = hyper_util::service::TowerToHyperService::new(app);
-    let http = ConnBuilder::new(TokioExecutor::new()).http1_only();
+    let mut http = ConnBuilder::new(TokioExecutor::new()).http1_only();
+    http.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(weft_node::HTTP_HEADER_TIMEOUT);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     node.accept_until_stopped(listener, "OpenAI API", |socket| {
         let _ = socket.set_nodelay(true);

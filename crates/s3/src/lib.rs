@@ -107,7 +107,13 @@ pub async fn serve(
     });
     builder.set_host(Hosts(config.domains.clone()));
     let service = builder.build();
-    let http = ConnBuilder::new(NodeExecutor(node.clone()));
+    let mut http = ConnBuilder::new(NodeExecutor(node.clone()));
+    http.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(weft_node::HTTP_HEADER_TIMEOUT);
+    http.http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(64);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     node.accept_until_stopped(listener, "S3 gateway", |socket| {
         let _ = socket.set_nodelay(true);
