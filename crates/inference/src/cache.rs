@@ -57,6 +57,8 @@ impl InferenceService {
             .filter(|(_, s)| s.ready && s.digest == digest)
             .map(|(n, _)| n)
             .collect();
+        // A `serve` row is its node's word: route only where the placement put the model.
+        let nodes = crate::placement::routable(model, &self.inner.fabric.members(), &nodes);
         self.inner
             .serving
             .lock()

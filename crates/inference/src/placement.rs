@@ -53,6 +53,24 @@ pub fn holders(model: &ModelRecord, members: &[Member]) -> Vec<NodeId> {
     chosen
 }
 
+/// The nodes among `serving` (nodes whose `serve` row says they hold `model` ready) that a
+/// request may go to: only those the placement would choose — with one rank to spare, so that
+/// while views disagree for a moment (a holder replaced, its successor still loading) the old
+/// holder stays reachable — and so only inference nodes in the model's regions. A member that
+/// writes a `serve` row for a model it was not placed with gets no prompts.
+pub fn routable(model: &ModelRecord, members: &[Member], serving: &[NodeId]) -> Vec<NodeId> {
+    let spare = ModelRecord {
+        replicas: model.replicas.saturating_add(1),
+        ..model.clone()
+    };
+    let placed = holders(&spare, members);
+    serving
+        .iter()
+        .copied()
+        .filter(|n| placed.contains(n))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +188,25 @@ mod tests {
                 .all(|id| after.contains(id))
         );
         assert!(holders(&model(1, &["ap"]), &members).is_empty());
+    }
+
+    /// [untrusted] 12: a member writes a `serve` row saying it holds a model ready — one the
+    /// placement never chose it for, or outside the model's regions — to collect users' prompts.
+    /// The router sends it nothing.
+    #[test]
+    fn only_nodes_the_placement_chose_receive_requests() {
+        let members = fabric();
+        let ids: Vec<NodeId> = members.iter().map(|m| m.id).collect();
+        let eu = model(1, &["eu"]);
+        let placed = holders(&eu, &members);
+        assert_eq!(placed.len(), 1);
+        // Everyone claims to serve it: only the holder and the next-ranked eu node may be
+        // sent requests; never the us node, the storage-only node, the one without memory.
+        let may = routable(&eu, &members, &ids);
+        assert!(may.contains(&placed[0]));
+        assert_eq!(may.len(), 2, "{may:?}");
+        assert!(may.iter().all(|n| ids[..3].contains(n)));
+        // Nobody but who claims: a placed node that says nothing is not routed to.
+        assert!(routable(&eu, &members, &[]).is_empty());
     }
 }
