@@ -183,7 +183,7 @@ impl Runtime {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| RunError::BadModule(e.to_string()))?;
         let mut linker = Linker::new(&engine);
-        p1::add_to_linker_sync(&mut linker, |s: &mut JobState| &mut s.wasi)
+        p1::add_to_linker_async(&mut linker, |s: &mut JobState| &mut s.wasi)
             .map_err(|e| RunError::BadModule(e.to_string()))?;
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = engine.weak();
@@ -235,7 +235,8 @@ impl Runtime {
     }
 
     /// Run `module` as a WASI command under `spec`. Blocks the calling thread (run it on a
-    /// blocking thread): the module runs to its end, its limits, or its deadline.
+    /// blocking thread, not inside an async runtime's worker): the module runs to its end, its
+    /// limits, or its deadline — which holds in host calls too.
     pub fn run(&self, name: &str, module: &Module, spec: &RunSpec) -> Result<Outcome, RunError> {
         let limits = spec.limits;
         if limits.memory > MAX_MEMORY {
@@ -291,15 +292,40 @@ impl Runtime {
             if left == 0 {
                 return Err(wasmtime::Error::new(Trap::Interrupt));
             }
-            Ok(wasmtime::UpdateDeadline::Continue(1))
+            Ok(wasmtime::UpdateDeadline::Yield(1))
         });
         let start = Instant::now();
-        let result = self
-            .inner
-            .linker
-            .instantiate(&mut store, module)
-            .and_then(|instance| instance.get_typed_func::<(), ()>(&mut store, "_start"))
-            .and_then(|start| start.call(&mut store, ()));
+        // The run is a future on a runtime of its own (this is a blocking thread): the module's
+        // code is stopped by the epoch callback above, and a host call it waits in (a sleep, a
+        // read) by dropping the future when the deadline passes or the job is cancelled.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let linker = &self.inner.linker;
+        let cancel = spec.cancel.clone();
+        let result = runtime.block_on(async {
+            let run = async {
+                let instance = linker.instantiate_async(&mut store, module).await?;
+                let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                start.call_async(&mut store, ()).await
+            };
+            let stopped = async {
+                loop {
+                    tokio::time::sleep(TICK).await;
+                    if cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                        return wasmtime::Error::new(Stopped);
+                    }
+                    if start.elapsed() >= limits.deadline + TICK * 2 {
+                        return wasmtime::Error::new(Trap::Interrupt);
+                    }
+                }
+            };
+            tokio::select! {
+                r = run => r,
+                e = stopped => Err(e),
+            }
+        });
+        drop(runtime);
         let wall = start.elapsed();
         let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
         let exit_code = match result {
@@ -483,5 +509,47 @@ mod tests {
             took >= Duration::from_millis(150) && took < Duration::from_secs(2),
             "{took:?}"
         );
+    }
+
+    /// A module that sleeps in a host call (`poll_oneoff`, what `std::thread::sleep` becomes).
+    const SLEEP: &str = r#"(module
+        (import "wasi_snapshot_preview1" "poll_oneoff"
+            (func $poll (param i32 i32 i32 i32) (result i32)))
+        (memory (export "memory") 1)
+        (func (export "_start")
+            (i32.store8 (i32.const 8) (i32.const 0))
+            (i32.store (i32.const 16) (i32.const 1))
+            (i64.store (i32.const 24) (i64.const 60000000000))
+            (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#;
+
+    /// [untrusted] 10: a job that sleeps for a minute inside a host call still ends at its
+    /// deadline, and a cancellation still stops it within ticks: neither waits for the module
+    /// to come back to WebAssembly code.
+    #[test]
+    fn the_deadline_and_cancellation_hold_through_host_calls() {
+        let rt = Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let sleep = rt.module(SLEEP.as_bytes()).unwrap();
+        let late = Limits {
+            deadline: Duration::from_millis(300),
+            ..limits()
+        };
+        let t = Instant::now();
+        let r = rt.run("sleep", &sleep, &spec(dir.path(), late));
+        assert!(matches!(r, Err(RunError::Deadline(_))), "{r:?}");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut s = spec(dir.path(), limits());
+        s.cancel = Some(cancel.clone());
+        let setter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            cancel.store(true, Ordering::Relaxed);
+        });
+        let t = Instant::now();
+        let r = rt.run("sleep", &sleep, &s);
+        setter.join().unwrap();
+        assert!(matches!(r, Err(RunError::Cancelled)), "{r:?}");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
 }
