@@ -110,6 +110,7 @@ impl Healer {
             if owner != Some(me) {
                 continue;
             }
+            self.adopt_orphaned(part).await;
             let Ok(listing) = self.registry.list(part).await else {
                 continue;
             };

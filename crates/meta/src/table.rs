@@ -781,6 +781,36 @@ impl Table {
             .collect())
     }
 
+    /// Live rows of `S` — a kind any member writes — in this replica's copy of `part`'s
+    /// partition whose signatures hold but whose signer is no longer a member (revoked, or
+    /// gone from the fabric). Such a row no longer verifies anywhere, so readers leave it out
+    /// and deletions count it as unreadable; the member that can vouch for it now (the
+    /// partition's owner, after checking what it can) writes it again under its own key.
+    pub fn orphaned_rows<S: Schema>(&self, part: &S::Part) -> Vec<(String, S::Value)> {
+        if self.rules.writer(S::KIND) != Some(Writer::Member) {
+            return Vec::new();
+        }
+        let pk = partition_key::<S>(part);
+        let Ok(items) = self.local.list(&pk, "") else {
+            return Vec::new();
+        };
+        let me = self.fabric.id();
+        let trust = self.endpoint.trust();
+        items
+            .into_iter()
+            .filter(|i| {
+                let e = &i.entry;
+                let member = e.signer == me
+                    || (self.fabric.record(&e.signer).is_some() && !trust.is_revoked(&e.signer));
+                e.value.is_some() && e.via.is_none() && !member && e.signature_ok(&i.pk, &i.sk)
+            })
+            .filter_map(|i| {
+                let value = decode_row::<S>(&i.entry).known()?;
+                Some((i.sk, value))
+            })
+            .collect()
+    }
+
     /// Rows of `S` whose sort key starts with `prefix`, deletions included, for a decision
     /// that deletes data: merged from *every* replica (fails unless all of them answer), and
     /// every row checked here and now — also this node's own — so that a row that does not

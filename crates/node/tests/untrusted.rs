@@ -174,3 +174,89 @@ async fn a_member_cannot_get_others_objects_deleted() {
     }
     assert!(start.elapsed() < Duration::from_secs(60));
 }
+
+/// [untrusted] 3: data must not disappear without an attacker. Objects registered through a
+/// node that is then revoked: its catalog rows no longer verify anywhere. The partition owners
+/// write them again under their own keys, so the objects are repaired (the revoked node's
+/// shards rebuilt elsewhere) and orphan sweeps run again — and delete none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_nodes_objects_are_still_repaired_and_kept() {
+    let delay = Duration::from_secs(1);
+    let c = Builder::new(6)
+        .gc_delay(delay)
+        .heal(|h| h.grace = Duration::from_secs(1))
+        .start()
+        .await;
+    let via = 3;
+    let bob = c.account(via, 9);
+    bob.create_bucket("notes", Residency::default(), None, 1)
+        .await
+        .unwrap();
+    let mut objects = Vec::new();
+    for i in 0..4 {
+        let body = data(300_000 + i * 1000);
+        let key = format!("n{i}");
+        bob.objects().put("notes", &key, &body[..]).await.unwrap();
+        objects.push((key, body));
+    }
+    let mut hashes = Vec::new();
+    for (key, _) in &objects {
+        hashes.push(
+            bob.objects()
+                .capability("notes", key)
+                .await
+                .unwrap()
+                .manifest,
+        );
+    }
+    let gone = c.node(via).id();
+    c.node(0).revoke(&gone.to_hex()).unwrap();
+    let honest: Vec<&weft_node::Node> = c.nodes.iter().filter(|n| n.id() != gone).collect();
+    let start = Instant::now();
+    loop {
+        for n in &honest {
+            n.healer().check_once().await;
+        }
+        // Every object's catalog row reads again, and its shards are all on nodes still in
+        // the fabric.
+        let mut settled = true;
+        for hash in &hashes {
+            let registry = honest[1].healer().registry();
+            let Ok(Some(entry)) = registry.get(hash).await else {
+                settled = false;
+                continue;
+            };
+            let mut m = honest[1]
+                .storage()
+                .manifest_at(*hash, &entry.holders)
+                .await
+                .unwrap();
+            entry.locations().apply(&mut m);
+            settled &= m.segments.iter().all(|s| !s.holders.contains(&gone));
+        }
+        if settled {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the revoked node's objects were not taken over and repaired"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(delay).await;
+    for n in &honest {
+        n.healer().sweep_orphans().await;
+        assert_eq!(
+            n.healer().status().sweeps_skipped,
+            0,
+            "{}",
+            n.healer().status().last_sweep_skip
+        );
+    }
+    let reader = c.account(1, 9);
+    for (key, body) in &objects {
+        let mut out = Vec::new();
+        reader.objects().get("notes", key, &mut out).await.unwrap();
+        assert!(out == *body, "{key} reads back byte-identical");
+    }
+}
