@@ -26,6 +26,8 @@ const TICK: Duration = Duration::from_millis(10);
 const CACHED_MODULES: usize = 64;
 /// The most memory any one job may be given.
 pub const MAX_MEMORY: u64 = 4 << 30;
+/// The largest module a node compiles: compiling happens before any of a job's limits apply.
+pub const MAX_MODULE_BYTES: usize = 64 << 20;
 /// Jobs a node runs at once (pool slots).
 pub const MAX_CONCURRENT: u32 = 32;
 
@@ -212,6 +214,12 @@ impl Runtime {
     /// The compiled module of `bytes` (WebAssembly binary or text), from the cache if it was
     /// compiled before.
     pub fn module(&self, bytes: &[u8]) -> Result<Module, RunError> {
+        if bytes.len() > MAX_MODULE_BYTES {
+            return Err(RunError::BadModule(format!(
+                "{} bytes, more than a module may be ({MAX_MODULE_BYTES})",
+                bytes.len()
+            )));
+        }
         let hash = *blake3::hash(bytes).as_bytes();
         if let Some(m) = self.inner.modules.lock().get(&hash) {
             return Ok(m.clone());
@@ -508,6 +516,18 @@ mod tests {
         assert!(
             took >= Duration::from_millis(150) && took < Duration::from_secs(2),
             "{took:?}"
+        );
+    }
+
+    /// [untrusted] 10: a module past the size a node compiles is refused before compiling.
+    #[test]
+    fn oversized_modules_are_refused_before_compiling() {
+        let rt = Runtime::new().unwrap();
+        let big = vec![0u8; MAX_MODULE_BYTES + 1];
+        let r = rt.module(&big);
+        assert!(
+            matches!(&r, Err(RunError::BadModule(why)) if why.contains("more than a module may be")),
+            "{r:?}"
         );
     }
 

@@ -92,9 +92,13 @@ pub async fn run_job(
     if let Source::Object { bucket, .. } = &job.module {
         acting.authorize(bucket, Need::Read).await?;
     }
-    let mut module = Vec::new();
+    // Fetched no further than the sandbox would compile: a peer's object may be any size.
+    let mut module = Capped {
+        bytes: Vec::new(),
+        cap: weft_compute::runtime::MAX_MODULE_BYTES,
+    };
     fetch(acting, &job.module, &mut module).await?;
-    let module = runtime.module(&module)?;
+    let module = runtime.module(&module.bytes)?;
     let inputs = workdir.join("in");
     std::fs::create_dir_all(&inputs)?;
     let mut input_bytes = 0;
@@ -149,6 +153,43 @@ pub async fn run_job(
 }
 
 /// Read the object `source` names into `writer` (authorized by the caller).
+/// A buffer that takes at most `cap` bytes; a write past it fails.
+struct Capped {
+    bytes: Vec<u8>,
+    cap: usize,
+}
+
+impl tokio::io::AsyncWrite for Capped {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.bytes.len() + buf.len() > self.cap {
+            let cap = self.cap;
+            return std::task::Poll::Ready(Err(std::io::Error::other(format!(
+                "the module is larger than a module may be ({cap} bytes)"
+            ))));
+        }
+        self.bytes.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 async fn fetch<W: tokio::io::AsyncWrite + Unpin>(
     acting: &Acting,
     source: &Source,

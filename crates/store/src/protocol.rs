@@ -150,6 +150,24 @@ pub enum TransferError {
     },
 }
 
+/// How much of an announced shard is read (and allocated) at a time.
+const READ_STEP: usize = 256 << 10;
+
+/// Read the `len` bytes a peer announced, memory growing with what actually arrives: a peer
+/// that announces 64 MiB and sends nothing costs a step, not 64 MiB.
+async fn read_announced(recv: &mut quinn::RecvStream, len: u64) -> Result<Vec<u8>, NetError> {
+    let mut bytes = Vec::with_capacity(len.min(READ_STEP as u64) as usize);
+    let mut chunk = vec![0u8; READ_STEP.min(len as usize)];
+    while (bytes.len() as u64) < len {
+        let want = (len - bytes.len() as u64).min(READ_STEP as u64) as usize;
+        match recv.read(&mut chunk[..want]).await.map_err(stream_err)? {
+            Some(n) => bytes.extend_from_slice(&chunk[..n]),
+            None => return Err(stream_err("the stream ended before its announced length")),
+        }
+    }
+    Ok(bytes)
+}
+
 fn stream_err(e: impl std::fmt::Display) -> NetError {
     NetError::Stream(e.to_string())
 }
@@ -236,8 +254,7 @@ pub fn register(endpoint: &Endpoint, store: Arc<ShardStore>) {
                         ));
                         return write_message(&mut send, &answer).await;
                     }
-                    let mut bytes = vec![0u8; header.len as usize];
-                    recv.read_exact(&mut bytes).await.map_err(stream_err)?;
+                    let bytes = read_announced(&mut recv, header.len).await?;
                     let stored =
                         tokio::task::spawn_blocking(move || store.put(&header.hash, &bytes)).await;
                     let answer = match stored {
@@ -339,9 +356,7 @@ pub async fn get_remote(
         let _ = send.finish();
         match read_message::<GetAnswer>(&mut recv, CONTROL_FRAME).await? {
             GetAnswer::Found { len } if len <= MAX_SHARD => {
-                let mut bytes = vec![0u8; len as usize];
-                recv.read_exact(&mut bytes).await.map_err(stream_err)?;
-                Ok(Ok(Some(bytes)))
+                Ok(Ok(Some(read_announced(&mut recv, len).await?)))
             }
             GetAnswer::Found { len } => Ok(Err(TransferError::Protocol {
                 node: id,
