@@ -5,6 +5,7 @@
 mod chaos;
 mod codec;
 mod compute;
+mod http;
 mod inference;
 mod list;
 mod membership;
@@ -40,10 +41,30 @@ pub enum BenchCommand {
     List(ListArgs),
     /// The job scheduler core's placement rate and decision latency on one core
     Compute(ComputeArgs),
+    /// The API, S3 and OpenAI servers' latency for well-behaved clients while idle and slow
+    /// clients hold connections open
+    Http(HttpArgs),
     /// Local AI through the OpenAI-compatible API (embeddings/s, prefill and decode tokens/s,
     /// time to first token routed vs local, peak RSS) against llama.cpp and
     /// sentence-transformers on the same models
     Inference(InferenceArgs),
+}
+
+/// `weft bench http`.
+#[derive(Args, Debug)]
+pub struct HttpArgs {
+    /// Well-behaved requests timed per server, alone and under load
+    #[arg(long, default_value_t = 300)]
+    pub(crate) requests: usize,
+    /// Idle clients (connect, say nothing) per server
+    #[arg(long, default_value_t = 200)]
+    pub(crate) idle: usize,
+    /// Slow clients (a request head trickled a byte every half second) per server
+    #[arg(long, default_value_t = 100)]
+    pub(crate) slow: usize,
+    /// Folder for the fabric's data [default: a fresh temporary one]
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
 }
 
 /// `weft bench inference`.
@@ -231,6 +252,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Chaos(args) => chaos::run(args),
         BenchCommand::List(args) => list::run(args),
         BenchCommand::Compute(args) => compute::run(args),
+        BenchCommand::Http(args) => http::run(args),
         BenchCommand::Inference(args) => inference::run(args),
     }
 }
