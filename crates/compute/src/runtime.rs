@@ -28,6 +28,11 @@ const CACHED_MODULES: usize = 64;
 pub const MAX_MEMORY: u64 = 4 << 30;
 /// The largest module a node compiles: compiling happens before any of a job's limits apply.
 pub const MAX_MODULE_BYTES: usize = 64 << 20;
+/// The most a run may write: its `/out` folder, stdout and stderr together. Checked every
+/// [`OUTPUT_CHECK`] while it runs, so a run may overshoot by what it writes meanwhile.
+pub const MAX_OUTPUT_BYTES: u64 = 4 << 30;
+/// How often a run's output is measured.
+const OUTPUT_CHECK: Duration = Duration::from_millis(50);
 /// Jobs a node runs at once (pool slots).
 pub const MAX_CONCURRENT: u32 = 32;
 
@@ -104,6 +109,14 @@ pub enum RunError {
     /// Stopped from outside (the job was cancelled, or its runner lost the lease).
     #[error("the run was stopped: its job was cancelled or its runner lost its lease")]
     Cancelled,
+    /// It wrote more than a run may (`/out`, stdout and stderr together).
+    #[error(
+        "the job wrote more than the {limit} bytes a run may write (/out, stdout and stderr together)"
+    )]
+    OutputQuota {
+        /// The quota.
+        limit: u64,
+    },
     /// It trapped (a bug in the module).
     #[error("the job trapped: {0}")]
     Trap(String),
@@ -151,6 +164,7 @@ struct JobState {
 #[derive(Clone)]
 pub struct Runtime {
     inner: Arc<Inner>,
+    output_quota: u64,
 }
 
 struct Inner {
@@ -208,7 +222,15 @@ impl Runtime {
                 modules: Mutex::new(HashMap::new()),
                 stop,
             }),
+            output_quota: MAX_OUTPUT_BYTES,
         })
+    }
+
+    /// The same runtime, its runs allowed to write at most `bytes` (default
+    /// [`MAX_OUTPUT_BYTES`]).
+    pub fn with_output_quota(mut self, bytes: u64) -> Runtime {
+        self.output_quota = bytes;
+        self
     }
 
     /// The compiled module of `bytes` (WebAssembly binary or text), from the cache if it was
@@ -311,6 +333,7 @@ impl Runtime {
             .build()?;
         let linker = &self.inner.linker;
         let cancel = spec.cancel.clone();
+        let output_quota = self.output_quota;
         let result = runtime.block_on(async {
             let run = async {
                 let instance = linker.instantiate_async(&mut store, module).await?;
@@ -318,6 +341,7 @@ impl Runtime {
                 start.call_async(&mut store, ()).await
             };
             let stopped = async {
+                let mut measured = Instant::now();
                 loop {
                     tokio::time::sleep(TICK).await;
                     if cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
@@ -325,6 +349,12 @@ impl Runtime {
                     }
                     if start.elapsed() >= limits.deadline + TICK * 2 {
                         return wasmtime::Error::new(Trap::Interrupt);
+                    }
+                    if measured.elapsed() >= OUTPUT_CHECK {
+                        measured = Instant::now();
+                        if output_bytes(spec, output_quota) > output_quota {
+                            return wasmtime::Error::new(OverQuota);
+                        }
                     }
                 }
             };
@@ -343,6 +373,10 @@ impl Runtime {
                     exit.0
                 } else if e.downcast_ref::<Stopped>().is_some() {
                     return Err(RunError::Cancelled);
+                } else if e.downcast_ref::<OverQuota>().is_some() {
+                    return Err(RunError::OutputQuota {
+                        limit: output_quota,
+                    });
                 } else if store.data().limiter.hit {
                     return Err(RunError::OutOfMemory {
                         limit: limits.memory,
@@ -365,6 +399,42 @@ impl Runtime {
         })
     }
 }
+
+/// Bytes a run has written — its output folder (files, not following links) and its stdout
+/// and stderr files — counted no further than just past `limit`.
+fn output_bytes(spec: &RunSpec, limit: u64) -> u64 {
+    let size = |p: &Path| std::fs::symlink_metadata(p).map_or(0, |m| m.len());
+    let mut total = size(&spec.stdout) + size(&spec.stderr);
+    let mut dirs = vec![spec.output.clone()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => dirs.push(entry.path()),
+                Ok(_) => total += entry.metadata().map_or(0, |m| m.len()),
+                Err(_) => {}
+            }
+            if total > limit {
+                return total;
+            }
+        }
+    }
+    total
+}
+
+/// The error a run that wrote past its quota is ended with.
+#[derive(Debug)]
+struct OverQuota;
+
+impl std::fmt::Display for OverQuota {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "over its output quota")
+    }
+}
+
+impl std::error::Error for OverQuota {}
 
 /// The error a cancelled run's epoch callback ends it with.
 #[derive(Debug)]
@@ -571,5 +641,41 @@ mod tests {
         setter.join().unwrap();
         assert!(matches!(r, Err(RunError::Cancelled)), "{r:?}");
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+
+    /// [untrusted] 10: a job that writes without end is stopped once its output passes the
+    /// quota, with an error that says so — the node's disk is not its to fill.
+    #[test]
+    fn a_run_that_writes_past_its_quota_is_stopped() {
+        const FLOOD: &str = r#"(module
+            (import "wasi_snapshot_preview1" "fd_write"
+                (func $fd_write (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 2)
+            (func (export "_start")
+                (i32.store (i32.const 0) (i32.const 1024))
+                (i32.store (i32.const 4) (i32.const 65536))
+                (loop $l
+                    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+                    (br $l))))"#;
+        let rt = Runtime::new().unwrap().with_output_quota(1 << 20);
+        let dir = tempfile::tempdir().unwrap();
+        let flood = rt.module(FLOOD.as_bytes()).unwrap();
+        let t = Instant::now();
+        let r = rt.run(
+            "flood",
+            &flood,
+            &spec(
+                dir.path(),
+                Limits {
+                    fuel: u64::MAX / 2,
+                    ..limits()
+                },
+            ),
+        );
+        assert!(
+            matches!(r, Err(RunError::OutputQuota { limit: 1048576 })),
+            "{r:?}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     }
 }
