@@ -33,6 +33,8 @@ pub const WIRE_VERSION: u8 = 2;
 const RESET_UNKNOWN_VERSION: u32 = 426;
 /// QUIC application error code sent when closing a connection to a revoked peer.
 const CLOSE_REVOKED: u32 = 2;
+/// QUIC application error code sent when closing a guest connection past the guests' share.
+const CLOSE_BUSY: u32 = 3;
 
 /// Transport failures.
 #[derive(Debug, thiserror::Error)]
@@ -125,7 +127,13 @@ struct Inner {
     /// its connections drained, and then the socket is released).
     io: TaskTracker,
     stop: CancellationToken,
+    /// Connections from guests (no membership certificate) served at once.
+    guests: Arc<tokio::sync::Semaphore>,
 }
+
+/// Guest connections (joiners, a CLI on another machine) an endpoint serves at once; one more
+/// is closed as it arrives. Members are never counted against it.
+pub const MAX_GUEST_CONNECTIONS: usize = 64;
 
 /// quinn's tokio runtime, with its driver tasks tracked so shutdown can wait for them.
 #[derive(Debug)]
@@ -300,6 +308,7 @@ impl Endpoint {
                 tasks,
                 io,
                 stop,
+                guests: Arc::new(tokio::sync::Semaphore::new(MAX_GUEST_CONNECTIONS)),
             }),
         };
         endpoint.spawn(endpoint.clone().accept_loop());
@@ -645,8 +654,23 @@ impl Endpoint {
             let (c, info) = (conn.clone(), info.clone());
             self.spawn(async move { this.datagram_loop(c, *info).await });
         }
+        // A guest holds a slot for as long as its connection lives: anyone can be a guest, so
+        // guests together get a bounded share of the node.
+        let slot = match &peer {
+            Peer::Guest(_) => match self.inner.guests.clone().try_acquire_owned() {
+                Ok(slot) => Some(slot),
+                Err(_) => {
+                    conn.close(CLOSE_BUSY.into(), b"too many guest connections");
+                    return;
+                }
+            },
+            Peer::Member(_) => None,
+        };
         let this = self.clone();
-        self.spawn(async move { this.stream_loop(conn, peer).await });
+        self.spawn(async move {
+            this.stream_loop(conn, peer).await;
+            drop(slot);
+        });
     }
 
     fn refuse_if_revoked(&self, conn: &quinn::Connection, peer: &Peer) -> bool {

@@ -23,8 +23,8 @@ mod trust;
 pub mod wan;
 
 pub use endpoint::{
-    BoxFuture, DatagramHandler, Endpoint, EndpointConfig, Joined, NetError, Peer,
-    RevocationHandler, StreamHandler, WIRE_VERSION, open_on, splice,
+    BoxFuture, DatagramHandler, Endpoint, EndpointConfig, Joined, MAX_GUEST_CONNECTIONS, NetError,
+    Peer, RevocationHandler, StreamHandler, WIRE_VERSION, open_on, splice,
 };
 pub use framing::{read_message, write_message};
 pub use identity::{KeyFileError, load_or_create_key, write_secret_file};

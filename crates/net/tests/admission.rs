@@ -208,3 +208,43 @@ async fn another_fabrics_certificate_is_refused_both_ways() {
         .unwrap_err();
     assert!(err.contains("fabric") || err.contains("connect"), "{err}");
 }
+
+/// [untrusted] 14: anyone may connect as a guest (a joiner, a remote CLI), so guests together
+/// get a bounded share: past [`weft_net::MAX_GUEST_CONNECTIONS`] open guest connections, one
+/// more is closed as it arrives — and a member still gets through.
+#[tokio::test]
+async fn guests_get_a_bounded_share_and_members_still_get_through() {
+    let f = fabric();
+    let mut held = Vec::new();
+    for i in 0..weft_net::MAX_GUEST_CONNECTIONS {
+        let guest = endpoint(
+            &SecretKey::from_seed([(i % 200) as u8 + 40; 32]),
+            None,
+            f.admin.public(),
+        );
+        let (conn, _) = guest.connect(f.addr, None).await.unwrap();
+        // A guest exchange on each, so the server has taken the connection in.
+        let (mut send, mut recv) = weft_net::open_on(&conn, GUEST_ECHO).await.unwrap();
+        write_message(&mut send, &b"hi".to_vec()).await.unwrap();
+        let _: Vec<u8> = read_message(&mut recv, 1024).await.unwrap();
+        held.push((guest, conn));
+    }
+    let one_more = endpoint(&SecretKey::from_seed([250; 32]), None, f.admin.public());
+    assert!(exchange(&one_more, f.addr, GUEST_ECHO).await.is_err());
+    let key = SecretKey::from_seed([3; 32]);
+    let member = endpoint(
+        &key,
+        Some(cert_for(&f.admin, key.public(), u64::MAX)),
+        f.admin.public(),
+    );
+    assert_eq!(exchange(&member, f.addr, ECHO).await.unwrap(), b"hello");
+    // A guest that leaves frees its slot.
+    let (guest, conn) = held.pop().unwrap();
+    conn.close(0u32.into(), b"bye");
+    drop(guest);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        exchange(&one_more, f.addr, GUEST_ECHO).await.unwrap(),
+        b"hello"
+    );
+}
