@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_shutdown_stops_the_api_server() {
+/// A one-node fabric serving its API: the fabric, the node, the API's address.
+async fn api() -> (weft_cluster::Cluster, weft_node::Node, std::net::SocketAddr) {
     let cluster = weft_cluster::Builder::new(1).start().await;
     let node = cluster.node(0).clone();
     let token = node.data_dir().api_token().unwrap();
@@ -14,6 +14,12 @@ async fn node_shutdown_stops_the_api_server() {
     let addr = listener.local_addr().unwrap();
     let n = node.clone();
     node.spawn_service(async move { weft_api::serve(n, listener, token).await.unwrap() });
+    (cluster, node, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_shutdown_stops_the_api_server() {
+    let (_cluster, node, addr) = api().await;
 
     // A client that keeps its connection open after an answer.
     let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -46,13 +52,7 @@ async fn node_shutdown_stops_the_api_server() {
 /// server's limit are closed as they arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_slow_clients_do_not_stall_the_api() {
-    let cluster = weft_cluster::Builder::new(1).start().await;
-    let node = cluster.node(0).clone();
-    let token = node.data_dir().api_token().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let n = node.clone();
-    node.spawn_service(async move { weft_api::serve(n, listener, token).await.unwrap() });
+    let (_cluster, node, addr) = api().await;
     let request = format!(
         "GET /v1/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
         node.data_dir().api_token().unwrap()

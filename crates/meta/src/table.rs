@@ -746,41 +746,6 @@ impl Table {
             .collect())
     }
 
-    /// Rows of `S` (live ones) whose sort key starts with `prefix`, merged from *every*
-    /// replica; fails unless all of them answer. For decisions that must not miss a row, such
-    /// as deleting data no row points at: right after replicas changed, a majority may be made
-    /// of new replicas that have not been handed the rows yet.
-    pub async fn list_from_all<S: Schema>(
-        &self,
-        part: &S::Part,
-        prefix: &str,
-    ) -> Result<Vec<(String, Row<S::Value>)>, MetaError> {
-        let pk = partition_key::<S>(part);
-        let replicas = self.replicas_of(partition_of(pk.as_bytes())).len();
-        let answers = self
-            .gather(
-                &pk,
-                || MetaRequest::List {
-                    pk: pk.clone(),
-                    prefix: prefix.into(),
-                },
-                true,
-            )
-            .await?;
-        if answers.len() < replicas {
-            return Err(MetaError::Quorum {
-                got: answers.len(),
-                needed: replicas,
-                last: "not every replica answered".into(),
-            });
-        }
-        Ok(newest_rows(&self.rules, &pk, answers)
-            .into_iter()
-            .filter(|(_, e)| e.value.is_some())
-            .map(|(sk, e)| (sk, decode_row::<S>(&e)))
-            .collect())
-    }
-
     /// Live rows of `S` — a kind any member writes — in this replica's copy of `part`'s
     /// partition whose signatures hold but whose signer is no longer a member (revoked, or
     /// gone from the fabric). Such a row no longer verifies anywhere, so readers leave it out

@@ -206,12 +206,15 @@ fn the_readme_walk_through_works_as_printed() {
         loop {
             let out = home.weft(&["model".into(), "ls".into(), "--json".into()]);
             let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            // Every replica it asks for ready (a request kept to one region needs that
+            // region's replica, not just any).
             let ready = all.as_array().is_some_and(|a| {
                 a.iter().any(|m| {
+                    let wanted = m["replicas"].as_u64().unwrap_or(1) as usize;
                     m["name"] == model
-                        && m["replicas_now"]
-                            .as_array()
-                            .is_some_and(|r| r.iter().any(|r| r["state"] == "ready"))
+                        && m["replicas_now"].as_array().is_some_and(|r| {
+                            r.iter().filter(|r| r["state"] == "ready").count() >= wanted
+                        })
                 })
             });
             if ready {
