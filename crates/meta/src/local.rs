@@ -33,6 +33,8 @@ struct EntryV1 {
     value: Option<Vec<u8>>,
     signer: weft_core::NodeId,
     sig: weft_core::Signature,
+    /// Decoded as deep as a current entry's priors, no deeper.
+    #[serde(deserialize_with = "crate::row::bounded_prior")]
     prior: Option<Box<EntryV1>>,
 }
 

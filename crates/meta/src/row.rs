@@ -60,9 +60,10 @@ thread_local! {
 }
 
 /// Decode a prior, refusing one nested deeper than [`MAX_PRIOR_DEPTH`] before recursing into it.
-fn bounded_prior<'de, D>(d: D) -> Result<Option<Box<Entry>>, D::Error>
+pub(crate) fn bounded_prior<'de, D, T>(d: D) -> Result<Option<Box<T>>, D::Error>
 where
     D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
 {
     struct Level;
     impl Drop for Level {
@@ -80,7 +81,7 @@ where
             "a row's priors nest deeper than {MAX_PRIOR_DEPTH}"
         )));
     }
-    Option::<Box<Entry>>::deserialize(d)
+    Option::<Box<T>>::deserialize(d)
 }
 
 /// Who signs rows: a key, acting for itself or for the account that delegated to it.
