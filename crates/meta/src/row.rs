@@ -48,10 +48,12 @@ pub const MAX_ROW_BYTES: usize = 1 << 20;
 /// Most bytes of a partition or sort key.
 pub const MAX_KEY_BYTES: usize = 1024;
 
-/// How deep priors may nest in a decoded row. Honest writers nest one: a claim's prior is a
-/// withdrawal, which carries none of its own (or, on a deletion, the claimant's own earlier
-/// withdrawal). Anything deeper is refused as it is decoded — a chain thousands deep would
-/// otherwise recurse until the decoding thread's stack overflows and the process aborts.
+/// How many `prior` fields the decoder may enter on its way down a row: the row's own and
+/// its prior's, so a row decodes with one prior and no deeper chain. Honest writers nest one:
+/// a claim's prior is a withdrawal, which carries none of its own (a deletion by the claimant
+/// carries its earlier withdrawal, again one level). Anything deeper is refused as it is
+/// decoded — a chain thousands deep would otherwise recurse until the decoding thread's stack
+/// overflows and the process aborts.
 pub const MAX_PRIOR_DEPTH: u32 = 2;
 
 thread_local! {
