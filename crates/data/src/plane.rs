@@ -18,6 +18,11 @@ use crate::{Access, AccessKey, Acting, KeyStore, Session, SessionError};
 const KEY_FRESH: Duration = Duration::from_secs(3);
 /// Most access keys (found or not) a node remembers.
 const KEY_CACHE: usize = 10_000;
+/// Table reads at once for access-key ids this node never found: anyone can send random ids,
+/// and each would cost a quorum read. Past this, such an id is refused without one (a
+/// brand-new key may be refused while a node is flooded; the client retries). Ids found
+/// before are always looked up.
+const UNKNOWN_LOOKUPS: usize = 8;
 
 /// The account data plane of a node. Cheap to clone.
 #[derive(Clone)]
@@ -33,6 +38,12 @@ struct Inner {
     node_keys: Arc<KeyStore>,
     /// Access keys read from the table lately, found or not.
     key_cache: Mutex<HashMap<String, (Instant, Option<AccessKey>)>>,
+    /// Ids of access keys this node has found in the table (at most [`KEY_CACHE`]).
+    known_keys: Mutex<std::collections::HashSet<String>>,
+    /// Slots for looking up ids not in `known_keys`.
+    unknown_lookups: Arc<tokio::sync::Semaphore>,
+    /// Lookups of unknown ids refused for want of a slot.
+    refused_lookups: std::sync::atomic::AtomicU64,
 }
 
 impl Service for DataPlane {
@@ -57,6 +68,9 @@ impl Service for DataPlane {
                 own,
                 node_keys: Arc::new(node_keys),
                 key_cache: Mutex::default(),
+                known_keys: Mutex::default(),
+                unknown_lookups: Arc::new(tokio::sync::Semaphore::new(UNKNOWN_LOOKUPS)),
+                refused_lookups: Default::default(),
             }),
         })
     }
@@ -86,8 +100,9 @@ impl DataPlane {
 
     /// The access key `id`: one made before accounts (this node's own file, acting for the
     /// node's account) or one from the replicated table. Table keys are cached for a few
-    /// seconds (so a removed key stops working everywhere within them), misses too (so unknown
-    /// ids cannot make every request a table read).
+    /// seconds (so a removed key stops working everywhere within them), misses too, and ids
+    /// never found here are looked up at most [`UNKNOWN_LOOKUPS`] at a time (so random ids
+    /// cannot make every request a quorum read).
     pub async fn access_key(&self, id: &str) -> Option<AccessKey> {
         if let Some(k) = self.inner.node_keys.lookup(id) {
             return Some(k);
@@ -97,6 +112,20 @@ impl DataPlane {
         {
             return k.clone();
         }
+        let known = self.inner.known_keys.lock().contains(id);
+        let _slot = if known {
+            None
+        } else {
+            match self.inner.unknown_lookups.clone().try_acquire_owned() {
+                Ok(slot) => Some(slot),
+                Err(_) => {
+                    self.inner
+                        .refused_lookups
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return None;
+                }
+            }
+        };
         let found = match crate::lookup_key(&self.inner.own.table, id).await {
             Ok(found) => found.map(|(k, _)| k),
             Err(e) => {
@@ -104,12 +133,26 @@ impl DataPlane {
                 return None; // not cached: the table may answer next time
             }
         };
+        if found.is_some() {
+            let mut known = self.inner.known_keys.lock();
+            if known.len() < KEY_CACHE {
+                known.insert(id.to_string());
+            }
+        }
         let mut cache = self.inner.key_cache.lock();
         if cache.len() > KEY_CACHE {
             cache.clear();
         }
         cache.insert(id.to_string(), (Instant::now(), found.clone()));
         found
+    }
+
+    /// Lookups of access-key ids never found here that were refused because
+    /// [`UNKNOWN_LOOKUPS`] were already under way.
+    pub fn refused_key_lookups(&self) -> u64 {
+        self.inner
+            .refused_lookups
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The manifest of the object `cap` names (any holder's copy, verified).

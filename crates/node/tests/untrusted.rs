@@ -260,3 +260,55 @@ async fn a_revoked_nodes_objects_are_still_repaired_and_kept() {
         assert!(out == *body, "{key} reads back byte-identical");
     }
 }
+
+/// [untrusted] 14: anyone can send requests signed with random access-key ids, and each id
+/// never seen would cost a quorum read. A node looks up at most a few such ids at once and
+/// refuses the rest without a read, while keys it has found before keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_access_key_ids_cost_a_bounded_number_of_table_reads() {
+    let c = Builder::new(3).start().await;
+    let account = weft_core::SecretKey::from_seed([11; 32]);
+    let grant = weft_data::Session::new(
+        &account,
+        weft_core::Scope { bucket: None },
+        true,
+        weft_net::now_ms(),
+        600_000,
+        &[],
+    )
+    .to_text();
+    let key = c
+        .account(0, 11)
+        .keys()
+        .create(None, true, true, grant)
+        .await
+        .unwrap();
+    let data = c.node(1).data().clone();
+    assert!(data.access_key(&key.id).await.is_some());
+    // Past the cache's few seconds, the known key is read again — during the flood.
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    let mut flood = tokio::task::JoinSet::new();
+    for i in 0..400u32 {
+        let data = data.clone();
+        flood.spawn(async move { data.access_key(&format!("WKRANDOM{i:08}")).await });
+    }
+    let known = data.access_key(&key.id).await;
+    let mut found = 0;
+    while let Some(r) = flood.join_next().await {
+        found += usize::from(r.unwrap().is_some());
+    }
+    assert_eq!(found, 0);
+    assert_eq!(
+        known.map(|k| k.id),
+        Some(key.id.clone()),
+        "a known key under the flood"
+    );
+    assert!(
+        data.refused_key_lookups() > 0,
+        "400 unknown ids at once were all read from the table"
+    );
+    // Without the flood an unknown id is read (and not found), not refused.
+    let before = data.refused_key_lookups();
+    assert!(data.access_key("WKNOTHERE").await.is_none());
+    assert_eq!(data.refused_key_lookups(), before);
+}
