@@ -212,7 +212,13 @@ impl Table {
                     MetaResponse::Written
                 } else {
                     for r in &m.refused {
-                        tracing::warn!(refusal = %r, "metadata row refused");
+                        // A stale delegated row is mostly read repair handing on a row
+                        // this replica missed: anti-entropy's vouched pull brings it.
+                        if matches!(r, Refusal::Stale { .. }) {
+                            tracing::debug!(refusal = %r, "metadata row refused");
+                        } else {
+                            tracing::warn!(refusal = %r, "metadata row refused");
+                        }
                     }
                     MetaResponse::Error(format!(
                         "{} of {} rows refused: {}",
