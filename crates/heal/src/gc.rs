@@ -35,20 +35,11 @@ impl Healer {
     ) -> bool {
         let mut entry = entry.clone();
         // The owners' references decide, checked every time: a catalog row's release (any
-        // member may write one) is bookkeeping, never evidence.
-        let delay = self.config.gc_delay.as_millis() as u64;
-        let unused = |(live, latest): (usize, u64)| {
-            let quiet_since = latest.max(entry.created_ms);
-            live == 0 && weft_net::now_ms().saturating_sub(quiet_since) >= delay
-        };
-        // A majority read first (cheap, and enough to see the object is used), then every
-        // replica, checked here: a reference on only some of them is still a reference.
-        let garbage = match self.registry.refs_in_use(&hash).await {
-            Ok(quick) if unused(quick) => {
-                matches!(self.registry.refs(&hash).await, Ok(all) if unused(all))
-            }
-            _ => false,
-        };
+        // member may write one) is bookkeeping, never evidence. An object younger than the
+        // delay is not garbage yet (its name may still be on its way).
+        let delay = self.config.gc_delay;
+        let young = weft_net::now_ms().saturating_sub(entry.created_ms) < delay.as_millis() as u64;
+        let garbage = !young && matches!(self.registry.unreferenced(&hash, delay).await, Ok(true));
         if !garbage {
             if entry.released_ms.is_some() {
                 tracing::warn!(manifest = %hash, "a catalog row says released, but the object is referenced; kept");
@@ -226,10 +217,9 @@ impl Healer {
     }
 
     /// What the catalog places on `me`, and where it places the shards among `held` that it
-    /// does not place on `me`, or why that cannot
-    /// be known (a catalog partition or manifest that could not be read, a row this node does
-    /// not understand or cannot verify, a deleted row of an object still referenced whose
-    /// manifest cannot be found).
+    /// does not place on `me`; or why that cannot be known (a catalog partition or manifest
+    /// that could not be read, a row this node does not understand or cannot verify, a deleted
+    /// row of an object still referenced whose manifest cannot be found).
     async fn placed_here(&self, me: NodeId, held: &HashSet<ContentHash>) -> Result<Placed, String> {
         let mut placed = Placed::default();
         for part in crate::schema::catalog_parts() {

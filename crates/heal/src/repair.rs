@@ -633,6 +633,30 @@ impl Healer {
         }
         Ok((moves, bytes))
     }
+
+    /// Write again, under this node's key, the catalog rows of partition `part` whose signer
+    /// is no longer a member (a revoked node registered them): they verify nowhere any more,
+    /// so their objects would be neither repaired nor protected. A catalog row is a member's
+    /// word and deletes nothing, so vouching for one a former member wrote gives nobody more
+    /// than it had; rows that do not validate are left alone.
+    pub(crate) async fn adopt_orphaned(&self, part: u8) {
+        for (sk, entry) in self.registry.table().orphaned_rows::<CatalogRows>(&part) {
+            let Ok(hash) = sk.parse::<ContentHash>() else {
+                continue;
+            };
+            if entry.validate().is_err() {
+                continue;
+            }
+            match self.registry.put(&hash, &entry).await {
+                Ok(()) => {
+                    tracing::info!(manifest = %hash, "catalog row of a former member written again")
+                }
+                Err(e) => {
+                    tracing::warn!(manifest = %hash, error = %e, "could not write again a former member's catalog row")
+                }
+            }
+        }
+    }
 }
 
 fn getrandom_fill(buf: &mut [u8]) -> Result<(), ()> {

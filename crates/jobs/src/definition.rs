@@ -2,13 +2,13 @@
 //! under the output bucket's key so only the account (and the nodes it hands a session) can
 //! read what runs, on what, and where.
 
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 use weft_compute::schema::JobBucket;
 use weft_compute::schema::{JobRecord, Jobs};
 use weft_compute::spec::{Job, Source};
 use weft_core::NodeId;
-
 use weft_data::{Acting, BucketError, BucketSeal, check_bucket_name};
 use weft_meta::Schema;
 
@@ -55,7 +55,7 @@ impl JobKey {
     /// key, whatever it holds, names a path outside `dir`.
     pub(crate) fn workdir(&self, dir: &Path, attempt: u32) -> PathBuf {
         let mut h = blake3::Hasher::new_derive_key("weft job workdir v1");
-        h.update(&crate::wire_bytes(self));
+        h.update(&weft_core::wire::encode(self));
         dir.join(format!("{}-{attempt}", &h.finalize().to_hex()[..32]))
     }
 }

@@ -136,11 +136,6 @@ impl JobService {
     }
 }
 
-/// The wire encoding of `value` (what a hash of it is taken over).
-pub(crate) fn wire_bytes<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    weft_core::wire::encode(value)
-}
-
 pub(crate) fn now_ms() -> u64 {
     weft_net::now_ms()
 }

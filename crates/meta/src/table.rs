@@ -765,15 +765,15 @@ impl Table {
         let Ok(items) = self.local.list(&pk, "") else {
             return Vec::new();
         };
-        let me = self.fabric.id();
-        let trust = self.endpoint.trust();
+        let check = self.admit_fn();
         items
             .into_iter()
             .filter(|i| {
                 let e = &i.entry;
-                let member = e.signer == me
-                    || (self.fabric.record(&e.signer).is_some() && !trust.is_revoked(&e.signer));
-                e.value.is_some() && e.via.is_none() && !member && e.signature_ok(&i.pk, &i.sk)
+                e.value.is_some()
+                    && e.via.is_none()
+                    && !check.is_member(&e.signer)
+                    && e.signature_ok(&i.pk, &i.sk)
             })
             .filter_map(|i| {
                 let value = decode_row::<S>(&i.entry).known()?;
@@ -993,12 +993,12 @@ impl Table {
     /// it was fresh — so a replica that missed a row still catches up, and a member that
     /// forged a backdated one, alone, cannot hand it on.
     async fn vouched(&self, p: Partition, peer: NodeId, items: Vec<Item>) -> Vec<Item> {
-        let fresh = self.write_check(weft_net::now_ms());
+        let now = weft_net::now_ms();
         let replicas = self.replicas_of(p);
         let needed = replicas.len() / 2 + 1;
         let mut out = Vec::with_capacity(items.len());
         for item in items {
-            if !matches!(fresh.admit(&item, None), Err(Refusal::Stale { .. })) {
+            if !stale(&item.entry, now) {
                 out.push(item);
                 continue;
             }
@@ -1093,24 +1093,32 @@ struct Checker {
     fresh_at: Option<u64>,
 }
 
+impl Checker {
+    /// Whether `id` is a current member node (this one, or one with a record, not revoked).
+    fn is_member(&self, id: &NodeId) -> bool {
+        *id == self.fabric.id() || (self.fabric.record(id).is_some() && !self.trust.is_revoked(id))
+    }
+}
+
+/// Whether `e` is a delegated row stamped further behind `now` than a writer may stamp one
+/// (see [`Refusal::Stale`]).
+fn stale(e: &Entry, now: u64) -> bool {
+    e.via.is_some() && e.ts.wall.saturating_add(crate::hlc::MAX_DRIFT_MS) < now
+}
+
 impl Judge for Checker {
     fn admit(&self, item: &Item, current: Option<&Entry>) -> Result<(), Refusal> {
-        let me = self.fabric.id();
-        let is_member = |id: &NodeId| {
-            *id == me || (self.fabric.record(id).is_some() && !self.trust.is_revoked(id))
-        };
-        self.rules.check(item, current, &is_member)?;
-        let max_ms = crate::hlc::MAX_DRIFT_MS;
+        self.rules
+            .check(item, current, &|id: &NodeId| self.is_member(id))?;
         if let Some(now) = self.fresh_at
-            && item.entry.via.is_some()
-            && item.entry.ts.wall.saturating_add(max_ms) < now
+            && stale(&item.entry, now)
             && current != Some(&item.entry)
         {
             return Err(Refusal::Stale {
                 pk: item.pk.clone(),
                 sk: item.sk.clone(),
                 age_ms: now - item.entry.ts.wall,
-                max_ms,
+                max_ms: crate::hlc::MAX_DRIFT_MS,
             });
         }
         Ok(())

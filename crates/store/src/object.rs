@@ -451,12 +451,27 @@ impl Storage {
         let Some(catalog) = self.catalog.get() else {
             return 0;
         };
-        if req.shards.len() > crate::protocol::MAX_HAS || !catalog.deletable(req.manifest).await {
+        if req.shards.len() > crate::protocol::MAX_HAS {
             return 0;
         }
+        // What this node holds of the request, held longer than the safety delay: nothing,
+        // and the request costs no reads of the table.
         let held_before = std::time::SystemTime::now()
             .checked_sub(catalog.safety_delay())
             .unwrap_or(std::time::UNIX_EPOCH);
+        let local = self.local.clone();
+        let asked = req.shards.clone();
+        let held: Vec<ContentHash> = tokio::task::spawn_blocking(move || {
+            asked
+                .into_iter()
+                .filter(|h| local.written_at(h).is_some_and(|t| t < held_before))
+                .collect()
+        })
+        .await
+        .unwrap_or_default();
+        if held.is_empty() || !catalog.deletable(req.manifest).await {
+            return 0;
+        }
         // The shards must be the manifest's: read it (from here or its holders) to check.
         let mut allowed: std::collections::HashSet<ContentHash> = Default::default();
         allowed.insert(req.manifest);
@@ -473,16 +488,9 @@ impl Storage {
             return 0;
         }
         let local = self.local.clone();
-        let wanted: Vec<ContentHash> = req
-            .shards
-            .iter()
-            .copied()
-            .filter(|h| allowed.contains(h))
-            .collect();
         tokio::task::spawn_blocking(move || {
-            wanted
-                .iter()
-                .filter(|h| local.written_at(h).is_some_and(|t| t < held_before))
+            held.iter()
+                .filter(|h| allowed.contains(h))
                 .filter(|h| local.delete(h).unwrap_or(false))
                 .count() as u64
         })
