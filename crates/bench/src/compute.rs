@@ -115,7 +115,7 @@ fn fabric_figures(base: &std::path::Path, args: &ComputeArgs) -> Result<()> {
     let account = weft_net::load_or_create_key(&fabric.dirs[0].join("account.key"))?;
     let session = weft_data::Session::new(
         &account,
-        weft_core::Scope { bucket: None },
+        weft_core::Scope::Account,
         true,
         weft_net::now_ms(),
         3_600_000,

@@ -16,10 +16,66 @@ use crate::{NodeId, SecretKey, Signature, wire};
 const DELEGATION_DOMAIN: &str = "weft delegation v1";
 
 /// How far a delegate may act for its account.
+///
+/// On the wire `Account` and `Bucket` are exactly what the one-field form before `Own` was
+/// (`None` / `Some(bucket)`), so delegations signed then decode and verify unchanged.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Scope {
-    /// Only this bucket (`None`: every bucket of the account, and capability puts).
-    pub bucket: Option<String>,
+pub enum Scope {
+    /// Every bucket of the account, rows of no bucket, and capability puts.
+    Account,
+    /// One bucket: a grant to another account, or a key the owner made for one bucket (which
+    /// the node holding the key's row marks as the owner's own).
+    Bucket(String),
+    /// The owner's own narrow capability (what a job's runner gets): signs rows of the `write`
+    /// buckets only, and opens those and the `read` buckets. Never a grant.
+    Own {
+        /// The buckets whose rows it may sign.
+        write: Vec<String>,
+        /// Buckets it may only read.
+        read: Vec<String>,
+    },
+}
+
+impl Scope {
+    /// One bucket, as a grant or a single-bucket key.
+    pub fn bucket(name: &str) -> Scope {
+        Scope::Bucket(name.to_string())
+    }
+
+    /// Whether it covers every bucket of the account (and rows of no bucket).
+    pub fn is_account(&self) -> bool {
+        matches!(self, Scope::Account)
+    }
+
+    /// The one bucket of a grant or single-bucket key.
+    pub fn granted_bucket(&self) -> Option<&str> {
+        match self {
+            Scope::Bucket(b) => Some(b),
+            Scope::Account | Scope::Own { .. } => None,
+        }
+    }
+
+    /// Whether a delegate may sign a row of `bucket` (`None`: of no particular bucket, which
+    /// only an account-wide scope covers).
+    pub fn signs(&self, bucket: Option<&str>) -> bool {
+        match (self, bucket) {
+            (Scope::Account, _) => true,
+            (Scope::Bucket(mine), Some(b)) => mine == b,
+            (Scope::Own { write, .. }, Some(b)) => write.iter().any(|w| w == b),
+            (Scope::Bucket(_) | Scope::Own { .. }, None) => false,
+        }
+    }
+
+    /// The buckets it may open (`None` for an account-wide scope: every bucket).
+    pub fn opens(&self) -> Option<Vec<&str>> {
+        match self {
+            Scope::Account => None,
+            Scope::Bucket(b) => Some(vec![b.as_str()]),
+            Scope::Own { write, read } => {
+                Some(write.iter().chain(read).map(String::as_str).collect())
+            }
+        }
+    }
 }
 
 /// What an account signs to let `delegate` sign rows for it.
@@ -80,11 +136,7 @@ impl Delegation {
     pub fn allows(&self, delegate: &NodeId, bucket: Option<&str>, at_ms: u64) -> bool {
         self.body.delegate == *delegate
             && at_ms <= self.body.expires_ms
-            && match (&self.body.scope.bucket, bucket) {
-                (None, _) => true,
-                (Some(mine), Some(b)) => mine == b,
-                (Some(_), None) => false,
-            }
+            && self.body.scope.signs(bucket)
     }
 }
 
@@ -110,7 +162,7 @@ pub struct BucketKeys {
 
 impl BucketKeys {
     /// The keys `account` hands over for `scope`, with the legacy keys of `buckets` (those it
-    /// may meet objects of from before; a scoped hand-over adds its own bucket).
+    /// may meet objects of from before; a narrower hand-over holds exactly its own buckets).
     pub fn of(account: &SecretKey, scope: &Scope, buckets: &[&str]) -> BucketKeys {
         let master = bucket_master(account);
         let one = |b: &str| BucketKey {
@@ -118,16 +170,25 @@ impl BucketKeys {
             primary: bucket_key(&master, b),
             legacy: legacy_bucket_key(account, b),
         };
-        match &scope.bucket {
+        match scope.opens() {
             None => BucketKeys {
                 master: Some(master),
                 buckets: buckets.iter().map(|b| one(b)).collect(),
             },
-            Some(b) => BucketKeys {
+            Some(own) => BucketKeys {
                 master: None,
-                buckets: vec![one(b)],
+                buckets: own.into_iter().map(one).collect(),
             },
         }
+    }
+
+    /// These keys without any a holder of `scope` may not open.
+    pub fn within(mut self, scope: &Scope) -> BucketKeys {
+        if let Some(own) = scope.opens() {
+            self.master = None;
+            self.buckets.retain(|k| own.contains(&k.bucket.as_str()));
+        }
+        self
     }
 
     /// The key new objects of `bucket` are wrapped under, if these keys include it.
@@ -182,34 +243,62 @@ mod tests {
         let alice = SecretKey::from_seed([1; 32]);
         let node = SecretKey::from_seed([2; 32]).public();
         let other = SecretKey::from_seed([3; 32]).public();
-        let all = Delegation::sign(&alice, node, Scope { bucket: None }, 1_000);
+        let all = Delegation::sign(&alice, node, Scope::Account, 1_000);
         assert!(all.covers(&node, Some("photos"), 1_000));
         assert!(all.covers(&node, None, 5));
         assert!(!all.covers(&node, Some("photos"), 1_001));
         assert!(!all.covers(&other, Some("photos"), 5));
-        let one = Delegation::sign(
-            &alice,
-            node,
-            Scope {
-                bucket: Some("photos".into()),
-            },
-            u64::MAX,
-        );
+        let one = Delegation::sign(&alice, node, Scope::bucket("photos"), u64::MAX);
         assert!(one.covers(&node, Some("photos"), 5));
         assert!(!one.covers(&node, Some("docs"), 5));
         assert!(!one.covers(&node, None, 5));
         let mut widened = one.clone();
-        widened.body.scope.bucket = None;
+        widened.body.scope = Scope::Account;
         assert!(!widened.covers(&node, Some("docs"), 5));
+        // The owner's own narrow scope signs its one bucket; what it reads it cannot write.
+        let own = Scope::Own {
+            write: vec!["out".into()],
+            read: vec!["data".into()],
+        };
+        let job = Delegation::sign(&alice, node, own.clone(), 100);
+        assert!(job.covers(&node, Some("out"), 100));
+        assert!(!job.covers(&node, Some("data"), 5));
+        assert!(!job.covers(&node, None, 5));
+        assert!(!job.covers(&node, Some("out"), 101));
+        assert_eq!(own.granted_bucket(), None);
+        let mut as_grant = job.clone();
+        as_grant.body.scope = Scope::bucket("out");
+        assert!(!as_grant.covers(&node, Some("out"), 5));
+    }
+
+    /// The form delegations had before `Scope::Own`: one optional bucket.
+    #[derive(Serialize, Deserialize)]
+    struct ScopeBefore {
+        bucket: Option<String>,
+    }
+
+    #[test]
+    fn delegations_signed_before_the_own_scope_decode_and_verify_unchanged() {
+        for (before, now) in [
+            (ScopeBefore { bucket: None }, Scope::Account),
+            (
+                ScopeBefore {
+                    bucket: Some("photos".into()),
+                },
+                Scope::bucket("photos"),
+            ),
+        ] {
+            assert_eq!(wire::encode(&before), wire::encode(&now));
+            let back: Scope = wire::decode(&wire::encode(&before)).unwrap();
+            assert_eq!(back, now);
+        }
     }
 
     #[test]
     fn bucket_keys_match_the_accounts_derivation() {
         let alice = SecretKey::from_seed([7; 32]);
-        let all = BucketKeys::of(&alice, &Scope { bucket: None }, &["old"]);
-        let photos = Scope {
-            bucket: Some("photos".into()),
-        };
+        let all = BucketKeys::of(&alice, &Scope::Account, &["old"]);
+        let photos = Scope::bucket("photos");
         let one = BucketKeys::of(&alice, &photos, &[]);
         assert_eq!(all.primary("photos"), one.primary("photos"));
         assert!(all.primary("docs").is_some());
@@ -221,5 +310,16 @@ mod tests {
         assert_eq!(one.candidates("photos").len(), 2);
         assert_eq!(all.candidates("docs").len(), 1);
         assert_ne!(bucket_master(&alice), alice.seed());
+        let own = Scope::Own {
+            write: vec!["out".into()],
+            read: vec!["data".into()],
+        };
+        let job = BucketKeys::of(&alice, &own, &[]);
+        assert_eq!(job.primary("out"), all.primary("out"));
+        assert_eq!(job.primary("data"), all.primary("data"));
+        assert_eq!(job.primary("docs"), None);
+        let narrowed = all.within(&own);
+        assert_eq!(narrowed.master, None);
+        assert_eq!(narrowed.primary("docs"), None);
     }
 }

@@ -26,18 +26,25 @@ pub struct Access {
     /// For a session scoped to one bucket: that bucket and the session's delegate (which a
     /// grant of the bucket would name; see [`crate::grants`]).
     scoped: Option<(String, NodeId)>,
+    /// For the owner's own narrow session ([`weft_core::Scope::Own`]): the buckets it may
+    /// write (every other bucket it opens, it only reads).
+    writes: Option<Vec<String>>,
+    /// The buckets its scope reaches (`None`: every bucket of the account).
+    reach: Option<Vec<String>>,
 }
 
 impl Access {
     /// The account itself (its key is here).
     pub fn account(key: SecretKey) -> Access {
-        let keys = BucketKeys::of(&key, &weft_core::Scope { bucket: None }, &[]);
+        let keys = BucketKeys::of(&key, &weft_core::Scope::Account, &[]);
         Access {
             account: key.public(),
             signer: Some(Signer::own(key.clone())),
             keys,
             root: Some(key),
             scoped: None,
+            writes: None,
+            reach: None,
         }
     }
 
@@ -49,6 +56,8 @@ impl Access {
             keys,
             root: None,
             scoped: None,
+            writes: None,
+            reach: None,
         }
     }
 
@@ -60,6 +69,8 @@ impl Access {
             keys,
             root: None,
             scoped: None,
+            writes: None,
+            reach: None,
         }
     }
 
@@ -67,6 +78,37 @@ impl Access {
     pub fn scoped_to(mut self, bucket: String, delegate: NodeId) -> Access {
         self.scoped = Some((bucket, delegate));
         self
+    }
+
+    /// The same access, reaching only the buckets `scope` opens.
+    pub fn within(mut self, scope: &weft_core::Scope) -> Access {
+        self.reach = scope
+            .opens()
+            .map(|b| b.into_iter().map(str::to_string).collect());
+        self
+    }
+
+    /// The same access, writing only `buckets` (the owner's own narrow session).
+    pub fn writing_only(mut self, buckets: Vec<String>) -> Access {
+        self.writes = Some(buckets);
+        self
+    }
+
+    /// Whether its scope reaches `bucket` at all (whether or not it holds the key).
+    pub fn opens(&self, bucket: &str) -> bool {
+        match &self.reach {
+            None => true,
+            Some(buckets) => buckets.iter().any(|b| b == bucket),
+        }
+    }
+
+    /// Whether it may write `bucket` (it signs, and its scope reaches that far).
+    pub fn can_write_bucket(&self, bucket: &str) -> bool {
+        self.can_write()
+            && self
+                .writes
+                .as_ref()
+                .is_none_or(|w| w.iter().any(|b| b == bucket))
     }
 
     /// The same access, known to be the bucket owner's own (an access key it made for one

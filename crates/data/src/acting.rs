@@ -215,11 +215,23 @@ impl Acting {
     /// access that can sign, and the access must hold the bucket's key (a session or access key
     /// scoped to another bucket does not). Decided before anything of the bucket is read.
     pub async fn authorize(&self, bucket: &str, need: Need) -> Result<BucketRecord, BucketError> {
+        let b = self.entitled(bucket, need).await?;
+        if self.access.keys.primary(bucket).is_none() {
+            return Err(BucketError::NoKey(bucket.into()));
+        }
+        Ok(b)
+    }
+
+    /// [`Acting::authorize`] without holding the bucket's key: whether the account and scope
+    /// this acts with may `need` the bucket (for a node that serves something of the bucket it
+    /// holds in the clear, such as a running job's logs, to a reader that shows only its
+    /// delegation: [`crate::Session::public_part`]).
+    pub async fn entitled(&self, bucket: &str, need: Need) -> Result<BucketRecord, BucketError> {
         let b = self.bucket(bucket).await?;
         if b.owner != self.account() {
             return Err(BucketError::NotOwner(bucket.into()));
         }
-        if need == Need::Write && !self.access.can_write() {
+        if need == Need::Write && !self.access.can_write_bucket(bucket) {
             return Err(BucketError::ReadOnly);
         }
         if let Some(d) = self.access.scoped_delegate(bucket) {
@@ -236,7 +248,7 @@ impl Acting {
                 crate::grants::GrantState::Live { .. } => {}
             }
         }
-        if self.access.keys.primary(bucket).is_none() {
+        if self.access.scoped_delegate(bucket).is_none() && !self.access.opens(bucket) {
             return Err(BucketError::NoKey(bucket.into()));
         }
         Ok(b)

@@ -82,9 +82,7 @@ impl Grant {
                 "an account cannot grant its own bucket to itself".into(),
             ));
         }
-        let scope = Scope {
-            bucket: Some(bucket.into()),
-        };
+        let scope = Scope::bucket(bucket);
         // Lives until revoked: nodes check the grant row on every use.
         let session = Session::new(owner, scope, write, now_ms, u64::MAX - now_ms, &[bucket]);
         let sealed = seal_to(
@@ -109,7 +107,7 @@ impl Grant {
         let body = &session.via.body;
         (body.account == *owner
             && body.delegate == self.delegate
-            && body.scope.bucket.as_deref() == Some(bucket))
+            && body.scope.granted_bucket() == Some(bucket))
         .then_some(session)
     }
 }
@@ -221,7 +219,7 @@ impl Acting {
     /// owns (an access key may then act with it: S3 on a shared bucket).
     pub(crate) async fn granted_to_me(&self, session: &Session) -> Result<bool, BucketError> {
         let body = &session.via.body;
-        let Some(bucket) = &body.scope.bucket else {
+        let Some(bucket) = body.scope.granted_bucket() else {
             return Ok(false);
         };
         let b = self.bucket(bucket).await?;

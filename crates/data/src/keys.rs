@@ -175,11 +175,11 @@ pub async fn lookup_key(table: &Table, id: &str) -> Result<Option<(AccessKey, No
     };
     let body = &grant.via.body;
     let ok = body.account == author
-        || match &body.scope.bucket {
+        || match body.scope.granted_bucket() {
             Some(b) => {
                 let bucket = crate::schema::BucketId {
                     owner: body.account,
-                    name: b.clone(),
+                    name: b.to_string(),
                 };
                 table
                     .get_value::<crate::schema::Grants>(&bucket, &body.delegate)
@@ -231,7 +231,12 @@ impl Keys<'_> {
         if access.author() != self.0.account() && !self.0.granted_to_me(&session).await? {
             return Err(KeyError::ForeignGrant);
         }
-        if session.via.body.scope.bucket != bucket || access.can_write() != write {
+        if session.via.body.scope
+            != bucket
+                .as_deref()
+                .map_or(weft_core::Scope::Account, weft_core::Scope::bucket)
+            || access.can_write() != write
+        {
             return Err(KeyError::Invalid(
                 "the grant's scope is not the key's".into(),
             ));

@@ -74,6 +74,16 @@ impl Session {
         }
     }
 
+    /// What a reader shows a node that holds something of its bucket in the clear: its
+    /// delegation, without the delegate's secret or any key (read-only, opens nothing).
+    pub fn public_part(&self) -> Session {
+        Session {
+            delegate: None,
+            via: self.via.clone(),
+            keys: BucketKeys::default(),
+        }
+    }
+
     /// The text form (for an HTTP header).
     pub fn to_text(&self) -> String {
         format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(wire::encode(self)))
@@ -100,11 +110,8 @@ impl Session {
             return Err(SessionError::Expired);
         }
         // Keys for buckets outside the scope are dropped, so scope holds here as at replicas.
-        let mut keys = self.keys.clone();
-        if let Some(b) = &self.via.body.scope.bucket {
-            keys.master = None;
-            keys.buckets.retain(|k| &k.bucket == b);
-        }
+        let scope = &self.via.body.scope;
+        let keys = self.keys.clone().within(scope);
         let account = self.via.body.account;
         let access = match self.delegate {
             None => Access::read_only(account, keys),
@@ -116,9 +123,11 @@ impl Session {
                 Access::delegated(key, self.via.clone(), keys)
             }
         };
-        Ok(match &self.via.body.scope.bucket {
-            Some(b) => access.scoped_to(b.clone(), self.via.body.delegate),
-            None => access,
+        let access = access.within(scope);
+        Ok(match scope {
+            Scope::Account => access,
+            Scope::Bucket(b) => access.scoped_to(b.clone(), self.via.body.delegate),
+            Scope::Own { write, .. } => access.writing_only(write.clone()),
         })
     }
 }
@@ -130,14 +139,7 @@ mod tests {
     #[test]
     fn sessions_round_trip_and_refuse_forgery_and_age() {
         let alice = SecretKey::from_seed([5; 32]);
-        let s = Session::new(
-            &alice,
-            Scope { bucket: None },
-            true,
-            1_000,
-            60_000,
-            &["old"],
-        );
+        let s = Session::new(&alice, Scope::Account, true, 1_000, 60_000, &["old"]);
         let back = Session::from_text(&s.to_text()).unwrap();
         let access = back.access(2_000).unwrap();
         assert_eq!(access.author(), alice.public());
@@ -149,7 +151,7 @@ mod tests {
         let mut stretched = back.clone();
         stretched.via.body.expires_ms = u64::MAX;
         assert!(matches!(stretched.access(2_000), Err(SessionError::Forged)));
-        let ro = Session::new(&alice, Scope { bucket: None }, false, 1_000, 60_000, &[]);
+        let ro = Session::new(&alice, Scope::Account, false, 1_000, 60_000, &[]);
         assert!(!ro.access(2_000).unwrap().can_write());
         assert!(Session::from_text("weft-session1-!!").is_err());
         assert!(Session::from_text("nope").is_err());

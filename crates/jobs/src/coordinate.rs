@@ -265,7 +265,8 @@ impl JobService {
         out
     }
 
-    /// One placement round: rank, then offer to each choice until one admits.
+    /// One placement round: rank, then offer to each choice until one reserves room, and start
+    /// the attempt there (the only node the job's capability goes to).
     pub(crate) async fn place(
         &self,
         b: &Acting,
@@ -325,31 +326,34 @@ impl JobService {
                 filtered: ranking.filtered.to_string(),
                 refused: refused.clone(),
             };
-            let ask = JobAsk::Offer {
+            let addr = members
+                .iter()
+                .find(|m| m.id == choice.node)
+                .and_then(|m| m.addr);
+            let offer = JobAsk::Offer {
+                key: key.clone(),
+                attempt,
+                cpu_milli: def.job.cpu_milli,
+                memory: def.job.limits.memory,
+            };
+            match self.ask(choice.node, addr, offer).await {
+                JobAnswer::Reserved => {}
+                JobAnswer::Refused(why) => {
+                    refused.push((choice.node, why));
+                    continue;
+                }
+                _ => {
+                    refused.push((choice.node, "answered out of turn".into()));
+                    continue;
+                }
+            }
+            let start = JobAsk::Start {
                 key: key.clone(),
                 attempt,
                 session: session.to_string(),
                 placement,
             };
-            let answer = if choice.node == self.inner.me {
-                self.answer(self.inner.me, ask).await
-            } else {
-                let Some(addr) = members
-                    .iter()
-                    .find(|m| m.id == choice.node)
-                    .and_then(|m| m.addr)
-                else {
-                    continue;
-                };
-                match JOB_RPC
-                    .call(&self.inner.endpoint, choice.node, addr, &ask)
-                    .await
-                {
-                    Ok(a) => a,
-                    Err(e) => JobAnswer::Refused(format!("unreachable: {e}")),
-                }
-            };
-            match answer {
+            match self.ask(choice.node, addr, start).await {
                 JobAnswer::Admitted => return Placed::Yes,
                 JobAnswer::Refused(why) => refused.push((choice.node, why)),
                 _ => refused.push((choice.node, "answered out of turn".into())),
@@ -358,6 +362,27 @@ impl JobService {
         tracing::debug!(job = %key.reference(), ?refused, "no runner admitted a job this round");
         tokio::time::sleep(Duration::from_millis(300)).await;
         Placed::Busy
+    }
+}
+
+impl JobService {
+    /// Ask `node` (this one, or a member at `addr`) a question of the job protocol.
+    async fn ask(
+        &self,
+        node: NodeId,
+        addr: Option<std::net::SocketAddr>,
+        ask: JobAsk,
+    ) -> JobAnswer {
+        if node == self.inner.me {
+            return self.answer(node, ask).await;
+        }
+        let Some(addr) = addr else {
+            return JobAnswer::Refused("no address known".into());
+        };
+        match JOB_RPC.call(&self.inner.endpoint, node, addr, &ask).await {
+            Ok(a) => a,
+            Err(e) => JobAnswer::Refused(format!("unreachable: {e}")),
+        }
     }
 }
 

@@ -6,7 +6,9 @@
 //!   job may run (the inputs' and the output bucket's residency, narrowed by the spec), writes
 //!   the job's row (its definition sealed under the output bucket's key, [`definition`]) and
 //!   becomes the job's *coordinator*; it hands the session to one *standby* node too, over the
-//!   node channel ([`protocol`]). Sessions are never written to a row.
+//!   node channel ([`protocol`]). Sessions are never written to a row. The session a job
+//!   carries is the owner's own narrow capability (`Scope::Own`: signs the output bucket only,
+//!   reads the inputs' buckets, lasts the job's time).
 //! - **Coordinating** ([`coordinate`]). The coordinator reads the row a few times a second. A
 //!   queued job is ranked with the scheduler core ([`weft_compute::schedule`]) — the typed
 //!   membership (roles, health, residency, labels, cpu and memory offered and reserved,
@@ -17,8 +19,10 @@
 //!   the coordinator is gone and a little later otherwise (a coordinator that restarted has
 //!   forgotten its jobs); every transition is conditional on the row version read, so both
 //!   acting is safe.
-//! - **Running** ([`run`], [`runner`]). A runner admits an offer on its own resources and
-//!   claims the row's lease ([`weft_compute::lease`]) or refuses. It runs the job — buckets
+//! - **Running** ([`run`], [`runner`]). A runner reserves room for an offer on its own
+//!   resources or refuses; the coordinator then starts the attempt there, handing over the
+//!   job's capability (to that one node only), and the runner claims the row's lease
+//!   ([`weft_compute::lease`]) or refuses. It runs the job — buckets
 //!   authorized before a byte is fetched, inputs mounted read-only, the module in the sandbox,
 //!   outputs written back as objects — renewing its lease every second; a renewal refused (the
 //!   job was cancelled, or the lease lapsed) stops the run. It records the result with a

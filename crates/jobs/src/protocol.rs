@@ -1,6 +1,11 @@
 //! The job protocol between nodes (`proto::JOB`, members only): a coordinator offers an
-//! attempt to a runner, hands a job to its standby, and reads a running job's logs from its
-//! runner. Every question carries the client's session; the answering node opens it itself.
+//! attempt to runners, starts it on the one that reserved room for it, hands a job to its
+//! standby, and reads a running job's logs from its runner.
+//!
+//! The job's capability (the client's narrow session) travels only to the node that starts the
+//! attempt and to the standby: an offer names the resources and nothing that acts for the
+//! account, and a log read carries the reader's delegation without its secret or keys — enough
+//! for the runner to check who asks, nothing to act with.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,8 +48,17 @@ pub(crate) fn register(svc: &JobService) {
 /// Questions of the job protocol.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum JobAsk {
-    /// Run attempt `attempt` of a job (the runner claims it or refuses).
+    /// Reserve room for attempt `attempt` of a job that needs `cpu_milli` and `memory` bytes,
+    /// for a moment ([`crate::run::HOLD`]): the runner reserves it or refuses.
     Offer {
+        key: JobKey,
+        attempt: u32,
+        cpu_milli: u32,
+        memory: u64,
+    },
+    /// Start the attempt this node reserved room for, with the job's capability (the runner
+    /// claims the job's lease or refuses).
+    Start {
         key: JobKey,
         attempt: u32,
         session: String,
@@ -52,7 +66,8 @@ pub(crate) enum JobAsk {
     },
     /// Watch a job as its standby coordinator.
     Watch { key: JobKey, session: String },
-    /// Read a running job's stdout (or stderr) from `offset`.
+    /// Read a running job's stdout (or stderr) from `offset`, for the reader whose session,
+    /// stripped of its secret and keys ([`weft_data::Session::public_part`]), is `session`.
     Logs {
         key: JobKey,
         session: String,
@@ -64,6 +79,8 @@ pub(crate) enum JobAsk {
 /// Answers of the job protocol.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum JobAnswer {
+    /// The runner reserved room for the attempt.
+    Reserved,
     /// The runner claimed the attempt.
     Admitted,
     /// Not taken, and why.
@@ -79,13 +96,25 @@ impl JobService {
     pub(crate) async fn answer(&self, peer: NodeId, ask: JobAsk) -> JobAnswer {
         // A key from a peer names rows, folders and logs: check it before anything else.
         let key = match &ask {
-            JobAsk::Offer { key, .. } | JobAsk::Watch { key, .. } | JobAsk::Logs { key, .. } => key,
+            JobAsk::Offer { key, .. }
+            | JobAsk::Start { key, .. }
+            | JobAsk::Watch { key, .. }
+            | JobAsk::Logs { key, .. } => key,
         };
         if let Err(e) = key.check() {
             return JobAnswer::Refused(e.to_string());
         }
         match ask {
             JobAsk::Offer {
+                key,
+                attempt,
+                cpu_milli,
+                memory,
+            } => match self.reserve(&key, attempt, cpu_milli, memory) {
+                Ok(()) => JobAnswer::Reserved,
+                Err(why) => JobAnswer::Refused(why),
+            },
+            JobAsk::Start {
                 key,
                 attempt,
                 session,

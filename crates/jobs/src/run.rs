@@ -1,5 +1,5 @@
-//! Running an attempt: admitting an offer on this node's own resources and claiming the
-//! job's lease, running it ([`crate::runner`]) while renewing the lease every second, and
+//! Running an attempt: reserving room for an offer on this node's own resources (an offer
+//! carries no capability), then, started with the job's capability, claiming the job's lease, running it ([`crate::runner`]) while renewing the lease every second, and
 //! recording how it ended — once, as the attempt's claimant.
 
 use std::path::PathBuf;
@@ -37,39 +37,32 @@ pub(crate) struct Attempt {
     started_ms: u64,
 }
 
-/// A job running on this node.
+/// How long room reserved for an offered attempt waits for its start.
+pub(crate) const HOLD: Duration = Duration::from_secs(10);
+
+/// A job running on this node (or room reserved for one, until it starts).
 pub(crate) struct Local {
     pub(crate) cancel: Arc<AtomicBool>,
     pub(crate) workdir: PathBuf,
     cpu: u32,
     memory: u64,
+    attempt: u32,
+    started: bool,
 }
 
 impl JobService {
-    /// Admit attempt `attempt` of a job on this node's resources and claim its lease, or say
-    /// why not; then run it in the background.
-    pub(crate) async fn admit(
+    /// Reserve room for attempt `attempt` of a job needing `cpu` milli-cores and `memory`
+    /// bytes, for [`HOLD`] (until [`JobService::admit`] starts it), or say why not.
+    pub(crate) fn reserve(
         &self,
         key: &JobKey,
         attempt: u32,
-        session: &str,
-        mut placement: Placement,
+        cpu: u32,
+        memory: u64,
     ) -> Result<(), String> {
         key.check().map_err(|e| e.to_string())?;
-        let b = self.acting(session).map_err(|e| e.to_string())?;
-        let signer = b.signer().map_err(|e| e.to_string())?.clone();
-        let rec = self
-            .inner
-            .table
-            .get_value::<Jobs>(&key.part(), &key.id)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("no such job")?;
-        let def = Self::open_definition(&b, key, &rec).map_err(|e| e.to_string())?;
         self.runtime()?;
-        let (cpu, memory) = (def.job.cpu_milli, def.job.limits.memory);
         let cancel = Arc::new(AtomicBool::new(false));
-        let workdir = key.workdir(&self.inner.dir, attempt);
         {
             let mut running = self.inner.running.lock();
             if running.contains_key(key) {
@@ -78,8 +71,8 @@ impl JobService {
             let cpu_used: u32 = running.values().map(|l| l.cpu).sum();
             let mem_used: u64 = running.values().map(|l| l.memory).sum();
             if running.len() as u32 >= MAX_CONCURRENT
-                || cpu_used + cpu > self.inner.cpu_milli
-                || mem_used + memory > self.inner.memory
+                || cpu_used.saturating_add(cpu) > self.inner.cpu_milli
+                || mem_used.saturating_add(memory) > self.inner.memory
             {
                 return Err(format!(
                     "busy: {} jobs, {cpu_used} of {} milli-cores and {mem_used} of {} bytes reserved",
@@ -92,16 +85,119 @@ impl JobService {
                 key.clone(),
                 Local {
                     cancel: cancel.clone(),
-                    workdir: workdir.clone(),
+                    workdir: key.workdir(&self.inner.dir, attempt),
                     cpu,
                     memory,
+                    attempt,
+                    started: false,
                 },
             );
         }
         self.publish_load();
+        // Room no one starts is given back.
+        let (svc, key) = (self.clone(), key.clone());
+        self.inner.tasks.spawn(async move {
+            tokio::time::sleep(HOLD).await;
+            if svc.unreserve(&key, &cancel, false) {
+                tracing::debug!(job = %key.reference(), "room reserved for a job was not used");
+            }
+        });
+        Ok(())
+    }
+
+    /// Give back the room reserved as `cancel` for `key` (only if not started, unless
+    /// `started`); whether it was there.
+    fn unreserve(&self, key: &JobKey, cancel: &Arc<AtomicBool>, started: bool) -> bool {
+        let mut running = self.inner.running.lock();
+        let ours = running
+            .get(key)
+            .is_some_and(|l| Arc::ptr_eq(&l.cancel, cancel) && (started || !l.started));
+        if ours {
+            running.remove(key);
+        }
+        drop(running);
+        if ours {
+            self.publish_load();
+        }
+        ours
+    }
+
+    /// Start attempt `attempt` of a job in the room reserved for it, with the job's
+    /// capability (`session`): claim its lease, or say why not; then run it in the background.
+    pub(crate) async fn admit(
+        &self,
+        key: &JobKey,
+        attempt: u32,
+        session: &str,
+        mut placement: Placement,
+    ) -> Result<(), String> {
+        key.check().map_err(|e| e.to_string())?;
+        let (cancel, workdir, cpu, memory) = {
+            let mut running = self.inner.running.lock();
+            match running.get_mut(key) {
+                Some(l) if !l.started && l.attempt == attempt => {
+                    l.started = true;
+                    (l.cancel.clone(), l.workdir.clone(), l.cpu, l.memory)
+                }
+                Some(_) => return Err("already running here".into()),
+                None => {
+                    return Err("no room was reserved for it here (or it was given back)".into());
+                }
+            }
+        };
+        match self.open_offer(key, session, cpu, memory).await {
+            Ok(opened) => {
+                placement.runner = self.inner.me;
+                self.claim(key, attempt, opened, cancel, workdir, placement)
+                    .await
+            }
+            Err(why) => {
+                self.unreserve(key, &cancel, true);
+                Err(why)
+            }
+        }
+    }
+
+    /// The job a started attempt runs, opened with its capability, if it fits the room
+    /// reserved for it.
+    async fn open_offer(
+        &self,
+        key: &JobKey,
+        session: &str,
+        cpu: u32,
+        memory: u64,
+    ) -> Result<(Acting, weft_meta::Signer, Definition), String> {
+        let b = self.acting(session).map_err(|e| e.to_string())?;
+        let signer = b.signer().map_err(|e| e.to_string())?.clone();
+        let rec = self
+            .inner
+            .table
+            .get_value::<Jobs>(&key.part(), &key.id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no such job")?;
+        let def = Self::open_definition(&b, key, &rec).map_err(|e| e.to_string())?;
+        if def.job.cpu_milli > cpu || def.job.limits.memory > memory {
+            return Err(format!(
+                "it needs {} milli-cores and {} bytes, more than the {cpu} and {memory} offered",
+                def.job.cpu_milli, def.job.limits.memory
+            ));
+        }
+        Ok((b, signer, def))
+    }
+
+    /// Claim the job's lease for the attempt started here, and run it in the background.
+    async fn claim(
+        &self,
+        key: &JobKey,
+        attempt: u32,
+        (b, signer, def): (Acting, weft_meta::Signer, Definition),
+        cancel: Arc<AtomicBool>,
+        workdir: PathBuf,
+        placement: Placement,
+    ) -> Result<(), String> {
         let me = self.inner.me;
         let now = now_ms();
-        placement.runner = me;
         let claimed = self
             .change(&signer, key, |r| {
                 match r.life.state {
@@ -117,8 +213,7 @@ impl JobService {
             })
             .await;
         if let Err(e) = claimed {
-            self.inner.running.lock().remove(key);
-            self.publish_load();
+            self.unreserve(key, &cancel, true);
             return Err(e.to_string());
         }
         let svc = self.clone();

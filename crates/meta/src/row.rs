@@ -343,7 +343,7 @@ impl Rules {
     fn withdrawn(&self, pk: &str, sk: &str, by: &Entry, claim: &Entry) -> bool {
         by.prior.as_deref().is_some_and(|p| {
             let delegation_holds = p.via.as_ref().is_none_or(|d| {
-                (d.body.scope.bucket.is_none() || !self.unscoped.contains(kind_of(pk)))
+                (d.body.scope.is_account() || !self.unscoped.contains(kind_of(pk)))
                     && d.covers(&p.signer, Some(sk), p.ts.wall)
             });
             p.is_tombstone()
@@ -429,8 +429,8 @@ impl Rules {
                     return refuse("rows of member nodes cannot be delegated");
                 }
             };
-            if via.body.scope.bucket.is_some() && self.unscoped.contains(kind) {
-                return refuse("a delegation scoped to one bucket cannot write these rows");
+            if !via.body.scope.is_account() && self.unscoped.contains(kind) {
+                return refuse("a delegation narrower than its account cannot write these rows");
             }
             if !via.allows(&e.signer, subject, e.ts.wall) {
                 return refuse(
@@ -623,7 +623,7 @@ mod tests {
         let claim = item(&alice, "names", "photos", 1, Some(b"a"));
         // Mallory signs a deletion and names Alice's account through a delegation whose
         // signature is not Alice's.
-        let all = Scope { bucket: None };
+        let all = Scope::Account;
         let mut fake = Delegation::sign(&mallory, mallory.public(), all.clone(), u64::MAX);
         fake.body.account = alice.public();
         let mut withdrawal = item(&mallory, "names", "photos", 2, None);
@@ -729,10 +729,8 @@ mod tests {
                 Some(b"v".to_vec()),
             ),
         };
-        let photos = Scope {
-            bucket: Some("photos".into()),
-        };
-        let all = Delegation::sign(&alice, gateway.public(), Scope { bucket: None }, 100);
+        let photos = Scope::bucket("photos");
+        let all = Delegation::sign(&alice, gateway.public(), Scope::Account, 100);
         let one = Delegation::sign(&alice, gateway.public(), photos, u64::MAX);
         let ok = |i: &Item| r.check(i, None, &never).is_ok();
         // The row is Alice's: her partitions, her references, her name claims.

@@ -465,12 +465,7 @@ async fn an_expired_delegate_cannot_backdate_rows() {
             Some(enc("forged")),
         ),
     };
-    let expired = Delegation::sign(
-        &alice,
-        mallory.public(),
-        Scope { bucket: None },
-        now - 120_000,
-    );
+    let expired = Delegation::sign(&alice, mallory.public(), Scope::Account, now - 120_000);
     let backdated = row(&expired, "late", now - 121_000);
     for (i, n) in nodes.iter().enumerate() {
         let addr = n.endpoint.local_addr().unwrap();
@@ -492,7 +487,7 @@ async fn an_expired_delegate_cannot_backdate_rows() {
 
     // A row written in time (its delegation still good) that one replica missed: the other two
     // took it while it was fresh, so anti-entropy hands it on, however old it is now.
-    let good = Delegation::sign(&alice, mallory.public(), Scope { bucket: None }, u64::MAX);
+    let good = Delegation::sign(&alice, mallory.public(), Scope::Account, u64::MAX);
     let anything = |_: &Item, _: Option<&Entry>| Ok(());
     let missed = row(&good, "missed", now - 300_000);
     nodes[0]

@@ -270,7 +270,7 @@ async fn random_access_key_ids_cost_a_bounded_number_of_table_reads() {
     let account = weft_core::SecretKey::from_seed([11; 32]);
     let grant = weft_data::Session::new(
         &account,
-        weft_core::Scope { bucket: None },
+        weft_core::Scope::Account,
         true,
         weft_net::now_ms(),
         600_000,
@@ -311,4 +311,138 @@ async fn random_access_key_ids_cost_a_bounded_number_of_table_reads() {
     let before = data.refused_key_lookups();
     assert!(data.access_key("WKNOTHERE").await.is_none());
     assert_eq!(data.refused_key_lookups(), before);
+}
+
+/// [untrusted] 5: a job's runner used to receive an account-wide session that signs for every
+/// bucket, holds every bucket's key and lasts a day. What a job carries now is the owner's own
+/// narrow capability: a runner that keeps it and turns rogue can write only the job's output
+/// bucket, read only its inputs, sign no row of any other bucket (replicas refuse it, not only
+/// the node's own checks), and nothing at all once the job's time is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_capability_reaches_only_its_own_buckets_and_time() {
+    use weft_data::schema::{BucketId, Buckets, Objects};
+    use weft_data::{BucketError, Need, Session};
+    let c = Builder::new(3).start().await;
+    let alice = weft_core::SecretKey::from_seed([31; 32]);
+    let owner = c.account(0, 31);
+    for bucket in ["data", "out", "private"] {
+        owner
+            .create_bucket(bucket, Residency::default(), None, 1)
+            .await
+            .unwrap();
+        owner
+            .objects()
+            .put(bucket, "x", &b"before"[..])
+            .await
+            .unwrap();
+    }
+    let scope = weft_core::Scope::Own {
+        write: vec!["out".into()],
+        read: vec!["data".into()],
+    };
+    // Its time: long enough for what follows on a slow machine.
+    let (made, ttl) = (Instant::now(), Duration::from_secs(12));
+    let capability = Session::new(
+        &alice,
+        scope,
+        true,
+        weft_net::now_ms(),
+        ttl.as_millis() as u64,
+        &[],
+    )
+    .to_text();
+    // The runner, acting with what it was handed.
+    let runner = c.node(1).data().session(&capability).unwrap();
+    let mut out = Vec::new();
+    runner.objects().get("data", "x", &mut out).await.unwrap();
+    assert_eq!(out, b"before");
+    runner
+        .objects()
+        .put("out", "y", &b"result"[..])
+        .await
+        .unwrap();
+    // What it may not do, refused by the node acting with it...
+    assert!(matches!(
+        runner.objects().put("data", "x", &b"overwritten"[..]).await,
+        Err(BucketError::ReadOnly)
+    ));
+    assert!(matches!(
+        runner.objects().get("private", "x", &mut Vec::new()).await,
+        Err(BucketError::NoKey(_))
+    ));
+    assert!(runner.authorize("private", Need::Read).await.is_err());
+    assert!(runner.delete_bucket("private").await.is_err());
+    // ... and by every replica when the runner signs the rows itself.
+    let signer = runner.signer().unwrap().clone();
+    let table = c.node(1).table().clone();
+    for bucket in ["data", "private"] {
+        let part = BucketId {
+            owner: alice.public(),
+            name: bucket.into(),
+        };
+        let wiped = table.put::<Objects>(&signer, &part, "x", None).await;
+        assert!(
+            wiped.is_err(),
+            "a row of {bucket} signed with the job's capability"
+        );
+        let dropped = table.put::<Buckets>(&signer, &(), bucket, None).await;
+        assert!(dropped.is_err(), "the claim of {bucket} withdrawn with it");
+    }
+    // What a log reader shows a runner: who it is, nothing to act with.
+    let shown = Session::from_text(&capability).unwrap().public_part();
+    let shown = c.node(2).data().session(&shown.to_text()).unwrap();
+    assert!(shown.entitled("out", Need::Read).await.is_ok());
+    assert!(shown.entitled("private", Need::Read).await.is_err());
+    assert!(shown.signer().is_err());
+    assert!(matches!(
+        shown.objects().get("out", "y", &mut Vec::new()).await,
+        Err(BucketError::NoKey(_))
+    ));
+    // What an account-wide session (what a job used to carry) could do, the same way.
+    let wide = Session::new(
+        &alice,
+        weft_core::Scope::Account,
+        true,
+        weft_net::now_ms(),
+        600_000,
+        &[],
+    );
+    let wide = c.node(1).data().session(&wide.to_text()).unwrap();
+    let part = BucketId {
+        owner: alice.public(),
+        name: "private".into(),
+    };
+    table
+        .put::<Objects>(wide.signer().unwrap().clone(), &part, "x", None)
+        .await
+        .expect("an account-wide session signs rows of every bucket");
+    // Nothing once its time is up.
+    assert!(made.elapsed() < ttl, "the checks above ran within its time");
+    tokio::time::sleep(
+        (made + ttl + Duration::from_millis(200)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    assert!(c.node(2).data().session(&capability).is_err());
+    let part = BucketId {
+        owner: alice.public(),
+        name: "out".into(),
+    };
+    let late = table.put::<Objects>(&signer, &part, "y", None).await;
+    assert!(
+        late.is_err(),
+        "a row of the output bucket after the job's time"
+    );
+    // Every object still reads as its owner wrote it. (Rows of sealed buckets are stored
+    // under sealed names, so the "x" rows signed above named no object: what mattered is who
+    // replicas let sign in which bucket.)
+    for (bucket, key, body) in [
+        ("data", "x", &b"before"[..]),
+        ("private", "x", b"before"),
+        ("out", "x", b"before"),
+        ("out", "y", b"result"),
+    ] {
+        let mut got = Vec::new();
+        owner.objects().get(bucket, key, &mut got).await.unwrap();
+        assert_eq!(got, body, "{bucket}/{key}");
+    }
 }

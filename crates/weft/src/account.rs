@@ -351,7 +351,7 @@ impl Actor {
         }
         let session = Session::new(
             &key,
-            Scope { bucket: None },
+            Scope::Account,
             write,
             weft_net::now_ms(),
             SESSION_TTL_MS,
@@ -364,14 +364,7 @@ impl Actor {
     /// and shared with this one.
     pub fn granted(&self, key: &SecretKey, bucket: &str, write: bool) -> Result<Option<Session>> {
         // Asked with a short read-only session holding no bucket keys.
-        let mut probe = Session::new(
-            key,
-            Scope { bucket: None },
-            false,
-            weft_net::now_ms(),
-            60_000,
-            &[],
-        );
+        let mut probe = Session::new(key, Scope::Account, false, weft_net::now_ms(), 60_000, &[]);
         probe.keys = weft_core::BucketKeys::default();
         let path = format!("/v1/buckets/{}/grant", crate::objects::path_escape(bucket));
         let lookup: weft_data::GrantLookup =

@@ -174,41 +174,57 @@ fn spec_of(a: &RunArgs) -> Result<JobSpec> {
     Ok(spec)
 }
 
-/// A client whose session covers the job's buckets for as long as it may take.
+/// A client whose session is the job's own narrow capability: it signs rows of the output
+/// bucket only, opens the input buckets read-only, and lasts as long as the job may take.
 fn client_for(who: &Actor, spec: &JobSpec) -> Result<ApiClient> {
     let job = spec.validate()?;
-    let mut buckets: Vec<&str> = vec![job.output_bucket.as_str()];
+    let mut read: Vec<&str> = Vec::new();
     for s in job.inputs.iter().chain(std::iter::once(&job.module)) {
         if let Source::Object { bucket, .. } = s
-            && !buckets.contains(&bucket.as_str())
+            && *bucket != job.output_bucket
+            && !read.contains(&bucket.as_str())
         {
-            buckets.push(bucket);
+            read.push(bucket);
         }
     }
     // Long enough for every attempt to run to its deadline.
     let ttl = job.limits.deadline.saturating_mul(job.retries + 1);
-    session_client(who, &buckets, ttl)
+    session_client(who, &[job.output_bucket.as_str()], &read, ttl)
 }
 
-/// A client whose session (a day at least, `ttl` plus an hour if longer) covers `buckets`; a
-/// granted session when the one bucket is another account's that shares it.
-pub(crate) fn session_client(who: &Actor, buckets: &[&str], ttl: Duration) -> Result<ApiClient> {
+/// How long past its work's own time a job's capability lasts: for waiting in a queue while
+/// the fabric is busy. A job still queued after that can no longer start (its runner's rows
+/// would be refused); submit it again.
+pub(crate) const QUEUE_ALLOWANCE: Duration = Duration::from_secs(3600);
+
+/// A client whose session is the account's own narrow capability for work on its buckets:
+/// signing rows of `write` only, opening `write` and `read`, for `ttl` plus
+/// [`QUEUE_ALLOWANCE`]; a granted session when the one bucket written is another account's
+/// that shares it.
+pub(crate) fn session_client(
+    who: &Actor,
+    write: &[&str],
+    read: &[&str],
+    ttl: Duration,
+) -> Result<ApiClient> {
     let key = who.account_key()?;
-    if let [bucket] = buckets
+    if let [bucket] = write
         && let Some(granted) = who.granted(&key, bucket, true)?
     {
         return Ok(who.anonymous()?.with_session(granted.to_text()));
     }
-    let ttl = ttl
-        .saturating_add(Duration::from_secs(3600))
-        .max(Duration::from_secs(86_400));
+    let ttl = ttl.saturating_add(QUEUE_ALLOWANCE);
+    let scope = Scope::Own {
+        write: write.iter().map(|b| b.to_string()).collect(),
+        read: read.iter().map(|b| b.to_string()).collect(),
+    };
     let session = Session::new(
         &key,
-        Scope { bucket: None },
+        scope,
         true,
         weft_net::now_ms(),
         ttl.as_millis() as u64,
-        buckets,
+        &[],
     );
     Ok(who.anonymous()?.with_session(session.to_text()))
 }

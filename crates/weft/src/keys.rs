@@ -81,9 +81,7 @@ pub fn run(who: &Actor, cmd: KeyCommand) -> Result<()> {
             let grant = shared.unwrap_or_else(|| {
                 Session::new(
                     &account,
-                    Scope {
-                        bucket: a.bucket.clone(),
-                    },
+                    a.bucket.as_deref().map_or(Scope::Account, Scope::bucket),
                     write,
                     weft_net::now_ms(),
                     u64::MAX,

@@ -193,12 +193,18 @@ fn run_pipeline(who: &Actor, file: &Path, from: Option<String>, json: bool) -> R
             p.downstream(i)
         }
     };
-    // One session for every bucket any step touches, for as long as every step may take.
-    let mut buckets: Vec<String> = vec![p.bucket.clone()];
+    // One narrow session for the pipeline: it writes its own bucket (state, uploaded modules)
+    // and every step's output bucket, reads the buckets its steps' inputs name, for as long as
+    // every step may take.
+    let mut write: Vec<String> = vec![p.bucket.clone()];
+    let mut read: Vec<String> = Vec::new();
     let mut ttl = Duration::ZERO;
     for s in &p.steps {
         let job = s.job.validate()?;
-        let mut named = vec![job.output_bucket.clone()];
+        if !write.contains(&job.output_bucket) {
+            write.push(job.output_bucket.clone());
+        }
+        let mut named = Vec::new();
         if let Source::Object { bucket, .. } = &job.module {
             named.push(bucket.clone());
         }
@@ -211,14 +217,16 @@ fn run_pipeline(who: &Actor, file: &Path, from: Option<String>, json: bool) -> R
             }
         }
         for b in named {
-            if !buckets.contains(&b) {
-                buckets.push(b);
+            if !read.contains(&b) {
+                read.push(b);
             }
         }
         ttl = ttl.saturating_add(job.limits.deadline.saturating_mul(job.retries + 1));
     }
-    let refs: Vec<&str> = buckets.iter().map(String::as_str).collect();
-    let api = session_client(who, &refs, ttl)?;
+    read.retain(|b| !write.contains(b));
+    let write: Vec<&str> = write.iter().map(String::as_str).collect();
+    let read: Vec<&str> = read.iter().map(String::as_str).collect();
+    let api = session_client(who, &write, &read, ttl)?;
     let mut steps = p.steps.clone();
     for s in &mut steps {
         if let Source::File(f) = s.job.validate()?.module {
