@@ -113,3 +113,69 @@ mod tests {
         assert!(decode::<u32>(&bytes).is_err());
     }
 }
+
+/// Structured hostile input for decoder tests: what a peer can send that random bytes rarely
+/// reach — a valid message with a length or a count rewritten to something huge, or cut
+/// short. Every crate's decoder tests feed their messages through [`hostile::variants`].
+pub mod hostile {
+    use std::time::{Duration, Instant};
+
+    use serde::de::DeserializeOwned;
+
+    /// Declared lengths and counts a hostile message makes: past any frame, past memory.
+    pub const CLAIMS: [u64; 4] = [1 << 24, u32::MAX as u64, 1 << 40, u64::MAX];
+
+    /// `n` as postcard writes a length or a count (LEB128).
+    pub fn varint(mut n: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return out;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+
+    /// `valid` with `claim` written over the byte at `at` (`replace`) or pushed in before it.
+    pub fn claim_at(valid: &[u8], at: usize, claim: u64, replace: bool) -> Vec<u8> {
+        let at = at.min(valid.len());
+        let mut out = valid[..at].to_vec();
+        out.extend(varint(claim));
+        let rest = if replace {
+            (at + 1).min(valid.len())
+        } else {
+            at
+        };
+        out.extend_from_slice(&valid[rest..]);
+        out
+    }
+
+    /// Every hostile variant of `valid`: each of [`CLAIMS`] over and before every byte, and
+    /// every prefix.
+    pub fn variants(valid: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
+        let claimed = (0..=valid.len()).flat_map(move |at| {
+            CLAIMS.iter().flat_map(move |&claim| {
+                [true, false]
+                    .into_iter()
+                    .map(move |replace| claim_at(valid, at, claim, replace))
+            })
+        });
+        claimed.chain((0..valid.len()).map(|n| valid[..n].to_vec()))
+    }
+
+    /// Decode every hostile variant of `valid` as `T`; the slowest decode (each must answer a
+    /// value or an error, never panic, and not allocate what was merely declared).
+    pub fn slowest<T: DeserializeOwned>(valid: &[u8]) -> Duration {
+        variants(valid)
+            .map(|bytes| {
+                let t = Instant::now();
+                let _ = super::decode::<T>(&bytes);
+                t.elapsed()
+            })
+            .max()
+            .unwrap_or_default()
+    }
+}

@@ -156,4 +156,27 @@ mod tests {
         assert!(Session::from_text("weft-session1-!!").is_err());
         assert!(Session::from_text("nope").is_err());
     }
+
+    /// Structured hostile input for what a client or a forwarding node hands over: a valid
+    /// session with a length or a count rewritten to something huge at every position, and
+    /// every truncation of its text form. Each answers at once.
+    #[test]
+    fn hostile_sessions_are_refused_cheaply() {
+        use weft_core::wire::hostile;
+        let alice = SecretKey::from_seed([6; 32]);
+        let own = Scope::Own {
+            write: vec!["out".into()],
+            read: vec!["data".into(), "models".into()],
+        };
+        let s = Session::new(&alice, own, true, 1_000, 60_000, &[]);
+        let slowest = hostile::slowest::<Session>(&wire::encode(&s));
+        assert!(
+            slowest < std::time::Duration::from_millis(200),
+            "{slowest:?}"
+        );
+        let text = s.to_text();
+        for n in 0..text.len() {
+            assert!(Session::from_text(&text[..n]).is_err());
+        }
+    }
 }

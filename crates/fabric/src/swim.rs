@@ -99,14 +99,32 @@ type SwimFoca = Foca<SwimId, Bounded, rand::rngs::StdRng, foca::NoCustomBroadcas
 /// SWIM datagrams stay well under the QUIC datagram limit (~1200 bytes minus headers).
 const MAX_PACKET: usize = 1000;
 
+/// The highest incarnation at which a packet may suspect (or call down) a node other than its
+/// sender. A node's own incarnation grows by one per suspicion it refutes and starts again at
+/// each generation, so honest ones stay far below; a node this high is judged by this node's
+/// own probes only.
+const MAX_HEARSAY_INCARNATION: Incarnation = 1 << 15;
+
 /// How far ahead of this node's clock an identity's generation (its run's start time) may be.
 const MAX_GENERATION_AHEAD_MS: u64 = 60_000;
 
 /// foca's postcard encoding, refusing identities from the future: a generation is a run's start
 /// time, so one far ahead can only be a member's forgery — announced down, it would keep a
 /// victim's every later run dead (a generation wins only over smaller ones).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Bounded;
+///
+/// And *down is not hearsay*: a packet's word that some other node is down is taken as a
+/// suspicion only (a node may declare only itself down, leaving). foca makes a down identity
+/// final — the victim must take a new generation — so one member repeating "down" about
+/// others could make any node flap in every view. A suspicion the victim refutes; one it does
+/// not is declared down here by this node's own probes or, unresolved, by the driver
+/// ([`STALE_SUSPICION_PERIODS`]). Nor may hearsay suspect another node at an incarnation past
+/// [`MAX_HEARSAY_INCARNATION`]: a suspicion at foca's last incarnation cannot be refuted, so
+/// the victim would have to take a new generation.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Bounded {
+    /// The node the packet being decoded is from (its header is decoded first).
+    from: Option<NodeId>,
+}
 
 fn bounded(id: &SwimId) -> Result<(), postcard::Error> {
     if id.generation > weft_net::now_ms().saturating_add(MAX_GENERATION_AHEAD_MS) {
@@ -127,9 +145,11 @@ impl foca::Codec<SwimId> for Bounded {
     }
 
     fn decode_header(&mut self, buf: impl bytes::Buf) -> Result<foca::Header<SwimId>, Self::Error> {
+        self.from = None;
         let h: foca::Header<SwimId> = PostcardCodec.decode_header(buf)?;
         bounded(&h.src)?;
         bounded(&h.dst)?;
+        self.from = Some(h.src.node);
         Ok(h)
     }
 
@@ -144,7 +164,15 @@ impl foca::Codec<SwimId> for Bounded {
     fn decode_member(&mut self, buf: impl bytes::Buf) -> Result<Member<SwimId>, Self::Error> {
         let m: Member<SwimId> = PostcardCodec.decode_member(buf)?;
         bounded(m.id())?;
-        Ok(m)
+        if self.from == Some(m.id().node) {
+            return Ok(m);
+        }
+        match m.state() {
+            State::Alive => Ok(m),
+            _ if m.incarnation() >= MAX_HEARSAY_INCARNATION => Err(postcard::Error::SerdeDeCustom),
+            State::Suspect => Ok(m),
+            State::Down => Ok(Member::new(m.id().clone(), m.incarnation(), State::Suspect)),
+        }
     }
 }
 
@@ -152,7 +180,7 @@ impl foca::Codec<SwimId> for Bounded {
 /// or a member could speak (and refute, and probe) as any other.
 fn sender(packet: &[u8]) -> Result<NodeId, postcard::Error> {
     use foca::Codec;
-    Ok(Bounded.decode_header(packet)?.src.node)
+    Ok(Bounded::default().decode_header(packet)?.src.node)
 }
 
 fn config(timing: SwimTiming) -> foca::Config {
@@ -184,7 +212,7 @@ pub(crate) async fn run(
     mut rx: mpsc::UnboundedReceiver<Input>,
 ) {
     let rng: rand::rngs::StdRng = rand::make_rng();
-    let mut foca = Foca::new(me, config(timing), rng, Bounded);
+    let mut foca = Foca::new(me, config(timing), rng, Bounded::default());
     let mut rt = AccumulatingRuntime::new();
     let mut suspects: HashMap<NodeId, (SwimId, Incarnation, Instant)> = HashMap::new();
     let stale_after = timing.suspect_to_down * STALE_SUSPICION_PERIODS + timing.probe_period;
@@ -402,9 +430,9 @@ mod tests {
             dst,
             message: Message::Ping(1),
         };
-        Bounded.encode_header(&header, &mut buf).unwrap();
+        Bounded::default().encode_header(&header, &mut buf).unwrap();
         for m in updates {
-            Bounded.encode_member(m, &mut buf).unwrap();
+            Bounded::default().encode_member(m, &mut buf).unwrap();
         }
         buf
     }
@@ -429,13 +457,43 @@ mod tests {
         let doomed = Member::new(id(2, u64::MAX), 7, State::Down);
         let p = packet(rogue.clone(), victim.clone(), std::slice::from_ref(&doomed));
         let mut rest = &p[..];
-        Bounded.decode_header(&mut rest).unwrap();
-        assert!(Bounded.decode_member(&mut rest).is_err());
+        Bounded::default().decode_header(&mut rest).unwrap();
+        assert!(Bounded::default().decode_member(&mut rest).is_err());
         // The present (and a run started a moment ago on a clock a little ahead) is fine.
-        let fine = Member::new(id(2, now + 1_000), 7, State::Down);
-        let p = packet(rogue, victim, std::slice::from_ref(&fine));
+        let fine = Member::new(id(2, now + 1_000), 7, State::Alive);
+        assert_eq!(decoded(rogue, victim, &fine), Ok(fine));
+    }
+
+    /// The one update a packet from `src` to `dst` carries, as this node's codec reads it.
+    fn decoded(src: SwimId, dst: SwimId, update: &Member<SwimId>) -> Result<Member<SwimId>, ()> {
+        let p = packet(src, dst, std::slice::from_ref(update));
         let mut rest = &p[..];
-        Bounded.decode_header(&mut rest).unwrap();
-        assert_eq!(Bounded.decode_member(&mut rest).unwrap(), fine);
+        let mut codec = Bounded::default();
+        codec.decode_header(&mut rest).unwrap();
+        codec.decode_member(&mut rest).map_err(|_| ())
+    }
+
+    /// [untrusted] 11: "down" is not hearsay. A member's word that another node is down is a
+    /// suspicion only (the victim refutes it), and no hearsay may suspect a node at an
+    /// incarnation it could not refute; a node may still say it is down itself (leaving).
+    #[test]
+    fn down_gossip_about_others_is_only_a_suspicion() {
+        let now = weft_net::now_ms();
+        let (rogue, victim, other) = (id(1, now), id(2, now), id(3, now));
+        let down = Member::new(victim.clone(), 4, State::Down);
+        let suspect = Member::new(victim.clone(), 4, State::Suspect);
+        assert_eq!(
+            decoded(rogue.clone(), other.clone(), &down),
+            Ok(suspect.clone())
+        );
+        assert_eq!(decoded(rogue.clone(), other.clone(), &suspect), Ok(suspect));
+        // Leaving: the victim's own word about itself stands.
+        assert_eq!(decoded(victim.clone(), other.clone(), &down), Ok(down));
+        for state in [State::Suspect, State::Down] {
+            let unrefutable = Member::new(victim.clone(), Incarnation::MAX, state);
+            assert!(decoded(rogue.clone(), other.clone(), &unrefutable).is_err());
+        }
+        let alive = Member::new(victim.clone(), Incarnation::MAX, State::Alive);
+        assert_eq!(decoded(rogue, other, &alive), Ok(alive));
     }
 }

@@ -15,6 +15,17 @@ fn start_node(
     site: &str,
     bootstrap: Vec<std::net::SocketAddr>,
 ) -> Fabric {
+    start_at(admin, seed, site, bootstrap, weft_net::now_ms())
+}
+
+/// A node whose run (SWIM generation) is `generation`.
+fn start_at(
+    admin: &SecretKey,
+    seed: u8,
+    site: &str,
+    bootstrap: Vec<std::net::SocketAddr>,
+    generation: u64,
+) -> Fabric {
     let key = SecretKey::from_seed([seed; 32]);
     let cert = MembershipCert::issue(
         admin,
@@ -41,7 +52,7 @@ fn start_node(
     })
     .unwrap();
     let addr = endpoint.local_addr().unwrap();
-    let mut cfg = FabricConfig::new(key, cert, addr, weft_net::now_ms());
+    let mut cfg = FabricConfig::new(key, cert, addr, generation);
     cfg.bootstrap = bootstrap;
     Fabric::start(endpoint, cfg)
 }
@@ -123,4 +134,81 @@ async fn five_nodes_form_a_fabric_and_a_revocation_reaches_everyone() {
             .all(|m| m.state == MemberState::Dead)
     })
     .await;
+}
+
+/// [untrusted] 11: a member that keeps telling the others a node is down (foca takes "down" as
+/// final for a run: every node would drop the victim until it started a new run) makes no one
+/// drop it — another node's word is a suspicion the victim refutes — and one that suspects it
+/// at an incarnation it could not refute is not heard at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_calling_a_node_down_makes_no_one_drop_it() {
+    use bytes::BufMut;
+    use foca::{Codec, Header, Incarnation, Member, Message, PostcardCodec, State};
+    use weft_fabric::SwimId;
+
+    let admin = SecretKey::from_seed([101; 32]);
+    let generation = weft_net::now_ms();
+    let first = start_at(&admin, 11, "eu", vec![], generation);
+    let seed_addr = first.endpoint().local_addr().unwrap();
+    let mut nodes = vec![first];
+    for i in 12..=14u8 {
+        nodes.push(start_at(&admin, i, "eu", vec![seed_addr], generation));
+    }
+    wait_for("4 nodes alive everywhere", Duration::from_secs(15), || {
+        all_alive(&nodes, 4)
+    })
+    .await;
+    let swim_id = |f: &Fabric| SwimId {
+        node: f.id(),
+        addr: f.endpoint().local_addr().unwrap(),
+        generation,
+    };
+    let (honest, victim, rogue) = (&nodes[..2], &nodes[2], &nodes[3]);
+    let verdicts: Vec<u64> = nodes.iter().map(Fabric::dead_verdicts).collect();
+    let lie = |to: &Fabric, incarnation: Incarnation, state: State| {
+        let mut buf = Vec::new();
+        let header = Header {
+            src: swim_id(rogue),
+            src_incarnation: 0,
+            dst: swim_id(to),
+            message: Message::Gossip,
+        };
+        PostcardCodec.encode_header(&header, &mut buf).unwrap();
+        buf.put_u16(1);
+        let update = Member::new(swim_id(victim), incarnation, state);
+        PostcardCodec.encode_member(&update, &mut buf).unwrap();
+        rogue.endpoint().send_datagram(
+            to.id(),
+            to.endpoint().local_addr().unwrap(),
+            weft_core::proto::SWIM,
+            &buf,
+        );
+    };
+    // Five seconds of "the victim is down", at every incarnation it could have reached, and
+    // now and then a suspicion it could not refute.
+    for round in 0..100u16 {
+        for to in honest {
+            lie(to, round, State::Down);
+            if round % 10 == 0 {
+                lie(to, Incarnation::MAX, State::Suspect);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for f in honest {
+            let seen = f.member(&victim.id()).map(|m| m.state);
+            assert_ne!(
+                seen,
+                Some(MemberState::Dead),
+                "round {round}: the victim dropped"
+            );
+        }
+    }
+    wait_for(
+        "the victim alive everywhere",
+        Duration::from_secs(10),
+        || all_alive(&nodes, 4),
+    )
+    .await;
+    let after: Vec<u64> = nodes.iter().map(Fabric::dead_verdicts).collect();
+    assert_eq!(after, verdicts, "no node declared anyone dead");
 }

@@ -136,3 +136,71 @@ impl JobService {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use weft_core::wire::{self, hostile};
+
+    use super::*;
+
+    /// Structured hostile input for the job protocol (any member may ask, any runner answers):
+    /// valid questions and answers with a length or a count rewritten to something huge at
+    /// every position, and every truncation. Each answers at once.
+    #[test]
+    fn job_questions_and_answers_refuse_huge_claims_cheaply() {
+        let key = JobKey {
+            owner: NodeId([1; 32]),
+            bucket: "out".into(),
+            id: "0000019a2b3c4d5e".into(),
+        };
+        let placement = Placement {
+            runner: NodeId([2; 32]),
+            score: 0.5,
+            local_bytes: 10,
+            site_bytes: 20,
+            remote_bytes: 30,
+            transfer_ms: 4,
+            candidates: 3,
+            filtered: "1 not compute".into(),
+            refused: vec![(NodeId([3; 32]), "busy".into())],
+        };
+        let asks = [
+            JobAsk::Offer {
+                key: key.clone(),
+                attempt: 1,
+                cpu_milli: 500,
+                memory: 64 << 20,
+            },
+            JobAsk::Start {
+                key: key.clone(),
+                attempt: 1,
+                session: "weft-session1-abc".into(),
+                placement,
+            },
+            JobAsk::Logs {
+                key,
+                session: "weft-session1-abc".into(),
+                stderr: false,
+                offset: 9,
+            },
+        ];
+        let answers = [
+            JobAnswer::Refused("busy".into()),
+            JobAnswer::Logs {
+                bytes: vec![7; 100],
+                running: true,
+            },
+        ];
+        let quick = Duration::from_millis(200);
+        for ask in &asks {
+            let slowest = hostile::slowest::<JobAsk>(&wire::encode(ask));
+            assert!(slowest < quick, "{ask:?}: {slowest:?}");
+        }
+        for answer in &answers {
+            let slowest = hostile::slowest::<JobAnswer>(&wire::encode(answer));
+            assert!(slowest < quick, "{answer:?}: {slowest:?}");
+        }
+    }
+}

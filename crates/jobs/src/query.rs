@@ -154,15 +154,21 @@ impl JobService {
             def.job.output_prefix,
             if stderr { "stderr" } else { "stdout" }
         );
-        let mut bytes = Vec::new();
-        match b.objects().get(bucket, &name, &mut bytes).await {
-            Ok(_) => {}
+        // Only the chunk asked for is fetched: a log may be gigabytes.
+        let record = match b.objects().object(bucket, &name).await {
+            Ok(r) => r,
             Err(BucketError::NoObject(..)) => return Ok((Vec::new(), running)),
             Err(e) => return Err(e.into()),
+        };
+        let start = offset.min(record.size);
+        let end = start.saturating_add(LOG_CHUNK).min(record.size);
+        let mut bytes = Vec::with_capacity((end - start) as usize);
+        if end > start {
+            b.objects()
+                .read_range((bucket, &name), &record, start, end, &mut bytes)
+                .await?;
         }
-        let start = (offset as usize).min(bytes.len());
-        let end = (start + LOG_CHUNK as usize).min(bytes.len());
-        Ok((bytes[start..end].to_vec(), running))
+        Ok((bytes, running))
     }
 
     pub(crate) async fn local_logs(
