@@ -11,7 +11,8 @@
 //!   its nodes' API clients, kill and restart; and [`cli`]: the binary run as a person would,
 //!   each [`User`] with their own accounts.
 //! - [`rogue`]: a [`Rogue`] member for attack tests — honest code, plus rows signed and
-//!   requests sent at will.
+//!   requests sent at will; [`attacks`]: its campaign of every attack at once, which the
+//!   `weft-rogue` binary runs against a real fabric.
 //!
 //! In the spirit of Quickwit's cluster sandbox: every integration test and every `weft bench`
 //! starts its fabric here, so a change to how nodes are set up is made once.
@@ -21,6 +22,7 @@
 
 #![deny(missing_docs)]
 
+pub mod attacks;
 pub mod cli;
 pub mod inproc;
 pub mod local;

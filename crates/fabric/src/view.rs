@@ -75,6 +75,9 @@ pub struct Member {
     pub software: String,
     /// Times this node has seen the member declared dead.
     pub dead_verdicts: u64,
+    /// Whether this node holds its signed record (with its membership certificate); an id
+    /// known only from gossip does not.
+    pub recorded: bool,
 }
 
 impl Member {
@@ -86,6 +89,15 @@ impl Member {
     /// Alive (answering probes) right now.
     pub fn is_alive(&self) -> bool {
         self.state == MemberState::Alive
+    }
+
+    /// Whether it holds its share of the replicated table: alive, or a certified member only
+    /// suspected. A suspicion — which any member can raise about any other, and which the
+    /// suspect refutes within a probe period — must not move rows to other nodes: replicas
+    /// that change with every suspicion would read rows from nodes that never held them (or
+    /// held only what someone planted there).
+    pub fn in_ring(&self) -> bool {
+        self.state == MemberState::Alive || (self.state == MemberState::Suspect && self.recorded)
     }
 }
 
@@ -211,6 +223,7 @@ impl View {
                     load: record.map(|r| r.body.load.clone()).unwrap_or_default(),
                     software: record.map(|r| r.body.software.clone()).unwrap_or_default(),
                     dead_verdicts: member.map_or(0, |m| m.dead_verdicts),
+                    recorded: record.is_some(),
                 }
             })
             .collect();

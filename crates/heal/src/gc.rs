@@ -270,16 +270,33 @@ impl Healer {
         Ok(placed)
     }
 
-    /// An object whose catalog row was deleted: garbage if its owners let it go (remembered,
-    /// so each deletion is checked once); otherwise its row was deleted by someone who had no
-    /// business to — keep all its shards and register it again, so repair looks after it.
+    /// An object whose catalog row was deleted: keep all its shards unless its owners let
+    /// it go ([`Healer::reregister_if_referenced`]).
     async fn protect_if_referenced(
         &self,
         hash: ContentHash,
         placed: &mut Placed,
     ) -> Result<(), String> {
+        if let Some(manifest) = self.reregister_if_referenced(hash).await? {
+            placed.wanted.insert(hash);
+            for seg in &manifest.segments {
+                placed.wanted.extend(seg.info.shards.iter().copied());
+            }
+        }
+        Ok(())
+    }
+
+    /// An object whose catalog row was deleted: garbage if its owners let it go (`None`;
+    /// remembered, so each deletion is checked once); otherwise its row was deleted by someone
+    /// who had no business to — register it again from its manifest (returned), so repair
+    /// looks after it. The partition owner's check does this every pass; a sweep, before it
+    /// deletes anything.
+    pub(crate) async fn reregister_if_referenced(
+        &self,
+        hash: ContentHash,
+    ) -> Result<Option<weft_store::Manifest>, String> {
         if self.collected.lock().contains(&hash) {
-            return Ok(());
+            return Ok(None);
         }
         let gone = self
             .registry
@@ -288,7 +305,7 @@ impl Healer {
             .map_err(|e| format!("references of {hash}: {e}"))?;
         if gone {
             self.collected.lock().insert(hash);
-            return Ok(());
+            return Ok(None);
         }
         let members: Vec<NodeId> = self
             .storage
@@ -302,24 +319,19 @@ impl Healer {
             format!("object {hash} is referenced but its catalog row was deleted, and its manifest cannot be found: {e}")
         })?;
         tracing::warn!(manifest = %hash, "an object still referenced had its catalog row deleted; registering it again");
-        placed.wanted.insert(hash);
-        for seg in &manifest.segments {
-            placed.wanted.extend(seg.info.shards.iter().copied());
-        }
         let mut holders = Vec::new();
         for m in &members {
             if matches!(self.storage.has_shards(*m, vec![hash]).await, Ok(v) if v == [true]) {
                 holders.push(*m);
             }
         }
-        if holders.is_empty() {
-            return Ok(());
+        if !holders.is_empty() {
+            let entry = crate::registry::ManifestEntry::new(&manifest, holders);
+            if let Err(e) = self.registry.put(&hash, &entry).await {
+                tracing::warn!(manifest = %hash, error = %e, "could not register the object again");
+            }
         }
-        let entry = crate::registry::ManifestEntry::new(&manifest, holders);
-        if let Err(e) = self.registry.put(&hash, &entry).await {
-            tracing::warn!(manifest = %hash, error = %e, "could not register the object again");
-        }
-        Ok(())
+        Ok(Some(manifest))
     }
 }
 

@@ -255,6 +255,12 @@ impl Registry {
         let rows = self.table.list::<CatalogRows>(&part, "").await?;
         Ok(sort_rows(rows))
     }
+
+    /// Every entry of one catalog partition, deletions included, from a majority.
+    pub async fn list_with_deleted(&self, part: u8) -> Result<Listing, HealError> {
+        let rows = self.table.list_all::<CatalogRows>(&part, "").await?;
+        Ok(sort_rows(rows))
+    }
 }
 
 /// Live references among `rows`, and the wall-clock ms of the latest change.

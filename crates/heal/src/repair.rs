@@ -21,6 +21,11 @@ const AUDITS_PER_CHECK: usize = 64;
 const PRESENCE_DEADLINE: Duration = Duration::from_secs(2);
 /// Copies of each manifest (as the write path makes).
 const MANIFEST_COPIES: usize = 3;
+/// A partition's second replica checks it too, every this many checks: its owner may be a
+/// member that does not repair (down in a way the fabric has not noticed, or rogue), and an
+/// object must not depend on one member to be looked after. Every change is conditional on
+/// the row read, so owner and standby acting at once is safe (at worst work done twice).
+const STANDBY_EVERY: u64 = 3;
 
 /// What one check found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -77,7 +82,8 @@ impl Healer {
     }
 
     /// Check every object whose catalog partition this node owns (it is the partition's first
-    /// live replica not in quarantine) and repair what needs it.
+    /// live replica not in quarantine), and every [`STANDBY_EVERY`]th check those it stands by
+    /// for (the second), and repair what needs it.
     pub async fn check_once(&self) -> CheckReport {
         let me = self.storage.id();
         let started_ms = weft_net::now_ms();
@@ -98,24 +104,36 @@ impl Healer {
         let mut holders: HashSet<NodeId> = HashSet::new();
         let quarantined = self.storage.quarantined();
         let mut unreadable = Vec::new();
+        let standby_turn = self.status.lock().scans % STANDBY_EVERY == STANDBY_EVERY - 1;
         for part in catalog_parts() {
             // A quarantined node is not trusted to repair (it may be the one that lost the
             // data), so the partition's next replica checks its objects instead.
-            let owner = self
+            let checkers: Vec<NodeId> = self
                 .registry
                 .table()
                 .replicas_for::<CatalogRows>(&part)
                 .into_iter()
-                .find(|n| !quarantined.contains(n));
-            if owner != Some(me) {
-                continue;
+                .filter(|n| !quarantined.contains(n))
+                .take(2)
+                .collect();
+            match checkers.iter().position(|n| *n == me) {
+                Some(0) => {}
+                Some(_) if standby_turn => {}
+                _ => continue,
             }
             self.adopt_orphaned(part).await;
-            let Ok(listing) = self.registry.list(part).await else {
+            let Ok(listing) = self.registry.list_with_deleted(part).await else {
                 continue;
             };
             // Rows this node cannot read are left exactly as they are.
             unreadable.extend(listing.unreadable);
+            // A row deleted while its object is still referenced was deleted by someone with
+            // no business to: registered again at once, not at the next sweep.
+            for hash in listing.deleted {
+                if let Err(why) = self.reregister_if_referenced(hash).await {
+                    tracing::warn!(manifest = %hash, %why, "a deleted catalog row could not be checked");
+                }
+            }
             for (hash, entry) in listing.rows {
                 report.objects += 1;
                 if self.collect(hash, &entry, &is_lost, &askable).await {

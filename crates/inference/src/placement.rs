@@ -110,6 +110,7 @@ mod tests {
             load: Default::default(),
             software: String::new(),
             dead_verdicts: 0,
+            recorded: true,
         }
     }
 

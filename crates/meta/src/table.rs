@@ -199,11 +199,26 @@ impl Table {
         };
         {
             let mut hlc = self.hlc.lock();
-            for i in incoming {
+            for i in &incoming {
                 if hlc.observe(i.entry.ts, now).is_err() {
                     return MetaResponse::Error("timestamp too far in the future".into());
                 }
             }
+        }
+        // A name belongs to whoever its replicas say: a claim sent to any other node would sit
+        // there unread until the ring moved that node in, and then compete with the true
+        // holder's claim. Only a name's replicas take claims.
+        let me = self.fabric.id();
+        if let Some(i) = incoming.iter().find(|i| {
+            self.rules.writer(crate::row::kind_of(&i.pk)) == Some(Writer::FirstClaim)
+                && !self
+                    .replicas_of(partition_of(i.pk.as_bytes()))
+                    .contains(&me)
+        }) {
+            return MetaResponse::Error(format!(
+                "not a replica of {}: a name claim goes to the name's replicas",
+                i.pk
+            ));
         }
         let admit = self.write_check(now);
         let result = tokio::task::spawn_blocking(move || match req {
@@ -265,7 +280,7 @@ impl Table {
             .fabric
             .members()
             .into_iter()
-            .filter(|m| m.is_alive())
+            .filter(|m| m.in_ring())
             .map(|m| Replica {
                 id: m.id,
                 site: m.placement.site,
@@ -877,9 +892,12 @@ impl Table {
     }
 
     /// Rows stored before rows were signed, whose partition key starts with `prefix`, from
-    /// every known member that is alive (the newest version of each row). Fails unless all of
-    /// them answer: a migration must not miss rows. Only for migrating old data directories:
-    /// the rows are unsigned, so they are trusted as the old version of weft trusted them.
+    /// every known member that is alive. Fails unless all of them answer: a migration must not
+    /// miss rows. Only for migrating old data directories: the rows are unsigned, so a version
+    /// counts only if this node holds it itself or two other members hold it identically (an
+    /// acknowledged old write is on a majority of its three replicas; one member's word —
+    /// anything a modified binary answers — is not enough); the newest such version of each
+    /// row ([`vouched_legacy`]).
     pub async fn legacy_rows(
         &self,
         prefix: &str,
@@ -891,8 +909,7 @@ impl Table {
             .filter(|m| m.is_alive())
             .map(|m| m.id)
             .collect();
-        let mut newest: std::collections::BTreeMap<(String, String), LegacyEntry> =
-            Default::default();
+        let mut answers = Vec::new();
         for node in members {
             let answer = self
                 .call(node, MetaRequest::Legacy(prefix.into()))
@@ -903,18 +920,10 @@ impl Table {
                     last: format!("{node}: {last}"),
                 })?;
             if let MetaResponse::Legacy(rows) = answer {
-                for (pk, sk, e) in rows {
-                    let key = (pk, sk);
-                    if newest.get(&key).is_none_or(|old| old.ts < e.ts) {
-                        newest.insert(key, e);
-                    }
-                }
+                answers.push((node, rows));
             }
         }
-        Ok(newest
-            .into_iter()
-            .map(|((pk, sk), e)| (pk, sk, e))
-            .collect())
+        Ok(vouched_legacy(self.fabric.id(), answers))
     }
 
     /// One anti-entropy pass. For every partition this node replicates, compare Merkle trees
@@ -1151,4 +1160,97 @@ fn newest_rows(
         }
     }
     merged.into_iter().collect()
+}
+
+/// Rows stored before rows were signed: (partition key, sort key, entry).
+type LegacyRows = Vec<(String, String, LegacyEntry)>;
+
+/// The legacy rows a migrating node (`me`) may re-sign, from every member's answer: per row,
+/// the newest version that `me` holds itself or at least two other members hold identically.
+fn vouched_legacy(me: NodeId, answers: Vec<(NodeId, LegacyRows)>) -> LegacyRows {
+    type Versions = Vec<(LegacyEntry, bool, std::collections::BTreeSet<NodeId>)>;
+    let mut rows: std::collections::BTreeMap<(String, String), Versions> = Default::default();
+    for (node, answer) in answers {
+        for (pk, sk, e) in answer {
+            let versions = rows.entry((pk, sk)).or_default();
+            let at = match versions.iter().position(|(v, _, _)| *v == e) {
+                Some(at) => at,
+                None => {
+                    versions.push((e, false, Default::default()));
+                    versions.len() - 1
+                }
+            };
+            if node == me {
+                versions[at].1 = true;
+            } else {
+                versions[at].2.insert(node);
+            }
+        }
+    }
+    rows.into_iter()
+        .filter_map(|((pk, sk), versions)| {
+            versions
+                .into_iter()
+                .filter(|(_, mine, others)| *mine || others.len() >= 2)
+                .map(|(e, _, _)| e)
+                .max_by(|a, b| a.ts.cmp(&b.ts))
+                .map(|e| (pk, sk, e))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod legacy_tests {
+    use super::*;
+
+    fn entry(wall: u64, value: &[u8]) -> LegacyEntry {
+        LegacyEntry {
+            ts: Timestamp {
+                wall,
+                logical: 0,
+                node: NodeId([9; 32]),
+            },
+            value: Some(value.to_vec()),
+        }
+    }
+
+    /// [untrusted] smaller items: a migrating node re-signs old, unsigned rows as its own
+    /// account's. One member answering with rows it made up — a bucket claim for the
+    /// migrating account, or a "newer" version of a real row pointing at its own data —
+    /// must not get them signed.
+    #[test]
+    fn one_members_word_does_not_make_a_legacy_row() {
+        let (me, a, b, rogue) = (
+            NodeId([1; 32]),
+            NodeId([2; 32]),
+            NodeId([3; 32]),
+            NodeId([4; 32]),
+        );
+        let row = |e: LegacyEntry| ("b/".to_string(), "photos".to_string(), e);
+        let real = entry(10, b"real");
+        let forged_newer = entry(u64::MAX, b"the rogue's");
+        let answers = vec![
+            (me, vec![]),
+            (a, vec![row(real.clone())]),
+            (b, vec![row(real.clone())]),
+            (
+                rogue,
+                vec![
+                    row(forged_newer.clone()),
+                    ("b/".into(), "made-up".into(), entry(5, b"x")),
+                ],
+            ),
+        ];
+        let got = vouched_legacy(me, answers);
+        assert_eq!(got, vec![row(real.clone())]);
+        // This node's own replica is its own word; two members agreeing are a majority.
+        let answers = vec![
+            (me, vec![("b/".into(), "mine".into(), entry(3, b"m"))]),
+            (a, vec![row(forged_newer.clone())]),
+            (b, vec![row(forged_newer.clone())]),
+        ];
+        let got = vouched_legacy(me, answers);
+        assert_eq!(got.len(), 2);
+        assert!(got.contains(&row(forged_newer)));
+    }
 }

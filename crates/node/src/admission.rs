@@ -171,6 +171,38 @@ impl Admissions {
                 &req.proof,
             )
             .map_err(|_| "the joining node did not prove it holds its key".to_string())?;
+        // Where a node is decides where data may live, so the region and jurisdiction a
+        // certificate names are the admin's word (the invite's), never the joiner's: a joiner
+        // that declares one the invite leaves open is refused rather than certified as it
+        // says. The site — a failure domain the operator names — the joiner may fill in.
+        let fixed = &req.invite.body.placement;
+        let certified = |what: &str, fixed: &str, declared: &str| -> Result<String, String> {
+            if !fixed.is_empty() {
+                Ok(fixed.to_string())
+            } else if declared.is_empty() {
+                Ok(String::new())
+            } else {
+                Err(format!(
+                    "the invite does not set a {what}, and a node's own word on its {what} is \
+                     not certified: join without --{what}, or ask the fabric's admin for an \
+                     invite made with --{what}"
+                ))
+            }
+        };
+        let placement = Placement {
+            site: if fixed.site.is_empty() {
+                req.declared.site.clone()
+            } else {
+                fixed.site.clone()
+            },
+            region: certified("region", &fixed.region, &req.declared.region)?,
+            jurisdiction: certified(
+                "jurisdiction",
+                &fixed.jurisdiction,
+                &req.declared.jurisdiction,
+            )?,
+        };
+        // Used only once the request is good: a refused joiner may try again.
         let nonce = nonce_hex(&req.invite.body.nonce);
         {
             let mut used = self.used.lock();
@@ -182,19 +214,6 @@ impl Admissions {
                 .map_err(|e| format!("admin node could not record the invite: {e}"))?;
             used.insert(nonce);
         }
-        let pick = |fixed: &str, declared: &str| {
-            if fixed.is_empty() {
-                declared.to_string()
-            } else {
-                fixed.to_string()
-            }
-        };
-        let fixed = &req.invite.body.placement;
-        let placement = Placement {
-            site: pick(&fixed.site, &req.declared.site),
-            region: pick(&fixed.region, &req.declared.region),
-            jurisdiction: pick(&fixed.jurisdiction, &req.declared.jurisdiction),
-        };
         Ok(MembershipCert::issue(
             &self.admin,
             CertBody {
@@ -332,8 +351,7 @@ mod tests {
             proof: node.sign(JOIN_PROOF_DOMAIN, &proof_message(invite, &node.public())),
             declared: Placement {
                 site: "declared-site".into(),
-                region: "declared-region".into(),
-                jurisdiction: "FR".into(),
+                ..Placement::default()
             },
         }
     }
@@ -355,15 +373,44 @@ mod tests {
         .unwrap()
     }
 
+    /// [untrusted] smaller items: a joiner's region and jurisdiction decide which data it
+    /// may hold; only the admin's invite can certify them.
     #[test]
-    fn an_invite_admits_once_with_the_admins_placement() {
+    fn a_joiner_cannot_certify_its_own_region() {
         let s = setup();
         let inv = invite(&s.admin, "lab", 60);
         let node = SecretKey::from_seed([4; 32]);
+        let mut claiming = request(&inv, &node);
+        claiming.declared.region = "declared-region".into();
+        claiming.declared.jurisdiction = "FR".into();
+        let refused = s.admissions.admit(&claiming, 2_000).unwrap_err();
+        assert!(refused.contains("does not set a region"), "{refused}");
+        // Declaring no region, it joins with none (it holds no region-restricted data).
         let cert = s.admissions.admit(&request(&inv, &node), 2_000).unwrap();
+        assert_eq!(cert.body.placement.site, "lab");
+        assert_eq!(cert.body.placement.region, "");
+        assert_eq!(cert.body.placement.jurisdiction, "");
+    }
+
+    #[test]
+    fn an_invite_admits_once_with_the_admins_placement() {
+        let s = setup();
+        let mut inv = invite(&s.admin, "lab", 60);
+        inv = {
+            let mut body = inv.body.clone();
+            body.placement.region = "eu".into();
+            body.placement.jurisdiction = "DE".into();
+            Invite::issue(&s.admin, body)
+        };
+        let node = SecretKey::from_seed([4; 32]);
+        let mut declaring = request(&inv, &node);
+        declaring.declared.region = "declared-region".into();
+        let cert = s.admissions.admit(&declaring, 2_000).unwrap();
         assert_eq!(cert.body.node, node.public());
         assert_eq!(cert.body.placement.site, "lab");
-        assert_eq!(cert.body.placement.region, "declared-region");
+        // The invite's word wins over what the joiner declared.
+        assert_eq!(cert.body.placement.region, "eu");
+        assert_eq!(cert.body.placement.jurisdiction, "DE");
         assert_eq!(cert.body.roles, Role::defaults());
         let again = s
             .admissions

@@ -446,3 +446,108 @@ async fn a_job_capability_reaches_only_its_own_buckets_and_time() {
         assert_eq!(got, body, "{bucket}/{key}");
     }
 }
+
+/// [untrusted] 1, 2, 4, 7, 11, 12 at once: the rogue's whole campaign
+/// ([`weft_cluster::attacks`], what `weft-rogue` runs against real processes), twice, then
+/// the honest nodes' housekeeping past every delay. Nothing lost, nothing taken, nobody down,
+/// no file outside the nodes' folders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rogue_members_whole_campaign_changes_nothing_it_does_not_own() {
+    let delay = Duration::from_secs(2);
+    let c = Builder::new(6).gc_delay(delay).start().await;
+    let rogue = Rogue::new(c.node(5));
+    let alice = c.account(1, 41);
+    alice
+        .create_bucket("photos", Residency::default(), None, 1)
+        .await
+        .unwrap();
+    let mut objects = Vec::new();
+    for (i, len) in [1_000usize, 300_000, (5 << 20) + 3].into_iter().enumerate() {
+        let body = data(len);
+        let key = format!("p{i}");
+        alice
+            .objects()
+            .put("photos", &key, &body[..])
+            .await
+            .unwrap();
+        objects.push((key, body));
+    }
+    let mut hashes = Vec::new();
+    for (key, _) in &objects {
+        hashes.push(
+            alice
+                .objects()
+                .capability("photos", key)
+                .await
+                .unwrap()
+                .manifest,
+        );
+    }
+    let _ = std::fs::remove_file("/tmp/weft-rogue-escape");
+    for round in 0..2 {
+        let report = rogue.campaign().await;
+        assert!(report.catalog_rows >= objects.len(), "{report:?}");
+        assert!(report.names_tried >= 1, "{report:?}");
+        assert_eq!(report.names_taken, 0, "{report:?}");
+        assert!(report.deep_rows_sent >= 5, "{report:?}");
+        assert_eq!(report.deep_rows_not_refused, 0, "{report:?}");
+        assert!(report.down_lies > 0, "{report:?}");
+        // Right after the attacks (suspicions raised everywhere, claims sent to every node),
+        // every honest node still reads the bucket as its owner's.
+        for i in 0..5 {
+            let b = c.account(i, 41).bucket("photos").await.unwrap();
+            assert_eq!(
+                b.owner,
+                alice.account(),
+                "round {round}: the owner through node {i}"
+            );
+        }
+        if round == 0 {
+            tokio::time::sleep(delay).await;
+            honest_housekeeping(&c, rogue.id(), 2).await;
+        }
+    }
+    // The rogue deleted every catalog row last: the honest nodes' checks (not only the
+    // hourly sweeps) register the objects again, so repair keeps looking after them — also
+    // those of partitions the rogue owns, which their standby checks every third pass.
+    for _ in 0..3 {
+        for n in c.nodes.iter().take(5) {
+            n.healer().check_once().await;
+        }
+    }
+    for hash in &hashes {
+        let entry = c.node(2).healer().registry().get(hash).await.unwrap();
+        assert!(entry.is_some(), "{hash} registered again by a check");
+    }
+    tokio::time::sleep(delay).await;
+    honest_housekeeping(&c, rogue.id(), 3).await;
+    for (i, node) in c.nodes.iter().enumerate().take(5) {
+        let members = node.fabric().members();
+        let alive = members
+            .iter()
+            .filter(|m| m.state == weft_node::MemberState::Alive)
+            .count();
+        assert_eq!(alive, 6, "node {i} sees {alive} of 6 alive");
+        let reader = c.account(i, 41);
+        let b = reader.bucket("photos").await.unwrap();
+        assert_eq!(
+            b.owner,
+            alice.account(),
+            "the bucket's owner, through node {i}"
+        );
+        for (key, body) in &objects {
+            let mut out = Vec::new();
+            reader.objects().get("photos", key, &mut out).await.unwrap();
+            assert!(
+                out == *body,
+                "{key} reads back byte-identical through node {i}"
+            );
+        }
+    }
+    assert!(!std::path::Path::new("/tmp/weft-rogue-escape").exists());
+    alice
+        .objects()
+        .put("photos", "after", &b"still mine"[..])
+        .await
+        .unwrap();
+}

@@ -63,6 +63,10 @@ pub struct UpArgs {
     /// Scrubbing rate in MiB/s per node (0 turns scrubbing off) [default: 16]
     #[arg(long)]
     pub scrub_mib: Option<u64>,
+    /// How long an object no one references any more is kept before its shards are deleted
+    /// [default: 1h]
+    #[arg(long)]
+    pub gc_delay: Option<String>,
     /// Requests each node takes per model it serves (running and waiting) before it answers
     /// "busy" (HTTP 429) [default: 8]
     #[arg(long)]
@@ -191,6 +195,7 @@ pub fn start_fabric(args: &UpArgs) -> Result<(PathBuf, Vec<PathBuf>, Vec<Child>)
         interval: args.repair_interval.clone(),
         scrub_interval: args.scrub_interval.clone(),
         scrub_mib: args.scrub_mib,
+        gc_delay: args.gc_delay.clone(),
         ..RepairFile::default()
     };
     repair.config()?;
