@@ -128,6 +128,7 @@ impl Builder {
             capacity: self.capacity.clone(),
             wan: self.wan.clone(),
             timing: Default::default(),
+            jobs: Default::default(),
             heal: self.heal.clone(),
         }
     }

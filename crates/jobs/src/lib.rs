@@ -89,10 +89,26 @@ pub(crate) struct Inner {
     /// Where running jobs' working folders are.
     pub(crate) dir: PathBuf,
     pub(crate) runtime: OnceLock<Result<Runtime, String>>,
+    pub(crate) config: JobsConfig,
     pub(crate) cpu_milli: u32,
     pub(crate) memory: u64,
     pub(crate) running: Mutex<HashMap<JobKey, run::Local>>,
     pub(crate) watching: Mutex<HashSet<JobKey>>,
+}
+
+/// What an operator sets for the jobs its node runs (`[jobs]` in `node.toml`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobsConfig {
+    /// Most bytes one run may write (`/out`, stdout and stderr together) before it is stopped.
+    pub output_quota: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            output_quota: weft_compute::runtime::MAX_OUTPUT_BYTES,
+        }
+    }
 }
 
 impl Service for JobService {
@@ -112,6 +128,7 @@ impl Service for JobService {
                 tasks: ctx.tasks(),
                 dir: ctx.folder("jobs"),
                 runtime: OnceLock::new(),
+                config: ctx.setting::<JobsConfig>().unwrap_or_default(),
                 cpu_milli: ctx.capacity.cpus.max(1).saturating_mul(1000),
                 memory: ctx.capacity.mem_bytes,
                 running: Mutex::new(HashMap::new()),
@@ -130,7 +147,11 @@ impl JobService {
     pub(crate) fn runtime(&self) -> Result<Runtime, String> {
         self.inner
             .runtime
-            .get_or_init(|| Runtime::new().map_err(|e| e.to_string()))
+            .get_or_init(|| {
+                Runtime::new()
+                    .map(|r| r.with_output_quota(self.inner.config.output_quota))
+                    .map_err(|e| e.to_string())
+            })
             .clone()
     }
 

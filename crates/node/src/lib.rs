@@ -76,6 +76,8 @@ pub struct NodeSettings {
     pub heal: weft_heal::HealConfig,
     /// Failure-detection timing.
     pub timing: SwimTiming,
+    /// What jobs run here may use.
+    pub jobs: weft_jobs::JobsConfig,
 }
 
 /// Node failures.
@@ -219,7 +221,8 @@ impl Node {
             settings.capacity.clone(),
             dir.root(),
         )
-        .with_setting(settings.heal.clone());
+        .with_setting(settings.heal.clone())
+        .with_setting(settings.jobs.clone());
         // Every service, in an order where each finds those it uses.
         let mut services = Services::new(ctx.clone());
         let started = (|| -> Result<_, HostError> {

@@ -51,6 +51,32 @@ pub struct NodeFile {
     /// Repair and scrubbing.
     #[serde(default)]
     pub repair: RepairFile,
+    /// Jobs this node runs.
+    #[serde(default)]
+    pub jobs: JobsFile,
+}
+
+/// `[jobs]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsFile {
+    /// Most GiB one run may write (`/out`, stdout and stderr together) before it is stopped
+    /// (default 4).
+    pub output_gib: Option<u64>,
+}
+
+impl JobsFile {
+    /// The validated settings.
+    pub fn config(&self) -> Result<weft_jobs::JobsConfig> {
+        let mut cfg = weft_jobs::JobsConfig::default();
+        match self.output_gib {
+            None => {}
+            Some(0) => bail!("[jobs] output_gib must be at least 1"),
+            Some(g) if g > 1 << 20 => bail!("[jobs] output_gib must be at most {}", 1u64 << 20),
+            Some(g) => cfg.output_quota = g << 30,
+        }
+        Ok(cfg)
+    }
 }
 
 /// `[repair]`.
@@ -256,6 +282,7 @@ impl NodeFile {
             wan,
             timing,
             heal: self.repair.config()?,
+            jobs: self.jobs.config()?,
         })
     }
 
@@ -358,6 +385,7 @@ mod tests {
                 "[swim]\nprobe_period_ms = 100\nprobe_rtt_ms = 200",
                 "smaller",
             ),
+            ("[jobs]\noutput_gib = 0", "[jobs] output_gib"),
         ];
         for (text, expected) in cases {
             let file: NodeFile = toml::from_str(text).unwrap();

@@ -37,6 +37,7 @@ async fn main() -> Result<()> {
         wan: None,
         heal: Default::default(),
         timing: Default::default(),
+        jobs: Default::default(),
     })
     .await?;
     println!("weft-rogue: member {} joined", node.id());
