@@ -627,34 +627,37 @@ impl Table {
         relaxed: bool,
         absent: &mut bool,
     ) -> Result<Vec<Entry>, MetaError> {
-        let answers = self
-            .gather(
-                pk,
-                || MetaRequest::Read {
-                    pk: pk.into(),
-                    sk: sk.into(),
-                },
-                relaxed,
-            )
-            .await?;
-        let entries: Vec<(NodeId, Option<Entry>)> = answers
-            .into_iter()
-            .map(|(n, r)| match r {
-                MetaResponse::Entry(e) => (n, e),
-                _ => (n, None),
-            })
-            .collect();
+        let mut relaxed = relaxed;
+        let (entries, newest) = loop {
+            let answers = self
+                .gather(
+                    pk,
+                    || MetaRequest::Read {
+                        pk: pk.into(),
+                        sk: sk.into(),
+                    },
+                    relaxed,
+                )
+                .await?;
+            let entries: Vec<(NodeId, Option<Entry>)> = answers
+                .into_iter()
+                .map(|(n, r)| match r {
+                    MetaResponse::Entry(e) => (n, e),
+                    _ => (n, None),
+                })
+                .collect();
+            let held: Vec<(NodeId, Entry)> = entries
+                .iter()
+                .filter_map(|(n, e)| e.clone().map(|e| (*n, e)))
+                .collect();
+            match winner(&self.rules, pk, sk, &held) {
+                // Claims that tie among a majority: every replica decides.
+                Winner::Tied if !relaxed => relaxed = true,
+                Winner::Tied => break (entries, None),
+                Winner::Version(v) => break (entries, v),
+            }
+        };
         *absent = entries.iter().any(|(_, e)| e.is_none());
-        let newest = entries
-            .iter()
-            .filter_map(|(_, e)| e.clone())
-            .reduce(|a, b| {
-                if self.rules.replaces(pk, sk, &b, &a) {
-                    b
-                } else {
-                    a
-                }
-            });
         // Repair stale replicas only with a version a majority of all replicas holds (a
         // committed write). A newer version fewer hold may be what a conditional write that
         // lost its race left behind: written over the committed one, it would drop what that
@@ -1146,20 +1149,93 @@ fn newest_rows(
     pk: &str,
     answers: Vec<(NodeId, MetaResponse)>,
 ) -> Vec<(String, Entry)> {
-    let mut merged: std::collections::BTreeMap<String, Entry> = std::collections::BTreeMap::new();
-    for (_, r) in answers {
+    let mut held: std::collections::BTreeMap<String, Vec<(NodeId, Entry)>> = Default::default();
+    for (node, r) in answers {
         if let MetaResponse::Items(items) = r {
             for i in items {
-                if merged
-                    .get(&i.sk)
-                    .is_none_or(|e| rules.replaces(pk, &i.sk, &i.entry, e))
-                {
-                    merged.insert(i.sk, i.entry);
-                }
+                held.entry(i.sk).or_default().push((node, i.entry));
             }
         }
     }
-    merged.into_iter().collect()
+    // A name whose claims tie is left out of a listing (a read of it asks every replica).
+    held.into_iter()
+        .filter_map(|(sk, versions)| match winner(rules, pk, &sk, &versions) {
+            Winner::Version(Some(e)) => Some((sk, e)),
+            Winner::Version(None) | Winner::Tied => None,
+        })
+        .collect()
+}
+
+/// Which version of a row wins among those replicas served.
+#[derive(Debug, PartialEq)]
+enum Winner {
+    /// This one (`None`: none was served).
+    Version(Option<Entry>),
+    /// Live claims of a name by different keys, neither withdrawing the other, held by equally
+    /// many of the answering replicas.
+    Tied,
+}
+
+/// The winning version among `versions` (each as the replica that served it holds it): the
+/// newest by the row rules — except for live claims of a name by different keys where neither
+/// withdraws the other (two replicas each took the first claim they saw). Then each replica is
+/// one vote, so a member holding (or serving) a claim of its own cannot take a name most
+/// replicas give to another; and answers are no longer taken in the order they arrived.
+fn winner(rules: &Rules, pk: &str, sk: &str, versions: &[(NodeId, Entry)]) -> Winner {
+    let newest = versions
+        .iter()
+        .map(|(_, e)| e.clone())
+        .reduce(|a, b| if rules.replaces(pk, sk, &b, &a) { b } else { a });
+    if rules.writer(crate::row::kind_of(pk)) != Some(Writer::FirstClaim) {
+        return Winner::Version(newest);
+    }
+    // Each author's newest version, and the replicas that hold a live claim of it; an author
+    // whose newest version is its own deletion has let the name go.
+    let mut claims: Vec<(Entry, std::collections::BTreeSet<NodeId>)> = Vec::new();
+    for (node, e) in versions {
+        let at = match claims.iter().position(|(c, _)| c.author() == e.author()) {
+            Some(at) => {
+                if crate::local::supersedes(e, &claims[at].0) {
+                    claims[at].0 = e.clone();
+                }
+                at
+            }
+            None => {
+                claims.push((e.clone(), Default::default()));
+                claims.len() - 1
+            }
+        };
+        if !e.is_tombstone() {
+            claims[at].1.insert(*node);
+        }
+    }
+    claims.retain(|(c, _)| !c.is_tombstone());
+    // A claim that carries the withdrawal of another settles it.
+    let standing: Vec<&(Entry, std::collections::BTreeSet<NodeId>)> = claims
+        .iter()
+        .filter(|(c, _)| {
+            !claims
+                .iter()
+                .any(|(other, _)| other.author() != c.author() && rules.replaces(pk, sk, other, c))
+        })
+        .collect();
+    if standing.len() <= 1 {
+        return Winner::Version(newest);
+    }
+    let most = standing.iter().map(|(_, n)| n.len()).max().unwrap_or(0);
+    let top: Vec<_> = standing.iter().filter(|(_, n)| n.len() == most).collect();
+    match top.as_slice() {
+        [(claim, _)] => {
+            // A deletion by the claim's own author newer than it still wins.
+            Winner::Version(Some(match &newest {
+                Some(n) if n.author() == claim.author() && rules.replaces(pk, sk, n, claim) => {
+                    n.clone()
+                }
+                _ => claim.clone(),
+            }))
+        }
+        _ => Winner::Tied,
+    }
 }
 
 /// Rows stored before rows were signed: (partition key, sort key, entry).
@@ -1252,5 +1328,80 @@ mod legacy_tests {
         let got = vouched_legacy(me, answers);
         assert_eq!(got.len(), 2);
         assert!(got.contains(&row(forged_newer)));
+    }
+}
+
+#[cfg(test)]
+mod claim_tests {
+    use weft_core::SecretKey;
+
+    use super::*;
+
+    fn claim(key: &SecretKey, wall: u64, value: Option<&[u8]>) -> Entry {
+        let ts = Timestamp {
+            wall,
+            logical: 0,
+            node: key.public(),
+        };
+        Entry::sign(key, "names", "photos", ts, value.map(<[u8]>::to_vec))
+    }
+
+    /// [untrusted] 2: two live claims of a name by different keys (a replica that took a
+    /// planted claim first, or a member serving one of its own) are decided by how many
+    /// replicas hold each, not by which answer arrived first; a tie is no one's.
+    #[test]
+    fn competing_claims_are_decided_by_replicas_not_by_arrival() {
+        let mut rules = Rules::new();
+        rules.add("names", Writer::FirstClaim);
+        let (alice, mallory) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]));
+        let (a, b, c) = (NodeId([1; 32]), NodeId([2; 32]), NodeId([3; 32]));
+        let hers = claim(&alice, 10, Some(b"alice"));
+        let his = claim(&mallory, 20, Some(b"mallory"));
+        for order in [
+            vec![(c, his.clone()), (a, hers.clone()), (b, hers.clone())],
+            vec![(a, hers.clone()), (c, his.clone()), (b, hers.clone())],
+            vec![(a, hers.clone()), (b, hers.clone()), (c, his.clone())],
+        ] {
+            assert_eq!(
+                winner(&rules, "names", "photos", &order),
+                Winner::Version(Some(hers.clone()))
+            );
+        }
+        // One replica each: undecided either way round (the reader asks every replica).
+        assert_eq!(
+            winner(
+                &rules,
+                "names",
+                "photos",
+                &[(c, his.clone()), (a, hers.clone())]
+            ),
+            Winner::Tied
+        );
+        assert_eq!(
+            winner(
+                &rules,
+                "names",
+                "photos",
+                &[(a, hers.clone()), (c, his.clone())]
+            ),
+            Winner::Tied
+        );
+        // Her own deletion, where most replicas hold it, lets the name go as before.
+        let gone = claim(&alice, 30, None);
+        assert_eq!(
+            winner(
+                &rules,
+                "names",
+                "photos",
+                &[(a, gone.clone()), (b, gone.clone()), (c, hers.clone())]
+            ),
+            Winner::Version(Some(gone))
+        );
+        // Without a contest, the newest version wins as for any row.
+        let newer = claim(&alice, 40, Some(b"alice again"));
+        assert_eq!(
+            winner(&rules, "names", "photos", &[(a, hers), (b, newer.clone())]),
+            Winner::Version(Some(newer))
+        );
     }
 }
