@@ -652,9 +652,9 @@ impl Table {
                 .collect();
             match winner(&self.rules, pk, sk, &held) {
                 // Claims that tie among a majority: every replica decides.
-                Winner::Tied if !relaxed => relaxed = true,
-                Winner::Tied => break (entries, None),
-                Winner::Version(v) => break (entries, v),
+                Err(Tied) if !relaxed => relaxed = true,
+                Err(Tied) => break (entries, None),
+                Ok(v) => break (entries, v),
             }
         };
         *absent = entries.iter().any(|(_, e)| e.is_none());
@@ -1160,34 +1160,34 @@ fn newest_rows(
     // A name whose claims tie is left out of a listing (a read of it asks every replica).
     held.into_iter()
         .filter_map(|(sk, versions)| match winner(rules, pk, &sk, &versions) {
-            Winner::Version(Some(e)) => Some((sk, e)),
-            Winner::Version(None) | Winner::Tied => None,
+            Ok(Some(e)) => Some((sk, e)),
+            Ok(None) | Err(Tied) => None,
         })
         .collect()
 }
 
-/// Which version of a row wins among those replicas served.
+/// Live claims of a name by different keys, neither withdrawing the other, held by equally
+/// many of the answering replicas: no version wins.
 #[derive(Debug, PartialEq)]
-enum Winner {
-    /// This one (`None`: none was served).
-    Version(Option<Entry>),
-    /// Live claims of a name by different keys, neither withdrawing the other, held by equally
-    /// many of the answering replicas.
-    Tied,
-}
+struct Tied;
 
 /// The winning version among `versions` (each as the replica that served it holds it): the
 /// newest by the row rules — except for live claims of a name by different keys where neither
 /// withdraws the other (two replicas each took the first claim they saw). Then each replica is
 /// one vote, so a member holding (or serving) a claim of its own cannot take a name most
 /// replicas give to another; and answers are no longer taken in the order they arrived.
-fn winner(rules: &Rules, pk: &str, sk: &str, versions: &[(NodeId, Entry)]) -> Winner {
+fn winner(
+    rules: &Rules,
+    pk: &str,
+    sk: &str,
+    versions: &[(NodeId, Entry)],
+) -> Result<Option<Entry>, Tied> {
     let newest = versions
         .iter()
         .map(|(_, e)| e.clone())
         .reduce(|a, b| if rules.replaces(pk, sk, &b, &a) { b } else { a });
     if rules.writer(crate::row::kind_of(pk)) != Some(Writer::FirstClaim) {
-        return Winner::Version(newest);
+        return Ok(newest);
     }
     // Each author's newest version, and the replicas that hold a live claim of it; an author
     // whose newest version is its own deletion has let the name go.
@@ -1220,21 +1220,21 @@ fn winner(rules: &Rules, pk: &str, sk: &str, versions: &[(NodeId, Entry)]) -> Wi
         })
         .collect();
     if standing.len() <= 1 {
-        return Winner::Version(newest);
+        return Ok(newest);
     }
     let most = standing.iter().map(|(_, n)| n.len()).max().unwrap_or(0);
     let top: Vec<_> = standing.iter().filter(|(_, n)| n.len() == most).collect();
     match top.as_slice() {
         [(claim, _)] => {
             // A deletion by the claim's own author newer than it still wins.
-            Winner::Version(Some(match &newest {
+            Ok(Some(match &newest {
                 Some(n) if n.author() == claim.author() && rules.replaces(pk, sk, n, claim) => {
                     n.clone()
                 }
                 _ => claim.clone(),
             }))
         }
-        _ => Winner::Tied,
+        _ => Err(Tied),
     }
 }
 
@@ -1364,7 +1364,7 @@ mod claim_tests {
         ] {
             assert_eq!(
                 winner(&rules, "names", "photos", &order),
-                Winner::Version(Some(hers.clone()))
+                Ok(Some(hers.clone()))
             );
         }
         // One replica each: undecided either way round (the reader asks every replica).
@@ -1375,7 +1375,7 @@ mod claim_tests {
                 "photos",
                 &[(c, his.clone()), (a, hers.clone())]
             ),
-            Winner::Tied
+            Err(Tied)
         );
         assert_eq!(
             winner(
@@ -1384,7 +1384,7 @@ mod claim_tests {
                 "photos",
                 &[(a, hers.clone()), (c, his.clone())]
             ),
-            Winner::Tied
+            Err(Tied)
         );
         // Her own deletion, where most replicas hold it, lets the name go as before.
         let gone = claim(&alice, 30, None);
@@ -1395,13 +1395,13 @@ mod claim_tests {
                 "photos",
                 &[(a, gone.clone()), (b, gone.clone()), (c, hers.clone())]
             ),
-            Winner::Version(Some(gone))
+            Ok(Some(gone))
         );
         // Without a contest, the newest version wins as for any row.
         let newer = claim(&alice, 40, Some(b"alice again"));
         assert_eq!(
             winner(&rules, "names", "photos", &[(a, hers), (b, newer.clone())]),
-            Winner::Version(Some(newer))
+            Ok(Some(newer))
         );
     }
 }
