@@ -63,6 +63,7 @@ pub(crate) fn bucket_status(e: &BucketError) -> StatusCode {
             | BucketError::NoUpload(_) => StatusCode::NOT_FOUND,
             BucketError::Exists(_) | BucketError::NotEmpty(_) => StatusCode::CONFLICT,
             BucketError::NotOwner(_)
+            | BucketError::NotAdmitted(_)
             | BucketError::ReadOnly
             | BucketError::NoKey(_)
             | BucketError::Revoked(_)
@@ -80,6 +81,7 @@ impl From<NodeError> for ApiFailure {
             NodeError::NotAdmin => StatusCode::FORBIDDEN,
             NodeError::UnknownNode(_) => StatusCode::NOT_FOUND,
             NodeError::AmbiguousNode(..) | NodeError::Invalid(_) => StatusCode::BAD_REQUEST,
+            NodeError::Meta(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiFailure(status, e.to_string())

@@ -64,6 +64,22 @@ pub struct InviteAnswer {
     pub expires_at: u64,
 }
 
+/// `PUT /v1/fabric/accounts` body: open the fabric to any account, or make it invite-only.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AccountsParams {
+    /// Only accounts the admin admitted may act on buckets.
+    pub invite_only: bool,
+}
+
+/// `PUT` / `DELETE /v1/fabric/accounts/{id}` answer: the account admitted or dismissed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AdmittedAccount {
+    /// Its id (hex).
+    pub account: String,
+    /// Admitted (true) or dismissed.
+    pub admitted: bool,
+}
+
 /// `POST /v1/revoke` body and answer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RevokeParams {

@@ -32,6 +32,14 @@ pub async fn serve(
         .route("/v1/status", get(status))
         .route("/v1/invites", post(invite))
         .route("/v1/revoke", post(revoke))
+        .route(
+            "/v1/fabric/accounts",
+            get(accounts_policy).put(set_accounts_policy),
+        )
+        .route(
+            "/v1/fabric/accounts/{id}",
+            axum::routing::put(admit_account).delete(dismiss_account),
+        )
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/repair", get(repair_status))
         .route("/v1/reputation", get(reputation))
@@ -169,6 +177,42 @@ async fn revoke(
 ) -> Result<Json<RevokeParams>, ApiFailure> {
     let id = s.node.revoke(&p.node)?;
     Ok(Json(RevokeParams { node: id.to_hex() }))
+}
+
+async fn accounts_policy(
+    State(s): State<AppState>,
+) -> Result<Json<weft_node::AccountsPolicy>, ApiFailure> {
+    Ok(Json(s.node.accounts_policy().await?))
+}
+
+async fn set_accounts_policy(
+    State(s): State<AppState>,
+    Json(p): Json<crate::AccountsParams>,
+) -> Result<Json<weft_node::AccountsPolicy>, ApiFailure> {
+    s.node.set_invite_only(p.invite_only).await?;
+    Ok(Json(s.node.accounts_policy().await?))
+}
+
+async fn admit_account(
+    State(s): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<crate::AdmittedAccount>, ApiFailure> {
+    let id = s.node.admit_account(&id, true).await?;
+    Ok(Json(crate::AdmittedAccount {
+        account: id.to_hex(),
+        admitted: true,
+    }))
+}
+
+async fn dismiss_account(
+    State(s): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<crate::AdmittedAccount>, ApiFailure> {
+    let id = s.node.admit_account(&id, false).await?;
+    Ok(Json(crate::AdmittedAccount {
+        account: id.to_hex(),
+        admitted: false,
+    }))
 }
 
 async fn reputation(State(s): State<AppState>) -> Json<Vec<weft_node::Reputation>> {

@@ -36,6 +36,7 @@ pub struct Acting {
     pub(crate) storage: Storage,
     pub(crate) refs: weft_heal::Registry,
     pub(crate) grant_checks: crate::grants::GrantChecks,
+    pub(crate) policy_checks: crate::policy::PolicyChecks,
     pub(crate) tasks: Tasks,
     access: Access,
 }
@@ -46,6 +47,7 @@ impl Acting {
         Acting {
             refs: weft_heal::Registry::new(table.clone()),
             grant_checks: Default::default(),
+            policy_checks: Default::default(),
             table,
             storage,
             tasks,
@@ -58,6 +60,7 @@ impl Acting {
         Acting {
             refs: self.refs.clone(),
             grant_checks: self.grant_checks.clone(),
+            policy_checks: self.policy_checks.clone(),
             table: self.table.clone(),
             storage: self.storage.clone(),
             tasks: self.tasks.clone(),
@@ -166,6 +169,7 @@ impl Acting {
             ec.validate()
                 .map_err(|e| BucketError::Invalid(e.to_string()))?;
         }
+        self.admitted().await?;
         let record = BucketRecord {
             name: name.into(),
             owner: self.account(),
@@ -227,6 +231,7 @@ impl Acting {
     /// holds in the clear, such as a running job's logs, to a reader that shows only its
     /// delegation: [`crate::Session::public_part`]).
     pub async fn entitled(&self, bucket: &str, need: Need) -> Result<BucketRecord, BucketError> {
+        self.admitted().await?;
         let b = self.bucket(bucket).await?;
         if b.owner != self.account() {
             return Err(BucketError::NotOwner(bucket.into()));

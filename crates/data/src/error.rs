@@ -53,6 +53,11 @@ pub enum BucketError {
     /// A grant of the bucket that was revoked.
     #[error("bucket {0:?} is no longer shared with this account (its owner revoked the grant)")]
     Revoked(String),
+    /// An invite-only fabric whose admin has not admitted this account.
+    #[error(
+        "this fabric admits accounts by invitation and account {0} is not admitted: ask the fabric's admin to run `weft fabric admit {0}`"
+    )]
+    NotAdmitted(String),
     /// Someone else's bucket.
     #[error(
         "bucket {0:?} belongs to another account; ask its owner for a capability (`weft share`)"

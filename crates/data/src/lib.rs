@@ -31,6 +31,7 @@ mod keys;
 pub mod migrate;
 mod objects;
 mod plane;
+pub mod policy;
 mod records;
 mod rows;
 pub mod schema;

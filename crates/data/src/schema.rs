@@ -257,6 +257,7 @@ pub fn register(rules: &mut Rules) {
     rules.add(SealedUploads::KIND, SealedUploads::WRITER);
     rules.add(SealedParts::KIND, SealedParts::WRITER);
     rules.add(Grants::KIND, Grants::WRITER);
+    crate::policy::register(rules);
     // A bucket-scoped session (a grant, a bucket's access key) cannot claim, delete or share
     // the bucket: replicas refuse it, whatever the node that sent the row checked.
     rules.account_wide_only(Buckets::KIND);

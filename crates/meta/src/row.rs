@@ -211,6 +211,8 @@ pub enum Writer {
     /// A name claim: whoever signed the replica's current live version, or anyone if there is
     /// none (the name is free or was deleted).
     FirstClaim,
+    /// The fabric's admin key itself (never a delegate): the fabric's own policy.
+    Admin,
 }
 
 /// Why a replica refused a row.
@@ -292,6 +294,8 @@ pub struct Rules {
     /// account-wide delegate): what governs a bucket rather than what is in it.
     unscoped: std::collections::HashSet<&'static str>,
     verified: std::sync::Arc<parking_lot::Mutex<std::collections::HashSet<[u8; 32]>>>,
+    /// The fabric's admin key, which alone writes [`Writer::Admin`] rows (none known: nobody).
+    admin: Option<NodeId>,
 }
 
 /// How many checked signatures [`Rules`] remembers before it starts over.
@@ -301,6 +305,12 @@ impl Rules {
     /// No kinds: every row is refused.
     pub fn new() -> Rules {
         Rules::default()
+    }
+
+    /// The fabric's admin key: the only writer of [`Writer::Admin`] rows.
+    pub fn with_admin(mut self, admin: NodeId) -> Rules {
+        self.admin = Some(admin);
+        self
     }
 
     /// Declare `kind`'s rule. Panics if a kind is declared twice with different rules (a
@@ -428,6 +438,9 @@ impl Rules {
                 Writer::SortKeyMember | Writer::Member => {
                     return refuse("rows of member nodes cannot be delegated");
                 }
+                Writer::Admin => {
+                    return refuse("the fabric's policy is its admin's own word");
+                }
             };
             if !via.body.scope.is_account() && self.unscoped.contains(kind) {
                 return refuse("a delegation narrower than its account cannot write these rows");
@@ -471,6 +484,11 @@ impl Rules {
                     && (e.is_tombstone() || !self.withdrawn(pk, sk, e, cur))
                 {
                     return refuse("the name is held by another key");
+                }
+            }
+            Writer::Admin => {
+                if self.admin != Some(e.signer) {
+                    return refuse("only the fabric's admin key writes these rows");
                 }
             }
         }
@@ -609,6 +627,52 @@ mod tests {
             r.check(&item(&k, "cat", "x", 1, Some(&fits)), None, &member)
                 .is_ok()
         );
+    }
+
+    /// [untrusted] account policy: the fabric's policy rows are its admin key's own word — no
+    /// member, account or delegate writes them, and a fabric whose admin is not known takes
+    /// none.
+    #[test]
+    fn only_the_admin_key_writes_the_fabrics_policy() {
+        use weft_core::Scope;
+        let (admin, member, alice) = (
+            SecretKey::from_seed([7; 32]),
+            SecretKey::from_seed([8; 32]),
+            SecretKey::from_seed([9; 32]),
+        );
+        let is_member = |id: &NodeId| *id == member.public();
+        let mut r = Rules::new().with_admin(admin.public());
+        r.add("policy", Writer::Admin);
+        let ok = |r: &Rules, i: &Item| r.check(i, None, &is_member).is_ok();
+        assert!(ok(
+            &r,
+            &item(&admin, "policy", "accounts", 1, Some(b"closed"))
+        ));
+        assert!(!ok(
+            &r,
+            &item(&member, "policy", "accounts", 1, Some(b"open"))
+        ));
+        assert!(!ok(
+            &r,
+            &item(&alice, "policy", "accounts", 1, Some(b"open"))
+        ));
+        // Not through a delegation of the admin key either.
+        let via = Delegation::sign(&admin, alice.public(), Scope::Account, u64::MAX);
+        let mut delegated = item(&alice, "policy", "accounts", 1, Some(b"open"));
+        delegated.entry = Entry::sign(
+            Signer::delegated(alice.clone(), via),
+            "policy",
+            "accounts",
+            ts(1),
+            Some(b"open".to_vec()),
+        );
+        assert!(!ok(&r, &delegated));
+        let mut unknown = Rules::new();
+        unknown.add("policy", Writer::Admin);
+        assert!(!ok(
+            &unknown,
+            &item(&admin, "policy", "accounts", 1, Some(b"x"))
+        ));
     }
 
     /// [untrusted] 2: a withdrawal "by" the holder that is really the thief's own deletion,

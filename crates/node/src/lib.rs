@@ -21,6 +21,7 @@
 mod admission;
 mod datadir;
 mod operator;
+pub use operator::AccountsPolicy;
 mod peers;
 mod status;
 
@@ -112,6 +113,9 @@ pub enum NodeError {
     /// A service did not start.
     #[error(transparent)]
     Service(#[from] HostError),
+    /// The metadata table could not be read or written.
+    #[error(transparent)]
+    Meta(#[from] weft_meta::MetaError),
 }
 
 struct Inner {
@@ -209,7 +213,7 @@ impl Node {
             fabric.clone(),
             meta,
             key.clone(),
-            rules(),
+            rules().with_admin(admin_pub),
             Duration::from_secs(10),
         );
         let ctx = Context::new(

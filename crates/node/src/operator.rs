@@ -8,7 +8,74 @@ use weft_core::{Invite, NodeId, Revocation, RevocationBody, Role};
 
 use crate::{HealStatus, InviteRequest, Node, NodeError, Reputation, WanConfig, issue_invite};
 
+/// The fabric's policy for accounts, as `weft fabric accounts` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AccountsPolicy {
+    /// Only admitted accounts may act on buckets.
+    pub invite_only: bool,
+    /// The admitted accounts (hex ids).
+    pub admitted: Vec<String>,
+}
+
 impl Node {
+    /// The fabric's policy for accounts and the accounts its admin admitted.
+    pub async fn accounts_policy(&self) -> Result<AccountsPolicy, NodeError> {
+        use weft_data::policy::{ACCOUNTS, Passes, Policies};
+        let table = self.table();
+        let invite_only = table
+            .get_value::<Policies>(&(), ACCOUNTS)
+            .await?
+            .is_some_and(|p| p.invite_only);
+        let admitted = table
+            .list::<Passes>(&(), "")
+            .await?
+            .into_iter()
+            .filter(|(_, r)| {
+                r.value
+                    .as_ref()
+                    .is_some_and(|v| v.clone().known().is_some())
+            })
+            .map(|(id, _)| id)
+            .collect();
+        Ok(AccountsPolicy {
+            invite_only,
+            admitted,
+        })
+    }
+
+    /// Make the fabric open to any account, or invite-only (admin nodes only).
+    pub async fn set_invite_only(&self, invite_only: bool) -> Result<(), NodeError> {
+        use weft_data::policy::{ACCOUNTS, AccountPolicy, Policies};
+        let admin = self.inner.admin.as_ref().ok_or(NodeError::NotAdmin)?;
+        let policy = AccountPolicy {
+            invite_only,
+            set_ms: weft_net::now_ms(),
+        };
+        self.table()
+            .put::<Policies>(admin.clone(), &(), ACCOUNTS, Some(&policy))
+            .await?;
+        Ok(())
+    }
+
+    /// Admit `account` to an invite-only fabric, or (`admit` false) dismiss it (admin nodes
+    /// only). Dismissed, it stops acting on buckets on every node within seconds.
+    pub async fn admit_account(&self, account: &str, admit: bool) -> Result<NodeId, NodeError> {
+        use weft_data::policy::{AccountPass, Passes};
+        let admin = self.inner.admin.as_ref().ok_or(NodeError::NotAdmin)?;
+        let id: NodeId = account.trim().parse().map_err(|_| {
+            NodeError::Invalid(format!(
+                "{account:?} is not an account id (64 hex digits, as `weft account show` prints)"
+            ))
+        })?;
+        let pass = AccountPass {
+            admitted_ms: weft_net::now_ms(),
+        };
+        self.table()
+            .put::<Passes>(admin.clone(), &(), &id, admit.then_some(&pass))
+            .await?;
+        Ok(id)
+    }
+
     /// Repair and scrubbing, as `weft repair status` shows them.
     pub fn repair_status(&self) -> HealStatus {
         self.inner.healer.status()

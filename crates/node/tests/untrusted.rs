@@ -551,3 +551,101 @@ async fn a_rogue_members_whole_campaign_changes_nothing_it_does_not_own() {
         .await
         .unwrap();
 }
+
+/// [untrusted] accounts: "anyone can make an account and use storage and compute without
+/// limit". An admin can make the fabric invite-only: from then on only accounts it admitted
+/// act on buckets, on every node within seconds, and no member — not even by signing the
+/// policy rows itself — can open it again or admit anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_only_fabric_serves_only_the_accounts_its_admin_admitted() {
+    use weft_data::BucketError;
+    use weft_data::policy::{ACCOUNTS, AccountPass, AccountPolicy, Passes, Policies};
+    let c = Builder::new(3).start().await;
+    let admin = c.node(0);
+    let fresh = weft_data::policy::CHECK_TTL + Duration::from_millis(300);
+    let (alice, bob) = (c.account(1, 51), c.account(2, 52));
+    alice
+        .create_bucket("alice-notes", Residency::default(), None, 1)
+        .await
+        .unwrap();
+    admin.set_invite_only(true).await.unwrap();
+    tokio::time::sleep(fresh).await;
+    for i in 0..3 {
+        let refused = c
+            .account(i, 51)
+            .objects()
+            .put("alice-notes", "x", &b"1"[..])
+            .await;
+        assert!(
+            matches!(refused, Err(BucketError::NotAdmitted(_))),
+            "through node {i}: {refused:?}"
+        );
+    }
+    let refused = bob
+        .create_bucket("bob-notes", Residency::default(), None, 1)
+        .await;
+    assert!(
+        matches!(refused, Err(BucketError::NotAdmitted(_))),
+        "{refused:?}"
+    );
+    // A member signs the policy open, and a pass for bob: replicas refuse both.
+    let rogue = Rogue::new(c.node(2));
+    let table = rogue.node().table();
+    let open = AccountPolicy {
+        invite_only: false,
+        set_ms: weft_net::now_ms(),
+    };
+    let pass = AccountPass {
+        admitted_ms: weft_net::now_ms(),
+    };
+    assert!(
+        table
+            .put::<Policies>(rogue.key().clone(), &(), ACCOUNTS, Some(&open))
+            .await
+            .is_err()
+    );
+    assert!(
+        table
+            .put::<Passes>(rogue.key().clone(), &(), &bob.account(), Some(&pass))
+            .await
+            .is_err()
+    );
+    // Admitted, alice works through every node; dismissed, she stops again.
+    admin
+        .admit_account(&alice.account().to_hex(), true)
+        .await
+        .unwrap();
+    tokio::time::sleep(fresh).await;
+    for i in 0..3 {
+        c.account(i, 51)
+            .objects()
+            .put("alice-notes", &format!("x{i}"), &b"1"[..])
+            .await
+            .unwrap();
+    }
+    assert!(
+        bob.create_bucket("bob-notes", Residency::default(), None, 1)
+            .await
+            .is_err()
+    );
+    let listed = admin.accounts_policy().await.unwrap();
+    assert!(listed.invite_only);
+    assert_eq!(listed.admitted, vec![alice.account().to_hex()]);
+    admin
+        .admit_account(&alice.account().to_hex(), false)
+        .await
+        .unwrap();
+    tokio::time::sleep(fresh).await;
+    assert!(matches!(
+        alice.objects().put("alice-notes", "y", &b"1"[..]).await,
+        Err(BucketError::NotAdmitted(_))
+    ));
+    // A non-admin node cannot change the policy at all.
+    assert!(c.node(1).set_invite_only(false).await.is_err());
+    // Open again: anyone.
+    admin.set_invite_only(false).await.unwrap();
+    tokio::time::sleep(fresh).await;
+    bob.create_bucket("bob-notes", Residency::default(), None, 1)
+        .await
+        .unwrap();
+}

@@ -35,6 +35,7 @@ fn err(e: BucketError) -> S3Error {
         BucketError::NoObject(..) => C::NoSuchKey,
         BucketError::NoVersion(..) => C::NoSuchVersion,
         BucketError::NotOwner(_)
+        | BucketError::NotAdmitted(_)
         | BucketError::ReadOnly
         | BucketError::NoKey(_)
         | BucketError::Revoked(_)

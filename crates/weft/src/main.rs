@@ -57,6 +57,9 @@ enum Command {
     Join(node_cmd::JoinArgs),
     /// Revoke a node's membership; every node refuses it from then on (admin node only)
     Revoke(ops::RevokeArgs),
+    /// The fabric's policy for accounts: open or invite-only, admit, dismiss (admin node only)
+    #[command(subcommand)]
+    Fabric(ops::FabricCommand),
     /// Show this node's status
     Status(JsonFlag),
     /// List the fabric's nodes as this node sees them
@@ -126,6 +129,7 @@ fn main() -> ExitCode {
         Command::Join(a) => node_cmd::join(cli.data, cli.log, a),
         Command::Invite(a) => ops::invite(cli.data, a),
         Command::Revoke(a) => ops::revoke(cli.data, a),
+        Command::Fabric(c) => ops::fabric(cli.data, c),
         Command::Status(j) => ops::status(cli.data, j.json),
         Command::Nodes(j) => ops::nodes(cli.data, j.json),
         Command::Bucket(b) => objects::bucket(&who, b),

@@ -31,6 +31,85 @@ pub struct RevokeArgs {
     node: String,
 }
 
+/// `weft fabric`.
+#[derive(clap::Subcommand, Debug)]
+pub enum FabricCommand {
+    /// Show, or set, who may use the fabric: any account (--open, the default) or only the
+    /// accounts its admin admitted (--invite-only)
+    Accounts(AccountsArgs),
+    /// Admit an account to an invite-only fabric (its id, as `weft account show` prints it)
+    Admit {
+        /// Account id (64 hex digits)
+        account: String,
+    },
+    /// Dismiss an account: it stops acting on buckets on every node within seconds
+    Dismiss {
+        /// Account id (64 hex digits)
+        account: String,
+    },
+}
+
+/// `weft fabric accounts`.
+#[derive(Args, Debug)]
+pub struct AccountsArgs {
+    /// Only accounts the admin admitted may act on buckets
+    #[arg(long, conflicts_with = "open")]
+    invite_only: bool,
+    /// Any account may act on buckets
+    #[arg(long)]
+    open: bool,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// `weft fabric ...`.
+pub fn fabric(data: Option<PathBuf>, cmd: FabricCommand) -> Result<()> {
+    let api = client(data)?;
+    match cmd {
+        FabricCommand::Accounts(a) => {
+            let policy: weft_node::AccountsPolicy = if a.invite_only || a.open {
+                api.put_json_answer(
+                    "/v1/fabric/accounts",
+                    &weft_api::AccountsParams {
+                        invite_only: a.invite_only,
+                    },
+                )?
+            } else {
+                api.get("/v1/fabric/accounts")?
+            };
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&policy)?);
+                return Ok(());
+            }
+            if policy.invite_only {
+                println!(
+                    "accounts: invite-only ({} admitted; `weft fabric admit ID` adds one)",
+                    policy.admitted.len()
+                );
+            } else {
+                println!("accounts: open (any account may use the fabric)");
+            }
+            for id in &policy.admitted {
+                println!("  admitted {id}");
+            }
+        }
+        FabricCommand::Admit { account } => {
+            let done: weft_api::AdmittedAccount =
+                api.put_json_answer(&format!("/v1/fabric/accounts/{}", account.trim()), &())?;
+            println!("admitted account {}", done.account);
+        }
+        FabricCommand::Dismiss { account } => {
+            api.delete(&format!("/v1/fabric/accounts/{}", account.trim()))?;
+            println!(
+                "dismissed account {}; it stops acting on buckets on every node within seconds",
+                account.trim()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The data directory a command without `--data` talks to: the default node's, else the first
 /// node of the default local fabric.
 pub fn resolved_data_dir(data: Option<PathBuf>) -> PathBuf {

@@ -1520,3 +1520,35 @@ fn a_shared_bucket_is_used_by_its_grantee_through_any_node_until_revoked() {
     carol.ok(&["--data", &node(4), "get", &cap, "-o", out.to_str().unwrap()]);
     assert_eq!(std::fs::read(&out).unwrap(), b"the team's plan");
 }
+
+#[test]
+fn an_invite_only_fabric_serves_the_accounts_its_admin_admitted() {
+    let fabric = up(&["--nodes", "3", "--no-wan"]);
+    let n1 = fabric.node(1);
+    let n1 = n1.to_str().unwrap();
+    let n3 = fabric.node(3);
+    let n3 = n3.to_str().unwrap();
+    let (alice, _) = User::with_account();
+    assert!(ok(&["--data", n1, "fabric", "accounts"]).contains("open"));
+    let set = ok(&["--data", n1, "fabric", "accounts", "--invite-only"]);
+    assert!(set.contains("invite-only (0 admitted"), "{set}");
+    // Only the admin node sets it.
+    let err = fails(&["--data", n3, "fabric", "accounts", "--open"]);
+    assert!(err.contains("admin key"), "{err}");
+    std::thread::sleep(Duration::from_secs(4));
+    let err = alice.fails(&["--data", n3, "bucket", "create", "pics"]);
+    assert!(err.contains("admits accounts by invitation"), "{err}");
+    let shown: Value = serde_json::from_str(&alice.ok(&["account", "show", "--json"])).unwrap();
+    let id = shown["id"].as_str().unwrap().to_string();
+    assert!(ok(&["--data", n1, "fabric", "admit", &id]).contains(&id));
+    std::thread::sleep(Duration::from_secs(4));
+    alice.ok(&["--data", n3, "bucket", "create", "pics"]);
+    let listed = ok(&["--data", n1, "fabric", "accounts"]);
+    assert!(listed.contains(&format!("admitted {id}")), "{listed}");
+    let err = fails(&["--data", n1, "fabric", "admit", "not-an-id"]);
+    assert!(err.contains("not an account id"), "{err}");
+    ok(&["--data", n1, "fabric", "dismiss", &id]);
+    std::thread::sleep(Duration::from_secs(4));
+    let err = alice.fails(&["--data", n3, "ls", "pics"]);
+    assert!(err.contains("not admitted"), "{err}");
+}

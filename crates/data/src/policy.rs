@@ -1,0 +1,129 @@
+//! The fabric's policy for accounts: *open* (any key is an account, the default) or
+//! *invite-only* (an account acts on buckets only once the fabric's admin admitted it).
+//!
+//! Both are rows only the fabric's admin key writes ([`weft_meta::Writer::Admin`]; replicas
+//! refuse anyone else's, delegates' included): the policy in `policy` / `accounts`, each
+//! admitted account's pass in `pass` / its id (deleting the pass dismisses the account).
+//! [`Acting::entitled`] — which every bucket operation passes, whatever the front end — and
+//! bucket creation check them, from a cache a few seconds fresh shared by every [`Acting`] of a
+//! node, so a dismissed account stops within [`CHECK_TTL`] on every node. A policy that cannot
+//! be read refuses (fails closed).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use weft_core::NodeId;
+use weft_meta::{Rules, Schema, Writer, row_kind};
+
+use crate::{Acting, BucketError};
+
+/// How long a node trusts its last look at the policy and at a pass.
+pub const CHECK_TTL: Duration = Duration::from_secs(3);
+
+/// The fabric's policy for accounts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountPolicy {
+    /// Only accounts the admin admitted may act on buckets.
+    pub invite_only: bool,
+    /// When the admin set it (Unix ms).
+    pub set_ms: u64,
+}
+
+/// An account the fabric's admin admitted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountPass {
+    /// When (Unix ms).
+    pub admitted_ms: u64,
+}
+
+row_kind! {
+    /// The fabric's policies (sort key: what they govern; `accounts` for accounts).
+    pub struct Policies {
+        kind: "policy",
+        writer: Writer::Admin,
+        part: (),
+        sort: str,
+        value: AccountPolicy,
+        partition: |_| String::new(),
+    }
+}
+
+row_kind! {
+    /// Accounts admitted to an invite-only fabric (sort key: the account).
+    pub struct Passes {
+        kind: "pass",
+        writer: Writer::Admin,
+        part: (),
+        sort: NodeId,
+        value: AccountPass,
+        partition: |_| String::new(),
+    }
+}
+
+/// The sort key of the accounts policy.
+pub const ACCOUNTS: &str = "accounts";
+
+/// Declare the policy row kinds.
+pub fn register(rules: &mut Rules) {
+    rules.add(Policies::KIND, Policies::WRITER);
+    rules.add(Passes::KIND, Passes::WRITER);
+}
+
+/// Recent policy and pass checks, shared by every [`Acting`] of a node.
+#[derive(Clone, Default)]
+pub(crate) struct PolicyChecks(Arc<Mutex<Checks>>);
+
+#[derive(Default)]
+struct Checks {
+    invite_only: Option<(Instant, bool)>,
+    passes: HashMap<NodeId, (Instant, bool)>,
+}
+
+impl Acting {
+    /// Whether the fabric lets this account act on buckets: always in an open fabric, with
+    /// the admin's pass in an invite-only one.
+    pub(crate) async fn admitted(&self) -> Result<(), BucketError> {
+        let account = self.account();
+        let cached = self.policy_checks.0.lock().invite_only;
+        let invite_only = match cached {
+            Some((at, v)) if at.elapsed() < CHECK_TTL => v,
+            _ => {
+                let v = self
+                    .table
+                    .get_value::<Policies>(&(), ACCOUNTS)
+                    .await?
+                    .is_some_and(|p| p.invite_only);
+                self.policy_checks.0.lock().invite_only = Some((Instant::now(), v));
+                v
+            }
+        };
+        if !invite_only {
+            return Ok(());
+        }
+        let cached = self.policy_checks.0.lock().passes.get(&account).copied();
+        let admitted = match cached {
+            Some((at, v)) if at.elapsed() < CHECK_TTL => v,
+            _ => {
+                let v = self
+                    .table
+                    .get_value::<Passes>(&(), &account)
+                    .await?
+                    .is_some();
+                let mut checks = self.policy_checks.0.lock();
+                if checks.passes.len() > 10_000 {
+                    checks.passes.clear();
+                }
+                checks.passes.insert(account, (Instant::now(), v));
+                v
+            }
+        };
+        if admitted {
+            Ok(())
+        } else {
+            Err(BucketError::NotAdmitted(account.to_hex()))
+        }
+    }
+}
