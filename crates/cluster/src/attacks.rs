@@ -19,6 +19,10 @@
 //!    file name climb out of the cache folder.
 //! 5. **Attract prompts** — a ready `serve` row for every model.
 //! 6. **Drop members** — "node X is down", about every other member, to every member.
+//! 7. **Jobs** — offers whose keys climb out of the jobs folder, starts of attempts nobody
+//!    reserved, and, for every job of every bucket it can see, a reservation then a start
+//!    with the rogue's own session (a runner that took it would run another account's job as
+//!    the rogue).
 //!
 //! The honest outcome each attack must meet is in ARCHITECTURE.md's trust rules.
 
@@ -58,6 +62,11 @@ pub struct Report {
     pub serve_rows: usize,
     /// "Down" datagrams sent about other members.
     pub down_lies: usize,
+    /// Job questions sent (hostile keys, unreserved starts, others' jobs with the rogue's
+    /// session).
+    pub job_asks: usize,
+    /// Of those, the ones a runner took (reserved room for a hostile key, or started).
+    pub job_asks_taken: usize,
 }
 
 /// The name and file of the model claim that tries to climb out of the model cache.
@@ -72,6 +81,7 @@ impl Rogue {
         self.deep_rows(&mut report).await;
         self.against_models(&mut report).await;
         self.down_lies(&mut report);
+        self.against_jobs(&mut report).await;
         report
     }
 
@@ -329,6 +339,127 @@ impl Rogue {
                     &buf,
                 );
                 report.down_lies += 1;
+            }
+        }
+    }
+}
+
+impl Rogue {
+    async fn against_jobs(&self, report: &mut Report) {
+        use weft_jobs::JobKey;
+        use weft_jobs::protocol::{JOB_RPC, JobAnswer, JobAsk};
+        let peers = self.peers();
+        let placement = |runner: NodeId| weft_compute::schema::Placement {
+            runner,
+            score: 0.0,
+            local_bytes: 0,
+            site_bytes: 0,
+            remote_bytes: 0,
+            transfer_ms: 0,
+            candidates: 1,
+            filtered: String::new(),
+            refused: Vec::new(),
+        };
+        let mine = weft_data::Session::new(
+            self.key(),
+            Scope::Account,
+            true,
+            weft_net::now_ms(),
+            600_000,
+            &[],
+        )
+        .to_text();
+        let hostile = [
+            JobKey {
+                owner: self.id(),
+                bucket: "../../../../tmp".into(),
+                id: "0000019a2b3c4d5e".into(),
+            },
+            JobKey {
+                owner: self.id(),
+                bucket: "photos".into(),
+                id: "../../../../tmp/weft-rogue-job".into(),
+            },
+        ];
+        // Every job of every bucket the rogue can see.
+        let mut theirs = Vec::new();
+        if let Ok(buckets) = self.node().table().list::<Buckets>(&(), "").await {
+            for (name, row) in buckets {
+                let part = weft_compute::schema::JobBucket {
+                    owner: row.signer,
+                    bucket: name.clone(),
+                };
+                let Ok(jobs) = self
+                    .node()
+                    .table()
+                    .list::<weft_compute::schema::Jobs>(&part, "")
+                    .await
+                else {
+                    continue;
+                };
+                for (id, _) in jobs {
+                    theirs.push(JobKey {
+                        owner: row.signer,
+                        bucket: name.clone(),
+                        id,
+                    });
+                }
+            }
+        }
+        for peer in &peers {
+            let mut asks = Vec::new();
+            for key in &hostile {
+                asks.push(JobAsk::Offer {
+                    key: key.clone(),
+                    attempt: 1,
+                    cpu_milli: 1,
+                    memory: 1,
+                });
+            }
+            for key in theirs.iter().chain(&hostile) {
+                asks.push(JobAsk::Start {
+                    key: key.clone(),
+                    attempt: 1,
+                    session: mine.clone(),
+                    placement: placement(*peer),
+                });
+            }
+            for ask in asks {
+                report.job_asks += 1;
+                if matches!(
+                    self.ask(JOB_RPC, *peer, &ask).await,
+                    Ok(JobAnswer::Reserved | JobAnswer::Admitted)
+                ) {
+                    report.job_asks_taken += 1;
+                }
+            }
+            // A reservation made honestly, then started with the rogue's session.
+            for key in &theirs {
+                let offer = JobAsk::Offer {
+                    key: key.clone(),
+                    attempt: 1,
+                    cpu_milli: 1,
+                    memory: 1 << 20,
+                };
+                if !matches!(
+                    self.ask(JOB_RPC, *peer, &offer).await,
+                    Ok(JobAnswer::Reserved)
+                ) {
+                    continue;
+                }
+                let start = JobAsk::Start {
+                    key: key.clone(),
+                    attempt: 1,
+                    session: mine.clone(),
+                    placement: placement(*peer),
+                };
+                report.job_asks += 1;
+                if matches!(
+                    self.ask(JOB_RPC, *peer, &start).await,
+                    Ok(JobAnswer::Admitted)
+                ) {
+                    report.job_asks_taken += 1;
+                }
             }
         }
     }

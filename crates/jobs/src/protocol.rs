@@ -18,10 +18,10 @@ use weft_net::Rpc;
 use crate::{JobKey, JobService};
 
 /// The most log bytes one read returns.
-pub(crate) const LOG_CHUNK: u64 = 1 << 20;
+pub const LOG_CHUNK: u64 = 1 << 20;
 
 /// The job protocol (`proto::JOB`).
-pub(crate) const JOB_RPC: Rpc<JobAsk, JobAnswer> = Rpc::new(
+pub const JOB_RPC: Rpc<JobAsk, JobAnswer> = Rpc::new(
     proto::JOB,
     256 << 10,
     (LOG_CHUNK as usize) + 4096,
@@ -47,38 +47,55 @@ pub(crate) fn register(svc: &JobService) {
 
 /// Questions of the job protocol.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) enum JobAsk {
+pub enum JobAsk {
     /// Reserve room for attempt `attempt` of a job that needs `cpu_milli` and `memory` bytes,
     /// for a moment ([`crate::run::HOLD`]): the runner reserves it or refuses.
     Offer {
+        /// The job.
         key: JobKey,
+        /// Which attempt.
         attempt: u32,
+        /// Milli-cores it needs.
         cpu_milli: u32,
+        /// Bytes of memory it needs.
         memory: u64,
     },
     /// Start the attempt this node reserved room for, with the job's capability (the runner
     /// claims the job's lease or refuses).
     Start {
+        /// The job.
         key: JobKey,
+        /// Which attempt.
         attempt: u32,
+        /// The job's capability (its owner's narrow session).
         session: String,
+        /// Why the coordinator chose this node.
         placement: Placement,
     },
     /// Watch a job as its standby coordinator.
-    Watch { key: JobKey, session: String },
+    Watch {
+        /// The job.
+        key: JobKey,
+        /// The job's capability.
+        session: String,
+    },
     /// Read a running job's stdout (or stderr) from `offset`, for the reader whose session,
     /// stripped of its secret and keys ([`weft_data::Session::public_part`]), is `session`.
     Logs {
+        /// The job.
         key: JobKey,
+        /// The reader's public session.
         session: String,
+        /// Stderr rather than stdout.
         stderr: bool,
+        /// From this byte.
         offset: u64,
     },
 }
 
 /// Answers of the job protocol.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) enum JobAnswer {
+pub enum JobAnswer {
     /// The runner reserved room for the attempt.
     Reserved,
     /// The runner claimed the attempt.
@@ -88,7 +105,12 @@ pub(crate) enum JobAnswer {
     /// The standby watches the job.
     Watching,
     /// Log bytes, and whether the job still runs.
-    Logs { bytes: Vec<u8>, running: bool },
+    Logs {
+        /// The bytes.
+        bytes: Vec<u8>,
+        /// Whether the job still runs.
+        running: bool,
+    },
 }
 
 impl JobService {
@@ -110,7 +132,7 @@ impl JobService {
                 attempt,
                 cpu_milli,
                 memory,
-            } => match self.reserve(&key, attempt, cpu_milli, memory) {
+            } => match self.reserve(peer, &key, attempt, cpu_milli, memory) {
                 Ok(()) => JobAnswer::Reserved,
                 Err(why) => JobAnswer::Refused(why),
             },

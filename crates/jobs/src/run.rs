@@ -39,6 +39,9 @@ pub(crate) struct Attempt {
 
 /// How long room reserved for an offered attempt waits for its start.
 pub(crate) const HOLD: Duration = Duration::from_secs(10);
+/// Most reservations one member may hold on a runner at once: offers carry no capability, so
+/// without a limit any member could keep every runner's room reserved.
+pub(crate) const RESERVATIONS_PER_PEER: usize = 4;
 
 /// A job running on this node (or room reserved for one, until it starts).
 pub(crate) struct Local {
@@ -48,6 +51,8 @@ pub(crate) struct Local {
     memory: u64,
     attempt: u32,
     started: bool,
+    /// The member that reserved it.
+    by: weft_core::NodeId,
 }
 
 impl JobService {
@@ -55,6 +60,7 @@ impl JobService {
     /// bytes, for [`HOLD`] (until [`JobService::admit`] starts it), or say why not.
     pub(crate) fn reserve(
         &self,
+        by: weft_core::NodeId,
         key: &JobKey,
         attempt: u32,
         cpu: u32,
@@ -67,6 +73,15 @@ impl JobService {
             let mut running = self.inner.running.lock();
             if running.contains_key(key) {
                 return Err("already running here".into());
+            }
+            let held = running
+                .values()
+                .filter(|l| !l.started && l.by == by)
+                .count();
+            if held >= RESERVATIONS_PER_PEER {
+                return Err(format!(
+                    "{held} reservations of that member are waiting to start here already"
+                ));
             }
             let cpu_used: u32 = running.values().map(|l| l.cpu).sum();
             let mem_used: u64 = running.values().map(|l| l.memory).sum();
@@ -90,6 +105,7 @@ impl JobService {
                     memory,
                     attempt,
                     started: false,
+                    by,
                 },
             );
         }

@@ -492,6 +492,8 @@ async fn a_rogue_members_whole_campaign_changes_nothing_it_does_not_own() {
         assert!(report.deep_rows_sent >= 5, "{report:?}");
         assert_eq!(report.deep_rows_not_refused, 0, "{report:?}");
         assert!(report.down_lies > 0, "{report:?}");
+        assert!(report.job_asks > 0, "{report:?}");
+        assert_eq!(report.job_asks_taken, 0, "{report:?}");
         // Right after the attacks (suspicions raised everywhere, claims sent to every node),
         // every honest node still reads the bucket as its owner's.
         for i in 0..5 {
@@ -545,6 +547,26 @@ async fn a_rogue_members_whole_campaign_changes_nothing_it_does_not_own() {
         }
     }
     assert!(!std::path::Path::new("/tmp/weft-rogue-escape").exists());
+    // Offers carry no capability, so a member may hold only a few reservations on a runner.
+    let mut reserved = 0;
+    for i in 0..8 {
+        let offer = weft_jobs::protocol::JobAsk::Offer {
+            key: weft_jobs::JobKey {
+                owner: rogue.id(),
+                bucket: "hoard".into(),
+                id: format!("0000019a2b3c4d{i:02x}"),
+            },
+            attempt: 1,
+            cpu_milli: 1,
+            memory: 1,
+        };
+        let answer = rogue
+            .ask(weft_jobs::protocol::JOB_RPC, c.node(0).id(), &offer)
+            .await
+            .unwrap();
+        reserved += usize::from(matches!(answer, weft_jobs::protocol::JobAnswer::Reserved));
+    }
+    assert_eq!(reserved, 4, "reservations one member holds on a runner");
     alice
         .objects()
         .put("photos", "after", &b"still mine"[..])
