@@ -2,8 +2,8 @@
 //! *invite-only* (an account acts on buckets only once the fabric's admin admitted it).
 //!
 //! Both are rows only the fabric's admin key writes ([`weft_meta::Writer::Admin`]; replicas
-//! refuse anyone else's, delegates' included): the policy in `policy` / `accounts`, each
-//! admitted account's pass in `pass` / its id (deleting the pass dismisses the account).
+//! refuse anyone else's, delegates' included): [`Policies`] (the accounts policy under
+//! [`ACCOUNTS`]) and [`Passes`] (one per admitted account; deleting it dismisses the account).
 //! [`Acting::entitled`] — which every bucket operation passes, whatever the front end — and
 //! bucket creation check them, from a cache a few seconds fresh shared by every [`Acting`] of a
 //! node, so a dismissed account stops within [`CHECK_TTL`] on every node. A policy that cannot
@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use weft_core::NodeId;
-use weft_meta::{Rules, Schema, Writer, row_kind};
 
+use crate::schema::{ACCOUNTS, Passes, Policies};
 use crate::{Acting, BucketError};
 
 /// How long a node trusts its last look at the policy and at a pass.
@@ -37,39 +37,6 @@ pub struct AccountPolicy {
 pub struct AccountPass {
     /// When (Unix ms).
     pub admitted_ms: u64,
-}
-
-row_kind! {
-    /// The fabric's policies (sort key: what they govern; `accounts` for accounts).
-    pub struct Policies {
-        kind: "policy",
-        writer: Writer::Admin,
-        part: (),
-        sort: str,
-        value: AccountPolicy,
-        partition: |_| String::new(),
-    }
-}
-
-row_kind! {
-    /// Accounts admitted to an invite-only fabric (sort key: the account).
-    pub struct Passes {
-        kind: "pass",
-        writer: Writer::Admin,
-        part: (),
-        sort: NodeId,
-        value: AccountPass,
-        partition: |_| String::new(),
-    }
-}
-
-/// The sort key of the accounts policy.
-pub const ACCOUNTS: &str = "accounts";
-
-/// Declare the policy row kinds.
-pub fn register(rules: &mut Rules) {
-    rules.add(Policies::KIND, Policies::WRITER);
-    rules.add(Passes::KIND, Passes::WRITER);
 }
 
 /// Recent policy and pass checks, shared by every [`Acting`] of a node.

@@ -24,6 +24,7 @@
 use weft_core::NodeId;
 use weft_meta::{Rules, Schema, SortKey, Writer, row_kind};
 
+use crate::policy::{AccountPass, AccountPolicy};
 use crate::records::BucketRecordV1;
 use crate::{BucketRecord, Grant, ObjectRecord, PartRecord, UploadRecord};
 
@@ -245,6 +246,33 @@ row_kind! {
     }
 }
 
+row_kind! {
+    /// The fabric's policies (sort key: what they govern; `accounts` for accounts).
+    pub struct Policies {
+        kind: "policy",
+        writer: Writer::Admin,
+        part: (),
+        sort: str,
+        value: AccountPolicy,
+        partition: |_| String::new(),
+    }
+}
+
+row_kind! {
+    /// Accounts admitted to an invite-only fabric (sort key: the account).
+    pub struct Passes {
+        kind: "pass",
+        writer: Writer::Admin,
+        part: (),
+        sort: NodeId,
+        value: AccountPass,
+        partition: |_| String::new(),
+    }
+}
+
+/// The sort key of the accounts policy in [`Policies`].
+pub const ACCOUNTS: &str = "accounts";
+
 /// Declare the data plane's row kinds and their writer rules.
 pub fn register(rules: &mut Rules) {
     rules.add(Buckets::KIND, Buckets::WRITER);
@@ -257,7 +285,8 @@ pub fn register(rules: &mut Rules) {
     rules.add(SealedUploads::KIND, SealedUploads::WRITER);
     rules.add(SealedParts::KIND, SealedParts::WRITER);
     rules.add(Grants::KIND, Grants::WRITER);
-    crate::policy::register(rules);
+    rules.add(Policies::KIND, Policies::WRITER);
+    rules.add(Passes::KIND, Passes::WRITER);
     // A bucket-scoped session (a grant, a bucket's access key) cannot claim, delete or share
     // the bucket: replicas refuse it, whatever the node that sent the row checked.
     rules.account_wide_only(Buckets::KIND);

@@ -20,7 +20,7 @@ pub struct AccountsPolicy {
 impl Node {
     /// The fabric's policy for accounts and the accounts its admin admitted.
     pub async fn accounts_policy(&self) -> Result<AccountsPolicy, NodeError> {
-        use weft_data::policy::{ACCOUNTS, Passes, Policies};
+        use weft_data::schema::{ACCOUNTS, Passes, Policies};
         let table = self.table();
         let invite_only = table
             .get_value::<Policies>(&(), ACCOUNTS)
@@ -45,7 +45,8 @@ impl Node {
 
     /// Make the fabric open to any account, or invite-only (admin nodes only).
     pub async fn set_invite_only(&self, invite_only: bool) -> Result<(), NodeError> {
-        use weft_data::policy::{ACCOUNTS, AccountPolicy, Policies};
+        use weft_data::policy::AccountPolicy;
+        use weft_data::schema::{ACCOUNTS, Policies};
         let admin = self.inner.admin.as_ref().ok_or(NodeError::NotAdmin)?;
         let policy = AccountPolicy {
             invite_only,
@@ -60,7 +61,8 @@ impl Node {
     /// Admit `account` to an invite-only fabric, or (`admit` false) dismiss it (admin nodes
     /// only). Dismissed, it stops acting on buckets on every node within seconds.
     pub async fn admit_account(&self, account: &str, admit: bool) -> Result<NodeId, NodeError> {
-        use weft_data::policy::{AccountPass, Passes};
+        use weft_data::policy::AccountPass;
+        use weft_data::schema::Passes;
         let admin = self.inner.admin.as_ref().ok_or(NodeError::NotAdmin)?;
         let id: NodeId = account.trim().parse().map_err(|_| {
             NodeError::Invalid(format!(

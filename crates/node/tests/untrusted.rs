@@ -581,7 +581,8 @@ async fn a_rogue_members_whole_campaign_changes_nothing_it_does_not_own() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invite_only_fabric_serves_only_the_accounts_its_admin_admitted() {
     use weft_data::BucketError;
-    use weft_data::policy::{ACCOUNTS, AccountPass, AccountPolicy, Passes, Policies};
+    use weft_data::policy::{AccountPass, AccountPolicy};
+    use weft_data::schema::{ACCOUNTS, Passes, Policies};
     let c = Builder::new(3).start().await;
     let admin = c.node(0);
     let fresh = weft_data::policy::CHECK_TTL + Duration::from_millis(300);
