@@ -92,9 +92,10 @@ impl User {
     }
 }
 
-/// A `weft up` fabric with raw flags (`--timeout 30` unless given), stopped on drop.
+/// A `weft up` fabric with raw flags (`--timeout 60`, `weft up`'s own default, unless given:
+/// the whole suite runs several fabrics at once on two cores), stopped on drop.
 pub fn up(flags: &[&str]) -> LocalFabric {
-    let mut args: Vec<&str> = vec!["--timeout", "30"];
+    let mut args: Vec<&str> = vec!["--timeout", "60"];
     args.extend_from_slice(flags);
     LocalFabric::up_args(&args, None)
         .unwrap_or_else(|e| panic!("weft up {flags:?}: {e:#}"))

@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
+use weft_core::wire::hostile::varint;
 use weft_core::{SecretKey, wire};
 use weft_meta::table::{MetaRequest, MetaResponse};
 use weft_meta::{Entry, Item, Timestamp};
@@ -25,20 +26,6 @@ fn item(value_len: usize) -> Item {
         pk: "kv/bucket".into(),
         sk: "key".into(),
         entry: Entry::sign(&key, "kv/bucket", "key", ts(7), Some(vec![1; value_len])),
-    }
-}
-
-/// `n` as postcard writes a length or a count (LEB128).
-fn varint(mut n: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return out;
-        }
-        out.push(byte | 0x80);
     }
 }
 
