@@ -93,6 +93,13 @@ impl DataPlane {
         Ok(self.acting(access))
     }
 
+    /// Whether the fabric's accounts policy lets `account` use it (always in an open fabric;
+    /// with the admin's pass in an invite-only one): for front ends that act for an account
+    /// without going through a bucket, such as inference.
+    pub async fn admitted(&self, account: weft_core::NodeId) -> Result<(), crate::BucketError> {
+        self.inner.own.admits(account).await
+    }
+
     /// Access keys made on this node before accounts (they act for its own account).
     pub fn node_keys(&self) -> &Arc<KeyStore> {
         &self.inner.node_keys

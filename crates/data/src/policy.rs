@@ -53,7 +53,12 @@ impl Acting {
     /// Whether the fabric lets this account act on buckets: always in an open fabric, with
     /// the admin's pass in an invite-only one.
     pub(crate) async fn admitted(&self) -> Result<(), BucketError> {
-        let account = self.account();
+        self.admits(self.account()).await
+    }
+
+    /// Whether the fabric lets `account` use it (see [`Acting::admitted`]), from this node's
+    /// shared cache.
+    pub(crate) async fn admits(&self, account: NodeId) -> Result<(), BucketError> {
         let cached = self.policy_checks.0.lock().invite_only;
         let invite_only = match cached {
             Some((at, v)) if at.elapsed() < CHECK_TTL => v,

@@ -61,7 +61,14 @@ async fn account(state: &AppState, headers: &HeaderMap) -> Result<NodeId, ApiErr
     if !weft_core::constant_time_eq(key.secret.as_bytes(), secret.as_bytes()) {
         return Err(wrong());
     }
-    Ok(key.account(state.node.id()))
+    let account = key.account(state.node.id());
+    match state.node.data().admitted(account).await {
+        Ok(()) => Ok(account),
+        Err(e @ weft_data::BucketError::NotAdmitted(_)) => Err(ApiError::forbidden(e.to_string())),
+        Err(e) => Err(ApiError::internal(format!(
+            "cannot read the fabric's accounts policy: {e}"
+        ))),
+    }
 }
 
 /// Where the request may run, from its headers.

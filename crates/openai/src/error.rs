@@ -52,6 +52,12 @@ impl ApiError {
         }
     }
 
+    /// 403: the key is right but its account may not use this (an invite-only fabric's
+    /// admin has not admitted it).
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "permission_error", message)
+    }
+
     /// 404: no such route.
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", message)

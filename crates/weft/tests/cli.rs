@@ -1543,6 +1543,26 @@ fn an_invite_only_fabric_serves_the_accounts_its_admin_admitted() {
     assert!(ok(&["--data", n1, "fabric", "admit", &id]).contains(&id));
     std::thread::sleep(Duration::from_secs(4));
     alice.ok(&["--data", n3, "bucket", "create", "pics"]);
+    // Inference too: her access key works on the OpenAI API while she is admitted.
+    let made = alice.ok(&["--data", n3, "key", "create"]);
+    let api_key = made
+        .lines()
+        .find_map(|l| l.strip_prefix("export OPENAI_API_KEY="))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no OPENAI_API_KEY in {made}"))
+        .to_string();
+    let openai = std::fs::read_to_string(fabric.node(3).join("openai.addr")).unwrap();
+    let models = |key: &str| -> u16 {
+        match ureq::get(format!("http://{}/v1/models", openai.trim()))
+            .header("Authorization", &format!("Bearer {key}"))
+            .call()
+        {
+            Ok(r) => r.status().as_u16(),
+            Err(ureq::Error::StatusCode(code)) => code,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(models(&api_key), 200);
     let listed = ok(&["--data", n1, "fabric", "accounts"]);
     assert!(listed.contains(&format!("admitted {id}")), "{listed}");
     let err = fails(&["--data", n1, "fabric", "admit", "not-an-id"]);
@@ -1551,4 +1571,9 @@ fn an_invite_only_fabric_serves_the_accounts_its_admin_admitted() {
     std::thread::sleep(Duration::from_secs(4));
     let err = alice.fails(&["--data", n3, "ls", "pics"]);
     assert!(err.contains("not admitted"), "{err}");
+    assert_eq!(
+        models(&api_key),
+        403,
+        "a dismissed account's key on the OpenAI API"
+    );
 }
