@@ -194,24 +194,28 @@ async fn set_accounts_policy(
 }
 
 async fn admit_account(
-    State(s): State<AppState>,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    state: State<AppState>,
+    id: axum::extract::Path<String>,
 ) -> Result<Json<crate::AdmittedAccount>, ApiFailure> {
-    let id = s.node.admit_account(&id, true).await?;
-    Ok(Json(crate::AdmittedAccount {
-        account: id.to_hex(),
-        admitted: true,
-    }))
+    set_admitted(state, id, true).await
 }
 
 async fn dismiss_account(
+    state: State<AppState>,
+    id: axum::extract::Path<String>,
+) -> Result<Json<crate::AdmittedAccount>, ApiFailure> {
+    set_admitted(state, id, false).await
+}
+
+async fn set_admitted(
     State(s): State<AppState>,
     axum::extract::Path(id): axum::extract::Path<String>,
+    admitted: bool,
 ) -> Result<Json<crate::AdmittedAccount>, ApiFailure> {
-    let id = s.node.admit_account(&id, false).await?;
+    let id = s.node.admit_account(&id, admitted).await?;
     Ok(Json(crate::AdmittedAccount {
         account: id.to_hex(),
-        admitted: false,
+        admitted,
     }))
 }
 
