@@ -94,6 +94,12 @@ impl Builder {
         self
     }
 
+    /// Disk each node offers for shards.
+    pub fn disk(mut self, bytes: u64) -> Builder {
+        self.capacity.disk_bytes = bytes;
+        self
+    }
+
     /// Change the healing settings.
     pub fn heal(mut self, f: impl FnOnce(&mut HealConfig)) -> Builder {
         f(&mut self.heal);

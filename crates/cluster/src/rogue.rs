@@ -37,20 +37,38 @@ impl Rogue {
         self.node.table().node_key()
     }
 
+    /// Store any bytes as a shard on `peer` (`SHARD_PUT`), named by their hash.
+    pub async fn put_shard(
+        &self,
+        peer: NodeId,
+        bytes: &[u8],
+    ) -> Result<(), weft_store::protocol::TransferError> {
+        let addr = self.addr(&peer)?;
+        weft_store::protocol::put_remote(
+            self.node.storage().endpoint(),
+            peer,
+            addr,
+            weft_core::ContentHash::of(bytes),
+            bytes,
+        )
+        .await
+    }
+
+    fn addr(&self, peer: &NodeId) -> Result<std::net::SocketAddr, weft_net::NetError> {
+        self.node
+            .fabric()
+            .record(peer)
+            .map(|r| r.body.addr)
+            .ok_or_else(|| weft_net::NetError::Stream(format!("{peer}: no address")))
+    }
+
     /// Ask `peer` anything on `rpc`'s protocol, with no check on this side.
     pub async fn ask<Q, A>(&self, rpc: Rpc<Q, A>, peer: NodeId, question: &Q) -> Result<A, RpcError>
     where
         Q: Serialize + DeserializeOwned + Send + Sync + 'static,
         A: Serialize + DeserializeOwned + Send + Sync + 'static,
     {
-        let addr = self
-            .node
-            .fabric()
-            .record(&peer)
-            .map(|r| r.body.addr)
-            .ok_or_else(|| {
-                RpcError::Net(weft_net::NetError::Stream(format!("{peer}: no address")))
-            })?;
+        let addr = self.addr(&peer).map_err(RpcError::Net)?;
         rpc.call(self.node.storage().endpoint(), peer, addr, question)
             .await
     }

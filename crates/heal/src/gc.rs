@@ -132,8 +132,47 @@ impl Healer {
 }
 
 impl Healer {
+    /// Stop charging senders for the shards the catalog places on this node (see
+    /// [`weft_store::ShardStore::put_from`]). Returns how many were claimed.
+    pub async fn claim_shards(&self) -> usize {
+        let store = self.storage.local().clone();
+        let unclaimed = match tokio::task::spawn_blocking({
+            let store = store.clone();
+            move || store.unclaimed()
+        })
+        .await
+        {
+            Ok(Ok(u)) if !u.is_empty() => u,
+            _ => return 0,
+        };
+        let placed = match self.placed_here(self.storage.id(), &HashSet::new()).await {
+            Ok(p) => p,
+            Err(why) => {
+                tracing::debug!(reason = %why, "shard claims skipped");
+                return 0;
+            }
+        };
+        self.claim_placed(&unclaimed, &placed).await
+    }
+
+    async fn claim_placed(&self, unclaimed: &[ContentHash], placed: &Placed) -> usize {
+        let claimed: Vec<ContentHash> = unclaimed
+            .iter()
+            .filter(|h| placed.wanted.contains(h))
+            .copied()
+            .collect();
+        let n = claimed.len();
+        let store = self.storage.local().clone();
+        match tokio::task::spawn_blocking(move || store.claim(&claimed)).await {
+            Ok(Ok(())) => n,
+            _ => 0,
+        }
+    }
+
     /// Delete this node's orphan shards. Returns (shards deleted, bytes).
     pub async fn sweep_orphans(&self) -> (u64, u64) {
+        // Claims first: they need the catalog but none of a sweep's caution.
+        self.claim_shards().await;
         let me = self.storage.id();
         let store = self.storage.local().clone();
         let cutoff = std::time::SystemTime::now()

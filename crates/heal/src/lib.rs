@@ -158,6 +158,9 @@ impl weft_host::Service for Healer {
     }
 }
 
+/// Least time between two claim passes woken by members at their share.
+const CLAIM_SPACING: Duration = Duration::from_secs(20);
+
 impl Healer {
     /// Register the catalog with storage and start the repair and scrubbing loops (what
     /// [`weft_host::Service::start`] does with the node's [`HealConfig`]).
@@ -170,6 +173,7 @@ impl Healer {
         let healer = Healer::new(storage, registry, config);
         let endpoint = healer.storage.endpoint().clone();
         endpoint.spawn(healer.clone().repair_loop());
+        endpoint.spawn(healer.clone().claim_loop());
         if healer.config.scrub_bytes_per_sec > 0 {
             endpoint.spawn(healer.clone().scrub_loop());
         }
@@ -206,6 +210,17 @@ impl Healer {
         loop {
             tokio::time::sleep(self.config.interval).await;
             self.check_once().await;
+        }
+    }
+
+    /// When a member reaches its share of this node's store, claim what the catalog placed
+    /// here since (at most once per [`CLAIM_SPACING`]), so honest writers get their share back.
+    async fn claim_loop(self) {
+        loop {
+            self.storage.local().over_share().await;
+            let claimed = self.claim_shards().await;
+            tracing::debug!(claimed, "a member reached its share: shards claimed");
+            tokio::time::sleep(CLAIM_SPACING).await;
         }
     }
 

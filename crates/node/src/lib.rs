@@ -192,7 +192,6 @@ impl Node {
             reason: e.to_string(),
         })?;
         let advertise = settings.advertise.unwrap_or(bound);
-        weft_store::protocol::register(&endpoint, shards.clone());
         if let Some(admissions) = admissions {
             admissions.register(&endpoint);
         }
@@ -207,6 +206,15 @@ impl Node {
         cfg.timing = settings.timing;
         cfg.site_map = site_map;
         let fabric = Fabric::start(endpoint.clone(), cfg);
+        weft_store::protocol::register(&endpoint, shards.clone(), {
+            let (fabric, capacity) = (fabric.clone(), shards.capacity());
+            move || {
+                member_share(
+                    capacity,
+                    fabric.members().iter().filter(|m| !m.is_self).count(),
+                )
+            }
+        });
         let storage = Storage::new(endpoint.clone(), fabric.clone(), shards);
         let table = weft_meta::Table::start(
             endpoint.clone(),
@@ -474,3 +482,9 @@ pub const MAX_HTTP_CONNECTIONS: usize = 512;
 /// How long a front-end server waits for a complete request head (and, between requests, for
 /// the next one) before it closes the connection.
 pub const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many bytes no object owns yet each other member may have in a store of `capacity`
+/// (`others` other members): an equal part, and never more than half.
+fn member_share(capacity: u64, others: usize) -> u64 {
+    capacity / others.max(2) as u64
+}

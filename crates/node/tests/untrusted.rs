@@ -672,3 +672,61 @@ async fn an_invite_only_fabric_serves_only_the_accounts_its_admin_admitted() {
         .await
         .unwrap();
 }
+
+/// [untrusted] 14 (disks): a member stores shards no object owns on every other node, as fast
+/// as they take them. Each holder takes at most the member's share (its capacity split among
+/// the other members); honest writes still land; shards the catalog places are claimed and
+/// stop counting against their sender; the rogue's go in the next orphan sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cannot_fill_others_disks() {
+    const MIB: u64 = 1 << 20;
+    let delay = Duration::from_secs(2);
+    let c = Builder::new(4).disk(24 * MIB).gc_delay(delay).start().await;
+    let rogue = Rogue::new(c.node(3));
+    let share = 8 * MIB; // 24 MiB among 3 other members
+    let honest: Vec<NodeId> = c.nodes[..3].iter().map(|n| n.id()).collect();
+    let mut junk = 0u32;
+    for peer in &honest {
+        let mut accepted = 0u64;
+        loop {
+            junk += 1;
+            let mut bytes = data(MIB as usize);
+            bytes[..4].copy_from_slice(&junk.to_le_bytes());
+            match rogue.put_shard(*peer, &bytes).await {
+                Ok(()) => accepted += MIB,
+                Err(e) => {
+                    assert!(e.to_string().contains("no object owns"), "{e}");
+                    break;
+                }
+            }
+            assert!(accepted <= share, "{peer} took {accepted} bytes of junk");
+        }
+        assert_eq!(accepted, share, "{peer}");
+    }
+    // Honest writes still land, with room to spare.
+    let alice = c.account(1, 61);
+    alice
+        .create_bucket("box", Residency::default(), None, 1)
+        .await
+        .unwrap();
+    let body = data(3 * MIB as usize);
+    alice.objects().put("box", "o", &body[..]).await.unwrap();
+    let mut back = Vec::new();
+    alice.objects().get("box", "o", &mut back).await.unwrap();
+    assert_eq!(back, body);
+    // What the catalog places is claimed; the rogue's junk stays charged to it, then goes.
+    let writer = c.node(1).id();
+    tokio::time::sleep(delay + Duration::from_millis(500)).await;
+    for n in &c.nodes[..3] {
+        n.healer().claim_shards().await;
+        assert_eq!(n.storage().local().charged(&writer), 0, "{}", n.id());
+        assert_eq!(n.storage().local().charged(&rogue.id()), share);
+    }
+    for n in &c.nodes[..3] {
+        n.healer().sweep_orphans().await;
+        assert_eq!(n.storage().local().charged(&rogue.id()), 0, "{}", n.id());
+    }
+    let mut again = Vec::new();
+    alice.objects().get("box", "o", &mut again).await.unwrap();
+    assert_eq!(again, body);
+}

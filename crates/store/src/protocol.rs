@@ -220,8 +220,14 @@ fn serve_question<Q, A>(
     });
 }
 
-/// Serve the shard protocols from `store`.
-pub fn register(endpoint: &Endpoint, store: Arc<ShardStore>) {
+/// Serve the shard protocols from `store`; `share` says how many bytes no object owns yet
+/// each other member may have here (see [`ShardStore::put_from`]).
+pub fn register(
+    endpoint: &Endpoint,
+    store: Arc<ShardStore>,
+    share: impl Fn() -> u64 + Send + Sync + 'static,
+) {
+    let share = Arc::new(share);
     serve_question(
         endpoint,
         PROVE,
@@ -244,8 +250,13 @@ pub fn register(endpoint: &Endpoint, store: Arc<ShardStore>) {
         false,
         Arc::new(move |peer: Peer, mut send, mut recv| {
             let store = put_store.clone();
+            let share = share.clone();
             Box::pin(async move {
                 let serve = async {
+                    let Peer::Member(sender) = &peer else {
+                        return Ok(());
+                    };
+                    let sender = sender.id;
                     let header: PutHeader = read_message(&mut recv, CONTROL_FRAME).await?;
                     if header.len > MAX_SHARD {
                         let answer = PutAnswer::Refused(format!(
@@ -255,8 +266,11 @@ pub fn register(endpoint: &Endpoint, store: Arc<ShardStore>) {
                         return write_message(&mut send, &answer).await;
                     }
                     let bytes = read_announced(&mut recv, header.len).await?;
-                    let stored =
-                        tokio::task::spawn_blocking(move || store.put(&header.hash, &bytes)).await;
+                    let share = share();
+                    let stored = tokio::task::spawn_blocking(move || {
+                        store.put_from(&header.hash, &bytes, sender, share)
+                    })
+                    .await;
                     let answer = match stored {
                         Ok(Ok(_)) => PutAnswer::Stored,
                         Ok(Err(e)) => PutAnswer::Refused(e.to_string()),

@@ -8,6 +8,13 @@
 //! are verified and re-indexed, files that fail verification or are half-written are removed,
 //! and entries without a file are dropped, so the accounting is exact.
 //! Reads re-verify the hash, so a shard altered on disk is reported, never served.
+//!
+//! Shares: a shard another member sent ([`ShardStore::put_from`]) is charged to that member
+//! until the catalog places it here ([`ShardStore::claim`], from the holder's own reading of
+//! the catalog) or it is deleted. A member's charges may not pass its share of the capacity
+//! (the caller says how much: the node gives each other member an equal part), so members
+//! that store what no object owns fill at most their share of anyone's disk, and an orphan
+//! sweep later empties it. Charges are kept in the index and survive restarts.
 
 use std::fs;
 use std::io::Write;
@@ -16,9 +23,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use weft_core::ContentHash;
+use weft_core::{ContentHash, NodeId};
 
 const SHARDS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("shards");
+/// Shards another member sent that the catalog has not placed here yet: shard → sender.
+const UNCLAIMED: TableDefinition<&[u8; 32], &[u8; 32]> = TableDefinition::new("unclaimed");
 /// Every this many index commits, one is made durable (bounds re-indexing after a crash).
 pub const DURABLE_EVERY: u64 = 64;
 
@@ -41,6 +50,20 @@ pub enum ShardStoreError {
     /// A stored shard no longer matches its hash.
     #[error("stored shard {0} is corrupt")]
     Corrupt(ContentHash),
+    /// The sending member's share of this store is taken by shards no object owns yet.
+    #[error(
+        "member {sender} already has {charged} bytes here that no object owns yet (its share is {share}); {needed} more refused"
+    )]
+    OverShare {
+        /// The member.
+        sender: NodeId,
+        /// Its unclaimed bytes here.
+        charged: u64,
+        /// Its share.
+        share: u64,
+        /// Bytes offered.
+        needed: u64,
+    },
     /// Filesystem failure.
     #[error("{path}: {source}")]
     Io {
@@ -65,6 +88,10 @@ pub struct ShardStore {
     capacity: u64,
     /// Bytes used; also serialises writers so capacity checks are exact.
     used: Mutex<u64>,
+    /// Unclaimed bytes per sending member (see the module's doc on shares).
+    charges: Mutex<std::collections::HashMap<NodeId, u64>>,
+    /// Woken when a member reaches its share: its shards may have been claimed since.
+    over_share: tokio::sync::Notify,
     commits: std::sync::atomic::AtomicU64,
 }
 
@@ -91,10 +118,14 @@ impl ShardStore {
             db,
             capacity,
             used: Mutex::new(0),
+            charges: Mutex::default(),
+            over_share: tokio::sync::Notify::new(),
             commits: std::sync::atomic::AtomicU64::new(0),
         };
         let used = store.reconcile()?;
         *store.used.lock().unwrap_or_else(|e| e.into_inner()) = used;
+        let charges = store.recount_charges()?;
+        *store.charges.lock().unwrap_or_else(|e| e.into_inner()) = charges;
         Ok(store)
     }
 
@@ -161,6 +192,134 @@ impl ShardStore {
         }
         tx.commit().map_err(db_err)?;
         Ok(used)
+    }
+
+    /// Unclaimed bytes per sender, from the index (charges of shards no longer held go).
+    fn recount_charges(&self) -> Result<std::collections::HashMap<NodeId, u64>, ShardStoreError> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        let mut charges = std::collections::HashMap::new();
+        {
+            let shards = tx.open_table(SHARDS).map_err(db_err)?;
+            let mut unclaimed = tx.open_table(UNCLAIMED).map_err(db_err)?;
+            let mut gone = Vec::new();
+            for entry in unclaimed.iter().map_err(db_err)? {
+                let (k, v) = entry.map_err(db_err)?;
+                match shards.get(k.value()).map_err(db_err)? {
+                    Some(len) => *charges.entry(NodeId(*v.value())).or_insert(0) += len.value(),
+                    None => gone.push(*k.value()),
+                }
+            }
+            for k in gone {
+                unclaimed.remove(&k).map_err(db_err)?;
+            }
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(charges)
+    }
+
+    /// Store a shard `sender` sent, charged to it until claimed (see the module's doc): refused
+    /// when its unclaimed bytes here would pass `share`. A shard already held is not charged.
+    pub fn put_from(
+        &self,
+        hash: &ContentHash,
+        bytes: &[u8],
+        sender: NodeId,
+        share: u64,
+    ) -> Result<bool, ShardStoreError> {
+        let needed = bytes.len() as u64;
+        // Held under the charges lock from check to record, so concurrent puts of one sender
+        // cannot both pass the check.
+        let mut charges = self.charges.lock().unwrap_or_else(|e| e.into_inner());
+        if self.present(hash)? {
+            return Ok(false);
+        }
+        let charged = charges.get(&sender).copied().unwrap_or(0);
+        if charged + needed > share {
+            self.over_share.notify_one();
+            return Err(ShardStoreError::OverShare {
+                sender,
+                charged,
+                share,
+                needed,
+            });
+        }
+        let stored = self.put(hash, bytes)?;
+        if stored {
+            let tx = self.db.begin_write().map_err(db_err)?;
+            {
+                let mut unclaimed = tx.open_table(UNCLAIMED).map_err(db_err)?;
+                unclaimed.insert(&hash.0, &sender.0).map_err(db_err)?;
+            }
+            tx.commit().map_err(db_err)?;
+            *charges.entry(sender).or_insert(0) += needed;
+        }
+        Ok(stored)
+    }
+
+    /// Shards sent by other members that the catalog has not placed here yet.
+    pub fn unclaimed(&self) -> Result<Vec<ContentHash>, ShardStoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let table = match tx.open_table(UNCLAIMED) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(db_err(e)),
+        };
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(db_err)? {
+            let (k, _) = entry.map_err(db_err)?;
+            out.push(ContentHash(*k.value()));
+        }
+        Ok(out)
+    }
+
+    /// The catalog places these shards here: they stop counting against their senders.
+    pub fn claim(&self, shards: &[ContentHash]) -> Result<(), ShardStoreError> {
+        if shards.is_empty() {
+            return Ok(());
+        }
+        let mut charges = self.charges.lock().unwrap_or_else(|e| e.into_inner());
+        self.uncharge(shards, &mut charges)
+    }
+
+    fn uncharge(
+        &self,
+        shards: &[ContentHash],
+        charges: &mut std::collections::HashMap<NodeId, u64>,
+    ) -> Result<(), ShardStoreError> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        {
+            let lens = tx.open_table(SHARDS).map_err(db_err)?;
+            let mut unclaimed = tx.open_table(UNCLAIMED).map_err(db_err)?;
+            for hash in shards {
+                let Some(sender) = unclaimed
+                    .remove(&hash.0)
+                    .map_err(db_err)?
+                    .map(|v| *v.value())
+                else {
+                    continue;
+                };
+                let len = lens.get(&hash.0).map_err(db_err)?.map_or(0, |v| v.value());
+                if let Some(c) = charges.get_mut(&NodeId(sender)) {
+                    *c = c.saturating_sub(len);
+                    if *c == 0 {
+                        charges.remove(&NodeId(sender));
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Bytes charged to `sender` here.
+    pub fn charged(&self, sender: &NodeId) -> u64 {
+        let charges = self.charges.lock().unwrap_or_else(|e| e.into_inner());
+        charges.get(sender).copied().unwrap_or(0)
+    }
+
+    /// Wait until some member reaches its share (a cue to claim what the catalog placed).
+    pub async fn over_share(&self) {
+        self.over_share.notified().await
     }
 
     /// Configured capacity in bytes.
@@ -304,6 +463,12 @@ impl ShardStore {
 
     /// Remove a shard. Returns false if it was not stored.
     pub fn delete(&self, hash: &ContentHash) -> Result<bool, ShardStoreError> {
+        {
+            let mut charges = self.charges.lock().unwrap_or_else(|e| e.into_inner());
+            if !charges.is_empty() {
+                self.uncharge(std::slice::from_ref(hash), &mut charges)?;
+            }
+        }
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         let tx = self.begin_index_write()?;
         let removed = {
@@ -399,5 +564,69 @@ mod tests {
         assert!(store.delete(&ha).unwrap());
         assert!(!store.delete(&ha).unwrap());
         assert_eq!(store.used(), 0);
+    }
+
+    #[test]
+    fn a_sender_fills_only_its_share_until_the_catalog_claims_its_shards() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ShardStore::open(dir.path(), 10_000).unwrap();
+        let (rogue, honest) = (NodeId([1; 32]), NodeId([2; 32]));
+        let shard = |i: u8| vec![i; 1000];
+        for i in 0..3 {
+            let b = shard(i);
+            assert!(
+                store
+                    .put_from(&ContentHash::of(&b), &b, rogue, 3000)
+                    .unwrap()
+            );
+        }
+        // Again: already held, not charged twice.
+        let b = shard(0);
+        assert!(
+            !store
+                .put_from(&ContentHash::of(&b), &b, rogue, 3000)
+                .unwrap()
+        );
+        let b = shard(3);
+        assert!(matches!(
+            store.put_from(&ContentHash::of(&b), &b, rogue, 3000),
+            Err(ShardStoreError::OverShare {
+                charged: 3000,
+                needed: 1000,
+                ..
+            })
+        ));
+        // Another member's share is its own.
+        assert!(
+            store
+                .put_from(&ContentHash::of(&b), &b, honest, 3000)
+                .unwrap()
+        );
+        assert_eq!(
+            (store.charged(&rogue), store.charged(&honest)),
+            (3000, 1000)
+        );
+        // Claimed by the catalog, or deleted: the charge goes; and it survives a restart.
+        store.claim(&[ContentHash::of(&shard(0))]).unwrap();
+        store.delete(&ContentHash::of(&shard(1))).unwrap();
+        assert_eq!(store.charged(&rogue), 1000);
+        assert_eq!(store.unclaimed().unwrap().len(), 2);
+        drop(store);
+        let store = ShardStore::open(dir.path(), 10_000).unwrap();
+        assert_eq!(
+            (store.charged(&rogue), store.charged(&honest)),
+            (1000, 1000)
+        );
+        let b = shard(4);
+        assert!(
+            store
+                .put_from(&ContentHash::of(&b), &b, rogue, 3000)
+                .unwrap()
+        );
+        // A file deleted behind the store's back: its charge goes at the next open.
+        fs::remove_file(store.path_of(&ContentHash::of(&shard(2)))).unwrap();
+        drop(store);
+        let store = ShardStore::open(dir.path(), 10_000).unwrap();
+        assert_eq!(store.charged(&rogue), 1000);
     }
 }
