@@ -68,4 +68,10 @@ echo "$alive nodes alive in node1's view"
 [ ! -e /tmp/weft-rogue-escape ] && [ ! -e /tmp/weft-rogue-escape-blob ] \
   || fail "a file appeared outside the nodes' folders"
 echo "no file outside the nodes' folders"
+taken="$(grep -Eo '(names_taken|job_asks_taken|quota_rows_taken|deep_rows_not_refused): [1-9][0-9]*' \
+  "$DIR/rogue.log" || true)"
+[ -z "$taken" ] || fail "the honest nodes accepted: $taken"
+echo "no name, job, quota or deep row taken in any round"
+"$W" --data "$N1" fabric quota | grep -q "no quotas" || fail "a quota the admin never set"
+echo "no quota the admin did not set"
 echo "CAMPAIGN PASSED: $ROUNDS rounds, fabric in $DIR"

@@ -99,6 +99,16 @@ pub(crate) async fn get_bucket(
     Ok(Json(b))
 }
 
+pub(crate) async fn usage(Caller(acting): Caller) -> Result<Json<crate::UsageAnswer>, ApiFailure> {
+    let quota = acting.quota().await.map_err(ApiFailure::from)?;
+    Ok(Json(crate::UsageAnswer {
+        account: acting.account().to_hex(),
+        stored_bytes: acting.usage().await.map_err(ApiFailure::from)?,
+        quota_bytes: quota.bytes,
+        quota_jobs: quota.jobs,
+    }))
+}
+
 pub(crate) async fn list_buckets(
     Caller(acting): Caller,
 ) -> Result<Json<Vec<BucketRecord>>, ApiFailure> {

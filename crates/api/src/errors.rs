@@ -64,6 +64,7 @@ pub(crate) fn bucket_status(e: &BucketError) -> StatusCode {
             BucketError::Exists(_) | BucketError::NotEmpty(_) => StatusCode::CONFLICT,
             BucketError::NotOwner(_)
             | BucketError::NotAdmitted(_)
+            | BucketError::OverQuota(_)
             | BucketError::ReadOnly
             | BucketError::NoKey(_)
             | BucketError::Revoked(_)

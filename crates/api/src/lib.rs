@@ -71,6 +71,28 @@ pub struct AccountsParams {
     pub invite_only: bool,
 }
 
+/// `PUT /v1/fabric/quotas/{default|account}` body (`None`: no limit).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct QuotaParams {
+    /// Bytes stored.
+    pub bytes: Option<u64>,
+    /// Jobs queued or running at once.
+    pub jobs: Option<u32>,
+}
+
+/// `GET /v1/usage` answer: what the acting account stores and the quota that applies to it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UsageAnswer {
+    /// The account (hex).
+    pub account: String,
+    /// Bytes it stores (every kept version and uploaded part, at plaintext size).
+    pub stored_bytes: u64,
+    /// Its quota of bytes (`None`: no limit).
+    pub quota_bytes: Option<u64>,
+    /// Its quota of jobs queued or running (`None`: no limit).
+    pub quota_jobs: Option<u32>,
+}
+
 /// `PUT` / `DELETE /v1/fabric/accounts/{id}` answer: the account admitted or dismissed.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AdmittedAccount {

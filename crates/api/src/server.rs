@@ -40,6 +40,11 @@ pub async fn serve(
             "/v1/fabric/accounts/{id}",
             axum::routing::put(admit_account).delete(dismiss_account),
         )
+        .route("/v1/fabric/quotas", get(quotas))
+        .route(
+            "/v1/fabric/quotas/{who}",
+            axum::routing::put(set_quota).delete(remove_quota),
+        )
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/repair", get(repair_status))
         .route("/v1/reputation", get(reputation))
@@ -52,6 +57,7 @@ pub async fn serve(
         ));
     let data = Router::new()
         .route("/v1/nodes", get(nodes))
+        .route("/v1/usage", get(crate::buckets::usage))
         .route("/v1/objects", post(crate::objects::put))
         .route("/v1/objects/{cap}", get(crate::objects::get))
         .route("/v1/objects/{cap}/manifest", get(crate::objects::stat))
@@ -216,6 +222,35 @@ async fn set_admitted(
     Ok(Json(crate::AdmittedAccount {
         account: id.to_hex(),
         admitted,
+    }))
+}
+
+async fn quotas(State(s): State<AppState>) -> Result<Json<Vec<weft_node::QuotaEntry>>, ApiFailure> {
+    Ok(Json(s.node.quotas().await?))
+}
+
+async fn set_quota(
+    State(s): State<AppState>,
+    axum::extract::Path(who): axum::extract::Path<String>,
+    Json(q): Json<crate::QuotaParams>,
+) -> Result<Json<weft_node::QuotaEntry>, ApiFailure> {
+    let applies_to = s.node.set_quota(&who, Some((q.bytes, q.jobs))).await?;
+    Ok(Json(weft_node::QuotaEntry {
+        applies_to,
+        bytes: q.bytes,
+        jobs: q.jobs,
+    }))
+}
+
+async fn remove_quota(
+    State(s): State<AppState>,
+    axum::extract::Path(who): axum::extract::Path<String>,
+) -> Result<Json<weft_node::QuotaEntry>, ApiFailure> {
+    let applies_to = s.node.set_quota(&who, None).await?;
+    Ok(Json(weft_node::QuotaEntry {
+        applies_to,
+        bytes: None,
+        jobs: None,
     }))
 }
 

@@ -23,6 +23,10 @@
 //!    reserved, and, for every job of every bucket it can see, a reservation then a start
 //!    with the rogue's own session (a runner that took it would run another account's job as
 //!    the rogue).
+//! 8. **Fill disks** — junk shards (no object owns them), [`JUNK_PER_PEER`] a round, to every
+//!    member.
+//! 9. **Lift quotas** — a default quota of no limit signed with the member's key, and, for
+//!    every account owning a bucket, a tally that wipes its use.
 //!
 //! The honest outcome each attack must meet is in ARCHITECTURE.md's trust rules.
 
@@ -67,7 +71,18 @@ pub struct Report {
     pub job_asks: usize,
     /// Of those, the ones a runner took (reserved room for a hostile key, or started).
     pub job_asks_taken: usize,
+    /// Bytes of junk shards sent.
+    pub junk_sent: u64,
+    /// Of those, the bytes members stored (each up to the rogue's share of its disk).
+    pub junk_stored: u64,
+    /// Quota and tally rows written for others.
+    pub quota_rows: usize,
+    /// Of those, the ones that read back as written.
+    pub quota_rows_taken: usize,
 }
+
+/// Junk shard bytes sent to each member a round.
+pub const JUNK_PER_PEER: u64 = 8 << 20;
 
 /// The name and file of the model claim that tries to climb out of the model cache.
 pub const ESCAPE_NAME: &str = "../../../../../../tmp/weft-rogue-escape";
@@ -82,7 +97,77 @@ impl Rogue {
         self.against_models(&mut report).await;
         self.down_lies(&mut report);
         self.against_jobs(&mut report).await;
+        self.fill_disks(&mut report).await;
+        self.against_quotas(&mut report).await;
         report
+    }
+
+    async fn fill_disks(&self, report: &mut Report) {
+        const SHARD: usize = 1 << 20;
+        for peer in self.peers() {
+            for i in 0..JUNK_PER_PEER / SHARD as u64 {
+                let mut junk = vec![0u8; SHARD];
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64);
+                junk[..8].copy_from_slice(&nanos.to_le_bytes());
+                junk[8..16].copy_from_slice(&i.to_le_bytes());
+                junk[16..48].copy_from_slice(&peer.0);
+                report.junk_sent += SHARD as u64;
+                match self.put_shard(peer, &junk).await {
+                    Ok(()) => report.junk_stored += SHARD as u64,
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    async fn against_quotas(&self, report: &mut Report) {
+        use weft_data::quota::{AccountQuota, Tally};
+        use weft_data::schema::{DEFAULT_QUOTA, Quotas, Tallies, TallyKey};
+        let table = self.node().table();
+        let free = AccountQuota {
+            bytes: None,
+            jobs: None,
+            set_ms: weft_net::now_ms(),
+        };
+        report.quota_rows += 1;
+        if table
+            .put::<Quotas>(self.key().clone(), &(), DEFAULT_QUOTA, Some(&free))
+            .await
+            .is_ok()
+        {
+            report.quota_rows_taken += 1;
+        }
+        let Ok(buckets) = table.list::<Buckets>(&(), "").await else {
+            return;
+        };
+        let mut owners: Vec<NodeId> = buckets
+            .into_iter()
+            .filter_map(|(_, r)| r.known().map(|b| b.owner))
+            .filter(|o| *o != self.id())
+            .collect();
+        owners.sort_by_key(|o| o.0);
+        owners.dedup();
+        for owner in owners {
+            let key = TallyKey {
+                owner,
+                node: self.id(),
+                bucket: "wiped".into(),
+            };
+            let wipe = Tally {
+                held: 0,
+                released: u64::MAX / 2,
+            };
+            report.quota_rows += 1;
+            if table
+                .put::<Tallies>(self.key().clone(), &owner, &key, Some(&wipe))
+                .await
+                .is_ok()
+            {
+                report.quota_rows_taken += 1;
+            }
+        }
     }
 
     /// Every other member with an address.

@@ -368,6 +368,9 @@ impl Acting {
         hold: bool,
     ) -> Result<(), BucketError> {
         let name = self.ref_name(rows, b, key, &record.version);
+        if hold {
+            self.count(&b.name, record.size, true).await?;
+        }
         for m in Self::stored_objects(record) {
             let done = if hold {
                 self.refs.retain(&m, &name, self.signer()?).await
@@ -375,6 +378,9 @@ impl Acting {
                 self.refs.release(&m, &name, self.signer()?).await
             };
             done.map_err(|e| BucketError::Catalog(e.to_string()))?;
+        }
+        if !hold {
+            self.count_released(&b.name, record.size).await;
         }
         Ok(())
     }

@@ -32,6 +32,7 @@ pub mod migrate;
 mod objects;
 mod plane;
 pub mod policy;
+pub mod quota;
 mod records;
 mod rows;
 pub mod schema;

@@ -21,7 +21,12 @@ impl Objects<'_> {
         policy: Residency,
         ec: Option<Erasure>,
     ) -> Result<(Capability, Manifest), BucketError> {
+        self.0.room_for(0).await?;
         let (cap, manifest) = self.0.storage.put(reader, policy, ec).await?;
+        self.0.room_for(manifest.size).await?;
+        self.0
+            .count(crate::quota::UNNAMED, manifest.size, true)
+            .await?;
         self.0.retain_capability(&cap.manifest).await?;
         Ok((cap, manifest))
     }
@@ -49,7 +54,9 @@ impl Objects<'_> {
     ) -> Result<(ObjectRecord, Manifest), BucketError> {
         check_key(key)?;
         let b = self.0.authorize(bucket, Need::Write).await?;
+        self.0.room_for(0).await?;
         let (cap, manifest) = self.0.storage.put(reader, b.policy.clone(), b.ec).await?;
+        self.0.room_for_object(&b, key, manifest.size).await?;
         let attrs = attrs(&manifest)?;
         let record = self.0.record_for(bucket, key, &cap, &manifest, attrs)?;
         self.0.commit(&b, key, &record).await?;
@@ -68,6 +75,7 @@ impl Objects<'_> {
         check_key(key)?;
         self.0.authorize(from_bucket, Need::Read).await?;
         let b = self.0.authorize(bucket, Need::Write).await?;
+        self.0.room_for_object(&b, key, source.size).await?;
         let mut record = source.clone();
         let rewrap = |wrapped: &[u8], from: String, to: String| {
             let plain = self.0.unwrap(from_bucket, wrapped, &from).ok_or_else(|| {

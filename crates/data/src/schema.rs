@@ -15,6 +15,10 @@
 //! | `grant` | `grant/<owner>/<bucket>` | the granted session's delegate | [`crate::Grant`] (session sealed to the grantee) | the owner |
 //! | `s3key` | `s3key/<first byte of the id's hash>` | the id's hash | sealed [`crate::AccessKey`] | first claimant (the account) |
 //! | `keys` | `keys/<account>` | the id's hash | sealed [`crate::KeyListing`] | the account |
+//! | `policy` | `policy` | what it governs (`accounts`) | [`AccountPolicy`] | the fabric's admin |
+//! | `pass` | `pass` | the admitted account | [`AccountPass`] | the fabric's admin |
+//! | `quota` | `quota` | `default`, or an account | [`AccountQuota`] | the fabric's admin |
+//! | `use` | `use/<account>` | `<account>/<node>/<bucket>` ([`TallyKey`]) | [`Tally`] | the account (a delegate: if its scope writes the bucket) |
 //!
 //! A bucket's rows are sealed (`s…` kinds: names encrypted, values sealed; see
 //! [`crate::sealed`]) unless the bucket was made before weft sealed them
@@ -25,6 +29,7 @@ use weft_core::NodeId;
 use weft_meta::{Rules, Schema, SortKey, Writer, row_kind};
 
 use crate::policy::{AccountPass, AccountPolicy};
+use crate::quota::{AccountQuota, Tally};
 use crate::records::BucketRecordV1;
 use crate::{BucketRecord, Grant, ObjectRecord, PartRecord, UploadRecord};
 
@@ -270,6 +275,55 @@ row_kind! {
     }
 }
 
+row_kind! {
+    /// Per-account quotas (sort key: [`DEFAULT_QUOTA`] or the account).
+    pub struct Quotas {
+        kind: "quota",
+        writer: Writer::Admin,
+        part: (),
+        sort: str,
+        value: AccountQuota,
+        partition: |_| String::new(),
+    }
+}
+
+/// The sort key of the quota every account without its own has.
+pub const DEFAULT_QUOTA: &str = "default";
+
+/// One node's counters of one bucket of an account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TallyKey {
+    /// The account (signs the row).
+    pub owner: NodeId,
+    /// The node that counted.
+    pub node: NodeId,
+    /// The bucket ([`crate::quota::UNNAMED`] for objects stored under no name).
+    pub bucket: String,
+}
+
+impl SortKey for TallyKey {
+    fn to_sort(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.owner.to_hex(),
+            self.node.to_hex(),
+            self.bucket
+        )
+    }
+}
+
+row_kind! {
+    /// What an account stores, counted by the nodes it acts through (see [`crate::quota`]).
+    pub struct Tallies {
+        kind: "use",
+        writer: Writer::SortKey,
+        part: NodeId,
+        sort: TallyKey,
+        value: Tally,
+        partition: |account| account.to_hex(),
+    }
+}
+
 /// The sort key of the accounts policy in [`Policies`].
 pub const ACCOUNTS: &str = "accounts";
 
@@ -287,6 +341,8 @@ pub fn register(rules: &mut Rules) {
     rules.add(Grants::KIND, Grants::WRITER);
     rules.add(Policies::KIND, Policies::WRITER);
     rules.add(Passes::KIND, Passes::WRITER);
+    rules.add(Quotas::KIND, Quotas::WRITER);
+    rules.add(Tallies::KIND, Tallies::WRITER);
     // A bucket-scoped session (a grant, a bucket's access key) cannot claim, delete or share
     // the bucket: replicas refuse it, whatever the node that sent the row checked.
     rules.account_wide_only(Buckets::KIND);

@@ -80,8 +80,16 @@ impl Uploads<'_> {
         let b = self.0.authorize(bucket, Need::Write).await?;
         let rows = self.0.rows(&b)?;
         let replaced = rows.part(upload, number).await?;
+        self.0.room_for(0).await?;
         let (cap, manifest) = self.0.storage.put(reader, b.policy.clone(), b.ec).await?;
         let name = self.part_ref(bucket, upload, number);
+        if replaced
+            .as_ref()
+            .is_none_or(|old| old.manifest != cap.manifest)
+        {
+            self.0.room_for(manifest.size).await?;
+            self.0.count(bucket, manifest.size, true).await?;
+        }
         self.0
             .refs
             .retain(&cap.manifest, &name, self.0.signer()?)
@@ -112,6 +120,7 @@ impl Uploads<'_> {
                 .release(&old.manifest, &name, self.0.signer()?)
                 .await
                 .map_err(|e| BucketError::Catalog(e.to_string()))?;
+            self.0.count_released(bucket, old.size).await;
         }
         Ok(part)
     }
@@ -232,6 +241,7 @@ impl Uploads<'_> {
                 .release(&p.manifest, &name, self.0.signer()?)
                 .await
                 .map_err(|e| BucketError::Catalog(e.to_string()))?;
+            self.0.count_released(bucket, p.size).await;
         }
         rows.put_upload(self.0.signer()?, upload, None).await?;
         Ok(())

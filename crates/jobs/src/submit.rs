@@ -31,6 +31,16 @@ impl JobService {
         if !b.access().can_write() {
             return Err(JobError::ReadOnly);
         }
+        if let Some(limit) = b.quota().await?.jobs {
+            let active = self.active_jobs(&b).await?;
+            if active >= limit as usize {
+                return Err(BucketError::OverQuota(format!(
+                    "account {} has {active} jobs queued or running, its quota is {limit}",
+                    b.account().short()
+                ))
+                .into());
+            }
+        }
         let out = b.authorize(&job.output_bucket, Need::Write).await?;
         let mut regions = job.regions.clone();
         let mut jurisdictions = job.jurisdictions.clone();
@@ -112,5 +122,27 @@ impl JobService {
             });
         }
         Ok(status_of(&key, &rec, &def))
+    }
+}
+
+impl JobService {
+    /// Jobs of `b`'s account queued or running, in every bucket it owns.
+    async fn active_jobs(&self, b: &weft_data::Acting) -> Result<usize, JobError> {
+        let mut active = 0;
+        for bucket in b.list_buckets().await? {
+            if bucket.owner != b.account() {
+                continue;
+            }
+            let part = weft_compute::schema::JobBucket {
+                owner: bucket.owner,
+                bucket: bucket.name,
+            };
+            for (_, row) in self.inner.table.list::<Jobs>(&part, "").await? {
+                if row.known().is_some_and(|rec| !rec.life.ended()) {
+                    active += 1;
+                }
+            }
+        }
+        Ok(active)
     }
 }

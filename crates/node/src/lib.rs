@@ -21,7 +21,7 @@
 mod admission;
 mod datadir;
 mod operator;
-pub use operator::AccountsPolicy;
+pub use operator::{AccountsPolicy, QuotaEntry};
 mod peers;
 mod status;
 

@@ -17,7 +17,65 @@ pub struct AccountsPolicy {
     pub admitted: Vec<String>,
 }
 
+/// One quota, as `weft fabric quota` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QuotaEntry {
+    /// `default`, or an account (hex id).
+    pub applies_to: String,
+    /// Bytes stored (`None`: no limit).
+    pub bytes: Option<u64>,
+    /// Jobs queued or running at once (`None`: no limit).
+    pub jobs: Option<u32>,
+}
+
 impl Node {
+    /// The quotas the fabric's admin set: the default first, then each account's own.
+    pub async fn quotas(&self) -> Result<Vec<QuotaEntry>, NodeError> {
+        use weft_data::schema::{DEFAULT_QUOTA, Quotas};
+        let mut out: Vec<QuotaEntry> = self
+            .table()
+            .list::<Quotas>(&(), "")
+            .await?
+            .into_iter()
+            .filter_map(|(who, row)| {
+                row.known().map(|q| QuotaEntry {
+                    applies_to: who,
+                    bytes: q.bytes,
+                    jobs: q.jobs,
+                })
+            })
+            .collect();
+        out.sort_by_key(|q| (q.applies_to != DEFAULT_QUOTA, q.applies_to.clone()));
+        Ok(out)
+    }
+
+    /// Set the quota of `applies_to` (`default`, or an account's id), or remove it (`None`;
+    /// an account then has the default). Admin nodes only.
+    pub async fn set_quota(
+        &self,
+        applies_to: &str,
+        quota: Option<(Option<u64>, Option<u32>)>,
+    ) -> Result<String, NodeError> {
+        use weft_data::quota::AccountQuota;
+        use weft_data::schema::{DEFAULT_QUOTA, Quotas};
+        let admin = self.inner.admin.as_ref().ok_or(NodeError::NotAdmin)?;
+        let who = applies_to.trim();
+        let who = if who == DEFAULT_QUOTA {
+            DEFAULT_QUOTA.to_string()
+        } else {
+            parse_account(who)?.to_hex()
+        };
+        let quota = quota.map(|(bytes, jobs)| AccountQuota {
+            bytes,
+            jobs,
+            set_ms: weft_net::now_ms(),
+        });
+        self.table()
+            .put::<Quotas>(admin.clone(), &(), &who, quota.as_ref())
+            .await?;
+        Ok(who)
+    }
+
     /// The fabric's policy for accounts and the accounts its admin admitted.
     pub async fn accounts_policy(&self) -> Result<AccountsPolicy, NodeError> {
         use weft_data::schema::{ACCOUNTS, Passes, Policies};
@@ -64,11 +122,7 @@ impl Node {
         use weft_data::policy::AccountPass;
         use weft_data::schema::Passes;
         let admin = self.inner.admin.as_ref().ok_or(NodeError::NotAdmin)?;
-        let id: NodeId = account.trim().parse().map_err(|_| {
-            NodeError::Invalid(format!(
-                "{account:?} is not an account id (64 hex digits, as `weft account show` prints)"
-            ))
-        })?;
+        let id = parse_account(account)?;
         let pass = AccountPass {
             admitted_ms: weft_net::now_ms(),
         };
@@ -212,4 +266,12 @@ impl Node {
             .map_err(|e| NodeError::Invalid(e.to_string()))?;
         Ok(target)
     }
+}
+
+fn parse_account(account: &str) -> Result<NodeId, NodeError> {
+    account.trim().parse().map_err(|_| {
+        NodeError::Invalid(format!(
+            "{account:?} is not an account id (64 hex digits, as `weft account show` prints)"
+        ))
+    })
 }

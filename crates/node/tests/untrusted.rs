@@ -454,7 +454,9 @@ async fn a_job_capability_reaches_only_its_own_buckets_and_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rogue_members_whole_campaign_changes_nothing_it_does_not_own() {
     let delay = Duration::from_secs(2);
-    let c = Builder::new(6).gc_delay(delay).start().await;
+    // Disks small enough that two rounds of junk pass the rogue's share (64 MiB / 5).
+    let disk = 64u64 << 20;
+    let c = Builder::new(6).gc_delay(delay).disk(disk).start().await;
     let rogue = Rogue::new(c.node(5));
     let alice = c.account(1, 41);
     alice
@@ -494,6 +496,17 @@ async fn a_rogue_members_whole_campaign_changes_nothing_it_does_not_own() {
         assert!(report.down_lies > 0, "{report:?}");
         assert!(report.job_asks > 0, "{report:?}");
         assert_eq!(report.job_asks_taken, 0, "{report:?}");
+        assert!(report.junk_sent > 0, "{report:?}");
+        assert!(report.quota_rows >= 2, "{report:?}");
+        assert_eq!(report.quota_rows_taken, 0, "{report:?}");
+        for n in c.nodes.iter().take(5) {
+            let junk = n.storage().local().charged(&rogue.id());
+            assert!(
+                junk <= disk / 5,
+                "round {round}: {junk} bytes of junk on {}",
+                n.id()
+            );
+        }
         // Right after the attacks (suspicions raised everywhere, claims sent to every node),
         // every honest node still reads the bucket as its owner's.
         for i in 0..5 {
@@ -729,4 +742,144 @@ async fn a_member_cannot_fill_others_disks() {
     let mut again = Vec::new();
     alice.objects().get("box", "o", &mut again).await.unwrap();
     assert_eq!(again, body);
+}
+
+/// [untrusted] accounts without limit: the fabric's admin sets quotas; an account's writes
+/// stop at its quota through every node (whole objects, copies and multipart parts), open or
+/// invite-only; what it deletes or aborts frees its room again. No member writes a quota or
+/// another account's tally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accounts_quota_holds_through_every_node() {
+    use weft_data::BucketError;
+    use weft_data::quota::{AccountQuota, Tally};
+    use weft_data::schema::{Quotas, Tallies, TallyKey};
+    let c = Builder::new(3).start().await;
+    let admin = c.node(0);
+    let alice = c.account(1, 71);
+    alice
+        .create_bucket("quota-box", Residency::default(), None, 1)
+        .await
+        .unwrap();
+    admin
+        .set_quota("default", Some((Some(1_000_000), None)))
+        .await
+        .unwrap();
+    let kb600 = data(600_000);
+    alice
+        .objects()
+        .put("quota-box", "a", &kb600[..])
+        .await
+        .unwrap();
+    assert_eq!(alice.usage().await.unwrap(), 600_000);
+    for i in 0..3 {
+        let over = c
+            .account(i, 71)
+            .objects()
+            .put("quota-box", "b", &kb600[..])
+            .await;
+        assert!(
+            matches!(over, Err(BucketError::OverQuota(_))),
+            "via {i}: {over:?}"
+        );
+    }
+    // Overwriting in place: the old version's bytes are let go, so it fits.
+    alice
+        .objects()
+        .put("quota-box", "a", &data(550_000)[..])
+        .await
+        .unwrap();
+    assert_eq!(alice.usage().await.unwrap(), 550_000);
+    let rec = alice.objects().object("quota-box", "a").await.unwrap();
+    let copied = alice
+        .objects()
+        .link(
+            ("quota-box", "a"),
+            &rec,
+            ("quota-box", "a2"),
+            Default::default(),
+        )
+        .await;
+    assert!(
+        matches!(copied, Err(BucketError::OverQuota(_))),
+        "{copied:?}"
+    );
+    // Another account is untouched by alice's use; an override raises hers.
+    let bob = c.account(2, 72);
+    bob.create_bucket("bob-box", Residency::default(), None, 1)
+        .await
+        .unwrap();
+    bob.objects().put("bob-box", "x", &kb600[..]).await.unwrap();
+    admin
+        .set_quota(&alice.account().to_hex(), Some((Some(3_000_000), Some(2))))
+        .await
+        .unwrap();
+    alice
+        .objects()
+        .put("quota-box", "b", &kb600[..])
+        .await
+        .unwrap();
+    // Parts count while their upload is open, and stop counting when it is aborted.
+    let up = alice
+        .uploads()
+        .create("quota-box", "big", Default::default())
+        .await
+        .unwrap();
+    alice
+        .uploads()
+        .put_part("quota-box", &up, 1, &data(1_500_000)[..], || Ok("e".into()))
+        .await
+        .unwrap();
+    let over = alice
+        .uploads()
+        .put_part("quota-box", &up, 2, &kb600[..], || Ok("e".into()))
+        .await;
+    assert!(matches!(over, Err(BucketError::OverQuota(_))), "{over:?}");
+    assert_eq!(alice.usage().await.unwrap(), 2_650_000);
+    alice.uploads().abort("quota-box", &up).await.unwrap();
+    assert_eq!(alice.usage().await.unwrap(), 1_150_000);
+    alice.objects().delete("quota-box", "b").await.unwrap();
+    assert_eq!(alice.usage().await.unwrap(), 550_000);
+    // Invite-only: the same quota holds for an admitted account.
+    admin.set_invite_only(true).await.unwrap();
+    admin
+        .admit_account(&alice.account().to_hex(), true)
+        .await
+        .unwrap();
+    tokio::time::sleep(weft_data::policy::CHECK_TTL + Duration::from_millis(300)).await;
+    let over = alice
+        .objects()
+        .put("quota-box", "c", &data(2_600_000)[..])
+        .await;
+    assert!(matches!(over, Err(BucketError::OverQuota(_))), "{over:?}");
+    // A member signs a quota of its own, and a tally that would wipe alice's use: refused.
+    let rogue = Rogue::new(c.node(2));
+    let table = rogue.node().table();
+    let free = AccountQuota {
+        bytes: None,
+        jobs: None,
+        set_ms: weft_net::now_ms(),
+    };
+    assert!(
+        table
+            .put::<Quotas>(rogue.key().clone(), &(), "default", Some(&free))
+            .await
+            .is_err()
+    );
+    let key = TallyKey {
+        owner: alice.account(),
+        node: rogue.id(),
+        bucket: "quota-box".into(),
+    };
+    let wipe = Tally {
+        held: 0,
+        released: u64::MAX / 2,
+    };
+    assert!(
+        table
+            .put::<Tallies>(rogue.key().clone(), &alice.account(), &key, Some(&wipe))
+            .await
+            .is_err()
+    );
+    assert_eq!(alice.usage().await.unwrap(), 550_000);
+    assert!(c.node(1).set_quota("default", None).await.is_err());
 }

@@ -36,6 +36,7 @@ fn err(e: BucketError) -> S3Error {
         BucketError::NoVersion(..) => C::NoSuchVersion,
         BucketError::NotOwner(_)
         | BucketError::NotAdmitted(_)
+        | BucketError::OverQuota(_)
         | BucketError::ReadOnly
         | BucketError::NoKey(_)
         | BucketError::Revoked(_)

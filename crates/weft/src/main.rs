@@ -57,7 +57,8 @@ enum Command {
     Join(node_cmd::JoinArgs),
     /// Revoke a node's membership; every node refuses it from then on (admin node only)
     Revoke(ops::RevokeArgs),
-    /// The fabric's policy for accounts: open or invite-only, admit, dismiss (admin node only)
+    /// The fabric's policy for accounts: open or invite-only, admit, dismiss, quotas (admin
+    /// node only)
     #[command(subcommand)]
     Fabric(ops::FabricCommand),
     /// Show this node's status
@@ -78,6 +79,8 @@ enum Command {
     Ls(objects::LsArgs),
     /// Delete BUCKET/KEY
     Rm(objects::RmArgs),
+    /// What your account stores, and the quota the fabric's admin set for it
+    Usage(JsonFlag),
     /// Make, list or delete access keys for the S3 gateway
     #[command(subcommand)]
     Key(keys::KeyCommand),
@@ -135,6 +138,7 @@ fn main() -> ExitCode {
         Command::Bucket(b) => objects::bucket(&who, b),
         Command::Ls(a) => objects::ls(&who, a),
         Command::Rm(a) => objects::rm(&who, a),
+        Command::Usage(j) => objects::usage(&who, j.json),
         Command::Share(a) => objects::share(&who, a),
         Command::Account(a) => account::run(cli.data, a),
         Command::Key(k) => keys::run(&who, k),

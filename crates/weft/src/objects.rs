@@ -318,6 +318,30 @@ pub struct LsArgs {
 }
 
 /// List buckets, or the objects of a bucket.
+/// `weft usage`: what the account stores and the quota that applies to it.
+pub fn usage(who: &Actor, json: bool) -> Result<()> {
+    let api = who.client(false, &[])?;
+    let u: weft_api::UsageAnswer = api.get("/v1/usage")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&u)?);
+        return Ok(());
+    }
+    let limit = |q: Option<u64>, show: fn(u64) -> String| q.map_or("no limit".to_string(), show);
+    println!("account  {}", u.account);
+    println!(
+        "stored   {} of {}",
+        crate::ops::human_bytes(u.stored_bytes),
+        limit(u.quota_bytes, crate::ops::human_bytes)
+    );
+    println!(
+        "jobs     {}",
+        limit(u.quota_jobs.map(u64::from), |j| format!(
+            "at most {j} queued or running at once"
+        ))
+    );
+    Ok(())
+}
+
 pub fn ls(who: &Actor, args: LsArgs) -> Result<()> {
     let bucket = args
         .target

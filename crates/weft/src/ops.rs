@@ -47,6 +47,100 @@ pub enum FabricCommand {
         /// Account id (64 hex digits)
         account: String,
     },
+    /// Show the quotas, or set one: the default every account has, or one account's own
+    /// (bytes stored, jobs queued or running), in open and invite-only fabrics alike
+    Quota(QuotaArgs),
+}
+
+/// `weft fabric quota`.
+#[derive(Args, Debug)]
+pub struct QuotaArgs {
+    /// `default`, or an account id (64 hex digits); omitted: list every quota
+    applies_to: Option<String>,
+    /// Bytes the account may store (e.g. 500MB, 10GiB; `none`: no limit)
+    #[arg(long, value_parser = parse_limit)]
+    bytes: Option<Limit>,
+    /// Jobs the account may have queued or running at once (`none`: no limit)
+    #[arg(long, value_parser = parse_limit)]
+    jobs: Option<Limit>,
+    /// Remove this quota (an account then has the default)
+    #[arg(long, conflicts_with_all = ["bytes", "jobs"])]
+    clear: bool,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// A limit on the command line: a number, or none.
+#[derive(Clone, Copy, Debug)]
+pub struct Limit(Option<u64>);
+
+fn parse_limit(text: &str) -> Result<Limit, String> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("none") {
+        return Ok(Limit(None));
+    }
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number.parse().map_err(|_| {
+        format!("{text:?}: a number, optionally with a unit (500MB, 10GiB), or none")
+    })?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+            ));
+        }
+    };
+    let value = number * scale as f64;
+    if !value.is_finite() || value < 0.0 || value > u64::MAX as f64 {
+        return Err(format!("{text:?}: out of range"));
+    }
+    Ok(Limit(Some(value.round() as u64)))
+}
+
+/// `bytes` for people: `1.5 GiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn show_quota(q: &weft_node::QuotaEntry) -> String {
+    let bytes = q.bytes.map_or("no limit".to_string(), human_bytes);
+    let jobs = q.jobs.map_or("no limit".to_string(), |j| j.to_string());
+    format!(
+        "{:<16} bytes stored: {bytes}; jobs queued or running: {jobs}",
+        short_who(&q.applies_to)
+    )
+}
+
+fn short_who(who: &str) -> String {
+    if who.len() == 64 {
+        format!("{}…", &who[..12])
+    } else {
+        who.to_string()
+    }
 }
 
 /// `weft fabric accounts`.
@@ -99,6 +193,7 @@ pub fn fabric(data: Option<PathBuf>, cmd: FabricCommand) -> Result<()> {
                 api.put_json_answer(&format!("/v1/fabric/accounts/{}", account.trim()), &())?;
             println!("admitted account {}", done.account);
         }
+        FabricCommand::Quota(q) => quota(&api, q)?,
         FabricCommand::Dismiss { account } => {
             api.delete(&format!("/v1/fabric/accounts/{}", account.trim()))?;
             println!(
@@ -106,6 +201,75 @@ pub fn fabric(data: Option<PathBuf>, cmd: FabricCommand) -> Result<()> {
                 account.trim()
             );
         }
+    }
+    Ok(())
+}
+
+fn quota(api: &ApiClient, q: QuotaArgs) -> Result<()> {
+    let Some(who) = q.applies_to else {
+        if q.bytes.is_some() || q.jobs.is_some() || q.clear {
+            bail!("say whose quota to set: `default`, or an account id");
+        }
+        let all: Vec<weft_node::QuotaEntry> = api.get("/v1/fabric/quotas")?;
+        if q.json {
+            println!("{}", serde_json::to_string_pretty(&all)?);
+        } else if all.is_empty() {
+            println!("no quotas: every account may store and run without limit");
+        } else {
+            for e in &all {
+                println!("{}", show_quota(e));
+            }
+        }
+        return Ok(());
+    };
+    let who = who.trim().to_string();
+    let path = format!("/v1/fabric/quotas/{who}");
+    let done: weft_node::QuotaEntry = if q.clear {
+        api.delete(&path)?;
+        weft_node::QuotaEntry {
+            applies_to: who.clone(),
+            bytes: None,
+            jobs: None,
+        }
+    } else {
+        // Set what is given; keep what is not.
+        let all: Vec<weft_node::QuotaEntry> = api.get("/v1/fabric/quotas")?;
+        let current = all
+            .iter()
+            .find(|e| e.applies_to == who.to_ascii_lowercase());
+        let bytes = match q.bytes {
+            Some(Limit(b)) => b,
+            None => current.and_then(|e| e.bytes),
+        };
+        let jobs = match q.jobs {
+            Some(Limit(Some(j))) => Some(
+                u32::try_from(j)
+                    .map_err(|_| anyhow::anyhow!("--jobs {j}: at most {}", u32::MAX))?,
+            ),
+            Some(Limit(None)) => None,
+            None => current.and_then(|e| e.jobs),
+        };
+        if q.bytes.is_none() && q.jobs.is_none() {
+            let shown = current.cloned().unwrap_or(weft_node::QuotaEntry {
+                applies_to: who.clone(),
+                bytes: None,
+                jobs: None,
+            });
+            if q.json {
+                println!("{}", serde_json::to_string_pretty(&shown)?);
+            } else {
+                println!("{}", show_quota(&shown));
+            }
+            return Ok(());
+        }
+        api.put_json_answer(&path, &weft_api::QuotaParams { bytes, jobs })?
+    };
+    if q.json {
+        println!("{}", serde_json::to_string_pretty(&done)?);
+    } else if q.clear {
+        println!("quota of {} removed", short_who(&done.applies_to));
+    } else {
+        println!("{}", show_quota(&done));
     }
     Ok(())
 }

@@ -543,3 +543,113 @@ fn stopping_a_node_stops_the_job_it_runs() {
     );
     assert!(took < Duration::from_secs(5), "weft down took {took:?}");
 }
+
+/// The fabric's admin sets quotas with `weft fabric quota`; an account sees its own with
+/// `weft usage`; a put past the bytes quota and a job past the jobs quota fail with a clear
+/// message, and what ends or is deleted frees the room again.
+#[test]
+fn quotas_bound_what_an_account_stores_and_runs() {
+    let fabric = up(&["--nodes", "3", "--no-wan"]);
+    let node = |n: usize| fabric.node(n).to_str().unwrap().to_string();
+    let ex = examples(fabric.root());
+    let spin = ex.join("spin.wasm");
+    let spin = spin.to_str().unwrap();
+    let (alice, _) = User::with_account();
+    let shown: Value = serde_json::from_str(&alice.ok(&["account", "show", "--json"])).unwrap();
+    let id = shown["id"].as_str().unwrap().to_string();
+    assert!(ok(&["--data", &node(1), "fabric", "quota"]).contains("no quotas"));
+    let set = ok(&[
+        "--data",
+        &node(1),
+        "fabric",
+        "quota",
+        "default",
+        "--bytes",
+        "1MB",
+    ]);
+    assert!(set.contains("bytes stored: 976.6 KiB"), "{set}");
+    let err = fails(&[
+        "--data",
+        &node(2),
+        "fabric",
+        "quota",
+        "default",
+        "--jobs",
+        "1",
+    ]);
+    assert!(err.contains("admin key"), "{err}");
+    alice.ok(&["--data", &node(2), "bucket", "create", "lab"]);
+    let file = fabric.root().join("600k");
+    std::fs::write(&file, vec![7u8; 600_000]).unwrap();
+    let file = file.to_str().unwrap();
+    alice.ok(&["--data", &node(2), "put", file, "lab/one"]);
+    let err = alice.fails(&["--data", &node(3), "put", file, "lab/two"]);
+    assert!(err.contains("over quota"), "{err}");
+    let usage = alice.ok(&["--data", &node(3), "usage"]);
+    assert!(usage.contains("stored   585.9 KiB of 976.6 KiB"), "{usage}");
+    alice.ok(&["--data", &node(2), "rm", "lab/one"]);
+    alice.ok(&["--data", &node(3), "put", file, "lab/two"]);
+    // Her own quota replaces the default: room for the module and its outputs, one job.
+    let mine = ok(&[
+        "--data",
+        &node(1),
+        "fabric",
+        "quota",
+        &id,
+        "--bytes",
+        "50MB",
+        "--jobs",
+        "1",
+    ]);
+    assert!(mine.contains("jobs queued or running: 1"), "{mine}");
+    let listed = ok(&["--data", &node(1), "fabric", "quota", "--json"]);
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed:#}");
+    let detached = |out: &str| {
+        alice
+            .ok(&[
+                "--data",
+                &node(2),
+                "job",
+                "run",
+                "--module",
+                spin,
+                "--output",
+                out,
+                "--fuel",
+                "1000000000000000",
+                "--detach",
+                "--",
+                "60",
+            ])
+            .trim()
+            .to_string()
+    };
+    let first = detached("lab/q1/");
+    let err = alice.fails(&[
+        "--data",
+        &node(3),
+        "job",
+        "run",
+        "--module",
+        spin,
+        "--output",
+        "lab/q2/",
+        "--detach",
+        "--",
+        "60",
+    ]);
+    assert!(
+        err.contains("over quota") && err.contains("1 jobs queued or running"),
+        "{err}"
+    );
+    alice.ok(&["--data", &node(3), "job", "cancel", &first]);
+    let second = detached("lab/q3/");
+    alice.ok(&["--data", &node(3), "job", "cancel", &second]);
+    // Cleared, she has the default again.
+    ok(&["--data", &node(1), "fabric", "quota", &id, "--clear"]);
+    let usage = alice.ok(&["--data", &node(1), "usage", "--json"]);
+    let usage: Value = serde_json::from_str(&usage).unwrap();
+    assert_eq!(usage["quota_bytes"], 1_000_000, "{usage:#}");
+    assert_eq!(usage["quota_jobs"], Value::Null, "{usage:#}");
+}

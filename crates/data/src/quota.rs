@@ -1,0 +1,165 @@
+//! Per-account quotas: bytes stored and jobs running, set by the fabric's admin, open or
+//! invite-only alike (the ledger will price them).
+//!
+//! The quotas are rows only the admin key writes ([`Quotas`]: `default` for every account,
+//! an account's own row instead of it). What an account stores is its *tally*: each node that
+//! makes one of the account's objects held or let go (the moment its reference is written or
+//! released, the same event garbage collection counts) adds the object's size to its own
+//! counters for that bucket ([`Tallies`], one row per account, node and bucket, signed like the
+//! bucket's other rows: by the owner or a delegate whose scope writes the bucket), so no two
+//! nodes write one row and the account's usage is one partition read. A write is refused once
+//! the tally says it would pass the quota, before it is committed (its bytes become garbage).
+//! The tally is plain (replicas see a bucket's bytes, as they see its shards' sizes); names and
+//! records stay sealed.
+//!
+//! Checked by the node the account acts through. An account whose holder runs a member can
+//! write its rows without that check; what such a member stores is bounded on every other node
+//! by its disk share until its objects are registered, and by nothing after — holders' own
+//! accounting with receipts is the ledger's.
+
+use serde::{Deserialize, Serialize};
+use weft_core::NodeId;
+
+use crate::schema::{DEFAULT_QUOTA, Quotas, Tallies, TallyKey};
+use crate::{Acting, BucketError};
+
+/// An account's quota (`None`: no limit).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountQuota {
+    /// Bytes stored (every kept version and uploaded part counts, at its plaintext size).
+    pub bytes: Option<u64>,
+    /// Jobs queued or running at once.
+    pub jobs: Option<u32>,
+    /// When the admin set it (Unix ms).
+    pub set_ms: u64,
+}
+
+/// What one node counted of one bucket: bytes made held, bytes let go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    /// Bytes whose references this node wrote.
+    pub held: u64,
+    /// Bytes whose references this node released.
+    pub released: u64,
+}
+
+/// The bucket slot of objects stored under no name (no bucket name can be it).
+pub const UNNAMED: &str = "~unnamed";
+
+impl Acting {
+    /// The quota that applies to this account: its own, else the fabric's default.
+    pub async fn quota(&self) -> Result<AccountQuota, BucketError> {
+        quota_of(&self.table, self.account()).await
+    }
+
+    /// Bytes this account stores, from its tally.
+    pub async fn usage(&self) -> Result<u64, BucketError> {
+        usage_of(&self.table, self.account()).await
+    }
+
+    /// Refuse a write of `bytes` more that would take the account past its quota.
+    pub(crate) async fn room_for(&self, bytes: u64) -> Result<(), BucketError> {
+        self.room_replacing(bytes, None).await
+    }
+
+    /// [`Acting::room_for`] a new version of `key` in `b`: in a bucket that keeps one version,
+    /// the one it replaces is let go, so only the difference counts.
+    pub(crate) async fn room_for_object(
+        &self,
+        b: &crate::BucketRecord,
+        key: &str,
+        bytes: u64,
+    ) -> Result<(), BucketError> {
+        self.room_replacing(bytes, (b.versions == 1).then_some((b, key)))
+            .await
+    }
+
+    async fn room_replacing(
+        &self,
+        bytes: u64,
+        replacing: Option<(&crate::BucketRecord, &str)>,
+    ) -> Result<(), BucketError> {
+        let Some(limit) = self.quota().await?.bytes else {
+            return Ok(());
+        };
+        let mut used = self.usage().await?;
+        if let Some((b, key)) = replacing
+            && let Ok(Some(old)) = self.rows(b)?.object(key).await
+        {
+            used = used.saturating_sub(old.size);
+        }
+        if used.saturating_add(bytes) > limit || (bytes == 0 && used >= limit) {
+            return Err(BucketError::OverQuota(format!(
+                "account {} stores {used} of its {limit} bytes; {bytes} more would pass its quota",
+                self.account().short()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Count `bytes` of `bucket` as let go, after the fact: a failure leaves the tally high
+    /// (the account's loss, never a way past its quota), and is logged.
+    pub(crate) async fn count_released(&self, bucket: &str, bytes: u64) {
+        if let Err(e) = self.count(bucket, bytes, false).await {
+            tracing::warn!(bucket, bytes, error = %e, "could not count released bytes");
+        }
+    }
+
+    /// Count `bytes` of `bucket` as held (or let go) by this account, on this node's row.
+    pub(crate) async fn count(
+        &self,
+        bucket: &str,
+        bytes: u64,
+        hold: bool,
+    ) -> Result<(), BucketError> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        let key = TallyKey {
+            owner: self.account(),
+            node: self.table.node_key().public(),
+            bucket: bucket.to_string(),
+        };
+        self.table
+            .update::<Tallies>(self.signer()?.clone(), &key.owner, &key, |cur| {
+                let mut t = cur.unwrap_or_default();
+                if hold {
+                    t.held = t.held.saturating_add(bytes);
+                } else {
+                    t.released = t.released.saturating_add(bytes);
+                }
+                Some(Some(t))
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// The quota that applies to `account` (see [`Acting::quota`]).
+pub async fn quota_of(
+    table: &weft_meta::Table,
+    account: NodeId,
+) -> Result<AccountQuota, BucketError> {
+    if let Some(q) = table.get_value::<Quotas>(&(), &account.to_hex()).await? {
+        return Ok(q);
+    }
+    Ok(table
+        .get_value::<Quotas>(&(), DEFAULT_QUOTA)
+        .await?
+        .unwrap_or_default())
+}
+
+/// Bytes `account` stores, from its tally (see [`Acting::usage`]).
+pub async fn usage_of(table: &weft_meta::Table, account: NodeId) -> Result<u64, BucketError> {
+    let rows = table
+        .list::<Tallies>(&account, &format!("{}/", account.to_hex()))
+        .await?;
+    let (mut held, mut released) = (0u64, 0u64);
+    for (_, row) in rows {
+        if let Some(t) = row.known() {
+            held = held.saturating_add(t.held);
+            released = released.saturating_add(t.released);
+        }
+    }
+    Ok(held.saturating_sub(released))
+}
