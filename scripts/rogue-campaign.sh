@@ -5,8 +5,8 @@
 # objects as a person would, admits `weft-rogue` by an ordinary invite, lets it run every
 # attack of weft_cluster::attacks for ROUNDS rounds, waits past every delay, and then checks
 # the honest outcome: every object reads back byte-identical through every node, the bucket
-# is still its owner's, every honest node is alive and answering, and no file appeared outside
-# the nodes' folders. Exits non-zero on the first broken promise.
+# is still its owner's, the owner's job still runs, every honest node is alive and answering,
+# no name, job, log or quota was taken, and no file appeared outside the nodes' folders. Exits non-zero on the first broken promise.
 #
 #   scripts/rogue-campaign.sh [ROUNDS]        (default 3; WEFT_PROFILE=release for a release build)
 set -euo pipefail
@@ -39,6 +39,10 @@ for i in "${!sizes[@]}"; do
   head -c "${sizes[$i]}" /dev/urandom >"$DIR/obj$i"
   "$W" --data "$N1" put "$DIR/obj$i" "photos/obj$i" >/dev/null
 done
+WEFT_EXAMPLES_DIR="$DIR/examples" scripts/build-examples.sh >/dev/null
+job="$("$W" --data "$N1" job run --module "$DIR/examples/spin.wasm" --output photos/spin/ \
+  --fuel 1000000000000000 --deadline 10m --detach -- 600)"
+echo "the owner's job $job runs while the rogue attacks"
 find "$DIR" /tmp -maxdepth 1 -newer "$DIR/obj0" 2>/dev/null | sort >"$DIR/files-before"
 
 echo "== the rogue member joins and attacks ($ROUNDS rounds)"
@@ -68,10 +72,14 @@ echo "$alive nodes alive in node1's view"
 [ ! -e /tmp/weft-rogue-escape ] && [ ! -e /tmp/weft-rogue-escape-blob ] \
   || fail "a file appeared outside the nodes' folders"
 echo "no file outside the nodes' folders"
-taken="$(grep -Eo '(names_taken|job_asks_taken|quota_rows_taken|deep_rows_not_refused): [1-9][0-9]*' \
+taken="$(grep -Eo '(names_taken|job_asks_taken|log_reads_answered|quota_rows_taken|deep_rows_not_refused): [1-9][0-9]*' \
   "$DIR/rogue.log" || true)"
 [ -z "$taken" ] || fail "the honest nodes accepted: $taken"
-echo "no name, job, quota or deep row taken in any round"
+grep -Eq 'log_reads: [1-9]' "$DIR/rogue.log" || fail "the rogue found no job to attack"
+echo "no name, job, log, quota or deep row taken in any round"
+state="$("$W" --data "$N1" job status "$job" --json | grep -o '"state": "[a-z]*"')"
+[ "$state" = '"state": "running"' ] || fail "the owner's job is $state"
+echo "the owner's job still runs"
 "$W" --data "$N1" fabric quota | grep -q "no quotas" || fail "a quota the admin never set"
 echo "no quota the admin did not set"
 echo "CAMPAIGN PASSED: $ROUNDS rounds, fabric in $DIR"

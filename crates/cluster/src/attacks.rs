@@ -22,7 +22,8 @@
 //! 7. **Jobs** — offers whose keys climb out of the jobs folder, starts of attempts nobody
 //!    reserved, and, for every job of every bucket it can see, a reservation then a start
 //!    with the rogue's own session (a runner that took it would run another account's job as
-//!    the rogue).
+//!    the rogue); every job's logs read with the rogue's own delegation and with a forged
+//!    one of the owner's.
 //! 8. **Fill disks** — junk shards (no object owns them), [`JUNK_PER_PEER`] a round, to every
 //!    member.
 //! 9. **Lift quotas** — a default quota of no limit signed with the member's key, and, for
@@ -71,6 +72,10 @@ pub struct Report {
     pub job_asks: usize,
     /// Of those, the ones a runner took (reserved room for a hostile key, or started).
     pub job_asks_taken: usize,
+    /// Log reads of others' jobs (the rogue's delegation, or a forged one of the owner's).
+    pub log_reads: usize,
+    /// Of those, the ones a node answered with log bytes.
+    pub log_reads_answered: usize,
     /// Bytes of junk shards sent.
     pub junk_sent: u64,
     /// Of those, the bytes members stored (each up to the rogue's share of its disk).
@@ -445,15 +450,15 @@ impl Rogue {
             filtered: String::new(),
             refused: Vec::new(),
         };
-        let mine = weft_data::Session::new(
+        let session = weft_data::Session::new(
             self.key(),
             Scope::Account,
             true,
             weft_net::now_ms(),
             600_000,
             &[],
-        )
-        .to_text();
+        );
+        let mine = session.to_text();
         let hostile = [
             JobKey {
                 owner: self.id(),
@@ -544,6 +549,29 @@ impl Rogue {
                     Ok(JobAnswer::Admitted)
                 ) {
                     report.job_asks_taken += 1;
+                }
+            }
+            // Others' logs: with the rogue's own delegation, and with one that names the
+            // job's owner but that the owner never signed.
+            for key in theirs.iter().chain(&hostile) {
+                let mut forged = session.public_part();
+                forged.via.body.account = key.owner;
+                for reader in [session.public_part(), forged] {
+                    for stderr in [false, true] {
+                        let ask = JobAsk::Logs {
+                            key: key.clone(),
+                            session: reader.to_text(),
+                            stderr,
+                            offset: 0,
+                        };
+                        report.log_reads += 1;
+                        if matches!(
+                            self.ask(JOB_RPC, *peer, &ask).await,
+                            Ok(JobAnswer::Logs { .. })
+                        ) {
+                            report.log_reads_answered += 1;
+                        }
+                    }
                 }
             }
         }

@@ -496,6 +496,7 @@ async fn a_rogue_members_whole_campaign_changes_nothing_it_does_not_own() {
         assert!(report.down_lies > 0, "{report:?}");
         assert!(report.job_asks > 0, "{report:?}");
         assert_eq!(report.job_asks_taken, 0, "{report:?}");
+        assert_eq!(report.log_reads_answered, 0, "{report:?}");
         assert!(report.junk_sent > 0, "{report:?}");
         assert!(report.quota_rows >= 2, "{report:?}");
         assert_eq!(report.quota_rows_taken, 0, "{report:?}");
