@@ -12,6 +12,7 @@ mod membership;
 mod repair;
 mod s3;
 mod storage;
+mod wan;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -44,6 +45,10 @@ pub enum BenchCommand {
     /// The API, S3 and OpenAI servers' latency for well-behaved clients while idle and slow
     /// clients hold connections open
     Http(HttpArgs),
+    /// Every path a user waits on across the default 3-site fabric (small and large puts and
+    /// gets, HEAD, LIST, reads by capability, hot reads, a no-op job, an OpenAI request), each
+    /// beside its physical floor; large transfers with and without WAN
+    Wan(WanArgs),
     /// Local AI through the OpenAI-compatible API (embeddings/s, prefill and decode tokens/s,
     /// time to first token routed vs local, peak RSS) against llama.cpp and
     /// sentence-transformers on the same models
@@ -63,6 +68,20 @@ pub struct HttpArgs {
     #[arg(long, default_value_t = 100)]
     pub(crate) slow: usize,
     /// Folder for the fabric's data [default: a fresh temporary one]
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
+}
+
+/// `weft bench wan`.
+#[derive(Args, Debug)]
+pub struct WanArgs {
+    /// Runs of each small path (4 KiB put and get, HEAD, LIST; half as many of the others)
+    #[arg(long, default_value_t = 20)]
+    pub(crate) ops: usize,
+    /// Size of the large objects, MiB (three put and got with WAN and without)
+    #[arg(long, default_value_t = 64)]
+    pub(crate) large_mib: usize,
+    /// Folder for the fabrics' data [default: a fresh temporary one]
     #[arg(long)]
     pub(crate) dir: Option<PathBuf>,
 }
@@ -254,6 +273,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Compute(args) => compute::run(args),
         BenchCommand::Http(args) => http::run(args),
         BenchCommand::Inference(args) => inference::run(args),
+        BenchCommand::Wan(args) => wan::run(args),
     }
 }
 
