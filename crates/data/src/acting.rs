@@ -368,18 +368,24 @@ impl Acting {
         hold: bool,
     ) -> Result<(), BucketError> {
         let name = self.ref_name(rows, b, key, &record.version);
+        let refs = async {
+            for m in Self::stored_objects(record) {
+                let done = if hold {
+                    self.refs.retain(&m, &name, self.signer()?).await
+                } else {
+                    self.refs.release(&m, &name, self.signer()?).await
+                };
+                done.map_err(|e| BucketError::Catalog(e.to_string()))?;
+            }
+            Ok::<_, BucketError>(())
+        };
         if hold {
-            self.count(&b.name, record.size, true).await?;
-        }
-        for m in Self::stored_objects(record) {
-            let done = if hold {
-                self.refs.retain(&m, &name, self.signer()?).await
-            } else {
-                self.refs.release(&m, &name, self.signer()?).await
-            };
-            done.map_err(|e| BucketError::Catalog(e.to_string()))?;
-        }
-        if !hold {
+            // Counted beside the references, not after them: no round trip of its own.
+            let (counted, held) = tokio::join!(self.count(&b.name, record.size, true), refs);
+            counted?;
+            held?;
+        } else {
+            refs.await?;
             self.count_released(&b.name, record.size).await;
         }
         Ok(())

@@ -39,14 +39,19 @@ pub struct AccountPass {
     pub admitted_ms: u64,
 }
 
-/// Recent policy and pass checks, shared by every [`Acting`] of a node.
+/// Recent policy, pass and quota checks, and this node's tally counters, shared by every
+/// [`Acting`] of a node.
 #[derive(Clone, Default)]
-pub(crate) struct PolicyChecks(Arc<Mutex<Checks>>);
+pub(crate) struct PolicyChecks(pub(crate) Arc<Mutex<Checks>>);
 
 #[derive(Default)]
-struct Checks {
+pub(crate) struct Checks {
     invite_only: Option<(Instant, bool)>,
     passes: HashMap<NodeId, (Instant, bool)>,
+    /// Every `quota` row, as last read.
+    pub(crate) quotas: Option<(Instant, HashMap<String, crate::quota::AccountQuota>)>,
+    /// This node's counters per (account, bucket): `None` until read from the table.
+    pub(crate) tallies: HashMap<(NodeId, String), crate::quota::Counter>,
 }
 
 impl Acting {

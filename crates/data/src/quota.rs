@@ -46,10 +46,42 @@ pub struct Tally {
 /// The bucket slot of objects stored under no name (no bucket name can be it).
 pub const UNNAMED: &str = "~unnamed";
 
+/// This node's counters of one bucket of an account, as last written (`None`: not read yet).
+/// Held across the read and the write, so one node's updates of its row never interleave.
+pub(crate) type Counter = std::sync::Arc<tokio::sync::Mutex<Option<Tally>>>;
+
 impl Acting {
-    /// The quota that applies to this account: its own, else the fabric's default.
+    /// The quota that applies to this account: its own, else the fabric's default (every
+    /// quota row read at most once per [`crate::policy::CHECK_TTL`] per node).
     pub async fn quota(&self) -> Result<AccountQuota, BucketError> {
-        quota_of(&self.table, self.account()).await
+        let cached = self
+            .policy_checks
+            .0
+            .lock()
+            .quotas
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < crate::policy::CHECK_TTL)
+            .map(|(_, q)| q.clone());
+        let all = match cached {
+            Some(all) => all,
+            None => {
+                let all: std::collections::HashMap<String, AccountQuota> = self
+                    .table
+                    .list::<Quotas>(&(), "")
+                    .await?
+                    .into_iter()
+                    .filter_map(|(who, row)| row.known().map(|q| (who, q)))
+                    .collect();
+                self.policy_checks.0.lock().quotas =
+                    Some((std::time::Instant::now(), all.clone()));
+                all
+            }
+        };
+        Ok(all
+            .get(&self.account().to_hex())
+            .or_else(|| all.get(DEFAULT_QUOTA))
+            .cloned()
+            .unwrap_or_default())
     }
 
     /// Bytes this account stores, from its tally.
@@ -105,7 +137,8 @@ impl Acting {
         }
     }
 
-    /// Count `bytes` of `bucket` as held (or let go) by this account, on this node's row.
+    /// Count `bytes` of `bucket` as held (or let go) by this account, on this node's row: one
+    /// write (and, the first time this node counts for the bucket, one read).
     pub(crate) async fn count(
         &self,
         bucket: &str,
@@ -120,17 +153,37 @@ impl Acting {
             node: self.table.node_key().public(),
             bucket: bucket.to_string(),
         };
+        let counter = {
+            let mut checks = self.policy_checks.0.lock();
+            if checks.tallies.len() > 10_000 {
+                checks.tallies.clear();
+            }
+            checks
+                .tallies
+                .entry((key.owner, key.bucket.clone()))
+                .or_default()
+                .clone()
+        };
+        let mut counter = counter.lock().await;
+        let mut t = match *counter {
+            Some(t) => t,
+            None => self
+                .table
+                .get_value::<Tallies>(&key.owner, &key)
+                .await?
+                .unwrap_or_default(),
+        };
+        if hold {
+            t.held = t.held.saturating_add(bytes);
+        } else {
+            t.released = t.released.saturating_add(bytes);
+        }
+        // Unknown until the write lands: re-read next time if it does not.
+        *counter = None;
         self.table
-            .update::<Tallies>(self.signer()?.clone(), &key.owner, &key, |cur| {
-                let mut t = cur.unwrap_or_default();
-                if hold {
-                    t.held = t.held.saturating_add(bytes);
-                } else {
-                    t.released = t.released.saturating_add(bytes);
-                }
-                Some(Some(t))
-            })
+            .put::<Tallies>(self.signer()?.clone(), &key.owner, &key, Some(&t))
             .await?;
+        *counter = Some(t);
         Ok(())
     }
 }

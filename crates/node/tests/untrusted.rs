@@ -761,10 +761,12 @@ async fn an_accounts_quota_holds_through_every_node() {
         .create_bucket("quota-box", Residency::default(), None, 1)
         .await
         .unwrap();
+    let fresh = weft_data::policy::CHECK_TTL + Duration::from_millis(300);
     admin
         .set_quota("default", Some((Some(1_000_000), None)))
         .await
         .unwrap();
+    tokio::time::sleep(fresh).await;
     let kb600 = data(600_000);
     alice
         .objects()
@@ -814,6 +816,7 @@ async fn an_accounts_quota_holds_through_every_node() {
         .set_quota(&alice.account().to_hex(), Some((Some(3_000_000), Some(2))))
         .await
         .unwrap();
+    tokio::time::sleep(fresh).await;
     alice
         .objects()
         .put("quota-box", "b", &kb600[..])
@@ -846,7 +849,7 @@ async fn an_accounts_quota_holds_through_every_node() {
         .admit_account(&alice.account().to_hex(), true)
         .await
         .unwrap();
-    tokio::time::sleep(weft_data::policy::CHECK_TTL + Duration::from_millis(300)).await;
+    tokio::time::sleep(fresh).await;
     let over = alice
         .objects()
         .put("quota-box", "c", &data(2_600_000)[..])

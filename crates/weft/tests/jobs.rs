@@ -568,6 +568,8 @@ fn quotas_bound_what_an_account_stores_and_runs() {
         "1MB",
     ]);
     assert!(set.contains("bytes stored: 976.6 KiB"), "{set}");
+    // Every node reads quotas at most 3 s old.
+    let fresh = Duration::from_secs(4);
     let err = fails(&[
         "--data",
         &node(2),
@@ -579,6 +581,7 @@ fn quotas_bound_what_an_account_stores_and_runs() {
     ]);
     assert!(err.contains("admin key"), "{err}");
     alice.ok(&["--data", &node(2), "bucket", "create", "lab"]);
+    std::thread::sleep(fresh);
     let file = fabric.root().join("600k");
     std::fs::write(&file, vec![7u8; 600_000]).unwrap();
     let file = file.to_str().unwrap();
@@ -602,6 +605,7 @@ fn quotas_bound_what_an_account_stores_and_runs() {
         "1",
     ]);
     assert!(mine.contains("jobs queued or running: 1"), "{mine}");
+    std::thread::sleep(fresh);
     let listed = ok(&["--data", &node(1), "fabric", "quota", "--json"]);
     let listed: Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 2, "{listed:#}");
@@ -648,6 +652,7 @@ fn quotas_bound_what_an_account_stores_and_runs() {
     alice.ok(&["--data", &node(3), "job", "cancel", &second]);
     // Cleared, she has the default again.
     ok(&["--data", &node(1), "fabric", "quota", &id, "--clear"]);
+    std::thread::sleep(fresh);
     let usage = alice.ok(&["--data", &node(1), "usage", "--json"]);
     let usage: Value = serde_json::from_str(&usage).unwrap();
     assert_eq!(usage["quota_bytes"], 1_000_000, "{usage:#}");
