@@ -184,7 +184,10 @@ impl Acting {
             .create::<schema::Buckets>(self.signer()?, &(), name, &record)
             .await
         {
-            Ok(_) => Ok(record),
+            Ok(_) => {
+                self.forget_bucket(name);
+                Ok(record)
+            }
             Err(MetaError::Conflict) => Err(BucketError::Exists(name.into())),
             Err(e) => Err(e.into()),
         }
@@ -200,6 +203,37 @@ impl Acting {
             Some(Value::Known(b)) if b.owner == row.signer && b.name == name => Ok(b),
             Some(_) => Err(BucketError::Corrupt(format!("bucket {name}"))),
         }
+    }
+
+    /// [`Acting::bucket`], as this node read it at most [`crate::policy::CHECK_TTL`] ago: a
+    /// bucket's record changes only when it is deleted (or claimed again), so authorization
+    /// costs no round trip while a bucket is in use. A name not found is never remembered.
+    pub(crate) async fn bucket_recent(&self, name: &str) -> Result<BucketRecord, BucketError> {
+        let cached = self
+            .policy_checks
+            .0
+            .lock()
+            .buckets
+            .get(name)
+            .filter(|(at, _)| at.elapsed() < crate::policy::CHECK_TTL)
+            .map(|(_, b)| b.clone());
+        if let Some(b) = cached {
+            return Ok(b);
+        }
+        let b = self.bucket(name).await?;
+        let mut checks = self.policy_checks.0.lock();
+        if checks.buckets.len() > 10_000 {
+            checks.buckets.clear();
+        }
+        checks
+            .buckets
+            .insert(name.to_string(), (std::time::Instant::now(), b.clone()));
+        Ok(b)
+    }
+
+    /// Forget this node's recent read of bucket `name` (it was just made or deleted here).
+    pub(crate) fn forget_bucket(&self, name: &str) {
+        self.policy_checks.0.lock().buckets.remove(name);
     }
 
     /// Every bucket.
@@ -232,7 +266,7 @@ impl Acting {
     /// delegation: [`crate::Session::public_part`]).
     pub async fn entitled(&self, bucket: &str, need: Need) -> Result<BucketRecord, BucketError> {
         self.admitted().await?;
-        let b = self.bucket(bucket).await?;
+        let b = self.bucket_recent(bucket).await?;
         if b.owner != self.account() {
             return Err(BucketError::NotOwner(bucket.into()));
         }
@@ -295,12 +329,16 @@ impl Acting {
         let rows = self.rows(b)?;
         // The new version holds its objects before anything points at it; what it replaces
         // lets go of its objects only after (garbage collection waits a safety delay anyway).
-        self.reference(&rows, b, key, record, true).await?;
-        let replaced = if b.versions == 1 {
-            rows.object(key).await.ok().flatten()
-        } else {
-            None
+        // The version it replaces is read beside the new version's references: one round.
+        let replaced = async {
+            if b.versions == 1 {
+                rows.object(key).await.ok().flatten()
+            } else {
+                None
+            }
         };
+        let (held, replaced) = tokio::join!(self.reference(&rows, b, key, record, true), replaced);
+        held?;
         let mut pruned = Vec::new();
         if b.versions > 1 {
             rows.put_version(self.signer()?, key, &record.version, Some(record))
@@ -415,6 +453,7 @@ impl Acting {
         self.table
             .put::<schema::Buckets>(self.signer()?, &(), bucket, None)
             .await?;
+        self.forget_bucket(bucket);
         Ok(())
     }
 }

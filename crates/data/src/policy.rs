@@ -50,6 +50,8 @@ pub(crate) struct Checks {
     passes: HashMap<NodeId, (Instant, bool)>,
     /// Every `quota` row, as last read.
     pub(crate) quotas: Option<(Instant, HashMap<String, crate::quota::AccountQuota>)>,
+    /// Bucket records, as last read (see [`Acting::bucket_recent`]).
+    pub(crate) buckets: HashMap<String, (Instant, crate::BucketRecord)>,
     /// This node's counters per (account, bucket): `None` until read from the table.
     pub(crate) tallies: HashMap<(NodeId, String), crate::quota::Counter>,
 }

@@ -72,8 +72,7 @@ impl Acting {
                     .into_iter()
                     .filter_map(|(who, row)| row.known().map(|q| (who, q)))
                     .collect();
-                self.policy_checks.0.lock().quotas =
-                    Some((std::time::Instant::now(), all.clone()));
+                self.policy_checks.0.lock().quotas = Some((std::time::Instant::now(), all.clone()));
                 all
             }
         };
