@@ -791,6 +791,9 @@ pub async fn open_on(
     Ok((send, recv))
 }
 
+/// Bytes a peer may send on one stream before it is read (see [`transport_config`]).
+const STREAM_WINDOW: u32 = 16 << 20;
+
 fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
@@ -802,5 +805,9 @@ fn transport_config() -> quinn::TransportConfig {
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(16_000);
     t.mtu_discovery_config(Some(mtu));
+    // Long fat links: a stream's window must cover the bandwidth-delay product (100 MB/s over a
+    // 160 ms round trip is 16 MB), or one shard transfer waits on flow control every window.
+    t.stream_receive_window(quinn::VarInt::from_u32(STREAM_WINDOW));
+    t.send_window(8 * u64::from(STREAM_WINDOW));
     t
 }
