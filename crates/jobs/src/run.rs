@@ -293,32 +293,38 @@ impl JobService {
             }
         };
         let work = crate::runner::run_job(b, &runtime, &def.job, Some(cancel.clone()), workdir);
-        tokio::pin!(work);
-        let mut until = started_ms + LEASE_MS;
-        let result = loop {
-            tokio::select! {
-                r = &mut work => break r,
-                () = tokio::time::sleep(Duration::from_millis(RENEW_EVERY_MS)) => {
-                    let now = now_ms();
-                    match self.change(signer, key, |r| {
+        // The lease is renewed beside the job, never in its way: the job's own reads and
+        // writes go on while a renewal waits on its round trips.
+        let renew = async {
+            let mut until = started_ms + LEASE_MS;
+            loop {
+                tokio::time::sleep(Duration::from_millis(RENEW_EVERY_MS)).await;
+                let now = now_ms();
+                match self
+                    .change(signer, key, |r| {
                         r.life = r.life.renew(me, attempt, now)?;
                         Ok(())
-                    }).await {
-                        Ok(_) => until = now + LEASE_MS,
-                        Err(JobError::Refused(why)) => {
-                            tracing::info!(job = %key.reference(), %why, "stopping a job");
+                    })
+                    .await
+                {
+                    Ok(_) => until = now + LEASE_MS,
+                    Err(JobError::Refused(why)) => {
+                        tracing::info!(job = %key.reference(), %why, "stopping a job");
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        // Stop before the lease lapses: past it, another attempt may start.
+                        if now_ms() + RENEW_EVERY_MS >= until {
+                            tracing::warn!(job = %key.reference(), error = %e, "cannot renew a job's lease; stopping it");
                             cancel.store(true, Ordering::Relaxed);
-                        }
-                        Err(e) => {
-                            // Stop before the lease lapses: past it, another attempt may start.
-                            if now_ms() + RENEW_EVERY_MS >= until {
-                                tracing::warn!(job = %key.reference(), error = %e, "cannot renew a job's lease; stopping it");
-                                cancel.store(true, Ordering::Relaxed);
-                            }
                         }
                     }
                 }
             }
+        };
+        let result = tokio::select! {
+            r = work => r,
+            () = renew => return,
         };
         let outcome = match result {
             Ok(report) => Ok(report),

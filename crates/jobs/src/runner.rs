@@ -10,6 +10,7 @@
 //! Where the job runs, and how it is retried, is decided above this (the scheduler and the
 //! job's lease, in `weft-compute`).
 
+use futures_util::StreamExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -63,6 +64,9 @@ fn files_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Inputs fetched, and outputs written, at once.
+const AT_ONCE: usize = 4;
+
 /// Run `job` here for the account `acting` acts as, in `workdir` (which it may fill; the
 /// caller removes it); setting `cancel` stops it (see [`RunSpec::cancel`]).
 pub async fn run_job(
@@ -101,22 +105,38 @@ pub async fn run_job(
     let module = runtime.module(&module.bytes)?;
     let inputs = workdir.join("in");
     std::fs::create_dir_all(&inputs)?;
+    // Inputs are fetched [`AT_ONCE`] at a time: their round trips overlap.
+    let mounted = !mounts.is_empty();
+    // Boxed, so the stream's futures have one type whatever the borrows (a task's future must
+    // be `Send` for every lifetime the closure could be called with).
+    let fetches: Vec<futures_util::future::BoxFuture<'_, Result<u64, RunnerError>>> = mounts
+        .into_iter()
+        .map(|(rel, source)| {
+            let path = inputs.join(rel);
+            Box::pin(async move {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                let file = tokio::fs::File::create(&path).await?;
+                let mut writer = tokio::io::BufWriter::new(file);
+                fetch(acting, source, &mut writer).await?;
+                tokio::io::AsyncWriteExt::flush(&mut writer).await?;
+                Ok(std::fs::metadata(&path)?.len())
+            }) as futures_util::future::BoxFuture<'_, _>
+        })
+        .collect();
+    let fetched = futures_util::stream::iter(fetches)
+        .buffer_unordered(AT_ONCE)
+        .collect::<Vec<_>>()
+        .await;
     let mut input_bytes = 0;
-    for (rel, source) in &mounts {
-        let path = inputs.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let file = tokio::fs::File::create(&path).await?;
-        let mut writer = tokio::io::BufWriter::new(file);
-        fetch(acting, source, &mut writer).await?;
-        tokio::io::AsyncWriteExt::flush(&mut writer).await?;
-        input_bytes += std::fs::metadata(&path)?.len();
+    for n in fetched {
+        input_bytes += n?;
     }
     let spec = RunSpec {
         args: job.args.clone(),
         env: job.env.clone(),
-        inputs: (!mounts.is_empty()).then(|| inputs.clone()),
+        inputs: mounted.then(|| inputs.clone()),
         output: workdir.join("out"),
         stdout: workdir.join("stdout"),
         stderr: workdir.join("stderr"),
@@ -137,13 +157,19 @@ pub async fn run_job(
     }
     files.push(("stdout".into(), spec.stdout.clone()));
     files.push(("stderr".into(), spec.stderr.clone()));
-    let mut outputs = Vec::new();
-    for (rel, path) in files {
+    // Written [`AT_ONCE`] at a time, listed in the order above.
+    let written = futures_util::stream::iter(files.into_iter().map(|(rel, path)| {
         let key = format!("{}{rel}", job.output_prefix);
-        let file = tokio::fs::File::open(&path).await?;
-        let (record, _) = acting.objects().put(&job.output_bucket, &key, file).await?;
-        outputs.push((key, record.size));
-    }
+        async move {
+            let file = tokio::fs::File::open(&path).await?;
+            let (record, _) = acting.objects().put(&job.output_bucket, &key, file).await?;
+            Ok::<_, RunnerError>((key, record.size))
+        }
+    }))
+    .buffered(AT_ONCE)
+    .collect::<Vec<_>>()
+    .await;
+    let outputs = written.into_iter().collect::<Result<Vec<_>, _>>()?;
     let outcome = result?;
     Ok(JobReport {
         outcome,
