@@ -45,6 +45,9 @@ pub struct ListedObject {
     pub created_ms: u64,
     /// Version id.
     pub version: String,
+    /// Kept in its row (a small object), not stored in segments.
+    #[serde(default)]
+    pub inline: bool,
 }
 
 impl ListedObject {
@@ -55,6 +58,7 @@ impl ListedObject {
             content_id: r.content_id.to_hex(),
             created_ms: r.created_ms,
             version: r.version.clone(),
+            inline: r.is_inline(),
         }
     }
 }
@@ -139,17 +143,27 @@ pub(crate) async fn put(
 ) -> Result<Json<PutAnswer>, ApiFailure> {
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let reader = tokio_util::io::StreamReader::new(stream);
-    let (_, manifest) = acting
+    let (record, manifest) = acting
         .objects()
         .put(&bucket, &key, reader)
         .await
         .map_err(ApiFailure::from)?;
-    Ok(Json(PutAnswer {
-        capability: String::new(),
-        content_id: manifest.content_id.to_hex(),
-        size: manifest.size,
-        segments: manifest.segments.len(),
-        ec: manifest.ec.to_string(),
+    Ok(Json(match manifest {
+        Some(manifest) => PutAnswer {
+            capability: String::new(),
+            content_id: manifest.content_id.to_hex(),
+            size: manifest.size,
+            segments: manifest.segments.len(),
+            ec: manifest.ec.to_string(),
+        },
+        // Kept in its row: no segments, no coding of its own.
+        None => PutAnswer {
+            capability: String::new(),
+            content_id: record.content_id.to_hex(),
+            size: record.size,
+            segments: 0,
+            ec: PutAnswer::INLINE.into(),
+        },
     }))
 }
 
@@ -168,7 +182,7 @@ pub(crate) async fn get(
     }
     .map_err(ApiFailure::from)?;
     // A whole object's manifest is fetched first, so a bad one fails with a status.
-    if record.parts.is_empty() {
+    if record.parts.is_empty() && !record.is_inline() {
         let cap = buckets
             .objects()
             .capability_of(&bucket, &key, &record)

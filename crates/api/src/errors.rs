@@ -24,7 +24,9 @@ impl IntoResponse for ApiFailure {
 fn storage_status(e: &StorageError) -> StatusCode {
     match e {
         StorageError::Placement(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        StorageError::BadCapability(_) => StatusCode::BAD_REQUEST,
+        StorageError::BadCapability(_) | StorageError::InlineCorrupt => StatusCode::BAD_REQUEST,
+        // Asked for what a capability that carries its object does not have (a manifest).
+        StorageError::Inline(_) => StatusCode::UNPROCESSABLE_ENTITY,
         StorageError::ManifestUnavailable(_) => StatusCode::NOT_FOUND,
         // A manifest this node cannot use (newer format, malformed): the object exists but
         // cannot be served from here.

@@ -37,8 +37,13 @@ pub struct PutAnswer {
     pub size: u64,
     /// Segments.
     pub segments: usize,
-    /// Erasure coding used.
+    /// Erasure coding used ([`PutAnswer::INLINE`] for an object kept in its row).
     pub ec: String,
+}
+
+impl PutAnswer {
+    /// [`PutAnswer::ec`] of a small object kept in its row rather than stored in segments.
+    pub const INLINE: &'static str = "inline";
 }
 
 /// A residency policy and an erasure coding, from their comma-separated query or body forms
@@ -141,6 +146,22 @@ pub(crate) async fn stream_object(
     cap: Capability,
     headers: &HeaderMap,
 ) -> Result<Response, ApiFailure> {
+    // A small object the capability carries: opened (and verified) here, no round trip.
+    if let Some(bytes) = cap.open_inline() {
+        let bytes = bytes.map_err(ApiFailure::from)?;
+        return Ok(ranged_body(
+            &s.node,
+            bytes.len() as u64,
+            headers,
+            move |start, end, mut writer| async move {
+                use tokio::io::AsyncWriteExt;
+                writer
+                    .write_all(&bytes[start as usize..end as usize])
+                    .await
+                    .map_err(|e| e.to_string())
+            },
+        ));
+    }
     // Fetch the manifest first so a bad capability fails with a status, not a cut stream.
     let manifest = s
         .node

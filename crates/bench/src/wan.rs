@@ -6,15 +6,17 @@
 //!
 //! Everything enters at node1 (eu), as a client there would: S3 PutObject, GetObject,
 //! HeadObject and ListObjectsV2 (presigned requests, one connection each) on a bucket in
-//! regions eu and us; a read by capability (an immutable object) through node4 (eu) and a
+//! regions eu and us, and 4 KiB puts and gets on a bucket without residency (kept in their
+//! rows; also measured on loopback); a read by capability (an immutable object) through node4 (eu) and a
 //! second read of an object node1 just read, through node4; a job that does nothing, submitted
 //! through node1 and polled until done; an OpenAI embeddings request at node1 for a model held
 //! only in ap.
 //!
 //! Floors: a write must reach the bucket's farthest region (so it survives a site); a read
 //! must reach, for every segment, the k-th nearest holder of its shards (from the object's
-//! manifest); a HEAD, a LIST and a job's rows need two of three replicas (the nearest two
-//! nodes in the bucket's regions, the entry counting as one when it is in them); a hot read
+//! manifest); a HEAD, a LIST, a small object's read (it lives in its row) and a job's rows
+//! need two of three replicas (the nearest two nodes in the bucket's regions, the entry
+//! counting as one when it is in them); a hot read
 //! stays in the site; an inference request reaches the nearest node that holds the model.
 
 use std::collections::HashMap;
@@ -133,11 +135,13 @@ impl S3 {
     }
 }
 
-/// A fabric, its nodes' sites, and node1's S3 face on bucket `bench` (regions eu and us).
+/// A fabric, its nodes' sites, and node1's S3 face on bucket `bench` (regions eu and us) and
+/// on bucket `anywhere` (no residency: small objects live in their rows).
 struct Setup {
     fabric: weft_cluster::LocalFabric,
     sites: HashMap<String, String>,
     s3: S3,
+    anywhere: S3,
 }
 
 fn setup(root: PathBuf, no_wan: bool) -> Result<Setup> {
@@ -162,6 +166,13 @@ fn setup(root: PathBuf, no_wan: bool) -> Result<Setup> {
             ..Default::default()
         },
     )?;
+    let _: weft_data::BucketRecord = api.post(
+        "/v1/buckets",
+        &weft_api::CreateBucket {
+            name: "anywhere".into(),
+            ..Default::default()
+        },
+    )?;
     let key: weft_data::AccessKey = api.post(
         "/v1/keys",
         &weft_api::CreateKey {
@@ -173,12 +184,22 @@ fn setup(root: PathBuf, no_wan: bool) -> Result<Setup> {
     )?;
     let addr = std::fs::read_to_string(fabric.dirs[0].join(weft_s3::S3_ADDR_FILE))
         .context("node1 runs no S3 gateway")?;
-    let endpoint = format!("http://{}", addr.trim()).parse()?;
+    let endpoint = format!("http://{}", addr.trim());
+    let creds = Credentials::new(key.id, key.secret);
     let s3 = S3 {
-        bucket: Bucket::new(endpoint, UrlStyle::Path, "bench", "us-east-1")?,
-        creds: Credentials::new(key.id, key.secret),
+        bucket: Bucket::new(endpoint.parse()?, UrlStyle::Path, "bench", "us-east-1")?,
+        creds: creds.clone(),
     };
-    Ok(Setup { fabric, sites, s3 })
+    let anywhere = S3 {
+        bucket: Bucket::new(endpoint.parse()?, UrlStyle::Path, "anywhere", "us-east-1")?,
+        creds,
+    };
+    Ok(Setup {
+        fabric,
+        sites,
+        s3,
+        anywhere,
+    })
 }
 
 /// One timed path: its latencies and its floor.
@@ -331,7 +352,7 @@ fn measure(base: &Path, args: &WanArgs) -> Result<()> {
         // Throughput first without WAN, in the same run, on a fabric of its own (stopped after).
         let lan = setup(base.join("lan"), true)?;
         let r = large(&lan.s3, args.large_mib, "lan")?;
-        let small = small_s3(&lan.s3, args.ops, "lan-small")?;
+        let small = small_s3(&lan.anywhere, args.ops, "lan-small")?;
         (r.0, r.1, small)
     };
     let sites = &wan.sites;
@@ -365,8 +386,14 @@ fn measure(base: &Path, args: &WanArgs) -> Result<()> {
             puts.push(wan.s3.put(&key, &body)?);
             gets.push(wan.s3.get(&key, &body)?);
             if i == 0 {
-                let cap = capability(node(0), &key)?;
-                floor_get = read_floor(node(0), &cap, sites, &entry)?;
+                // A small object lives in its row (a quorum read of the bucket's rows); a
+                // larger one in shards (the k-th nearest holder of each segment).
+                floor_get = if size <= weft_data::INLINE_MAX {
+                    quorum_floor
+                } else {
+                    let cap = capability(node(0), &key)?;
+                    read_floor(node(0), &cap, sites, &entry)?
+                };
             }
         }
         let goal_put =
@@ -385,6 +412,21 @@ fn measure(base: &Path, args: &WanArgs) -> Result<()> {
             goal: goal_get,
         });
     }
+    // The same small objects in a bucket without residency: kept in their rows, whose
+    // replicas are one per site (a majority from eu: eu and us).
+    let (puts, gets) = small_s3(&wan.anywhere, args.ops.max(2), "anywhere")?;
+    rows.push(Row {
+        name: "4 KiB put (S3, no residency)".into(),
+        ms: sorted(puts),
+        floor: rtt(&entry, "us"),
+        goal: Some((1.25 * rtt("eu", "us"), "p50 <= 100 ms".into())),
+    });
+    rows.push(Row {
+        name: "4 KiB get (S3, no residency)".into(),
+        ms: sorted(gets),
+        floor: rtt(&entry, "us"),
+        goal: Some((100.0, "p50 <= 100 ms".into())),
+    });
     let mut heads = Vec::new();
     let mut lists = Vec::new();
     for i in 0..args.ops {
@@ -475,7 +517,7 @@ fn measure(base: &Path, args: &WanArgs) -> Result<()> {
     );
     let (lp, lg) = lan_small;
     println!(
-        "loopback 4 KiB S3: put p50 {:.1} ms [goal <= 5 ms: {}], get p50 {:.1} ms [goal <= 2 ms: {}]",
+        "loopback 4 KiB S3, no residency: put p50 {:.1} ms [goal <= 5 ms: {}], get p50 {:.1} ms [goal <= 2 ms: {}]",
         pct(&lp, 0.5),
         verdict(pct(&lp, 0.5) <= 5.0),
         pct(&lg, 0.5),

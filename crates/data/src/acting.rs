@@ -170,6 +170,7 @@ impl Acting {
                 .map_err(|e| BucketError::Invalid(e.to_string()))?;
         }
         self.admitted().await?;
+        let rows_in_regions = weft_meta::ring::tag(&policy.regions).is_some();
         let record = BucketRecord {
             name: name.into(),
             owner: self.account(),
@@ -178,6 +179,7 @@ impl Acting {
             versions,
             created_ms: weft_net::now_ms(),
             sealed: true,
+            rows_in_regions,
         };
         match self
             .table
@@ -315,7 +317,58 @@ impl Acting {
             version: new_version(now),
             attrs,
             parts: Vec::new(),
+            inline: None,
         })
+    }
+
+    /// The record of a new version of `bucket/key` kept in its row: `bytes` (at most
+    /// [`crate::INLINE_MAX`]) sealed under a fresh object key, wrapped like a stored object's.
+    pub(crate) fn record_inline(
+        &self,
+        bucket: &str,
+        key: &str,
+        bytes: &[u8],
+        attrs: ObjectAttrs,
+    ) -> Result<ObjectRecord, BucketError> {
+        let mut object_key = [0u8; 32];
+        getrandom::fill(&mut object_key)
+            .map_err(|e| BucketError::Storage(std::io::Error::other(e.to_string()).into()))?;
+        let mut content = weft_store::content_hasher(&weft_store::ObjectKey(object_key), true);
+        content.update(bytes);
+        let sealed = weft_store::seal(&object_key, bytes, weft_store::INLINE_CONTEXT)
+            .map_err(|e| BucketError::Storage(e.into()))?;
+        let wrapped_key = self.wrap(bucket, &object_key, &format!("{bucket}/{key}"))?;
+        let now = weft_net::now_ms();
+        Ok(ObjectRecord {
+            manifest: ContentHash([0; 32]),
+            holders: Vec::new(),
+            size: bytes.len() as u64,
+            content_id: ContentHash(*content.finalize().as_bytes()),
+            wrapped_key,
+            created_ms: now,
+            version: new_version(now),
+            attrs,
+            parts: Vec::new(),
+            inline: Some(sealed),
+        })
+    }
+
+    /// The bytes of `record`, a version of `bucket/key` kept in its row (`None` if it is not
+    /// one); fails if they do not open (a wrong key, or altered).
+    pub(crate) fn inline_bytes(
+        &self,
+        bucket: &str,
+        key: &str,
+        record: &ObjectRecord,
+    ) -> Option<Result<Vec<u8>, BucketError>> {
+        let sealed = record.inline.as_ref()?;
+        let corrupt = || BucketError::Corrupt(format!("{bucket}/{key} (kept in its row)"));
+        Some(
+            self.unwrap(bucket, &record.wrapped_key, &format!("{bucket}/{key}"))
+                .and_then(|k| weft_store::open(&k, sealed, weft_store::INLINE_CONTEXT))
+                .filter(|plain| plain.len() as u64 == record.size)
+                .ok_or_else(corrupt),
+        )
     }
 
     /// Make `record` the current version of `key` (and keep it in the history if the bucket
@@ -327,34 +380,59 @@ impl Acting {
         record: &ObjectRecord,
     ) -> Result<(), BucketError> {
         let rows = self.rows(b)?;
-        // The new version holds its objects before anything points at it; what it replaces
-        // lets go of its objects only after (garbage collection waits a safety delay anyway).
-        // The version it replaces is read beside the new version's references: one round.
-        let replaced = async {
-            if b.versions == 1 {
-                rows.object(key).await.ok().flatten()
+        // The new version holds its objects before anything points at it (its bytes are
+        // counted beside); one kept in its row has none, and is counted beside its write.
+        let stored = !Self::stored_objects(record).is_empty();
+        if stored {
+            self.reference(&rows, b, key, record, true).await?;
+        }
+        let counted = async {
+            if stored {
+                Ok(())
             } else {
-                None
+                self.count(&b.name, record.size, true).await
             }
         };
-        let (held, replaced) = tokio::join!(self.reference(&rows, b, key, record, true), replaced);
-        held?;
-        let mut pruned = Vec::new();
-        if b.versions > 1 {
+        let written = async {
+            if b.versions == 1 {
+                // The write answers the version it replaced: one round trip for both.
+                return rows
+                    .put_object_returning(self.signer()?, key, Some(record))
+                    .await;
+            }
             rows.put_version(self.signer()?, key, &record.version, Some(record))
                 .await?;
             let history = rows.versions(key).await?;
             let excess = history.len().saturating_sub(b.versions as usize);
+            let mut pruned = Vec::new();
             for (old, r) in history.into_iter().take(excess) {
                 rows.put_version(self.signer()?, key, &old, None).await?;
                 pruned.extend(r);
             }
-        }
-        rows.put_object(self.signer()?, key, Some(record)).await?;
-        for old in replaced.iter().chain(&pruned) {
-            if old.version != record.version {
-                self.reference(&rows, b, key, old, false).await?;
-            }
+            rows.put_object(self.signer()?, key, Some(record)).await?;
+            Ok(pruned)
+        };
+        let (counted, written) = tokio::join!(counted, written);
+        let replaced = written?;
+        counted?;
+        // Acknowledged now; what the new version replaced lets go of its objects after, off
+        // the writer's path. Should that fail, its bytes are kept, never lost.
+        let released: Vec<ObjectRecord> = replaced
+            .into_iter()
+            .filter(|old| old.version != record.version)
+            .collect();
+        if !released.is_empty() {
+            let (this, b, key) = (self.clone(), b.clone(), key.to_string());
+            self.tasks.spawn(async move {
+                let Ok(rows) = this.rows(&b) else {
+                    return;
+                };
+                for old in released {
+                    if let Err(e) = this.reference(&rows, &b, &key, &old, false).await {
+                        tracing::warn!(bucket = %b.name, version = %old.version, error = %e, "could not release a replaced version's objects; they are kept");
+                    }
+                }
+            });
         }
         Ok(())
     }
@@ -388,7 +466,9 @@ impl Acting {
 
     /// The stored objects a record's bytes live in.
     fn stored_objects(record: &ObjectRecord) -> Vec<ContentHash> {
-        if record.parts.is_empty() {
+        if record.is_inline() {
+            Vec::new()
+        } else if record.parts.is_empty() {
             vec![record.manifest]
         } else {
             record.parts.iter().map(|p| p.manifest).collect()

@@ -177,10 +177,7 @@ pub async fn lookup_key(table: &Table, id: &str) -> Result<Option<(AccessKey, No
     let ok = body.account == author
         || match body.scope.granted_bucket() {
             Some(b) => {
-                let bucket = crate::schema::BucketId {
-                    owner: body.account,
-                    name: b.to_string(),
-                };
+                let bucket = crate::schema::BucketId::anywhere(body.account, b);
                 table
                     .get_value::<crate::schema::Grants>(&bucket, &body.delegate)
                     .await?

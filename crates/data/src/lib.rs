@@ -48,8 +48,8 @@ pub use keys::{AccessKey, KeyListing, KeyStore, Keys, lookup_key};
 pub use objects::Objects;
 pub use plane::DataPlane;
 pub use records::{
-    BucketRecord, Grant, MAX_PARTS, MAX_VERSIONS, MIN_PART_SIZE, ObjectAttrs, ObjectRecord,
-    PartRecord, PartRef, UploadRecord, check_bucket_name, check_key,
+    BucketRecord, Grant, INLINE_MAX, MAX_PARTS, MAX_VERSIONS, MIN_PART_SIZE, ObjectAttrs,
+    ObjectRecord, PartRecord, PartRef, UploadRecord, check_bucket_name, check_key,
 };
 pub(crate) use records::{new_version, part_context};
 pub use sealed::BucketSeal;

@@ -23,6 +23,7 @@ use weft_heal::{ManifestEntry, Registry};
 use weft_meta::{LegacyEntry, MetaError, Table};
 
 use crate::records::BucketRecordV1;
+use crate::records::ObjectRecordV1;
 use crate::schema::{self, BucketId, ObjectId, PartNumber, UploadId, legacy};
 use crate::{Acting, BucketRecord, ObjectRecord, PartRecord, UploadRecord};
 
@@ -152,7 +153,7 @@ async fn once(
         }
         done.account_rows += 1;
         for (_, sk, e) in table.legacy_rows(&legacy::objects(&b.name)).await? {
-            if let Some(r) = legacy::<ObjectRecord>(&e) {
+            if let Some(r) = legacy::<ObjectRecordV1>(&e).map(ObjectRecord::from) {
                 keep_newer::<schema::Objects>(table, key, &id, &sk, r).await?;
                 done.account_rows += 1;
             }
@@ -161,7 +162,7 @@ async fn once(
             let Some(object) = pk.strip_prefix(&legacy::versions(&b.name)) else {
                 continue;
             };
-            if let Some(r) = legacy::<ObjectRecord>(&e) {
+            if let Some(r) = legacy::<ObjectRecordV1>(&e).map(ObjectRecord::from) {
                 let oid = ObjectId {
                     bucket: id.clone(),
                     key: object.into(),

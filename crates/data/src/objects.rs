@@ -6,8 +6,17 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use weft_store::{Capability, Erasure, Manifest, ReadReport, Residency};
 
 use crate::{
-    Acting, BucketError, Need, ObjectAttrs, ObjectRecord, check_key, new_version, part_context,
+    Acting, BucketError, BucketRecord, INLINE_MAX, Need, ObjectAttrs, ObjectRecord, check_key,
+    new_version, part_context,
 };
+
+/// Whether `b` keeps small objects in their rows: only where its rows live where its objects
+/// may — a bucket allowed anywhere, or one whose rows are held to its regions — since an
+/// object's bytes must stay where its owner allowed, sealed or not. (Rows are not held to
+/// jurisdictions: a bucket with one stores every object in segments.)
+pub(crate) fn keeps_inline(b: &BucketRecord) -> bool {
+    b.policy.jurisdictions.is_empty() && (b.policy.regions.is_empty() || b.rows_in_regions)
+}
 
 /// The objects of an account ([`Acting::objects`]).
 pub struct Objects<'a>(pub(crate) &'a Acting);
@@ -37,30 +46,49 @@ impl Objects<'_> {
         bucket: &str,
         key: &str,
         reader: R,
-    ) -> Result<(ObjectRecord, Manifest), BucketError> {
-        self.put_with(bucket, key, reader, |_| Ok(ObjectAttrs::default()))
+    ) -> Result<(ObjectRecord, Option<Manifest>), BucketError> {
+        self.put_with(bucket, key, reader, || Ok(ObjectAttrs::default()))
             .await
     }
 
-    /// Store an object; `attrs` is asked once every byte has been read and stored (so a writer
+    /// Store an object; `attrs` is asked once every byte has been read and stored and `reader`
+    /// dropped (so a writer
     /// can hash the stream on its way in for an ETag, or refuse it if a digest does not match:
-    /// then nothing is committed).
+    /// then nothing is committed). An object of at most [`INLINE_MAX`] bytes in a bucket whose
+    /// rows may be kept anywhere ([`keeps_inline`]) is kept in its row (no manifest then).
     pub async fn put_with<R: AsyncRead + Unpin>(
         &self,
         bucket: &str,
         key: &str,
-        reader: R,
-        attrs: impl FnOnce(&Manifest) -> Result<ObjectAttrs, BucketError>,
-    ) -> Result<(ObjectRecord, Manifest), BucketError> {
+        mut reader: R,
+        attrs: impl FnOnce() -> Result<ObjectAttrs, BucketError>,
+    ) -> Result<(ObjectRecord, Option<Manifest>), BucketError> {
+        use tokio::io::AsyncReadExt;
         check_key(key)?;
         let b = self.0.authorize(bucket, Need::Write).await?;
         self.0.room_for(0).await?;
+        let mut head = Vec::with_capacity(INLINE_MAX + 1);
+        (&mut reader)
+            .take(INLINE_MAX as u64 + 1)
+            .read_to_end(&mut head)
+            .await
+            .map_err(|e| BucketError::Storage(e.into()))?;
+        if head.len() <= INLINE_MAX && keeps_inline(&b) {
+            // Every byte was read: the reader goes before `attrs` (a writer may finish what it
+            // computed on the stream only once the stream is gone).
+            drop(reader);
+            self.0.room_for_object(&b, key, head.len() as u64).await?;
+            let record = self.0.record_inline(bucket, key, &head, attrs()?)?;
+            self.0.commit(&b, key, &record).await?;
+            return Ok((record, None));
+        }
+        let reader = std::io::Cursor::new(head).chain(reader);
         let (cap, manifest) = self.0.storage.put(reader, b.policy.clone(), b.ec).await?;
         self.0.room_for_object(&b, key, manifest.size).await?;
-        let attrs = attrs(&manifest)?;
+        let attrs = attrs()?;
         let record = self.0.record_for(bucket, key, &cap, &manifest, attrs)?;
         self.0.commit(&b, key, &record).await?;
-        Ok((record, manifest))
+        Ok((record, Some(manifest)))
     }
 
     /// Make an object stored elsewhere (a capability this account can read) `bucket/key` too,
@@ -75,6 +103,15 @@ impl Objects<'_> {
         check_key(key)?;
         self.0.authorize(from_bucket, Need::Read).await?;
         let b = self.0.authorize(bucket, Need::Write).await?;
+        if let Some(bytes) = self.0.inline_bytes(from_bucket, from_key, source)
+            && !keeps_inline(&b)
+        {
+            // Kept in a row anywhere, it cannot become a row of a bucket held to regions:
+            // it is stored under the target's residency instead.
+            let bytes = bytes?;
+            let (record, _) = self.put_with(bucket, key, &bytes[..], || Ok(attrs)).await?;
+            return Ok(record);
+        }
         self.0.room_for_object(&b, key, source.size).await?;
         let mut record = source.clone();
         let rewrap = |wrapped: &[u8], from: String, to: String| {
@@ -118,6 +155,19 @@ impl Objects<'_> {
     ) -> Result<(), BucketError> {
         use tokio::io::AsyncWriteExt;
         let end = end.min(record.size);
+        if let Some(bytes) = self.0.inline_bytes(bucket, key, record) {
+            let bytes = bytes?;
+            let start = start.min(end) as usize;
+            writer
+                .write_all(&bytes[start..end as usize])
+                .await
+                .map_err(|e| BucketError::Storage(e.into()))?;
+            writer
+                .flush()
+                .await
+                .map_err(|e| BucketError::Storage(e.into()))?;
+            return Ok(());
+        }
         if record.parts.is_empty() {
             let cap = self.capability_of(bucket, key, record)?;
             let manifest = self.0.storage.manifest(&cap).await?;
@@ -141,6 +191,7 @@ impl Objects<'_> {
                     manifest: part.manifest,
                     key: object_key,
                     holders: part.holders.clone(),
+                    inline: None,
                 };
                 wanted.push((cap, start.max(s) - s, end.min(e) - s));
             }
@@ -220,7 +271,8 @@ impl Objects<'_> {
         self.0.object_in(&b, key).await
     }
 
-    /// The record of `key` in bucket `b` (which the caller authorized).
+    /// The read capability of the current version of `bucket/key`: what `weft share` prints
+    /// (a small object kept in its row is carried by it).
     pub async fn capability(&self, bucket: &str, key: &str) -> Result<Capability, BucketError> {
         let b = self.0.authorize(bucket, Need::Read).await?;
         let record = self.0.object_in(&b, key).await?;
@@ -246,10 +298,12 @@ impl Objects<'_> {
             .0
             .unwrap(bucket, &record.wrapped_key, &context)
             .ok_or_else(|| BucketError::Corrupt(format!("{bucket}/{key} (key does not unwrap)")))?;
+        // A small object kept in its row is carried by its capability, sealed as in the row.
         Ok(Capability {
             manifest: record.manifest,
             key: object_key,
             holders: record.holders.clone(),
+            inline: record.inline.clone(),
         })
     }
 
@@ -260,7 +314,17 @@ impl Objects<'_> {
         key: &str,
         writer: W,
     ) -> Result<ReadReport, BucketError> {
-        let cap = self.capability(bucket, key).await?;
+        let b = self.0.authorize(bucket, Need::Read).await?;
+        let record = self.0.object_in(&b, key).await?;
+        if record.is_inline() || !record.parts.is_empty() {
+            self.read_range((bucket, key), &record, 0, record.size, writer)
+                .await?;
+            return Ok(ReadReport {
+                bytes: record.size,
+                ..ReadReport::default()
+            });
+        }
+        let cap = self.capability_of(bucket, key, &record)?;
         Ok(self.0.storage.get(&cap, writer).await?)
     }
 

@@ -42,6 +42,37 @@ pub struct BucketRecord {
     /// from the bucket's key: [`crate::sealed`]). False only for buckets made before weft
     /// sealed them, whose rows stay plain.
     pub sealed: bool,
+    /// Whether its rows are held to its regions too (their replicas are nodes in them, so its
+    /// small objects live in their rows): every bucket with regions made since weft placed
+    /// rows by residency; false for one made before, whose rows stay where they are.
+    pub rows_in_regions: bool,
+}
+
+/// A bucket as stored before its rows were held to its regions (`bucket` format 2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct BucketRecordV2 {
+    pub name: String,
+    pub owner: NodeId,
+    pub policy: Residency,
+    pub ec: Option<Erasure>,
+    pub versions: u32,
+    pub created_ms: u64,
+    pub sealed: bool,
+}
+
+impl From<BucketRecordV2> for BucketRecord {
+    fn from(b: BucketRecordV2) -> BucketRecord {
+        BucketRecord {
+            name: b.name,
+            owner: b.owner,
+            policy: b.policy,
+            ec: b.ec,
+            versions: b.versions,
+            created_ms: b.created_ms,
+            sealed: b.sealed,
+            rows_in_regions: false,
+        }
+    }
 }
 
 /// A bucket as stored before rows were sealed (`bucket` format 1).
@@ -65,6 +96,7 @@ impl From<BucketRecordV1> for BucketRecord {
             versions: b.versions,
             created_ms: b.created_ms,
             sealed: false,
+            rows_in_regions: false,
         }
     }
 }
@@ -104,6 +136,47 @@ pub struct ObjectRecord {
     /// order are the object's. Empty for an object stored whole (then `manifest`, `holders` and
     /// `wrapped_key` name it).
     pub parts: Vec<PartRef>,
+    /// For a small object kept in its row ([`INLINE_MAX`] bytes at most): its bytes sealed
+    /// under its object key (the one `wrapped_key` wraps; [`weft_store::INLINE_CONTEXT`]), so they are never plaintext in a
+    /// row, sealed bucket or not. Then nothing is stored for it: `manifest` is zero,
+    /// `holders` and `parts` empty.
+    pub inline: Option<Vec<u8>>,
+}
+
+/// Largest object kept inside its row: one quorum write stores it, one quorum read reads it
+/// (Storj inlines segments under 4 KiB, Garage objects under 3 KiB).
+pub const INLINE_MAX: usize = 4096;
+
+/// An object record as stored before small objects were kept inline (`obj`/`ver` format 1,
+/// and the bodies of sealed rows that do not decode as the current record).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ObjectRecordV1 {
+    pub manifest: ContentHash,
+    pub holders: Vec<NodeId>,
+    pub size: u64,
+    pub content_id: ContentHash,
+    pub wrapped_key: Vec<u8>,
+    pub created_ms: u64,
+    pub version: String,
+    pub attrs: ObjectAttrs,
+    pub parts: Vec<PartRef>,
+}
+
+impl From<ObjectRecordV1> for ObjectRecord {
+    fn from(r: ObjectRecordV1) -> ObjectRecord {
+        ObjectRecord {
+            manifest: r.manifest,
+            holders: r.holders,
+            size: r.size,
+            content_id: r.content_id,
+            wrapped_key: r.wrapped_key,
+            created_ms: r.created_ms,
+            version: r.version,
+            attrs: r.attrs,
+            parts: r.parts,
+            inline: None,
+        }
+    }
 }
 
 /// One part of an assembled object: a stored object of its own.
@@ -127,6 +200,11 @@ impl ObjectRecord {
         } else {
             self.attrs.etag.clone()
         }
+    }
+
+    /// Whether the object is kept in its row (see [`ObjectRecord::inline`]).
+    pub fn is_inline(&self) -> bool {
+        self.inline.is_some()
     }
 }
 

@@ -30,7 +30,7 @@ use weft_meta::{Rules, Schema, SortKey, Writer, row_kind};
 
 use crate::policy::{AccountPass, AccountPolicy};
 use crate::quota::{AccountQuota, Tally};
-use crate::records::BucketRecordV1;
+use crate::records::{BucketRecordV1, BucketRecordV2, ObjectRecordV1};
 use crate::{BucketRecord, Grant, ObjectRecord, PartRecord, UploadRecord};
 
 /// A bucket, as its rows are keyed: its owner and its name.
@@ -40,6 +40,9 @@ pub struct BucketId {
     pub owner: NodeId,
     /// The bucket's name.
     pub name: String,
+    /// The regions its rows are held to (empty: anywhere; see
+    /// [`BucketRecord::rows_in_regions`]).
+    pub regions: Vec<String>,
 }
 
 impl BucketId {
@@ -48,6 +51,21 @@ impl BucketId {
         BucketId {
             owner: bucket.owner,
             name: bucket.name.clone(),
+            regions: if bucket.rows_in_regions {
+                bucket.policy.regions.clone()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// The id of a bucket whose rows may live anywhere (for its grants, which are not held to
+    /// its regions).
+    pub fn anywhere(owner: NodeId, name: &str) -> BucketId {
+        BucketId {
+            owner,
+            name: name.into(),
+            regions: Vec::new(),
         }
     }
 
@@ -63,7 +81,8 @@ impl Schema for Buckets {
     const KIND: &'static str = "bucket";
     const WRITER: Writer = Writer::FirstClaim;
     /// 2: [`BucketRecord::sealed`] added (format 1 records are buckets with plain rows).
-    const FORMAT: u8 = 2;
+    /// 3: [`BucketRecord::rows_in_regions`] added.
+    const FORMAT: u8 = 3;
     type Part = ();
     type Sort = str;
     type Value = BucketRecord;
@@ -75,20 +94,45 @@ impl Schema for Buckets {
     fn decode(format: u8, body: &[u8]) -> Result<BucketRecord, weft_core::wire::WireError> {
         match format {
             1 => weft_core::wire::decode::<BucketRecordV1>(body).map(BucketRecord::from),
+            2 => weft_core::wire::decode::<BucketRecordV2>(body).map(BucketRecord::from),
             _ => weft_core::wire::decode(body),
         }
     }
 }
 
-row_kind! {
-    /// The current version of each object of a bucket.
-    pub struct Objects {
-        kind: "obj",
-        writer: Writer::PartitionKey(1),
-        part: BucketId,
-        sort: str,
-        value: ObjectRecord,
-        partition: |bucket| bucket.key(),
+/// The current version of each object of a bucket.
+pub struct Objects;
+
+impl Schema for Objects {
+    const KIND: &'static str = "obj";
+    const WRITER: Writer = Writer::PartitionKey(1);
+    /// 2: [`ObjectRecord::inline`] added.
+    const FORMAT: u8 = 2;
+    type Part = BucketId;
+    type Sort = str;
+    type Value = ObjectRecord;
+
+    fn partition(bucket: &BucketId) -> String {
+        bucket.key()
+    }
+
+    fn regions(bucket: &BucketId) -> &[String] {
+        &bucket.regions
+    }
+
+    fn decode(format: u8, body: &[u8]) -> Result<ObjectRecord, weft_core::wire::WireError> {
+        decode_object(format, body)
+    }
+}
+
+/// An object record stored in `format` (1: before [`ObjectRecord::inline`]).
+pub(crate) fn decode_object(
+    format: u8,
+    body: &[u8],
+) -> Result<ObjectRecord, weft_core::wire::WireError> {
+    match format {
+        1 => weft_core::wire::decode::<ObjectRecordV1>(body).map(ObjectRecord::from),
+        _ => weft_core::wire::decode(body),
     }
 }
 
@@ -101,15 +145,28 @@ pub struct ObjectId {
     pub key: String,
 }
 
-row_kind! {
-    /// Kept versions of each object (buckets that keep more than one).
-    pub struct Versions {
-        kind: "ver",
-        writer: Writer::PartitionKey(1),
-        part: ObjectId,
-        sort: str,
-        value: ObjectRecord,
-        partition: |object| format!("{}/{}", object.bucket.key(), object.key),
+/// Kept versions of each object (buckets that keep more than one).
+pub struct Versions;
+
+impl Schema for Versions {
+    const KIND: &'static str = "ver";
+    const WRITER: Writer = Writer::PartitionKey(1);
+    /// 2: [`ObjectRecord::inline`] added.
+    const FORMAT: u8 = 2;
+    type Part = ObjectId;
+    type Sort = str;
+    type Value = ObjectRecord;
+
+    fn partition(object: &ObjectId) -> String {
+        format!("{}/{}", object.bucket.key(), object.key)
+    }
+
+    fn regions(object: &ObjectId) -> &[String] {
+        &object.bucket.regions
+    }
+
+    fn decode(format: u8, body: &[u8]) -> Result<ObjectRecord, weft_core::wire::WireError> {
+        decode_object(format, body)
     }
 }
 
@@ -122,6 +179,7 @@ row_kind! {
         sort: str,
         value: UploadRecord,
         partition: |bucket| bucket.key(),
+        regions: |bucket| &bucket.regions,
     }
 }
 
@@ -153,6 +211,7 @@ row_kind! {
         sort: PartNumber,
         value: PartRecord,
         partition: |upload| format!("{}/{}", upload.bucket.key(), upload.upload),
+        regions: |upload| &upload.bucket.regions,
     }
 }
 
@@ -173,6 +232,10 @@ macro_rules! sealed_kind {
 
             fn partition(part: &$part) -> String {
                 <$plain as Schema>::partition(part)
+            }
+
+            fn regions(part: &$part) -> &[String] {
+                <$plain as Schema>::regions(part)
             }
         }
     };

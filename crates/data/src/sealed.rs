@@ -96,8 +96,13 @@ impl BucketSeal {
     /// What [`BucketSeal::seal`] sealed for the row at `pk`/`sk`; `None` if the bytes were not
     /// sealed by this seal for that row, or were altered.
     pub fn open<T: DeserializeOwned>(&self, pk: &str, sk: &str, sealed: &[u8]) -> Option<T> {
-        let plain = weft_store::open(&self.rows, sealed, &row_context(pk, sk))?;
-        wire::decode(&plain).ok()
+        wire::decode(&self.open_bytes(pk, sk, sealed)?).ok()
+    }
+
+    /// The encoded value [`BucketSeal::seal`] sealed for the row at `pk`/`sk` (see
+    /// [`BucketSeal::open`]), for a caller that decodes it itself.
+    pub fn open_bytes(&self, pk: &str, sk: &str, sealed: &[u8]) -> Option<Vec<u8>> {
+        weft_store::open(&self.rows, sealed, &row_context(pk, sk))
     }
 }
 

@@ -214,6 +214,7 @@ impl Uploads<'_> {
             version: new_version(now),
             attrs,
             parts: refs,
+            inline: None,
         };
         self.0.commit(&b, &up.key, &record).await?;
         self.forget(bucket, upload).await?;

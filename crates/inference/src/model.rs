@@ -269,6 +269,7 @@ mod tests {
             manifest: weft_core::ContentHash([1; 32]),
             key: [2; 32],
             holders: vec![],
+            inline: None,
         }
         .to_text();
         let file = |name: &str, blake3: &str| ModelFile {
@@ -301,6 +302,7 @@ mod tests {
             manifest: weft_core::ContentHash([1; 32]),
             key: [2; 32],
             holders: vec![],
+            inline: None,
         }
         .to_text();
         let file = |name: &str| ModelFile {

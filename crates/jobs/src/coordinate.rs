@@ -237,14 +237,18 @@ impl JobService {
                 let Ok(rec) = b.objects().object(bucket, key).await else {
                     return Vec::new();
                 };
-                if rec.parts.is_empty() {
+                if rec.is_inline() {
+                    // Kept in its row: no holder to be near.
+                } else if rec.parts.is_empty() {
                     manifests.push((rec.manifest, rec.holders));
                 } else {
                     manifests.extend(rec.parts.into_iter().map(|p| (p.manifest, p.holders)));
                 }
             }
             Source::Capability(text) => {
-                if let Ok(cap) = Capability::from_text(text) {
+                if let Ok(cap) = Capability::from_text(text)
+                    && cap.inline.is_none()
+                {
                     manifests.push((cap.manifest, cap.holders));
                 }
             }

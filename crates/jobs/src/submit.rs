@@ -54,6 +54,10 @@ impl JobService {
                 }
                 Source::Capability(text) => {
                     let cap = Capability::from_text(text).map_err(BucketError::from)?;
+                    if cap.inline.is_some() {
+                        // It carries its object: nothing stored anywhere to stay near.
+                        continue;
+                    }
                     let m = self
                         .inner
                         .storage

@@ -300,6 +300,38 @@ impl LocalTable {
         Ok(out)
     }
 
+    /// Merge one row, answering the version it replaced here (`Ok(None)`: there was none, or
+    /// this replica already held this version or a newer one). Read and replaced in one
+    /// transaction, so no version written in between goes unreported.
+    pub fn merge_returning(
+        &self,
+        item: &Item,
+        admit: Admit<'_>,
+    ) -> Result<Result<Option<Entry>, Refusal>, LocalError> {
+        let tx = self.db.begin_write().map_err(err)?;
+        let result = {
+            let mut table = tx.open_table(ENTRIES).map_err(err)?;
+            let key = row_key(&item.pk, &item.sk);
+            let current = table
+                .get(key.as_slice())
+                .map_err(err)?
+                .and_then(|v| decode_entry(v.value()));
+            if let Err(r) = admit.admit(item, current.as_ref()) {
+                Err(r)
+            } else if current.as_ref().is_some_and(|c| !admit.replaces(item, c)) {
+                Ok(None)
+            } else {
+                self.trees.lock().remove(&partition_of(item.pk.as_bytes()));
+                table
+                    .insert(key.as_slice(), encode_entry(&item.entry).as_slice())
+                    .map_err(err)?;
+                Ok(current)
+            }
+        };
+        tx.commit().map_err(err)?;
+        Ok(result)
+    }
+
     /// Merge one row only if this replica's version meets `cond`. `Ok(Err(current))` when it
     /// does not (with the version that failed it).
     pub fn merge_if(
@@ -401,6 +433,49 @@ impl LocalTable {
             }
             if let (Some((pk, sk)), Some(entry)) = (split_key(k.value()), decode_entry(v.value())) {
                 out.push(Item { pk, sk, entry });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Partitions of rows held to regions ([`crate::ring::held`]) this replica has rows of.
+    pub fn held_partitions(&self) -> Result<Vec<Partition>, LocalError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let table = tx.open_table(ENTRIES).map_err(err)?;
+        let mut out = Vec::new();
+        let mut next = Some(crate::ring::PARTITIONS);
+        while let Some(start) = next {
+            let from = start.to_be_bytes();
+            let Some(row) = table.range(from.as_slice()..).map_err(err)?.next() else {
+                break;
+            };
+            let (k, _) = row.map_err(err)?;
+            let Some(p) = k.value().get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+                break;
+            };
+            out.push(p);
+            next = p.checked_add(1);
+        }
+        Ok(out)
+    }
+
+    /// One partition key for each region tag the rows of partition `p` carry (tags seldom share
+    /// a partition, so mostly one), for finding the partition's replicas.
+    pub fn tagged_keys(&self, p: Partition) -> Result<Vec<String>, LocalError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let table = tx.open_table(ENTRIES).map_err(err)?;
+        let start = p.to_be_bytes();
+        let mut out: Vec<String> = Vec::new();
+        for row in table.range(start.as_slice()..).map_err(err)? {
+            let (k, _) = row.map_err(err)?;
+            if !k.value().starts_with(&start) {
+                break;
+            }
+            if let Some((pk, _)) = split_key(k.value()) {
+                let kind = pk.split('/').next().unwrap_or_default();
+                if !out.iter().any(|o| o.split('/').next() == Some(kind)) {
+                    out.push(pk);
+                }
             }
         }
         Ok(out)

@@ -281,7 +281,9 @@ pub enum Refusal {
 
 /// The kind of a partition key: everything before its first `/`.
 pub fn kind_of(pk: &str) -> &str {
-    pk.split('/').next().unwrap_or(pk)
+    let kind = pk.split('/').next().unwrap_or(pk);
+    // A region tag ([`crate::ring::tag`]) places the rows; it is not part of their kind.
+    kind.split_once('@').map_or(kind, |(k, _)| k)
 }
 
 /// The writer rule of every row kind this node knows, and the digests of row versions whose

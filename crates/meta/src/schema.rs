@@ -33,6 +33,13 @@ pub trait Schema: Send + Sync + 'static {
     /// contain NUL.
     fn partition(part: &Self::Part) -> String;
 
+    /// The regions `part`'s rows are held to (empty: anywhere): its partition key then carries
+    /// their tag and its replicas are nodes in them ([`crate::ring`]). Default: anywhere.
+    fn regions(part: &Self::Part) -> &[String] {
+        let _ = part;
+        &[]
+    }
+
     /// Combine two versions of one row that replicas returned at once, before an update is
     /// applied on top (so a version only some replicas hold is not lost). Default: the newer.
     fn join(newer: Self::Value, _older: &Self::Value) -> Self::Value {
@@ -77,7 +84,8 @@ macro_rules! row_kind {
             part: $part:ty,
             sort: $sort:ty,
             value: $value:ty,
-            partition: |$p:pat_param| $body:expr $(,)?
+            partition: |$p:pat_param| $body:expr
+            $(, regions: |$r:pat_param| $rbody:expr)? $(,)?
         }
     ) => {
         $(#[$doc])*
@@ -94,6 +102,12 @@ macro_rules! row_kind {
             fn partition($p: &$part) -> String {
                 $body
             }
+
+            $(
+                fn regions($r: &$part) -> &[String] {
+                    $rbody
+                }
+            )?
         }
     };
 }
@@ -101,10 +115,14 @@ macro_rules! row_kind {
 /// The partition key of `part` in schema `S`.
 pub fn partition_key<S: Schema>(part: &S::Part) -> String {
     let rest = S::partition(part);
+    let kind = match crate::ring::tag(S::regions(part)) {
+        Some(tag) => format!("{}@{tag}", S::KIND),
+        None => S::KIND.to_string(),
+    };
     if rest.is_empty() {
-        S::KIND.to_string()
+        kind
     } else {
-        format!("{}/{rest}", S::KIND)
+        format!("{kind}/{rest}")
     }
 }
 

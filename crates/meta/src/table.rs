@@ -19,7 +19,9 @@ use weft_net::{Endpoint, Rpc};
 
 use crate::hlc::{Hlc, Timestamp};
 use crate::local::{Cond, Judge, LegacyEntry, LocalTable, PartitionTree, Seen};
-use crate::ring::{PARTITIONS, Partition, Replica, partition_of, replicas};
+use crate::ring::{
+    PARTITIONS, Partition, Replica, placeable, regions_of, replicas_in, replicas_of_key,
+};
 use crate::row::{Entry, Item, Refusal, Rules, Signer, Writer};
 use crate::schema::{Row, Schema, SortKey, Value, decode_row, encode_value, partition_key};
 
@@ -59,6 +61,8 @@ pub enum MetaRequest {
     PullLeaves(Partition, u16),
     /// Rows stored before rows were signed whose partition key starts with this (migration).
     Legacy(String),
+    /// Merge this row and answer the version it replaced ([`MetaResponse::Replaced`]).
+    Swap(Box<Item>),
 }
 
 /// The answer.
@@ -78,6 +82,8 @@ pub enum MetaResponse {
     Conflict(Option<Entry>),
     /// Unsigned rows from before rows were signed: (partition key, sort key, entry).
     Legacy(Vec<(String, String, LegacyEntry)>),
+    /// A [`MetaRequest::Swap`] merged: the version it replaced here, if any.
+    Replaced(Option<Entry>),
 }
 
 /// Table failures.
@@ -194,7 +200,7 @@ impl Table {
         let now = weft_net::now_ms();
         let incoming: Vec<&Item> = match &req {
             MetaRequest::Write(items) => items.iter().collect(),
-            MetaRequest::WriteIf(item, _) => vec![&**item],
+            MetaRequest::WriteIf(item, _) | MetaRequest::Swap(item) => vec![&**item],
             _ => Vec::new(),
         };
         {
@@ -211,14 +217,16 @@ impl Table {
         let me = self.fabric.id();
         if let Some(i) = incoming.iter().find(|i| {
             self.rules.writer(crate::row::kind_of(&i.pk)) == Some(Writer::FirstClaim)
-                && !self
-                    .replicas_of(partition_of(i.pk.as_bytes()))
-                    .contains(&me)
+                && !self.replicas_of_key(&i.pk).contains(&me)
         }) {
             return MetaResponse::Error(format!(
                 "not a replica of {}: a name claim goes to the name's replicas",
                 i.pk
             ));
+        }
+        // Rows held to regions live only on nodes in them: a replica elsewhere takes none.
+        if let Some(i) = incoming.iter().find(|i| !self.holds_here(&i.pk)) {
+            return MetaResponse::Error(format!("{} is held to regions this node is not in", i.pk));
         }
         let admit = self.write_check(now);
         let result = tokio::task::spawn_blocking(move || match req {
@@ -249,6 +257,13 @@ impl Table {
                     Err(current) => MetaResponse::Conflict(current),
                 })
             }
+            MetaRequest::Swap(item) => local.merge_returning(&item, &admit).map(|r| match r {
+                Ok(replaced) => MetaResponse::Replaced(replaced),
+                Err(refusal) => {
+                    tracing::warn!(%refusal, "metadata row refused");
+                    MetaResponse::Error(format!("1 of 1 rows refused: {refusal}"))
+                }
+            }),
             MetaRequest::Read { pk, sk } => local.get(&pk, &sk).map(MetaResponse::Entry),
             MetaRequest::List { pk, prefix } => local.list(&pk, &prefix).map(MetaResponse::Items),
             MetaRequest::Tree(p) => local.tree(p).map(MetaResponse::Tree),
@@ -274,24 +289,42 @@ impl Table {
         &self.local
     }
 
-    /// Current replicas of a partition among live members.
-    pub fn replicas_of(&self, partition: Partition) -> Vec<NodeId> {
-        let nodes: Vec<Replica> = self
-            .fabric
+    fn ring(&self) -> Vec<Replica> {
+        self.fabric
             .members()
             .into_iter()
             .filter(|m| m.in_ring())
             .map(|m| Replica {
                 id: m.id,
                 site: m.placement.site,
+                region: m.placement.region,
             })
-            .collect();
-        replicas(partition, &nodes, REPLICATION)
+            .collect()
+    }
+
+    /// Current replicas of a partition of rows that may live anywhere, among live members.
+    pub fn replicas_of(&self, partition: Partition) -> Vec<NodeId> {
+        replicas_in(partition, &self.ring(), REPLICATION, None)
+    }
+
+    /// Current replicas of the rows of partition key `pk`: among members in its regions only,
+    /// if it is held to regions ([`crate::ring`]).
+    pub fn replicas_of_key(&self, pk: &str) -> Vec<NodeId> {
+        replicas_of_key(pk, &self.ring(), REPLICATION)
     }
 
     /// Current replicas of the partition that holds `part`'s rows of `S`.
     pub fn replicas_for<S: Schema>(&self, part: &S::Part) -> Vec<NodeId> {
-        self.replicas_of(partition_of(partition_key::<S>(part).as_bytes()))
+        self.replicas_of_key(&partition_key::<S>(part))
+    }
+
+    /// Whether this node may hold the rows of `pk` (it is in their regions, if any).
+    fn holds_here(&self, pk: &str) -> bool {
+        let region = self
+            .fabric
+            .member(&self.fabric.id())
+            .map(|m| m.placement.region);
+        region.is_some_and(|r| placeable(pk, &r))
     }
 
     async fn call(&self, node: NodeId, req: MetaRequest) -> Result<MetaResponse, String> {
@@ -361,7 +394,18 @@ impl Table {
         relaxed: bool,
         checked: bool,
     ) -> Result<Vec<(NodeId, MetaResponse)>, MetaError> {
-        let targets = self.replicas_of(partition_of(pk.as_bytes()));
+        let targets = self.replicas_of_key(pk);
+        if targets.is_empty() {
+            return Err(MetaError::Quorum {
+                got: 0,
+                needed: 1,
+                last: match regions_of(pk) {
+                    Ok(Some(regions)) => format!("no member in regions {}", regions.join(", ")),
+                    Ok(None) => "no members".into(),
+                    Err(e) => e,
+                },
+            });
+        }
         let needed = targets.len() / 2 + 1;
         let mut tasks = JoinSet::new();
         for node in targets.iter().copied() {
@@ -456,6 +500,59 @@ impl Table {
         self.write(item).await
     }
 
+    /// Write a row of `S` like [`Table::put`], and answer the live values it replaced on the
+    /// replicas that took it, newest first, each once: what an overwrite lets go of, learnt in
+    /// the write's own round trip. Only versions older than the write count (a replica cannot
+    /// make the writer let go of a newer one), and only those that verify; a value this node
+    /// cannot read is left out (so it is kept, never let go of).
+    pub async fn put_returning<S: Schema>(
+        &self,
+        by: impl Into<Signer>,
+        part: &S::Part,
+        sort: &S::Sort,
+        value: Option<&S::Value>,
+    ) -> Result<(Timestamp, Vec<S::Value>), MetaError> {
+        let item = self.sign(
+            &by.into(),
+            partition_key::<S>(part),
+            sort.to_sort(),
+            value.map(encode_value::<S>),
+        );
+        self.precheck(&item)?;
+        let item = self.with_prior(item).await?;
+        let ts = item.entry.ts;
+        let answers = self
+            .gather(
+                &item.pk,
+                || MetaRequest::Swap(Box::new(item.clone())),
+                false,
+            )
+            .await?;
+        let mut replaced: Vec<Entry> = answers
+            .into_iter()
+            .filter_map(|(_, r)| match r {
+                MetaResponse::Replaced(Some(e)) if e.ts < ts => Some(e),
+                _ => None,
+            })
+            .filter(|e| {
+                self.verified(&Item {
+                    pk: item.pk.clone(),
+                    sk: item.sk.clone(),
+                    entry: e.clone(),
+                })
+            })
+            .collect();
+        replaced.sort_by_key(|e| std::cmp::Reverse((e.ts, e.sig.0)));
+        replaced.dedup_by(|a, b| a.ts == b.ts && a.sig == b.sig);
+        Ok((
+            ts,
+            replaced
+                .iter()
+                .filter_map(|e| decode_row::<S>(e).known())
+                .collect(),
+        ))
+    }
+
     /// Write an already encoded value (format byte first) of `S`: for tools and tests that
     /// write rows of other formats than this build's.
     pub async fn put_encoded<S: Schema>(
@@ -503,12 +600,13 @@ impl Table {
         Err(MetaError::Conflict)
     }
 
-    /// A conditional write to every replica; on failure, a created row that a minority took is
-    /// withdrawn again (best effort) so it does not linger as a rival claim.
+    /// A conditional write to every replica, done once a majority took it; on failure, a
+    /// created row that a minority took is withdrawn again (best effort) so it does not linger
+    /// as a rival claim.
     async fn write_if(&self, by: &Signer, item: Item, cond: Cond) -> Result<Timestamp, MetaError> {
         self.precheck(&item)?;
         let item = self.with_prior(item).await?;
-        let targets = self.replicas_of(partition_of(item.pk.as_bytes()));
+        let targets = self.replicas_of_key(&item.pk);
         let needed = targets.len() / 2 + 1;
         let mut tasks = JoinSet::new();
         for node in targets.iter().copied() {
@@ -521,7 +619,15 @@ impl Table {
         let (mut accepted, mut conflicts, mut last) = (Vec::new(), 0, String::new());
         while let Some(done) = tasks.join_next().await {
             match done {
-                Ok((node, Ok(MetaResponse::Written))) => accepted.push(node),
+                Ok((node, Ok(MetaResponse::Written))) => {
+                    accepted.push(node);
+                    if accepted.len() >= needed {
+                        // Committed: the rest finish in the background (a replica that refuses
+                        // is brought up to date by read repair and anti-entropy).
+                        tasks.detach_all();
+                        return Ok(item.entry.ts);
+                    }
+                }
                 Ok((_, Ok(MetaResponse::Conflict(_)))) => conflicts += 1,
                 Ok((node, Ok(other))) => last = format!("{node}: unexpected answer {other:?}"),
                 Ok((node, Err(e))) => last = format!("{node}: {e}"),
@@ -662,7 +768,7 @@ impl Table {
         // committed write). A newer version fewer hold may be what a conditional write that
         // lost its race left behind: written over the committed one, it would drop what that
         // one added (its writer's retry writes the combined value instead).
-        let replicas = self.replicas_of(partition_of(pk.as_bytes())).len();
+        let replicas = self.replicas_of_key(pk).len();
         let committed = newest.as_ref().filter(|best| {
             entries
                 .iter()
@@ -812,7 +918,7 @@ impl Table {
         prefix: &str,
     ) -> Result<Vec<(String, Row<S::Value>)>, MetaError> {
         let pk = partition_key::<S>(part);
-        let replicas = self.replicas_of(partition_of(pk.as_bytes())).len();
+        let replicas = self.replicas_of_key(&pk).len();
         let answers = self
             .gather_checked(
                 &pk,
@@ -938,8 +1044,22 @@ impl Table {
         let me = self.fabric.id();
         let mut changed = 0;
         let mut rng: rand::rngs::StdRng = rand::make_rng();
-        for p in 0..PARTITIONS {
-            let reps = self.replicas_of(p);
+        let mut work: Vec<(Partition, Vec<NodeId>)> =
+            (0..PARTITIONS).map(|p| (p, self.replicas_of(p))).collect();
+        // Partitions of rows held to regions this node has rows of: their replicas are their
+        // regions' (a node that has none yet is handed them by the replicas that do).
+        for p in self.local.held_partitions().unwrap_or_default() {
+            let mut reps: Vec<NodeId> = Vec::new();
+            for pk in self.local.tagged_keys(p).unwrap_or_default() {
+                for node in self.replicas_of_key(&pk) {
+                    if !reps.contains(&node) {
+                        reps.push(node);
+                    }
+                }
+            }
+            work.push((p, reps));
+        }
+        for (p, reps) in work {
             let Ok(ours) = self.local.tree(p) else {
                 continue;
             };
@@ -980,7 +1100,11 @@ impl Table {
             && let Ok(MetaResponse::Items(items)) =
                 self.call(peer, MetaRequest::PullLeaves(p, mask)).await
         {
-            let items = self.vouched(p, peer, items).await;
+            let items: Vec<Item> = items
+                .into_iter()
+                .filter(|i| self.holds_here(&i.pk))
+                .collect();
+            let items = self.vouched(peer, items).await;
             let local = self.local.clone();
             let admit = self.admit_fn();
             let merged = tokio::task::spawn_blocking(move || local.merge(&items, &admit)).await;
@@ -991,9 +1115,13 @@ impl Table {
                 }
             }
         }
-        if let Ok(mine) = self.local.leaves(p, mask)
-            && !mine.is_empty()
-        {
+        let region = self.fabric.member(&peer).map(|m| m.placement.region);
+        if let Ok(mut mine) = self.local.leaves(p, mask) {
+            // Only what the peer may hold (rows of tags sharing the partition may not be).
+            mine.retain(|i| region.as_ref().is_some_and(|r| placeable(&i.pk, r)));
+            if mine.is_empty() {
+                return changed;
+            }
             let _ = self.call(peer, MetaRequest::Write(mine)).await;
         }
         changed
@@ -1004,16 +1132,16 @@ impl Table {
     /// the partition's replicas hold that very version — each took it from its writer while
     /// it was fresh — so a replica that missed a row still catches up, and a member that
     /// forged a backdated one, alone, cannot hand it on.
-    async fn vouched(&self, p: Partition, peer: NodeId, items: Vec<Item>) -> Vec<Item> {
+    async fn vouched(&self, peer: NodeId, items: Vec<Item>) -> Vec<Item> {
         let now = weft_net::now_ms();
-        let replicas = self.replicas_of(p);
-        let needed = replicas.len() / 2 + 1;
         let mut out = Vec::with_capacity(items.len());
         for item in items {
             if !stale(&item.entry, now) {
                 out.push(item);
                 continue;
             }
+            let replicas = self.replicas_of_key(&item.pk);
+            let needed = replicas.len() / 2 + 1;
             let mut holders = 1; // `peer` served it
             for node in replicas
                 .iter()

@@ -20,7 +20,8 @@ async fn data_dirs_from_before_signed_rows_are_migrated() {
     b.create_bucket("old", Residency::default(), None, 1)
         .await
         .unwrap();
-    let (big, small) = (data(1 << 20), b"small one".to_vec());
+    // Both stored in segments, as every object was then (none was kept in its row).
+    let (big, small) = (data(1 << 20), data(weft_data::INLINE_MAX + 100));
     b.objects().put("old", "a", &big[..]).await.unwrap();
     b.objects().put("old", "dir/b", &small[..]).await.unwrap();
     let bucket = b.bucket("old").await.unwrap();
@@ -68,7 +69,20 @@ async fn data_dirs_from_before_signed_rows_are_migrated() {
         t.import_legacy("buckets", "old", &old(wire::encode(&v1)))
             .unwrap();
         for (key, r) in &objects {
-            t.import_legacy("obj/old", key, &old(wire::encode(r)))
+            // Then an object record had no `inline` field.
+            let v1 = (
+                r.manifest,
+                &r.holders,
+                r.size,
+                r.content_id,
+                &r.wrapped_key,
+                r.created_ms,
+                &r.version,
+                &r.attrs,
+                &r.parts,
+            );
+            assert!(!r.is_inline());
+            t.import_legacy("obj/old", key, &old(wire::encode(&v1)))
                 .unwrap();
             t.import_legacy(
                 &format!("r/{}", r.manifest.to_hex()),

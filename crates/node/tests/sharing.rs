@@ -64,6 +64,7 @@ async fn a_revoked_grant_is_refused_by_every_node_even_to_a_client_that_kept_it(
     let bucket = weft_data::schema::BucketId {
         owner: alice.public(),
         name: "team".into(),
+        regions: Vec::new(),
     };
     let refused = nodes[1]
         .table()

@@ -561,9 +561,10 @@ async fn buckets_keep_the_versions_they_are_told_to() {
         let v = v.to_string();
         async move {
             let r = b.objects().version("docs", "a.txt", &v).await?;
-            let cap = b.objects().capability_of("docs", "a.txt", &r)?;
             let mut out = Vec::new();
-            b.objects().get_capability(&cap, &mut out).await?;
+            b.objects()
+                .read_range(("docs", "a.txt"), &r, 0, r.size, &mut out)
+                .await?;
             Ok::<_, weft_data::BucketError>(out)
         }
     };
@@ -583,4 +584,127 @@ async fn buckets_keep_the_versions_they_are_told_to() {
     b.objects().delete("docs", "b").await.unwrap();
     b.delete_bucket("docs").await.unwrap();
     assert!(b.bucket("docs").await.is_err());
+}
+
+/// `[wan]` small objects: one of at most `INLINE_MAX` bytes is kept in its row (no manifest,
+/// no shards), read back by name and by a shared capability, and is never plaintext on any
+/// node's disk; one byte more is stored in segments; a bucket held to regions keeps them in
+/// its rows too (held to the same regions); a bucket held to a jurisdiction never does (rows
+/// are not placed by jurisdiction), and a copy of a kept one into it is stored there under
+/// its residency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_objects_live_sealed_in_their_rows_only_where_residency_allows() {
+    let c = cluster(&["eu", "eu", "us", "us"]).await;
+    let b = c.nodes[1].data().own();
+    b.create_bucket("small", Residency::default(), None, 1)
+        .await
+        .unwrap();
+    let eu = Residency {
+        regions: vec!["eu".into()],
+        jurisdictions: vec![],
+    };
+    b.create_bucket("eu-only", eu, None, 1).await.unwrap();
+    let eu_law = Residency {
+        regions: vec![],
+        jurisdictions: vec!["EU".into()],
+    };
+    b.create_bucket("eu-law", eu_law.clone(), None, 1)
+        .await
+        .unwrap();
+    let marker = b"WEFT-INLINE-PLAINTEXT";
+    let body: Vec<u8> = marker.iter().copied().cycle().take(3000).collect();
+    let (record, manifest) = b.objects().put("small", "s", &body[..]).await.unwrap();
+    assert!(record.is_inline() && manifest.is_none(), "{record:?}");
+    assert_eq!(record.manifest, ContentHash([0; 32]));
+    let read = |bucket: &'static str, key: &'static str| async move {
+        let mut out = Vec::new();
+        b.objects().get(bucket, key, &mut out).await.unwrap();
+        out
+    };
+    assert_eq!(read("small", "s").await, body);
+    let mut part = Vec::new();
+    b.objects()
+        .read_range(("small", "s"), &record, 10, 30, &mut part)
+        .await
+        .unwrap();
+    assert_eq!(part, body[10..30]);
+    // Another node of the fabric, acting for the same account, reads it too.
+    let other = c.nodes[3].data().acting(b.access().clone());
+    let mut out = Vec::new();
+    other.objects().get("small", "s", &mut out).await.unwrap();
+    assert_eq!(out, body);
+    // Exactly at the limit it stays in its row; one byte more is stored in segments.
+    let edge = data(weft_data::INLINE_MAX, 3);
+    let (r, m) = b.objects().put("small", "edge", &edge[..]).await.unwrap();
+    assert!(r.is_inline() && m.is_none());
+    let over = data(weft_data::INLINE_MAX + 1, 4);
+    let (r, m) = b.objects().put("small", "over", &over[..]).await.unwrap();
+    assert!(!r.is_inline() && m.is_some());
+    assert_eq!(read("small", "edge").await, edge);
+    assert_eq!(read("small", "over").await, over);
+    // Overwritten by a stored one and back, it reads as the newest.
+    b.objects().put("small", "edge", &over[..]).await.unwrap();
+    assert_eq!(read("small", "edge").await, over);
+    b.objects().put("small", "edge", &edge[..]).await.unwrap();
+    assert_eq!(read("small", "edge").await, edge);
+    // A bucket held to regions keeps it in its rows, which are held there too.
+    let (r, m) = b.objects().put("eu-only", "s", &body[..]).await.unwrap();
+    assert!(r.is_inline() && m.is_none());
+    assert_eq!(read("eu-only", "s").await, body);
+    // One held to a jurisdiction stores even a small object in segments, under its residency.
+    let (r, m) = b.objects().put("eu-law", "s", &body[..]).await.unwrap();
+    assert!(!r.is_inline());
+    assert_eq!(m.unwrap().policy, eu_law);
+    // A copy of a kept one into it is stored there, under its residency.
+    let copied = b
+        .objects()
+        .link(
+            ("small", "s"),
+            &record,
+            ("eu-law", "copy"),
+            weft_data::ObjectAttrs::default(),
+        )
+        .await
+        .unwrap();
+    assert!(!copied.is_inline());
+    let cap = b
+        .objects()
+        .capability_of("eu-law", "copy", &copied)
+        .unwrap();
+    let m = c.nodes[1].storage().manifest(&cap).await.unwrap();
+    assert_eq!(m.policy, eu_law);
+    assert_eq!(read("eu-law", "copy").await, body);
+    // Shared by capability, a kept one is carried by it (sealed), and reads the same anywhere.
+    let cap = b.objects().capability("small", "s").await.unwrap();
+    assert!(cap.inline.is_some());
+    let text = cap.to_text();
+    assert!(text.starts_with("weft-cap2-"), "{text}");
+    let cap = Capability::from_text(&text).unwrap();
+    let (back, _) = get(&c.nodes[2], &cap).await.unwrap();
+    assert_eq!(back, body);
+    assert!(matches!(
+        c.nodes[2].storage().manifest(&cap).await,
+        Err(StorageError::Inline(_))
+    ));
+    // Altered, it does not open; a stored object's capability keeps its first form.
+    let mut bad = cap.clone();
+    bad.inline.as_mut().unwrap()[5] ^= 1;
+    assert!(matches!(
+        get(&c.nodes[2], &bad).await,
+        Err(StorageError::InlineCorrupt)
+    ));
+    let stored = b.objects().capability("small", "over").await.unwrap();
+    assert!(stored.to_text().starts_with("weft-cap1-"));
+    // Never plaintext on any node's disk: rows, shards or anything else.
+    for dir in &c.dirs {
+        for entry in walk(dir) {
+            let Ok(content) = std::fs::read(&entry) else {
+                continue;
+            };
+            assert!(
+                !content.windows(marker.len()).any(|w| w == marker),
+                "plaintext in {entry:?}"
+            );
+        }
+    }
 }

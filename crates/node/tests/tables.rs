@@ -74,6 +74,7 @@ async fn forged_rows_are_refused() {
     let bucket = BucketId {
         owner: buckets.account(),
         name: "docs".into(),
+        regions: Vec::new(),
     };
     let pk = partition_key::<SealedObjects>(&bucket);
     let reps = replicas::<SealedObjects>(&nodes, &bucket);
@@ -516,6 +517,7 @@ async fn malformed_manifests_never_panic() {
             manifest: *hash,
             key: [1; 32],
             holders: holders.clone(),
+            inline: None,
         };
         let mut out = Vec::new();
         assert!(nodes[1].storage().get(&cap, &mut out).await.is_err());
@@ -535,4 +537,159 @@ async fn malformed_manifests_never_panic() {
         nodes.iter().all(|n| n.members().len() == nodes.len())
     })
     .await;
+}
+
+/// `[wan]` An overwrite learns what it replaced in its own write's round trip: each write
+/// answers the version before it (none for the first; a lagging replica may add an older one,
+/// after it), whichever node writes, and a deletion answers the last version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_answers_the_versions_it_replaced() {
+    let (_tmp, _dirs, nodes) = cluster(4, Duration::from_secs(60)).await;
+    let hash = ContentHash([7; 32]);
+    let part = catalog_part(&hash);
+    let entry = |size: u64| ManifestEntry {
+        holders: vec![nodes[0].id()],
+        size,
+        stored_bytes: size,
+        ec: Erasure { data: 1, parity: 1 },
+        policy: Residency::default(),
+        created_ms: 1,
+        moved: Vec::new(),
+        released_ms: None,
+    };
+    let (a, b) = (nodes[1].table(), nodes[2].table());
+    let (_, first) = a
+        .put_returning::<CatalogRows>(a.node_key(), &part, &hash, Some(&entry(10)))
+        .await
+        .unwrap();
+    assert!(first.is_empty(), "{first:?}");
+    let (_, second) = a
+        .put_returning::<CatalogRows>(a.node_key(), &part, &hash, Some(&entry(20)))
+        .await
+        .unwrap();
+    assert_eq!(second.first(), Some(&entry(10)));
+    let (_, third) = b
+        .put_returning::<CatalogRows>(b.node_key(), &part, &hash, Some(&entry(30)))
+        .await
+        .unwrap();
+    assert_eq!(third.first(), Some(&entry(20)));
+    assert!(third.iter().all(|e| e.size < 30), "{third:?}");
+    let (_, gone) = a
+        .put_returning::<CatalogRows>(a.node_key(), &part, &hash, None)
+        .await
+        .unwrap();
+    assert_eq!(gone.first(), Some(&entry(30)));
+    let row = a.get::<CatalogRows>(&part, &hash).await.unwrap();
+    assert!(row.as_ref().is_none_or(|r| r.value.is_none()), "{row:?}");
+}
+
+/// `[wan]` metadata residency: every row of a bucket held to regions — its objects (small ones
+/// with their bytes), kept versions, uploads and parts — is stored only on nodes in those
+/// regions, by the table's writes, its read repair and its anti-entropy alike; a node outside
+/// them refuses such rows sent to it straight, and still reads them through the fabric.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_of_a_bucket_held_to_regions_stay_in_them() {
+    let c = weft_cluster::Builder::regions(&["eu", "eu", "us", "us", "ap", "ap"])
+        .start()
+        .await;
+    let nodes = &c.nodes;
+    let b = nodes[0].data().own();
+    let eu = Residency {
+        regions: vec!["eu".into()],
+        jurisdictions: vec![],
+    };
+    b.create_bucket("eu-rows", eu, None, 3).await.unwrap();
+    let record = b.bucket("eu-rows").await.unwrap();
+    assert!(record.rows_in_regions);
+    let small = b"kept in an eu row".to_vec();
+    let big = data(300_000);
+    for i in 0..5 {
+        b.objects()
+            .put("eu-rows", &format!("small{i}"), &small[..])
+            .await
+            .unwrap();
+        b.objects()
+            .put("eu-rows", &format!("big{i}"), &big[..])
+            .await
+            .unwrap();
+    }
+    b.objects()
+        .put("eu-rows", "small0", &b"again"[..])
+        .await
+        .unwrap();
+    let upload = b
+        .uploads()
+        .create("eu-rows", "multi", Default::default())
+        .await
+        .unwrap();
+    b.uploads()
+        .put_part("eu-rows", &upload, 1, &big[..], || Ok(String::new()))
+        .await
+        .unwrap();
+    // A node in ap reads them through the fabric.
+    let ap = nodes[4].data().acting(b.access().clone());
+    let mut out = Vec::new();
+    ap.objects()
+        .get("eu-rows", "small1", &mut out)
+        .await
+        .unwrap();
+    assert_eq!(out, small);
+    assert_eq!(ap.objects().list("eu-rows", "").await.unwrap().len(), 10);
+    // Anti-entropy runs everywhere; then each node's own replica is read.
+    for _ in 0..2 {
+        for n in nodes {
+            n.table().sync_once().await;
+        }
+    }
+    let owner = nodes[0].data().own().account().to_hex();
+    let mut in_eu = 0;
+    for (i, n) in nodes.iter().enumerate() {
+        let local = n.table().local();
+        let mut held = Vec::new();
+        let partitions = (0..weft_meta::ring::PARTITIONS).chain(local.held_partitions().unwrap());
+        for p in partitions {
+            for item in local.partition(p).unwrap() {
+                if item.pk.contains(&owner) && item.pk.contains("eu-rows") {
+                    held.push(item.pk);
+                }
+            }
+        }
+        if i < 2 {
+            in_eu += held.len();
+            assert!(
+                held.iter()
+                    .all(|pk| pk.split('/').next().unwrap().ends_with("@eu"))
+            );
+        } else {
+            assert!(held.is_empty(), "node {i} ({:?}) holds {held:?}", n.id());
+        }
+    }
+    // Objects (current and kept), the upload and its part.
+    assert!(in_eu >= 2 * (10 + 11 + 1 + 1), "{in_eu}");
+    // Sent straight to a node outside the regions, such a row is refused.
+    let pk = partition_key::<SealedObjects>(&weft_data::schema::BucketId::of(&record));
+    assert!(pk.starts_with("so@eu/"), "{pk}");
+    let row = nodes[0]
+        .table()
+        .local()
+        .partition(weft_meta::ring::partition_of(pk.as_bytes()))
+        .unwrap()
+        .into_iter()
+        .find(|i| i.pk == pk)
+        .unwrap();
+    for ap in [4, 5] {
+        let answer = push(nodes, 0, nodes[ap].id(), vec![row.clone()]).await;
+        assert!(
+            matches!(&answer, MetaResponse::Error(e) if e.contains("regions")),
+            "{answer:?}"
+        );
+        assert!(
+            nodes[ap]
+                .table()
+                .local()
+                .get(&row.pk, &row.sk)
+                .unwrap()
+                .is_none()
+        );
+    }
 }

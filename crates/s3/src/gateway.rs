@@ -457,7 +457,7 @@ impl S3 for Gateway {
         let (record, _) = g
             .buckets()
             .objects()
-            .put_with(&input.bucket, &input.key, reader, |_| {
+            .put_with(&input.bucket, &input.key, reader, || {
                 let digest = body.finish(content_md5.as_deref())?;
                 Ok(ObjectAttrs {
                     etag: hex(&digest),

@@ -35,6 +35,12 @@ pub const HEDGE_AFTER: Duration = Duration::from_millis(250);
 /// Pause before shards that failed for a transport reason are asked for once more.
 const RETRY_AFTER: Duration = Duration::from_millis(300);
 const CAP_PREFIX: &str = "weft-cap1-";
+/// The text form of a capability that carries its object ([`Capability::inline`]).
+const CAP_INLINE_PREFIX: &str = "weft-cap2-";
+
+/// The context a small object kept whole — in its row, or in a capability — is sealed in,
+/// under its object key.
+pub const INLINE_CONTEXT: &[u8] = b"weft inline object v1";
 
 /// A segment and where its shards live.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,37 +166,82 @@ impl Manifest {
     }
 }
 
-/// A read capability: the manifest's name, the object key, and where the manifest is.
+/// A read capability: the manifest's name, the object key, and where the manifest is — or,
+/// for a small object kept whole ([`Capability::inline`]), the object itself, sealed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capability {
-    /// BLAKE3 of the encoded manifest.
+    /// BLAKE3 of the encoded manifest (zero for an object the capability carries).
     pub manifest: ContentHash,
     /// The object key.
     pub key: [u8; 32],
     /// Nodes holding the manifest.
     pub holders: Vec<NodeId>,
+    /// A small object kept whole rather than stored in segments: its bytes sealed under
+    /// `key` ([`INLINE_CONTEXT`]). Whoever holds the capability holds the key anyway.
+    pub inline: Option<Vec<u8>>,
+}
+
+/// A capability as its first text form carries it (no [`Capability::inline`]).
+#[derive(Serialize, Deserialize)]
+struct CapabilityV1 {
+    manifest: ContentHash,
+    key: [u8; 32],
+    holders: Vec<NodeId>,
 }
 
 impl Capability {
-    /// Text form, as `weft put` prints it.
+    /// Text form, as `weft put` prints it: `weft-cap1-…` for a stored object (the form every
+    /// version of weft reads), `weft-cap2-…` for one the capability carries.
     pub fn to_text(&self) -> String {
-        format!(
-            "{CAP_PREFIX}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(wire::encode(self))
-        )
+        let b64 = |bytes: Vec<u8>| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        match &self.inline {
+            None => format!(
+                "{CAP_PREFIX}{}",
+                b64(wire::encode(&CapabilityV1 {
+                    manifest: self.manifest,
+                    key: self.key,
+                    holders: self.holders.clone(),
+                }))
+            ),
+            Some(_) => format!("{CAP_INLINE_PREFIX}{}", b64(wire::encode(self))),
+        }
     }
 
     /// Parse the text form.
     pub fn from_text(text: &str) -> Result<Capability, StorageError> {
         let bad = |why: String| StorageError::BadCapability(why);
+        let text = text.trim();
+        let decode = |b64: &str| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(b64)
+                .map_err(|e| bad(e.to_string()))
+        };
+        if let Some(b64) = text.strip_prefix(CAP_PREFIX) {
+            let v1: CapabilityV1 = wire::decode(&decode(b64)?).map_err(|e| bad(e.to_string()))?;
+            return Ok(Capability {
+                manifest: v1.manifest,
+                key: v1.key,
+                holders: v1.holders,
+                inline: None,
+            });
+        }
         let b64 = text
-            .trim()
-            .strip_prefix(CAP_PREFIX)
+            .strip_prefix(CAP_INLINE_PREFIX)
             .ok_or_else(|| bad(format!("a capability starts with {CAP_PREFIX:?}")))?;
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(b64)
-            .map_err(|e| bad(e.to_string()))?;
-        wire::decode(&bytes).map_err(|e| bad(e.to_string()))
+        let cap: Capability = wire::decode(&decode(b64)?).map_err(|e| bad(e.to_string()))?;
+        if cap.inline.is_none() {
+            return Err(bad("a capability of this form carries its object".into()));
+        }
+        Ok(cap)
+    }
+
+    /// The object a capability carries, opened and verified (`None`: it names a stored one).
+    pub fn open_inline(&self) -> Option<Result<Vec<u8>, StorageError>> {
+        let sealed = self.inline.as_ref()?;
+        Some(
+            crate::codec::open(&self.key, sealed, INLINE_CONTEXT)
+                .ok_or(StorageError::InlineCorrupt),
+        )
     }
 }
 
@@ -248,6 +299,14 @@ pub enum StorageError {
     /// Reading input or writing output failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// A capability that carries its object has no manifest or shards to show.
+    #[error(
+        "this capability carries its object itself ({0} bytes sealed): it has no manifest or shards"
+    )]
+    Inline(usize),
+    /// The object a capability carries does not open under its key (altered).
+    #[error("the object this capability carries does not open under its key")]
+    InlineCorrupt,
 }
 
 /// The storage service of one node.
@@ -261,6 +320,44 @@ pub struct Storage {
     quarantined: Arc<parking_lot::RwLock<std::collections::HashSet<NodeId>>>,
     /// Holders that served a shard not matching its name since repair last asked.
     bad_reads: Arc<parking_lot::Mutex<HashMap<NodeId, u32>>>,
+    /// Manifests this node wrote or fetched (see [`Manifests`]).
+    manifests: Arc<parking_lot::Mutex<Manifests>>,
+}
+
+/// Manifests recently written or fetched and verified here, by hash, up to
+/// [`Manifests::BUDGET`] bytes of their encoding, the oldest going first. A manifest never
+/// changes (its name is its hash), so a read of an object this node wrote or read lately
+/// costs no round trip for it; shards repair moved are still found through the catalog.
+#[derive(Default)]
+struct Manifests {
+    by_hash: HashMap<ContentHash, (Arc<Manifest>, usize)>,
+    order: std::collections::VecDeque<ContentHash>,
+    bytes: usize,
+}
+
+impl Manifests {
+    const BUDGET: usize = 16 << 20;
+
+    fn get(&self, hash: &ContentHash) -> Option<Manifest> {
+        self.by_hash.get(hash).map(|(m, _)| Manifest::clone(m))
+    }
+
+    fn insert(&mut self, hash: ContentHash, manifest: &Manifest, len: usize) {
+        if len > Self::BUDGET / 4 || self.by_hash.contains_key(&hash) {
+            return;
+        }
+        while self.bytes + len > Self::BUDGET {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some((_, n)) = self.by_hash.remove(&old) {
+                self.bytes -= n;
+            }
+        }
+        self.by_hash.insert(hash, (Arc::new(manifest.clone()), len));
+        self.order.push_back(hash);
+        self.bytes += len;
+    }
 }
 
 impl Storage {
@@ -274,6 +371,7 @@ impl Storage {
             catalog: Arc::new(std::sync::OnceLock::new()),
             quarantined: Arc::default(),
             bad_reads: Arc::default(),
+            manifests: Arc::default(),
         }
     }
 
@@ -690,6 +788,7 @@ impl Storage {
         };
         let bytes = Arc::new(manifest.encode());
         let hash = ContentHash::of(&bytes);
+        self.manifests.lock().insert(hash, &manifest, bytes.len());
         let copies = MANIFEST_COPIES.min(eligible.max(1));
         let holders = self
             .store_placed(&hash, vec![(hash, bytes); copies], &policy, u32::MAX)
@@ -705,6 +804,7 @@ impl Storage {
                 manifest: hash,
                 key,
                 holders,
+                inline: None,
             },
             manifest,
         ))
@@ -743,6 +843,9 @@ impl Storage {
     /// Fetch and verify the manifest a capability names, with shards that repair moved
     /// pointed at their new holders.
     pub async fn manifest(&self, cap: &Capability) -> Result<Manifest, StorageError> {
+        if let Some(sealed) = &cap.inline {
+            return Err(StorageError::Inline(sealed.len()));
+        }
         self.manifest_at(cap.manifest, &cap.holders).await
     }
 
@@ -750,6 +853,9 @@ impl Storage {
     /// repair moved are shown where they went even if their first holder is back). For
     /// showing where an object lives; reads do not need the extra catalog lookup.
     pub async fn manifest_now(&self, cap: &Capability) -> Result<Manifest, StorageError> {
+        if let Some(sealed) = &cap.inline {
+            return Err(StorageError::Inline(sealed.len()));
+        }
         self.fetch_located(cap.manifest, &cap.holders, true).await
     }
 
@@ -822,16 +928,21 @@ impl Storage {
         hash: ContentHash,
         holders: &[NodeId],
     ) -> Result<Manifest, StorageError> {
+        if let Some(m) = self.manifests.lock().get(&hash) {
+            return Ok(m);
+        }
         for node in self.nearest_first(holders) {
             if let Ok(Some(bytes)) = self.get_shard(node, hash).await
                 && ContentHash::of(&bytes) == hash
             {
                 // The bytes match the name, so every holder has the same ones: if they do not
                 // make a usable manifest, asking the others will not help.
-                return Manifest::decode(&bytes).map_err(|e| {
+                let manifest = Manifest::decode(&bytes).map_err(|e| {
                     tracing::warn!(manifest = %hash, error = %e, "manifest cannot be used");
                     StorageError::Manifest(hash, e)
-                });
+                })?;
+                self.manifests.lock().insert(hash, &manifest, bytes.len());
+                return Ok(manifest);
             }
         }
         Err(StorageError::ManifestUnavailable(hash))
@@ -963,6 +1074,16 @@ impl Storage {
         cap: &Capability,
         writer: W,
     ) -> Result<ReadReport, StorageError> {
+        if let Some(bytes) = cap.open_inline() {
+            let bytes = bytes?;
+            let mut writer = writer;
+            tokio::io::AsyncWriteExt::write_all(&mut writer, &bytes).await?;
+            tokio::io::AsyncWriteExt::flush(&mut writer).await?;
+            return Ok(ReadReport {
+                bytes: bytes.len() as u64,
+                ..ReadReport::default()
+            });
+        }
         let manifest = self.manifest(cap).await?;
         self.read_range(cap, &manifest, 0, manifest.size, writer)
             .await
@@ -1087,5 +1208,24 @@ mod manifest_tests {
             Manifest::decode(&newer),
             Err(ManifestError::Newer(MANIFEST_FORMAT + 1))
         );
+    }
+
+    #[test]
+    fn remembered_manifests_stay_within_their_budget_oldest_first() {
+        let mut cache = Manifests::default();
+        let m = manifest(true);
+        let len = Manifests::BUDGET / 8;
+        for i in 0..10u8 {
+            cache.insert(ContentHash([i; 32]), &m, len);
+        }
+        assert!(cache.bytes <= Manifests::BUDGET);
+        assert_eq!(cache.by_hash.len(), 8);
+        assert!(cache.get(&ContentHash([0; 32])).is_none());
+        assert!(cache.get(&ContentHash([1; 32])).is_none());
+        assert_eq!(cache.get(&ContentHash([9; 32])), Some(m.clone()));
+        // One too big to keep is not kept, and pushes nothing out.
+        cache.insert(ContentHash([42; 32]), &m, Manifests::BUDGET / 2);
+        assert!(cache.get(&ContentHash([42; 32])).is_none());
+        assert_eq!(cache.by_hash.len(), 8);
     }
 }

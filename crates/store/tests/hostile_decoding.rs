@@ -110,6 +110,7 @@ fn manifests_capabilities_and_shard_messages_refuse_huge_claims_cheaply() {
                 manifest: hash,
                 key: [5; 32],
                 holders: vec![NodeId([1; 32]); 3],
+                inline: Some(vec![7; 300]),
             })),
         ),
     ];

@@ -101,7 +101,9 @@ pub fn split_target(target: &str) -> Result<(&str, &str)> {
 }
 
 fn is_capability(text: &str) -> bool {
-    text.trim().starts_with("weft-cap1-")
+    // `weft-cap1-…` names a stored object, `weft-cap2-…` carries a small one.
+    let t = text.trim();
+    t.starts_with("weft-cap1-") || t.starts_with("weft-cap2-")
 }
 
 /// The API path that streams `target` (a capability or BUCKET/KEY).
@@ -134,10 +136,14 @@ pub fn put(who: &Actor, args: PutArgs) -> Result<()> {
         let path = format!("/v1/b/{}/{}", path_escape(bucket), path_escape(key));
         let start = Instant::now();
         let answer: PutAnswer = api.upload_put(&path, &mut source(&args.file)?)?;
+        let coding = if answer.ec == PutAnswer::INLINE {
+            "none: kept in its row (sealed, replicated with it)".to_string()
+        } else {
+            format!("erasure coding {}", answer.ec)
+        };
         eprintln!(
-            "stored {bucket}/{key}: {} bytes, erasure coding {}, content id {} ({:.1} MB/s)",
+            "stored {bucket}/{key}: {} bytes, {coding}, content id {} ({:.1} MB/s)",
             answer.size,
-            answer.ec,
             &answer.content_id[..16],
             answer.size as f64 / start.elapsed().as_secs_f64().max(1e-9) / 1e6
         );
@@ -225,8 +231,26 @@ pub fn stat(who: &Actor, args: StatArgs) -> Result<()> {
     let cap = if is_capability(&args.capability) {
         args.capability.trim().to_string()
     } else {
-        let bucket = split_target(&args.capability)?.0;
-        share_capability(&who.client(false, &[bucket])?, &args.capability)?
+        let (bucket, key) = split_target(&args.capability)?;
+        let api = who.client(false, &[bucket])?;
+        // A small object kept in its row has no shards to show (sharing it would store a
+        // copy just to show that).
+        let listed: Vec<weft_api::ListedObject> = api.get(&format!(
+            "/v1/b/{}?prefix={}",
+            path_escape(bucket),
+            query_escape(key)
+        ))?;
+        if let Some(o) = listed.iter().find(|o| o.key == key && o.inline) {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(o)?);
+            } else {
+                println!("size        {} bytes", o.size);
+                println!("content id  {}", o.content_id);
+                println!("kept in its row: sealed, replicated with the bucket's rows, no shards");
+            }
+            return Ok(());
+        }
+        share_capability(&api, &args.capability)?
     };
     let m: Manifest = api.get(&format!("/v1/objects/{cap}/manifest"))?;
     if args.json {

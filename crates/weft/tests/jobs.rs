@@ -32,7 +32,12 @@ fn a_job_runs_where_its_data_is_and_never_outside_its_residency() {
     let ex = examples(fabric.root());
     let (alice, _) = User::with_account();
     let text = fabric.root().join("a.txt");
-    std::fs::write(&text, "the quick brown fox\njumps over the lazy dog\n").unwrap();
+    // Larger than an object kept in its row, so it lives in shards a runner can be near.
+    std::fs::write(
+        &text,
+        "the quick brown fox\njumps over the lazy dog\n".repeat(200),
+    )
+    .unwrap();
     alice.ok(&[
         "--data",
         &node(1),
@@ -88,7 +93,7 @@ fn a_job_runs_where_its_data_is_and_never_outside_its_residency() {
             .contains("4 outside its residency"),
         "{s:#}"
     );
-    assert_eq!(s["runs"][0]["input_bytes"], 44);
+    assert_eq!(s["runs"][0]["input_bytes"], 8800);
     // Its output is an object of the bucket, readable through any node.
     let counts = fabric.root().join("counts.txt");
     alice.ok(&[
@@ -101,7 +106,7 @@ fn a_job_runs_where_its_data_is_and_never_outside_its_residency() {
     ]);
     let counts = std::fs::read_to_string(&counts).unwrap();
     assert!(
-        counts.contains(" 2 ") && counts.contains("/in/2026/a.txt"),
+        counts.contains(" 400 ") && counts.contains("/in/2026/a.txt"),
         "{counts}"
     );
     let logs = alice.ok(&["--data", &node(3), "job", "logs", s["id"].as_str().unwrap()]);
