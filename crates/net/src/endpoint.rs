@@ -809,5 +809,15 @@ fn transport_config() -> quinn::TransportConfig {
     // 160 ms round trip is 16 MB), or one shard transfer waits on flow control every window.
     t.stream_receive_window(quinn::VarInt::from_u32(STREAM_WINDOW));
     t.send_window(8 * u64::from(STREAM_WINDOW));
+    // Congestion control starts at 64 KiB rather than 12 KB: requests between members are
+    // small and leave a connection app-limited, where the window never grows, so an answer a
+    // little over 12 KB (a listing, a batch of rows) would cost a second round trip on a
+    // long link every time.
+    let mut cc = quinn::congestion::CubicConfig::default();
+    cc.initial_window(INITIAL_WINDOW);
+    t.congestion_controller_factory(Arc::new(cc));
     t
 }
+
+/// Congestion window a connection starts with (see [`transport_config`]).
+const INITIAL_WINDOW: u64 = 64 << 10;
