@@ -63,6 +63,25 @@ pub enum MetaRequest {
     Legacy(String),
     /// Merge this row and answer the version it replaced ([`MetaResponse::Replaced`]).
     Swap(Box<Item>),
+    /// Like [`MetaRequest::List`], answering only each row's version
+    /// ([`MetaResponse::Digests`]): what a listing asks of all but the nearest replica.
+    ListDigest {
+        /// Partition key.
+        pk: String,
+        /// Prefix.
+        prefix: String,
+    },
+}
+
+/// One row's version, as a listing's farther replicas answer it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Digest {
+    /// Sort key.
+    pub sk: String,
+    /// The version's timestamp.
+    pub ts: Timestamp,
+    /// Its signature (what breaks a timestamp tie).
+    pub sig: weft_core::Signature,
 }
 
 /// The answer.
@@ -84,6 +103,8 @@ pub enum MetaResponse {
     Legacy(Vec<(String, String, LegacyEntry)>),
     /// A [`MetaRequest::Swap`] merged: the version it replaced here, if any.
     Replaced(Option<Entry>),
+    /// The versions a [`MetaRequest::ListDigest`] asked for.
+    Digests(Vec<Digest>),
 }
 
 /// Table failures.
@@ -266,6 +287,18 @@ impl Table {
             }),
             MetaRequest::Read { pk, sk } => local.get(&pk, &sk).map(MetaResponse::Entry),
             MetaRequest::List { pk, prefix } => local.list(&pk, &prefix).map(MetaResponse::Items),
+            MetaRequest::ListDigest { pk, prefix } => local.list(&pk, &prefix).map(|items| {
+                MetaResponse::Digests(
+                    items
+                        .into_iter()
+                        .map(|i| Digest {
+                            sk: i.sk,
+                            ts: i.entry.ts,
+                            sig: i.entry.sig,
+                        })
+                        .collect(),
+                )
+            }),
             MetaRequest::Tree(p) => local.tree(p).map(MetaResponse::Tree),
             MetaRequest::PullLeaves(p, mask) => local.leaves(p, mask).map(MetaResponse::Items),
             MetaRequest::Legacy(prefix) => local.legacy().map(|rows| {
@@ -984,6 +1017,17 @@ impl Table {
         prefix: &str,
     ) -> Result<Vec<(String, Row<S::Value>)>, MetaError> {
         let pk = partition_key::<S>(part);
+        // Rows from the nearest replica, versions only from the others: a long link carries
+        // a few bytes a row, not the rows. (Name claims are decided by counting replicas, so
+        // they are listed whole from each.)
+        if self.rules.writer(S::KIND) != Some(Writer::FirstClaim)
+            && let Some(rows) = self.list_nearest(&pk, prefix).await?
+        {
+            return Ok(rows
+                .into_iter()
+                .map(|(sk, e)| (sk, decode_row::<S>(&e)))
+                .collect());
+        }
         let answers = self
             .gather(
                 &pk,
@@ -998,6 +1042,111 @@ impl Table {
             .into_iter()
             .map(|(sk, e)| (sk, decode_row::<S>(&e)))
             .collect())
+    }
+
+    /// The newest version of every row of `pk` under `prefix` among a majority of its
+    /// replicas, the rows from the nearest replica and only their versions from the others; a
+    /// row some other replica holds newer is fetched from it (and checked), so the answer is
+    /// the same as listing the rows from all of them. `None` if the nearest replica did not
+    /// answer (the caller lists from all).
+    async fn list_nearest(
+        &self,
+        pk: &str,
+        prefix: &str,
+    ) -> Result<Option<Vec<(String, Entry)>>, MetaError> {
+        let targets = self.replicas_of_key(pk);
+        let me = self.fabric.id();
+        let rtt = |n: &NodeId| {
+            if *n == me {
+                Duration::ZERO
+            } else {
+                self.fabric.estimated_rtt(n).unwrap_or(Duration::MAX)
+            }
+        };
+        let Some(nearest) = targets.iter().copied().min_by_key(rtt) else {
+            return Ok(None);
+        };
+        let needed = targets.len() / 2 + 1;
+        let mut tasks = JoinSet::new();
+        for node in targets.iter().copied() {
+            let this = self.clone();
+            let req = if node == nearest {
+                MetaRequest::List {
+                    pk: pk.into(),
+                    prefix: prefix.into(),
+                }
+            } else {
+                MetaRequest::ListDigest {
+                    pk: pk.into(),
+                    prefix: prefix.into(),
+                }
+            };
+            tasks.spawn(async move { (node, this.call(node, req).await) });
+        }
+        let mut rows: Option<std::collections::BTreeMap<String, Entry>> = None;
+        let mut digests: Vec<(NodeId, Vec<Digest>)> = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok((node, Ok(MetaResponse::Items(items)))) if node == nearest => {
+                    rows = Some(
+                        items
+                            .into_iter()
+                            .filter(|i| i.pk == pk && i.sk.starts_with(prefix))
+                            .map(|i| (i.sk, i.entry))
+                            .collect(),
+                    );
+                }
+                Ok((node, Ok(MetaResponse::Digests(d)))) if node != nearest => {
+                    digests.push((node, d));
+                }
+                Ok((node, _)) if node == nearest => return Ok(None),
+                _ => {}
+            }
+            if rows.is_some() && 1 + digests.len() >= needed {
+                tasks.detach_all();
+                break;
+            }
+        }
+        let Some(mut rows) = rows else {
+            return Ok(None);
+        };
+        if 1 + digests.len() < needed {
+            return Err(MetaError::Quorum {
+                got: 1 + digests.len(),
+                needed,
+                last: "too few replicas answered a listing".into(),
+            });
+        }
+        // Rows another replica holds a newer version of: fetched from it, checked, kept if
+        // newer (a replica claiming a version it cannot produce changes nothing).
+        let mut fetch = JoinSet::new();
+        for (node, d) in digests {
+            for d in d {
+                if !d.sk.starts_with(prefix) {
+                    continue;
+                }
+                let newer = rows
+                    .get(&d.sk)
+                    .is_none_or(|e| (d.ts, d.sig.0) > (e.ts, e.sig.0));
+                if newer {
+                    let (this, pk, sk) = (self.clone(), pk.to_string(), d.sk);
+                    fetch.spawn(async move {
+                        let read = MetaRequest::Read { pk, sk: sk.clone() };
+                        (sk, this.call(node, read).await)
+                    });
+                }
+            }
+        }
+        while let Some(done) = fetch.join_next().await {
+            if let Ok((sk, Ok(MetaResponse::Entry(Some(e))))) = done
+                && rows
+                    .get(&sk)
+                    .is_none_or(|cur| self.rules.replaces(pk, &sk, &e, cur))
+            {
+                rows.insert(sk, e);
+            }
+        }
+        Ok(Some(rows.into_iter().collect()))
     }
 
     /// Rows stored before rows were signed, whose partition key starts with `prefix`, from

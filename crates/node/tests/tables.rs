@@ -693,3 +693,63 @@ async fn rows_of_a_bucket_held_to_regions_stay_in_them() {
         );
     }
 }
+
+/// `[wan]` A listing takes the rows from the nearest replica and only their versions from the
+/// others, and still finds a newer version the nearest one missed: fetched from a replica that
+/// holds it, and checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_finds_what_its_nearest_replica_missed() {
+    let (_tmp, _dirs, nodes) = cluster(4, Duration::from_secs(60)).await;
+    let hash = ContentHash([9; 32]);
+    let part = catalog_part(&hash);
+    let entry = |size: u64| ManifestEntry {
+        holders: vec![nodes[0].id()],
+        size,
+        stored_bytes: size,
+        ec: Erasure { data: 1, parity: 1 },
+        policy: Residency::default(),
+        created_ms: 1,
+        moved: Vec::new(),
+        released_ms: None,
+    };
+    let reps = replicas::<CatalogRows>(&nodes, &part);
+    // The lister is a replica itself: its own copy is the nearest.
+    let lister = &nodes[reps[0]];
+    let t = lister.table();
+    t.put::<CatalogRows>(t.node_key(), &part, &hash, Some(&entry(10)))
+        .await
+        .unwrap();
+    // A newer version reaches every replica but the lister.
+    let pk = partition_key::<CatalogRows>(&part);
+    let sk = hash.to_sort();
+    let writer = &nodes[reps[1]];
+    let ts = Timestamp {
+        wall: weft_net::now_ms() + 1000,
+        logical: 0,
+        node: writer.id(),
+    };
+    let newer = Item {
+        pk: pk.clone(),
+        sk: sk.clone(),
+        entry: Entry::sign(
+            writer.table().node_key(),
+            &pk,
+            &sk,
+            ts,
+            Some(weft_meta::schema::encode_value::<CatalogRows>(&entry(20))),
+        ),
+    };
+    for r in &reps[1..] {
+        let answer = push(&nodes, reps[0], nodes[*r].id(), vec![newer.clone()]).await;
+        assert!(matches!(answer, MetaResponse::Written), "{answer:?}");
+    }
+    let listed = t.list::<CatalogRows>(&part, "").await.unwrap();
+    let sizes: Vec<u64> = listed
+        .into_iter()
+        .filter_map(|(_, r)| r.known().map(|e| e.size))
+        .collect();
+    assert_eq!(sizes, [20]);
+    // It came from the others: the lister's own copy is still the older one.
+    let own = t.local().get(&pk, &sk).unwrap().unwrap();
+    assert!(own.ts < ts);
+}
