@@ -182,6 +182,17 @@ fn row_key(pk: &str, sk: &str) -> Vec<u8> {
     k
 }
 
+/// The entry stored under `key` in `table`, if any (one this build cannot decode counts as none).
+fn stored(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    key: &[u8],
+) -> Result<Option<Entry>, LocalError> {
+    Ok(table
+        .get(key)
+        .map_err(err)?
+        .and_then(|v| decode_entry(v.value())))
+}
+
 fn split_key(k: &[u8]) -> Option<(String, String)> {
     let rest = k.get(2..)?;
     let zero = rest.iter().position(|b| *b == 0)?;
@@ -278,10 +289,7 @@ impl LocalTable {
             let mut table = tx.open_table(ENTRIES).map_err(err)?;
             for item in items {
                 let key = row_key(&item.pk, &item.sk);
-                let current = table
-                    .get(key.as_slice())
-                    .map_err(err)?
-                    .and_then(|v| decode_entry(v.value()));
+                let current = stored(&table, &key)?;
                 if let Err(r) = admit.admit(item, current.as_ref()) {
                     out.refused.push(r);
                     continue;
@@ -312,10 +320,7 @@ impl LocalTable {
         let result = {
             let mut table = tx.open_table(ENTRIES).map_err(err)?;
             let key = row_key(&item.pk, &item.sk);
-            let current = table
-                .get(key.as_slice())
-                .map_err(err)?
-                .and_then(|v| decode_entry(v.value()));
+            let current = stored(&table, &key)?;
             if let Err(r) = admit.admit(item, current.as_ref()) {
                 Err(r)
             } else if current.as_ref().is_some_and(|c| !admit.replaces(item, c)) {
@@ -344,10 +349,7 @@ impl LocalTable {
         let result = {
             let mut table = tx.open_table(ENTRIES).map_err(err)?;
             let key = row_key(&item.pk, &item.sk);
-            let current = table
-                .get(key.as_slice())
-                .map_err(err)?
-                .and_then(|v| decode_entry(v.value()));
+            let current = stored(&table, &key)?;
             if !cond.holds(current.as_ref())
                 || current.as_ref().is_some_and(|c| !admit.replaces(item, c))
             {
