@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::{InferenceArgs, fresh_dir, pct, sorted};
+use crate::{InferenceArgs, fresh_dir, pct, sorted, weft_cli};
 use weft_cluster::UpOptions;
 
 /// Where the project's scripts are: beside the binary's source tree, else `./scripts`.
@@ -169,22 +169,6 @@ pub fn run(args: InferenceArgs) -> Result<()> {
     let result = measure(&base, &args, &minilm, &smollm2);
     let _ = std::fs::remove_dir_all(&base);
     result
-}
-
-fn weft_cli(config: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new(std::env::current_exe()?)
-        .args(args)
-        .env("WEFT_CONFIG", config)
-        .stdin(Stdio::null())
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "weft {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8(out.stdout)?)
 }
 
 fn openai_base(dir: &Path) -> Result<String> {

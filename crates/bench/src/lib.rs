@@ -303,6 +303,43 @@ pub(crate) fn start_with(
     )
 }
 
+/// The `weft` CLI (this very binary) run with `config` as its configuration: its stdout, or
+/// an error with its stderr.
+pub(crate) fn weft_cli(config: &std::path::Path, args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(args)
+        .env("WEFT_CONFIG", config)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "weft {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// A new read-write S3 key of node1's account, and node1's S3 endpoint (`http://…`).
+pub(crate) fn s3_access(fabric: &Fabric) -> Result<(rusty_s3::Credentials, String)> {
+    let key: weft_data::AccessKey = fabric.clients[0].post(
+        "/v1/keys",
+        &weft_api::CreateKey {
+            bucket: None,
+            read: true,
+            write: true,
+            grant: None,
+        },
+    )?;
+    let addr = std::fs::read_to_string(fabric.dirs[0].join(weft_s3::S3_ADDR_FILE))
+        .map_err(|e| anyhow::anyhow!("node1 runs no S3 gateway: {e}"))?;
+    Ok((
+        rusty_s3::Credentials::new(key.id, key.secret),
+        format!("http://{}", addr.trim()),
+    ))
+}
+
 /// The membership as node `i` of `fabric` sees it.
 pub(crate) fn nodes_seen_by(fabric: &Fabric, i: usize) -> Option<Vec<MemberStatus>> {
     fabric.clients[i].get("/v1/nodes").ok()

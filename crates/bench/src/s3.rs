@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use weft_api::{ApiClient, PutAnswer};
 
@@ -114,20 +114,8 @@ fn measure(base: &Path, args: &S3Args) -> Result<()> {
             ..Default::default()
         },
     )?;
-    let key: weft_data::AccessKey = api.post(
-        "/v1/keys",
-        &weft_api::CreateKey {
-            bucket: None,
-            read: true,
-            write: true,
-            grant: None,
-        },
-    )?;
-    let addr = std::fs::read_to_string(fabric.dirs[0].join(weft_s3::S3_ADDR_FILE))
-        .context("node1 runs no S3 gateway")?;
-    let endpoint = format!("http://{}", addr.trim()).parse()?;
-    let bucket = Bucket::new(endpoint, UrlStyle::Path, "bench", "us-east-1")?;
-    let creds = Credentials::new(key.id, key.secret);
+    let (creds, endpoint) = crate::s3_access(&fabric)?;
+    let bucket = Bucket::new(endpoint.parse()?, UrlStyle::Path, "bench", "us-east-1")?;
     println!(
         "weft bench s3: {} nodes on loopback, {} MiB objects, {} rounds, one HTTP stream each, all through node1",
         args.nodes, args.mib, args.rounds

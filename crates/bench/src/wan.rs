@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use weft_api::{ApiClient, MemberStatus};
 use weft_cluster::UpOptions;
 
-use crate::{WanArgs, fresh_dir, pct, sorted, verdict};
+use crate::{WanArgs, fresh_dir, pct, sorted, verdict, weft_cli};
 
 /// One-way delays of `weft up`'s default WAN, ms.
 const ONE_WAY: [(&str, &str, f64); 3] =
@@ -173,19 +173,7 @@ fn setup(root: PathBuf, no_wan: bool) -> Result<Setup> {
             ..Default::default()
         },
     )?;
-    let key: weft_data::AccessKey = api.post(
-        "/v1/keys",
-        &weft_api::CreateKey {
-            bucket: None,
-            read: true,
-            write: true,
-            grant: None,
-        },
-    )?;
-    let addr = std::fs::read_to_string(fabric.dirs[0].join(weft_s3::S3_ADDR_FILE))
-        .context("node1 runs no S3 gateway")?;
-    let endpoint = format!("http://{}", addr.trim());
-    let creds = Credentials::new(key.id, key.secret);
+    let (creds, endpoint) = crate::s3_access(&fabric)?;
     let s3 = S3 {
         bucket: Bucket::new(endpoint.parse()?, UrlStyle::Path, "bench", "us-east-1")?,
         creds: creds.clone(),
@@ -309,22 +297,6 @@ fn script(name: &str, args: &[&str], env: &[(&str, &Path)]) -> Result<String> {
         );
     }
     Ok(String::from_utf8(out.stdout)?.trim().to_string())
-}
-
-fn weft_cli(config: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new(std::env::current_exe()?)
-        .args(args)
-        .env("WEFT_CONFIG", config)
-        .stdin(Stdio::null())
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "weft {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8(out.stdout)?)
 }
 
 /// Run it.

@@ -330,20 +330,14 @@ impl Acting {
         bytes: &[u8],
         attrs: ObjectAttrs,
     ) -> Result<ObjectRecord, BucketError> {
-        let mut object_key = [0u8; 32];
-        getrandom::fill(&mut object_key)
-            .map_err(|e| BucketError::Storage(std::io::Error::other(e.to_string()).into()))?;
-        let mut content = weft_store::content_hasher(&weft_store::ObjectKey(object_key), true);
-        content.update(bytes);
-        let sealed = weft_store::seal(&object_key, bytes, weft_store::INLINE_CONTEXT)
-            .map_err(|e| BucketError::Storage(e.into()))?;
+        let (sealed, object_key, content_id) = weft_store::seal_inline(bytes)?;
         let wrapped_key = self.wrap(bucket, &object_key, &format!("{bucket}/{key}"))?;
         let now = weft_net::now_ms();
         Ok(ObjectRecord {
             manifest: ContentHash([0; 32]),
             holders: Vec::new(),
             size: bytes.len() as u64,
-            content_id: ContentHash(*content.finalize().as_bytes()),
+            content_id,
             wrapped_key,
             created_ms: now,
             version: new_version(now),
@@ -365,7 +359,7 @@ impl Acting {
         let corrupt = || BucketError::Corrupt(format!("{bucket}/{key} (kept in its row)"));
         Some(
             self.unwrap(bucket, &record.wrapped_key, &format!("{bucket}/{key}"))
-                .and_then(|k| weft_store::open(&k, sealed, weft_store::INLINE_CONTEXT))
+                .and_then(|k| weft_store::open_inline(&k, sealed))
                 .filter(|plain| plain.len() as u64 == record.size)
                 .ok_or_else(corrupt),
         )

@@ -18,7 +18,6 @@
 //! accounting with receipts is the ledger's.
 
 use serde::{Deserialize, Serialize};
-use weft_core::NodeId;
 
 use crate::schema::{DEFAULT_QUOTA, Quotas, Tallies, TallyKey};
 use crate::{Acting, BucketError};
@@ -83,9 +82,21 @@ impl Acting {
             .unwrap_or_default())
     }
 
-    /// Bytes this account stores, from its tally.
+    /// Bytes this account stores, from its tally: every node's rows of it, one partition read.
     pub async fn usage(&self) -> Result<u64, BucketError> {
-        usage_of(&self.table, self.account()).await
+        let account = self.account();
+        let rows = self
+            .table
+            .list::<Tallies>(&account, &format!("{}/", account.to_hex()))
+            .await?;
+        let (mut held, mut released) = (0u64, 0u64);
+        for (_, row) in rows {
+            if let Some(t) = row.known() {
+                held = held.saturating_add(t.held);
+                released = released.saturating_add(t.released);
+            }
+        }
+        Ok(held.saturating_sub(released))
     }
 
     /// Refuse a write of `bytes` more that would take the account past its quota.
@@ -185,33 +196,4 @@ impl Acting {
         *counter = Some(t);
         Ok(())
     }
-}
-
-/// The quota that applies to `account` (see [`Acting::quota`]).
-pub async fn quota_of(
-    table: &weft_meta::Table,
-    account: NodeId,
-) -> Result<AccountQuota, BucketError> {
-    if let Some(q) = table.get_value::<Quotas>(&(), &account.to_hex()).await? {
-        return Ok(q);
-    }
-    Ok(table
-        .get_value::<Quotas>(&(), DEFAULT_QUOTA)
-        .await?
-        .unwrap_or_default())
-}
-
-/// Bytes `account` stores, from its tally (see [`Acting::usage`]).
-pub async fn usage_of(table: &weft_meta::Table, account: NodeId) -> Result<u64, BucketError> {
-    let rows = table
-        .list::<Tallies>(&account, &format!("{}/", account.to_hex()))
-        .await?;
-    let (mut held, mut released) = (0u64, 0u64);
-    for (_, row) in rows {
-        if let Some(t) = row.known() {
-            held = held.saturating_add(t.held);
-            released = released.saturating_add(t.released);
-        }
-    }
-    Ok(held.saturating_sub(released))
 }

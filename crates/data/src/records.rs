@@ -137,7 +137,7 @@ pub struct ObjectRecord {
     /// `wrapped_key` name it).
     pub parts: Vec<PartRef>,
     /// For a small object kept in its row ([`INLINE_MAX`] bytes at most): its bytes sealed
-    /// under its object key (the one `wrapped_key` wraps; [`weft_store::INLINE_CONTEXT`]), so they are never plaintext in a
+    /// under its object key (the one `wrapped_key` wraps; [`weft_store::seal_inline`]), so they are never plaintext in a
     /// row, sealed bucket or not. Then nothing is stored for it: `manifest` is zero,
     /// `holders` and `parts` empty.
     pub inline: Option<Vec<u8>>,

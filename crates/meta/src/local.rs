@@ -242,6 +242,8 @@ fn leaf_of(pk: &str, sk: &str) -> usize {
 pub struct LocalTable {
     db: Database,
     trees: Mutex<HashMap<Partition, PartitionTree>>,
+    /// [`LocalTable::tagged_keys`] per partition, until a merge changes the partition.
+    tagged: Mutex<HashMap<Partition, Vec<String>>>,
 }
 
 impl LocalTable {
@@ -277,6 +279,7 @@ impl LocalTable {
         Ok(LocalTable {
             db,
             trees: Mutex::new(HashMap::new()),
+            tagged: Mutex::new(HashMap::new()),
         })
     }
 
@@ -297,7 +300,7 @@ impl LocalTable {
                 if current.as_ref().is_some_and(|c| !admit.replaces(item, c)) {
                     continue; // stale or already held: nothing to do
                 }
-                self.trees.lock().remove(&partition_of(item.pk.as_bytes()));
+                self.changed(&item.pk);
                 table
                     .insert(key.as_slice(), encode_entry(&item.entry).as_slice())
                     .map_err(err)?;
@@ -326,7 +329,7 @@ impl LocalTable {
             } else if current.as_ref().is_some_and(|c| !admit.replaces(item, c)) {
                 Ok(None)
             } else {
-                self.trees.lock().remove(&partition_of(item.pk.as_bytes()));
+                self.changed(&item.pk);
                 table
                     .insert(key.as_slice(), encode_entry(&item.entry).as_slice())
                     .map_err(err)?;
@@ -357,7 +360,7 @@ impl LocalTable {
             } else if let Err(r) = admit.admit(item, current.as_ref()) {
                 return Err(LocalError(r.to_string()));
             } else {
-                self.trees.lock().remove(&partition_of(item.pk.as_bytes()));
+                self.changed(&item.pk);
                 table
                     .insert(key.as_slice(), encode_entry(&item.entry).as_slice())
                     .map_err(err)?;
@@ -440,6 +443,13 @@ impl LocalTable {
         Ok(out)
     }
 
+    /// Forget what was derived from the partition of `pk` (a merge changed it).
+    fn changed(&self, pk: &str) {
+        let p = partition_of(pk.as_bytes());
+        self.trees.lock().remove(&p);
+        self.tagged.lock().remove(&p);
+    }
+
     /// Partitions of rows held to regions ([`crate::ring::held`]) this replica has rows of.
     pub fn held_partitions(&self) -> Result<Vec<Partition>, LocalError> {
         let tx = self.db.begin_read().map_err(err)?;
@@ -462,8 +472,12 @@ impl LocalTable {
     }
 
     /// One partition key for each region tag the rows of partition `p` carry (tags seldom share
-    /// a partition, so mostly one), for finding the partition's replicas.
+    /// a partition, so mostly one), for finding the partition's replicas (cached until a merge
+    /// changes the partition, like its tree).
     pub fn tagged_keys(&self, p: Partition) -> Result<Vec<String>, LocalError> {
+        if let Some(keys) = self.tagged.lock().get(&p) {
+            return Ok(keys.clone());
+        }
         let tx = self.db.begin_read().map_err(err)?;
         let table = tx.open_table(ENTRIES).map_err(err)?;
         let start = p.to_be_bytes();
@@ -480,6 +494,7 @@ impl LocalTable {
                 }
             }
         }
+        self.tagged.lock().insert(p, out.clone());
         Ok(out)
     }
 

@@ -50,6 +50,20 @@ async fn push(nodes: &[Node], from: usize, to: NodeId, items: Vec<Item>) -> Meta
     weft_net::read_message(&mut recv, 16 << 20).await.unwrap()
 }
 
+/// A catalog entry of `size` bytes held by `holder`: a row any member may write.
+fn catalog_entry(holder: NodeId, size: u64) -> ManifestEntry {
+    ManifestEntry {
+        holders: vec![holder],
+        size,
+        stored_bytes: size,
+        ec: Erasure { data: 1, parity: 1 },
+        policy: Residency::default(),
+        created_ms: 1,
+        moved: Vec::new(),
+        released_ms: None,
+    }
+}
+
 fn replicas<S: Schema>(nodes: &[Node], part: &S::Part) -> Vec<usize> {
     let ids = nodes[0].table().replicas_for::<S>(part);
     (0..nodes.len())
@@ -547,16 +561,7 @@ async fn a_write_answers_the_versions_it_replaced() {
     let (_tmp, _dirs, nodes) = cluster(4, Duration::from_secs(60)).await;
     let hash = ContentHash([7; 32]);
     let part = catalog_part(&hash);
-    let entry = |size: u64| ManifestEntry {
-        holders: vec![nodes[0].id()],
-        size,
-        stored_bytes: size,
-        ec: Erasure { data: 1, parity: 1 },
-        policy: Residency::default(),
-        created_ms: 1,
-        moved: Vec::new(),
-        released_ms: None,
-    };
+    let entry = |size: u64| catalog_entry(nodes[0].id(), size);
     let (a, b) = (nodes[1].table(), nodes[2].table());
     let (_, first) = a
         .put_returning::<CatalogRows>(a.node_key(), &part, &hash, Some(&entry(10)))
@@ -702,16 +707,7 @@ async fn a_listing_finds_what_its_nearest_replica_missed() {
     let (_tmp, _dirs, nodes) = cluster(4, Duration::from_secs(60)).await;
     let hash = ContentHash([9; 32]);
     let part = catalog_part(&hash);
-    let entry = |size: u64| ManifestEntry {
-        holders: vec![nodes[0].id()],
-        size,
-        stored_bytes: size,
-        ec: Erasure { data: 1, parity: 1 },
-        policy: Residency::default(),
-        created_ms: 1,
-        moved: Vec::new(),
-        released_ms: None,
-    };
+    let entry = |size: u64| catalog_entry(nodes[0].id(), size);
     let reps = replicas::<CatalogRows>(&nodes, &part);
     // The lister is a replica itself: its own copy is the nearest.
     let lister = &nodes[reps[0]];

@@ -18,12 +18,12 @@ pub mod shards;
 
 pub use catalog::{BoxFuture, Catalog, Locations};
 pub use codec::{
-    CodecError, DecodedSegment, EncodedSegment, Erasure, ObjectKey, SegmentInfo, content_hasher,
-    decode_segment, encode_segment, open, rebuild_shards, seal, unwrap_key, wrap_key,
+    CodecError, DecodedSegment, EncodedSegment, Erasure, ObjectKey, SegmentInfo, decode_segment,
+    encode_segment, open, rebuild_shards, seal, unwrap_key, wrap_key,
 };
 pub use object::{
-    Capability, INLINE_CONTEXT, MANIFEST_FORMAT, Manifest, ManifestError, PlacedSegment,
-    ReadReport, Storage, StorageError,
+    Capability, MANIFEST_FORMAT, Manifest, ManifestError, PlacedSegment, ReadReport, Storage,
+    StorageError, open_inline, seal_inline,
 };
 pub use placement::{Candidate, PlacementError, Residency, default_erasure, place};
 pub use shards::{ShardStore, ShardStoreError};

@@ -40,7 +40,24 @@ const CAP_INLINE_PREFIX: &str = "weft-cap2-";
 
 /// The context a small object kept whole — in its row, or in a capability — is sealed in,
 /// under its object key.
-pub const INLINE_CONTEXT: &[u8] = b"weft inline object v1";
+const INLINE_CONTEXT: &[u8] = b"weft inline object v1";
+
+/// A small object kept whole rather than stored in segments: its bytes sealed under a fresh
+/// object key (AES-256-GCM, [`INLINE_CONTEXT`]), that key, and its content id (keyed by the
+/// key, as a stored object's).
+pub fn seal_inline(bytes: &[u8]) -> Result<(Vec<u8>, [u8; 32], ContentHash), StorageError> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut content = crate::codec::content_hasher(&ObjectKey(key), true);
+    content.update(bytes);
+    let sealed = crate::codec::seal(&key, bytes, INLINE_CONTEXT)?;
+    Ok((sealed, key, ContentHash(*content.finalize().as_bytes())))
+}
+
+/// What [`seal_inline`] sealed under `key`; `None` if altered or another key's.
+pub fn open_inline(key: &[u8; 32], sealed: &[u8]) -> Option<Vec<u8>> {
+    crate::codec::open(key, sealed, INLINE_CONTEXT)
+}
 
 /// A segment and where its shards live.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,7 +194,7 @@ pub struct Capability {
     /// Nodes holding the manifest.
     pub holders: Vec<NodeId>,
     /// A small object kept whole rather than stored in segments: its bytes sealed under
-    /// `key` ([`INLINE_CONTEXT`]). Whoever holds the capability holds the key anyway.
+    /// `key` ([`seal_inline`]). Whoever holds the capability holds the key anyway.
     pub inline: Option<Vec<u8>>,
 }
 
@@ -238,10 +255,7 @@ impl Capability {
     /// The object a capability carries, opened and verified (`None`: it names a stored one).
     pub fn open_inline(&self) -> Option<Result<Vec<u8>, StorageError>> {
         let sealed = self.inline.as_ref()?;
-        Some(
-            crate::codec::open(&self.key, sealed, INLINE_CONTEXT)
-                .ok_or(StorageError::InlineCorrupt),
-        )
+        Some(open_inline(&self.key, sealed).ok_or(StorageError::InlineCorrupt))
     }
 }
 
