@@ -71,6 +71,18 @@ fn replicas<S: Schema>(nodes: &[Node], part: &S::Part) -> Vec<usize> {
         .collect()
 }
 
+/// Waits (up to 10 s) until `done` holds on every replica in `reps`.
+async fn settle(nodes: &[Node], reps: &[usize], done: impl Fn(&Node) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !reps.iter().all(|i| done(&nodes[*i])) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replicas never took the write"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_rows_are_refused() {
     let (_tmp, dirs, nodes) = cluster(5, Duration::from_secs(3600)).await;
@@ -92,6 +104,11 @@ async fn forged_rows_are_refused() {
     };
     let pk = partition_key::<SealedObjects>(&bucket);
     let reps = replicas::<SealedObjects>(&nodes, &bucket);
+    // A write answers at a majority; the last replica takes it a moment later.
+    settle(&nodes, &reps, |n| {
+        n.table().local().list(&pk, "").unwrap().len() == 1
+    })
+    .await;
     // The one object's row, under its sealed name.
     let rows = nodes[reps[0]].table().local().list(&pk, "").unwrap();
     assert_eq!(rows.len(), 1);
@@ -109,6 +126,10 @@ async fn forged_rows_are_refused() {
         .await
         .unwrap();
     let honest = buckets.objects().object("docs", "a.txt").await.unwrap();
+    settle(&nodes, &reps, |n| {
+        n.table().local().get(&pk, &sk).unwrap().as_ref() != Some(&old)
+    })
+    .await;
     let honest_entry = nodes[reps[0]]
         .table()
         .local()
@@ -288,6 +309,15 @@ async fn rows_of_a_newer_format_are_kept() {
     );
     // An older write (an older timestamp) does not replace it; the newer row merges by time.
     let reps = replicas::<CatalogRows>(&nodes, &part);
+    settle(&nodes, &reps, |n| {
+        n.table()
+            .local()
+            .get(&pk, &sk)
+            .unwrap()
+            .and_then(|e| e.value)
+            == Some(value.clone())
+    })
+    .await;
     let stale = Item {
         pk: pk.clone(),
         sk: sk.clone(),
@@ -715,9 +745,13 @@ async fn a_listing_finds_what_its_nearest_replica_missed() {
     t.put::<CatalogRows>(t.node_key(), &part, &hash, Some(&entry(10)))
         .await
         .unwrap();
-    // A newer version reaches every replica but the lister.
     let pk = partition_key::<CatalogRows>(&part);
     let sk = hash.to_sort();
+    settle(&nodes, &reps, |n| {
+        n.table().local().get(&pk, &sk).unwrap().is_some()
+    })
+    .await;
+    // A newer version reaches every replica but the lister.
     let writer = &nodes[reps[1]];
     let ts = Timestamp {
         wall: weft_net::now_ms() + 1000,
