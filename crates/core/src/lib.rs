@@ -60,6 +60,9 @@ pub mod proto {
     /// holds the model (the request, then admitted/busy/refused, pieces of text or embeddings,
     /// and the end).
     pub const INFER: u16 = 11;
+    /// Stream protocol: a reader asks its site's home for a shard of an object held in other
+    /// sites; the home fetches it once and keeps it hot for the site.
+    pub const SHARD_HOT: u16 = 12;
     /// Datagram channel: SWIM membership messages.
     pub const SWIM: u8 = 1;
     /// Datagram channel: RTT probes that feed network coordinates.

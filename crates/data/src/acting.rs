@@ -222,14 +222,14 @@ impl Acting {
         if let Some(b) = cached {
             return Ok(b);
         }
+        self.table.hears_majority()?;
+        let asked = std::time::Instant::now();
         let b = self.bucket(name).await?;
         let mut checks = self.policy_checks.0.lock();
         if checks.buckets.len() > 10_000 {
             checks.buckets.clear();
         }
-        checks
-            .buckets
-            .insert(name.to_string(), (std::time::Instant::now(), b.clone()));
+        checks.buckets.insert(name.to_string(), (asked, b.clone()));
         Ok(b)
     }
 

@@ -133,6 +133,12 @@ impl DataPlane {
                 }
             }
         };
+        if let Err(e) = self.inner.own.table.hears_majority() {
+            tracing::warn!(error = %e, "access key not looked up");
+            return None; // not cached: the fabric may be heard again next time
+        }
+        // Remembered as old as the question (a removal acknowledged meanwhile may be missing).
+        let asked = Instant::now();
         let found = match crate::lookup_key(&self.inner.own.table, id).await {
             Ok(found) => found.map(|(k, _)| k),
             Err(e) => {
@@ -150,7 +156,7 @@ impl DataPlane {
         if cache.len() > KEY_CACHE {
             cache.clear();
         }
-        cache.insert(id.to_string(), (Instant::now(), found.clone()));
+        cache.insert(id.to_string(), (asked, found.clone()));
         found
     }
 

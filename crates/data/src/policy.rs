@@ -70,12 +70,14 @@ impl Acting {
         let invite_only = match cached {
             Some((at, v)) if at.elapsed() < CHECK_TTL => v,
             _ => {
+                self.table.hears_majority()?;
+                let asked = Instant::now();
                 let v = self
                     .table
                     .get_value::<Policies>(&(), ACCOUNTS)
                     .await?
                     .is_some_and(|p| p.invite_only);
-                self.policy_checks.0.lock().invite_only = Some((Instant::now(), v));
+                self.policy_checks.0.lock().invite_only = Some((asked, v));
                 v
             }
         };
@@ -86,6 +88,8 @@ impl Acting {
         let admitted = match cached {
             Some((at, v)) if at.elapsed() < CHECK_TTL => v,
             _ => {
+                self.table.hears_majority()?;
+                let asked = Instant::now();
                 let v = self
                     .table
                     .get_value::<Passes>(&(), &account)
@@ -95,7 +99,7 @@ impl Acting {
                 if checks.passes.len() > 10_000 {
                     checks.passes.clear();
                 }
-                checks.passes.insert(account, (Instant::now(), v));
+                checks.passes.insert(account, (asked, v));
                 v
             }
         };

@@ -64,6 +64,7 @@ impl Acting {
         let all = match cached {
             Some(all) => all,
             None => {
+                let asked = std::time::Instant::now();
                 let all: std::collections::HashMap<String, AccountQuota> = self
                     .table
                     .list::<Quotas>(&(), "")
@@ -71,7 +72,7 @@ impl Acting {
                     .into_iter()
                     .filter_map(|(who, row)| row.known().map(|q| (who, q)))
                     .collect();
-                self.policy_checks.0.lock().quotas = Some((std::time::Instant::now(), all.clone()));
+                self.policy_checks.0.lock().quotas = Some((asked, all.clone()));
                 all
             }
         };

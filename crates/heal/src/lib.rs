@@ -170,6 +170,7 @@ impl Healer {
         // Shards stored before this store had a catalog are never swept as orphans.
         storage.local().catalog_since();
         storage.serve_deletes();
+        storage.serve_hot();
         let healer = Healer::new(storage, registry, config);
         let endpoint = healer.storage.endpoint().clone();
         endpoint.spawn(healer.clone().repair_loop());

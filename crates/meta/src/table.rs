@@ -14,7 +14,7 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use weft_core::{NodeId, SecretKey, proto};
-use weft_fabric::Fabric;
+use weft_fabric::{Fabric, MemberState};
 use weft_net::{Endpoint, Rpc};
 
 use crate::hlc::{Hlc, Timestamp};
@@ -333,6 +333,31 @@ impl Table {
                 region: m.placement.region,
             })
             .collect()
+    }
+
+    /// Whether this node hears most of the fabric: the members it counts in the ring (alive, or
+    /// only suspected) are more than half of those not gone for good (left or revoked). A node
+    /// cut off from the rest soon counts the others dead and would find every replica set it
+    /// computes within its reach; what authorizes requests must not be read that way (a key
+    /// or grant revoked on the other side would still be served), so such reads call this
+    /// first and fail closed. Dead members count until they are removed.
+    pub fn hears_majority(&self) -> Result<(), MetaError> {
+        let members = self.fabric.members();
+        let counted = members
+            .iter()
+            .filter(|m| !matches!(m.state, MemberState::Left | MemberState::Revoked))
+            .count();
+        let heard = members.iter().filter(|m| m.in_ring()).count();
+        if heard * 2 > counted {
+            return Ok(());
+        }
+        Err(MetaError::Quorum {
+            got: heard,
+            needed: counted / 2 + 1,
+            last: "this node hears fewer than half of the fabric's members, so it authorizes \
+                   nothing from what it knows"
+                .into(),
+        })
     }
 
     /// Current replicas of a partition of rows that may live anywhere, among live members.

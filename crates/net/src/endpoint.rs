@@ -250,6 +250,7 @@ impl Endpoint {
 
         let socket = std::net::UdpSocket::bind(cfg.listen).map_err(|e| bind_err(e.to_string()))?;
         let local_addr = socket.local_addr().map_err(|e| bind_err(e.to_string()))?;
+        size_buffers(&socket);
         let (tasks, io, stop) = (
             TaskTracker::new(),
             TaskTracker::new(),
@@ -789,6 +790,24 @@ pub async fn open_on(
         .await
         .map_err(|e| NetError::Stream(e.to_string()))?;
     Ok((send, recv))
+}
+
+/// Socket buffers asked for (the kernel caps them at `net.core.rmem_max`/`wmem_max`).
+const SOCKET_BUFFER: usize = 8 << 20;
+
+/// A long fat link delivers a window's worth of datagrams in bursts; the kernel's default
+/// receive buffer (~208 KiB) drops most of such a burst, and every drop halves the congestion
+/// window. Ask for more; where the kernel allows less, that is what the node gets.
+fn size_buffers(socket: &std::net::UdpSocket) {
+    let sock = socket2::SockRef::from(socket);
+    for (what, result) in [
+        ("receive", sock.set_recv_buffer_size(SOCKET_BUFFER)),
+        ("send", sock.set_send_buffer_size(SOCKET_BUFFER)),
+    ] {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "cannot enlarge the UDP {what} buffer");
+        }
+    }
 }
 
 /// Bytes a peer may send on one stream before it is read (see [`transport_config`]).

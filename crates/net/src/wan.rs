@@ -5,7 +5,8 @@
 //! It wraps the UDP socket quinn uses. When emulation is off the endpoint is built on the plain
 //! socket and this module is not in the path at all, so it costs nothing.
 //!
-//! Delayed datagrams wait in one timer task (a heap ordered by due time), not one task each.
+//! Delayed datagrams wait in one thread per endpoint (a heap ordered by due time), not one task
+//! each; see [`run_delay_queue`] for why a thread.
 
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
@@ -15,16 +16,15 @@ use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 /// One direction of a link between two sites.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -188,6 +188,8 @@ struct Delayed {
     seq: u64,
     destination: SocketAddr,
     contents: Vec<u8>,
+    /// Several datagrams of this size, sent in one call (GSO), as quinn handed them over.
+    segment_size: Option<usize>,
     src_ip: Option<std::net::IpAddr>,
 }
 
@@ -215,7 +217,7 @@ pub(crate) struct WanSocket {
     local_site: String,
     config: Arc<RwLock<WanConfig>>,
     sites: Arc<SiteMap>,
-    queue: mpsc::UnboundedSender<Delayed>,
+    queue: std_mpsc::Sender<Queued>,
     seq: AtomicU64,
     stats: Arc<WanStats>,
     rng: Mutex<rand::rngs::StdRng>,
@@ -242,8 +244,19 @@ impl WanSocket {
         sites: Arc<SiteMap>,
         stats: Arc<WanStats>,
     ) -> (Self, impl Future<Output = ()> + Send + 'static) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let delay_queue = run_delay_queue(inner.clone(), rx);
+        let (tx, rx) = std_mpsc::channel();
+        let sender = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("weft-wan".into())
+            .spawn(move || run_delay_queue(sender, rx));
+        if let Err(e) = thread {
+            tracing::error!(error = %e, "cannot start the WAN emulation's sending thread");
+        }
+        let stop = StopOnDrop(tx.clone());
+        let delay_queue = async move {
+            let _stop = stop;
+            std::future::pending::<()>().await
+        };
         let socket = WanSocket {
             inner,
             local_site,
@@ -259,47 +272,73 @@ impl WanSocket {
     }
 }
 
-async fn run_delay_queue(inner: Arc<dyn AsyncUdpSocket>, mut rx: mpsc::UnboundedReceiver<Delayed>) {
-    let mut poller = inner.clone().create_io_poller();
+/// What the sending thread is told.
+enum Queued {
+    Send(Delayed),
+    Stop,
+}
+
+/// Tells the sending thread to stop when the endpoint's task holding it is dropped (at
+/// shutdown), even while quinn still holds the socket.
+struct StopOnDrop(std_mpsc::Sender<Queued>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(Queued::Stop);
+    }
+}
+
+/// Datagrams due this close together leave in one wake-up (one wake-up a datagram would cost
+/// more CPU than the sending on a busy machine); each leaves at most this much early.
+const BATCH: Duration = Duration::from_micros(250);
+
+/// Send each delayed datagram when it is due. A thread of its own rather than a task: the
+/// runtime's timers tick in whole milliseconds and round every wait up, which would add
+/// about a millisecond to each hop — as much again as a 1 ms link inside a site — where a
+/// thread's timed wait is accurate to tens of microseconds.
+fn run_delay_queue(inner: Arc<dyn AsyncUdpSocket>, rx: std_mpsc::Receiver<Queued>) {
     let mut heap: BinaryHeap<Delayed> = BinaryHeap::new();
     loop {
-        let next_due = heap.peek().map(|d| d.due);
-        tokio::select! {
-            item = rx.recv() => match item {
-                Some(d) => heap.push(d),
-                None => return,
-            },
-            _ = async {
-                match next_due {
-                    Some(due) => tokio::time::sleep_until(due).await,
-                    None => std::future::pending().await,
+        let got = match heap.peek().map(|d| d.due) {
+            Some(due) => {
+                let now = Instant::now() + BATCH;
+                if due <= now {
+                    Err(std_mpsc::RecvTimeoutError::Timeout)
+                } else {
+                    rx.recv_timeout(due - now)
                 }
-            } => {
-                let now = Instant::now();
-                while heap.peek().is_some_and(|d| d.due <= now) {
-                    if let Some(d) = heap.pop() {
-                        let transmit = Transmit {
-                            destination: d.destination,
-                            ecn: None,
-                            contents: &d.contents,
-                            segment_size: None,
-                            src_ip: d.src_ip,
-                        };
-                        // A full socket buffer means wait for it, as the kernel would make a
-                        // real sender wait; dropping here would turn every burst into loss.
-                        loop {
-                            match inner.try_send(&transmit) {
-                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                    let ready = std::future::poll_fn(|cx| poller.as_mut().poll_writable(cx));
-                                    if ready.await.is_err() {
-                                        break;
-                                    }
-                                }
-                                _ => break,
-                            }
-                        }
-                    }
+            }
+            None => rx
+                .recv()
+                .map_err(|_| std_mpsc::RecvTimeoutError::Disconnected),
+        };
+        match got {
+            Ok(Queued::Send(d)) => {
+                heap.push(d);
+                continue;
+            }
+            Ok(Queued::Stop) | Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        let now = Instant::now() + BATCH;
+        while heap.peek().is_some_and(|d| d.due <= now) {
+            let Some(d) = heap.pop() else { break };
+            let transmit = Transmit {
+                destination: d.destination,
+                ecn: None,
+                contents: &d.contents,
+                segment_size: d.segment_size,
+                src_ip: d.src_ip,
+            };
+            // A full socket buffer means wait for it, as the kernel would make a real sender
+            // wait; dropping here would turn every burst into loss. Past a second the
+            // datagram is lost (as a real path would lose it).
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while let Err(e) = inner.try_send(&transmit) {
+                if e.kind() != io::ErrorKind::WouldBlock || Instant::now() > deadline {
+                    break;
                 }
+                std::thread::sleep(Duration::from_micros(50));
             }
         }
     }
@@ -323,6 +362,20 @@ impl AsyncUdpSocket for WanSocket {
         };
         if link.is_noop() {
             return self.inner.try_send(transmit);
+        }
+        // A batch of datagrams (GSO) on a lossy link: each is lost or not on its own.
+        if link.loss > 0.0
+            && let Some(size) = transmit.segment_size
+            && transmit.contents.len() > size
+        {
+            for one in transmit.contents.chunks(size) {
+                self.try_send(&Transmit {
+                    contents: one,
+                    segment_size: None,
+                    ..*transmit
+                })?;
+            }
+            return Ok(());
         }
         let (drop, jitter) = {
             let mut rng = self.rng.lock();
@@ -356,10 +409,11 @@ impl AsyncUdpSocket for WanSocket {
             seq,
             destination: transmit.destination,
             contents: transmit.contents.to_vec(),
+            segment_size: transmit.segment_size,
             src_ip: transmit.src_ip,
         };
         // The queue only closes when the runtime shuts down; then the datagram is lost anyway.
-        let _ = self.queue.send(item);
+        let _ = self.queue.send(Queued::Send(item));
         Ok(())
     }
 
@@ -377,8 +431,9 @@ impl AsyncUdpSocket for WanSocket {
     }
 
     fn max_transmit_segments(&self) -> usize {
-        // One datagram per transmit, so each can be delayed or dropped on its own.
-        1
+        // Batches (GSO) are delayed as one; on a lossy link they are split so that each
+        // datagram is lost or not on its own.
+        self.inner.max_transmit_segments()
     }
 
     fn max_receive_segments(&self) -> usize {

@@ -708,3 +708,126 @@ async fn small_objects_live_sealed_in_their_rows_only_where_residency_allows() {
         }
     }
 }
+
+/// `[wan]` A site reading an object held mostly elsewhere keeps the far shards hot, at the
+/// site's home for each: the next reader in the site gets them inside the site, concurrent
+/// readers cause one fetch per shard, what is kept is the encrypted shard (in memory, never on
+/// disk), and a site outside the object's regions keeps nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_copies_stay_in_their_objects_regions_and_are_never_plaintext() {
+    let link = |a: &str, b: &str, ms: f64| {
+        let spec = weft_net::LinkSpec {
+            delay_ms: ms,
+            jitter_ms: 0.0,
+            loss: 0.0,
+        };
+        (a.to_string(), b.to_string(), spec)
+    };
+    let wan = weft_net::WanConfig {
+        links: vec![
+            link("eu", "us", 10.0),
+            link("eu", "ap", 40.0),
+            link("us", "ap", 30.0),
+        ],
+        loss: 0.0,
+    };
+    let c = Builder::sites(&[("eu", 2), ("us", 2), ("ap", 2)])
+        .wan(wan)
+        .start()
+        .await;
+    // Every eu node sees us nearer than ap (so both pick the same far shards).
+    let start = Instant::now();
+    while !c.nodes[..2].iter().all(|a| {
+        let est = |j: usize| a.fabric().estimated_rtt(&c.nodes[j].id());
+        [2, 3].iter().all(|&u| {
+            [4, 5]
+                .iter()
+                .all(|&p| matches!((est(u), est(p)), (Some(u), Some(p)) if u + Duration::from_millis(20) < p))
+        })
+    }) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "coordinates did not converge"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let marker = b"WEFT-HOT-PLAINTEXT-MARKER";
+    let object = |len: usize| -> Vec<u8> { marker.iter().copied().cycle().take(len).collect() };
+    let eu: Vec<_> = c.nodes[..2].iter().map(|n| n.id()).collect();
+    let hot = |nodes: &[Node]| -> usize { nodes.iter().map(|n| n.storage().hot_bytes()).sum() };
+    let fetched = |nodes: &[Node]| -> u64 { nodes.iter().map(|n| n.storage().hot_fetched()).sum() };
+    // Anywhere: 4+2 over six nodes, two shards a site, so eu's readers need two from afar.
+    let bytes = object(1 << 20);
+    let cap = put(&c.nodes[2], &bytes, Residency::default(), None)
+        .await
+        .unwrap();
+    let manifest = c.nodes[0].storage().manifest(&cap).await.unwrap();
+    assert_eq!(manifest.ec, Erasure { data: 4, parity: 2 });
+    let far: Vec<ContentHash> = manifest
+        .segments
+        .iter()
+        .flat_map(|s| s.info.shards.iter().zip(&s.holders))
+        .filter(|(_, h)| !eu.contains(h))
+        .map(|(s, _)| *s)
+        .collect();
+    let (back, _) = get(&c.nodes[0], &cap).await.unwrap();
+    assert!(back == bytes);
+    let kept = hot(&c.nodes[..2]);
+    assert!(kept > 0, "eu kept nothing of what it read from afar");
+    assert_eq!(fetched(&c.nodes[..2]), 2);
+    for n in &c.nodes[..2] {
+        for (hash, shard) in n.storage().hot_shards() {
+            assert_eq!(ContentHash::of(&shard), hash);
+            assert!(far.contains(&hash), "a shard eu holds itself was kept hot");
+            assert!(!shard.windows(marker.len()).any(|w| w == marker));
+        }
+    }
+    // The site's other node reads it too: served inside the site, nothing fetched again.
+    let (back, _) = get(&c.nodes[1], &cap).await.unwrap();
+    assert!(back == bytes);
+    assert_eq!(hot(&c.nodes[..2]), kept);
+    assert_eq!(fetched(&c.nodes[..2]), 2);
+    // Four readers at once in eu, of an object none has read: one fetch a far shard.
+    let bytes = object(1 << 20);
+    let cap = put(&c.nodes[3], &bytes, Residency::default(), None)
+        .await
+        .unwrap();
+    let mut readers = tokio::task::JoinSet::new();
+    for i in [0, 1, 0, 1] {
+        let (node, cap) = (c.nodes[i].clone(), cap.clone());
+        readers.spawn(async move { get(&node, &cap).await.unwrap().0 });
+    }
+    while let Some(back) = readers.join_next().await {
+        assert!(back.unwrap() == bytes);
+    }
+    assert_eq!(fetched(&c.nodes[..2]), 4);
+    // Held to eu and us and read from ap: ap may not keep it, and nothing is kept there.
+    let eu_us = Residency {
+        regions: vec!["eu".into(), "us".into()],
+        jurisdictions: vec![],
+    };
+    let cap = put(&c.nodes[0], &object(1 << 20), eu_us, None)
+        .await
+        .unwrap();
+    for n in &c.nodes[4..] {
+        for _ in 0..2 {
+            get(n, &cap).await.unwrap();
+        }
+    }
+    assert_eq!(
+        hot(&c.nodes[4..]),
+        0,
+        "ap kept shards of an object held to eu and us"
+    );
+    assert_eq!(fetched(&c.nodes[4..]), 0);
+    // No file on any node holds the plaintext.
+    for dir in &c.dirs {
+        for entry in walk(dir) {
+            let content = std::fs::read(&entry).unwrap_or_default();
+            assert!(
+                !content.windows(marker.len()).any(|w| w == marker),
+                "plaintext in {entry:?}"
+            );
+        }
+    }
+}

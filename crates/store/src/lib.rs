@@ -10,6 +10,7 @@
 
 pub mod catalog;
 pub mod codec;
+pub mod hot;
 pub mod object;
 pub mod placement;
 pub mod proof;

@@ -18,6 +18,7 @@ use weft_fabric::{Fabric, MemberState};
 use weft_net::Endpoint;
 
 use crate::catalog::{Catalog, Locations};
+use crate::hot::{HotShards, site_home};
 use crate::placement::{Candidate, PlacementError, Residency, default_erasure, place};
 use crate::protocol::{TransferError, get_remote, has_remote, put_remote};
 use crate::{
@@ -27,7 +28,7 @@ use crate::{
 /// Plaintext bytes per segment.
 pub const SEGMENT: usize = 4 << 20;
 /// Segments encoded and transferred concurrently.
-pub const IN_FLIGHT: usize = 4;
+pub const IN_FLIGHT: usize = 8;
 /// Copies of each manifest.
 pub const MANIFEST_COPIES: usize = 3;
 /// Extra request sent when a segment's fetch has not finished after this long.
@@ -336,6 +337,41 @@ pub struct Storage {
     bad_reads: Arc<parking_lot::Mutex<HashMap<NodeId, u32>>>,
     /// Manifests this node wrote or fetched (see [`Manifests`]).
     manifests: Arc<parking_lot::Mutex<Manifests>>,
+    /// Shards kept hot for this node's site (see [`crate::hot`]).
+    hot: Arc<parking_lot::Mutex<HotShards>>,
+    /// Hot fetches under way, so concurrent asks for one shard fetch it once.
+    hot_fetches: Arc<parking_lot::Mutex<HashMap<ContentHash, Arc<HotFetch>>>>,
+    /// Shards fetched from their holders to be kept hot.
+    hot_fetched: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// One fetch of a shard to keep hot, shared by everyone who asks for it meanwhile.
+type HotFetch = tokio::sync::OnceCell<Option<Arc<Vec<u8>>>>;
+
+/// Where one shard of a segment is asked for.
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    /// Of its holder.
+    Holder(NodeId),
+    /// Of the reader's site home, which fetches it from `holder` once and keeps it hot.
+    Home { home: NodeId, holder: NodeId },
+}
+
+impl Source {
+    /// The node asked.
+    fn asked(&self) -> NodeId {
+        match self {
+            Source::Holder(n) | Source::Home { home: n, .. } => *n,
+        }
+    }
+}
+
+/// What a read needs to ask its site home for shards: the manifest's name and holders, and the
+/// members of the reader's site that may keep the object (the reader included).
+struct HotRoute {
+    manifest: ContentHash,
+    holders: Vec<NodeId>,
+    site: Vec<NodeId>,
 }
 
 /// Manifests recently written or fetched and verified here, by hash, up to
@@ -386,6 +422,150 @@ impl Storage {
             quarantined: Arc::default(),
             bad_reads: Arc::default(),
             manifests: Arc::default(),
+            hot: Arc::default(),
+            hot_fetches: Arc::default(),
+            hot_fetched: Arc::default(),
+        }
+    }
+
+    /// Members of this node's site (alive, this node included) that an object under `policy`
+    /// may be kept on; empty when this node itself may not keep it.
+    fn hot_site(&self, policy: &Residency) -> Vec<NodeId> {
+        let members: Vec<(bool, Candidate)> = self
+            .fabric
+            .members()
+            .into_iter()
+            .map(|m| {
+                let ok = m.is_self || m.is_alive();
+                let c = Candidate {
+                    id: m.id,
+                    site: m.placement.site,
+                    region: m.placement.region,
+                    jurisdiction: m.placement.jurisdiction,
+                    free_bytes: 0,
+                    healthy: ok,
+                };
+                (m.is_self, c)
+            })
+            .collect();
+        let Some((_, me)) = members.iter().find(|(is_self, _)| *is_self) else {
+            return Vec::new();
+        };
+        if !policy.allows(me) {
+            return Vec::new();
+        }
+        members
+            .iter()
+            .filter(|(_, c)| c.healthy && c.site == me.site && policy.allows(c))
+            .map(|(_, c)| c.id)
+            .collect()
+    }
+
+    /// Bytes of shards kept hot here.
+    pub fn hot_bytes(&self) -> usize {
+        self.hot.lock().bytes()
+    }
+
+    /// Shards this node fetched from their holders to keep hot (a second reader in the site
+    /// is served what the first one brought).
+    pub fn hot_fetched(&self) -> u64 {
+        self.hot_fetched.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The shards kept hot here (each as stored: encrypted, named by its hash).
+    pub fn hot_shards(&self) -> Vec<(ContentHash, Arc<Vec<u8>>)> {
+        let hot = self.hot.lock();
+        hot.hashes()
+            .into_iter()
+            .filter_map(|h| hot.get(&h).map(|b| (h, b)))
+            .collect()
+    }
+
+    /// Serve `SHARD_HOT` (see [`crate::hot`]).
+    pub fn serve_hot(&self) {
+        let this = self.clone();
+        crate::protocol::HOT.serve(&self.endpoint, false, move |_peer, req| {
+            let this = this.clone();
+            async move { this.answer_hot(req).await }
+        });
+    }
+
+    /// A shard for a reader of this site: only of an object whose manifest this node verified
+    /// and whose residency allows this node, and only one held outside the site.
+    async fn answer_hot(&self, req: crate::protocol::HotRequest) -> Option<Vec<u8>> {
+        if req.holders.len() > crate::protocol::MAX_HOT_HOLDERS {
+            return None;
+        }
+        let manifest = self.manifest_at(req.manifest, &req.holders).await.ok()?;
+        let site = self.hot_site(&manifest.policy);
+        let seg = manifest.segments.get(req.segment as usize)?;
+        let hash = *seg.info.shards.get(req.shard as usize)?;
+        let holder = *seg.holders.get(req.shard as usize)?;
+        if !site.contains(&self.fabric.id()) || site.contains(&holder) {
+            return None;
+        }
+        self.hot_fetch(hash, holder).await.map(|b| b.to_vec())
+    }
+
+    /// Shard `hash` from what is kept hot here, else fetched from `holder` (once, however many
+    /// ask meanwhile), checked against its name and kept.
+    async fn hot_fetch(&self, hash: ContentHash, holder: NodeId) -> Option<Arc<Vec<u8>>> {
+        if let Some(b) = self.hot.lock().get(&hash) {
+            return Some(b);
+        }
+        let fetch = self.hot_fetches.lock().entry(hash).or_default().clone();
+        let got = fetch
+            .get_or_init(|| async {
+                self.hot_fetched
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match self.get_shard(holder, hash).await {
+                    Ok(Some(b)) if ContentHash::of(&b) == hash => {
+                        let b = Arc::new(b);
+                        self.hot.lock().insert(hash, b.clone());
+                        Some(b)
+                    }
+                    _ => None,
+                }
+            })
+            .await
+            .clone();
+        self.hot_fetches.lock().remove(&hash);
+        got
+    }
+
+    /// One shard from `source` (unverified: check its hash).
+    async fn get_from(
+        &self,
+        source: Source,
+        route: Option<&HotRoute>,
+        segment: u32,
+        shard: usize,
+        hash: ContentHash,
+    ) -> Result<Option<Vec<u8>>, TransferError> {
+        match (source, route) {
+            (Source::Holder(node), _) | (Source::Home { holder: node, .. }, None) => {
+                self.get_shard(node, hash).await
+            }
+            (Source::Home { home, holder }, Some(_)) if home == self.fabric.id() => {
+                Ok(self.hot_fetch(hash, holder).await.map(|b| b.to_vec()))
+            }
+            (Source::Home { home, .. }, Some(route)) => {
+                let req = crate::protocol::HotRequest {
+                    manifest: route.manifest,
+                    holders: route
+                        .holders
+                        .iter()
+                        .copied()
+                        .take(crate::protocol::MAX_HOT_HOLDERS)
+                        .collect(),
+                    segment,
+                    shard: shard as u32,
+                };
+                let addr = self.addr_of(home)?;
+                Ok(crate::protocol::HOT
+                    .call(&self.endpoint, home, addr, &req)
+                    .await?)
+            }
         }
     }
 
@@ -968,6 +1148,7 @@ impl Storage {
         key: Arc<ObjectKey>,
         seg: PlacedSegment,
         ec: Erasure,
+        route: Option<Arc<HotRoute>>,
         report: &mut ReadReport,
     ) -> Result<Vec<u8>, StorageError> {
         let by_node: HashMap<NodeId, Vec<usize>> =
@@ -978,7 +1159,7 @@ impl Storage {
                     m.entry(*n).or_default().push(i);
                     m
                 });
-        let mut order: Vec<(usize, NodeId)> = self
+        let direct: Vec<(usize, Source)> = self
             .nearest_first(&seg.holders)
             .into_iter()
             .flat_map(|n| {
@@ -987,17 +1168,55 @@ impl Storage {
                     .cloned()
                     .unwrap_or_default()
                     .into_iter()
-                    .map(move |i| (i, n))
+                    .map(move |i| (i, Source::Holder(n)))
             })
             .collect();
+        // Shards held outside this node's site are asked of the site's home for them (in the
+        // site, so first), with their holders kept as the fallback.
+        let mut order = direct.clone();
+        if let Some(route) = &route {
+            let (mut near, mut far): (Vec<_>, Vec<_>) = direct
+                .iter()
+                .map(|&(i, s)| match s {
+                    Source::Holder(holder) if !route.site.contains(&holder) => {
+                        match site_home(&seg.info.shards[i], &route.site) {
+                            Some(home) => (i, Source::Home { home, holder }),
+                            None => (i, s),
+                        }
+                    }
+                    _ => (i, s),
+                })
+                .partition(|(_, s)| match s {
+                    Source::Holder(n) => route.site.contains(n),
+                    Source::Home { .. } => true,
+                });
+            let homed: Vec<(usize, Source)> = direct
+                .iter()
+                .filter(|(i, _)| {
+                    near.iter()
+                        .any(|(j, s)| j == i && matches!(s, Source::Home { .. }))
+                })
+                .copied()
+                .collect();
+            far.retain(|(i, _)| !homed.iter().any(|(j, _)| j == i));
+            near.extend(far);
+            near.extend(homed);
+            order = near;
+        }
         let mut next = 0;
         let mut tasks = JoinSet::new();
-        let launch = |tasks: &mut JoinSet<_>, order: &[(usize, NodeId)], next: &mut usize| {
-            if let Some(&(i, node)) = order.get(*next) {
+        let launch = |tasks: &mut JoinSet<_>, order: &[(usize, Source)], next: &mut usize| {
+            if let Some(&(i, source)) = order.get(*next) {
                 *next += 1;
                 let this = self.clone();
                 let hash = seg.info.shards[i];
-                tasks.spawn(async move { (i, node, this.get_shard(node, hash).await) });
+                let (route, segment) = (route.clone(), seg.info.index);
+                tasks.spawn(async move {
+                    let got = this
+                        .get_from(source, route.as_deref(), segment, i, hash)
+                        .await;
+                    (i, source, got)
+                });
             }
         };
         while next < ec.data.min(order.len()) {
@@ -1010,7 +1229,7 @@ impl Storage {
         let mut hedged = false;
         // Shards that failed for a transport reason (a timeout, a refused connection on a
         // busy holder) get one more try once every other source has been asked.
-        let mut retry: Vec<(usize, NodeId)> = Vec::new();
+        let mut retry: Vec<(usize, Source)> = Vec::new();
         let mut retried = false;
         while good.len() < ec.data {
             tokio::select! {
@@ -1027,8 +1246,11 @@ impl Storage {
                         }
                         continue;
                     };
-                    let Ok((i, node, result)) = done else { continue };
+                    let Ok((i, source, result)) = done else { continue };
+                    let node = source.asked();
                     match result {
+                        // The same shard from a second source (a hedge or a fallback).
+                        Ok(Some(_)) if good.iter().any(|(j, _)| *j == i) => {}
                         Ok(Some(bytes)) if ContentHash::of(&bytes) == seg.info.shards[i] => {
                             *report.sources.entry(node.to_hex()).or_default() += bytes.len() as u64;
                             good.push((i, bytes));
@@ -1043,7 +1265,7 @@ impl Storage {
                                 Ok(None) => "shard missing".to_string(),
                                 Err(e) => {
                                     if !retried {
-                                        retry.push((i, node));
+                                        retry.push((i, source));
                                     }
                                     e.to_string()
                                 }
@@ -1120,6 +1342,14 @@ impl Storage {
         let mut report = ReadReport::default();
         let mut content = crate::codec::content_hasher(&key, manifest.keyed);
         let seg_size = manifest.segment_size.max(1);
+        let site = self.hot_site(&manifest.policy);
+        let route = (!site.is_empty()).then(|| {
+            Arc::new(HotRoute {
+                manifest: cap.manifest,
+                holders: cap.holders.clone(),
+                site,
+            })
+        });
         // Up to IN_FLIGHT segments are fetched at once; they are written strictly in order.
         let mut pending = manifest
             .segments
@@ -1139,11 +1369,12 @@ impl Storage {
                     break;
                 };
                 let (this, key, ec) = (self.clone(), key.clone(), manifest.ec);
+                let route = route.clone();
                 let manifest_hash = cap.manifest;
                 tasks.spawn(async move {
                     let mut part = ReadReport::default();
                     let mut result = this
-                        .fetch_segment(key.clone(), seg.clone(), ec, &mut part)
+                        .fetch_segment(key.clone(), seg.clone(), ec, route.clone(), &mut part)
                         .await;
                     // Too few shards where the manifest says: repair may have moved some.
                     if result.is_err()
@@ -1151,7 +1382,7 @@ impl Storage {
                     {
                         let mut moved = seg;
                         l.apply_segment(&mut moved);
-                        result = this.fetch_segment(key, moved, ec, &mut part).await;
+                        result = this.fetch_segment(key, moved, ec, None, &mut part).await;
                     }
                     (i, result.map(|plain| (plain, part)))
                 });

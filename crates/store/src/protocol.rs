@@ -37,6 +37,33 @@ pub const PROVE: Rpc<ProveRequest, ProveAnswer> = Rpc::new(
 pub const DELETE: Rpc<DeleteRequest, u64> =
     Rpc::new(proto::SHARD_DELETE, 64 + MAX_HAS * 34, 64, TIMEOUT);
 
+/// `SHARD_HOT`: a shard of a stored object, asked of the reader's site home (see
+/// [`crate::hot`]); `None` when the home will not or cannot serve it.
+pub const HOT: Rpc<HotRequest, Option<Vec<u8>>> = Rpc::new(
+    proto::SHARD_HOT,
+    CONTROL_FRAME,
+    MAX_SHARD as usize + 64,
+    TIMEOUT,
+);
+
+/// Most manifest holders a [`HotRequest`] may name.
+pub const MAX_HOT_HOLDERS: usize = 16;
+
+/// Which shard a reader wants kept hot: named by the object's manifest (which the home fetches
+/// and verifies itself, so it learns the shard's name, holder and residency from it rather
+/// than from the asker), the segment and the shard's index.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HotRequest {
+    /// The object's manifest.
+    pub manifest: ContentHash,
+    /// Where the manifest is held (a capability's holders).
+    pub holders: Vec<NodeId>,
+    /// Segment index.
+    pub segment: u32,
+    /// Shard index within the segment.
+    pub shard: u32,
+}
+
 /// Header of a put.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PutHeader {
