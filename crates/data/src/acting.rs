@@ -380,6 +380,70 @@ impl Acting {
         if stored {
             self.reference(&rows, b, key, record, true).await?;
         }
+        self.commit_referenced(b, key, record, stored).await
+    }
+
+    /// Make a prepared object durable and `record` (made from it) the current version of
+    /// `key`: the object's shards, manifest and catalog row are written beside the version's
+    /// references (its name is known before they land), then the version's row — two round
+    /// trips for an object of one segment. Returns the record as committed (pointing at the
+    /// object's new name if a holder failed and it was named again) and the manifest.
+    pub(crate) async fn finish_and_commit(
+        &self,
+        b: &BucketRecord,
+        key: &str,
+        prepared: weft_store::Prepared,
+        record: ObjectRecord,
+    ) -> Result<(ObjectRecord, Manifest), BucketError> {
+        let rows = self.rows(b)?;
+        let planned = prepared.capability().manifest;
+        let (stored, held) = tokio::join!(
+            self.storage.finish(prepared),
+            self.reference(&rows, b, key, &record, true)
+        );
+        let (cap, manifest) = match stored {
+            Ok(done) => done,
+            Err(e) => {
+                if held.is_ok() {
+                    let (this, b, key, record) =
+                        (self.clone(), b.clone(), key.to_string(), record.clone());
+                    self.tasks.spawn(async move {
+                        if let Ok(rows) = this.rows(&b) {
+                            let _ = this.reference(&rows, &b, &key, &record, false).await;
+                        }
+                    });
+                }
+                return Err(e.into());
+            }
+        };
+        held?;
+        let mut record = record;
+        if cap.manifest != planned {
+            // Named again: the version holds the new name, and lets go of the first.
+            let name = self.ref_name(&rows, b, key, &record.version);
+            self.refs
+                .retain(&cap.manifest, &name, self.signer()?)
+                .await
+                .map_err(|e| BucketError::Catalog(e.to_string()))?;
+            if let Err(e) = self.refs.release(&planned, &name, self.signer()?).await {
+                tracing::warn!(error = %e, "could not release an object named again; it is kept");
+            }
+            record.manifest = cap.manifest;
+        }
+        record.holders = cap.holders;
+        self.commit_referenced(b, key, &record, true).await?;
+        Ok((record, manifest))
+    }
+
+    /// [`Acting::commit`] once the version holds its objects (`stored`) or has none.
+    async fn commit_referenced(
+        &self,
+        b: &BucketRecord,
+        key: &str,
+        record: &ObjectRecord,
+        stored: bool,
+    ) -> Result<(), BucketError> {
+        let rows = self.rows(b)?;
         let counted = async {
             if stored {
                 Ok(())

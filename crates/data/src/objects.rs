@@ -83,11 +83,23 @@ impl Objects<'_> {
             return Ok((record, None));
         }
         let reader = std::io::Cursor::new(head).chain(reader);
-        let (cap, manifest) = self.0.storage.put(reader, b.policy.clone(), b.ec).await?;
-        self.0.room_for_object(&b, key, manifest.size).await?;
+        let prepared = self
+            .0
+            .storage
+            .prepare(reader, b.policy.clone(), b.ec)
+            .await?;
+        self.0
+            .room_for_object(&b, key, prepared.manifest().size)
+            .await?;
         let attrs = attrs()?;
-        let record = self.0.record_for(bucket, key, &cap, &manifest, attrs)?;
-        self.0.commit(&b, key, &record).await?;
+        let record = self.0.record_for(
+            bucket,
+            key,
+            prepared.capability(),
+            prepared.manifest(),
+            attrs,
+        )?;
+        let (record, manifest) = self.0.finish_and_commit(&b, key, prepared, record).await?;
         Ok((record, Some(manifest)))
     }
 

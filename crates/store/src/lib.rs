@@ -23,8 +23,8 @@ pub use codec::{
     encode_segment, open, rebuild_shards, seal, unwrap_key, wrap_key,
 };
 pub use object::{
-    Capability, MANIFEST_FORMAT, Manifest, ManifestError, PlacedSegment, ReadReport, Storage,
-    StorageError, open_inline, seal_inline,
+    Capability, MANIFEST_FORMAT, Manifest, ManifestError, PlacedSegment, Prepared, ReadReport,
+    Storage, StorageError, open_inline, seal_inline,
 };
 pub use placement::{Candidate, PlacementError, Residency, default_erasure, place};
 pub use shards::{ShardStore, ShardStoreError};

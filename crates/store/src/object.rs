@@ -345,6 +345,31 @@ pub struct Storage {
     hot_fetched: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// A segment's shards with the nodes chosen for them.
+type Shards = (Vec<(ContentHash, Arc<Vec<u8>>)>, Vec<NodeId>);
+
+/// An object read, encoded, placed and named, not yet durable ([`Storage::prepare`]).
+pub struct Prepared {
+    cap: Capability,
+    manifest: Manifest,
+    /// The manifest's copies (its bytes under its name, once per holder).
+    copies: Vec<(ContentHash, Arc<Vec<u8>>)>,
+    /// A one-segment object's shards, written by [`Storage::finish`].
+    shards: Option<Shards>,
+}
+
+impl Prepared {
+    /// The capability the object will have (unless a holder fails; see [`Storage::finish`]).
+    pub fn capability(&self) -> &Capability {
+        &self.cap
+    }
+
+    /// Its manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+}
+
 /// One fetch of a shard to keep hot, shared by everyone who asks for it meanwhile.
 type HotFetch = tokio::sync::OnceCell<Option<Arc<Vec<u8>>>>;
 
@@ -835,13 +860,45 @@ impl Storage {
         policy: &Residency,
         segment: u32,
     ) -> Result<Vec<NodeId>, StorageError> {
+        let chosen = self.choose(key, &shards, policy)?;
+        self.store_chosen(&shards, chosen, policy, segment).await
+    }
+
+    /// Where placement puts `shards` (named for placement by `key`).
+    fn choose(
+        &self,
+        key: &ContentHash,
+        shards: &[(ContentHash, Arc<Vec<u8>>)],
+        policy: &Residency,
+    ) -> Result<Vec<NodeId>, StorageError> {
         let shard_bytes = shards
             .iter()
             .map(|(_, b)| b.len() as u64)
             .max()
             .unwrap_or(0);
-        let candidates = self.candidates();
-        let chosen = place(key, shards.len(), shard_bytes, &candidates, policy)?;
+        Ok(place(
+            key,
+            shards.len(),
+            shard_bytes,
+            &self.candidates(),
+            policy,
+        )?)
+    }
+
+    /// Store each shard on the node chosen for it, placing it elsewhere if that fails; returns
+    /// where each went.
+    async fn store_chosen(
+        &self,
+        shards: &[(ContentHash, Arc<Vec<u8>>)],
+        chosen: Vec<NodeId>,
+        policy: &Residency,
+        segment: u32,
+    ) -> Result<Vec<NodeId>, StorageError> {
+        let shard_bytes = shards
+            .iter()
+            .map(|(_, b)| b.len() as u64)
+            .max()
+            .unwrap_or(0);
         let mut tasks = JoinSet::new();
         for (i, ((hash, bytes), node)) in shards
             .iter()
@@ -864,6 +921,10 @@ impl Storage {
                 failed.push((i, e.to_string()));
             }
         }
+        if failed.is_empty() {
+            return Ok(holders);
+        }
+        let candidates = self.candidates();
         for (i, mut last) in failed {
             let mut excluded: Vec<NodeId> = holders.clone();
             let mut stored = false;
@@ -899,10 +960,25 @@ impl Storage {
     /// Write an object read from `reader`. Returns its capability and manifest once durable.
     pub async fn put<R: AsyncRead + Unpin>(
         &self,
-        mut reader: R,
+        reader: R,
         policy: Residency,
         ec: Option<Erasure>,
     ) -> Result<(Capability, Manifest), StorageError> {
+        let prepared = self.prepare(reader, policy, ec).await?;
+        self.finish(prepared).await
+    }
+
+    /// Read, encode and place an object, and name it: what [`Storage::finish`] makes durable.
+    /// Every segment but the last of a larger object is stored on the way (they cannot all
+    /// wait in memory); an object of one segment writes nothing yet, so its shards, its
+    /// manifest and its catalog row go out together in one round trip — and the caller may
+    /// write what points at it beside them, since its name is known now.
+    pub async fn prepare<R: AsyncRead + Unpin>(
+        &self,
+        mut reader: R,
+        policy: Residency,
+        ec: Option<Erasure>,
+    ) -> Result<Prepared, StorageError> {
         let eligible = self
             .candidates()
             .iter()
@@ -918,6 +994,7 @@ impl Storage {
         let mut placed: BTreeMap<u32, PlacedSegment> = BTreeMap::new();
         let mut tasks: JoinSet<Result<PlacedSegment, StorageError>> = JoinSet::new();
         let mut index = 0u32;
+        let mut single: Option<Shards> = None;
         loop {
             let mut buf = vec![0u8; SEGMENT];
             let mut filled = 0;
@@ -934,6 +1011,30 @@ impl Storage {
             }
             content.update(&buf);
             size += filled as u64;
+            if index == 0 && filled < SEGMENT {
+                // The whole object is this one segment: placed now, written by `finish`.
+                let k = object_key.clone();
+                let encoded = tokio::task::spawn_blocking(move || encode_segment(&k, 0, &buf, ec))
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))??;
+                let shards: Vec<(ContentHash, Arc<Vec<u8>>)> = encoded
+                    .info
+                    .shards
+                    .iter()
+                    .copied()
+                    .zip(encoded.shards.into_iter().map(Arc::new))
+                    .collect();
+                let chosen = self.choose(&encoded.info.shards[0], &shards, &policy)?;
+                placed.insert(
+                    0,
+                    PlacedSegment {
+                        info: encoded.info,
+                        holders: chosen.clone(),
+                    },
+                );
+                single = Some((shards, chosen));
+                break;
+            }
             while tasks.len() >= IN_FLIGHT {
                 if let Some(done) = tasks.join_next().await {
                     let seg = done.map_err(|e| std::io::Error::other(e.to_string()))??;
@@ -976,32 +1077,97 @@ impl Storage {
             content_id: ContentHash(*content.finalize().as_bytes()),
             segment_size: SEGMENT as u64,
             ec,
-            policy: policy.clone(),
+            policy,
             segments: placed.into_values().collect(),
             keyed: true,
         };
+        let copies = MANIFEST_COPIES.min(eligible.max(1));
+        self.name(key, manifest, copies, single)
+    }
+
+    /// The manifest's bytes, name and chosen holders.
+    fn name(
+        &self,
+        key: [u8; 32],
+        manifest: Manifest,
+        copies: usize,
+        shards: Option<Shards>,
+    ) -> Result<Prepared, StorageError> {
         let bytes = Arc::new(manifest.encode());
         let hash = ContentHash::of(&bytes);
         self.manifests.lock().insert(hash, &manifest, bytes.len());
-        let copies = MANIFEST_COPIES.min(eligible.max(1));
-        let holders = self
-            .store_placed(&hash, vec![(hash, bytes); copies], &policy, u32::MAX)
-            .await?;
-        if let Some(catalog) = self.catalog.get() {
-            catalog
-                .record(hash, &manifest, &holders)
-                .await
-                .map_err(StorageError::Catalog)?;
-        }
-        Ok((
-            Capability {
+        let copies: Vec<(ContentHash, Arc<Vec<u8>>)> = vec![(hash, bytes); copies];
+        let holders = self.choose(&hash, &copies, &manifest.policy)?;
+        Ok(Prepared {
+            cap: Capability {
                 manifest: hash,
                 key,
                 holders,
                 inline: None,
             },
             manifest,
-        ))
+            copies,
+            shards,
+        })
+    }
+
+    /// Make a prepared object durable: its remaining shards, its manifest copies and its
+    /// catalog row, all at once. Returns its capability and manifest — the prepared ones,
+    /// unless a holder failed and a shard had to go elsewhere (then the manifest, and so the
+    /// object's name, changed; the caller must point at the new one).
+    pub async fn finish(&self, prepared: Prepared) -> Result<(Capability, Manifest), StorageError> {
+        let Prepared {
+            mut cap,
+            mut manifest,
+            copies,
+            shards,
+        } = prepared;
+        let policy = manifest.policy.clone();
+        let shards_stored = async {
+            match &shards {
+                Some((shards, chosen)) => self
+                    .store_chosen(shards, chosen.clone(), &policy, 0)
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        };
+        let manifest_stored = self.store_chosen(&copies, cap.holders.clone(), &policy, u32::MAX);
+        let recorded = async {
+            match self.catalog.get() {
+                Some(catalog) => catalog
+                    .record(cap.manifest, &manifest, &cap.holders)
+                    .await
+                    .map_err(StorageError::Catalog),
+                None => Ok(()),
+            }
+        };
+        let (shards_stored, manifest_stored, recorded) =
+            tokio::join!(shards_stored, manifest_stored, recorded);
+        let shard_holders = shards_stored?;
+        let manifest_holders = manifest_stored?;
+        recorded?;
+        if let (Some(holders), Some((_, chosen))) = (shard_holders, &shards)
+            && holders != *chosen
+        {
+            // A shard went elsewhere: the manifest says where, so the object has a new name
+            // (the first one is never referenced, and goes as garbage).
+            if let Some(seg) = manifest.segments.first_mut() {
+                seg.holders = holders;
+            }
+            let again = self.name(cap.key, manifest, copies.len(), None)?;
+            return Box::pin(self.finish(again)).await;
+        }
+        if manifest_holders != cap.holders {
+            cap.holders = manifest_holders;
+            if let Some(catalog) = self.catalog.get() {
+                catalog
+                    .record(cap.manifest, &manifest, &cap.holders)
+                    .await
+                    .map_err(StorageError::Catalog)?;
+            }
+        }
+        Ok((cap, manifest))
     }
 
     /// Nodes ordered nearest first: this node, then alive nodes by estimated RTT, then the rest.
