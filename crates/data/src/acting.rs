@@ -207,35 +207,24 @@ impl Acting {
         }
     }
 
-    /// [`Acting::bucket`], as this node read it at most [`crate::policy::CHECK_TTL`] ago: a
-    /// bucket's record changes only when it is deleted (or claimed again), so authorization
-    /// costs no round trip while a bucket is in use. A name not found is never remembered.
+    /// [`Acting::bucket`], as this node read it at most [`crate::policy::CHECK_TTL`] ago (kept
+    /// fresh in the background while in use: [`crate::recent`]): a bucket's record changes
+    /// only when it is deleted (or claimed again), so authorization costs no round trip while
+    /// a bucket is in use. A name not found is never remembered.
     pub(crate) async fn bucket_recent(&self, name: &str) -> Result<BucketRecord, BucketError> {
-        let cached = self
-            .policy_checks
-            .0
-            .lock()
+        let (this, n) = (self.clone(), name.to_string());
+        self.policy_checks
             .buckets
-            .get(name)
-            .filter(|(at, _)| at.elapsed() < crate::policy::CHECK_TTL)
-            .map(|(_, b)| b.clone());
-        if let Some(b) = cached {
-            return Ok(b);
-        }
-        self.table.hears_majority()?;
-        let asked = std::time::Instant::now();
-        let b = self.bucket(name).await?;
-        let mut checks = self.policy_checks.0.lock();
-        if checks.buckets.len() > 10_000 {
-            checks.buckets.clear();
-        }
-        checks.buckets.insert(name.to_string(), (asked, b.clone()));
-        Ok(b)
+            .get(name.to_string(), &self.tasks, move || async move {
+                this.table.hears_majority()?;
+                this.bucket(&n).await
+            })
+            .await
     }
 
     /// Forget this node's recent read of bucket `name` (it was just made or deleted here).
     pub(crate) fn forget_bucket(&self, name: &str) {
-        self.policy_checks.0.lock().buckets.remove(name);
+        self.policy_checks.buckets.forget(&name.to_string());
     }
 
     /// Every bucket.

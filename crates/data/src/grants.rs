@@ -9,24 +9,18 @@
 //! delegation's scope as for any delegate.
 //!
 //! Revoking deletes the row. Every node checks, on each use of a bucket-scoped session, that no
-//! grant row for its delegate was deleted (the answer is cached 3 s), so a revoked grant is
-//! refused everywhere within seconds. What the grantee already read, and the bucket key it
+//! grant row for its delegate was deleted (the answer is at most 3 s old: [`crate::recent`]),
+//! so a revoked grant is refused everywhere within 3 s. What the grantee already read, and the bucket key it
 //! was handed, cannot be taken back (that needs re-keying the bucket).
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use weft_core::{NodeId, Scope, SecretKey};
 
 use crate::schema::{self, BucketId};
 use crate::session::Session;
 use crate::{Acting, BucketError, BucketRecord, Grant, Need};
-
-/// How long a node trusts its last look at a grant row.
-const CHECK_TTL: Duration = Duration::from_secs(3);
 
 fn context(owner: &NodeId, bucket: &str) -> Vec<u8> {
     format!("weft grant {}/{bucket}", owner.to_hex()).into_bytes()
@@ -148,7 +142,7 @@ type GrantKey = (NodeId, String, NodeId);
 
 /// Recent grant checks, shared by every [`Acting`] of a node.
 #[derive(Clone, Default)]
-pub(crate) struct GrantChecks(Arc<Mutex<HashMap<GrantKey, (Instant, GrantState)>>>);
+pub(crate) struct GrantChecks(Arc<crate::recent::Recent<GrantKey, GrantState>>);
 
 impl Acting {
     /// The state of the grant (if any) whose session has delegate `delegate`, on bucket `b`.
@@ -158,36 +152,25 @@ impl Acting {
         delegate: NodeId,
     ) -> Result<GrantState, BucketError> {
         let key = (b.owner, b.name.clone(), delegate);
-        if let Some((at, state)) = self.grant_checks.0.lock().get(&key)
-            && at.elapsed() < CHECK_TTL
-        {
-            return Ok(*state);
-        }
-        // The answer is as old as the question: a revocation acknowledged while it was asked
-        // may be missing from it, so its 3 s count from here.
-        self.table.hears_majority()?;
-        let asked = Instant::now();
-        let row = self
-            .table
-            .get::<schema::Grants>(&BucketId::of(b), &delegate)
-            .await?;
-        let state = match row {
-            None => GrantState::None,
-            Some(r) => match r.value {
-                None => GrantState::Revoked,
-                Some(v) => match v.known() {
-                    Some(g) => GrantState::Live { write: g.write },
-                    // A grant row this node cannot read: refuse rather than guess.
-                    None => GrantState::Revoked,
-                },
-            },
-        };
-        let mut checks = self.grant_checks.0.lock();
-        if checks.len() > 10_000 {
-            checks.clear();
-        }
-        checks.insert(key, (asked, state));
-        Ok(state)
+        let (this, bucket) = (self.clone(), BucketId::of(b));
+        self.grant_checks
+            .0
+            .get(key, &self.tasks, move || async move {
+                this.table.hears_majority()?;
+                let row = this.table.get::<schema::Grants>(&bucket, &delegate).await?;
+                Ok::<_, BucketError>(match row {
+                    None => GrantState::None,
+                    Some(r) => match r.value {
+                        None => GrantState::Revoked,
+                        Some(v) => match v.known() {
+                            Some(g) => GrantState::Live { write: g.write },
+                            // A grant row this node cannot read: refuse rather than guess.
+                            None => GrantState::Revoked,
+                        },
+                    },
+                })
+            })
+            .await
     }
 
     /// Refuse a grantee doing what only the owner may (`what`) to a bucket shared with it.

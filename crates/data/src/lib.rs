@@ -33,6 +33,7 @@ mod objects;
 mod plane;
 pub mod policy;
 pub mod quota;
+mod recent;
 mod records;
 mod rows;
 pub mod schema;

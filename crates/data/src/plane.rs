@@ -2,21 +2,18 @@
 //! [`DataPlane::session`]), the node's own account, access keys as gateways look them up, and
 //! objects read by capability (which need no account).
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use tokio::io::AsyncWrite;
 use weft_host::{Context, HostError, Service};
 use weft_store::{Capability, Manifest, StorageError};
 
+use crate::recent::{Look, Recent};
 use crate::{Access, AccessKey, Acting, KeyStore, Session, SessionError};
 
-/// How long a gateway trusts its last look at an access key (a removed key stops working
-/// everywhere within it).
-const KEY_FRESH: Duration = Duration::from_secs(3);
-/// Most access keys (found or not) a node remembers.
+/// Most ids of access keys found that a node remembers.
 const KEY_CACHE: usize = 10_000;
 /// Table reads at once for access-key ids this node never found: anyone can send random ids,
 /// and each would cost a quorum read. Past this, such an id is refused without one (a
@@ -36,8 +33,8 @@ struct Inner {
     own: Acting,
     /// Access keys made before accounts (`s3-keys.json`), acting for the node's own account.
     node_keys: Arc<KeyStore>,
-    /// Access keys read from the table lately, found or not.
-    key_cache: Mutex<HashMap<String, (Instant, Option<AccessKey>)>>,
+    /// Access keys read from the table lately, found or not ([`crate::recent`]).
+    key_cache: Arc<Recent<String, Option<AccessKey>>>,
     /// Ids of access keys this node has found in the table (at most [`KEY_CACHE`]).
     known_keys: Mutex<std::collections::HashSet<String>>,
     /// Slots for looking up ids not in `known_keys`.
@@ -67,7 +64,7 @@ impl Service for DataPlane {
             inner: Arc::new(Inner {
                 own,
                 node_keys: Arc::new(node_keys),
-                key_cache: Mutex::default(),
+                key_cache: Arc::default(),
                 known_keys: Mutex::default(),
                 unknown_lookups: Arc::new(tokio::sync::Semaphore::new(UNKNOWN_LOOKUPS)),
                 refused_lookups: Default::default(),
@@ -106,18 +103,31 @@ impl DataPlane {
     }
 
     /// The access key `id`: one made before accounts (this node's own file, acting for the
-    /// node's account) or one from the replicated table. Table keys are cached for a few
-    /// seconds (so a removed key stops working everywhere within them), misses too, and ids
+    /// node's account) or one from the replicated table. Table keys are remembered for a few
+    /// seconds and read again in the background while in use ([`crate::recent`]: a removed
+    /// key stops working everywhere within them), misses too, and ids
     /// never found here are looked up at most [`UNKNOWN_LOOKUPS`] at a time (so random ids
     /// cannot make every request a quorum read).
     pub async fn access_key(&self, id: &str) -> Option<AccessKey> {
         if let Some(k) = self.inner.node_keys.lookup(id) {
             return Some(k);
         }
-        if let Some((at, k)) = self.inner.key_cache.lock().get(id)
-            && at.elapsed() < KEY_FRESH
-        {
-            return k.clone();
+        match self.inner.key_cache.look(&id.to_string()) {
+            Look::Fresh(k) => return k,
+            Look::Stale { value, refresh } => {
+                if refresh {
+                    let (this, id) = (self.clone(), id.to_string());
+                    self.inner.own.tasks.spawn(async move {
+                        let asked = Instant::now();
+                        match this.read_key(&id).await {
+                            Some(found) => this.inner.key_cache.put(id, asked, found),
+                            None => this.inner.key_cache.failed(&id),
+                        }
+                    });
+                }
+                return value;
+            }
+            Look::Missing => {}
         }
         let known = self.inner.known_keys.lock().contains(id);
         let _slot = if known {
@@ -133,17 +143,27 @@ impl DataPlane {
                 }
             }
         };
-        if let Err(e) = self.inner.own.table.hears_majority() {
-            tracing::warn!(error = %e, "access key not looked up");
-            return None; // not cached: the fabric may be heard again next time
-        }
         // Remembered as old as the question (a removal acknowledged meanwhile may be missing).
         let asked = Instant::now();
+        let found = self.read_key(id).await?;
+        self.inner
+            .key_cache
+            .put(id.to_string(), asked, found.clone());
+        found
+    }
+
+    /// Access key `id` from the table (`Some(None)`: there is none); `None` when it cannot be
+    /// read now (cut off from the fabric, no quorum), which is not remembered.
+    async fn read_key(&self, id: &str) -> Option<Option<AccessKey>> {
+        if let Err(e) = self.inner.own.table.hears_majority() {
+            tracing::warn!(error = %e, "access key not looked up");
+            return None;
+        }
         let found = match crate::lookup_key(&self.inner.own.table, id).await {
             Ok(found) => found.map(|(k, _)| k),
             Err(e) => {
                 tracing::warn!(error = %e, "access key lookup failed");
-                return None; // not cached: the table may answer next time
+                return None;
             }
         };
         if found.is_some() {
@@ -152,12 +172,7 @@ impl DataPlane {
                 known.insert(id.to_string());
             }
         }
-        let mut cache = self.inner.key_cache.lock();
-        if cache.len() > KEY_CACHE {
-            cache.clear();
-        }
-        cache.insert(id.to_string(), (asked, found.clone()));
-        found
+        Some(found)
     }
 
     /// Lookups of access-key ids never found here that were refused because

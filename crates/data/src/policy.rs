@@ -5,18 +5,20 @@
 //! refuse anyone else's, delegates' included): [`Policies`] (the accounts policy under
 //! [`ACCOUNTS`]) and [`Passes`] (one per admitted account; deleting it dismisses the account).
 //! [`Acting::entitled`] — which every bucket operation passes, whatever the front end — and
-//! bucket creation check them, from a cache a few seconds fresh shared by every [`Acting`] of a
-//! node, so a dismissed account stops within [`CHECK_TTL`] on every node. A policy that cannot
+//! bucket creation check them, from what the node read within the last few seconds, shared by
+//! every [`Acting`] of a node ([`crate::recent`]), so a dismissed account stops within
+//! [`CHECK_TTL`] on every node. A policy that cannot
 //! be read refuses (fails closed).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use weft_core::NodeId;
 
+use crate::recent::Recent;
 use crate::schema::{ACCOUNTS, Passes, Policies};
 use crate::{Acting, BucketError};
 
@@ -39,21 +41,18 @@ pub struct AccountPass {
     pub admitted_ms: u64,
 }
 
-/// Recent policy, pass and quota checks, and this node's tally counters, shared by every
-/// [`Acting`] of a node.
+/// Recent policy, pass, quota and bucket-record answers ([`crate::recent`]), and this node's
+/// tally counters, shared by every [`Acting`] of a node.
 #[derive(Clone, Default)]
-pub(crate) struct PolicyChecks(pub(crate) Arc<Mutex<Checks>>);
-
-#[derive(Default)]
-pub(crate) struct Checks {
-    invite_only: Option<(Instant, bool)>,
-    passes: HashMap<NodeId, (Instant, bool)>,
-    /// Every `quota` row, as last read.
-    pub(crate) quotas: Option<(Instant, HashMap<String, crate::quota::AccountQuota>)>,
-    /// Bucket records, as last read (see [`Acting::bucket_recent`]).
-    pub(crate) buckets: HashMap<String, (Instant, crate::BucketRecord)>,
+pub(crate) struct PolicyChecks {
+    pub(crate) invite_only: Arc<Recent<(), bool>>,
+    pub(crate) passes: Arc<Recent<NodeId, bool>>,
+    /// Every `quota` row.
+    pub(crate) quotas: Arc<Recent<(), HashMap<String, crate::quota::AccountQuota>>>,
+    /// Bucket records (see [`Acting::bucket_recent`]).
+    pub(crate) buckets: Arc<Recent<String, crate::BucketRecord>>,
     /// This node's counters per (account, bucket): `None` until read from the table.
-    pub(crate) tallies: HashMap<(NodeId, String), crate::quota::Counter>,
+    pub(crate) tallies: Arc<Mutex<HashMap<(NodeId, String), crate::quota::Counter>>>,
 }
 
 impl Acting {
@@ -66,43 +65,37 @@ impl Acting {
     /// Whether the fabric lets `account` use it (see [`Acting::admitted`]), from this node's
     /// shared cache.
     pub(crate) async fn admits(&self, account: NodeId) -> Result<(), BucketError> {
-        let cached = self.policy_checks.0.lock().invite_only;
-        let invite_only = match cached {
-            Some((at, v)) if at.elapsed() < CHECK_TTL => v,
-            _ => {
-                self.table.hears_majority()?;
-                let asked = Instant::now();
-                let v = self
-                    .table
-                    .get_value::<Policies>(&(), ACCOUNTS)
-                    .await?
-                    .is_some_and(|p| p.invite_only);
-                self.policy_checks.0.lock().invite_only = Some((asked, v));
-                v
-            }
-        };
+        let this = self.clone();
+        let invite_only = self
+            .policy_checks
+            .invite_only
+            .get((), &self.tasks, move || async move {
+                this.table.hears_majority()?;
+                Ok::<_, BucketError>(
+                    this.table
+                        .get_value::<Policies>(&(), ACCOUNTS)
+                        .await?
+                        .is_some_and(|p| p.invite_only),
+                )
+            })
+            .await?;
         if !invite_only {
             return Ok(());
         }
-        let cached = self.policy_checks.0.lock().passes.get(&account).copied();
-        let admitted = match cached {
-            Some((at, v)) if at.elapsed() < CHECK_TTL => v,
-            _ => {
-                self.table.hears_majority()?;
-                let asked = Instant::now();
-                let v = self
-                    .table
-                    .get_value::<Passes>(&(), &account)
-                    .await?
-                    .is_some();
-                let mut checks = self.policy_checks.0.lock();
-                if checks.passes.len() > 10_000 {
-                    checks.passes.clear();
-                }
-                checks.passes.insert(account, (asked, v));
-                v
-            }
-        };
+        let this = self.clone();
+        let admitted = self
+            .policy_checks
+            .passes
+            .get(account, &self.tasks, move || async move {
+                this.table.hears_majority()?;
+                Ok::<_, BucketError>(
+                    this.table
+                        .get_value::<Passes>(&(), &account)
+                        .await?
+                        .is_some(),
+                )
+            })
+            .await?;
         if admitted {
             Ok(())
         } else {

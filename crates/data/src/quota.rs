@@ -53,29 +53,22 @@ impl Acting {
     /// The quota that applies to this account: its own, else the fabric's default (every
     /// quota row read at most once per [`crate::policy::CHECK_TTL`] per node).
     pub async fn quota(&self) -> Result<AccountQuota, BucketError> {
-        let cached = self
+        let this = self.clone();
+        let all = self
             .policy_checks
-            .0
-            .lock()
             .quotas
-            .as_ref()
-            .filter(|(at, _)| at.elapsed() < crate::policy::CHECK_TTL)
-            .map(|(_, q)| q.clone());
-        let all = match cached {
-            Some(all) => all,
-            None => {
-                let asked = std::time::Instant::now();
-                let all: std::collections::HashMap<String, AccountQuota> = self
+            .get((), &self.tasks, move || async move {
+                this.table.hears_majority()?;
+                let all: std::collections::HashMap<String, AccountQuota> = this
                     .table
                     .list::<Quotas>(&(), "")
                     .await?
                     .into_iter()
                     .filter_map(|(who, row)| row.known().map(|q| (who, q)))
                     .collect();
-                self.policy_checks.0.lock().quotas = Some((asked, all.clone()));
-                all
-            }
-        };
+                Ok::<_, BucketError>(all)
+            })
+            .await?;
         Ok(all
             .get(&self.account().to_hex())
             .or_else(|| all.get(DEFAULT_QUOTA))
@@ -165,12 +158,11 @@ impl Acting {
             bucket: bucket.to_string(),
         };
         let counter = {
-            let mut checks = self.policy_checks.0.lock();
-            if checks.tallies.len() > 10_000 {
-                checks.tallies.clear();
+            let mut tallies = self.policy_checks.tallies.lock();
+            if tallies.len() > 10_000 {
+                tallies.clear();
             }
-            checks
-                .tallies
+            tallies
                 .entry((key.owner, key.bucket.clone()))
                 .or_default()
                 .clone()
