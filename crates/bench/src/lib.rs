@@ -81,6 +81,10 @@ pub struct WanArgs {
     /// Size of the large objects, MiB (three put and got with WAN and without)
     #[arg(long, default_value_t = 64)]
     pub(crate) large_mib: usize,
+    /// Size of the object boto3 reads on loopback, MiB (0: no boto3 run; boto3 is installed
+    /// by scripts/s3-clients.sh)
+    #[arg(long, default_value_t = 256)]
+    pub(crate) boto3_mib: usize,
     /// Folder for the fabrics' data [default: a fresh temporary one]
     #[arg(long)]
     pub(crate) dir: Option<PathBuf>,

@@ -2,7 +2,8 @@
 //! eu, us, ap, two nodes each, eu–us 40 ms, eu–ap 80 ms, us–ap 60 ms one way, 1 ms inside a
 //! site), each beside its physical floor — the round trip to the nodes it must reach — and the
 //! ratio to it; then large transfers on the same fabric without WAN emulation, for the ratio
-//! the long links cost.
+//! the long links cost, and boto3 (a real S3 client, `scripts/boto3-bench.py`) on that fabric:
+//! 4 KiB puts and gets and GetObject of a large object.
 //!
 //! Everything enters at node1 (eu), as a client there would: S3 PutObject, GetObject,
 //! HeadObject and ListObjectsV2 (presigned requests, one connection each) on a bucket in
@@ -320,12 +321,13 @@ fn measure(base: &Path, args: &WanArgs) -> Result<()> {
     );
     let mut rows = Vec::new();
     let wan = setup(base.join("wan"), false)?;
-    let (lan_put, lan_get, lan_small) = {
+    let (lan_put, lan_get, lan_small, boto) = {
         // Throughput first without WAN, in the same run, on a fabric of its own (stopped after).
         let lan = setup(base.join("lan"), true)?;
         let r = large(&lan.s3, args.large_mib, "lan")?;
         let small = small_s3(&lan.anywhere, args.ops, "lan-small")?;
-        (r.0, r.1, small)
+        let boto = (args.boto3_mib > 0).then(|| boto3(&lan.anywhere, args.ops, args.boto3_mib));
+        (r.0, r.1, small, boto)
     };
     let sites = &wan.sites;
     let node = |i: usize| &wan.fabric.clients[i];
@@ -495,7 +497,64 @@ fn measure(base: &Path, args: &WanArgs) -> Result<()> {
         pct(&lg, 0.5),
         verdict(pct(&lg, 0.5) <= 2.0)
     );
+    match boto {
+        Some(Ok((puts, gets, big))) => println!(
+            "loopback boto3, no residency: 4 KiB put p50 {:.1} ms [goal <= 5 ms: {}], get p50 \
+             {:.1} ms [goal <= 2 ms: {}]; {} MiB GetObject {:.1} MB/s (median of 3)",
+            pct(&puts, 0.5),
+            verdict(pct(&puts, 0.5) <= 5.0),
+            pct(&gets, 0.5),
+            verdict(pct(&gets, 0.5) <= 2.0),
+            args.boto3_mib,
+            pct(&big, 0.5)
+        ),
+        Some(Err(e)) => println!("loopback boto3: not measured: {e:#}"),
+        None => {}
+    }
     Ok(())
+}
+
+/// boto3 (installed by `scripts/s3-clients.sh`) against node1's S3 gateway: 4 KiB puts and
+/// gets, then GetObject of a `mib` MiB object three times (`scripts/boto3-bench.py`). Sorted
+/// put ms, get ms and MB/s.
+fn boto3(s3: &S3, ops: usize, mib: usize) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+    let bin = PathBuf::from(script("s3-clients.sh", &[], &[])?);
+    let endpoint = s3
+        .bucket
+        .base_url()
+        .as_str()
+        .trim_end_matches('/')
+        .to_string();
+    let out = Command::new(bin.join("python"))
+        .arg(scripts().join("boto3-bench.py"))
+        .args([
+            endpoint.as_str(),
+            s3.creds.key(),
+            s3.creds.secret(),
+            s3.bucket.name(),
+            &ops.to_string(),
+            &mib.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run scripts/boto3-bench.py")?;
+    if !out.status.success() {
+        bail!(
+            "scripts/boto3-bench.py failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    let list = |k: &str| -> Result<Vec<f64>> {
+        let xs = v[k]
+            .as_array()
+            .with_context(|| format!("no {k} in boto3-bench.py's answer"))?
+            .iter()
+            .filter_map(Value::as_f64)
+            .collect();
+        Ok(sorted(xs))
+    };
+    Ok((list("put_ms")?, list("get_ms")?, list("big_get_mbs")?))
 }
 
 /// 4 KiB S3 puts and gets, sorted ms.
