@@ -783,3 +783,133 @@ async fn a_listing_finds_what_its_nearest_replica_missed() {
     let own = t.local().get(&pk, &sk).unwrap().unwrap();
     assert!(own.ts < ts);
 }
+
+/// `[wan]` Read-after-write, as S3 promises it: a read that starts after a write's
+/// acknowledgement sees that write (or a newer one), through any node — also while one of the
+/// object row's replicas is cut off and misses writes, and through that replica right after
+/// it is heard again (its own copy is stale; the read's majority is not). Small objects (kept
+/// in their rows) and stored ones alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_read_after_an_acknowledged_write_sees_it() {
+    let regions = ["eu", "eu", "us", "us", "ap"];
+    let c = weft_cluster::Builder::regions(&regions)
+        .wan(weft_net::WanConfig::default())
+        .start()
+        .await;
+    let nodes = &c.nodes;
+    // Node i is alone in site `<region>-<i % 2>`.
+    let sites: Vec<String> = (0..regions.len())
+        .map(|i| format!("{}-{}", regions[i], i % 2))
+        .collect();
+    let owner = c.account(0, 21);
+    owner
+        .create_bucket("raw", Residency::default(), None, 1)
+        .await
+        .unwrap();
+    let bucket = BucketId {
+        owner: owner.account(),
+        name: "raw".into(),
+        regions: Vec::new(),
+    };
+    let reps = replicas::<SealedObjects>(nodes, &bucket);
+    // The replica to cut off, and the nodes that keep writing and reading meanwhile.
+    let lagging = reps[0];
+    let others: Vec<usize> = (0..nodes.len()).filter(|i| *i != lagging).collect();
+    let body = |round: usize, big: bool| -> Vec<u8> {
+        let len = if big { 6000 } else { 100 };
+        let mut b = data(len);
+        b[..8].copy_from_slice(&(round as u64).to_le_bytes());
+        b
+    };
+    let mut round = 0;
+    let check = |writer: usize, reader: usize, round: usize| {
+        let (w, r) = (
+            nodes[writer].data().acting(owner.access().clone()),
+            nodes[reader].data().acting(owner.access().clone()),
+        );
+        async move {
+            for big in [false, true] {
+                let key = if big { "stored" } else { "small" };
+                let expect = body(round, big);
+                w.objects().put("raw", key, &expect[..]).await.unwrap();
+                let mut out = Vec::new();
+                r.objects().get("raw", key, &mut out).await.unwrap();
+                assert!(
+                    out == expect,
+                    "round {round}: node {reader} read an older {key} after node {writer}'s write"
+                );
+                let listed = r.objects().list("raw", key).await.unwrap();
+                assert_eq!(listed.len(), 1);
+                assert_eq!(listed[0].1.size, expect.len() as u64);
+            }
+        }
+    };
+    for i in 0..nodes.len() {
+        check(i, (i + 1) % nodes.len(), round).await;
+        round += 1;
+    }
+    // One replica of the rows cut off: writes go on without it.
+    let mut cut = weft_net::WanConfig::default();
+    for other in sites.iter().filter(|s| **s != sites[lagging]) {
+        let lost = weft_net::wan::LinkSpec {
+            loss: 1.0,
+            ..Default::default()
+        };
+        cut.links
+            .push((sites[lagging].clone(), other.clone(), lost));
+    }
+    for n in nodes {
+        n.set_wan(cut.clone()).unwrap();
+    }
+    // Once the others count it gone, they place shards without it (a five-node fabric has no
+    // spare node for a shard whose holder does not answer).
+    let gone = nodes[lagging].id();
+    wait("the others count the cut-off replica gone", 30, || {
+        others.iter().all(|i| {
+            nodes[*i]
+                .fabric()
+                .members()
+                .iter()
+                .all(|m| m.id != gone || !m.in_ring())
+        })
+    })
+    .await;
+    for (j, w) in others.iter().enumerate() {
+        check(*w, others[(j + 1) % others.len()], round).await;
+        round += 1;
+    }
+    // Heard again: reads through it see the latest write at once, and so do writes after.
+    for n in nodes {
+        n.set_wan(weft_net::WanConfig::default()).unwrap();
+    }
+    let last = round - 1;
+    let healed = std::time::Instant::now();
+    let through = nodes[lagging].data().acting(owner.access().clone());
+    loop {
+        let mut out = Vec::new();
+        match through.objects().get("raw", "stored", &mut out).await {
+            Ok(_) => {
+                assert!(
+                    out == body(last, true),
+                    "the healed replica served an old version"
+                );
+                break;
+            }
+            // Until it hears the fabric again it refuses (it does not serve what it held).
+            Err(_) => assert!(
+                healed.elapsed() < Duration::from_secs(30),
+                "the healed node never served again"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut out = Vec::new();
+    through
+        .objects()
+        .get("raw", "small", &mut out)
+        .await
+        .unwrap();
+    assert!(out == body(last, false));
+    check(lagging, others[0], round).await;
+    check(others[1], lagging, round + 1).await;
+}
