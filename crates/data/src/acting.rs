@@ -181,13 +181,18 @@ impl Acting {
             sealed: true,
             rows_in_regions,
         };
+        let asked = std::time::Instant::now();
         match self
             .table
             .create::<schema::Buckets>(self.signer()?, &(), name, &record)
             .await
         {
             Ok(_) => {
-                self.forget_bucket(name);
+                // A claim a majority took is the name's: this node knows its record now, and
+                // the first write to the bucket through it reads nothing for it.
+                self.policy_checks
+                    .buckets
+                    .put(name.to_string(), asked, record.clone());
                 Ok(record)
             }
             Err(MetaError::Conflict) => Err(BucketError::Exists(name.into())),
