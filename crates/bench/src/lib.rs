@@ -85,6 +85,10 @@ pub struct WanArgs {
     /// by scripts/s3-clients.sh)
     #[arg(long, default_value_t = 256)]
     pub(crate) boto3_mib: usize,
+    /// Skip Garage (installed by scripts/garage.sh — from crates.io, 20-30 min the first time —
+    /// and measured with boto3 beside weft on loopback)
+    #[arg(long)]
+    pub(crate) no_garage: bool,
     /// Folder for the fabrics' data [default: a fresh temporary one]
     #[arg(long)]
     pub(crate) dir: Option<PathBuf>,

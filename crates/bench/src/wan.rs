@@ -326,9 +326,22 @@ fn measure(base: &Path, args: &WanArgs) -> Result<()> {
         let lan = setup(base.join("lan"), true)?;
         let r = large(&lan.s3, args.large_mib, "lan")?;
         let small = small_s3(&lan.anywhere, args.ops, "lan-small")?;
-        let boto = (args.boto3_mib > 0).then(|| boto3(&lan.anywhere, args.ops, args.boto3_mib));
+        let boto = (args.boto3_mib > 0).then(|| {
+            let s3 = &lan.anywhere;
+            let endpoint = s3
+                .bucket
+                .base_url()
+                .as_str()
+                .trim_end_matches('/')
+                .to_string();
+            let access = (endpoint.as_str(), s3.creds.key(), s3.creds.secret());
+            boto3(access, s3.bucket.name(), args.ops, args.boto3_mib)
+        });
         (r.0, r.1, small, boto)
     };
+    // Garage on the same machine, after weft's loopback fabric stopped.
+    let garage = (!args.no_garage && args.boto3_mib > 0)
+        .then(|| garage(&base.join("garage"), args.ops, args.boto3_mib));
     let sites = &wan.sites;
     let node = |i: usize| &wan.fabric.clients[i];
     let entry = site_of(node(0))?;
@@ -497,6 +510,10 @@ fn measure(base: &Path, args: &WanArgs) -> Result<()> {
         pct(&lg, 0.5),
         verdict(pct(&lg, 0.5) <= 2.0)
     );
+    let weft_big = match &boto {
+        Some(Ok((_, _, big))) => Some(pct(big, 0.5)),
+        _ => None,
+    };
     match boto {
         Some(Ok((puts, gets, big))) => println!(
             "loopback boto3, no residency: 4 KiB put p50 {:.1} ms [goal <= 5 ms: {}], get p50 \
@@ -511,27 +528,63 @@ fn measure(base: &Path, args: &WanArgs) -> Result<()> {
         Some(Err(e)) => println!("loopback boto3: not measured: {e:#}"),
         None => {}
     }
+    match garage {
+        Some(Ok((puts, gets, big))) => {
+            let ratio = weft_big.map_or(f64::NAN, |w| w / pct(&big, 0.5));
+            println!(
+                "loopback boto3, Garage {GARAGE_VERSION} (3 nodes, 3 copies), same run: 4 KiB put \
+                 p50 {:.1} ms, get p50 {:.1} ms; {} MiB GetObject {:.1} MB/s; weft/Garage \
+                 GetObject {:.2}x [goal >= 1.2x: {}]",
+                pct(&puts, 0.5),
+                pct(&gets, 0.5),
+                args.boto3_mib,
+                pct(&big, 0.5),
+                ratio,
+                verdict(ratio >= 1.2)
+            );
+        }
+        Some(Err(e)) => println!("Garage: not measured: {e:#}"),
+        None => {}
+    }
     Ok(())
 }
 
-/// boto3 (installed by `scripts/s3-clients.sh`) against node1's S3 gateway: 4 KiB puts and
-/// gets, then GetObject of a `mib` MiB object three times (`scripts/boto3-bench.py`). Sorted
-/// put ms, get ms and MB/s.
-fn boto3(s3: &S3, ops: usize, mib: usize) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+/// The Garage release `scripts/garage.sh` installs.
+const GARAGE_VERSION: &str = "2.5.0";
+
+/// Three Garage nodes on loopback (`scripts/garage.sh`), measured by boto3 as weft is, then
+/// stopped.
+fn garage(dir: &Path, ops: usize, mib: usize) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+    let dir_text = dir.to_string_lossy().to_string();
+    let started = script("garage.sh", &["start", &dir_text], &[]);
+    let result = started.and_then(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [endpoint, key, secret, bucket] = f[..] else {
+            bail!("scripts/garage.sh printed {line:?}");
+        };
+        boto3((endpoint, key, secret), bucket, ops, mib)
+    });
+    let _ = script("garage.sh", &["stop", &dir_text], &[]);
+    result
+}
+
+/// boto3 (installed by `scripts/s3-clients.sh`) against an S3 endpoint: 4 KiB puts and gets,
+/// then GetObject of a `mib` MiB object three times (`scripts/boto3-bench.py`). Sorted put
+/// ms, get ms and MB/s.
+fn boto3(
+    (endpoint, key, secret): (&str, &str, &str),
+    bucket: &str,
+    ops: usize,
+    mib: usize,
+) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
     let bin = PathBuf::from(script("s3-clients.sh", &[], &[])?);
-    let endpoint = s3
-        .bucket
-        .base_url()
-        .as_str()
-        .trim_end_matches('/')
-        .to_string();
     let out = Command::new(bin.join("python"))
         .arg(scripts().join("boto3-bench.py"))
         .args([
-            endpoint.as_str(),
-            s3.creds.key(),
-            s3.creds.secret(),
-            s3.bucket.name(),
+            endpoint,
+            key,
+            secret,
+            bucket,
             &ops.to_string(),
             &mib.to_string(),
         ])
