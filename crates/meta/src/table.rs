@@ -340,7 +340,7 @@ impl Table {
     /// cut off from the rest soon counts the others dead and would find every replica set it
     /// computes within its reach; what authorizes requests must not be read that way (a key
     /// or grant revoked on the other side would still be served), so such reads call this
-    /// first and fail closed. Dead members count until they are removed.
+    /// first and fail closed. Dead members count until the admin revokes them.
     pub fn hears_majority(&self) -> Result<(), MetaError> {
         let members = self.fabric.members();
         let counted = members
