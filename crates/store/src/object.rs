@@ -345,6 +345,26 @@ pub struct Storage {
     hot_fetched: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// Encode segment `index` (off the runtime's threads): its info and its shards by name.
+async fn encode(
+    key: Arc<ObjectKey>,
+    index: u32,
+    plain: Vec<u8>,
+    ec: Erasure,
+) -> Result<(SegmentInfo, Vec<(ContentHash, Arc<Vec<u8>>)>), StorageError> {
+    let encoded = tokio::task::spawn_blocking(move || encode_segment(&key, index, &plain, ec))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let shards = encoded
+        .info
+        .shards
+        .iter()
+        .copied()
+        .zip(encoded.shards.into_iter().map(Arc::new))
+        .collect();
+    Ok((encoded.info, shards))
+}
+
 /// A segment's shards with the nodes chosen for them.
 type Shards = (Vec<(ContentHash, Arc<Vec<u8>>)>, Vec<NodeId>);
 
@@ -1013,22 +1033,12 @@ impl Storage {
             size += filled as u64;
             if index == 0 && filled < SEGMENT {
                 // The whole object is this one segment: placed now, written by `finish`.
-                let k = object_key.clone();
-                let encoded = tokio::task::spawn_blocking(move || encode_segment(&k, 0, &buf, ec))
-                    .await
-                    .map_err(|e| std::io::Error::other(e.to_string()))??;
-                let shards: Vec<(ContentHash, Arc<Vec<u8>>)> = encoded
-                    .info
-                    .shards
-                    .iter()
-                    .copied()
-                    .zip(encoded.shards.into_iter().map(Arc::new))
-                    .collect();
-                let chosen = self.choose(&encoded.info.shards[0], &shards, &policy)?;
+                let (info, shards) = encode(object_key.clone(), 0, buf, ec).await?;
+                let chosen = self.choose(&info.shards[0], &shards, &policy)?;
                 placed.insert(
                     0,
                     PlacedSegment {
-                        info: encoded.info,
+                        info,
                         holders: chosen.clone(),
                     },
                 );
@@ -1044,24 +1054,11 @@ impl Storage {
             let this = self.clone();
             let (k, policy) = (object_key.clone(), policy.clone());
             tasks.spawn(async move {
-                let encoded =
-                    tokio::task::spawn_blocking(move || encode_segment(&k, index, &buf, ec))
-                        .await
-                        .map_err(|e| std::io::Error::other(e.to_string()))??;
-                let shards: Vec<(ContentHash, Arc<Vec<u8>>)> = encoded
-                    .info
-                    .shards
-                    .iter()
-                    .copied()
-                    .zip(encoded.shards.into_iter().map(Arc::new))
-                    .collect();
+                let (info, shards) = encode(k, index, buf, ec).await?;
                 let holders = this
-                    .store_placed(&encoded.info.shards[0], shards, &policy, index)
+                    .store_placed(&info.shards[0], shards, &policy, index)
                     .await?;
-                Ok(PlacedSegment {
-                    info: encoded.info,
-                    holders,
-                })
+                Ok(PlacedSegment { info, holders })
             });
             index += 1;
             if filled < SEGMENT {
