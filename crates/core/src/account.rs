@@ -118,12 +118,12 @@ impl Delegation {
         Delegation { body, sig }
     }
 
-    /// Whether the account's signature holds.
+    /// Whether the account's signature holds (checked once per process: every row a session
+    /// writes carries the same delegation; see [`NodeId::verify_once`]).
     pub fn signature_ok(&self) -> bool {
         self.body
             .account
-            .verify(DELEGATION_DOMAIN, &wire::encode(&self.body), &self.sig)
-            .is_ok()
+            .verify_once(DELEGATION_DOMAIN, &wire::encode(&self.body), &self.sig)
     }
 
     /// Whether it lets `delegate` act at `at_ms` for a row of `bucket` (`None`: a row of no
@@ -255,6 +255,11 @@ mod tests {
         let mut widened = one.clone();
         widened.body.scope = Scope::Account;
         assert!(!widened.covers(&node, Some("docs"), 5));
+        // Verified once and remembered: the same body under another signature is not.
+        assert!(one.covers(&node, Some("photos"), 5));
+        let mut forged = one.clone();
+        forged.sig.0[0] ^= 1;
+        assert!(!forged.covers(&node, Some("photos"), 5));
         // The owner's own narrow scope signs its one bucket; what it reads it cannot write.
         let own = Scope::Own {
             write: vec!["out".into()],

@@ -92,7 +92,46 @@ impl NodeId {
         key.verify_strict(&domain_message(domain, message), &sig)
             .map_err(|_| SignatureError::Mismatch)
     }
+
+    /// [`NodeId::verify`], remembering what verified: the same key, domain, message and
+    /// signature are checked once per process (a delegation every row of a session carries, a
+    /// row read again and again). What is remembered is the hash of exactly those, so nothing
+    /// else can match it; at most [`VERIFIED_MAX`] are kept.
+    pub fn verify_once(&self, domain: &str, message: &[u8], sig: &Signature) -> bool {
+        let mut name = blake3::Hasher::new_derive_key("weft verified signature v1");
+        name.update(&self.0);
+        name.update(domain.as_bytes());
+        name.update(&[0]);
+        name.update(&(message.len() as u64).to_le_bytes());
+        name.update(message);
+        name.update(&sig.0);
+        let name = *name.finalize().as_bytes();
+        let verified = VERIFIED.get_or_init(Default::default);
+        let lock = || {
+            verified
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if lock().contains(&name) {
+            return true;
+        }
+        let ok = self.verify(domain, message, sig).is_ok();
+        if ok {
+            let mut verified = lock();
+            if verified.len() >= VERIFIED_MAX {
+                verified.clear();
+            }
+            verified.insert(name);
+        }
+        ok
+    }
 }
+
+/// Signatures this process verified (see [`NodeId::verify_once`]).
+static VERIFIED: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<[u8; 32]>>> =
+    std::sync::OnceLock::new();
+/// Most verified signatures remembered (all are forgotten past it, and verified again).
+pub const VERIFIED_MAX: usize = 16_384;
 
 fn domain_message(domain: &str, message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(domain.len() + 1 + message.len());

@@ -13,6 +13,8 @@ use weft_store::{Capability, Manifest, StorageError};
 use crate::recent::{Look, Recent};
 use crate::{Access, AccessKey, Acting, KeyStore, Session, SessionError};
 
+/// Most checked sessions a node remembers.
+const SESSIONS: usize = 10_000;
 /// Most ids of access keys found that a node remembers.
 const KEY_CACHE: usize = 10_000;
 /// Table reads at once for access-key ids this node never found: anyone can send random ids,
@@ -33,6 +35,8 @@ struct Inner {
     own: Acting,
     /// Access keys made before accounts (`s3-keys.json`), acting for the node's own account.
     node_keys: Arc<KeyStore>,
+    /// Sessions checked here, by the hash of their text: what they allow and until when.
+    sessions: Mutex<std::collections::HashMap<[u8; 32], (Access, u64)>>,
     /// Access keys read from the table lately, found or not ([`crate::recent`]).
     key_cache: Arc<Recent<String, Option<AccessKey>>>,
     /// Ids of access keys this node has found in the table (at most [`KEY_CACHE`]).
@@ -64,6 +68,7 @@ impl Service for DataPlane {
             inner: Arc::new(Inner {
                 own,
                 node_keys: Arc::new(node_keys),
+                sessions: Mutex::default(),
                 key_cache: Arc::default(),
                 known_keys: Mutex::default(),
                 unknown_lookups: Arc::new(tokio::sync::Semaphore::new(UNKNOWN_LOOKUPS)),
@@ -86,8 +91,30 @@ impl DataPlane {
 
     /// The account a session (as text) acts for, checked now.
     pub fn session(&self, text: &str) -> Result<Acting, SessionError> {
-        let access = Session::from_text(text)?.access(weft_net::now_ms())?;
-        Ok(self.acting(access))
+        Ok(self.acting(self.session_access(text)?))
+    }
+
+    /// What a session (as text) lets a node do, checked now. A session's signatures are
+    /// checked once per node (the text names exactly what was signed), its expiry every time:
+    /// a front end that sees the same session on every request (an access key's grant, a
+    /// client's session) pays a signature check once, not per request.
+    pub fn session_access(&self, text: &str) -> Result<Access, SessionError> {
+        let name = *blake3::hash(text.as_bytes()).as_bytes();
+        let now = weft_net::now_ms();
+        if let Some((access, expires_ms)) = self.inner.sessions.lock().get(&name) {
+            if now > *expires_ms {
+                return Err(SessionError::Expired);
+            }
+            return Ok(access.clone());
+        }
+        let session = Session::from_text(text)?;
+        let access = session.access(now)?;
+        let mut sessions = self.inner.sessions.lock();
+        if sessions.len() >= SESSIONS {
+            sessions.clear();
+        }
+        sessions.insert(name, (access.clone(), session.via.body.expires_ms));
+        Ok(access)
     }
 
     /// Whether the fabric's accounts policy lets `account` use it (always in an open fabric;

@@ -177,15 +177,14 @@ impl Entry {
         self.via.as_ref().map_or(self.signer, |d| d.body.account)
     }
 
-    /// Whether the signature is the signer's over these keys and this version.
+    /// Whether the signature is the signer's over these keys and this version (a version
+    /// read again is checked once per process: [`NodeId::verify_once`]).
     pub fn signature_ok(&self, pk: &str, sk: &str) -> bool {
-        self.signer
-            .verify(
-                ROW_DOMAIN,
-                &signed_bytes(pk, sk, &self.ts, self.value.as_deref()),
-                &self.sig,
-            )
-            .is_ok()
+        self.signer.verify_once(
+            ROW_DOMAIN,
+            &signed_bytes(pk, sk, &self.ts, self.value.as_deref()),
+            &self.sig,
+        )
     }
 
     /// Whether this is a deletion.

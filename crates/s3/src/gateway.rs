@@ -20,12 +20,6 @@ pub(crate) struct Gateway {
     pub max_object_bytes: u64,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn err(e: BucketError) -> S3Error {
     use S3ErrorCode as C;
     let code = match &e {
@@ -191,8 +185,10 @@ impl Gateway {
         let buckets = match &key.grant {
             None => self.node.data().own().clone(),
             Some(text) => {
-                let mut access = weft_data::Session::from_text(text)
-                    .and_then(|s| s.access(now_ms()))
+                let mut access = self
+                    .node
+                    .data()
+                    .session_access(text)
                     .map_err(|e| s3_error!(AccessDenied, "access key {id}: {e}"))?;
                 if key.own_grant {
                     access = access.owners_own();
