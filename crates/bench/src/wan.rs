@@ -320,9 +320,9 @@ fn measure(base: &Path, args: &WanArgs) -> Result<()> {
         args.ops
     );
     let mut rows = Vec::new();
-    let wan = setup(base.join("wan"), false)?;
     let (lan_put, lan_get, lan_small, boto) = {
-        // Throughput first without WAN, in the same run, on a fabric of its own (stopped after).
+        // Without WAN first, in the same run, on a fabric of its own — alone on the machine,
+        // and stopped before anything else starts.
         let lan = setup(base.join("lan"), true)?;
         let r = large(&lan.s3, args.large_mib, "lan")?;
         let small = small_s3(&lan.anywhere, args.ops, "lan-small")?;
@@ -339,9 +339,10 @@ fn measure(base: &Path, args: &WanArgs) -> Result<()> {
         });
         (r.0, r.1, small, boto)
     };
-    // Garage on the same machine, after weft's loopback fabric stopped.
+    // Garage on the same machine, alone too, after weft's loopback fabric stopped.
     let garage = (!args.no_garage && args.boto3_mib > 0)
         .then(|| garage(&base.join("garage"), args.ops, args.boto3_mib));
+    let wan = setup(base.join("wan"), false)?;
     let sites = &wan.sites;
     let node = |i: usize| &wan.fabric.clients[i];
     let entry = site_of(node(0))?;

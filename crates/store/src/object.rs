@@ -365,8 +365,8 @@ async fn encode(
     Ok((encoded.info, shards))
 }
 
-/// A segment's shards with the nodes chosen for them.
-type Shards = (Vec<(ContentHash, Arc<Vec<u8>>)>, Vec<NodeId>);
+/// A segment (its index), its shards and the nodes chosen for them.
+type Shards = (u32, Vec<(ContentHash, Arc<Vec<u8>>)>, Vec<NodeId>);
 
 /// An object read, encoded, placed and named, not yet durable ([`Storage::prepare`]).
 pub struct Prepared {
@@ -374,7 +374,7 @@ pub struct Prepared {
     manifest: Manifest,
     /// The manifest's copies (its bytes under its name, once per holder).
     copies: Vec<(ContentHash, Arc<Vec<u8>>)>,
-    /// A one-segment object's shards, written by [`Storage::finish`].
+    /// The object's last segment (its only one, if small), written by [`Storage::finish`].
     shards: Option<Shards>,
 }
 
@@ -989,10 +989,10 @@ impl Storage {
     }
 
     /// Read, encode and place an object, and name it: what [`Storage::finish`] makes durable.
-    /// Every segment but the last of a larger object is stored on the way (they cannot all
-    /// wait in memory); an object of one segment writes nothing yet, so its shards, its
-    /// manifest and its catalog row go out together in one round trip — and the caller may
-    /// write what points at it beside them, since its name is known now.
+    /// Every segment but the last is stored on the way (they cannot all wait in memory); the
+    /// last (an object of one segment: all of it) is only placed, so its shards, the manifest
+    /// and the catalog row go out together in one round trip — and the caller may write what
+    /// points at the object beside them, since its name is known now.
     pub async fn prepare<R: AsyncRead + Unpin>(
         &self,
         mut reader: R,
@@ -1013,8 +1013,11 @@ impl Storage {
         let mut size = 0u64;
         let mut placed: BTreeMap<u32, PlacedSegment> = BTreeMap::new();
         let mut tasks: JoinSet<Result<PlacedSegment, StorageError>> = JoinSet::new();
+        // A full segment is stored once the next read shows the object goes on; the last one
+        // (known by the read that finds the end) is left for `finish`.
         let mut index = 0u32;
-        let mut single: Option<Shards> = None;
+        let mut pending: Option<(u32, Vec<u8>)> = None;
+        let mut tail: Option<(u32, Vec<u8>)> = None;
         loop {
             let mut buf = vec![0u8; SEGMENT];
             let mut filled = 0;
@@ -1026,44 +1029,53 @@ impl Storage {
                 filled += n;
             }
             buf.truncate(filled);
+            content.update(&buf);
+            size += filled as u64;
+            if let Some((i, prev)) = pending.take() {
+                if filled == 0 {
+                    tail = Some((i, prev));
+                    break;
+                }
+                while tasks.len() >= IN_FLIGHT {
+                    if let Some(done) = tasks.join_next().await {
+                        let seg = done.map_err(|e| std::io::Error::other(e.to_string()))??;
+                        placed.insert(seg.info.index, seg);
+                    }
+                }
+                let this = self.clone();
+                let (k, policy) = (object_key.clone(), policy.clone());
+                tasks.spawn(async move {
+                    let (info, shards) = encode(k, i, prev, ec).await?;
+                    let holders = this
+                        .store_placed(&info.shards[0], shards, &policy, i)
+                        .await?;
+                    Ok(PlacedSegment { info, holders })
+                });
+            }
             if filled == 0 {
                 break;
             }
-            content.update(&buf);
-            size += filled as u64;
-            if index == 0 && filled < SEGMENT {
-                // The whole object is this one segment: placed now, written by `finish`.
-                let (info, shards) = encode(object_key.clone(), 0, buf, ec).await?;
-                let chosen = self.choose(&info.shards[0], &shards, &policy)?;
-                placed.insert(
-                    0,
-                    PlacedSegment {
-                        info,
-                        holders: chosen.clone(),
-                    },
-                );
-                single = Some((shards, chosen));
-                break;
-            }
-            while tasks.len() >= IN_FLIGHT {
-                if let Some(done) = tasks.join_next().await {
-                    let seg = done.map_err(|e| std::io::Error::other(e.to_string()))??;
-                    placed.insert(seg.info.index, seg);
-                }
-            }
-            let this = self.clone();
-            let (k, policy) = (object_key.clone(), policy.clone());
-            tasks.spawn(async move {
-                let (info, shards) = encode(k, index, buf, ec).await?;
-                let holders = this
-                    .store_placed(&info.shards[0], shards, &policy, index)
-                    .await?;
-                Ok(PlacedSegment { info, holders })
-            });
-            index += 1;
             if filled < SEGMENT {
+                tail = Some((index, buf));
                 break;
             }
+            pending = Some((index, buf));
+            index += 1;
+        }
+        // The last segment (the whole object, if small): placed now, written by `finish`
+        // beside the manifest.
+        let mut last: Option<Shards> = None;
+        if let Some((i, buf)) = tail {
+            let (info, shards) = encode(object_key.clone(), i, buf, ec).await?;
+            let chosen = self.choose(&info.shards[0], &shards, &policy)?;
+            placed.insert(
+                i,
+                PlacedSegment {
+                    info,
+                    holders: chosen.clone(),
+                },
+            );
+            last = Some((i, shards, chosen));
         }
         while let Some(done) = tasks.join_next().await {
             let seg = done.map_err(|e| std::io::Error::other(e.to_string()))??;
@@ -1079,7 +1091,7 @@ impl Storage {
             keyed: true,
         };
         let copies = MANIFEST_COPIES.min(eligible.max(1));
-        self.name(key, manifest, copies, single)
+        self.name(key, manifest, copies, last)
     }
 
     /// The manifest's bytes, name and chosen holders.
@@ -1122,8 +1134,8 @@ impl Storage {
         let policy = manifest.policy.clone();
         let shards_stored = async {
             match &shards {
-                Some((shards, chosen)) => self
-                    .store_chosen(shards, chosen.clone(), &policy, 0)
+                Some((index, shards, chosen)) => self
+                    .store_chosen(shards, chosen.clone(), &policy, *index)
                     .await
                     .map(Some),
                 None => Ok(None),
@@ -1144,12 +1156,16 @@ impl Storage {
         let shard_holders = shards_stored?;
         let manifest_holders = manifest_stored?;
         recorded?;
-        if let (Some(holders), Some((_, chosen))) = (shard_holders, &shards)
+        if let (Some(holders), Some((index, _, chosen))) = (shard_holders, &shards)
             && holders != *chosen
         {
             // A shard went elsewhere: the manifest says where, so the object has a new name
             // (the first one is never referenced, and goes as garbage).
-            if let Some(seg) = manifest.segments.first_mut() {
+            if let Some(seg) = manifest
+                .segments
+                .iter_mut()
+                .find(|s| s.info.index == *index)
+            {
                 seg.holders = holders;
             }
             let again = self.name(cap.key, manifest, copies.len(), None)?;
