@@ -417,6 +417,9 @@ struct HotRoute {
     manifest: ContentHash,
     holders: Vec<NodeId>,
     site: Vec<NodeId>,
+    /// Every member of the reader's site, whatever its state: a shard held by one of them
+    /// is never far.
+    near: Vec<NodeId>,
 }
 
 /// Manifests recently written or fetched and verified here, by hash, up to
@@ -473,15 +476,16 @@ impl Storage {
         }
     }
 
-    /// Members of this node's site (alive, this node included) that an object under `policy`
-    /// may be kept on; empty when this node itself may not keep it.
+    /// Members of this node's site (in the ring — alive, or only suspected, so a passing
+    /// suspicion moves no home — this node included) that an object under `policy` may be
+    /// kept on; empty when this node itself may not keep it.
     fn hot_site(&self, policy: &Residency) -> Vec<NodeId> {
         let members: Vec<(bool, Candidate)> = self
             .fabric
             .members()
             .into_iter()
             .map(|m| {
-                let ok = m.is_self || m.is_alive();
+                let ok = m.is_self || m.in_ring();
                 let c = Candidate {
                     id: m.id,
                     site: m.placement.site,
@@ -503,6 +507,23 @@ impl Storage {
             .iter()
             .filter(|(_, c)| c.healthy && c.site == me.site && policy.allows(c))
             .map(|(_, c)| c.id)
+            .collect()
+    }
+
+    /// Every member of this node's site, whatever its state (this node included).
+    fn site_members(&self) -> Vec<NodeId> {
+        let members = self.fabric.members();
+        let Some(site) = members
+            .iter()
+            .find(|m| m.is_self)
+            .map(|m| m.placement.site.clone())
+        else {
+            return Vec::new();
+        };
+        members
+            .iter()
+            .filter(|m| m.placement.site == site)
+            .map(|m| m.id)
             .collect()
     }
 
@@ -546,7 +567,7 @@ impl Storage {
         let seg = manifest.segments.get(req.segment as usize)?;
         let hash = *seg.info.shards.get(req.shard as usize)?;
         let holder = *seg.holders.get(req.shard as usize)?;
-        if !site.contains(&self.fabric.id()) || site.contains(&holder) {
+        if !site.contains(&self.fabric.id()) || self.site_members().contains(&holder) {
             return None;
         }
         self.hot_fetch(hash, holder).await.map(|b| b.to_vec())
@@ -1357,7 +1378,7 @@ impl Storage {
             let (mut near, mut far): (Vec<_>, Vec<_>) = direct
                 .iter()
                 .map(|&(i, s)| match s {
-                    Source::Holder(holder) if !route.site.contains(&holder) => {
+                    Source::Holder(holder) if !route.near.contains(&holder) => {
                         match site_home(&seg.info.shards[i], &route.site) {
                             Some(home) => (i, Source::Home { home, holder }),
                             None => (i, s),
@@ -1366,7 +1387,7 @@ impl Storage {
                     _ => (i, s),
                 })
                 .partition(|(_, s)| match s {
-                    Source::Holder(n) => route.site.contains(n),
+                    Source::Holder(n) => route.near.contains(n),
                     Source::Home { .. } => true,
                 });
             let homed: Vec<(usize, Source)> = direct
@@ -1527,6 +1548,7 @@ impl Storage {
                 manifest: cap.manifest,
                 holders: cap.holders.clone(),
                 site,
+                near: self.site_members(),
             })
         });
         // Up to IN_FLIGHT segments are fetched at once; they are written strictly in order.
