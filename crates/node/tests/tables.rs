@@ -910,6 +910,15 @@ async fn every_read_after_an_acknowledged_write_sees_it() {
         .await
         .unwrap();
     assert!(out == body(last, false));
+    // Writes through it once it hears every member again (it places shards by what it hears).
+    wait("the healed node hears every member", 30, || {
+        nodes[lagging]
+            .fabric()
+            .members()
+            .iter()
+            .all(|m| m.is_alive())
+    })
+    .await;
     check(lagging, others[0], round).await;
     check(others[1], lagging, round + 1).await;
 }
