@@ -365,6 +365,15 @@ async fn encode(
     Ok((encoded.info, shards))
 }
 
+/// The size of the largest of `shards` (what placement needs room for on each holder).
+fn largest(shards: &[(ContentHash, Arc<Vec<u8>>)]) -> u64 {
+    shards
+        .iter()
+        .map(|(_, b)| b.len() as u64)
+        .max()
+        .unwrap_or(0)
+}
+
 /// A segment (its index), its shards and the nodes chosen for them.
 type Shards = (u32, Vec<(ContentHash, Arc<Vec<u8>>)>, Vec<NodeId>);
 
@@ -912,11 +921,7 @@ impl Storage {
         shards: &[(ContentHash, Arc<Vec<u8>>)],
         policy: &Residency,
     ) -> Result<Vec<NodeId>, StorageError> {
-        let shard_bytes = shards
-            .iter()
-            .map(|(_, b)| b.len() as u64)
-            .max()
-            .unwrap_or(0);
+        let shard_bytes = largest(shards);
         Ok(place(
             key,
             shards.len(),
@@ -935,11 +940,7 @@ impl Storage {
         policy: &Residency,
         segment: u32,
     ) -> Result<Vec<NodeId>, StorageError> {
-        let shard_bytes = shards
-            .iter()
-            .map(|(_, b)| b.len() as u64)
-            .max()
-            .unwrap_or(0);
+        let shard_bytes = largest(shards);
         let mut tasks = JoinSet::new();
         for (i, ((hash, bytes), node)) in shards
             .iter()
