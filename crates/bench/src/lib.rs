@@ -7,6 +7,7 @@ mod codec;
 mod compute;
 mod http;
 mod inference;
+mod ledger;
 mod list;
 mod membership;
 mod repair;
@@ -49,6 +50,9 @@ pub enum BenchCommand {
     /// gets, HEAD, LIST, reads by capability, hot reads, a no-op job, an OpenAI request), each
     /// beside its physical floor; large transfers with and without WAN
     Wan(WanArgs),
+    /// The ledger's transparency log on one node: durable appends/s and the time to a
+    /// cosigned checkpoint, at a steady rate and saturated; proof verifications/s on one core
+    Ledger(LedgerArgs),
     /// Local AI through the OpenAI-compatible API (embeddings/s, prefill and decode tokens/s,
     /// time to first token routed vs local, peak RSS) against llama.cpp and
     /// sentence-transformers on the same models
@@ -125,6 +129,23 @@ pub struct ComputeArgs {
     #[arg(long, default_value_t = 100)]
     pub(crate) runs: usize,
     /// Folder for the fabric's data [default: a fresh temporary one]
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
+}
+
+/// `weft bench ledger`.
+#[derive(Args, Debug)]
+pub struct LedgerArgs {
+    /// Entries offered per second in the steady run
+    #[arg(long, default_value_t = 3000)]
+    pub(crate) rate: u64,
+    /// Length of the steady run, in seconds
+    #[arg(long, default_value_t = 10)]
+    pub(crate) seconds: u64,
+    /// Entries appended as fast as they are taken, after the steady run
+    #[arg(long, default_value_t = 200_000)]
+    pub(crate) saturate: u64,
+    /// Folder for the log [default: a fresh temporary one, removed after]
     #[arg(long)]
     pub(crate) dir: Option<PathBuf>,
 }
@@ -282,6 +303,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Http(args) => http::run(args),
         BenchCommand::Inference(args) => inference::run(args),
         BenchCommand::Wan(args) => wan::run(args),
+        BenchCommand::Ledger(args) => ledger::run(args),
     }
 }
 

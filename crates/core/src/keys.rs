@@ -45,6 +45,15 @@ impl SecretKey {
         Signature(self.0.sign(&domain_message(domain, message)).to_bytes())
     }
 
+    /// Sign `text` itself, with no domain, as the C2SP signed-note formats require (a
+    /// transparency log's checkpoints and their cosignatures, which other tools verify). A
+    /// text holding a NUL byte is refused (`None`): every other signature of weft's is over
+    /// `domain, NUL, message` with a domain free of NUL, so no signed text can ever be read as
+    /// one of them, nor one of them as a signed text.
+    pub fn sign_text(&self, text: &str) -> Option<Signature> {
+        (!text.as_bytes().contains(&0)).then(|| Signature(self.0.sign(text.as_bytes()).to_bytes()))
+    }
+
     /// X25519 key agreement with the holder of `peer` (both keys in their Montgomery form):
     /// the shared secret, or `None` if `peer` is not a valid key or the result is the
     /// degenerate all-zero point. Symmetric: `a.agree(&b.public()) == b.agree(&a.public())`.
@@ -91,6 +100,21 @@ impl NodeId {
         let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
         key.verify_strict(&domain_message(domain, message), &sig)
             .map_err(|_| SignatureError::Mismatch)
+    }
+
+    /// Whether `sig` is this key's signature of `text` made by [`SecretKey::sign_text`].
+    pub fn verify_text(&self, text: &str, sig: &Signature) -> bool {
+        if text.as_bytes().contains(&0) {
+            return false;
+        }
+        let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&self.0) else {
+            return false;
+        };
+        key.verify_strict(
+            text.as_bytes(),
+            &ed25519_dalek::Signature::from_bytes(&sig.0),
+        )
+        .is_ok()
     }
 
     /// [`NodeId::verify`], remembering what verified: the same key, domain, message and
@@ -186,6 +210,21 @@ mod tests {
         let mut identity = [0u8; 32];
         identity[0] = 1;
         assert_eq!(a.agree(&NodeId(identity)), None);
+    }
+
+    #[test]
+    fn signed_texts_and_domain_signatures_never_stand_for_each_other() {
+        let key = SecretKey::from_seed([7; 32]);
+        let id = key.public();
+        let sig = key.sign_text("origin\n1\nroot\n").unwrap();
+        assert!(id.verify_text("origin\n1\nroot\n", &sig));
+        assert!(!id.verify_text("origin\n2\nroot\n", &sig));
+        // A domain-separated message is domain, NUL, message: no text can be one.
+        assert_eq!(key.sign_text("weft/invite\0anything"), None);
+        let domained = key.sign("weft/invite", b"anything");
+        assert!(!id.verify_text("weft/invite\0anything", &domained));
+        // Nor does a signed text verify under any domain.
+        assert!(id.verify("origin\n1", b"root\n", &sig).is_err());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 /// The layers, lowest first. Crates on one row are siblings: none uses another.
 const LAYERS: &[&[&str]] = &[
     &["core"],
-    &["infer"],
+    &["infer", "tlog"],
     &["net"],
     &["fabric"],
     &["meta"],

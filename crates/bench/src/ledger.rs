@@ -1,0 +1,283 @@
+//! `weft bench ledger`: the transparency log the fabric's ledger is built on, on one node —
+//! durable appends per second and the time from an append to a checkpoint cosigned by
+//! witnesses (at a steady offered rate, then saturated), and inclusion- and consistency-proof
+//! verifications per second on one core.
+//!
+//! The log is `weft-tlog`'s: entries written as tlog-tiles files on this machine's disk and
+//! synced before their checkpoint is published, the checkpoint signed as a C2SP note and
+//! cosigned by two witnesses that each check a consistency proof from the last size they
+//! cosigned. Here the witnesses run in the same process (no network); entries are the size of
+//! a receipt.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use weft_core::SecretKey;
+use weft_tlog::{
+    Checkpoint, Log, Note, Signer, Witness, leaf_hash, verify_consistency, verify_inclusion,
+};
+
+use crate::{LedgerArgs, fresh_dir, pct, sorted};
+
+const ORIGIN: &str = "weft.bench/ledger";
+/// About the size of a signed job receipt.
+const ENTRY: usize = 256;
+
+#[derive(Default)]
+struct Queue {
+    pending: Vec<(Vec<u8>, Instant)>,
+    done: bool,
+}
+
+struct Round {
+    entries: usize,
+    /// Each entry's time from submission to its cosigned checkpoint.
+    waits: Vec<f64>,
+    took: Duration,
+}
+
+/// The sequencer: takes everything pending, integrates it, signs, gets both cosignatures,
+/// publishes; again as soon as more is pending.
+fn sequence(
+    log: &mut Log,
+    queue: &(Mutex<Queue>, Condvar),
+    witnesses: &mut [Witness],
+) -> Result<Vec<Round>> {
+    let signer = Signer::new(ORIGIN, SecretKey::from_seed([1; 32]))?;
+    let mut rounds = Vec::new();
+    loop {
+        let batch = {
+            let (lock, cv) = queue;
+            let mut q = lock.lock().map_err(|_| anyhow::anyhow!("queue poisoned"))?;
+            while q.pending.is_empty() && !q.done {
+                q = cv.wait(q).map_err(|_| anyhow::anyhow!("queue poisoned"))?;
+            }
+            if q.pending.is_empty() {
+                return Ok(rounds);
+            }
+            std::mem::take(&mut q.pending)
+        };
+        let start = Instant::now();
+        let entries: Vec<&[u8]> = batch.iter().map(|(e, _)| e.as_slice()).collect();
+        log.integrate(&entries)?;
+        let text = Checkpoint {
+            origin: ORIGIN.into(),
+            size: log.size(),
+            root: log.root(),
+            extensions: vec![],
+        }
+        .text();
+        let mut note = signer.sign(&text)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        for w in witnesses.iter_mut() {
+            let old = w.state()[ORIGIN].size;
+            let proof = log.proof_to_integrated(old)?;
+            note.add(w.add_checkpoint(&note.encode(), old, &proof, now)?);
+        }
+        log.publish(&note)?;
+        let end = Instant::now();
+        rounds.push(Round {
+            entries: batch.len(),
+            waits: batch
+                .iter()
+                .map(|(_, at)| (end - *at).as_secs_f64() * 1e3)
+                .collect(),
+            took: end - start,
+        });
+    }
+}
+
+fn witnesses() -> Result<Vec<Witness>> {
+    let log = Signer::new(ORIGIN, SecretKey::from_seed([1; 32]))?.verifier();
+    (2u8..4)
+        .map(|seed| {
+            let mut w = Witness::new(
+                Signer::new(&format!("witness-{seed}"), SecretKey::from_seed([seed; 32]))?,
+                BTreeMap::new(),
+            );
+            w.watch(ORIGIN, &log);
+            Ok(w)
+        })
+        .collect()
+}
+
+/// Offer `rate` entries per second (0: as fast as the sequencer takes them, at most `max`
+/// pending) for `count` entries; the rounds the sequencer made.
+fn run_load(
+    log: &mut Log,
+    witnesses: &mut [Witness],
+    rate: u64,
+    count: u64,
+    first: u64,
+) -> Result<(Vec<Round>, Duration)> {
+    let queue = Arc::new((Mutex::new(Queue::default()), Condvar::new()));
+    let producer = {
+        let queue = queue.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut entry = vec![0u8; ENTRY];
+            for i in 0..count {
+                if rate > 0 {
+                    let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                } else {
+                    // Saturated: keep at most 64k pending, as a server's queue would.
+                    loop {
+                        let q = queue
+                            .0
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if q.pending.len() < 65_536 {
+                            break;
+                        }
+                        drop(q);
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                }
+                entry[..8].copy_from_slice(&(first + i).to_be_bytes());
+                let (lock, cv) = &*queue;
+                let mut q = lock
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                q.pending.push((entry.clone(), Instant::now()));
+                cv.notify_one();
+            }
+            let (lock, cv) = &*queue;
+            lock.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .done = true;
+            cv.notify_one();
+        })
+    };
+    let start = Instant::now();
+    let rounds = sequence(log, &queue, witnesses)?;
+    let took = start.elapsed();
+    producer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the producer panicked"))?;
+    Ok((rounds, took))
+}
+
+fn report(label: &str, rounds: &[Round], took: Duration) {
+    let n: usize = rounds.iter().map(|r| r.entries).sum();
+    let waits = sorted(
+        rounds
+            .iter()
+            .flat_map(|r| r.waits.iter().copied())
+            .collect(),
+    );
+    let round_ms = sorted(rounds.iter().map(|r| r.took.as_secs_f64() * 1e3).collect());
+    println!(
+        "  {label}: {n} entries in {:.2} s = {:.0} appends/s durable, {} checkpoints of {:.0} entries on average",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64(),
+        rounds.len(),
+        n as f64 / rounds.len().max(1) as f64,
+    );
+    println!(
+        "    append → cosigned checkpoint: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (a round: integrate + sync + sign + 2 cosignatures + publish, p50 {:.1} ms, p99 {:.1} ms)",
+        pct(&waits, 0.5),
+        pct(&waits, 0.99),
+        waits.last().copied().unwrap_or(f64::NAN),
+        pct(&round_ms, 0.5),
+        pct(&round_ms, 0.99),
+    );
+}
+
+/// Run it.
+pub fn run(args: LedgerArgs) -> Result<()> {
+    if args.rate == 0 || args.seconds == 0 {
+        bail!("--rate and --seconds must be at least 1");
+    }
+    let dir = fresh_dir(&args.dir, "ledger")?;
+    let mut log = Log::open(&dir.join("log")).context("opening the log")?;
+    let mut ws = witnesses()?;
+    println!(
+        "weft bench ledger: one node's transparency log in {} ({}-byte entries; synced tiles, a signed checkpoint, 2 witnesses cosigning in process)",
+        dir.display(),
+        ENTRY
+    );
+    println!(
+        "  anchors: Tessera POSIX ~2,900 appends/s, Trillian v1 ~60/s; goal ≥ 3,000/s with a checkpoint ≤ 1 s"
+    );
+    let count = args.rate * args.seconds;
+    let (rounds, took) = run_load(&mut log, &mut ws, args.rate, count, 0)?;
+    report(
+        &format!("offered {}/s for {} s", args.rate, args.seconds),
+        &rounds,
+        took,
+    );
+    let (rounds, took) = run_load(&mut log, &mut ws, 0, args.saturate, count)?;
+    report("saturated", &rounds, took);
+
+    // Proof verification on one core, from proofs the log serves.
+    let size = log.size();
+    let root = log.root();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut proofs = Vec::new();
+    for _ in 0..1000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let index = state % size;
+        let leaf = leaf_hash(&log.entry(index)?);
+        proofs.push((index, leaf, log.inclusion_proof(index, size)?));
+    }
+    let mut verified = 0u64;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        for (index, leaf, proof) in &proofs {
+            if !verify_inclusion(*index, size, leaf, proof, &root) {
+                bail!("an inclusion proof of entry {index} did not verify");
+            }
+        }
+        verified += proofs.len() as u64;
+    }
+    let rate = verified as f64 / start.elapsed().as_secs_f64();
+    let avg_len = proofs.iter().map(|p| p.2.len()).sum::<usize>() as f64 / proofs.len() as f64;
+    println!(
+        "  inclusion proofs in a log of {size}: {rate:.0} verifications/s on one core ({avg_len:.1} hashes each; goal ≥ 200,000/s)"
+    );
+    let mut consistency = Vec::new();
+    for _ in 0..200 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let old = 1 + state % size;
+        consistency.push((old, log.root_at(old)?, log.consistency_proof(old, size)?));
+    }
+    let mut verified = 0u64;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        for (old, old_root, proof) in &consistency {
+            if !verify_consistency(*old, size, old_root, &root, proof) {
+                bail!("a consistency proof from {old} did not verify");
+            }
+        }
+        verified += consistency.len() as u64;
+    }
+    println!(
+        "  consistency proofs to it: {:.0} verifications/s on one core",
+        verified as f64 / start.elapsed().as_secs_f64()
+    );
+    let checkpoint = log.checkpoint().unwrap_or_default().to_string();
+    let note = Note::parse(&checkpoint)?;
+    println!(
+        "  the last checkpoint ({} signatures):",
+        note.signatures.len()
+    );
+    for line in checkpoint.lines() {
+        println!("    {line}");
+    }
+    if args.dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}
