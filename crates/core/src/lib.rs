@@ -63,6 +63,9 @@ pub mod proto {
     /// Stream protocol: a reader asks its site's home for a shard of an object held in other
     /// sites; the home fetches it once and keeps it hot for the site.
     pub const SHARD_HOT: u16 = 12;
+    /// Stream protocol: the ledger between members — receipts handed to the sequencer, a
+    /// checkpoint shown to a witness for its cosignature (members only).
+    pub const LEDGER: u16 = 13;
     /// Datagram channel: SWIM membership messages.
     pub const SWIM: u8 = 1;
     /// Datagram channel: RTT probes that feed network coordinates.

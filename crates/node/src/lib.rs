@@ -41,6 +41,7 @@ use weft_heal::Healer;
 use weft_host::{Context, HostError, Services};
 use weft_inference::InferenceService;
 use weft_jobs::JobService;
+use weft_ledger::Ledger;
 use weft_meta::Rules;
 use weft_net::{Endpoint, EndpointConfig, NetError, SiteMap, Trust};
 use weft_store::{ShardStore, ShardStoreError, Storage};
@@ -129,6 +130,7 @@ struct Inner {
     healer: Healer,
     jobs: JobService,
     inference: InferenceService,
+    ledger: Ledger,
     advertise: SocketAddr,
     started: Instant,
     stop: watch::Sender<bool>,
@@ -239,13 +241,14 @@ impl Node {
         let mut services = Services::new(ctx.clone());
         let started = (|| -> Result<_, HostError> {
             Ok((
+                services.start::<Ledger>()?,
                 services.start::<DataPlane>()?,
                 services.start::<Healer>()?,
                 services.start::<JobService>()?,
                 services.start::<InferenceService>()?,
             ))
         })();
-        let (data, healer, jobs, inference) = match started {
+        let (ledger, data, healer, jobs, inference) = match started {
             Ok(s) => s,
             Err(e) => {
                 endpoint.shutdown().await;
@@ -265,6 +268,7 @@ impl Node {
                 healer,
                 jobs,
                 inference,
+                ledger,
                 advertise,
                 started: Instant::now(),
                 stop,
@@ -336,6 +340,11 @@ impl Node {
     /// Inference: models, and requests for them routed to the nearest replica.
     pub fn inference(&self) -> &InferenceService {
         &self.inner.inference
+    }
+
+    /// The ledger: receipts of the work this node did, the fabric's log of them, proofs.
+    pub fn ledger(&self) -> &Ledger {
+        &self.inner.ledger
     }
 
     /// Every known node.
@@ -470,6 +479,7 @@ pub fn rules() -> Rules {
     weft_inference::schema::register(&mut rules);
     weft_heal::schema::register(&mut rules);
     weft_compute::schema::register(&mut rules);
+    weft_ledger::schema::register(&mut rules);
     rules
 }
 

@@ -305,6 +305,44 @@ impl Log {
         Ok(())
     }
 
+    /// Drop what was integrated but not published: the log is again at its published size.
+    pub fn abandon(&mut self) -> Result<(), LogError> {
+        if self.size() != self.published_size() {
+            let dir = self.dir.clone();
+            *self = Log::open(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// Every entry of the published log from `from` on, bundle by bundle (for rebuilding an
+    /// index when a log opens): `each(index, entry)`.
+    pub fn scan(
+        &mut self,
+        from: u64,
+        mut each: impl FnMut(u64, &[u8]) -> Result<(), LogError>,
+    ) -> Result<(), LogError> {
+        let size = self.published_size();
+        let mut index = from;
+        while index < size {
+            let bundle = index / TILE_WIDTH;
+            let width = (size - bundle * TILE_WIDTH).min(TILE_WIDTH);
+            let rel = entries_path(bundle, width);
+            let bytes = self
+                .read_tile(&rel)?
+                .ok_or_else(|| corrupt(&self.dir.join(&rel), "missing"))?;
+            let entries = decode_bundle(&bytes)
+                .ok_or_else(|| corrupt(&self.dir.join(&rel), "not a bundle"))?;
+            for (i, entry) in entries.iter().enumerate() {
+                let at = bundle * TILE_WIDTH + i as u64;
+                if at >= index {
+                    each(at, entry)?;
+                }
+            }
+            index = bundle * TILE_WIDTH + width;
+        }
+        Ok(())
+    }
+
     /// Publish `note`, a signed checkpoint of the integrated tree: from now on its entries are
     /// readable and provable, and it is what [`Log::open`] reads back.
     pub fn publish(&mut self, note: &Note) -> Result<(), LogError> {

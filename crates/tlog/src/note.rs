@@ -57,7 +57,7 @@ fn key_id(name: &str, kind: u8, key: &NodeId) -> [u8; 4] {
 }
 
 /// One signature line of a note.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NoteSignature {
     /// The key's name.
     pub name: String,

@@ -11,6 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["meta"],
     &["store"],
     &["host"],
+    &["ledger"],
     &["heal"],
     &["compute"],
     &["data"],

@@ -1,0 +1,927 @@
+//! The fabric's ledger: every node signs a receipt for each unit of work it does
+//! ([`receipt`]), keeps them in its own chain ([`issued`]) and hands them to the sequencer,
+//! which appends them to one transparency log; every member keeps a copy of that log
+//! ([`replica`]) and, as a witness, cosigns a checkpoint only once its own copy, extended by
+//! entries it checked itself, reaches exactly that tree.
+//!
+//! **Sequencing.** There is no special node. The log's head is a table row (`lh/head`, see
+//! [`schema`]) that a node replaces only by a conditional write from the head it extended, so
+//! whoever sequences, the log has one history; its entries live in batch rows, each named by
+//! its content and linked to the one before, so any member can rebuild the log from the table.
+//! Receipts go to the *designated* sequencer — the first live member in rendezvous order of
+//! the log's origin — and when it dies the next one in that order takes over (it first brings
+//! its copy to the head). Two nodes that both believe they are designated only race for the
+//! conditional write; the loser catches up and tries again.
+//!
+//! **Witnesses.** A checkpoint counts once more than half of the other members (revoked and
+//! departed ones aside) cosigned it; the cosigned checkpoint goes to `lh/cosigned` and each
+//! replica keeps the newest it checked. A sequencer that rewrites history or shows different
+//! trees to different readers needs that many colluding witnesses.
+
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod issued;
+pub mod receipt;
+pub mod replica;
+pub mod schema;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use weft_core::{ContentHash, NodeId, SecretKey, proto};
+use weft_fabric::{Fabric, MemberState};
+use weft_host::{Context, HostError, Service};
+use weft_meta::{MetaError, Table};
+use weft_net::{Endpoint, Rpc};
+use weft_tlog::{Checkpoint, Note, NoteSignature, Signer, Verifier};
+
+pub use issued::{Issued, IssuedError};
+pub use receipt::{Receipt, ReceiptBody, Work};
+pub use replica::{Replica, ReplicaError};
+use schema::{Batch, BatchRef, Batches, Head, Heads};
+
+/// The most entries one batch takes (a batch row stays well under the table's 1 MiB).
+pub const BATCH_MAX: usize = 2048;
+/// The most receipts one hand-over carries.
+const SUBMIT_MAX: usize = 1024;
+/// The most receipts the sequencer queues.
+const QUEUE_MAX: usize = 65_536;
+/// How often a node looks whether its receipts are in the log, and hands them over again.
+const SUBMIT_EVERY: Duration = Duration::from_millis(200);
+/// How long a node waits for receipts it handed over to appear before handing them again.
+const RESUBMIT_AFTER: Duration = Duration::from_secs(3);
+/// How often every replica reads the newest cosigned checkpoint and follows it.
+const FOLLOW_EVERY: Duration = Duration::from_secs(2);
+/// The most batches one catch-up walks back through.
+const WALK_MAX: usize = 100_000;
+
+/// The ledger protocol (`proto::LEDGER`).
+pub const LEDGER_RPC: Rpc<LedgerAsk, LedgerAnswer> =
+    Rpc::new(proto::LEDGER, 2 << 20, 64 << 10, Duration::from_secs(20));
+
+/// Questions of the ledger protocol.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum LedgerAsk {
+    /// Receipts of the asking node, for the sequencer (log entries, in its chain's order).
+    Submit(Vec<Vec<u8>>),
+    /// Cosign this checkpoint: the sequencer's note, the batch that made it, and that batch's
+    /// entries (used if the witness is at `batch.first`; otherwise it follows the table).
+    Cosign {
+        /// The checkpoint note, signed by the asking node.
+        note: String,
+        /// The batch ending at its size.
+        batch: BatchRef,
+        /// The batch's entries.
+        entries: Vec<Vec<u8>>,
+        /// The batch before it.
+        prev: Option<BatchRef>,
+    },
+}
+
+/// Answers of the ledger protocol.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum LedgerAnswer {
+    /// Receipts queued.
+    Taken,
+    /// This node does not sequence now (the asker should find the designated sequencer).
+    NotSequencer,
+    /// The witness's cosignature.
+    Cosigned(NoteSignature),
+    /// Refused, with why.
+    Refused(String),
+}
+
+/// What went wrong in the ledger.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The node's own receipt store.
+    #[error(transparent)]
+    Issued(#[from] IssuedError),
+    /// The node's copy of the log.
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    /// The table.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    /// The log's rows do not make a history this node can take.
+    #[error("the ledger's rows do not extend this node's copy: {0}")]
+    Diverged(String),
+    /// The asked receipt is not in the log (yet).
+    #[error("receipt {seq} of node {node} is not in the ledger yet")]
+    NotYet {
+        /// The issuer.
+        node: NodeId,
+        /// Its number.
+        seq: u64,
+    },
+}
+
+/// Where the ledger stands on this node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerStatus {
+    /// The log's origin (its name in checkpoints).
+    pub origin: String,
+    /// Entries in this node's copy.
+    pub size: u64,
+    /// The size of the newest checkpoint this node knows cosigned by a quorum.
+    pub cosigned: Option<u64>,
+    /// Receipts this node issued.
+    pub issued: u64,
+    /// Of those, how many the log holds.
+    pub included: u64,
+    /// The member this node hands receipts to.
+    pub sequencer: Option<NodeId>,
+}
+
+/// A receipt with the proof that the log holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Included {
+    /// The receipt.
+    pub receipt: Receipt,
+    /// Its index in the log.
+    pub index: u64,
+    /// The inclusion proof in the tree of the checkpoint.
+    pub proof: Vec<[u8; 32]>,
+    /// The cosigned checkpoint note the proof is against.
+    pub checkpoint: String,
+}
+
+/// The ledger service.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoint: Endpoint,
+    fabric: Fabric,
+    table: Table,
+    key: SecretKey,
+    origin: String,
+    signer: Signer,
+    issued: Mutex<Issued>,
+    replica: Mutex<Replica>,
+    /// Receipts handed to this node as sequencer.
+    queue: Mutex<Vec<Receipt>>,
+    wake: Notify,
+    /// One change of the replica at a time (a round, a cosignature, a catch-up).
+    changing: tokio::sync::Mutex<()>,
+    /// What this node last handed over: (up to which number, when).
+    handed: Mutex<(u64, Option<Instant>)>,
+}
+
+/// The name a node's key signs checkpoints under: its id in hex.
+pub fn signer_name(node: &NodeId) -> String {
+    node.to_hex()
+}
+
+impl Service for Ledger {
+    const NAME: &'static str = "ledger";
+
+    fn start(ctx: &Context) -> Result<Self, HostError> {
+        let failed = |why: String| HostError::Failed {
+            service: Self::NAME,
+            why,
+        };
+        let dir = ctx.folder("ledger");
+        std::fs::create_dir_all(&dir).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
+        let issued = Issued::open(&dir.join("issued.redb")).map_err(|e| failed(e.to_string()))?;
+        let replica = Replica::open(&dir).map_err(|e| failed(e.to_string()))?;
+        let fabric_id = ctx.endpoint.trust().fabric();
+        let origin = format!("weft.fabric/{}/ledger", fabric_id.to_hex());
+        let signer = Signer::new(&signer_name(&ctx.id()), ctx.key.clone())
+            .map_err(|e| failed(e.to_string()))?;
+        let ledger = Ledger {
+            inner: Arc::new(Inner {
+                endpoint: ctx.endpoint.clone(),
+                fabric: ctx.fabric.clone(),
+                table: ctx.table.clone(),
+                key: ctx.key.clone(),
+                origin,
+                signer,
+                issued: Mutex::new(issued),
+                replica: Mutex::new(replica),
+                queue: Mutex::new(Vec::new()),
+                wake: Notify::new(),
+                changing: tokio::sync::Mutex::new(()),
+                handed: Mutex::new((0, None)),
+            }),
+        };
+        ledger.register();
+        let tasks = ctx.tasks();
+        let this = ledger.clone();
+        tasks.spawn(async move { this.sequence_loop().await });
+        let this = ledger.clone();
+        tasks.spawn(async move { this.submit_loop().await });
+        let this = ledger.clone();
+        tasks.spawn(async move { this.follow_loop().await });
+        Ok(ledger)
+    }
+}
+
+impl Ledger {
+    /// The log's origin.
+    pub fn origin(&self) -> &str {
+        &self.inner.origin
+    }
+
+    /// Sign and keep a receipt for work done for `account` at the request hashed as
+    /// `request`; it reaches the log in the background.
+    pub fn issue(
+        &self,
+        account: NodeId,
+        request: ContentHash,
+        work: Work,
+    ) -> Result<Receipt, LedgerError> {
+        let receipt = self.inner.issued.lock().issue(
+            &self.inner.key,
+            weft_net::now_ms(),
+            account,
+            request,
+            work,
+        )?;
+        self.inner.wake.notify_waiters();
+        Ok(receipt)
+    }
+
+    /// Where the ledger stands here.
+    pub fn status(&self) -> LedgerStatus {
+        let replica = self.inner.replica.lock();
+        let me = self.inner.key.public();
+        LedgerStatus {
+            origin: self.inner.origin.clone(),
+            size: replica.size(),
+            cosigned: replica
+                .cosigned()
+                .and_then(|n| replica::checkpoint_of(n).ok())
+                .map(|(_, c)| c.size),
+            issued: self.inner.issued.lock().count(),
+            included: replica.receipts_of(&me),
+            sequencer: self.designated(),
+        }
+    }
+
+    /// The newest checkpoint this node knows cosigned by a quorum.
+    pub fn checkpoint(&self) -> Option<String> {
+        self.inner.replica.lock().cosigned().map(String::from)
+    }
+
+    /// Receipt `seq` of `node` with its inclusion proof against the newest cosigned
+    /// checkpoint.
+    pub fn prove(&self, node: &NodeId, seq: u64) -> Result<Included, LedgerError> {
+        let mut replica = self.inner.replica.lock();
+        let not_yet = || LedgerError::NotYet { node: *node, seq };
+        let checkpoint = replica.cosigned().map(String::from).ok_or_else(not_yet)?;
+        let (_, cp) = replica::checkpoint_of(&checkpoint)?;
+        let index = replica.index_of(node, seq).ok_or_else(not_yet)?;
+        if index >= cp.size {
+            return Err(not_yet());
+        }
+        let receipt = Receipt::from_entry(&replica.entry(index)?)
+            .map_err(|error| ReplicaError::Receipt { index, error })?;
+        let proof = replica.inclusion_proof(index, cp.size)?;
+        Ok(Included {
+            receipt,
+            index,
+            proof: proof.iter().map(|h| h.0).collect(),
+            checkpoint,
+        })
+    }
+
+    /// The tree hash of this node's copy at `size`.
+    pub fn root_at(&self, size: u64) -> Result<weft_tlog::Hash, LedgerError> {
+        Ok(self.inner.replica.lock().root_at(size)?)
+    }
+
+    /// The consistency proof between two sizes of this node's copy.
+    pub fn consistency(&self, old: u64, new: u64) -> Result<Vec<[u8; 32]>, LedgerError> {
+        let proof = self.inner.replica.lock().consistency_proof(old, new)?;
+        Ok(proof.iter().map(|h| h.0).collect())
+    }
+
+    /// The members whose cosignatures count and how many are needed, as this node sees the
+    /// fabric: every member but `signer`, revoked and departed ones aside; more than half.
+    fn witnesses(&self, signer: &NodeId) -> (Vec<NodeId>, usize) {
+        let others: Vec<NodeId> = self
+            .inner
+            .fabric
+            .members()
+            .into_iter()
+            .filter(|m| {
+                m.id != *signer && !matches!(m.state, MemberState::Revoked | MemberState::Left)
+            })
+            .map(|m| m.id)
+            .collect();
+        let quorum = if others.is_empty() {
+            0
+        } else {
+            others.len() / 2 + 1
+        };
+        (others, quorum)
+    }
+
+    /// Whether `note` is a checkpoint of this ledger signed by a member and cosigned by a
+    /// quorum of the other members: its checkpoint if so.
+    pub fn verify_checkpoint(&self, note: &str) -> Option<Checkpoint> {
+        let parsed = Note::parse(note).ok()?;
+        let checkpoint = Checkpoint::parse(&parsed.text).ok()?;
+        if checkpoint.origin != self.inner.origin {
+            return None;
+        }
+        let members = self.inner.fabric.members();
+        let signer = members.iter().map(|m| m.id).find(|id| {
+            parsed.signed_by(&Verifier {
+                name: signer_name(id),
+                key: *id,
+            })
+        })?;
+        let (witnesses, quorum) = self.witnesses(&signer);
+        let verifiers: Vec<Verifier> = witnesses
+            .iter()
+            .map(|id| Verifier {
+                name: signer_name(id),
+                key: *id,
+            })
+            .collect();
+        weft_tlog::verify_cosigned(
+            note,
+            &Verifier {
+                name: signer_name(&signer),
+                key: signer,
+            },
+            &verifiers,
+            quorum,
+        )
+    }
+
+    /// The member receipts go to: the first live one in rendezvous order of the origin.
+    pub fn designated(&self) -> Option<NodeId> {
+        self.inner
+            .fabric
+            .members()
+            .into_iter()
+            .filter(|m| m.state == MemberState::Alive)
+            .map(|m| m.id)
+            .min_by_key(|id| {
+                let mut h = blake3::Hasher::new();
+                h.update(self.inner.origin.as_bytes());
+                h.update(&id.0);
+                *h.finalize().as_bytes()
+            })
+    }
+
+    fn register(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        LEDGER_RPC.serve(&self.inner.endpoint, false, move |peer, ask| {
+            let weak = weak.clone();
+            async move {
+                let Some(inner) = weak.upgrade() else {
+                    return LedgerAnswer::Refused("the node is stopping".into());
+                };
+                let weft_net::Peer::Member(peer) = peer else {
+                    return LedgerAnswer::Refused("the ledger is between members".into());
+                };
+                Ledger { inner }.answer(peer.id, ask).await
+            }
+        });
+    }
+
+    async fn answer(&self, peer: NodeId, ask: LedgerAsk) -> LedgerAnswer {
+        match ask {
+            LedgerAsk::Submit(entries) => self.take(peer, entries),
+            LedgerAsk::Cosign {
+                note,
+                batch,
+                entries,
+                prev,
+            } => match self.cosign(peer, &note, batch, entries, prev).await {
+                Ok(sig) => LedgerAnswer::Cosigned(sig),
+                Err(e) => LedgerAnswer::Refused(e.to_string()),
+            },
+        }
+    }
+
+    /// Receipts handed over by `peer`: queued if this node is the designated sequencer and
+    /// every one is `peer`'s own and verifies.
+    fn take(&self, peer: NodeId, entries: Vec<Vec<u8>>) -> LedgerAnswer {
+        if self.designated() != Some(self.inner.key.public()) {
+            return LedgerAnswer::NotSequencer;
+        }
+        if entries.len() > SUBMIT_MAX {
+            return LedgerAnswer::Refused(format!("at most {SUBMIT_MAX} receipts at once"));
+        }
+        let mut receipts = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            match Receipt::from_entry(entry) {
+                Ok(r) if r.body.node == peer => receipts.push(r),
+                Ok(_) => {
+                    return LedgerAnswer::Refused("a node hands over only its own receipts".into());
+                }
+                Err(e) => return LedgerAnswer::Refused(e.to_string()),
+            }
+        }
+        let mut queue = self.inner.queue.lock();
+        if queue.len() + receipts.len() > QUEUE_MAX {
+            return LedgerAnswer::Refused("the sequencer's queue is full; try again".into());
+        }
+        queue.extend(receipts);
+        drop(queue);
+        self.inner.wake.notify_waiters();
+        LedgerAnswer::Taken
+    }
+
+    async fn submit_loop(&self) {
+        loop {
+            tokio::select! {
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(SUBMIT_EVERY) => {}
+            }
+            if let Err(e) = self.submit_once().await {
+                tracing::debug!("ledger: handing receipts over: {e}");
+            }
+        }
+    }
+
+    /// Hand the sequencer this node's receipts the log does not hold yet.
+    async fn submit_once(&self) -> Result<(), LedgerError> {
+        let me = self.inner.key.public();
+        let included = self.inner.replica.lock().chains().next(&me).0;
+        let issued = self.inner.issued.lock().count();
+        if included >= issued {
+            return Ok(());
+        }
+        let from = {
+            let handed = self.inner.handed.lock();
+            match handed.1 {
+                Some(at) if handed.0 > included && at.elapsed() < RESUBMIT_AFTER => handed.0,
+                _ => included,
+            }
+        };
+        if from >= issued {
+            return Ok(());
+        }
+        let receipts = self.inner.issued.lock().from(from, SUBMIT_MAX)?;
+        let Some(last) = receipts.last().map(|r| r.body.seq) else {
+            return Ok(());
+        };
+        let Some(sequencer) = self.designated() else {
+            return Ok(());
+        };
+        if sequencer == me {
+            let mut queue = self.inner.queue.lock();
+            if queue.len() + receipts.len() <= QUEUE_MAX {
+                queue.extend(receipts);
+            }
+            drop(queue);
+            self.inner.wake.notify_waiters();
+        } else {
+            let addr = self
+                .inner
+                .fabric
+                .member(&sequencer)
+                .and_then(|m| m.addr)
+                .ok_or_else(|| LedgerError::Diverged("the sequencer has no address".into()))?;
+            let entries = receipts.iter().map(Receipt::to_entry).collect();
+            match LEDGER_RPC
+                .call(
+                    &self.inner.endpoint,
+                    sequencer,
+                    addr,
+                    &LedgerAsk::Submit(entries),
+                )
+                .await
+            {
+                Ok(LedgerAnswer::Taken) => {}
+                Ok(other) => {
+                    tracing::debug!("ledger: sequencer {sequencer} answered {other:?}");
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::debug!("ledger: sequencer {sequencer}: {e}");
+                    return Ok(());
+                }
+            }
+        }
+        *self.inner.handed.lock() = (last + 1, Some(Instant::now()));
+        Ok(())
+    }
+
+    async fn sequence_loop(&self) {
+        loop {
+            tokio::select! {
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            if self.inner.queue.lock().is_empty()
+                || self.designated() != Some(self.inner.key.public())
+            {
+                continue;
+            }
+            if let Err(e) = self.round().await {
+                tracing::warn!("ledger: sequencing: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+
+    /// One round as sequencer: catch up with the head, append what is queued, replace the
+    /// head by a conditional write, then gather cosignatures.
+    async fn round(&self) -> Result<(), LedgerError> {
+        let _changing = self.inner.changing.lock().await;
+        let head = self
+            .inner
+            .table
+            .get_value::<Heads>(&(), schema::HEAD)
+            .await?;
+        let mut bad_head = None;
+        if let Some(head) = &head
+            && let Err(e) = self.follow(head).await
+        {
+            // A head this node cannot take (forged or forked): replaced below, from this
+            // node's own copy.
+            tracing::warn!("ledger: the head row does not extend this node's copy: {e}");
+            bad_head = Some(head.note.clone());
+        }
+        let mut queue = std::mem::take(&mut *self.inner.queue.lock());
+        queue.sort_by_key(|r| (r.body.node, r.body.seq));
+        queue.dedup_by_key(|r| (r.body.node, r.body.seq));
+        let (entries, keep) = {
+            let replica = self.inner.replica.lock();
+            let mut chains = replica.chains().clone();
+            let (mut entries, mut keep) = (Vec::new(), Vec::new());
+            for r in queue {
+                if entries.len() >= BATCH_MAX {
+                    keep.push(r);
+                    continue;
+                }
+                match chains.check(&r) {
+                    Ok(()) => {
+                        chains.advance(&r);
+                        entries.push(r.to_entry());
+                    }
+                    Err(receipt::ChainError::Gap { .. }) => keep.push(r),
+                    Err(_) => {}
+                }
+            }
+            (entries, keep)
+        };
+        self.inner.queue.lock().extend(keep);
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let (old, prev, size, root) = {
+            let mut replica = self.inner.replica.lock();
+            let old = replica.size();
+            let prev = replica.last_batch();
+            let (size, root) = replica.propose(&entries)?;
+            (old, prev, size, root)
+        };
+        let old_root = self.inner.replica.lock().root_at(old)?;
+        let batch = Batch {
+            first: old,
+            entries,
+            prev,
+        };
+        let reference = batch.reference();
+        let result = self
+            .commit(&batch, reference, old, old_root, size, root, bad_head)
+            .await;
+        let note = match result {
+            Ok(Some(note)) => note,
+            other => {
+                self.inner.replica.lock().abandon()?;
+                // Not taken: the receipts go back to the queue for the next round.
+                let receipts: Vec<Receipt> = batch
+                    .entries
+                    .iter()
+                    .filter_map(|e| Receipt::from_entry(e).ok())
+                    .collect();
+                self.inner.queue.lock().extend(receipts);
+                return other.map(|_| ());
+            }
+        };
+        self.inner.replica.lock().confirm(&note, reference)?;
+        self.gather(note, batch, reference).await
+    }
+
+    /// Write the batch row and replace the head; the sequencer's note if the head was
+    /// replaced, `None` if someone else's head stands.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit(
+        &self,
+        batch: &Batch,
+        reference: BatchRef,
+        old: u64,
+        old_root: weft_tlog::Hash,
+        size: u64,
+        root: weft_tlog::Hash,
+        bad_head: Option<String>,
+    ) -> Result<Option<Note>, LedgerError> {
+        let (part, sort) = schema::batch_key(&reference);
+        match self
+            .inner
+            .table
+            .create::<Batches>(&self.inner.key, &part, sort.as_str(), batch)
+            .await
+        {
+            Ok(_) | Err(MetaError::Conflict) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let text = Checkpoint {
+            origin: self.inner.origin.clone(),
+            size,
+            root,
+            extensions: vec![],
+        }
+        .text();
+        let note = self
+            .inner
+            .signer
+            .sign(&text)
+            .map_err(|e| LedgerError::Diverged(e.to_string()))?;
+        let head = Head {
+            note: note.encode(),
+            batch: reference,
+        };
+        let written = self
+            .inner
+            .table
+            .update::<Heads>(&self.inner.key, &(), schema::HEAD, |current| {
+                let extends = match &current {
+                    None => old == 0,
+                    Some(cur) => {
+                        Some(&cur.note) == bad_head.as_ref()
+                            || replica::checkpoint_of(&cur.note)
+                                .is_ok_and(|(_, c)| c.size == old && c.root == old_root)
+                    }
+                };
+                extends.then(|| Some(head.clone()))
+            })
+            .await?;
+        Ok(written.map(|_| note))
+    }
+
+    /// Ask every other member to cosign `note`; once a quorum did, publish the cosigned
+    /// checkpoint.
+    async fn gather(
+        &self,
+        mut note: Note,
+        batch: Batch,
+        reference: BatchRef,
+    ) -> Result<(), LedgerError> {
+        let me = self.inner.key.public();
+        let (witnesses, quorum) = self.witnesses(&me);
+        let ask = LedgerAsk::Cosign {
+            note: note.encode(),
+            batch: reference,
+            entries: batch.entries,
+            prev: batch.prev,
+        };
+        let mut calls = tokio::task::JoinSet::new();
+        for id in witnesses {
+            let Some(addr) = self.inner.fabric.member(&id).and_then(|m| m.addr) else {
+                continue;
+            };
+            let (endpoint, ask) = (self.inner.endpoint.clone(), ask.clone());
+            calls.spawn(async move { (id, LEDGER_RPC.call(&endpoint, id, addr, &ask).await) });
+        }
+        let mut got = 0;
+        while got < quorum {
+            let Some(done) = calls.join_next().await else {
+                break;
+            };
+            match done {
+                Ok((id, Ok(LedgerAnswer::Cosigned(sig)))) => {
+                    let verifier = Verifier {
+                        name: signer_name(&id),
+                        key: id,
+                    };
+                    let mut with = note.clone();
+                    with.add(sig.clone());
+                    if with.cosigned_by(&verifier).is_some() {
+                        note = with;
+                        got += 1;
+                    }
+                }
+                Ok((id, Ok(other))) => tracing::debug!("ledger: witness {id}: {other:?}"),
+                Ok((id, Err(e))) => tracing::debug!("ledger: witness {id}: {e}"),
+                Err(_) => {}
+            }
+        }
+        // The rest finish in the background; their cosignatures are not needed.
+        calls.detach_all();
+        if got < quorum {
+            return Err(LedgerError::Diverged(format!(
+                "{got} of the {quorum} cosignatures needed"
+            )));
+        }
+        let text = note.encode();
+        self.inner.replica.lock().set_cosigned(&text)?;
+        self.inner
+            .table
+            .put::<Heads>(
+                &self.inner.key,
+                &(),
+                schema::COSIGNED,
+                Some(&Head {
+                    note: text,
+                    batch: reference,
+                }),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// As a witness: extend this node's copy to `note`'s tree (by the entries sent, or by the
+    /// table), then cosign it.
+    async fn cosign(
+        &self,
+        peer: NodeId,
+        note: &str,
+        batch: BatchRef,
+        entries: Vec<Vec<u8>>,
+        prev: Option<BatchRef>,
+    ) -> Result<NoteSignature, LedgerError> {
+        let (parsed, checkpoint) = replica::checkpoint_of(note)?;
+        if checkpoint.origin != self.inner.origin {
+            return Err(LedgerError::Diverged("another log's checkpoint".into()));
+        }
+        if !parsed.signed_by(&Verifier {
+            name: signer_name(&peer),
+            key: peer,
+        }) {
+            return Err(LedgerError::Diverged(
+                "the checkpoint is not signed by the asker".into(),
+            ));
+        }
+        let _changing = self.inner.changing.lock().await;
+        let sent = Batch {
+            first: batch.first,
+            entries,
+            prev,
+        };
+        let size = self.inner.replica.lock().size();
+        if sent.reference() == batch
+            && batch.first == size
+            && batch.first + batch.count == checkpoint.size
+        {
+            self.inner
+                .replica
+                .lock()
+                .extend(&sent.entries, &parsed, batch)?;
+        } else {
+            self.follow(&Head {
+                note: note.to_string(),
+                batch,
+            })
+            .await?;
+        }
+        let secs = weft_net::now_ms() / 1000;
+        self.inner
+            .signer
+            .cosignature(&parsed.text, secs)
+            .map_err(|e| LedgerError::Diverged(e.to_string()))
+    }
+
+    /// Bring this node's copy to `head`'s tree by the batch rows (walking back from its batch
+    /// to this copy's size), checking every entry; a head already held must have the same root.
+    async fn follow(&self, head: &Head) -> Result<(), LedgerError> {
+        let (note, checkpoint) = replica::checkpoint_of(&head.note)?;
+        if checkpoint.origin != self.inner.origin {
+            return Err(LedgerError::Diverged("another log's checkpoint".into()));
+        }
+        let size = self.inner.replica.lock().size();
+        if checkpoint.size <= size {
+            let root = self.inner.replica.lock().root_at(checkpoint.size)?;
+            if root != checkpoint.root {
+                return Err(LedgerError::Diverged(format!(
+                    "another tree of size {}",
+                    checkpoint.size
+                )));
+            }
+            return Ok(());
+        }
+        let signed_by_member = self.inner.fabric.members().iter().any(|m| {
+            note.signed_by(&Verifier {
+                name: signer_name(&m.id),
+                key: m.id,
+            })
+        });
+        if !signed_by_member {
+            return Err(LedgerError::Diverged(
+                "the checkpoint is not a member's".into(),
+            ));
+        }
+        let mut batches = Vec::new();
+        let mut at = head.batch;
+        if at.first + at.count != checkpoint.size {
+            return Err(LedgerError::Diverged(
+                "the head's batch does not end at its size".into(),
+            ));
+        }
+        loop {
+            if batches.len() >= WALK_MAX || at.first < size {
+                return Err(LedgerError::Diverged(format!(
+                    "the batches do not reach this copy's size {size}"
+                )));
+            }
+            let (part, sort) = schema::batch_key(&at);
+            let batch = self
+                .inner
+                .table
+                .get_value::<Batches>(&part, sort.as_str())
+                .await?
+                .ok_or_else(|| LedgerError::Diverged(format!("batch {} is missing", at.first)))?;
+            if batch.reference() != at {
+                return Err(LedgerError::Diverged(format!(
+                    "batch {} is not its name's",
+                    at.first
+                )));
+            }
+            let prev = batch.prev;
+            let first = batch.first;
+            batches.push((at, batch));
+            if first == size {
+                break;
+            }
+            at = prev
+                .ok_or_else(|| LedgerError::Diverged("the batches end before this copy".into()))?;
+            if at.first + at.count != first {
+                return Err(LedgerError::Diverged(
+                    "the batches are not contiguous".into(),
+                ));
+            }
+        }
+        batches.reverse();
+        let last = batches.last().map(|(r, _)| *r).unwrap_or(head.batch);
+        let entries: Vec<Vec<u8>> = batches.into_iter().flat_map(|(_, b)| b.entries).collect();
+        self.inner.replica.lock().extend(&entries, &note, last)?;
+        Ok(())
+    }
+
+    async fn follow_loop(&self) {
+        loop {
+            tokio::time::sleep(FOLLOW_EVERY).await;
+            if let Err(e) = self.follow_cosigned().await {
+                tracing::debug!("ledger: following: {e}");
+            }
+        }
+    }
+
+    /// Read the newest cosigned checkpoint; if it verifies, bring this copy to it.
+    pub async fn follow_cosigned(&self) -> Result<(), LedgerError> {
+        let Some(head) = self
+            .inner
+            .table
+            .get_value::<Heads>(&(), schema::COSIGNED)
+            .await?
+        else {
+            return Ok(());
+        };
+        if self.verify_checkpoint(&head.note).is_none() {
+            return Err(LedgerError::Diverged(
+                "the cosigned row lacks a quorum".into(),
+            ));
+        }
+        let _changing = self.inner.changing.lock().await;
+        self.follow(&head).await?;
+        self.inner.replica.lock().set_cosigned(&head.note)?;
+        Ok(())
+    }
+
+    /// Wait until this node's receipts up to `seq` are in a cosigned checkpoint (tests,
+    /// benches and commands that print proofs).
+    pub async fn wait_included(&self, seq: u64, within: Duration) -> Result<Included, LedgerError> {
+        let me = self.inner.key.public();
+        let deadline = Instant::now() + within;
+        loop {
+            match self.prove(&me, seq) {
+                Ok(included) => return Ok(included),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => {
+                    let _ = self.follow_cosigned().await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    /// Receipts this node's copy holds of `node`.
+    pub fn receipts_of(&self, node: &NodeId) -> u64 {
+        self.inner.replica.lock().receipts_of(node)
+    }
+
+    /// The receipts queued at this node as sequencer, by issuer (for status).
+    pub fn queued(&self) -> HashMap<NodeId, usize> {
+        let mut out = HashMap::new();
+        for r in self.inner.queue.lock().iter() {
+            *out.entry(r.body.node).or_default() += 1;
+        }
+        out
+    }
+}
