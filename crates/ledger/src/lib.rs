@@ -45,6 +45,13 @@ pub use receipt::{Receipt, ReceiptBody, Work};
 pub use replica::{Replica, ReplicaError};
 use schema::{Batch, BatchRef, Batches, Head, Heads};
 
+/// The batch ending at the settled `size`.
+fn replica_settled_batch(replica: &Replica, size: u64) -> Option<BatchRef> {
+    replica
+        .settled_batch()
+        .filter(|b| b.first + b.count == size)
+}
+
 /// The most entries one batch takes (a batch row stays well under the table's 1 MiB).
 pub const BATCH_MAX: usize = 2048;
 /// The most receipts one hand-over carries.
@@ -80,6 +87,8 @@ pub enum LedgerAsk {
         entries: Vec<Vec<u8>>,
         /// The batch before it.
         prev: Option<BatchRef>,
+        /// The newest checkpoint a quorum cosigned, with its batch (so witnesses settle it).
+        cosigned: Option<Head>,
     },
 }
 
@@ -126,8 +135,10 @@ pub enum LedgerError {
 pub struct LedgerStatus {
     /// The log's origin (its name in checkpoints).
     pub origin: String,
-    /// Entries in this node's copy.
+    /// Entries in this node's copy that a quorum cosigned.
     pub size: u64,
+    /// Entries on the branch it follows toward the head (cosigned or not yet).
+    pub staged: u64,
     /// The size of the newest checkpoint this node knows cosigned by a quorum.
     pub cosigned: Option<u64>,
     /// Receipts this node issued.
@@ -256,6 +267,7 @@ impl Ledger {
         LedgerStatus {
             origin: self.inner.origin.clone(),
             size: replica.size(),
+            staged: replica.staged_size(),
             cosigned: replica
                 .cosigned()
                 .and_then(|n| replica::checkpoint_of(n).ok())
@@ -291,6 +303,12 @@ impl Ledger {
             proof: proof.iter().map(|h| h.0).collect(),
             checkpoint,
         })
+    }
+
+    /// The size and tree hash this node's branch would have with `entries` appended, if each
+    /// is a receipt next in its chain (nothing is written).
+    pub fn preview(&self, entries: &[Vec<u8>]) -> Result<(u64, weft_tlog::Hash), LedgerError> {
+        Ok(self.inner.replica.lock().preview(entries)?)
     }
 
     /// The tree hash of this node's copy at `size`.
@@ -333,13 +351,7 @@ impl Ledger {
         if checkpoint.origin != self.inner.origin {
             return None;
         }
-        let members = self.inner.fabric.members();
-        let signer = members.iter().map(|m| m.id).find(|id| {
-            parsed.signed_by(&Verifier {
-                name: signer_name(id),
-                key: *id,
-            })
-        })?;
+        let signer = self.member_signer(&parsed)?;
         let (witnesses, quorum) = self.witnesses(&signer);
         let verifiers: Vec<Verifier> = witnesses
             .iter()
@@ -399,7 +411,11 @@ impl Ledger {
                 batch,
                 entries,
                 prev,
-            } => match self.cosign(peer, &note, batch, entries, prev).await {
+                cosigned,
+            } => match self
+                .cosign(peer, &note, batch, entries, prev, cosigned)
+                .await
+            {
                 Ok(sig) => LedgerAnswer::Cosigned(sig),
                 Err(e) => LedgerAnswer::Refused(e.to_string()),
             },
@@ -450,7 +466,7 @@ impl Ledger {
     /// Hand the sequencer this node's receipts the log does not hold yet.
     async fn submit_once(&self) -> Result<(), LedgerError> {
         let me = self.inner.key.public();
-        let included = self.inner.replica.lock().chains().next(&me).0;
+        let included = self.inner.replica.lock().settled_chains().next(&me).0;
         let issued = self.inner.issued.lock().count();
         if included >= issued {
             return Ok(());
@@ -529,23 +545,28 @@ impl Ledger {
         }
     }
 
-    /// One round as sequencer: catch up with the head, append what is queued, replace the
-    /// head by a conditional write, then gather cosignatures.
+    /// One round as sequencer: bring the staged branch to the head, append what is queued,
+    /// replace the head by a conditional write, then gather cosignatures.
     async fn round(&self) -> Result<(), LedgerError> {
         let _changing = self.inner.changing.lock().await;
+        self.drop_revoked()?;
         let head = self
             .inner
             .table
             .get_value::<Heads>(&(), schema::HEAD)
             .await?;
         let mut bad_head = None;
-        if let Some(head) = &head
-            && let Err(e) = self.follow(head).await
-        {
-            // A head this node cannot take (forged or forked): replaced below, from this
-            // node's own copy.
-            tracing::warn!("ledger: the head row does not extend this node's copy: {e}");
-            bad_head = Some(head.note.clone());
+        if let Some(head) = &head {
+            match self.stage_to(head).await {
+                Ok(()) => {}
+                Err(LedgerError::Meta(e)) => return Err(e.into()),
+                Err(e) => {
+                    // A head this node cannot take (forged, or of another branch): replaced
+                    // below, from this node's own branch.
+                    tracing::warn!("ledger: the head row does not extend this node's copy: {e}");
+                    bad_head = Some(head.note.clone());
+                }
+            }
         }
         let mut queue = std::mem::take(&mut *self.inner.queue.lock());
         queue.sort_by_key(|r| (r.body.node, r.body.seq));
@@ -575,51 +596,53 @@ impl Ledger {
             return Ok(());
         }
         let (old, prev, size, root) = {
-            let mut replica = self.inner.replica.lock();
-            let old = replica.size();
-            let prev = replica.last_batch();
-            let (size, root) = replica.propose(&entries)?;
-            (old, prev, size, root)
+            let replica = self.inner.replica.lock();
+            let (size, root) = replica.preview(&entries)?;
+            (replica.staged_size(), replica.last_batch(), size, root)
         };
-        let old_root = self.inner.replica.lock().root_at(old)?;
+        let me = self.inner.key.public();
         let batch = Batch {
             first: old,
+            maker: me,
             entries,
             prev,
         };
         let reference = batch.reference();
-        let result = self
-            .commit(&batch, reference, old, old_root, size, root, bad_head)
-            .await;
-        let note = match result {
-            Ok(Some(note)) => note,
-            other => {
-                self.inner.replica.lock().abandon()?;
-                // Not taken: the receipts go back to the queue for the next round.
-                let receipts: Vec<Receipt> = batch
+        let checkpoint = Checkpoint {
+            origin: self.inner.origin.clone(),
+            size,
+            root,
+            extensions: vec![],
+        };
+        let note = match self
+            .commit(&batch, reference, &checkpoint, bad_head)
+            .await?
+        {
+            Some(note) => note,
+            None => {
+                // Someone else's head stands: the receipts wait for the next round.
+                let receipts = batch
                     .entries
                     .iter()
-                    .filter_map(|e| Receipt::from_entry(e).ok())
-                    .collect();
+                    .filter_map(|e| Receipt::from_entry(e).ok());
                 self.inner.queue.lock().extend(receipts);
-                return other.map(|_| ());
+                return Ok(());
             }
         };
-        self.inner.replica.lock().confirm(&note, reference)?;
+        self.inner
+            .replica
+            .lock()
+            .stage(&batch.entries, &checkpoint, reference, me)?;
         self.gather(note, batch, reference).await
     }
 
-    /// Write the batch row and replace the head; the sequencer's note if the head was
-    /// replaced, `None` if someone else's head stands.
-    #[allow(clippy::too_many_arguments)]
+    /// Write the batch row and replace the head (if it is still the one this node's branch
+    /// holds, or one it could not take); the sequencer's note if the head was replaced.
     async fn commit(
         &self,
         batch: &Batch,
         reference: BatchRef,
-        old: u64,
-        old_root: weft_tlog::Hash,
-        size: u64,
-        root: weft_tlog::Hash,
+        checkpoint: &Checkpoint,
         bad_head: Option<String>,
     ) -> Result<Option<Note>, LedgerError> {
         let (part, sort) = schema::batch_key(&reference);
@@ -632,17 +655,10 @@ impl Ledger {
             Ok(_) | Err(MetaError::Conflict) => {}
             Err(e) => return Err(e.into()),
         }
-        let text = Checkpoint {
-            origin: self.inner.origin.clone(),
-            size,
-            root,
-            extensions: vec![],
-        }
-        .text();
         let note = self
             .inner
             .signer
-            .sign(&text)
+            .sign(&checkpoint.text())
             .map_err(|e| LedgerError::Diverged(e.to_string()))?;
         let head = Head {
             note: note.encode(),
@@ -652,22 +668,24 @@ impl Ledger {
             .inner
             .table
             .update::<Heads>(&self.inner.key, &(), schema::HEAD, |current| {
-                let extends = match &current {
-                    None => old == 0,
-                    Some(cur) => {
-                        Some(&cur.note) == bad_head.as_ref()
-                            || replica::checkpoint_of(&cur.note)
-                                .is_ok_and(|(_, c)| c.size == old && c.root == old_root)
-                    }
+                let replaceable = match &current {
+                    None => true,
+                    Some(cur) if Some(&cur.note) == bad_head.as_ref() => true,
+                    // The head must be on this node's branch: at its end, or (rolled back by
+                    // someone) before it.
+                    Some(cur) => replica::checkpoint_of(&cur.note).is_ok_and(|(_, c)| {
+                        c.size <= batch.first
+                            && self.inner.replica.lock().holds(&c).unwrap_or(false)
+                    }),
                 };
-                extends.then(|| Some(head.clone()))
+                replaceable.then(|| Some(head.clone()))
             })
             .await?;
         Ok(written.map(|_| note))
     }
 
-    /// Ask every other member to cosign `note`; once a quorum did, publish the cosigned
-    /// checkpoint.
+    /// Ask every other member to cosign `note`; once a quorum did, settle the checkpoint and
+    /// publish it cosigned.
     async fn gather(
         &self,
         mut note: Note,
@@ -676,11 +694,13 @@ impl Ledger {
     ) -> Result<(), LedgerError> {
         let me = self.inner.key.public();
         let (witnesses, quorum) = self.witnesses(&me);
+        let cosigned = self.settled_head();
         let ask = LedgerAsk::Cosign {
             note: note.encode(),
             batch: reference,
             entries: batch.entries,
             prev: batch.prev,
+            cosigned,
         };
         let mut calls = tokio::task::JoinSet::new();
         for id in witnesses {
@@ -720,8 +740,7 @@ impl Ledger {
                 "{got} of the {quorum} cosignatures needed"
             )));
         }
-        let text = note.encode();
-        self.inner.replica.lock().set_cosigned(&text)?;
+        self.inner.replica.lock().settle(&note)?;
         self.inner
             .table
             .put::<Heads>(
@@ -729,7 +748,7 @@ impl Ledger {
                 &(),
                 schema::COSIGNED,
                 Some(&Head {
-                    note: text,
+                    note: note.encode(),
                     batch: reference,
                 }),
             )
@@ -737,8 +756,17 @@ impl Ledger {
         Ok(())
     }
 
-    /// As a witness: extend this node's copy to `note`'s tree (by the entries sent, or by the
-    /// table), then cosign it.
+    /// The settled checkpoint with the batch that ends at it.
+    fn settled_head(&self) -> Option<Head> {
+        let replica = self.inner.replica.lock();
+        let note = replica.cosigned()?.to_string();
+        let (_, checkpoint) = replica::checkpoint_of(&note).ok()?;
+        let batch = replica_settled_batch(&replica, checkpoint.size)?;
+        Some(Head { note, batch })
+    }
+
+    /// As a witness: bring the staged branch to `note`'s tree (by the entries sent, or by the
+    /// table), check it keeps this node's commitment, then cosign it.
     async fn cosign(
         &self,
         peer: NodeId,
@@ -746,6 +774,7 @@ impl Ledger {
         batch: BatchRef,
         entries: Vec<Vec<u8>>,
         prev: Option<BatchRef>,
+        cosigned: Option<Head>,
     ) -> Result<NoteSignature, LedgerError> {
         let (parsed, checkpoint) = replica::checkpoint_of(note)?;
         if checkpoint.origin != self.inner.origin {
@@ -760,27 +789,54 @@ impl Ledger {
             ));
         }
         let _changing = self.inner.changing.lock().await;
+        if let Some(head) = cosigned
+            && let Err(e) = self.settle_cosigned(&head).await
+        {
+            tracing::debug!("ledger: the cosigned checkpoint sent along: {e}");
+        }
+        self.drop_revoked()?;
         let sent = Batch {
             first: batch.first,
+            maker: peer,
             entries,
             prev,
         };
-        let size = self.inner.replica.lock().size();
-        if sent.reference() == batch
-            && batch.first == size
-            && batch.first + batch.count == checkpoint.size
-        {
-            self.inner
-                .replica
-                .lock()
-                .extend(&sent.entries, &parsed, batch)?;
-        } else {
-            self.follow(&Head {
-                note: note.to_string(),
-                batch,
-            })
-            .await?;
+        let (staged, last) = {
+            let replica = self.inner.replica.lock();
+            (replica.staged_size(), replica.last_batch())
+        };
+        if checkpoint.size > staged {
+            if sent.reference() == batch
+                && sent.prev == last
+                && batch.first == staged
+                && batch.first + batch.count == checkpoint.size
+            {
+                self.inner
+                    .replica
+                    .lock()
+                    .stage(&sent.entries, &checkpoint, batch, peer)?;
+            } else {
+                self.stage_to(&Head {
+                    note: note.to_string(),
+                    batch,
+                })
+                .await?;
+            }
         }
+        let mut replica = self.inner.replica.lock();
+        if !replica.holds(&checkpoint)? {
+            return Err(LedgerError::Diverged(format!(
+                "another tree of size {} than this node follows",
+                checkpoint.size
+            )));
+        }
+        if !replica.keeps_commitment(&checkpoint)? {
+            return Err(LedgerError::Diverged(format!(
+                "it does not extend the checkpoint this node cosigned: {}",
+                replica.commitment().unwrap_or_default()
+            )));
+        }
+        replica.commit(note)?;
         let secs = weft_net::now_ms() / 1000;
         self.inner
             .signer
@@ -788,31 +844,81 @@ impl Ledger {
             .map_err(|e| LedgerError::Diverged(e.to_string()))
     }
 
-    /// Bring this node's copy to `head`'s tree by the batch rows (walking back from its batch
-    /// to this copy's size), checking every entry; a head already held must have the same root.
-    async fn follow(&self, head: &Head) -> Result<(), LedgerError> {
+    /// The current member that signed `note`, if any (revoked members sign nothing).
+    fn member_signer(&self, note: &Note) -> Option<NodeId> {
+        self.inner
+            .fabric
+            .members()
+            .into_iter()
+            .filter(|m| m.state != MemberState::Revoked)
+            .map(|m| m.id)
+            .find(|id| {
+                note.signed_by(&Verifier {
+                    name: signer_name(id),
+                    key: *id,
+                })
+            })
+    }
+
+    /// Whether `node` is a current member (known, not revoked).
+    fn is_member(&self, node: &NodeId) -> bool {
+        self.inner
+            .fabric
+            .member(node)
+            .is_some_and(|m| m.state != MemberState::Revoked)
+    }
+
+    /// Drop what a revoked member made: the staged branch from its first batch on (the whole
+    /// staged branch: a log only goes back to its settled size), and the commitment if that
+    /// member signed it or it lies beyond that batch. Cosigned history stays.
+    fn drop_revoked(&self) -> Result<(), LedgerError> {
+        let (void_from, commitment) = {
+            let replica = self.inner.replica.lock();
+            (
+                replica.void_from(|maker| !self.is_member(maker)),
+                replica.commitment().map(String::from),
+            )
+        };
+        let committed = commitment.and_then(|c| replica::checkpoint_of(&c).ok());
+        let signer_gone = committed
+            .as_ref()
+            .is_some_and(|(note, _)| self.member_signer(note).is_none());
+        let mut replica = self.inner.replica.lock();
+        if let Some(from) = void_from {
+            replica.unstage()?;
+            if committed.as_ref().is_some_and(|(_, c)| c.size > from) {
+                replica.release_commitment()?;
+            }
+        }
+        if signer_gone {
+            replica.release_commitment()?;
+            replica.unstage()?;
+        }
+        Ok(())
+    }
+
+    /// Bring the staged branch to `head`'s tree by the batch rows (walking back from its batch
+    /// to the staged size), checking every entry; a head already on the branch changes
+    /// nothing. A head of another branch is an error.
+    async fn stage_to(&self, head: &Head) -> Result<(), LedgerError> {
         let (note, checkpoint) = replica::checkpoint_of(&head.note)?;
         if checkpoint.origin != self.inner.origin {
             return Err(LedgerError::Diverged("another log's checkpoint".into()));
         }
-        let size = self.inner.replica.lock().size();
-        if checkpoint.size <= size {
-            let root = self.inner.replica.lock().root_at(checkpoint.size)?;
-            if root != checkpoint.root {
+        let staged = {
+            let mut replica = self.inner.replica.lock();
+            if checkpoint.size <= replica.staged_size() {
+                if replica.holds(&checkpoint)? {
+                    return Ok(());
+                }
                 return Err(LedgerError::Diverged(format!(
                     "another tree of size {}",
                     checkpoint.size
                 )));
             }
-            return Ok(());
-        }
-        let signed_by_member = self.inner.fabric.members().iter().any(|m| {
-            note.signed_by(&Verifier {
-                name: signer_name(&m.id),
-                key: m.id,
-            })
-        });
-        if !signed_by_member {
+            replica.staged_size()
+        };
+        if self.member_signer(&note).is_none() {
             return Err(LedgerError::Diverged(
                 "the checkpoint is not a member's".into(),
             ));
@@ -825,9 +931,9 @@ impl Ledger {
             ));
         }
         loop {
-            if batches.len() >= WALK_MAX || at.first < size {
+            if batches.len() >= WALK_MAX || at.first < staged {
                 return Err(LedgerError::Diverged(format!(
-                    "the batches do not reach this copy's size {size}"
+                    "the batches do not meet this node's branch at {staged}"
                 )));
             }
             let (part, sort) = schema::batch_key(&at);
@@ -843,24 +949,66 @@ impl Ledger {
                     at.first
                 )));
             }
-            let prev = batch.prev;
-            let first = batch.first;
+            if !self.is_member(&batch.maker) {
+                return Err(LedgerError::Diverged(format!(
+                    "batch {} was sequenced by {}, not a member",
+                    at.first, batch.maker
+                )));
+            }
+            let (prev, first) = (batch.prev, batch.first);
             batches.push((at, batch));
-            if first == size {
+            if first == staged {
                 break;
             }
-            at = prev
-                .ok_or_else(|| LedgerError::Diverged("the batches end before this copy".into()))?;
+            at = prev.ok_or_else(|| LedgerError::Diverged("the batches end early".into()))?;
             if at.first + at.count != first {
                 return Err(LedgerError::Diverged(
                     "the batches are not contiguous".into(),
                 ));
             }
         }
+        // The branch must continue from the batch this node's branch ends with.
+        let last = self.inner.replica.lock().last_batch();
+        if batches.last().and_then(|(_, b)| b.prev) != last {
+            return Err(LedgerError::Diverged(
+                "the batches continue another branch".into(),
+            ));
+        }
         batches.reverse();
-        let last = batches.last().map(|(r, _)| *r).unwrap_or(head.batch);
-        let entries: Vec<Vec<u8>> = batches.into_iter().flat_map(|(_, b)| b.entries).collect();
-        self.inner.replica.lock().extend(&entries, &note, last)?;
+        let mut replica = self.inner.replica.lock();
+        let mut entries = Vec::new();
+        let mut refs = Vec::new();
+        for (reference, batch) in batches {
+            refs.push((reference, batch.maker));
+            entries.extend(batch.entries);
+        }
+        replica.stage_all(&entries, &checkpoint, &refs)?;
+        Ok(())
+    }
+
+    /// Settle `head`'s checkpoint if a quorum cosigned it: staged to first (dropping a staged
+    /// branch it is not on), then settled; a commitment it does not keep is given up.
+    async fn settle_cosigned(&self, head: &Head) -> Result<(), LedgerError> {
+        let checkpoint = self
+            .verify_checkpoint(&head.note)
+            .ok_or_else(|| LedgerError::Diverged("not cosigned by a quorum".into()))?;
+        let (note, _) = replica::checkpoint_of(&head.note)?;
+        if checkpoint.size <= self.inner.replica.lock().size() {
+            return Ok(());
+        }
+        if let Err(e) = self.stage_to(head).await {
+            if let LedgerError::Meta(e) = e {
+                return Err(e.into());
+            }
+            // Another branch than the one staged: a quorum chose it, so it is the log.
+            self.inner.replica.lock().unstage()?;
+            self.stage_to(head).await?;
+        }
+        let mut replica = self.inner.replica.lock();
+        if !replica.keeps_commitment(&checkpoint)? {
+            replica.release_commitment()?;
+        }
+        replica.settle(&note)?;
         Ok(())
     }
 
@@ -873,7 +1021,7 @@ impl Ledger {
         }
     }
 
-    /// Read the newest cosigned checkpoint; if it verifies, bring this copy to it.
+    /// Read the newest cosigned checkpoint and settle it.
     pub async fn follow_cosigned(&self) -> Result<(), LedgerError> {
         let Some(head) = self
             .inner
@@ -883,15 +1031,8 @@ impl Ledger {
         else {
             return Ok(());
         };
-        if self.verify_checkpoint(&head.note).is_none() {
-            return Err(LedgerError::Diverged(
-                "the cosigned row lacks a quorum".into(),
-            ));
-        }
         let _changing = self.inner.changing.lock().await;
-        self.follow(&head).await?;
-        self.inner.replica.lock().set_cosigned(&head.note)?;
-        Ok(())
+        self.settle_cosigned(&head).await
     }
 
     /// Wait until this node's receipts up to `seq` are in a cosigned checkpoint (tests,

@@ -1,8 +1,14 @@
 //! A member's copy of the ledger: the log in files (`weft-tlog`), where each node's receipt
-//! chain stands in it, and where each receipt is. A replica only ever extends its log, and
-//! only by entries it checked itself (each a receipt its issuer signed, next in the issuer's
-//! chain) that bring it exactly to a checkpoint a member signed: so it never holds, nor
-//! cosigns, two trees that do not extend one another.
+//! chain stands in it, and where each receipt is.
+//!
+//! The copy has two parts. Its *settled* part (the log's published size) is the history a
+//! quorum of members cosigned; it only ever grows. Beyond it, the *staged* part is the branch
+//! this node follows toward the head: entries it checked itself (each a receipt its issuer
+//! signed, next in the issuer's chain) that bring it exactly to checkpoints members signed.
+//! The staged part can be dropped (back to the settled size) when a cosigned checkpoint shows
+//! another branch. The node's *commitment* is the newest checkpoint it cosigned as a witness:
+//! it cosigns only checkpoints consistent with it, and gives it up only for a checkpoint a
+//! quorum cosigned, or when the member that signed it is revoked.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -46,26 +52,7 @@ pub enum ReplicaError {
     BadCheckpoint(String),
 }
 
-/// A replica of the ledger in a folder.
-#[derive(Debug)]
-pub struct Replica {
-    dir: PathBuf,
-    log: Log,
-    chains: Chains,
-    /// Per node, the log index of each of its receipts, by number.
-    index: HashMap<NodeId, Vec<u64>>,
-    /// The batch that ends at the log's size.
-    last_batch: Option<BatchRef>,
-    /// The newest checkpoint known to be cosigned by a quorum.
-    cosigned: Option<String>,
-    /// The receipts integrated and not yet published.
-    proposed: Vec<Receipt>,
-}
-
-const LAST_BATCH: &str = "last-batch";
-const COSIGNED: &str = "cosigned";
-
-/// Parse a checkpoint note's size and root.
+/// Parse a checkpoint note.
 pub fn checkpoint_of(note: &str) -> Result<(Note, Checkpoint), ReplicaError> {
     let note = Note::parse(note).map_err(|e| ReplicaError::BadCheckpoint(e.to_string()))?;
     let checkpoint =
@@ -73,8 +60,30 @@ pub fn checkpoint_of(note: &str) -> Result<(Note, Checkpoint), ReplicaError> {
     Ok((note, checkpoint))
 }
 
+/// A replica of the ledger in a folder.
+#[derive(Debug)]
+pub struct Replica {
+    dir: PathBuf,
+    log: Log,
+    /// The chains at the staged size, and at the settled size.
+    chains: Chains,
+    settled_chains: Chains,
+    /// Per node, the log index of each of its receipts, by number (staged ones included).
+    index: HashMap<NodeId, Vec<u64>>,
+    /// The batches of the staged part with who sequenced each, oldest first, and the batch
+    /// ending at the settled size.
+    staged_batches: Vec<(BatchRef, NodeId)>,
+    settled_batch: Option<BatchRef>,
+    /// The newest checkpoint this node cosigned.
+    commitment: Option<String>,
+}
+
+const SETTLED_BATCH: &str = "settled-batch";
+const COMMITMENT: &str = "commitment";
+
 impl Replica {
-    /// Open the replica in `dir` (created if missing), reading every entry once to index it.
+    /// Open the replica in `dir` (created if missing) at its settled size, reading every entry
+    /// once to index it.
     pub fn open(dir: &Path) -> Result<Replica, ReplicaError> {
         let mut log = Log::open(&dir.join("log"))?;
         let mut chains = Chains::default();
@@ -93,79 +102,126 @@ impl Replica {
         if let Some((index, error)) = failed {
             return Err(ReplicaError::Receipt { index, error });
         }
-        let last_batch = std::fs::read(dir.join(LAST_BATCH))
+        let settled_batch = std::fs::read(dir.join(SETTLED_BATCH))
             .ok()
             .and_then(|b| wire::decode(&b).ok());
-        let cosigned = std::fs::read_to_string(dir.join(COSIGNED)).ok();
+        let commitment = std::fs::read_to_string(dir.join(COMMITMENT)).ok();
         Ok(Replica {
             dir: dir.to_path_buf(),
             log,
+            settled_chains: chains.clone(),
             chains,
             index,
-            last_batch,
-            cosigned,
-            proposed: Vec::new(),
+            staged_batches: Vec::new(),
+            settled_batch,
+            commitment,
         })
     }
 
-    /// How many entries it holds (published).
+    /// The settled size: what a quorum cosigned.
     pub fn size(&self) -> u64 {
         self.log.published_size()
     }
 
-    /// The tree hash at `size` (at most its own).
+    /// The staged size: the end of the branch this node follows.
+    pub fn staged_size(&self) -> u64 {
+        self.log.size()
+    }
+
+    /// The tree hash at `size` (at most the staged size).
     pub fn root_at(&mut self, size: u64) -> Result<Hash, ReplicaError> {
         Ok(self.log.root_at(size)?)
     }
 
-    /// The chains' state: the next number and hash expected of each node.
+    /// The chains at the staged size: the next number and hash expected of each node.
     pub fn chains(&self) -> &Chains {
         &self.chains
     }
 
-    /// The batch that ends at its size.
-    pub fn last_batch(&self) -> Option<BatchRef> {
-        self.last_batch
+    /// The chains at the settled size.
+    pub fn settled_chains(&self) -> &Chains {
+        &self.settled_chains
     }
 
-    /// The log's own checkpoint note (this replica's newest).
-    pub fn checkpoint(&self) -> Option<&str> {
+    /// The batch that ends at the staged size.
+    pub fn last_batch(&self) -> Option<BatchRef> {
+        self.staged_batches
+            .last()
+            .map(|(b, _)| *b)
+            .or(self.settled_batch)
+    }
+
+    /// The batch that ends at the settled size.
+    pub fn settled_batch(&self) -> Option<BatchRef> {
+        self.settled_batch
+    }
+
+    /// The newest settled checkpoint: cosigned by a quorum.
+    pub fn cosigned(&self) -> Option<&str> {
         self.log.checkpoint()
     }
 
-    /// The newest checkpoint known to be cosigned by a quorum.
-    pub fn cosigned(&self) -> Option<&str> {
-        self.cosigned.as_deref()
+    /// The newest checkpoint this node cosigned.
+    pub fn commitment(&self) -> Option<&str> {
+        self.commitment.as_deref()
     }
 
-    /// Remember `note` as the newest cosigned checkpoint (the caller checked its
-    /// cosignatures; it must be of a size this replica holds, with the same root).
-    pub fn set_cosigned(&mut self, note: &str) -> Result<bool, ReplicaError> {
-        let (_, checkpoint) = checkpoint_of(note)?;
-        if checkpoint.size > self.size() || self.root_at(checkpoint.size)? != checkpoint.root {
-            return Ok(false);
-        }
-        let newer = match &self.cosigned {
-            Some(old) => checkpoint_of(old).map_or(true, |(_, c)| c.size < checkpoint.size),
-            None => true,
+    /// Whether `checkpoint` is on the staged branch (its size at most the staged size, its
+    /// root this copy's at that size).
+    pub fn holds(&mut self, checkpoint: &Checkpoint) -> Result<bool, ReplicaError> {
+        Ok(checkpoint.size <= self.staged_size()
+            && self.root_at(checkpoint.size)? == checkpoint.root)
+    }
+
+    /// Whether cosigning `checkpoint` (on the staged branch) keeps the commitment: it is the
+    /// commitment's or extends it.
+    pub fn keeps_commitment(&mut self, checkpoint: &Checkpoint) -> Result<bool, ReplicaError> {
+        let Some(note) = self.commitment.clone() else {
+            return Ok(true);
         };
-        if newer {
-            std::fs::write(self.dir.join(COSIGNED), note).map_err(|source| LogError::Io {
-                path: self.dir.join(COSIGNED),
-                source,
-            })?;
-            self.cosigned = Some(note.to_string());
-        }
-        Ok(newer)
+        let Ok((_, committed)) = checkpoint_of(&note) else {
+            return Ok(true);
+        };
+        // Both on the staged branch: one is a prefix of the other.
+        Ok(self.holds(&committed)? && self.holds(checkpoint)?)
     }
 
-    /// Check `entries` as the log's next and integrate them (not yet published): the new size
-    /// and root. Entries that are not receipts next in their chains are refused, all of them.
-    pub fn propose(&mut self, entries: &[Vec<u8>]) -> Result<(u64, Hash), ReplicaError> {
-        self.log.abandon()?;
+    /// Record `note` as cosigned by this node, if it is newer than the commitment.
+    pub fn commit(&mut self, note: &str) -> Result<(), ReplicaError> {
+        let (_, checkpoint) = checkpoint_of(note)?;
+        let newer = self
+            .commitment
+            .as_deref()
+            .and_then(|c| checkpoint_of(c).ok())
+            .is_none_or(|(_, c)| c.size < checkpoint.size);
+        if newer {
+            self.write(COMMITMENT, note.as_bytes())?;
+            self.commitment = Some(note.to_string());
+        }
+        Ok(())
+    }
+
+    /// Give the commitment up (a quorum cosigned another branch, or its signer was revoked).
+    pub fn release_commitment(&mut self) -> Result<(), ReplicaError> {
+        let _ = std::fs::remove_file(self.dir.join(COMMITMENT));
+        self.commitment = None;
+        Ok(())
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> Result<(), ReplicaError> {
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::File::open(&tmp).and_then(|f| f.sync_all()))
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|source| ReplicaError::Log(LogError::Io { path, source }))
+    }
+
+    /// The size and root the staged branch would have with `entries` appended, after checking
+    /// every one is a receipt next in its chain (nothing written).
+    pub fn preview(&self, entries: &[Vec<u8>]) -> Result<(u64, Hash), ReplicaError> {
         let mut staged = self.chains.clone();
-        let first = self.size();
-        let mut proposed = Vec::with_capacity(entries.len());
+        let first = self.staged_size();
         for (i, entry) in entries.iter().enumerate() {
             let index = first + i as u64;
             let r = Receipt::from_entry(entry)
@@ -174,58 +230,109 @@ impl Replica {
                 .check(&r)
                 .map_err(|error| ReplicaError::Chain { index, error })?;
             staged.advance(&r);
-            proposed.push(r);
         }
-        self.log.integrate(entries)?;
-        self.proposed = proposed;
-        Ok((self.log.size(), self.log.root()))
+        Ok(self.log.preview(entries))
     }
 
-    /// Publish what [`Replica::propose`] integrated under `note` (its checkpoint must be of
-    /// exactly that tree), `batch` being the batch that made it.
-    pub fn confirm(&mut self, note: &Note, batch: BatchRef) -> Result<(), ReplicaError> {
-        let checkpoint = Checkpoint::parse(&note.text)
-            .map_err(|e| ReplicaError::BadCheckpoint(e.to_string()))?;
-        if checkpoint.size != self.log.size() || checkpoint.root != self.log.root() {
-            self.abandon()?;
+    /// Append `batch`'s `entries` to the staged branch; they must be receipts next in their
+    /// chains and bring it to `checkpoint`'s tree, or nothing changes.
+    pub fn stage(
+        &mut self,
+        entries: &[Vec<u8>],
+        checkpoint: &Checkpoint,
+        batch: BatchRef,
+        maker: NodeId,
+    ) -> Result<(), ReplicaError> {
+        self.stage_all(entries, checkpoint, &[(batch, maker)])
+    }
+
+    /// The index from which the staged branch holds a batch sequenced by a member `void`
+    /// says is revoked, if any.
+    pub fn void_from(&self, void: impl Fn(&NodeId) -> bool) -> Option<u64> {
+        self.staged_batches
+            .iter()
+            .find(|(_, maker)| void(maker))
+            .map(|(b, _)| b.first)
+    }
+
+    /// [`Replica::stage`] for the entries of several batches at once, oldest first.
+    pub fn stage_all(
+        &mut self,
+        entries: &[Vec<u8>],
+        checkpoint: &Checkpoint,
+        batches: &[(BatchRef, NodeId)],
+    ) -> Result<(), ReplicaError> {
+        let (size, root) = self.preview(entries)?;
+        if size != checkpoint.size || root != checkpoint.root {
             return Err(ReplicaError::NotTheCheckpoint {
                 size: checkpoint.size,
             });
         }
-        let first = self.size();
-        self.log.publish(note)?;
-        for (i, r) in std::mem::take(&mut self.proposed).iter().enumerate() {
-            self.chains.advance(r);
+        let first = self.staged_size();
+        if let Err(e) = self.log.integrate(entries) {
+            // The log went back to its settled size: so does everything else.
+            self.unstage()?;
+            return Err(e.into());
+        }
+        for (i, entry) in entries.iter().enumerate() {
+            let r = Receipt::from_entry(entry).map_err(|error| ReplicaError::Receipt {
+                index: first + i as u64,
+                error,
+            })?;
+            self.chains.advance(&r);
             self.index
                 .entry(r.body.node)
                 .or_default()
                 .push(first + i as u64);
         }
-        let path = self.dir.join(LAST_BATCH);
-        std::fs::write(&path, wire::encode(&batch))
-            .map_err(|source| LogError::Io { path, source })?;
-        self.last_batch = Some(batch);
+        self.staged_batches.extend_from_slice(batches);
         Ok(())
     }
 
-    /// Drop what was proposed and not confirmed.
-    pub fn abandon(&mut self) -> Result<(), ReplicaError> {
-        self.proposed.clear();
-        Ok(self.log.abandon()?)
+    /// Drop the staged branch: back to the settled size.
+    pub fn unstage(&mut self) -> Result<(), ReplicaError> {
+        self.log.abandon()?;
+        let settled = self.size();
+        self.chains = self.settled_chains.clone();
+        for v in self.index.values_mut() {
+            v.retain(|at| *at < settled);
+        }
+        self.staged_batches.clear();
+        Ok(())
     }
 
-    /// Extend the log by `entries` to exactly `note`'s checkpoint.
-    pub fn extend(
-        &mut self,
-        entries: &[Vec<u8>],
-        note: &Note,
-        batch: BatchRef,
-    ) -> Result<(), ReplicaError> {
-        self.propose(entries)?;
-        self.confirm(note, batch)
+    /// Settle `note` (cosigned by a quorum, on the staged branch, at a batch's end): its tree
+    /// becomes the settled part.
+    pub fn settle(&mut self, note: &Note) -> Result<bool, ReplicaError> {
+        let checkpoint = Checkpoint::parse(&note.text)
+            .map_err(|e| ReplicaError::BadCheckpoint(e.to_string()))?;
+        if checkpoint.size <= self.size() || !self.holds(&checkpoint)? {
+            return Ok(false);
+        }
+        let Some(at) = self
+            .staged_batches
+            .iter()
+            .position(|(b, _)| b.first + b.count == checkpoint.size)
+        else {
+            return Ok(false);
+        };
+        // The chains at the new settled size.
+        let mut chains = self.settled_chains.clone();
+        for index in self.size()..checkpoint.size {
+            let r = Receipt::from_entry(&self.log.entry(index)?)
+                .map_err(|error| ReplicaError::Receipt { index, error })?;
+            chains.advance(&r);
+        }
+        self.log.publish(note)?;
+        let batch = self.staged_batches[at].0;
+        self.write(SETTLED_BATCH, &wire::encode(&batch))?;
+        self.staged_batches.drain(..=at);
+        self.settled_batch = Some(batch);
+        self.settled_chains = chains;
+        Ok(true)
     }
 
-    /// The log index of receipt `seq` of `node`, if the log holds it.
+    /// The log index of receipt `seq` of `node`, if the copy holds it.
     pub fn index_of(&self, node: &NodeId, seq: u64) -> Option<u64> {
         self.index.get(node)?.get(seq as usize).copied()
     }
@@ -245,8 +352,8 @@ impl Replica {
         Ok(self.log.consistency_proof(old, new)?)
     }
 
-    /// How many receipts of `node` the log holds.
+    /// How many receipts of `node` the settled part holds.
     pub fn receipts_of(&self, node: &NodeId) -> u64 {
-        self.index.get(node).map_or(0, |v| v.len() as u64)
+        self.settled_chains.next(node).0
     }
 }

@@ -7,7 +7,7 @@
 //! | `lb` | `lb/<first entry / 65536>` | `<first entry, 20 digits>-<batch hash>` | [`Batch`] | its first claimant (its key names its content) |
 
 use serde::{Deserialize, Serialize};
-use weft_core::{ContentHash, wire};
+use weft_core::{ContentHash, NodeId, wire};
 use weft_meta::{Rules, Schema, Writer, row_kind};
 
 /// A batch of entries as the log took them, by its first entry, size and hash.
@@ -21,11 +21,15 @@ pub struct BatchRef {
     pub hash: ContentHash,
 }
 
-/// Entries the log took at once, and the batch before them (to walk back from a head).
+/// Entries the log took at once, who sequenced them, and the batch before them (to walk back
+/// from a head).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Batch {
     /// Index of the first entry.
     pub first: u64,
+    /// The member that sequenced it (its batches count for nothing once it is revoked,
+    /// unless a quorum cosigned them first).
+    pub maker: NodeId,
     /// The entries.
     pub entries: Vec<Vec<u8>>,
     /// The batch before (`None` for the log's first).

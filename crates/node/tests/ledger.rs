@@ -166,6 +166,7 @@ async fn a_member_that_forges_the_head_or_another_history_gets_no_cosignature() 
         )
         .unwrap();
     let batch = Batch {
+        maker: rogue.id(),
         first: 0,
         entries: vec![],
         prev: None,
@@ -179,6 +180,7 @@ async fn a_member_that_forges_the_head_or_another_history_gets_no_cosignature() 
         },
         entries: batch.entries.clone(),
         prev: None,
+        cosigned: None,
     };
     for witness in 0..3 {
         let answer = rogue
@@ -204,6 +206,7 @@ async fn a_member_that_forges_the_head_or_another_history_gets_no_cosignature() 
         },
     );
     let fork = Batch {
+        maker: rogue.id(),
         first: 1,
         entries: vec![mine.to_entry()],
         prev: None,
@@ -224,6 +227,7 @@ async fn a_member_that_forges_the_head_or_another_history_gets_no_cosignature() 
         batch: fork.reference(),
         entries: fork.entries.clone(),
         prev: None,
+        cosigned: None,
     };
     for witness in 0..3 {
         let answer = rogue
@@ -293,4 +297,128 @@ async fn a_member_that_forges_the_head_or_another_history_gets_no_cosignature() 
         .map(|i| c.node(i).ledger().root_at(smallest).unwrap())
         .collect();
     assert!(roots.iter().all(|r| *r == roots[0]), "{roots:?}");
+}
+
+/// A rogue sequencer's receipt `seq` chaining to its receipt before.
+fn rogue_receipt(rogue: &Rogue, seq: u64, prev: ContentHash, bytes: u64) -> Receipt {
+    Receipt::sign(
+        rogue.key(),
+        weft_ledger::ReceiptBody {
+            format: 1,
+            node: rogue.id(),
+            seq,
+            prev,
+            at_ms: weft_net::now_ms(),
+            account: account(),
+            request: ContentHash::of(b"x"),
+            work: Work::Transfer { bytes },
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn witnesses_split_by_an_equivocating_member_follow_the_log_again_once_it_is_revoked() {
+    let c = Builder::new(4).start().await;
+    for node in &c.nodes {
+        issue(node, 3);
+    }
+    for node in &c.nodes {
+        node.ledger()
+            .wait_included(2, Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    // The rogue is a member the admin (node 0) did not start with: node 3.
+    let rogue = Rogue::new(c.node(3));
+    let head = rogue
+        .node()
+        .table()
+        .get_value::<Heads>(&(), weft_ledger::schema::HEAD)
+        .await
+        .unwrap()
+        .unwrap();
+    let size = Checkpoint::parse(&Note::parse(&head.note).unwrap().text)
+        .unwrap()
+        .size;
+    let last = rogue
+        .node()
+        .ledger()
+        .prove(&rogue.id(), 2)
+        .unwrap()
+        .receipt
+        .hash();
+    let signer = Signer::new(&weft_ledger::signer_name(&rogue.id()), rogue.key().clone()).unwrap();
+    // Two different next receipts of its own, each valid alone: two branches of the log.
+    for (witness, bytes) in [(1usize, 1u64), (2, 2)] {
+        let fork = rogue_receipt(&rogue, 3, last, bytes);
+        let entries = vec![fork.to_entry()];
+        let (new_size, root) = rogue.node().ledger().preview(&entries).unwrap();
+        assert_eq!(new_size, size + 1);
+        let note = signer
+            .sign(
+                &Checkpoint {
+                    origin: rogue.node().ledger().origin().to_string(),
+                    size: new_size,
+                    root,
+                    extensions: vec![],
+                }
+                .text(),
+            )
+            .unwrap();
+        let batch = Batch {
+            maker: rogue.id(),
+            first: size,
+            entries,
+            prev: Some(head.batch),
+        };
+        let ask = LedgerAsk::Cosign {
+            note: note.encode(),
+            batch: batch.reference(),
+            entries: batch.entries.clone(),
+            prev: batch.prev,
+            cosigned: None,
+        };
+        let answer = rogue
+            .ask(LEDGER_RPC, c.node(witness).id(), &ask)
+            .await
+            .unwrap();
+        assert!(matches!(answer, LedgerAnswer::Cosigned(_)), "{answer:?}");
+    }
+    // Nodes 1 and 2 each committed to a branch no quorum can reach: the honest log stalls
+    // (the rogue's two signed checkpoints of size `size + 1` are the proof of what it did).
+    let stalled = issue(c.node(0), 1)[0].body.seq;
+    assert!(
+        c.node(0)
+            .ledger()
+            .wait_included(stalled, Duration::from_secs(4))
+            .await
+            .is_err(),
+        "a split of the witnesses stops every quorum"
+    );
+    // The admin revokes the rogue: its checkpoints count for nothing, the witnesses give up
+    // what it made them commit to, and the log goes on.
+    c.node(0).revoke(&rogue.id().to_hex()).unwrap();
+    for i in 0..3 {
+        issue(c.node(i), 1);
+    }
+    for i in 0..3 {
+        let seq = c.node(i).ledger().status().issued - 1;
+        let included = c
+            .node(i)
+            .ledger()
+            .wait_included(seq, Duration::from_secs(60))
+            .await
+            .unwrap();
+        check(c.node(i), &included);
+    }
+    let sizes: Vec<u64> = (0..3).map(|i| c.node(i).ledger().status().size).collect();
+    let smallest = *sizes.iter().min().unwrap();
+    let roots: Vec<Hash> = (0..3)
+        .map(|i| c.node(i).ledger().root_at(smallest).unwrap())
+        .collect();
+    assert!(roots.iter().all(|r| *r == roots[0]), "{roots:?}");
+    // Neither of the rogue's branches is in it.
+    for i in 0..3 {
+        assert_eq!(c.node(i).ledger().receipts_of(&rogue.id()), 3);
+    }
 }

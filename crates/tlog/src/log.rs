@@ -53,14 +53,14 @@ pub enum LogError {
         /// The integrated size.
         size: u64,
     },
-    /// An index or size beyond the published tree.
-    #[error("{what} {asked} is beyond the published log of {size} entries")]
+    /// An index or size beyond the tree.
+    #[error("{what} {asked} is beyond the log of {size} entries")]
     OutOfRange {
         /// What was asked.
         what: &'static str,
         /// The value asked.
         asked: u64,
-        /// The published size.
+        /// The log's size.
         size: u64,
     },
 }
@@ -305,6 +305,15 @@ impl Log {
         Ok(())
     }
 
+    /// The size and tree hash the log would have with `entries` integrated (nothing written).
+    pub fn preview<E: AsRef<[u8]>>(&self, entries: &[E]) -> (u64, Hash) {
+        let mut frontier = self.frontier.clone();
+        for entry in entries {
+            frontier.push(leaf_hash(entry.as_ref()), |_, _, _| {});
+        }
+        (frontier.size(), frontier.root())
+    }
+
     /// Drop what was integrated but not published: the log is again at its published size.
     pub fn abandon(&mut self) -> Result<(), LogError> {
         if self.size() != self.published_size() {
@@ -343,13 +352,17 @@ impl Log {
         Ok(())
     }
 
-    /// Publish `note`, a signed checkpoint of the integrated tree: from now on its entries are
-    /// readable and provable, and it is what [`Log::open`] reads back.
+    /// Publish `note`, a signed checkpoint of the integrated tree or of a prefix of it (never
+    /// below what is published): it is what [`Log::open`] reads back.
     pub fn publish(&mut self, note: &Note) -> Result<(), LogError> {
         let checkpoint = Checkpoint::parse(&note.text)
             .map_err(|_| LogError::NotThisTree { size: self.size() })?;
-        if checkpoint.size != self.size() || checkpoint.root != self.root() {
-            return Err(LogError::NotThisTree { size: self.size() });
+        let not_this = LogError::NotThisTree { size: self.size() };
+        if checkpoint.size > self.size()
+            || checkpoint.size < self.published_size()
+            || self.root_at(checkpoint.size)? != checkpoint.root
+        {
+            return Err(not_this);
         }
         let text = note.encode();
         let mut dirs = Vec::new();
@@ -374,15 +387,16 @@ impl Log {
             return Err(LogError::OutOfRange {
                 what,
                 asked,
-                size: self.published_size(),
+                size: self.size(),
             });
         }
         Ok(())
     }
 
-    /// Entry `index` of the published log.
+    /// Entry `index` of the integrated log. (What a log serves to others is its published
+    /// part: the caller keeps to it.)
     pub fn entry(&mut self, index: u64) -> Result<Vec<u8>, LogError> {
-        self.check("entry", index, self.published_size())?;
+        self.check("entry", index, self.size())?;
         let bundle = index / TILE_WIDTH;
         if bundle == self.size() / TILE_WIDTH
             && let Some(entry) = self.bundle.get((index % TILE_WIDTH) as usize)
@@ -413,9 +427,9 @@ impl Log {
         Ok(entry)
     }
 
-    /// The tree hash at a published `size`.
+    /// The tree hash at `size` (at most the integrated size).
     pub fn root_at(&mut self, size: u64) -> Result<Hash, LogError> {
-        self.check("size", size, self.published_size() + 1)?;
+        self.check("size", size, self.size() + 1)?;
         let integrated = self.size();
         tree::tree_hash(
             &mut Reader {
@@ -426,9 +440,10 @@ impl Log {
         )
     }
 
-    /// The inclusion proof of entry `index` in the published tree of `size` entries.
+    /// The inclusion proof of entry `index` in the tree of `size` entries (at most the
+    /// integrated size).
     pub fn inclusion_proof(&mut self, index: u64, size: u64) -> Result<Vec<Hash>, LogError> {
-        self.check("size", size, self.published_size() + 1)?;
+        self.check("size", size, self.size() + 1)?;
         self.check("entry", index, size)?;
         let integrated = self.size();
         tree::inclusion_proof(
@@ -441,9 +456,10 @@ impl Log {
         )
     }
 
-    /// The consistency proof from the published tree of `old` entries to that of `new`.
+    /// The consistency proof from the tree of `old` entries to that of `new` (at most the
+    /// integrated size).
     pub fn consistency_proof(&mut self, old: u64, new: u64) -> Result<Vec<Hash>, LogError> {
-        self.check("size", new, self.published_size() + 1)?;
+        self.check("size", new, self.size() + 1)?;
         self.check("size", old, new + 1)?;
         let integrated = self.size();
         tree::consistency_proof(
