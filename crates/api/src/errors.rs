@@ -45,6 +45,21 @@ impl From<StorageError> for ApiFailure {
     }
 }
 
+impl From<weft_ledger::LedgerError> for ApiFailure {
+    fn from(e: weft_ledger::LedgerError) -> Self {
+        use weft_ledger::LedgerError as L;
+        let status = match &e {
+            L::NotYet { .. } => StatusCode::NOT_FOUND,
+            L::Replica(weft_ledger::ReplicaError::Log(weft_tlog::LogError::OutOfRange {
+                ..
+            })) => StatusCode::BAD_REQUEST,
+            L::Meta(_) | L::Diverged(_) => StatusCode::BAD_GATEWAY,
+            L::Issued(_) | L::Replica(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiFailure(status, e.to_string())
+    }
+}
+
 impl From<BucketError> for ApiFailure {
     fn from(e: BucketError) -> Self {
         ApiFailure(bucket_status(&e), e.to_string())

@@ -14,6 +14,7 @@ mod client;
 mod errors;
 mod jobs;
 mod keys;
+mod ledger;
 mod members;
 mod models;
 mod objects;
@@ -78,6 +79,56 @@ pub struct QuotaParams {
     pub bytes: Option<u64>,
     /// Jobs queued or running at once.
     pub jobs: Option<u32>,
+}
+
+/// `GET /v1/ledger` answer: where the fabric's ledger stands on the node, its newest cosigned
+/// checkpoint, and the members whose signatures count (to check it with).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LedgerView {
+    /// The node's view of the ledger.
+    pub status: weft_ledger::LedgerStatus,
+    /// The newest checkpoint cosigned by a quorum (a C2SP signed note).
+    pub checkpoint: Option<String>,
+    /// Current members (hex ids), revoked and departed ones aside.
+    pub members: Vec<String>,
+}
+
+/// `GET /v1/ledger/receipts` parameters.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ReceiptsParams {
+    /// Skip this many of the account's receipts.
+    pub skip: Option<usize>,
+    /// At most this many (1000 at most).
+    pub max: Option<usize>,
+}
+
+/// One receipt of `GET /v1/ledger/receipts`, as the log holds it, with its inclusion proof.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReceiptProof {
+    /// The log entry (the signed receipt), hex.
+    pub entry: String,
+    /// Its index in the log.
+    pub index: u64,
+    /// The inclusion proof's hashes, hex, leaf first.
+    pub proof: Vec<String>,
+    /// The cosigned checkpoint the proof is against.
+    pub checkpoint: String,
+}
+
+/// `GET /v1/ledger/consistency` parameters.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ConsistencyParams {
+    /// The older size.
+    pub old: u64,
+    /// The newer size.
+    pub new: u64,
+}
+
+/// `GET /v1/ledger/consistency` answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConsistencyProof {
+    /// The proof's hashes, hex.
+    pub proof: Vec<String>,
 }
 
 /// `GET /v1/usage` answer: what the acting account stores and the quota that applies to it.

@@ -85,6 +85,8 @@ pub(crate) struct Inner {
     pub(crate) table: Table,
     pub(crate) storage: Storage,
     pub(crate) data: DataPlane,
+    /// Where this node's receipts for the attempts it ran go.
+    pub(crate) ledger: weft_ledger::Ledger,
     pub(crate) tasks: Tasks,
     /// Where running jobs' working folders are.
     pub(crate) dir: PathBuf,
@@ -117,6 +119,7 @@ impl Service for JobService {
     /// Serve the job protocol with the node's resources; running jobs work in `<data>/jobs`.
     fn start(ctx: &Context) -> Result<JobService, HostError> {
         let data = ctx.service::<DataPlane>(Self::NAME)?;
+        let ledger = ctx.service::<weft_ledger::Ledger>(Self::NAME)?;
         let svc = JobService {
             inner: Arc::new(Inner {
                 me: ctx.id(),
@@ -125,6 +128,7 @@ impl Service for JobService {
                 table: ctx.table.clone(),
                 storage: ctx.storage.clone(),
                 data,
+                ledger,
                 tasks: ctx.tasks(),
                 dir: ctx.folder("jobs"),
                 runtime: OnceLock::new(),

@@ -353,10 +353,16 @@ impl JobService {
         started_ms: u64,
     ) {
         let me = self.inner.me;
+        let mut request = None;
         for _ in 0..20 {
             let now = now_ms();
             let result = self
                 .change(signer, key, |r| {
+                    // The job as its owner wrote it: what the receipt answers.
+                    request = Some(weft_core::ContentHash::of(&weft_core::wire::encode(&(
+                        key.reference(),
+                        &r.sealed,
+                    ))));
                     let (ended, retryable, figures) = match &outcome {
                         Ok(report) => (
                             Ended {
@@ -403,7 +409,12 @@ impl JobService {
                 })
                 .await;
             match result {
-                Ok(_) => return,
+                Ok(_) => {
+                    if let (Ok(report), Some(request)) = (&outcome, request) {
+                        self.receipt(key, attempt, report, request);
+                    }
+                    return;
+                }
                 Err(JobError::Refused(why)) => {
                     tracing::info!(job = %key.reference(), %why, "a job's result was not recorded");
                     return;
@@ -413,6 +424,30 @@ impl JobService {
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
             }
+        }
+    }
+
+    /// Sign the receipt for an attempt that ran to its end here.
+    fn receipt(
+        &self,
+        key: &JobKey,
+        attempt: u32,
+        report: &JobReport,
+        request: weft_core::ContentHash,
+    ) {
+        let work = weft_ledger::Work::Job {
+            job: key.reference(),
+            attempt,
+            module: report.module,
+            result: report.result,
+            fuel: report.outcome.fuel_used,
+            bytes_in: report.input_bytes,
+            bytes_out: report.outputs.iter().map(|(_, n)| n).sum(),
+            wall_ms: report.outcome.wall.as_millis() as u64,
+            exit: Some(report.outcome.exit_code),
+        };
+        if let Err(e) = self.inner.ledger.issue(key.owner, request, work) {
+            tracing::warn!(job = %key.reference(), error = %e, "cannot sign the receipt of a job");
         }
     }
 }

@@ -30,6 +30,28 @@ pub struct JobReport {
     pub input_bytes: u64,
     /// Objects written: key and size (stdout and stderr included).
     pub outputs: Vec<(String, u64)>,
+    /// The module's hash.
+    pub module: weft_core::ContentHash,
+    /// The commitment to the result: the exit code and every output's key, size and hash
+    /// (stdout and stderr included), in key order.
+    pub result: weft_core::ContentHash,
+}
+
+/// The commitment to a run's result: its exit code and its outputs' keys, sizes and hashes.
+pub fn result_commitment(
+    exit_code: i32,
+    outputs: &[(String, u64, [u8; 32])],
+) -> weft_core::ContentHash {
+    let mut sorted: Vec<&(String, u64, [u8; 32])> = outputs.iter().collect();
+    sorted.sort();
+    weft_core::ContentHash::of(&weft_core::wire::encode(&(exit_code, sorted)))
+}
+
+/// The BLAKE3 hash of a file's bytes.
+fn file_hash(path: &Path) -> std::io::Result<[u8; 32]> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(std::fs::File::open(path)?)?;
+    Ok(*hasher.finalize().as_bytes())
 }
 
 /// The relative path an object key is mounted at, refusing anything that could leave `in/`.
@@ -102,6 +124,7 @@ pub async fn run_job(
         cap: weft_compute::runtime::MAX_MODULE_BYTES,
     };
     fetch(acting, &job.module, &mut module).await?;
+    let module_hash = weft_core::ContentHash::of(&module.bytes);
     let module = runtime.module(&module.bytes)?;
     let inputs = workdir.join("in");
     std::fs::create_dir_all(&inputs)?;
@@ -161,20 +184,23 @@ pub async fn run_job(
     let written = futures_util::stream::iter(files.into_iter().map(|(rel, path)| {
         let key = format!("{}{rel}", job.output_prefix);
         async move {
+            let hash = file_hash(&path)?;
             let file = tokio::fs::File::open(&path).await?;
             let (record, _) = acting.objects().put(&job.output_bucket, &key, file).await?;
-            Ok::<_, RunnerError>((key, record.size))
+            Ok::<_, RunnerError>((key, record.size, hash))
         }
     }))
     .buffered(AT_ONCE)
     .collect::<Vec<_>>()
     .await;
-    let outputs = written.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let hashed = written.into_iter().collect::<Result<Vec<_>, _>>()?;
     let outcome = result?;
     Ok(JobReport {
+        result: result_commitment(outcome.exit_code, &hashed),
         outcome,
         input_bytes,
-        outputs,
+        outputs: hashed.into_iter().map(|(k, size, _)| (k, size)).collect(),
+        module: module_hash,
     })
 }
 

@@ -186,6 +186,53 @@ struct Inner {
     handed: Mutex<(u64, Option<Instant>)>,
 }
 
+/// A checkpoint that verified: what it says, who signed it, who cosigned it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The checkpoint.
+    pub checkpoint: Checkpoint,
+    /// The member that signed it as sequencer.
+    pub signer: NodeId,
+    /// The members that cosigned it.
+    pub cosigners: Vec<NodeId>,
+    /// How many cosignatures it needed.
+    pub quorum: usize,
+}
+
+/// Whether `note` is a checkpoint of the log `origin` signed by one of `members` and
+/// cosigned by more than half of the others — the rule every node and client applies (the
+/// client with the member list a node gave it).
+pub fn verify_checkpoint(note: &str, origin: &str, members: &[NodeId]) -> Option<Verified> {
+    let parsed = Note::parse(note).ok()?;
+    let checkpoint = Checkpoint::parse(&parsed.text).ok()?;
+    if checkpoint.origin != origin {
+        return None;
+    }
+    let verifier = |id: &NodeId| Verifier {
+        name: signer_name(id),
+        key: *id,
+    };
+    let signer = *members.iter().find(|id| parsed.signed_by(&verifier(id)))?;
+    let others: Vec<NodeId> = members.iter().copied().filter(|id| *id != signer).collect();
+    let quorum = if others.is_empty() {
+        0
+    } else {
+        others.len() / 2 + 1
+    };
+    let mut cosigners: Vec<NodeId> = others
+        .iter()
+        .copied()
+        .filter(|id| parsed.cosigned_by(&verifier(id)).is_some())
+        .collect();
+    cosigners.dedup();
+    (cosigners.len() >= quorum).then_some(Verified {
+        checkpoint,
+        signer,
+        cosigners,
+        quorum,
+    })
+}
+
 /// The name a node's key signs checkpoints under: its id in hex.
 pub fn signer_name(node: &NodeId) -> String {
     node.to_hex()
@@ -316,6 +363,34 @@ impl Ledger {
         Ok(self.inner.replica.lock().root_at(size)?)
     }
 
+    /// Receipts of work done for `account` in the newest cosigned checkpoint, each with its
+    /// inclusion proof: from the `skip`th on, at most `max`.
+    pub fn receipts_for(
+        &self,
+        account: &NodeId,
+        skip: usize,
+        max: usize,
+    ) -> Result<Vec<Included>, LedgerError> {
+        let mut replica = self.inner.replica.lock();
+        let Some(checkpoint) = replica.cosigned().map(String::from) else {
+            return Ok(Vec::new());
+        };
+        let (_, cp) = replica::checkpoint_of(&checkpoint)?;
+        let mut out = Vec::new();
+        for index in replica.indices_for(account, cp.size, skip, max) {
+            let receipt = Receipt::from_entry(&replica.entry(index)?)
+                .map_err(|error| ReplicaError::Receipt { index, error })?;
+            let proof = replica.inclusion_proof(index, cp.size)?;
+            out.push(Included {
+                receipt,
+                index,
+                proof: proof.iter().map(|h| h.0).collect(),
+                checkpoint: checkpoint.clone(),
+            });
+        }
+        Ok(out)
+    }
+
     /// The consistency proof between two sizes of this node's copy.
     pub fn consistency(&self, old: u64, new: u64) -> Result<Vec<[u8; 32]>, LedgerError> {
         let proof = self.inner.replica.lock().consistency_proof(old, new)?;
@@ -346,29 +421,15 @@ impl Ledger {
     /// Whether `note` is a checkpoint of this ledger signed by a member and cosigned by a
     /// quorum of the other members: its checkpoint if so.
     pub fn verify_checkpoint(&self, note: &str) -> Option<Checkpoint> {
-        let parsed = Note::parse(note).ok()?;
-        let checkpoint = Checkpoint::parse(&parsed.text).ok()?;
-        if checkpoint.origin != self.inner.origin {
-            return None;
-        }
-        let signer = self.member_signer(&parsed)?;
-        let (witnesses, quorum) = self.witnesses(&signer);
-        let verifiers: Vec<Verifier> = witnesses
-            .iter()
-            .map(|id| Verifier {
-                name: signer_name(id),
-                key: *id,
-            })
+        let members: Vec<NodeId> = self
+            .inner
+            .fabric
+            .members()
+            .into_iter()
+            .filter(|m| !matches!(m.state, MemberState::Revoked | MemberState::Left))
+            .map(|m| m.id)
             .collect();
-        weft_tlog::verify_cosigned(
-            note,
-            &Verifier {
-                name: signer_name(&signer),
-                key: signer,
-            },
-            &verifiers,
-            quorum,
-        )
+        verify_checkpoint(note, &self.inner.origin, &members).map(|v| v.checkpoint)
     }
 
     /// The member receipts go to: the first live one in rendezvous order of the origin.

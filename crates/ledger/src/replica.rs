@@ -70,6 +70,8 @@ pub struct Replica {
     settled_chains: Chains,
     /// Per node, the log index of each of its receipts, by number (staged ones included).
     index: HashMap<NodeId, Vec<u64>>,
+    /// Per account, the log indices of receipts of work done for it, in order.
+    by_account: HashMap<NodeId, Vec<u64>>,
     /// The batches of the staged part with who sequenced each, oldest first, and the batch
     /// ending at the settled size.
     staged_batches: Vec<(BatchRef, NodeId)>,
@@ -88,12 +90,14 @@ impl Replica {
         let mut log = Log::open(&dir.join("log"))?;
         let mut chains = Chains::default();
         let mut index: HashMap<NodeId, Vec<u64>> = HashMap::new();
+        let mut by_account: HashMap<NodeId, Vec<u64>> = HashMap::new();
         let mut failed = None;
         log.scan(0, |at, entry| {
             match Receipt::from_entry(entry) {
                 Ok(r) => {
                     chains.advance(&r);
                     index.entry(r.body.node).or_default().push(at);
+                    by_account.entry(r.body.account).or_default().push(at);
                 }
                 Err(error) => failed = failed.take().or(Some((at, error))),
             }
@@ -112,6 +116,7 @@ impl Replica {
             settled_chains: chains.clone(),
             chains,
             index,
+            by_account,
             staged_batches: Vec::new(),
             settled_batch,
             commitment,
@@ -284,6 +289,10 @@ impl Replica {
                 .entry(r.body.node)
                 .or_default()
                 .push(first + i as u64);
+            self.by_account
+                .entry(r.body.account)
+                .or_default()
+                .push(first + i as u64);
         }
         self.staged_batches.extend_from_slice(batches);
         Ok(())
@@ -294,7 +303,7 @@ impl Replica {
         self.log.abandon()?;
         let settled = self.size();
         self.chains = self.settled_chains.clone();
-        for v in self.index.values_mut() {
+        for v in self.index.values_mut().chain(self.by_account.values_mut()) {
             v.retain(|at| *at < settled);
         }
         self.staged_batches.clear();
@@ -335,6 +344,19 @@ impl Replica {
     /// The log index of receipt `seq` of `node`, if the copy holds it.
     pub fn index_of(&self, node: &NodeId, seq: u64) -> Option<u64> {
         self.index.get(node)?.get(seq as usize).copied()
+    }
+
+    /// The log indices of receipts of work for `account`, below `size`, from the `skip`th on,
+    /// at most `max`.
+    pub fn indices_for(&self, account: &NodeId, size: u64, skip: usize, max: usize) -> Vec<u64> {
+        self.by_account.get(account).map_or_else(Vec::new, |v| {
+            v.iter()
+                .copied()
+                .filter(|at| *at < size)
+                .skip(skip)
+                .take(max)
+                .collect()
+        })
     }
 
     /// Entry `index`.

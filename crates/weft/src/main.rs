@@ -6,6 +6,7 @@ mod account;
 mod config;
 mod jobs;
 mod keys;
+mod ledger;
 mod local;
 mod models;
 mod node_cmd;
@@ -97,6 +98,9 @@ enum Command {
     /// Run a pipeline of jobs (a TOML DAG of steps) and show its steps: run, status
     #[command(subcommand)]
     Pipeline(pipeline::PipelineCommand),
+    /// The fabric's ledger: status, your receipts, verify it yourself
+    #[command(subcommand)]
+    Ledger(ledger::LedgerCommand),
     /// Self-healing: repair status, check now, scrub now
     #[command(subcommand)]
     Repair(repair::RepairCommand),
@@ -149,6 +153,7 @@ fn main() -> ExitCode {
         Command::Pipeline(p) => pipeline::run(&who, p),
         Command::Model(m) => models::run(&who, m),
         Command::Repair(r) => repair::run(cli.data, r),
+        Command::Ledger(l) => ledger::run(&who, l),
         Command::Up(a) => local::up(a),
         Command::Down(a) => local::down(a),
         Command::Bench(b) => weft_bench::run(b),

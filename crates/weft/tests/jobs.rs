@@ -94,6 +94,40 @@ fn a_job_runs_where_its_data_is_and_never_outside_its_residency() {
         "{s:#}"
     );
     assert_eq!(s["runs"][0]["input_bytes"], 8800);
+    // The runner signed a receipt for the run; it reaches the fabric's ledger, where the
+    // account checks it for itself.
+    let id = s["id"].as_str().unwrap();
+    let mut receipts = String::new();
+    let start = Instant::now();
+    while !receipts.contains(id) && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(200));
+        receipts = alice.ok(&["--data", &node(2), "ledger", "receipts"]);
+    }
+    assert!(
+        receipts.contains(&format!("job {id} (attempt 0)")) && receipts.contains("exit 0"),
+        "{receipts}"
+    );
+    let verified = alice.ok(&["--data", &node(4), "ledger", "verify"]);
+    assert!(
+        verified.contains("receipts    1 of your account") && verified.contains("first check"),
+        "{verified}"
+    );
+    let again = alice.ok(&["--data", &node(4), "ledger", "verify"]);
+    assert!(again.contains("consistent with the checkpoint"), "{again}");
+    // Had the ledger's history changed since (here: the checkpoint kept is made another
+    // tree of its size), verify says so and fails.
+    let kept = std::fs::read_dir(alice.config.path().join("ledger"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(&kept).unwrap();
+    let root = text.lines().nth(2).unwrap().to_string();
+    let other = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+    std::fs::write(&kept, text.replacen(&root, other, 1)).unwrap();
+    let err = alice.fails(&["--data", &node(4), "ledger", "verify"]);
+    assert!(err.contains("history changed"), "{err}");
     // Its output is an object of the bucket, readable through any node.
     let counts = fabric.root().join("counts.txt");
     alice.ok(&[

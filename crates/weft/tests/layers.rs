@@ -28,12 +28,14 @@ const LAYERS: &[&[&str]] = &[
 const FRONT_ENDS: [&str; 3] = ["api", "s3", "openai"];
 
 /// What a front end may depend on among weft's crates: the node and its services, and core.
-const FACE: [&str; 5] = [
+const FACE: [&str; 7] = [
     "weft-core",
     "weft-node",
     "weft-data",
     "weft-jobs",
     "weft-inference",
+    "weft-ledger",
+    "weft-tlog",
 ];
 
 fn level(krate: &str) -> usize {
