@@ -167,7 +167,7 @@ impl InferenceService {
         *inner.inflight.lock().entry(node).or_insert(0) += 1;
         let inflight = Inflight(inner.clone(), node);
         let mut rx = if node == inner.me {
-            self.serve_here(&request)
+            self.serve_here(self.inner.me, &request)
         } else {
             self.call(node, request).await?
         };

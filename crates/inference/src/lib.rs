@@ -149,6 +149,8 @@ struct Inner {
     forwarded: AtomicU64,
     served: AtomicU64,
     busy: AtomicU64,
+    /// Where this node's receipts for the requests it answered go.
+    ledger: weft_ledger::Ledger,
 }
 
 impl Inner {
@@ -204,6 +206,7 @@ impl Service for InferenceService {
                 forwarded: AtomicU64::new(0),
                 served: AtomicU64::new(0),
                 busy: AtomicU64::new(0),
+                ledger: ctx.service::<weft_ledger::Ledger>(Self::NAME)?,
             }),
         };
         let me = svc.clone();

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
+use weft_core::NodeId;
 use weft_net::{Peer, read_message, write_message};
 
 use crate::wire::MAX_REQUEST;
@@ -21,7 +22,7 @@ use crate::{
 impl InferenceService {
     /// Take `request` into this node's queue for its model: its frames (admitted or busy or
     /// refused first). Dropping the receiver cancels it.
-    pub(crate) fn serve_here(&self, request: &Request) -> mpsc::Receiver<Frame> {
+    pub(crate) fn serve_here(&self, asker: NodeId, request: &Request) -> mpsc::Receiver<Frame> {
         let inner = &self.inner;
         let (tx, rx) = mpsc::channel(64);
         let refuse = |why, message: String| {
@@ -89,6 +90,7 @@ impl InferenceService {
         let work = request.work.clone();
         let me = self.clone();
         let model = request.model.clone();
+        let account = request.account;
         self.inner.tasks.spawn(async move {
             let release = Release(slots.clone());
             let Ok(_permit) = slots.run.acquire().await else {
@@ -106,6 +108,7 @@ impl InferenceService {
                     message: format!("the engine failed: {e}"),
                 });
             me.inner.note_service(&model, started.elapsed());
+            me.receipt(asker, account, &model, &end);
             let _ = tx.send(end).await;
             drop(release);
         });
@@ -119,7 +122,8 @@ impl InferenceService {
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
     ) {
-        let Peer::Member(_) = peer else { return };
+        let Peer::Member(member) = peer else { return };
+        let peer_id = member.id;
         let Ok(Ok(request)) = tokio::time::timeout(
             ADMIT_WITHIN,
             read_message::<Request>(&mut recv, MAX_REQUEST),
@@ -128,7 +132,7 @@ impl InferenceService {
         else {
             return;
         };
-        let mut rx = self.serve_here(&request);
+        let mut rx = self.serve_here(peer_id, &request);
         loop {
             tokio::select! {
                 frame = rx.recv() => {
@@ -248,5 +252,36 @@ fn done(g: &weft_infer::Generation) -> Frame {
         },
         prompt_tokens: g.prompt_tokens as u32,
         completion_tokens: g.completion_tokens as u32,
+    }
+}
+
+impl InferenceService {
+    /// Sign the receipt for a request answered here (`asker` is the node it came through). It
+    /// names who asked and how many tokens, never the prompt: the request it answers is hashed
+    /// as asker, account, model and time.
+    fn receipt(&self, asker: NodeId, account: NodeId, model: &str, end: &Frame) {
+        let (tokens_in, tokens_out) = match end {
+            Frame::Done {
+                prompt_tokens,
+                completion_tokens,
+                ..
+            } => (u64::from(*prompt_tokens), u64::from(*completion_tokens)),
+            Frame::Embedded { tokens, .. } => (u64::from(*tokens), 0),
+            _ => return,
+        };
+        let request = weft_core::ContentHash::of(&weft_core::wire::encode(&(
+            asker,
+            account,
+            model,
+            weft_net::now_ms(),
+        )));
+        let work = weft_ledger::Work::Inference {
+            model: model.to_string(),
+            tokens_in,
+            tokens_out,
+        };
+        if let Err(e) = self.inner.ledger.issue(account, request, work) {
+            tracing::warn!(%model, error = %e, "cannot sign the receipt of a request");
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! node reads every frame it knows.
 
 use serde::{Deserialize, Serialize};
+use weft_core::NodeId;
 
 use crate::ModelKind;
 use crate::route::Allowed;
@@ -94,6 +95,9 @@ pub struct Request {
     pub work: Work,
     /// Where it may run.
     pub allowed: Allowed,
+    /// The account the request is for (as the node it reached states it: what the replica's
+    /// receipt names).
+    pub account: NodeId,
 }
 
 /// Why a generation ended.

@@ -32,6 +32,7 @@ fn requests_and_frames_refuse_huge_claims_cheaply() {
             params,
         },
         allowed: allowed.clone(),
+        account: weft_core::NodeId([7; 32]),
     };
     let embed = Request {
         model: "minilm".into(),
@@ -39,6 +40,7 @@ fn requests_and_frames_refuse_huge_claims_cheaply() {
             inputs: vec!["one".into(), "two three".into()],
         },
         allowed,
+        account: weft_core::NodeId([8; 32]),
     };
     let frames = [
         Frame::Admitted {

@@ -36,6 +36,7 @@ async fn a_replica_refuses_what_it_cannot_serve_and_survives_garbage() {
             inputs: vec!["x".to_string(); 3000],
         },
         allowed: Allowed::default(),
+        account: weft_core::NodeId([7; 32]),
     };
     match ask(a, b, &huge).await {
         Some(Frame::Failed {
@@ -53,6 +54,7 @@ async fn a_replica_refuses_what_it_cannot_serve_and_survives_garbage() {
             inputs: vec!["hello".into()],
         },
         allowed: Allowed::default(),
+        account: weft_core::NodeId([7; 32]),
     };
     match ask(a, b, &absent).await {
         Some(Frame::Refused {

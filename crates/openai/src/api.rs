@@ -207,7 +207,7 @@ pub(crate) async fn embeddings(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (headers, bytes) = body(&state, req).await?;
-    account(&state, &headers).await?;
+    let account = account(&state, &headers).await?;
     let req: EmbeddingRequest = wire::parse(&bytes)?;
     let inputs = req.inputs(None)?;
     let allowed = allowed(&headers)?;
@@ -218,6 +218,7 @@ pub(crate) async fn embeddings(
             model: req.model.clone(),
             work: Work::Embed { inputs },
             allowed,
+            account,
         })
         .await?;
     let node = answer.node;
@@ -316,7 +317,7 @@ pub(crate) async fn generation<T: Generate + Answers>(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (headers, bytes) = body(&state, req).await?;
-    account(&state, &headers).await?;
+    let account = account(&state, &headers).await?;
     let req: T = wire::parse(&bytes)?;
     let common = req.common();
     let (model, stream, include_usage) =
@@ -328,7 +329,7 @@ pub(crate) async fn generation<T: Generate + Answers>(
         T::SHAPE,
         model,
         work,
-        allowed,
+        (allowed, account),
         stream,
         include_usage,
     )
@@ -340,7 +341,7 @@ async fn generate(
     shape: Shape,
     model: String,
     work: Work,
-    allowed: Allowed,
+    (allowed, account): (Allowed, NodeId),
     stream: bool,
     include_usage: bool,
 ) -> Result<Response, ApiError> {
@@ -357,6 +358,7 @@ async fn generate(
             model: model.clone(),
             work,
             allowed,
+            account,
         })
         .await?;
     let node = answer.node;

@@ -73,7 +73,7 @@ fn fabric_with(
 fn the_openai_python_client_works_against_a_node_that_does_not_host_the_models() {
     let (minilm, smollm2) = models();
     // node1 (the fabric's first) has no inference role: every request it takes is routed.
-    let (fabric, _user, key) = fabric_with(
+    let (fabric, user, key) = fabric_with(
         &["--sites", "eu:2,us:1", "--no-wan", "--inference-queue", "2"],
         &[("minilm", &minilm, 1), ("smollm2", &smollm2, 1)],
         1,
@@ -108,6 +108,30 @@ fn the_openai_python_client_works_against_a_node_that_does_not_host_the_models()
         health["requests"]["forwarded"].as_u64().unwrap() >= 8,
         "{health}"
     );
+    // Every request answered left a receipt of the replica that answered it, for the
+    // account, in the fabric's ledger: the model and the tokens, never the prompt.
+    let node1 = fabric.node(1).to_str().unwrap().to_string();
+    let start = std::time::Instant::now();
+    let receipts = loop {
+        let out = user.ok(&["--data", &node1, "ledger", "receipts", "--json", "--last", "1000"]);
+        let all: Vec<Value> = serde_json::from_str(&out).unwrap();
+        let inference: Vec<Value> = all
+            .into_iter()
+            .filter(|r| r["work"]["inference"].is_object())
+            .collect();
+        if inference.len() >= 8 || start.elapsed() > Duration::from_secs(30) {
+            break inference;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(receipts.len() >= 8, "{receipts:#?}");
+    for r in &receipts {
+        let w = &r["work"]["inference"];
+        assert!(["minilm", "smollm2"].contains(&w["model"].as_str().unwrap()), "{r}");
+        assert!(w["tokens_in"].as_u64().unwrap() > 0, "{r}");
+    }
+    let verified = user.ok(&["--data", &node1, "ledger", "verify"]);
+    assert!(verified.contains("proven included"), "{verified}");
 }
 
 fn agent() -> ureq::Agent {
