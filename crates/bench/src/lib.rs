@@ -145,6 +145,10 @@ pub struct LedgerArgs {
     /// Entries appended as fast as they are taken, after the steady run
     #[arg(long, default_value_t = 200_000)]
     pub(crate) saturate: u64,
+    /// Receipts per second offered to the ledger of an in-process fabric of 3 nodes (spread
+    /// over them), for --seconds (0: skip that part)
+    #[arg(long, default_value_t = 3000)]
+    pub(crate) fabric_rate: u64,
     /// Folder for the log [default: a fresh temporary one, removed after]
     #[arg(long)]
     pub(crate) dir: Option<PathBuf>,

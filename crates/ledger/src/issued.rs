@@ -1,5 +1,9 @@
 //! The receipts this node issued, in order, kept until the end of the node's data: its own
 //! chain, from which it hands the sequencer whatever the log does not hold yet.
+//!
+//! Receipts are signed at once and written in groups ([`Issued::flush`], one synced
+//! transaction for all issued since the last): only written ones are ever handed over, so a
+//! node that stops before a write never shows anyone a receipt it then numbers again.
 
 use std::path::Path;
 
@@ -24,6 +28,8 @@ pub struct Issued {
     db: Database,
     next: u64,
     last: ContentHash,
+    /// Signed, not yet written.
+    pending: Vec<Receipt>,
 }
 
 impl Issued {
@@ -45,7 +51,12 @@ impl Issued {
             Err(e) => return Err(err(e)),
         }
         drop(tx);
-        Ok(Issued { db, next, last })
+        Ok(Issued {
+            db,
+            next,
+            last,
+            pending: Vec::new(),
+        })
     }
 
     /// How many receipts were issued.
@@ -53,7 +64,7 @@ impl Issued {
         self.next
     }
 
-    /// Sign and keep the next receipt (durably, before it is returned).
+    /// Sign the next receipt; it is written by the next [`Issued::flush`].
     pub fn issue(
         &mut self,
         key: &SecretKey,
@@ -75,20 +86,37 @@ impl Issued {
                 work,
             },
         );
-        let tx = self.db.begin_write().map_err(err)?;
-        {
-            let mut table = tx.open_table(RECEIPTS).map_err(err)?;
-            table
-                .insert(self.next, receipt.to_entry().as_slice())
-                .map_err(err)?;
-        }
-        tx.commit().map_err(err)?;
         self.next += 1;
         self.last = receipt.hash();
+        self.pending.push(receipt.clone());
         Ok(receipt)
     }
 
-    /// Up to `max` receipts from number `from` on.
+    /// Write every receipt signed since the last flush, in one synced transaction.
+    pub fn flush(&mut self) -> Result<(), IssuedError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let tx = self.db.begin_write().map_err(err)?;
+        {
+            let mut table = tx.open_table(RECEIPTS).map_err(err)?;
+            for r in &self.pending {
+                table
+                    .insert(r.body.seq, r.to_entry().as_slice())
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// How many receipts are written.
+    pub fn written(&self) -> u64 {
+        self.next - self.pending.len() as u64
+    }
+
+    /// Up to `max` written receipts from number `from` on.
     pub fn from(&self, from: u64, max: usize) -> Result<Vec<Receipt>, IssuedError> {
         let tx = self.db.begin_read().map_err(err)?;
         let table = match tx.open_table(RECEIPTS) {

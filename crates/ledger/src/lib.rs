@@ -76,6 +76,8 @@ pub const LEDGER_RPC: Rpc<LedgerAsk, LedgerAnswer> =
 pub enum LedgerAsk {
     /// Receipts of the asking node, for the sequencer (log entries, in its chain's order).
     Submit(Vec<Vec<u8>>),
+    /// A checkpoint a quorum cosigned, with its batch: settle it.
+    Settled(Head),
     /// Cosign this checkpoint: the sequencer's note, the batch that made it, and that batch's
     /// entries (used if the witness is at `batch.first`; otherwise it follows the table).
     Cosign {
@@ -172,6 +174,7 @@ struct Inner {
     endpoint: Endpoint,
     fabric: Fabric,
     table: Table,
+    tasks: weft_host::Tasks,
     key: SecretKey,
     origin: String,
     signer: Signer,
@@ -179,7 +182,10 @@ struct Inner {
     replica: Mutex<Replica>,
     /// Receipts handed to this node as sequencer.
     queue: Mutex<Vec<Receipt>>,
+    /// Wakes the sequencer (receipts queued).
     wake: Notify,
+    /// Wakes the hand-over (receipts issued).
+    issued_wake: Notify,
     /// One change of the replica at a time (a round, a cosignature, a catch-up).
     changing: tokio::sync::Mutex<()>,
     /// What this node last handed over: (up to which number, when).
@@ -259,6 +265,7 @@ impl Service for Ledger {
                 endpoint: ctx.endpoint.clone(),
                 fabric: ctx.fabric.clone(),
                 table: ctx.table.clone(),
+                tasks: ctx.tasks(),
                 key: ctx.key.clone(),
                 origin,
                 signer,
@@ -266,6 +273,7 @@ impl Service for Ledger {
                 replica: Mutex::new(replica),
                 queue: Mutex::new(Vec::new()),
                 wake: Notify::new(),
+                issued_wake: Notify::new(),
                 changing: tokio::sync::Mutex::new(()),
                 handed: Mutex::new((0, None)),
             }),
@@ -303,7 +311,7 @@ impl Ledger {
             request,
             work,
         )?;
-        self.inner.wake.notify_waiters();
+        self.inner.issued_wake.notify_one();
         Ok(receipt)
     }
 
@@ -467,6 +475,13 @@ impl Ledger {
     async fn answer(&self, peer: NodeId, ask: LedgerAsk) -> LedgerAnswer {
         match ask {
             LedgerAsk::Submit(entries) => self.take(peer, entries),
+            LedgerAsk::Settled(head) => {
+                let _changing = self.inner.changing.lock().await;
+                match self.settle_cosigned(&head).await {
+                    Ok(()) => LedgerAnswer::Taken,
+                    Err(e) => LedgerAnswer::Refused(e.to_string()),
+                }
+            }
             LedgerAsk::Cosign {
                 note,
                 batch,
@@ -515,7 +530,7 @@ impl Ledger {
     async fn submit_loop(&self) {
         loop {
             tokio::select! {
-                _ = self.inner.wake.notified() => {}
+                _ = self.inner.issued_wake.notified() => {}
                 _ = tokio::time::sleep(SUBMIT_EVERY) => {}
             }
             if let Err(e) = self.submit_once().await {
@@ -528,7 +543,11 @@ impl Ledger {
     async fn submit_once(&self) -> Result<(), LedgerError> {
         let me = self.inner.key.public();
         let included = self.inner.replica.lock().settled_chains().next(&me).0;
-        let issued = self.inner.issued.lock().count();
+        let issued = {
+            let mut issued = self.inner.issued.lock();
+            issued.flush()?;
+            issued.written()
+        };
         if included >= issued {
             return Ok(());
         }
@@ -590,13 +609,19 @@ impl Ledger {
 
     async fn sequence_loop(&self) {
         loop {
-            tokio::select! {
-                _ = self.inner.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            if self.inner.queue.lock().is_empty() {
+                tokio::select! {
+                    _ = self.inner.wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
             }
-            if self.inner.queue.lock().is_empty()
-                || self.designated() != Some(self.inner.key.public())
-            {
+            if self.inner.queue.lock().is_empty() {
+                continue;
+            }
+            if self.designated() != Some(self.inner.key.public()) {
+                // Handed receipts while another member sequences: they go back to their
+                // nodes' hand-over (which finds the sequencer again).
+                self.inner.queue.lock().clear();
                 continue;
             }
             if let Err(e) = self.round().await {
@@ -802,17 +827,26 @@ impl Ledger {
             )));
         }
         self.inner.replica.lock().settle(&note)?;
+        let head = Head {
+            note: note.encode(),
+            batch: reference,
+        };
+        // Every member settles it now rather than at its next look.
+        for id in self.witnesses(&me).0 {
+            let Some(addr) = self.inner.fabric.member(&id).and_then(|m| m.addr) else {
+                continue;
+            };
+            let (endpoint, ask) = (
+                self.inner.endpoint.clone(),
+                LedgerAsk::Settled(head.clone()),
+            );
+            self.inner.tasks.spawn(async move {
+                let _ = LEDGER_RPC.call(&endpoint, id, addr, &ask).await;
+            });
+        }
         self.inner
             .table
-            .put::<Heads>(
-                &self.inner.key,
-                &(),
-                schema::COSIGNED,
-                Some(&Head {
-                    note: note.encode(),
-                    batch: reference,
-                }),
-            )
+            .put::<Heads>(&self.inner.key, &(), schema::COSIGNED, Some(&head))
             .await?;
         Ok(())
     }

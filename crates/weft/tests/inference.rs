@@ -113,7 +113,9 @@ fn the_openai_python_client_works_against_a_node_that_does_not_host_the_models()
     let node1 = fabric.node(1).to_str().unwrap().to_string();
     let start = std::time::Instant::now();
     let receipts = loop {
-        let out = user.ok(&["--data", &node1, "ledger", "receipts", "--json", "--last", "1000"]);
+        let out = user.ok(&[
+            "--data", &node1, "ledger", "receipts", "--json", "--last", "1000",
+        ]);
         let all: Vec<Value> = serde_json::from_str(&out).unwrap();
         let inference: Vec<Value> = all
             .into_iter()
@@ -127,7 +129,10 @@ fn the_openai_python_client_works_against_a_node_that_does_not_host_the_models()
     assert!(receipts.len() >= 8, "{receipts:#?}");
     for r in &receipts {
         let w = &r["work"]["inference"];
-        assert!(["minilm", "smollm2"].contains(&w["model"].as_str().unwrap()), "{r}");
+        assert!(
+            ["minilm", "smollm2"].contains(&w["model"].as_str().unwrap()),
+            "{r}"
+        );
         assert!(w["tokens_in"].as_u64().unwrap() > 0, "{r}");
     }
     let verified = user.ok(&["--data", &node1, "ledger", "verify"]);
