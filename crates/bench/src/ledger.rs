@@ -275,6 +275,7 @@ pub fn run(args: LedgerArgs) -> Result<()> {
     if args.fabric_rate > 0 {
         fabric(args.fabric_rate, args.seconds)?;
     }
+    deterministic_overhead()?;
     let checkpoint = log.checkpoint().unwrap_or_default().to_string();
     let note = Note::parse(&checkpoint)?;
     println!(
@@ -354,4 +355,95 @@ fn fabric(rate: u64, seconds: u64) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// An integer workload: 60 million rounds of xorshift.
+const INTEGER: &str = r#"(module (memory (export "memory") 1)
+  (func (export "_start") (local $x i64) (local $i i32)
+    (local.set $x (i64.const 88172645463325252))
+    (loop $l
+      (local.set $x (i64.xor (local.get $x) (i64.shl (local.get $x) (i64.const 13))))
+      (local.set $x (i64.xor (local.get $x) (i64.shr_u (local.get $x) (i64.const 7))))
+      (local.set $x (i64.xor (local.get $x) (i64.shl (local.get $x) (i64.const 17))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $l (i32.lt_u (local.get $i) (i32.const 60000000))))
+    (i64.store (i32.const 0) (local.get $x))))"#;
+
+/// A float workload: 30 million rounds of multiply-add, division and square root.
+const FLOAT: &str = r#"(module (memory (export "memory") 1)
+  (func (export "_start") (local $x f64) (local $y f64) (local $i i32)
+    (local.set $x (f64.const 0.5))
+    (local.set $y (f64.const 1.5))
+    (loop $l
+      (local.set $x (f64.add (f64.mul (local.get $x) (f64.const 1.0000001)) (f64.const 0.25)))
+      (local.set $y (f64.sqrt (f64.add (f64.div (local.get $x) (local.get $y)) (f64.const 1))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $l (i32.lt_u (local.get $i) (i32.const 30000000))))
+    (f64.store (i32.const 0) (f64.add (local.get $x) (local.get $y)))))"#;
+
+/// The median wall time of 3 runs of `wat` on `rt` under `profile`.
+fn timed(
+    rt: &weft_compute::runtime::Runtime,
+    wat: &str,
+    profile: weft_compute::runtime::Profile,
+) -> Result<f64> {
+    use weft_compute::runtime::{Limits, RunSpec};
+    let module = rt.module(wat.as_bytes())?;
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let dir = tempfile_dir()?;
+        let spec = RunSpec {
+            args: vec![],
+            env: vec![],
+            inputs: None,
+            output: dir.join("out"),
+            stdout: dir.join("stdout"),
+            stderr: dir.join("stderr"),
+            limits: Limits {
+                fuel: 1 << 40,
+                memory: 16 << 20,
+                deadline: Duration::from_secs(300),
+            },
+            profile,
+            cancel: None,
+        };
+        let out = rt.run("bench", &module, &spec)?;
+        times.push(out.wall.as_secs_f64());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(sorted(times)[1])
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "weft-bench-det-{}-{}",
+        std::process::id(),
+        weft_net::now_ms()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// The deterministic profile (canonical floats, clocks and randomness from the job) against
+/// the same engine without it (the CPU's own NaN bits, the host's clocks), on one core.
+fn deterministic_overhead() -> Result<()> {
+    use weft_compute::runtime::{Profile, Runtime};
+    let deterministic = Runtime::new()?;
+    let native = Runtime::with_native_floats()?;
+    let profile = Profile::Deterministic {
+        seed: [7; 32],
+        epoch_ms: 0,
+    };
+    for (name, wat, goal) in [("integer", INTEGER, 30.0), ("float", FLOAT, 100.0)] {
+        let with = timed(&deterministic, wat, profile)?;
+        let without = timed(&native, wat, Profile::Native)?;
+        println!(
+            "  deterministic profile, {name} workload: {:.0} ms vs {:.0} ms without = {:+.1} % (goal ≤ +{goal:.0} %)",
+            with * 1e3,
+            without * 1e3,
+            (with / without - 1.0) * 100.0
+        );
+    }
+    println!("  2-of-3 verified jobs: not built yet (no figure)");
+    Ok(())
 }

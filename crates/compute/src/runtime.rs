@@ -47,6 +47,53 @@ pub struct Limits {
     pub deadline: Duration,
 }
 
+/// How a run sees time and randomness. Every run's floats are canonical (NaN results have one
+/// bit pattern) and no run has threads or relaxed SIMD: those are the engine's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// The host's clocks and randomness.
+    Native,
+    /// Everything from the job: the wall clock stands at `epoch_ms`, the monotonic clock
+    /// advances 1 µs at each reading from 0, and randomness (secure and insecure alike) is a
+    /// stream seeded by `seed` — the same module and inputs give the same outputs on every
+    /// node. Its name, [`DETERMINISTIC_PROFILE`], goes into a run's result commitment.
+    Deterministic {
+        /// The randomness seed.
+        seed: [u8; 32],
+        /// Where the wall clock stands, Unix ms.
+        epoch_ms: u64,
+    },
+}
+
+/// The deterministic profile's name and version (a change to what it fixes is a new version).
+pub const DETERMINISTIC_PROFILE: &str = "weft-det/1";
+
+/// A wall clock that stands still.
+struct FixedClock(Duration);
+
+impl wasmtime_wasi::HostWallClock for FixedClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_micros(1)
+    }
+
+    fn now(&self) -> Duration {
+        self.0
+    }
+}
+
+/// A monotonic clock that advances 1 µs per reading.
+struct TickingClock(std::sync::atomic::AtomicU64);
+
+impl wasmtime_wasi::HostMonotonicClock for TickingClock {
+    fn resolution(&self) -> u64 {
+        1_000
+    }
+
+    fn now(&self) -> u64 {
+        self.0.fetch_add(1_000, Ordering::Relaxed)
+    }
+}
+
 /// What a run is given.
 #[derive(Clone, Debug)]
 pub struct RunSpec {
@@ -64,6 +111,8 @@ pub struct RunSpec {
     pub stderr: PathBuf,
     /// Limits.
     pub limits: Limits,
+    /// Clocks and randomness.
+    pub profile: Profile,
     /// Set to stop the run (its lease was lost, or the job was cancelled): checked at every
     /// epoch tick, so the run ends within about 10 ms with [`RunError::Cancelled`].
     pub cancel: Option<Arc<AtomicBool>>,
@@ -183,6 +232,17 @@ impl Drop for Inner {
 impl Runtime {
     /// A runtime; starts its epoch thread.
     pub fn new() -> Result<Runtime, RunError> {
+        Runtime::build(true)
+    }
+
+    /// A runtime whose float results are the CPU's own (NaN bit patterns as the hardware makes
+    /// them): only to measure what canonical floats cost (`weft bench ledger`); jobs never run
+    /// on it.
+    pub fn with_native_floats() -> Result<Runtime, RunError> {
+        Runtime::build(false)
+    }
+
+    fn build(canonical_floats: bool) -> Result<Runtime, RunError> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_core_instances(MAX_CONCURRENT)
             .total_memories(MAX_CONCURRENT)
@@ -194,7 +254,7 @@ impl Runtime {
             .consume_fuel(true)
             .epoch_interruption(true)
             // Deterministic floating point, for results that may be checked by rerunning.
-            .cranelift_nan_canonicalization(true)
+            .cranelift_nan_canonicalization(canonical_floats)
             .wasm_relaxed_simd(false)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| RunError::BadModule(e.to_string()))?;
@@ -285,6 +345,18 @@ impl Runtime {
             .allow_ip_name_lookup(false)
             .stdout(output_file(&spec.stdout)?)
             .stderr(output_file(&spec.stderr)?);
+        if let Profile::Deterministic { seed, epoch_ms } = spec.profile {
+            use rand::SeedableRng as _;
+            let mut insecure = seed;
+            insecure[0] ^= 1;
+            wasi.wall_clock(FixedClock(Duration::from_millis(epoch_ms)))
+                .monotonic_clock(TickingClock(std::sync::atomic::AtomicU64::new(0)))
+                .secure_random(rand::rngs::StdRng::from_seed(seed))
+                .insecure_random(rand::rngs::StdRng::from_seed(insecure))
+                .insecure_random_seed(u128::from_le_bytes(
+                    seed[..16].try_into().unwrap_or_default(),
+                ));
+        }
         if let Some(inputs) = &spec.inputs {
             wasi.preopened_dir(inputs, "/in", FsPerms::ReadOnly)
                 .map_err(|e| RunError::Io(std::io::Error::other(format!("{e:#}"))))?;
@@ -490,6 +562,7 @@ mod tests {
             stdout: dir.join("stdout"),
             stderr: dir.join("stderr"),
             limits,
+            profile: Profile::Native,
             cancel: None,
         }
     }
@@ -677,5 +750,113 @@ mod tests {
             "{r:?}"
         );
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    }
+
+    /// Floats whose bits hardware leaves open (NaN results), the clocks and randomness: what a
+    /// run prints of them.
+    const CORPUS: &str = r#"(module
+        (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "random_get" (func $random (param i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
+        (memory (export "memory") 1)
+        (func (export "_start") (local $x f64) (local $i i32)
+            (f64.store (i32.const 0) (f64.div (f64.const 0) (f64.const 0)))
+            (f64.store (i32.const 8) (f64.sqrt (f64.const -1)))
+            (f64.store (i32.const 16) (f64.sub (f64.const inf) (f64.const inf)))
+            (f64.store (i32.const 24) (f64.mul (f64.const -nan:0x4000000000001) (f64.const 1)))
+            (f64.store (i32.const 32) (f64.min (f64.const nan:0x1) (f64.const 1)))
+            (f32.store (i32.const 40) (f32.demote_f64 (f64.mul (f64.const nan:0x4000000000001) (f64.const 2))))
+            (f32.store (i32.const 44) (f32.div (f32.const -0) (f32.const 0)))
+            ;; a long sum whose rounding is fixed by IEEE 754
+            (local.set $x (f64.const 0.1))
+            (loop $l
+                (local.set $x (f64.add (f64.mul (local.get $x) (f64.const 1.0000001)) (f64.const 0.3)))
+                (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                (br_if $l (i32.lt_u (local.get $i) (i32.const 100000))))
+            (f64.store (i32.const 48) (local.get $x))
+            (drop (call $random (i32.const 56) (i32.const 16)))
+            (drop (call $clock (i32.const 0) (i64.const 1) (i32.const 72)))
+            (drop (call $clock (i32.const 1) (i64.const 1) (i32.const 80)))
+            (drop (call $clock (i32.const 1) (i64.const 1) (i32.const 88)))
+            (i32.store (i32.const 200) (i32.const 0))
+            (i32.store (i32.const 204) (i32.const 96))
+            (drop (call $fd_write (i32.const 1) (i32.const 200) (i32.const 1) (i32.const 300)))))"#;
+
+    fn corpus(rt: &Runtime, profile: Profile) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let module = rt.module(CORPUS.as_bytes()).unwrap();
+        let mut spec = spec(dir.path(), limits());
+        spec.profile = profile;
+        assert_eq!(rt.run("corpus", &module, &spec).unwrap().exit_code, 0);
+        std::fs::read(dir.path().join("stdout")).unwrap()
+    }
+
+    fn f64_at(out: &[u8], at: usize) -> u64 {
+        u64::from_le_bytes(out[at..at + 8].try_into().unwrap())
+    }
+
+    fn f32_at(out: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes(out[at..at + 4].try_into().unwrap())
+    }
+
+    #[test]
+    fn the_deterministic_profile_gives_the_same_bytes_on_every_runtime() {
+        let profile = Profile::Deterministic {
+            seed: [7; 32],
+            epoch_ms: 1_765_000_000_000,
+        };
+        // Two runtimes stand for two nodes: what a run prints is the same, byte for byte.
+        let (a, b) = (Runtime::new().unwrap(), Runtime::new().unwrap());
+        let out = corpus(&a, profile);
+        assert_eq!(out.len(), 96);
+        assert_eq!(out, corpus(&b, profile));
+        // Every NaN result is the canonical one, whatever the operands' bits.
+        for at in [0, 8, 16, 24, 32] {
+            assert_eq!(f64_at(&out, at), 0x7ff8_0000_0000_0000, "f64 at {at}");
+        }
+        for at in [40, 44] {
+            assert_eq!(f32_at(&out, at), 0x7fc0_0000, "f32 at {at}");
+        }
+        // The wall clock stands at the job's epoch; the monotonic clock ticks per reading.
+        assert_eq!(f64_at(&out, 72), 1_765_000_000_000 * 1_000_000);
+        assert_eq!(f64_at(&out, 80), 0);
+        assert_eq!(f64_at(&out, 88), 1_000);
+        // Another seed, other randomness; the host's randomness, other bytes every run.
+        let other = corpus(
+            &a,
+            Profile::Deterministic {
+                seed: [8; 32],
+                epoch_ms: 1_765_000_000_000,
+            },
+        );
+        assert_ne!(out[56..72], other[56..72]);
+        assert_eq!(out[..56], other[..56]);
+        let native = corpus(&a, Profile::Native);
+        assert_ne!(native[56..72], corpus(&a, Profile::Native)[56..72]);
+        assert_eq!(
+            native[..56],
+            out[..56],
+            "floats are canonical in every profile"
+        );
+    }
+
+    #[test]
+    fn without_canonical_floats_nan_bits_are_the_hardware_s() {
+        let native = Runtime::with_native_floats().unwrap();
+        let profile = Profile::Deterministic {
+            seed: [7; 32],
+            epoch_ms: 0,
+        };
+        let out = corpus(&native, profile);
+        // A payload carried through a multiplication, or the sign of x86's default NaN: not
+        // the canonical bits (what the deterministic rules remove).
+        let nans: Vec<u64> = [0, 8, 16, 24, 32]
+            .iter()
+            .map(|at| f64_at(&out, *at))
+            .collect();
+        assert!(
+            nans.iter().any(|n| *n != 0x7ff8_0000_0000_0000),
+            "{nans:x?}"
+        );
     }
 }

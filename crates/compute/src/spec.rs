@@ -70,6 +70,11 @@ pub struct JobSpec {
     /// Run near: `node:<id>`, `site:<name>`, or `me` (the submitting client's position).
     #[serde(default)]
     pub near: Option<String>,
+    /// Run in the deterministic profile: the wall clock stands at the job's submission, the
+    /// monotonic clock ticks per reading, randomness comes from the job's id; the same module
+    /// and inputs then give the same outputs on every node (floats are canonical in every job).
+    #[serde(default)]
+    pub deterministic: bool,
 }
 
 /// Where a job source is.

@@ -36,6 +36,7 @@ fn spec(job: &Path, inputs: Option<PathBuf>) -> RunSpec {
             memory: 64 << 20,
             deadline: Duration::from_secs(20),
         },
+        profile: weft_compute::runtime::Profile::Native,
         cancel: None,
     }
 }

@@ -37,6 +37,12 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("encoding an in-memory value into a Vec cannot fail")
 }
 
+/// Decode a message at the start of `bytes`: it and what follows it (for values that later
+/// formats extend by appending).
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, &[u8]), WireError> {
+    postcard::take_from_bytes(bytes).map_err(|e| WireError::Malformed(e.to_string()))
+}
+
 /// Decode a message; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
     let (value, rest) =

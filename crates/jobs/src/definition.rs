@@ -71,6 +71,18 @@ pub struct Definition {
     pub jurisdictions: Vec<String>,
     /// For `near = "me"`: the node the client submitted through.
     pub near_node: Option<NodeId>,
+    /// Runs in the deterministic profile. Sealed after the fields above (see
+    /// [`DefinitionMore`]), so rows written before it existed still open.
+    #[serde(skip)]
+    pub deterministic: bool,
+}
+
+/// What a job's row seals after its [`Definition`]: fields added since, absent (all default)
+/// in rows written before them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct DefinitionMore {
+    /// [`Definition::deterministic`].
+    pub deterministic: bool,
 }
 
 /// A new job id: the clock (so ids sort by submission) and a little randomness.
@@ -130,14 +142,24 @@ impl JobService {
         key: &JobKey,
         rec: &JobRecord,
     ) -> Result<Definition, JobError> {
-        Self::seal_of(b, &key.bucket)?
-            .open(Jobs::KIND, &key.reference(), &rec.sealed)
-            .ok_or_else(|| {
-                JobError::Bucket(BucketError::Corrupt(format!(
-                    "job {} (its definition does not open)",
-                    key.reference()
-                )))
-            })
+        let corrupt = || {
+            JobError::Bucket(BucketError::Corrupt(format!(
+                "job {} (its definition does not open)",
+                key.reference()
+            )))
+        };
+        let bytes = Self::seal_of(b, &key.bucket)?
+            .open_bytes(Jobs::KIND, &key.reference(), &rec.sealed)
+            .ok_or_else(corrupt)?;
+        let (mut def, rest): (Definition, _) =
+            weft_core::wire::decode_prefix(&bytes).map_err(|_| corrupt())?;
+        let more: DefinitionMore = if rest.is_empty() {
+            DefinitionMore::default()
+        } else {
+            weft_core::wire::decode(rest).map_err(|_| corrupt())?
+        };
+        def.deterministic = more.deterministic;
+        Ok(def)
     }
 }
 

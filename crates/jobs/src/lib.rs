@@ -67,7 +67,7 @@ use weft_store::Storage;
 
 pub use definition::{JobKey, parse_reference};
 pub use error::{JobError, RunnerError};
-pub use runner::{JobReport, run_job};
+pub use runner::{JobReport, deterministic_profile, result_commitment, run_job};
 pub use status::{JobStatus, PlacementView, RunView};
 /// What a job file holds, and its validated form (re-exported for the front ends).
 pub use weft_compute::spec::{Job, JobSpec, SpecError};

@@ -292,7 +292,25 @@ impl JobService {
                 return;
             }
         };
-        let work = crate::runner::run_job(b, &runtime, &def.job, Some(cancel.clone()), workdir);
+        let profile = if def.deterministic {
+            // The job id begins with its submission time, in ms (hex).
+            let submitted = key
+                .id
+                .get(..12)
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+                .unwrap_or(0);
+            crate::runner::deterministic_profile(&key.reference(), submitted)
+        } else {
+            weft_compute::runtime::Profile::Native
+        };
+        let work = crate::runner::run_job(
+            b,
+            &runtime,
+            &def.job,
+            profile,
+            Some(cancel.clone()),
+            workdir,
+        );
         // The lease is renewed beside the job, never in its way: the job's own reads and
         // writes go on while a renewal waits on its round trips.
         let renew = async {

@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use weft_compute::runtime::{Outcome, RunError, RunSpec, Runtime};
+use weft_compute::runtime::{Outcome, Profile, RunError, RunSpec, Runtime};
 use weft_compute::spec::{Job, Source};
 use weft_data::{Acting, BucketError, Capability, Need, check_key};
 
@@ -37,14 +37,33 @@ pub struct JobReport {
     pub result: weft_core::ContentHash,
 }
 
-/// The commitment to a run's result: its exit code and its outputs' keys, sizes and hashes.
+/// The commitment to a run's result: its exit code, its outputs' keys, sizes and hashes, and
+/// the deterministic profile's name when it ran under it (so runs under different rules never
+/// look alike).
 pub fn result_commitment(
     exit_code: i32,
     outputs: &[(String, u64, [u8; 32])],
+    profile: Profile,
 ) -> weft_core::ContentHash {
     let mut sorted: Vec<&(String, u64, [u8; 32])> = outputs.iter().collect();
     sorted.sort();
-    weft_core::ContentHash::of(&weft_core::wire::encode(&(exit_code, sorted)))
+    let rules = match profile {
+        Profile::Native => "",
+        Profile::Deterministic { .. } => weft_compute::runtime::DETERMINISTIC_PROFILE,
+    };
+    weft_core::ContentHash::of(&weft_core::wire::encode(&(exit_code, sorted, rules)))
+}
+
+/// The deterministic profile of job `reference` submitted at `submitted_ms`: its randomness
+/// seeded by its reference alone, so every run of the job — on any node, any attempt — sees
+/// the same.
+pub fn deterministic_profile(reference: &str, submitted_ms: u64) -> Profile {
+    let mut h = blake3::Hasher::new_derive_key("weft deterministic job seed v1");
+    h.update(reference.as_bytes());
+    Profile::Deterministic {
+        seed: *h.finalize().as_bytes(),
+        epoch_ms: submitted_ms,
+    }
 }
 
 /// The BLAKE3 hash of a file's bytes.
@@ -95,6 +114,7 @@ pub async fn run_job(
     acting: &Acting,
     runtime: &Runtime,
     job: &Job,
+    profile: Profile,
     cancel: Option<Arc<AtomicBool>>,
     workdir: &Path,
 ) -> Result<JobReport, RunnerError> {
@@ -164,6 +184,7 @@ pub async fn run_job(
         stdout: workdir.join("stdout"),
         stderr: workdir.join("stderr"),
         limits: job.limits,
+        profile,
         cancel,
     };
     let (rt, name, run_spec) = (runtime.clone(), job.name.clone(), spec.clone());
@@ -196,7 +217,7 @@ pub async fn run_job(
     let hashed = written.into_iter().collect::<Result<Vec<_>, _>>()?;
     let outcome = result?;
     Ok(JobReport {
-        result: result_commitment(outcome.exit_code, &hashed),
+        result: result_commitment(outcome.exit_code, &hashed, profile),
         outcome,
         input_bytes,
         outputs: hashed.into_iter().map(|(k, size, _)| (k, size)).collect(),

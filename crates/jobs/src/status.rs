@@ -53,6 +53,9 @@ pub struct JobStatus {
     pub runs: Vec<RunView>,
     /// Nodes an attempt failed or was lost on.
     pub failed_on: Vec<String>,
+    /// Whether it runs in the deterministic profile.
+    #[serde(default)]
+    pub deterministic: bool,
 }
 
 /// A placement, for display.
@@ -172,5 +175,6 @@ pub(crate) fn status_of(key: &JobKey, rec: &JobRecord, def: &Definition) -> JobS
             })
             .collect(),
         failed_on: rec.life.failed_on.iter().map(hex).collect(),
+        deterministic: def.deterministic,
     }
 }

@@ -91,8 +91,13 @@ impl JobService {
             regions,
             jurisdictions,
             near_node,
+            deterministic: spec.deterministic,
         };
-        let sealed = Self::seal_of(&b, &key.bucket)?.seal(Jobs::KIND, &key.reference(), &def);
+        let more = crate::definition::DefinitionMore {
+            deterministic: def.deterministic,
+        };
+        let sealed =
+            Self::seal_of(&b, &key.bucket)?.seal(Jobs::KIND, &key.reference(), &(&def, &more));
         let standby = self.pick_standby();
         let rec = JobRecord {
             sealed,

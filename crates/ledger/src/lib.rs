@@ -239,6 +239,16 @@ pub fn verify_checkpoint(note: &str, origin: &str, members: &[NodeId]) -> Option
     })
 }
 
+impl Drop for Inner {
+    /// Receipts signed but not yet written are written when the service goes (a node that
+    /// stops writes them; one that dies loses only receipts it never handed anyone).
+    fn drop(&mut self) {
+        if let Err(e) = self.issued.lock().flush() {
+            tracing::warn!("ledger: writing the last receipts: {e}");
+        }
+    }
+}
+
 /// The name a node's key signs checkpoints under: its id in hex.
 pub fn signer_name(node: &NodeId) -> String {
     node.to_hex()

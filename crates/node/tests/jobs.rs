@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use weft_cluster::cluster;
-use weft_compute::runtime::{Limits, RunError, Runtime};
+use weft_compute::runtime::{Limits, Profile, RunError, Runtime};
 use weft_compute::spec::Source;
 use weft_core::SecretKey;
 use weft_data::{Access, BucketError};
-use weft_jobs::{Job, RunnerError, run_job};
+use weft_jobs::{Job, RunnerError, deterministic_profile, run_job};
 use weft_store::Residency;
 
 fn wordcount() -> Vec<u8> {
@@ -88,7 +88,7 @@ async fn a_job_reads_bucket_objects_and_writes_its_outputs_back() {
     let runtime = Runtime::new().unwrap();
     let runner = nodes[2].data().acting(Access::account(alice.clone()));
     let work = tempfile::tempdir().unwrap();
-    let report = run_job(&runner, &runtime, &job, None, work.path())
+    let report = run_job(&runner, &runtime, &job, Profile::Native, None, work.path())
         .await
         .unwrap();
     assert_eq!(report.outcome.exit_code, 0);
@@ -127,6 +127,7 @@ async fn a_job_reads_bucket_objects_and_writes_its_outputs_back() {
         &mallory,
         &runtime,
         &stolen,
+        Profile::Native,
         None,
         tempfile::tempdir().unwrap().path(),
     )
@@ -149,6 +150,7 @@ async fn a_job_reads_bucket_objects_and_writes_its_outputs_back() {
         &runner,
         &runtime,
         &starved,
+        Profile::Native,
         None,
         tempfile::tempdir().unwrap().path(),
     )
@@ -160,4 +162,81 @@ async fn a_job_reads_bucket_objects_and_writes_its_outputs_back() {
     let kept = writer.objects().list("logs", "jobs/wc2/").await.unwrap();
     let kept: Vec<&str> = kept.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(kept, ["jobs/wc2/stderr", "jobs/wc2/stdout"]);
+}
+
+/// Reads the clocks and the randomness and prints them (and a NaN the hardware leaves open).
+const CLOCKS_AND_DICE: &str = r#"(module
+    (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+    (import "wasi_snapshot_preview1" "random_get" (func $random (param i32 i32) (result i32)))
+    (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
+    (memory (export "memory") 1)
+    (func (export "_start")
+        (f64.store (i32.const 0) (f64.div (f64.const 0) (f64.const 0)))
+        (drop (call $random (i32.const 8) (i32.const 32)))
+        (drop (call $clock (i32.const 0) (i64.const 1) (i32.const 40)))
+        (drop (call $clock (i32.const 1) (i64.const 1) (i32.const 48)))
+        (i32.store (i32.const 100) (i32.const 0))
+        (i32.store (i32.const 104) (i32.const 56))
+        (drop (call $fd_write (i32.const 1) (i32.const 100) (i32.const 1) (i32.const 200)))))"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deterministic_job_commits_to_the_same_result_on_every_node() {
+    let (_tmp, _dirs, nodes) = cluster(3, Duration::from_secs(3600)).await;
+    let alice = SecretKey::from_seed([21; 32]);
+    let writer = nodes[0].data().acting(Access::account(alice.clone()));
+    writer
+        .create_bucket("jobs", Residency::default(), None, 1)
+        .await
+        .unwrap();
+    writer
+        .objects()
+        .put("jobs", "bin/dice.wat", CLOCKS_AND_DICE.as_bytes())
+        .await
+        .unwrap();
+    let job = Job {
+        name: "dice".into(),
+        module: Source::Object {
+            bucket: "jobs".into(),
+            key: "bin/dice.wat".into(),
+        },
+        args: vec![],
+        env: vec![],
+        inputs: vec![],
+        output_bucket: "jobs".into(),
+        output_prefix: "out/".into(),
+        cpu_milli: 1000,
+        limits: limits(),
+        retries: 0,
+        regions: vec![],
+        jurisdictions: vec![],
+        labels: Default::default(),
+        near: None,
+    };
+    let profile = deterministic_profile("jobs/0190a3b4c5d6e7f8", 1_765_000_000_000);
+    let mut results = Vec::new();
+    for node in &nodes {
+        let runner = node.data().acting(Access::account(alice.clone()));
+        let runtime = Runtime::new().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let report = run_job(&runner, &runtime, &job, profile, None, work.path())
+            .await
+            .unwrap();
+        assert_eq!(report.outcome.exit_code, 0);
+        results.push(report.result);
+    }
+    assert!(results.iter().all(|r| *r == results[0]), "{results:?}");
+    // The host's clocks and randomness: another result every run.
+    let runner = nodes[1].data().acting(Access::account(alice.clone()));
+    let runtime = Runtime::new().unwrap();
+    let native = run_job(
+        &runner,
+        &runtime,
+        &job,
+        Profile::Native,
+        None,
+        tempfile::tempdir().unwrap().path(),
+    )
+    .await
+    .unwrap();
+    assert_ne!(native.result, results[0]);
 }

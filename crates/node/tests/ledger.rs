@@ -422,3 +422,55 @@ async fn witnesses_split_by_an_equivocating_member_follow_the_log_again_once_it_
         assert_eq!(c.node(i).ledger().receipts_of(&rogue.id()), 3);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_node_keeps_its_chain_and_copy_and_its_unsent_receipts_still_arrive() {
+    let c = Builder::new(3).start().await;
+    let settings = c.settings(2);
+    let (_tmp, _dirs, mut nodes) = c.into_parts();
+    issue(&nodes[2], 10);
+    nodes[2]
+        .ledger()
+        .wait_included(9, Duration::from_secs(30))
+        .await
+        .unwrap();
+    // Five more signed, then the node stops at once: before it could hand them over.
+    issue(&nodes[2], 5);
+    let victim = nodes.remove(2);
+    let (id, addr) = (victim.id(), victim.addr());
+    let before = victim.ledger().status();
+    victim.shutdown().await;
+    drop(victim);
+    let node = Node::start(weft_node::NodeSettings {
+        listen: addr,
+        ..settings
+    })
+    .await
+    .unwrap();
+    assert_eq!(node.id(), id);
+    let after = node.ledger().status();
+    // Its copy opens at what it had settled; its chain goes on from where it was.
+    assert!(
+        after.size >= before.size.min(after.size) && after.size > 0,
+        "{after:?}"
+    );
+    assert_eq!(after.issued, 15, "{after:?}");
+    issue(&node, 1);
+    let included = node
+        .ledger()
+        .wait_included(15, Duration::from_secs(60))
+        .await
+        .unwrap();
+    check(&node, &included);
+    for seq in 0..16 {
+        let r = node.ledger().prove(&id, seq).unwrap();
+        assert_eq!(r.receipt.body.seq, seq);
+    }
+    for other in &nodes {
+        weft_cluster::wait("the others to hold all 16", 30, || {
+            other.ledger().receipts_of(&id) == 16
+        })
+        .await;
+    }
+    node.shutdown().await;
+}

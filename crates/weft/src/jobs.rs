@@ -106,6 +106,10 @@ pub struct RunArgs {
     /// A name for it
     #[arg(long)]
     name: Option<String>,
+    /// Run in the deterministic profile: clocks and randomness from the job, so every run of
+    /// it, on any node, gives the same outputs
+    #[arg(long)]
+    deterministic: bool,
     /// Return once it is submitted, printing its id
     #[arg(long)]
     detach: bool,
@@ -162,6 +166,7 @@ fn spec_of(a: &RunArgs) -> Result<JobSpec> {
         ($($f:ident),*) => { $( if a.$f.is_some() { spec.$f = a.$f.clone(); } )* };
     }
     set!(cpu, memory, fuel, deadline, retries, near, name);
+    spec.deterministic |= a.deterministic;
     // A local module file is resolved against the spec file's directory.
     if let (Some(path), Ok(job)) = (&a.spec, spec.validate())
         && let Source::File(f) = &job.module

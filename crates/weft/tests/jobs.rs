@@ -20,6 +20,10 @@ fn examples(dir: &Path) -> PathBuf {
     out
 }
 
+fn json_str(s: &str) -> Value {
+    Value::String(s.to_string())
+}
+
 fn status(user: &User, node: &str, id: &str) -> Value {
     serde_json::from_str(&user.ok(&["--data", node, "job", "status", id, "--json"])).unwrap()
 }
@@ -94,12 +98,37 @@ fn a_job_runs_where_its_data_is_and_never_outside_its_residency() {
         "{s:#}"
     );
     assert_eq!(s["runs"][0]["input_bytes"], 8800);
+    assert_eq!(s["deterministic"], false);
+    // The same in the deterministic profile (clocks and randomness from the job).
+    let det = alice.ok(&[
+        "--data",
+        &node(us),
+        "job",
+        "run",
+        "--module",
+        wasm.to_str().unwrap(),
+        "--input",
+        "logs/2026/a.txt",
+        "--output",
+        "logs/wc-det/",
+        "--deterministic",
+        "--json",
+    ]);
+    let det: Value = serde_json::from_str(&det).unwrap();
+    assert_eq!(
+        (&det["state"], &det["deterministic"]),
+        (&json_str("done"), &Value::Bool(true)),
+        "{det:#}"
+    );
     // The runner signed a receipt for the run; it reaches the fabric's ledger, where the
     // account checks it for itself.
     let id = s["id"].as_str().unwrap();
     let mut receipts = String::new();
     let start = Instant::now();
-    while !receipts.contains(id) && start.elapsed() < Duration::from_secs(30) {
+    let det_id = det["id"].as_str().unwrap();
+    while !(receipts.contains(id) && receipts.contains(det_id))
+        && start.elapsed() < Duration::from_secs(30)
+    {
         std::thread::sleep(Duration::from_millis(200));
         receipts = alice.ok(&["--data", &node(2), "ledger", "receipts"]);
     }
@@ -109,7 +138,7 @@ fn a_job_runs_where_its_data_is_and_never_outside_its_residency() {
     );
     let verified = alice.ok(&["--data", &node(4), "ledger", "verify"]);
     assert!(
-        verified.contains("receipts    1 of your account") && verified.contains("first check"),
+        verified.contains("receipts    2 of your account") && verified.contains("first check"),
         "{verified}"
     );
     let again = alice.ok(&["--data", &node(4), "ledger", "verify"]);
