@@ -24,6 +24,29 @@ fn wordcount() -> Vec<u8> {
     std::fs::read(dir.join("wordcount.wasm")).unwrap()
 }
 
+/// A job of `bucket`'s module object `module` over `inputs`, writing under `prefix`.
+fn object_job(name: &str, bucket: &str, module: &str, inputs: Vec<Source>, prefix: &str) -> Job {
+    Job {
+        name: name.into(),
+        module: Source::Object {
+            bucket: bucket.into(),
+            key: module.into(),
+        },
+        args: vec![],
+        env: vec![],
+        inputs,
+        output_bucket: bucket.into(),
+        output_prefix: prefix.into(),
+        cpu_milli: 1000,
+        limits: limits(),
+        retries: 0,
+        regions: vec![],
+        jurisdictions: vec![],
+        labels: Default::default(),
+        near: None,
+    }
+}
+
 fn limits() -> Limits {
     Limits {
         fuel: 5_000_000_000,
@@ -56,34 +79,17 @@ async fn a_job_reads_bucket_objects_and_writes_its_outputs_back() {
         .put("logs", "bin/wordcount.wasm", &wordcount()[..])
         .await
         .unwrap();
-    let job = Job {
-        name: "wordcount".into(),
-        module: Source::Object {
-            bucket: "logs".into(),
-            key: "bin/wordcount.wasm".into(),
-        },
-        args: vec![],
-        env: vec![],
-        inputs: vec![
-            Source::Object {
-                bucket: "logs".into(),
-                key: "2026/a.txt".into(),
-            },
-            Source::Object {
-                bucket: "logs".into(),
-                key: "2026/b.txt".into(),
-            },
-        ],
-        output_bucket: "logs".into(),
-        output_prefix: "jobs/wc1/".into(),
-        cpu_milli: 1000,
-        limits: limits(),
-        retries: 0,
-        regions: vec![],
-        jurisdictions: vec![],
-        labels: Default::default(),
-        near: None,
+    let input = |key: &str| Source::Object {
+        bucket: "logs".into(),
+        key: key.into(),
     };
+    let job = object_job(
+        "wordcount",
+        "logs",
+        "bin/wordcount.wasm",
+        vec![input("2026/a.txt"), input("2026/b.txt")],
+        "jobs/wc1/",
+    );
     // Run by another node than the one that wrote the inputs.
     let runtime = Runtime::new().unwrap();
     let runner = nodes[2].data().acting(Access::account(alice.clone()));
@@ -193,25 +199,7 @@ async fn a_deterministic_job_commits_to_the_same_result_on_every_node() {
         .put("jobs", "bin/dice.wat", CLOCKS_AND_DICE.as_bytes())
         .await
         .unwrap();
-    let job = Job {
-        name: "dice".into(),
-        module: Source::Object {
-            bucket: "jobs".into(),
-            key: "bin/dice.wat".into(),
-        },
-        args: vec![],
-        env: vec![],
-        inputs: vec![],
-        output_bucket: "jobs".into(),
-        output_prefix: "out/".into(),
-        cpu_milli: 1000,
-        limits: limits(),
-        retries: 0,
-        regions: vec![],
-        jurisdictions: vec![],
-        labels: Default::default(),
-        near: None,
-    };
+    let job = object_job("dice", "jobs", "bin/dice.wat", vec![], "out/");
     let profile = deterministic_profile("jobs/0190a3b4c5d6e7f8", 1_765_000_000_000);
     let mut results = Vec::new();
     for node in &nodes {

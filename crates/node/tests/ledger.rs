@@ -46,6 +46,21 @@ fn check(node: &Node, included: &Included) -> Checkpoint {
     checkpoint
 }
 
+/// A fabric of `n` whose every node has 3 receipts in a cosigned checkpoint.
+async fn with_three_receipts_each(n: usize) -> weft_cluster::Cluster {
+    let c = Builder::new(n).start().await;
+    for node in &c.nodes {
+        issue(node, 3);
+    }
+    for node in &c.nodes {
+        node.ledger()
+            .wait_included(2, Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    c
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn receipts_of_every_node_reach_one_log_that_every_member_proves() {
     let c = Builder::new(4).start().await;
@@ -136,16 +151,7 @@ async fn the_sequencing_moves_on_when_the_sequencer_stops_and_the_log_stays_one(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_that_forges_the_head_or_another_history_gets_no_cosignature() {
-    let c = Builder::new(4).start().await;
-    for node in &c.nodes {
-        issue(node, 3);
-    }
-    for node in &c.nodes {
-        node.ledger()
-            .wait_included(2, Duration::from_secs(30))
-            .await
-            .unwrap();
-    }
+    let c = with_three_receipts_each(4).await;
     let rogue = Rogue::new(c.node(3));
     let honest = c.node(0);
     let origin = honest.ledger().origin().to_string();
@@ -318,16 +324,7 @@ fn rogue_receipt(rogue: &Rogue, seq: u64, prev: ContentHash, bytes: u64) -> Rece
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn witnesses_split_by_an_equivocating_member_follow_the_log_again_once_it_is_revoked() {
-    let c = Builder::new(4).start().await;
-    for node in &c.nodes {
-        issue(node, 3);
-    }
-    for node in &c.nodes {
-        node.ledger()
-            .wait_included(2, Duration::from_secs(30))
-            .await
-            .unwrap();
-    }
+    let c = with_three_receipts_each(4).await;
     // The rogue is a member the admin (node 0) did not start with: node 3.
     let rogue = Rogue::new(c.node(3));
     let head = rogue

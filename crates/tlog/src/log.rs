@@ -411,14 +411,7 @@ impl Log {
             return Err(corrupt(&path, "a full bundle without 256 entries"));
         }
         let entry = std::mem::take(&mut entries[at]);
-        let integrated = self.size();
-        if (Reader {
-            log: self,
-            size: integrated,
-        })
-        .subtree(0, index)?
-            != leaf_hash(&entry)
-        {
+        if self.reader().subtree(0, index)? != leaf_hash(&entry) {
             return Err(corrupt(
                 &path,
                 format!("entry {index} is not the one the tree holds"),
@@ -430,14 +423,7 @@ impl Log {
     /// The tree hash at `size` (at most the integrated size).
     pub fn root_at(&mut self, size: u64) -> Result<Hash, LogError> {
         self.check("size", size, self.size() + 1)?;
-        let integrated = self.size();
-        tree::tree_hash(
-            &mut Reader {
-                log: self,
-                size: integrated,
-            },
-            size,
-        )
+        tree::tree_hash(&mut self.reader(), size)
     }
 
     /// The inclusion proof of entry `index` in the tree of `size` entries (at most the
@@ -445,15 +431,7 @@ impl Log {
     pub fn inclusion_proof(&mut self, index: u64, size: u64) -> Result<Vec<Hash>, LogError> {
         self.check("size", size, self.size() + 1)?;
         self.check("entry", index, size)?;
-        let integrated = self.size();
-        tree::inclusion_proof(
-            &mut Reader {
-                log: self,
-                size: integrated,
-            },
-            index,
-            size,
-        )
+        tree::inclusion_proof(&mut self.reader(), index, size)
     }
 
     /// The consistency proof from the tree of `old` entries to that of `new` (at most the
@@ -461,15 +439,7 @@ impl Log {
     pub fn consistency_proof(&mut self, old: u64, new: u64) -> Result<Vec<Hash>, LogError> {
         self.check("size", new, self.size() + 1)?;
         self.check("size", old, new + 1)?;
-        let integrated = self.size();
-        tree::consistency_proof(
-            &mut Reader {
-                log: self,
-                size: integrated,
-            },
-            old,
-            new,
-        )
+        tree::consistency_proof(&mut self.reader(), old, new)
     }
 
     /// The consistency proof from the published tree of `old` entries to the integrated tree:
@@ -477,14 +447,13 @@ impl Log {
     pub fn proof_to_integrated(&mut self, old: u64) -> Result<Vec<Hash>, LogError> {
         self.check("size", old, self.published_size() + 1)?;
         let integrated = self.size();
-        tree::consistency_proof(
-            &mut Reader {
-                log: self,
-                size: integrated,
-            },
-            old,
-            integrated,
-        )
+        self.consistency_proof(old, integrated)
+    }
+
+    /// The log's tiles as a proof source, at the integrated size.
+    fn reader(&mut self) -> Reader<'_> {
+        let size = self.size();
+        Reader { log: self, size }
     }
 
     /// The bytes of a tile or bundle of the published log by its tlog-tiles path (what a

@@ -65,20 +65,26 @@ fn a_job_runs_where_its_data_is_and_never_outside_its_residency() {
         .map(|(n, _)| *n)
         .unwrap();
     let wasm = ex.join("wordcount.wasm");
-    let out = alice.ok(&[
-        "--data",
-        &node(us),
-        "job",
-        "run",
-        "--module",
-        wasm.to_str().unwrap(),
-        "--input",
-        "logs/2026/a.txt",
-        "--output",
-        "logs/wc/",
-        "--json",
-    ]);
-    let s: Value = serde_json::from_str(&out).unwrap();
+    let through = node(us);
+    let wordcount = |output: &str, more: &[&str]| {
+        let mut args = vec![
+            "--data",
+            &through,
+            "job",
+            "run",
+            "--module",
+            wasm.to_str().unwrap(),
+            "--input",
+            "logs/2026/a.txt",
+            "--output",
+            output,
+            "--json",
+        ];
+        args.extend_from_slice(more);
+        let out = alice.ok(&args);
+        serde_json::from_str::<Value>(&out).unwrap()
+    };
+    let s = wordcount("logs/wc/", &[]);
     assert_eq!(s["state"], "done", "{s:#}");
     assert_eq!(s["exit_code"], 0, "{s:#}");
     assert_eq!(s["name"], "wordcount");
@@ -100,21 +106,7 @@ fn a_job_runs_where_its_data_is_and_never_outside_its_residency() {
     assert_eq!(s["runs"][0]["input_bytes"], 8800);
     assert_eq!(s["deterministic"], false);
     // The same in the deterministic profile (clocks and randomness from the job).
-    let det = alice.ok(&[
-        "--data",
-        &node(us),
-        "job",
-        "run",
-        "--module",
-        wasm.to_str().unwrap(),
-        "--input",
-        "logs/2026/a.txt",
-        "--output",
-        "logs/wc-det/",
-        "--deterministic",
-        "--json",
-    ]);
-    let det: Value = serde_json::from_str(&det).unwrap();
+    let det = wordcount("logs/wc-det/", &["--deterministic"]);
     assert_eq!(
         (&det["state"], &det["deterministic"]),
         (&json_str("done"), &Value::Bool(true)),
