@@ -37,8 +37,8 @@ pub struct JobReport {
     pub result: weft_core::ContentHash,
 }
 
-/// The commitment to a run's result: its exit code, its outputs' keys, sizes and hashes, and
-/// the deterministic profile's name when it ran under it (so runs under different rules never
+/// The commitment to a run's result: its exit code, its outputs' keys (under the output
+/// prefix), sizes and hashes, and the deterministic profile's name when it ran under it (so runs under different rules never
 /// look alike).
 pub fn result_commitment(
     exit_code: i32,
@@ -216,8 +216,17 @@ pub async fn run_job(
     .await;
     let hashed = written.into_iter().collect::<Result<Vec<_>, _>>()?;
     let outcome = result?;
+    // Keys relative to the output prefix: a run that writes elsewhere (a verification run)
+    // commits to the same result.
+    let relative: Vec<(String, u64, [u8; 32])> = hashed
+        .iter()
+        .map(|(k, size, hash)| {
+            let rel = k.strip_prefix(&job.output_prefix).unwrap_or(k);
+            (rel.to_string(), *size, *hash)
+        })
+        .collect();
     Ok(JobReport {
-        result: result_commitment(outcome.exit_code, &hashed, profile),
+        result: result_commitment(outcome.exit_code, &relative, profile),
         outcome,
         input_bytes,
         outputs: hashed.into_iter().map(|(k, size, _)| (k, size)).collect(),

@@ -212,6 +212,24 @@ async fn a_deterministic_job_commits_to_the_same_result_on_every_node() {
         assert_eq!(report.outcome.exit_code, 0);
         results.push(report.result);
     }
+    // Written elsewhere (as a verification run would), the same result.
+    let elsewhere = Job {
+        output_prefix: "verify/1/".into(),
+        ..job.clone()
+    };
+    let runner = nodes[0].data().acting(Access::account(alice.clone()));
+    let runtime = Runtime::new().unwrap();
+    let moved = run_job(
+        &runner,
+        &runtime,
+        &elsewhere,
+        profile,
+        None,
+        tempfile::tempdir().unwrap().path(),
+    )
+    .await
+    .unwrap();
+    results.push(moved.result);
     assert!(results.iter().all(|r| *r == results[0]), "{results:?}");
     // The host's clocks and randomness: another result every run.
     let runner = nodes[1].data().acting(Access::account(alice.clone()));
