@@ -28,6 +28,10 @@
 //!    member.
 //! 9. **Lift quotas** — a default quota of no limit signed with the member's key, and, for
 //!    every account owning a bucket, a tally that wipes its use.
+//! 10. **Rewrite the ledger** — the head row overwritten with a checkpoint of another tree of
+//!     the log's size, that checkpoint shown to every member for its cosignature, and a
+//!     receipt "of" every other member (signed by the rogue) handed to every member as the
+//!     sequencer.
 //!
 //! The honest outcome each attack must meet is in ARCHITECTURE.md's trust rules.
 
@@ -84,6 +88,10 @@ pub struct Report {
     pub quota_rows: usize,
     /// Of those, the ones that read back as written.
     pub quota_rows_taken: usize,
+    /// Ledger questions sent (cosignatures of a rewritten history, forged receipts).
+    pub ledger_asks: usize,
+    /// Of those, the ones a member cosigned or took.
+    pub ledger_taken: usize,
 }
 
 /// Junk shard bytes sent to each member a round.
@@ -104,7 +112,90 @@ impl Rogue {
         self.against_jobs(&mut report).await;
         self.fill_disks(&mut report).await;
         self.against_quotas(&mut report).await;
+        self.against_ledger(&mut report).await;
         report
+    }
+
+    async fn against_ledger(&self, report: &mut Report) {
+        use weft_ledger::schema::{HEAD, Head, Heads};
+        use weft_ledger::{LEDGER_RPC, LedgerAnswer, LedgerAsk, Receipt, ReceiptBody, Work};
+        let table = self.node().table();
+        let origin = self.node().ledger().origin().to_string();
+        let Ok(signer) =
+            weft_tlog::Signer::new(&weft_ledger::signer_name(&self.id()), self.key().clone())
+        else {
+            return;
+        };
+        // Another tree of the head's size, written over the head and shown to every member.
+        if let Ok(Some(head)) = table.get_value::<Heads>(&(), HEAD).await
+            && let Ok((_, checkpoint)) = weft_ledger::replica::checkpoint_of(&head.note)
+        {
+            let forged = weft_tlog::Checkpoint {
+                root: weft_tlog::leaf_hash(b"rewritten by the rogue"),
+                ..checkpoint
+            };
+            if let Ok(note) = signer.sign(&forged.text()) {
+                let note = note.encode();
+                let _ = table
+                    .put::<Heads>(
+                        self.key(),
+                        &(),
+                        HEAD,
+                        Some(&Head {
+                            note: note.clone(),
+                            batch: head.batch,
+                        }),
+                    )
+                    .await;
+                for peer in self.peers() {
+                    let ask = LedgerAsk::Cosign {
+                        note: note.clone(),
+                        batch: head.batch,
+                        entries: vec![],
+                        prev: None,
+                        cosigned: None,
+                    };
+                    report.ledger_asks += 1;
+                    if matches!(
+                        self.ask(LEDGER_RPC, peer, &ask).await,
+                        Ok(LedgerAnswer::Cosigned(_))
+                    ) {
+                        report.ledger_taken += 1;
+                    }
+                }
+            }
+        }
+        // Receipts "of" the other members, signed by the rogue, to every member.
+        let peers = self.peers();
+        let forged: Vec<Vec<u8>> = peers
+            .iter()
+            .map(|victim| {
+                Receipt::sign(
+                    self.key(),
+                    ReceiptBody {
+                        format: 1,
+                        node: *victim,
+                        seq: 0,
+                        prev: ContentHash([0; 32]),
+                        at_ms: weft_net::now_ms(),
+                        account: *victim,
+                        request: ContentHash::of(origin.as_bytes()),
+                        work: Work::Transfer { bytes: u64::MAX },
+                    },
+                )
+                .to_entry()
+            })
+            .collect();
+        for peer in peers {
+            report.ledger_asks += 1;
+            if matches!(
+                self.ask(LEDGER_RPC, peer, &LedgerAsk::Submit(forged.clone()))
+                    .await,
+                Ok(LedgerAnswer::Taken)
+            ) {
+                report.ledger_taken += 1;
+            }
+        }
     }
 
     async fn fill_disks(&self, report: &mut Report) {

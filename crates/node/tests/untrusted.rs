@@ -504,6 +504,8 @@ async fn a_rogue_members_whole_campaign_changes_nothing_it_does_not_own() {
         assert!(report.junk_sent > 0, "{report:?}");
         assert!(report.quota_rows >= 2, "{report:?}");
         assert_eq!(report.quota_rows_taken, 0, "{report:?}");
+        assert!(report.ledger_asks >= 4, "{report:?}");
+        assert_eq!(report.ledger_taken, 0, "{report:?}");
         for n in c.nodes.iter().take(5) {
             let junk = n.storage().local().charged(&rogue.id());
             assert!(
@@ -541,6 +543,29 @@ async fn a_rogue_members_whole_campaign_changes_nothing_it_does_not_own() {
     }
     tokio::time::sleep(delay).await;
     honest_housekeeping(&c, rogue.id(), 3).await;
+    // The ledger goes on past the rewritten head: an honest node's receipt is cosigned, and
+    // the rogue's checkpoint is in no honest copy.
+    let receipt = c
+        .node(1)
+        .ledger()
+        .issue(
+            alice.account(),
+            ContentHash::of(b"after the campaign"),
+            weft_ledger::Work::Transfer { bytes: 1 },
+        )
+        .unwrap();
+    let included = c
+        .node(1)
+        .ledger()
+        .wait_included(receipt.body.seq, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        c.node(1)
+            .ledger()
+            .verify_checkpoint(&included.checkpoint)
+            .is_some()
+    );
     for (i, node) in c.nodes.iter().enumerate().take(5) {
         let members = node.fabric().members();
         let alive = members
