@@ -6,7 +6,8 @@
 # attack of weft_cluster::attacks for ROUNDS rounds, waits past every delay, and then checks
 # the honest outcome: every object reads back byte-identical through every node, the bucket
 # is still its owner's, the owner's job still runs, every honest node is alive and answering,
-# no name, job, log or quota was taken, and no file appeared outside the nodes' folders. Exits non-zero on the first broken promise.
+# no name, job, log, quota, cosignature or forged receipt was taken, and no file appeared
+# outside the nodes' folders. Exits non-zero on the first broken promise.
 #
 #   scripts/rogue-campaign.sh [ROUNDS]        (default 3; WEFT_PROFILE=release for a release build)
 set -euo pipefail
@@ -72,11 +73,11 @@ echo "$alive nodes alive in node1's view"
 [ ! -e /tmp/weft-rogue-escape ] && [ ! -e /tmp/weft-rogue-escape-blob ] \
   || fail "a file appeared outside the nodes' folders"
 echo "no file outside the nodes' folders"
-taken="$(grep -Eo '(names_taken|job_asks_taken|log_reads_answered|quota_rows_taken|deep_rows_not_refused): [1-9][0-9]*' \
+taken="$(grep -Eo '(names_taken|job_asks_taken|log_reads_answered|quota_rows_taken|deep_rows_not_refused|ledger_taken): [1-9][0-9]*' \
   "$DIR/rogue.log" || true)"
 [ -z "$taken" ] || fail "the honest nodes accepted: $taken"
 grep -Eq 'log_reads: [1-9]' "$DIR/rogue.log" || fail "the rogue found no job to attack"
-echo "no name, job, log, quota or deep row taken in any round"
+echo "no name, job, log, quota, deep row, cosignature or forged receipt taken in any round"
 state="$("$W" --data "$N1" job status "$job" --json | grep -o '"state": "[a-z]*"')"
 [ "$state" = '"state": "running"' ] || fail "the owner's job is $state"
 echo "the owner's job still runs"
