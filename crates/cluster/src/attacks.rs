@@ -120,7 +120,18 @@ impl Rogue {
         use weft_ledger::schema::{HEAD, Head, Heads};
         use weft_ledger::{LEDGER_RPC, LedgerAnswer, LedgerAsk, Receipt, ReceiptBody, Work};
         let table = self.node().table();
-        let origin = self.node().ledger().origin().to_string();
+        let ledger = self.node().ledger();
+        let origin = ledger.origin().to_string();
+        // A receipt of its own first (as any member may), so the ledger has a head to rewrite.
+        if let Ok(own) = ledger.issue(
+            self.id(),
+            ContentHash::of(b"the rogue's own work"),
+            Work::Transfer { bytes: 1 },
+        ) {
+            let _ = ledger
+                .wait_included(own.body.seq, Duration::from_secs(20))
+                .await;
+        }
         let Ok(signer) =
             weft_tlog::Signer::new(&weft_ledger::signer_name(&self.id()), self.key().clone())
         else {

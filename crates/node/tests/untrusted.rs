@@ -504,7 +504,8 @@ async fn a_rogue_members_whole_campaign_changes_nothing_it_does_not_own() {
         assert!(report.junk_sent > 0, "{report:?}");
         assert!(report.quota_rows >= 2, "{report:?}");
         assert_eq!(report.quota_rows_taken, 0, "{report:?}");
-        assert!(report.ledger_asks >= 4, "{report:?}");
+        // Five members asked to cosign the rewritten head, five handed forged receipts.
+        assert!(report.ledger_asks >= 10, "{report:?}");
         assert_eq!(report.ledger_taken, 0, "{report:?}");
         for n in c.nodes.iter().take(5) {
             let junk = n.storage().local().charged(&rogue.id());
