@@ -60,6 +60,13 @@ pub(crate) async fn receipts(
     ))
 }
 
+/// The work this node's receipts in the ledger add up to (operator).
+pub(crate) async fn work(
+    State(s): State<AppState>,
+) -> Result<Json<weft_ledger::WorkDone>, ApiFailure> {
+    Ok(Json(s.node.ledger().work_done(&s.node.id())?))
+}
+
 pub(crate) async fn consistency(
     State(s): State<AppState>,
     _who: Caller,

@@ -48,6 +48,7 @@ pub async fn serve(
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/repair", get(repair_status))
         .route("/v1/reputation", get(reputation))
+        .route("/v1/ledger/work", get(crate::ledger::work))
         .route("/v1/repair/check", post(repair_check))
         .route("/v1/scrub", post(scrub))
         .route("/v1/wan", axum::routing::put(set_wan))

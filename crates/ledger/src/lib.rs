@@ -151,6 +151,33 @@ pub struct LedgerStatus {
     pub sequencer: Option<NodeId>,
 }
 
+/// The work a node's receipts in the cosigned log add up to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkDone {
+    /// The node (hex).
+    pub node: String,
+    /// Its receipts in the log.
+    pub receipts: u64,
+    /// Job attempts run to their end.
+    pub jobs: u64,
+    /// Fuel they used.
+    pub fuel: u64,
+    /// Bytes they read.
+    pub bytes_in: u64,
+    /// Bytes they wrote.
+    pub bytes_out: u64,
+    /// Their wall time, ms.
+    pub wall_ms: u64,
+    /// Inference requests answered.
+    pub requests: u64,
+    /// Prompt tokens.
+    pub tokens_in: u64,
+    /// Generated tokens.
+    pub tokens_out: u64,
+    /// Distinct accounts the work was for.
+    pub accounts: u64,
+}
+
 /// A receipt with the proof that the log holds it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Included {
@@ -407,6 +434,52 @@ impl Ledger {
             });
         }
         Ok(out)
+    }
+
+    /// What `node`'s receipts in the cosigned part of this copy add up to.
+    pub fn work_done(&self, node: &NodeId) -> Result<WorkDone, LedgerError> {
+        let mut replica = self.inner.replica.lock();
+        let mut done = WorkDone {
+            node: node.to_hex(),
+            ..WorkDone::default()
+        };
+        let mut accounts = std::collections::HashSet::new();
+        for seq in 0..replica.receipts_of(node) {
+            let Some(index) = replica.index_of(node, seq) else {
+                break;
+            };
+            let receipt = Receipt::from_entry(&replica.entry(index)?)
+                .map_err(|error| ReplicaError::Receipt { index, error })?;
+            done.receipts += 1;
+            accounts.insert(receipt.body.account);
+            match receipt.body.work {
+                Work::Job {
+                    fuel,
+                    bytes_in,
+                    bytes_out,
+                    wall_ms,
+                    ..
+                } => {
+                    done.jobs += 1;
+                    done.fuel = done.fuel.saturating_add(fuel);
+                    done.bytes_in = done.bytes_in.saturating_add(bytes_in);
+                    done.bytes_out = done.bytes_out.saturating_add(bytes_out);
+                    done.wall_ms = done.wall_ms.saturating_add(wall_ms);
+                }
+                Work::Inference {
+                    tokens_in,
+                    tokens_out,
+                    ..
+                } => {
+                    done.requests += 1;
+                    done.tokens_in = done.tokens_in.saturating_add(tokens_in);
+                    done.tokens_out = done.tokens_out.saturating_add(tokens_out);
+                }
+                Work::Storage { .. } | Work::Transfer { .. } => {}
+            }
+        }
+        done.accounts = accounts.len() as u64;
+        Ok(done)
     }
 
     /// The consistency proof between two sizes of this node's copy.

@@ -23,6 +23,9 @@ pub enum LedgerCommand {
     /// Check the ledger here: the checkpoint's signatures, its consistency with the one you
     /// saw before, and the inclusion of every receipt of your account
     Verify(Json),
+    /// The work this node's receipts in the ledger add up to (its operator's view; `--data`
+    /// names the node)
+    Work(Json),
 }
 
 /// `--json`.
@@ -50,7 +53,35 @@ pub fn run(who: &Actor, cmd: LedgerCommand) -> Result<()> {
         LedgerCommand::Status(j) => status(who, j.json),
         LedgerCommand::Receipts(a) => receipts(who, a),
         LedgerCommand::Verify(j) => verify(who, j.json),
+        LedgerCommand::Work(j) => work(who, j.json),
     }
+}
+
+fn work(who: &Actor, json: bool) -> Result<()> {
+    let done: weft_ledger::WorkDone =
+        crate::ops::client(who.data.clone())?.get("/v1/ledger/work")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&done)?);
+        return Ok(());
+    }
+    println!("node       {}", done.node);
+    println!(
+        "receipts   {} in the ledger, for {} accounts",
+        done.receipts, done.accounts
+    );
+    println!(
+        "jobs       {} run to their end: fuel {}, read {}, wrote {}, {:.1} s",
+        done.jobs,
+        done.fuel,
+        crate::ops::human_bytes(done.bytes_in),
+        crate::ops::human_bytes(done.bytes_out),
+        done.wall_ms as f64 / 1000.0
+    );
+    println!(
+        "inference  {} requests answered: {} tokens in, {} out",
+        done.requests, done.tokens_in, done.tokens_out
+    );
+    Ok(())
 }
 
 fn status(who: &Actor, json: bool) -> Result<()> {

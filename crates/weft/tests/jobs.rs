@@ -133,6 +133,19 @@ fn a_job_runs_where_its_data_is_and_never_outside_its_residency() {
         verified.contains("receipts    2 of your account") && verified.contains("first check"),
         "{verified}"
     );
+    // The runner's operator sees the work its receipts add up to.
+    let runner_dir = node(ids[runner].0);
+    let start = Instant::now();
+    let work = loop {
+        let out = alice.ok(&["--data", &runner_dir, "ledger", "work", "--json"]);
+        let work: Value = serde_json::from_str(&out).unwrap();
+        if work["jobs"].as_u64().unwrap() >= 1 || start.elapsed() > Duration::from_secs(20) {
+            break work;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(work["jobs"].as_u64().unwrap() >= 1, "{work:#}");
+    assert!(work["bytes_in"].as_u64().unwrap() >= 8800, "{work:#}");
     let again = alice.ok(&["--data", &node(4), "ledger", "verify"]);
     assert!(again.contains("consistent with the checkpoint"), "{again}");
     // Had the ledger's history changed since (here: the checkpoint kept is made another
