@@ -5,6 +5,8 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 
+use weft_tlog::Hash;
+
 use crate::errors::ApiFailure;
 use crate::state::{AppState, Caller};
 use crate::{ConsistencyParams, ConsistencyProof, LedgerView, ReceiptProof, ReceiptsParams};
@@ -53,7 +55,7 @@ pub(crate) async fn receipts(
                     .map(|b| format!("{b:02x}"))
                     .collect(),
                 index: i.index,
-                proof: i.proof.iter().map(hex).collect(),
+                proof: i.proof.iter().map(Hash::to_hex).collect(),
                 checkpoint: i.checkpoint,
             })
             .collect(),
@@ -83,10 +85,6 @@ pub(crate) async fn consistency(
     }
     let proof = s.node.ledger().consistency(q.old, q.new)?;
     Ok(Json(ConsistencyProof {
-        proof: proof.iter().map(hex).collect(),
+        proof: proof.iter().map(Hash::to_hex).collect(),
     }))
-}
-
-fn hex(bytes: &[u8; 32]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

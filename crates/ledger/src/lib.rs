@@ -186,7 +186,7 @@ pub struct Included {
     /// Its index in the log.
     pub index: u64,
     /// The inclusion proof in the tree of the checkpoint.
-    pub proof: Vec<[u8; 32]>,
+    pub proof: Vec<weft_tlog::Hash>,
     /// The cosigned checkpoint note the proof is against.
     pub checkpoint: String,
 }
@@ -241,17 +241,9 @@ pub fn verify_checkpoint(note: &str, origin: &str, members: &[NodeId]) -> Option
     if checkpoint.origin != origin {
         return None;
     }
-    let verifier = |id: &NodeId| Verifier {
-        name: signer_name(id),
-        key: *id,
-    };
     let signer = *members.iter().find(|id| parsed.signed_by(&verifier(id)))?;
     let others: Vec<NodeId> = members.iter().copied().filter(|id| *id != signer).collect();
-    let quorum = if others.is_empty() {
-        0
-    } else {
-        others.len() / 2 + 1
-    };
+    let quorum = quorum_of(others.len());
     let mut cosigners: Vec<NodeId> = others
         .iter()
         .copied()
@@ -273,6 +265,19 @@ impl Drop for Inner {
         if let Err(e) = self.issued.lock().flush() {
             tracing::warn!("ledger: writing the last receipts: {e}");
         }
+    }
+}
+
+/// More than half of `others` (none of none).
+fn quorum_of(others: usize) -> usize {
+    if others == 0 { 0 } else { others / 2 + 1 }
+}
+
+/// Who checks `node`'s signatures on checkpoints.
+pub fn verifier(node: &NodeId) -> Verifier {
+    Verifier {
+        name: signer_name(node),
+        key: *node,
     }
 }
 
@@ -386,13 +391,12 @@ impl Ledger {
         if index >= cp.size {
             return Err(not_yet());
         }
-        let receipt = Receipt::from_entry(&replica.entry(index)?)
-            .map_err(|error| ReplicaError::Receipt { index, error })?;
+        let receipt = replica.receipt(index)?;
         let proof = replica.inclusion_proof(index, cp.size)?;
         Ok(Included {
             receipt,
             index,
-            proof: proof.iter().map(|h| h.0).collect(),
+            proof,
             checkpoint,
         })
     }
@@ -423,13 +427,12 @@ impl Ledger {
         let (_, cp) = replica::checkpoint_of(&checkpoint)?;
         let mut out = Vec::new();
         for index in replica.indices_for(account, cp.size, skip, max) {
-            let receipt = Receipt::from_entry(&replica.entry(index)?)
-                .map_err(|error| ReplicaError::Receipt { index, error })?;
+            let receipt = replica.receipt(index)?;
             let proof = replica.inclusion_proof(index, cp.size)?;
             out.push(Included {
                 receipt,
                 index,
-                proof: proof.iter().map(|h| h.0).collect(),
+                proof,
                 checkpoint: checkpoint.clone(),
             });
         }
@@ -448,8 +451,7 @@ impl Ledger {
             let Some(index) = replica.index_of(node, seq) else {
                 break;
             };
-            let receipt = Receipt::from_entry(&replica.entry(index)?)
-                .map_err(|error| ReplicaError::Receipt { index, error })?;
+            let receipt = replica.receipt(index)?;
             done.receipts += 1;
             accounts.insert(receipt.body.account);
             match receipt.body.work {
@@ -483,44 +485,38 @@ impl Ledger {
     }
 
     /// The consistency proof between two sizes of this node's copy.
-    pub fn consistency(&self, old: u64, new: u64) -> Result<Vec<[u8; 32]>, LedgerError> {
+    pub fn consistency(&self, old: u64, new: u64) -> Result<Vec<weft_tlog::Hash>, LedgerError> {
         let proof = self.inner.replica.lock().consistency_proof(old, new)?;
-        Ok(proof.iter().map(|h| h.0).collect())
+        Ok(proof)
     }
 
     /// The members whose cosignatures count and how many are needed, as this node sees the
     /// fabric: every member but `signer`, revoked and departed ones aside; more than half.
     fn witnesses(&self, signer: &NodeId) -> (Vec<NodeId>, usize) {
         let others: Vec<NodeId> = self
-            .inner
-            .fabric
-            .members()
+            .current_members()
             .into_iter()
-            .filter(|m| {
-                m.id != *signer && !matches!(m.state, MemberState::Revoked | MemberState::Left)
-            })
-            .map(|m| m.id)
+            .filter(|id| id != signer)
             .collect();
-        let quorum = if others.is_empty() {
-            0
-        } else {
-            others.len() / 2 + 1
-        };
+        let quorum = quorum_of(others.len());
         (others, quorum)
     }
 
     /// Whether `note` is a checkpoint of this ledger signed by a member and cosigned by a
     /// quorum of the other members: its checkpoint if so.
     pub fn verify_checkpoint(&self, note: &str) -> Option<Checkpoint> {
-        let members: Vec<NodeId> = self
-            .inner
+        verify_checkpoint(note, &self.inner.origin, &self.current_members()).map(|v| v.checkpoint)
+    }
+
+    /// The members whose signatures count: revoked and departed ones aside.
+    fn current_members(&self) -> Vec<NodeId> {
+        self.inner
             .fabric
             .members()
             .into_iter()
             .filter(|m| !matches!(m.state, MemberState::Revoked | MemberState::Left))
             .map(|m| m.id)
-            .collect();
-        verify_checkpoint(note, &self.inner.origin, &members).map(|v| v.checkpoint)
+            .collect()
     }
 
     /// The member receipts go to: the first live one in rendezvous order of the origin.
@@ -886,10 +882,7 @@ impl Ledger {
             };
             match done {
                 Ok((id, Ok(LedgerAnswer::Cosigned(sig)))) => {
-                    let verifier = Verifier {
-                        name: signer_name(&id),
-                        key: id,
-                    };
+                    let verifier = verifier(&id);
                     let mut with = note.clone();
                     with.add(sig.clone());
                     if with.cosigned_by(&verifier).is_some() {
@@ -958,10 +951,7 @@ impl Ledger {
         if checkpoint.origin != self.inner.origin {
             return Err(LedgerError::Diverged("another log's checkpoint".into()));
         }
-        if !parsed.signed_by(&Verifier {
-            name: signer_name(&peer),
-            key: peer,
-        }) {
+        if !parsed.signed_by(&verifier(&peer)) {
             return Err(LedgerError::Diverged(
                 "the checkpoint is not signed by the asker".into(),
             ));
@@ -1030,12 +1020,7 @@ impl Ledger {
             .into_iter()
             .filter(|m| m.state != MemberState::Revoked)
             .map(|m| m.id)
-            .find(|id| {
-                note.signed_by(&Verifier {
-                    name: signer_name(id),
-                    key: *id,
-                })
-            })
+            .find(|id| note.signed_by(&verifier(id)))
     }
 
     /// Whether `node` is a current member (known, not revoked).

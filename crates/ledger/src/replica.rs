@@ -75,6 +75,8 @@ pub struct Replica {
     /// The batches of the staged part with who sequenced each, oldest first, and the batch
     /// ending at the settled size.
     staged_batches: Vec<(BatchRef, NodeId)>,
+    /// The receipts of the staged part, in order (what settling advances the chains by).
+    staged_receipts: Vec<Receipt>,
     settled_batch: Option<BatchRef>,
     /// The newest checkpoint this node cosigned.
     commitment: Option<String>,
@@ -118,6 +120,7 @@ impl Replica {
             index,
             by_account,
             staged_batches: Vec::new(),
+            staged_receipts: Vec::new(),
             settled_batch,
             commitment,
         })
@@ -225,8 +228,15 @@ impl Replica {
     /// The size and root the staged branch would have with `entries` appended, after checking
     /// every one is a receipt next in its chain (nothing written).
     pub fn preview(&self, entries: &[Vec<u8>]) -> Result<(u64, Hash), ReplicaError> {
+        self.next_receipts(entries)?;
+        Ok(self.log.preview(entries))
+    }
+
+    /// `entries` read as receipts, each checked to be next in its chain after the staged part.
+    fn next_receipts(&self, entries: &[Vec<u8>]) -> Result<Vec<Receipt>, ReplicaError> {
         let mut staged = self.chains.clone();
         let first = self.staged_size();
+        let mut out = Vec::with_capacity(entries.len());
         for (i, entry) in entries.iter().enumerate() {
             let index = first + i as u64;
             let r = Receipt::from_entry(entry)
@@ -235,8 +245,9 @@ impl Replica {
                 .check(&r)
                 .map_err(|error| ReplicaError::Chain { index, error })?;
             staged.advance(&r);
+            out.push(r);
         }
-        Ok(self.log.preview(entries))
+        Ok(out)
     }
 
     /// Append `batch`'s `entries` to the staged branch; they must be receipts next in their
@@ -267,8 +278,8 @@ impl Replica {
         checkpoint: &Checkpoint,
         batches: &[(BatchRef, NodeId)],
     ) -> Result<(), ReplicaError> {
-        let (size, root) = self.preview(entries)?;
-        if size != checkpoint.size || root != checkpoint.root {
+        let receipts = self.next_receipts(entries)?;
+        if self.log.preview(entries) != (checkpoint.size, checkpoint.root) {
             return Err(ReplicaError::NotTheCheckpoint {
                 size: checkpoint.size,
             });
@@ -279,11 +290,7 @@ impl Replica {
             self.unstage()?;
             return Err(e.into());
         }
-        for (i, entry) in entries.iter().enumerate() {
-            let r = Receipt::from_entry(entry).map_err(|error| ReplicaError::Receipt {
-                index: first + i as u64,
-                error,
-            })?;
+        for (i, r) in receipts.into_iter().enumerate() {
             self.chains.advance(&r);
             self.index
                 .entry(r.body.node)
@@ -293,6 +300,7 @@ impl Replica {
                 .entry(r.body.account)
                 .or_default()
                 .push(first + i as u64);
+            self.staged_receipts.push(r);
         }
         self.staged_batches.extend_from_slice(batches);
         Ok(())
@@ -307,6 +315,7 @@ impl Replica {
             v.retain(|at| *at < settled);
         }
         self.staged_batches.clear();
+        self.staged_receipts.clear();
         Ok(())
     }
 
@@ -325,19 +334,15 @@ impl Replica {
         else {
             return Ok(false);
         };
-        // The chains at the new settled size.
-        let mut chains = self.settled_chains.clone();
-        for index in self.size()..checkpoint.size {
-            let r = Receipt::from_entry(&self.log.entry(index)?)
-                .map_err(|error| ReplicaError::Receipt { index, error })?;
-            chains.advance(&r);
-        }
+        let settling = (checkpoint.size - self.size()) as usize;
         self.log.publish(note)?;
         let batch = self.staged_batches[at].0;
         self.write(SETTLED_BATCH, &wire::encode(&batch))?;
         self.staged_batches.drain(..=at);
         self.settled_batch = Some(batch);
-        self.settled_chains = chains;
+        for r in self.staged_receipts.drain(..settling) {
+            self.settled_chains.advance(&r);
+        }
         Ok(true)
     }
 
@@ -359,9 +364,10 @@ impl Replica {
         })
     }
 
-    /// Entry `index`.
-    pub fn entry(&mut self, index: u64) -> Result<Vec<u8>, ReplicaError> {
-        Ok(self.log.entry(index)?)
+    /// The receipt at log index `index`.
+    pub fn receipt(&mut self, index: u64) -> Result<Receipt, ReplicaError> {
+        Receipt::from_entry(&self.log.entry(index)?)
+            .map_err(|error| ReplicaError::Receipt { index, error })
     }
 
     /// The inclusion proof of entry `index` in the tree of `size`.

@@ -35,12 +35,11 @@ fn check(node: &Node, included: &Included) -> Checkpoint {
         .ledger()
         .verify_checkpoint(&included.checkpoint)
         .expect("a checkpoint cosigned by a quorum of members");
-    let proof: Vec<Hash> = included.proof.iter().map(|h| Hash(*h)).collect();
     assert!(verify_inclusion(
         included.index,
         checkpoint.size,
         &leaf_hash(&included.receipt.to_entry()),
-        &proof,
+        &included.proof,
         &checkpoint.root
     ));
     checkpoint
@@ -135,14 +134,7 @@ async fn the_sequencing_moves_on_when_the_sequencer_stops_and_the_log_stays_one(
             .unwrap();
         let new = check(c.node(*i), &after);
         // The new sequencer extended the same log.
-        let proof: Vec<Hash> = c
-            .node(*i)
-            .ledger()
-            .consistency(old.size, new.size)
-            .unwrap()
-            .iter()
-            .map(|h| Hash(*h))
-            .collect();
+        let proof = c.node(*i).ledger().consistency(old.size, new.size).unwrap();
         assert!(verify_consistency(
             old.size, new.size, &old.root, &new.root, &proof
         ));

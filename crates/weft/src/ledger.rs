@@ -397,8 +397,8 @@ fn bytes_of(hex: &str) -> Result<Vec<u8>> {
 }
 
 fn hash_of(hex: &str) -> Result<Hash> {
-    let bytes = bytes_of(hex)?;
-    Ok(Hash(bytes.try_into().map_err(|_| {
-        anyhow!("a proof hash that is not 32 bytes")
-    })?))
+    let hash: weft_core::ContentHash = hex
+        .parse()
+        .map_err(|_| anyhow!("a proof hash that is not 64 hex digits"))?;
+    Ok(Hash(hash.0))
 }
