@@ -180,29 +180,11 @@ async fn a_member_that_forges_the_head_or_another_history_gets_no_cosignature() 
         prev: None,
         cosigned: None,
     };
-    for witness in 0..3 {
-        let answer = rogue
-            .ask(LEDGER_RPC, c.node(witness).id(), &ask)
-            .await
-            .unwrap();
-        assert!(matches!(answer, LedgerAnswer::Refused(_)), "{answer:?}");
-    }
+    refused_by_the_honest(&rogue, &c, &ask).await;
 
     // A fork: one of its own receipts appended to the log's first entries only (dropping the
     // rest), as if the log were that.
-    let mine = Receipt::sign(
-        rogue.key(),
-        weft_ledger::ReceiptBody {
-            format: 1,
-            node: rogue.id(),
-            seq: 3,
-            prev: ContentHash([7; 32]),
-            at_ms: weft_net::now_ms(),
-            account: account(),
-            request: ContentHash::of(b"x"),
-            work: Work::Transfer { bytes: u64::MAX },
-        },
-    );
+    let mine = rogue_receipt(&rogue, 3, ContentHash([7; 32]), u64::MAX);
     let fork = Batch {
         maker: rogue.id(),
         first: 1,
@@ -227,13 +209,7 @@ async fn a_member_that_forges_the_head_or_another_history_gets_no_cosignature() 
         prev: None,
         cosigned: None,
     };
-    for witness in 0..3 {
-        let answer = rogue
-            .ask(LEDGER_RPC, c.node(witness).id(), &ask)
-            .await
-            .unwrap();
-        assert!(matches!(answer, LedgerAnswer::Refused(_)), "{answer:?}");
-    }
+    refused_by_the_honest(&rogue, &c, &ask).await;
 
     // Someone else's receipts handed over as one's own.
     let theirs = issue(c.node(1), 1);
@@ -295,6 +271,17 @@ async fn a_member_that_forges_the_head_or_another_history_gets_no_cosignature() 
         .map(|i| c.node(i).ledger().root_at(smallest).unwrap())
         .collect();
     assert!(roots.iter().all(|r| *r == roots[0]), "{roots:?}");
+}
+
+/// Every honest node (0 to 2) refuses `ask` from the rogue.
+async fn refused_by_the_honest(rogue: &Rogue, c: &weft_cluster::Cluster, ask: &LedgerAsk) {
+    for witness in 0..3 {
+        let answer = rogue
+            .ask(LEDGER_RPC, c.node(witness).id(), ask)
+            .await
+            .unwrap();
+        assert!(matches!(answer, LedgerAnswer::Refused(_)), "{answer:?}");
+    }
 }
 
 /// A rogue sequencer's receipt `seq` chaining to its receipt before.
