@@ -132,6 +132,8 @@ impl From<JobError> for ApiFailure {
             JobError::Refused(_) => StatusCode::CONFLICT,
             JobError::Table(_) => StatusCode::SERVICE_UNAVAILABLE,
             JobError::ReadOnly => StatusCode::FORBIDDEN,
+            JobError::Credits(_) => StatusCode::PAYMENT_REQUIRED,
+            JobError::Ledger(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiFailure(status, e.to_string())
     }

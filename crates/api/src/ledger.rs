@@ -9,7 +9,10 @@ use weft_tlog::Hash;
 
 use crate::errors::ApiFailure;
 use crate::state::{AppState, Caller};
-use crate::{ConsistencyParams, ConsistencyProof, LedgerView, ReceiptProof, ReceiptsParams};
+use crate::{
+    ConsistencyParams, ConsistencyProof, GrantAnswer, GrantRequest, HistoryLine, LedgerView,
+    ReceiptProof, ReceiptsParams,
+};
 
 /// The most receipts one answer carries.
 const RECEIPTS_MAX: usize = 1000;
@@ -60,6 +63,115 @@ pub(crate) async fn receipts(
             })
             .collect(),
     ))
+}
+
+/// The caller's account's credits: allowance, grants, spending, and what its jobs under way
+/// hold.
+pub(crate) async fn balance(
+    State(s): State<AppState>,
+    Caller(acting): Caller,
+) -> Result<Json<weft_ledger::Balance>, ApiFailure> {
+    let (_, held) = s.node.jobs().held_by(&acting).await?;
+    Ok(Json(
+        s.node.ledger().balance(&acting.account(), held).await?,
+    ))
+}
+
+/// The caller's account's grants and charges, oldest first (receipts in the cosigned log).
+pub(crate) async fn history(
+    State(s): State<AppState>,
+    Caller(acting): Caller,
+) -> Result<Json<Vec<HistoryLine>>, ApiFailure> {
+    let ledger = s.node.ledger();
+    let account = acting.account();
+    let mut lines: Vec<HistoryLine> = ledger
+        .grants(&account)
+        .await
+        .map_err(weft_ledger::LedgerError::from)?
+        .into_iter()
+        .map(|(_, g)| HistoryLine {
+            at_ms: g.at_ms,
+            kind: "grant".into(),
+            what: g.memo,
+            amount: i128::from(g.amount),
+            node: None,
+            index: None,
+        })
+        .collect();
+    let mut skip = 0;
+    loop {
+        let page = ledger.receipts_for(&account, skip, RECEIPTS_MAX)?;
+        let n = page.len();
+        for i in page {
+            let r = i.receipt;
+            let (kind, what) = match &r.body.work {
+                weft_ledger::Work::Job { job, attempt, .. } => {
+                    ("job", format!("{job} attempt {}", attempt + 1))
+                }
+                weft_ledger::Work::Inference {
+                    model,
+                    tokens_in,
+                    tokens_out,
+                } => (
+                    "inference",
+                    format!("{model}: {tokens_in} + {tokens_out} tokens"),
+                ),
+                weft_ledger::Work::Storage { byte_hours, .. } => {
+                    ("storage", format!("{byte_hours} byte-hours"))
+                }
+                weft_ledger::Work::Transfer { bytes } => ("transfer", format!("{bytes} bytes")),
+            };
+            lines.push(HistoryLine {
+                at_ms: r.body.at_ms,
+                kind: kind.into(),
+                what,
+                amount: -i128::from(r.charge()),
+                node: Some(r.body.node.to_hex()),
+                index: Some(i.index),
+            });
+        }
+        if n < RECEIPTS_MAX || lines.len() > 100_000 {
+            break;
+        }
+        skip += n;
+    }
+    lines.sort_by_key(|l| l.at_ms);
+    Ok(Json(lines))
+}
+
+/// Every node's published prices, by node id (hex).
+pub(crate) async fn prices(
+    State(s): State<AppState>,
+) -> Json<std::collections::HashMap<String, weft_ledger::Prices>> {
+    Json(
+        s.node
+            .ledger()
+            .price_lists()
+            .await
+            .into_iter()
+            .map(|(id, p)| (id.to_hex(), p))
+            .collect(),
+    )
+}
+
+/// Grant credits to an account (operator, admin node).
+pub(crate) async fn grant(
+    State(s): State<AppState>,
+    Json(g): Json<GrantRequest>,
+) -> Result<Json<GrantAnswer>, ApiFailure> {
+    if !(g.credits.is_finite() && g.credits > 0.0 && g.credits <= 1e12) {
+        return Err(ApiFailure(
+            StatusCode::BAD_REQUEST,
+            format!("{} credits: more than 0, at most 10^12", g.credits),
+        ));
+    }
+    let micro = (g.credits * weft_ledger::price::MICRO as f64).round() as u64;
+    let (account, id) = s.node.grant_credits(&g.account, micro, &g.memo).await?;
+    Ok(Json(GrantAnswer {
+        account: account.to_hex(),
+        id,
+        micro,
+    }))
 }
 
 /// The work this node's receipts in the ledger add up to (operator).

@@ -93,6 +93,46 @@ pub struct LedgerView {
     pub members: Vec<String>,
 }
 
+/// `POST /v1/ledger/grants` (operator, on an admin node): credits for an account.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GrantRequest {
+    /// The account (hex).
+    pub account: String,
+    /// Credits (fractions allowed, to the micro-credit).
+    pub credits: f64,
+    /// Why.
+    #[serde(default)]
+    pub memo: String,
+}
+
+/// What `POST /v1/ledger/grants` answers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GrantAnswer {
+    /// The account (hex).
+    pub account: String,
+    /// The grant's id.
+    pub id: String,
+    /// Micro-credits granted.
+    pub micro: u64,
+}
+
+/// One line of an account's credit history (`GET /v1/ledger/history`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HistoryLine {
+    /// Unix ms.
+    pub at_ms: u64,
+    /// `grant`, `job`, `inference`, `storage` or `transfer`.
+    pub kind: String,
+    /// What: the grant's memo, the job, the model, ….
+    pub what: String,
+    /// Micro-credits: positive for a grant, negative for a charge.
+    pub amount: i128,
+    /// The node that charged it (hex), for a receipt.
+    pub node: Option<String>,
+    /// Its index in the log, for a receipt.
+    pub index: Option<u64>,
+}
+
 /// `GET /v1/ledger/receipts` parameters.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ReceiptsParams {

@@ -48,7 +48,12 @@ pub async fn serve(
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/repair", get(repair_status))
         .route("/v1/reputation", get(reputation))
+        .route("/v1/ledger/prices", get(crate::ledger::prices))
         .route("/v1/ledger/work", get(crate::ledger::work))
+        .route(
+            "/v1/ledger/grants",
+            axum::routing::post(crate::ledger::grant),
+        )
         .route("/v1/repair/check", post(repair_check))
         .route("/v1/scrub", post(scrub))
         .route("/v1/wan", axum::routing::put(set_wan))
@@ -61,6 +66,8 @@ pub async fn serve(
         .route("/v1/usage", get(crate::buckets::usage))
         .route("/v1/ledger", get(crate::ledger::view))
         .route("/v1/ledger/receipts", get(crate::ledger::receipts))
+        .route("/v1/ledger/balance", get(crate::ledger::balance))
+        .route("/v1/ledger/history", get(crate::ledger::history))
         .route("/v1/ledger/consistency", get(crate::ledger::consistency))
         .route("/v1/objects", post(crate::objects::put))
         .route("/v1/objects/{cap}", get(crate::objects::get))

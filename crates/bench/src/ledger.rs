@@ -276,6 +276,7 @@ pub fn run(args: LedgerArgs) -> Result<()> {
         fabric(args.fabric_rate, args.seconds)?;
     }
     deterministic_overhead()?;
+    verified_cost()?;
     let checkpoint = log.checkpoint().unwrap_or_default().to_string();
     let note = Note::parse(&checkpoint)?;
     println!(
@@ -444,6 +445,100 @@ fn deterministic_overhead() -> Result<()> {
             (with / without - 1.0) * 100.0
         );
     }
-    println!("  2-of-3 verified jobs: not built yet (no figure)");
     Ok(())
+}
+
+/// A job's module work, once and checked 2-of-3 on an in-process fabric of 4 (honest runners:
+/// two runs agree): the summed attempt times (claim to recorded result, on each runner), the
+/// fuel, and submit → done as the client waits.
+fn verified_cost() -> Result<()> {
+    use weft_compute::spec::JobSpec;
+    use weft_core::Scope;
+    use weft_data::{Access, Session};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let c = weft_cluster::Builder::new(4).start().await;
+        let node = c.node(0);
+        let alice = SecretKey::from_seed([41; 32]);
+        let owner = node.data().acting(Access::account(alice.clone()));
+        owner
+            .create_bucket("bench", weft_store::Residency::default(), None, 1)
+            .await?;
+        owner
+            .objects()
+            .put("bench", "bin/integer.wat", INTEGER.as_bytes())
+            .await?;
+        let session =
+            Session::new(&alice, Scope::Account, true, weft_net::now_ms(), 3_600_000, &[])
+                .to_text();
+        let mut figures: Vec<(f64, f64, f64, usize)> = Vec::new();
+        for (i, verify) in ["none", "2-of-3", "none", "2-of-3", "none", "2-of-3"]
+            .iter()
+            .enumerate()
+        {
+            let spec = JobSpec {
+                module: "bench/bin/integer.wat".into(),
+                output: format!("bench/out/{i}/"),
+                deterministic: true,
+                verify: Some((*verify).into()),
+                ..JobSpec::default()
+            };
+            let start = Instant::now();
+            let submitted = node.jobs().submit(&session, &spec).await?;
+            let (bucket, id) = submitted
+                .id
+                .split_once('/')
+                .ok_or_else(|| anyhow::anyhow!("a job id without a bucket"))?;
+            let status = loop {
+                let s = node.jobs().status(&session, bucket, id).await?;
+                if matches!(s.state.as_str(), "done" | "failed" | "cancelled") {
+                    break s;
+                }
+                if start.elapsed() > Duration::from_secs(300) {
+                    bail!("job {} did not end in 5 minutes", s.id);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            if status.state != "done" {
+                bail!("job {} {}: {:?}", status.id, status.state, status.error);
+            }
+            let wall = start.elapsed().as_secs_f64();
+            let attempts: f64 = status
+                .runs
+                .iter()
+                .map(|r| r.ended_ms.saturating_sub(r.started_ms) as f64 / 1e3)
+                .sum();
+            let fuel: f64 = status.runs.iter().map(|r| r.fuel_used as f64).sum();
+            figures.push((wall, attempts, fuel, status.runs.len()));
+        }
+        let median = |checked: bool, f: fn(&(f64, f64, f64, usize)) -> f64| {
+            let v: Vec<f64> = figures
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| (i % 2 == 1) == checked)
+                .map(|(_, x)| f(x))
+                .collect();
+            sorted(v)[1]
+        };
+        let (once_att, checked_att) = (median(false, |x| x.1), median(true, |x| x.1));
+        let (once_wall, checked_wall) = (median(false, |x| x.0), median(true, |x| x.0));
+        let (once_fuel, checked_fuel) = (median(false, |x| x.2), median(true, |x| x.2));
+        let runs = figures.iter().skip(1).step_by(2).map(|x| x.3).max().unwrap_or(0);
+        println!(
+            "  2-of-3 verified job (fabric of 4 in process, honest runners, {runs} runs): runner time {:.0} ms vs {:.0} ms once = {:.2}× (goal ≤ 2.1×); fuel {:.2}×; submit → done {:.0} ms vs {:.0} ms = {:.2}× (runs one after another)",
+            checked_att * 1e3,
+            once_att * 1e3,
+            checked_att / once_att,
+            checked_fuel / once_fuel,
+            checked_wall * 1e3,
+            once_wall * 1e3,
+            checked_wall / once_wall,
+        );
+        for i in 0..4 {
+            c.node(i).shutdown().await;
+        }
+        Ok(())
+    })
 }

@@ -1,5 +1,6 @@
 //! Real nodes in this process: the main layer of the test pyramid.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ pub struct Builder {
     wan: Option<WanConfig>,
     capacity: Capacity,
     timeout: Duration,
+    prices: HashMap<usize, weft_node::Prices>,
 }
 
 impl Builder {
@@ -48,6 +50,7 @@ impl Builder {
                 disk_bytes: 1 << 30,
             },
             timeout: Duration::from_secs(20),
+            prices: HashMap::new(),
         }
     }
 
@@ -118,6 +121,12 @@ impl Builder {
         self
     }
 
+    /// Node `i` charges `prices` (every other the defaults).
+    pub fn prices(mut self, i: usize, prices: weft_node::Prices) -> Builder {
+        self.prices.insert(i, prices);
+        self
+    }
+
     /// How long the fabric may take to form.
     pub fn timeout(mut self, timeout: Duration) -> Builder {
         self.timeout = timeout;
@@ -125,7 +134,7 @@ impl Builder {
     }
 
     /// The settings node `i` starts with, in data directory `dir`.
-    fn settings(&self, dir: &Path) -> NodeSettings {
+    fn settings(&self, i: usize, dir: &Path) -> NodeSettings {
         NodeSettings {
             data_dir: dir.to_path_buf(),
             listen: "127.0.0.1:0".parse().expect("an address"),
@@ -135,6 +144,7 @@ impl Builder {
             wan: self.wan.clone(),
             timing: Default::default(),
             jobs: Default::default(),
+            prices: self.prices.get(&i).copied().unwrap_or_default(),
             heal: self.heal.clone(),
         }
     }
@@ -167,7 +177,7 @@ impl Builder {
                 dir.save_membership(&invite.body.admin, &invite.body.bootstrap, &cert)
                     .expect("membership saved");
             }
-            let s = self.settings(&path);
+            let s = self.settings(i, &path);
             nodes.push(Node::start(s.clone()).await.expect("the node starts"));
             settings.push(s);
             dirs.push(path);

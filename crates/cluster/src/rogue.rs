@@ -37,6 +37,18 @@ impl Rogue {
         self.node.table().node_key()
     }
 
+    /// Lie about every job this member runs from now on: before its outputs are written and
+    /// their result signed, it adds a file `rogue.txt` to them, so its receipts commit to a
+    /// result no honest runner gets.
+    pub fn lie_about_results(&self) {
+        self.node
+            .jobs()
+            .rogue_tamper_outputs(std::sync::Arc::new(|out: &std::path::Path| {
+                let _ = std::fs::create_dir_all(out);
+                let _ = std::fs::write(out.join("rogue.txt"), b"not what the module wrote");
+            }));
+    }
+
     /// Store any bytes as a shard on `peer` (`SHARD_PUT`), named by their hash.
     pub async fn put_shard(
         &self,

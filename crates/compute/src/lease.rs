@@ -190,7 +190,7 @@ impl Life {
         }
         let mut next = self.clone();
         next.failed_on.push(ended.runner);
-        next.state = if retryable && ended.attempt < self.retries {
+        next.state = if retryable && self.retries_left() {
             JobState::Queued {
                 attempt: ended.attempt + 1,
                 not_before_ms: now_ms + backoff(ended.attempt),
@@ -199,6 +199,41 @@ impl Life {
             JobState::Failed(ended)
         };
         Ok(next)
+    }
+
+    /// Whether a failed or lost attempt may be retried: one retry per failure, whatever runs
+    /// of a checked job ([`Life::checked`]) came before.
+    fn retries_left(&self) -> bool {
+        (self.failed_on.len() as u64) < u64::from(self.retries)
+    }
+
+    /// The claimant records a run that exited, of a job whose result is checked on several
+    /// nodes: the job is queued again at once, and its coordinator decides from the runs'
+    /// receipts whether it needs another run or a result stands ([`Life::settle`]).
+    pub fn checked(&self, ended: &Ended, now_ms: u64) -> Result<Life, Refused> {
+        self.check_claim(ended.runner, ended.attempt)?;
+        if ended.error.is_some() {
+            return Err(Refused::NotClaimant);
+        }
+        Ok(Life {
+            state: JobState::Queued {
+                attempt: ended.attempt + 1,
+                not_before_ms: now_ms,
+            },
+            ..self.clone()
+        })
+    }
+
+    /// The coordinator ends a checked job with the run whose result stood.
+    pub fn settle(&self, ended: Ended) -> Result<Life, Refused> {
+        match self.state {
+            JobState::Queued { .. } => Ok(Life {
+                state: JobState::Done(ended),
+                ..self.clone()
+            }),
+            _ if self.ended() => Err(Refused::Ended),
+            _ => Err(Refused::NotQueued),
+        }
     }
 
     /// Requeue an attempt whose lease expired (its runner died or was cut off), avoiding that
@@ -221,7 +256,7 @@ impl Life {
         }
         let mut next = self.clone();
         next.failed_on.push(runner);
-        next.state = if attempt < self.retries {
+        next.state = if self.retries_left() {
             JobState::Queued {
                 attempt: attempt + 1,
                 not_before_ms: now_ms + backoff(attempt),
@@ -241,8 +276,8 @@ impl Life {
         Ok(next)
     }
 
-    /// Its coordinator gives up placing a queued job: no node can run it (`why` says which
-    /// filters left none) for longer than it waits.
+    /// Its coordinator gives up on a queued job: no node can run it (`why` says which filters
+    /// left none) for longer than it waits, or its runs could not agree on a result.
     pub fn unplaceable(&self, coordinator: NodeId, why: String) -> Result<Life, Refused> {
         let JobState::Queued { attempt, .. } = self.state else {
             return Err(if self.ended() {
@@ -355,6 +390,30 @@ mod tests {
             life.finish(trap, true, 1).unwrap().state,
             JobState::Queued { attempt: 1, .. }
         ));
+    }
+
+    #[test]
+    fn a_checked_job_queues_again_after_each_run_until_its_coordinator_settles_it() {
+        let life = Life::new(1).claim(node(1), 0).unwrap();
+        let first = ok(node(1), 0);
+        let again = life.checked(&first, 10).unwrap();
+        assert_eq!(
+            again.state,
+            JobState::Queued {
+                attempt: 1,
+                not_before_ms: 10
+            }
+        );
+        // Only the claimant, once, and only a run that exited.
+        assert_eq!(again.checked(&first, 11), Err(Refused::NotClaimant));
+        assert_eq!(life.checked(&ok(node(2), 0), 10), Err(Refused::NotClaimant));
+        // Check runs use no retries: a failure after them is still retried once.
+        let second = again.claim(node(2), 20).unwrap();
+        let lost = second.expire(20 + LEASE_MS + 1).unwrap();
+        assert!(matches!(lost.state, JobState::Queued { attempt: 2, .. }));
+        let done = lost.settle(first.clone()).unwrap();
+        assert_eq!(done.state, JobState::Done(first.clone()));
+        assert_eq!(done.settle(first), Err(Refused::Ended));
     }
 
     proptest! {

@@ -9,7 +9,13 @@
 //!   ([`W_SITE`]), as fractions of the job's input bytes;
 //! - estimated time to fetch the rest, from network coordinates ([`W_TRANSFER`] per second);
 //! - load spread: the fraction of the node's cpu left after placing ([`W_SPREAD`]);
-//! - distance to the job's "near" target, if any ([`W_NEAR`] per second of RTT).
+//! - distance to the job's "near" target, if any ([`W_NEAR`] per second of RTT);
+//! - the node's reputation (audits, uptime, verified results), [`W_REPUTATION`] per point
+//!   below 1 (subtracted);
+//! - the node's price per 10⁹ fuel, [`W_PRICE`] per credit (subtracted); a node priced above
+//!   the job's maximum, or not priced when the job has one, is filtered out;
+//! - a site another run of the same job already used (verification runs), [`W_SAME_SITE`]
+//!   (subtracted), so a result is checked in another site where there is one.
 //!
 //! A placement need not look at every node: the nodes holding input shards are always
 //! scored, then feasible nodes from a rotating start until [`SAMPLE`] of them were seen (as
@@ -33,6 +39,12 @@ pub const W_TRANSFER: f64 = 20.0;
 pub const W_SPREAD: f64 = 10.0;
 /// Score per second of RTT to the "near" target (subtracted).
 pub const W_NEAR: f64 = 200.0;
+/// Score per point of reputation below 1 (subtracted).
+pub const W_REPUTATION: f64 = 60.0;
+/// Score per credit of price per 10⁹ fuel (subtracted).
+pub const W_PRICE: f64 = 100.0;
+/// Score of a site another run of the job used (subtracted).
+pub const W_SAME_SITE: f64 = 30.0;
 /// Feasible nodes scored beyond the input holders.
 pub const SAMPLE: usize = 64;
 /// Assumed throughput within a site, bytes/s.
@@ -58,8 +70,12 @@ pub struct NodeView {
     pub compute: bool,
     /// Alive (SWIM).
     pub alive: bool,
-    /// Quarantined by audits.
+    /// Quarantined (failed audits, long absences or proven wrong results).
     pub quarantined: bool,
+    /// Its reputation, 0 to 1 (1: nothing against it).
+    pub reputation: f64,
+    /// Its published price per 10⁹ fuel, micro-credits (`None`: it published none).
+    pub price: Option<u64>,
     /// Cpu it offers, milli-cores.
     pub cpu: u32,
     /// Cpu reserved by jobs it runs.
@@ -104,8 +120,13 @@ pub struct Needs {
     pub inputs: InputBytes,
     /// Run near this point (a node's, a site's or a client's coordinate).
     pub near: Option<Coordinate>,
-    /// Nodes not to use (where it failed).
+    /// Nodes not to use (where it failed, or that ran it already for a check).
     pub avoid: Vec<NodeId>,
+    /// Sites other runs of it used (preferred last).
+    pub sites_used: Vec<Name>,
+    /// The most it may cost per 10⁹ fuel, micro-credits: nodes priced higher, or not
+    /// priced, are out.
+    pub max_price: Option<u64>,
 }
 
 /// Why nodes were filtered out, counted.
@@ -123,6 +144,8 @@ pub struct Filtered {
     pub labels: u32,
     /// Without enough free cpu or memory.
     pub resources: u32,
+    /// Priced above the job's maximum (or not priced).
+    pub price: u32,
 }
 
 impl std::fmt::Display for Filtered {
@@ -134,6 +157,7 @@ impl std::fmt::Display for Filtered {
             (self.residency, "outside its residency"),
             (self.labels, "without its labels"),
             (self.resources, "without enough free cpu or memory"),
+            (self.price, "above its maximum price"),
         ]
         .iter()
         .filter(|(n, _)| *n > 0)
@@ -177,6 +201,8 @@ pub struct Ranking {
 #[derive(Clone, Debug, Default)]
 pub struct Scheduler {
     nodes: Vec<NodeView>,
+    /// The highest published price among the nodes (what an unpriced node is scored at).
+    highest_price: u64,
     index: HashMap<NodeId, usize>,
     cursor: usize,
 }
@@ -185,7 +211,9 @@ impl Scheduler {
     /// A scheduler over `nodes`.
     pub fn new(nodes: Vec<NodeView>) -> Scheduler {
         let index = nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
+        let highest_price = nodes.iter().filter_map(|n| n.price).max().unwrap_or(0);
         Scheduler {
+            highest_price,
             nodes,
             index,
             cursor: 0,
@@ -214,6 +242,11 @@ impl Scheduler {
         }
         if needs.labels.iter().any(|(k, v)| n.labels.get(k) != Some(v)) {
             return Some(|f| &mut f.labels);
+        }
+        if let Some(max) = needs.max_price
+            && n.price.is_none_or(|p| p > max)
+        {
+            return Some(|f| &mut f.price);
         }
         if n.cpu.saturating_sub(n.cpu_used) < needs.cpu
             || n.memory.saturating_sub(n.memory_used) < needs.memory
@@ -261,11 +294,22 @@ impl Scheduler {
             .near
             .as_ref()
             .map_or(0.0, |p| n.coord.distance_to(p).as_secs_f64());
+        let distrust = (1.0 - n.reputation.clamp(0.0, 1.0)) * W_REPUTATION;
+        // A node whose price is not known yet is scored at the highest price known.
+        let price = n.price.unwrap_or(self.highest_price) as f64 / 1e6 * W_PRICE;
+        let same_site = if needs.sites_used.contains(&n.site) {
+            W_SAME_SITE
+        } else {
+            0.0
+        };
         Choice {
             node: n.id,
             score: W_LOCAL * frac(local) + W_SITE * frac(site) - W_TRANSFER * transfer
                 + W_SPREAD * free_after
-                - W_NEAR * near,
+                - W_NEAR * near
+                - distrust
+                - same_site
+                - price,
             local_bytes: local,
             site_bytes: site,
             remote_bytes: remote,
@@ -364,6 +408,8 @@ pub fn simulated(count: usize, sites: u32, regions: u32, cpu: u32, memory: u64) 
                 compute: true,
                 alive: true,
                 quarantined: false,
+                reputation: 1.0,
+                price: Some(1_000),
                 cpu,
                 cpu_used: 0,
                 memory,
@@ -460,6 +506,52 @@ mod tests {
         n.near = Some(nodes[2].coord.clone()); // site 2
         let r = s.rank(&n, 1);
         assert_eq!(s.node(&r.choices[0].node).unwrap().site, 2);
+    }
+
+    #[test]
+    fn a_distrusted_node_and_a_site_already_used_come_last() {
+        let mut nodes = simulated(6, 3, 1, 2000, 1 << 30);
+        // Equal otherwise: the node with the lower reputation loses.
+        nodes[0].reputation = 0.4;
+        let mut s = Scheduler::new(nodes.clone());
+        let r = s.rank(&needs(vec![]), 6);
+        assert_eq!(r.choices.last().unwrap().node, nodes[0].id);
+        // A check run goes to a site the job did not run in yet.
+        nodes[0].reputation = 1.0;
+        let mut s = Scheduler::new(nodes.clone());
+        let mut n = needs(vec![]);
+        n.sites_used = vec![0, 1];
+        n.avoid = vec![nodes[0].id];
+        let r = s.rank(&n, 6);
+        assert_eq!(s.node(&r.choices[0].node).unwrap().site, 2);
+        assert!(r.choices.iter().all(|c| c.node != nodes[0].id));
+    }
+
+    #[test]
+    fn a_node_priced_above_the_maximum_is_never_chosen_and_cheaper_wins() {
+        let mut nodes = simulated(6, 3, 1, 2000, 1 << 30);
+        nodes[1].price = Some(500);
+        nodes[2].price = Some(90_000);
+        nodes[3].price = None;
+        let mut s = Scheduler::new(nodes.clone());
+        let mut n = needs(vec![]);
+        let r = s.rank(&n, 6);
+        assert_eq!(
+            r.choices[0].node, nodes[1].id,
+            "the cheapest, all else equal"
+        );
+        n.max_price = Some(50_000);
+        let r = s.rank(&n, 6);
+        assert_eq!(r.choices.len(), 4);
+        assert!(
+            r.choices
+                .iter()
+                .all(|c| c.node != nodes[2].id && c.node != nodes[3].id)
+        );
+        assert_eq!(r.filtered.price, 2);
+        assert!(r.filtered.to_string().contains("2 above its maximum price"));
+        n.max_price = Some(100);
+        assert!(s.rank(&n, 6).choices.is_empty());
     }
 
     proptest! {

@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 use weft_core::NodeId;
-use weft_meta::{Rules, Schema, Writer, row_kind};
+use weft_meta::{Rules, Schema, Writer};
 
 use crate::lease::Life;
 
@@ -24,15 +24,28 @@ pub struct JobBucket {
     pub bucket: String,
 }
 
-row_kind! {
-    /// Job rows.
-    pub struct Jobs {
-        kind: "job",
-        writer: Writer::PartitionKey(1),
-        part: JobBucket,
-        sort: str,
-        value: JobRecord,
-        partition: |b| format!("{}/{}", b.owner.to_hex(), b.bucket),
+/// Job rows.
+pub struct Jobs;
+
+impl Schema for Jobs {
+    const KIND: &'static str = "job";
+    const WRITER: Writer = Writer::PartitionKey(1);
+    /// 2: [`JobRecord::checks`], `max_price` and `hold` added (format 1 records are jobs run
+    /// once, at any price, holding nothing).
+    const FORMAT: u8 = 2;
+    type Part = JobBucket;
+    type Sort = str;
+    type Value = JobRecord;
+
+    fn partition(b: &JobBucket) -> String {
+        format!("{}/{}", b.owner.to_hex(), b.bucket)
+    }
+
+    fn decode(format: u8, body: &[u8]) -> Result<JobRecord, weft_core::wire::WireError> {
+        match format {
+            1 => weft_core::wire::decode::<JobRecordV1>(body).map(JobRecord::from),
+            _ => weft_core::wire::decode(body),
+        }
     }
 }
 
@@ -105,4 +118,86 @@ pub struct JobRecord {
     pub started_ms: Option<u64>,
     /// How the finished attempts went, oldest first.
     pub runs: Vec<RunFigures>,
+    /// For a job whose result is checked on several nodes: the quorum, each run's receipt and
+    /// the verdict.
+    pub checks: Option<Checks>,
+    /// The most it may cost per 10⁹ fuel, micro-credits (`None`: any price).
+    pub max_price: Option<u64>,
+    /// Micro-credits held against its account's balance while it is queued or running: its
+    /// fuel limit at the price it may run at, times the runs it may take.
+    pub hold: u64,
+}
+
+/// A job's row as format 1 kept it.
+#[derive(Deserialize)]
+struct JobRecordV1 {
+    sealed: Vec<u8>,
+    life: Life,
+    submitted_ms: u64,
+    coordinator: NodeId,
+    standby: Option<NodeId>,
+    placement: Option<Placement>,
+    started_ms: Option<u64>,
+    runs: Vec<RunFigures>,
+}
+
+impl From<JobRecordV1> for JobRecord {
+    fn from(v: JobRecordV1) -> JobRecord {
+        JobRecord {
+            sealed: v.sealed,
+            life: v.life,
+            submitted_ms: v.submitted_ms,
+            coordinator: v.coordinator,
+            standby: v.standby,
+            placement: v.placement,
+            started_ms: v.started_ms,
+            runs: v.runs,
+            checks: None,
+            max_price: None,
+            hold: 0,
+        }
+    }
+}
+
+/// How a job's result is being checked (see [`crate::verify`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checks {
+    /// `(k, n)`: runs that must agree, runs allowed.
+    pub quorum: (u8, u8),
+    /// Runs that exited, oldest first.
+    pub runs: Vec<CheckRun>,
+    /// The verdict, once reached.
+    pub verdict: Option<Checked>,
+}
+
+/// One run of a checked job, as its runner signed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckRun {
+    /// The attempt.
+    pub attempt: u32,
+    /// The node that ran it.
+    pub runner: NodeId,
+    /// Its site.
+    pub site: String,
+    /// Its receipt for the run (a `weft-ledger` receipt, encoded): what it signed as the
+    /// result. Readers trust only what verifies.
+    pub receipt: Vec<u8>,
+}
+
+/// The verdict on a checked job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Checked {
+    /// `agreeing` runs signed `result`; its outputs are the job's; `wrong` signed another.
+    Agreed {
+        /// The commitment that stood.
+        result: weft_core::ContentHash,
+        /// The attempt whose outputs were kept.
+        attempt: u32,
+        /// Nodes that signed it.
+        agreeing: Vec<NodeId>,
+        /// Nodes that signed another result.
+        wrong: Vec<NodeId>,
+    },
+    /// No result reached the quorum within the runs allowed.
+    Undecided,
 }

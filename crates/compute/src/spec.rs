@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::{Limits, MAX_MEMORY};
+use crate::verify::Policy;
 
 /// Default cpu, cores.
 pub const DEFAULT_CPU: f64 = 1.0;
@@ -75,6 +76,15 @@ pub struct JobSpec {
     /// and inputs then give the same outputs on every node (floats are canonical in every job).
     #[serde(default)]
     pub deterministic: bool,
+    /// How its result is checked: `none` (the default), `K-of-N` (run on distinct nodes until
+    /// `K` agree, at most `N` runs; e.g. `2-of-3`), or `spot:P%` (checked 2-of-3 with
+    /// probability `P`). Any check runs the job in the deterministic profile.
+    #[serde(default)]
+    pub verify: Option<String>,
+    /// The most it may cost per 10⁹ fuel, in credits: it is never placed on a node whose
+    /// published price is higher (or unknown).
+    #[serde(default)]
+    pub max_price: Option<f64>,
 }
 
 /// Where a job source is.
@@ -215,9 +225,60 @@ fn source(field: &'static str, text: &str, files: bool) -> Result<Source, SpecEr
     }
 }
 
+/// Read a verification policy: `none`, `K-of-N`, `spot:P%` (or `spot:0.P`).
+pub fn parse_policy(text: &str) -> Result<Policy, SpecError> {
+    let t = text.trim().to_ascii_lowercase();
+    let policy = if t.is_empty() || t == "none" {
+        Policy::None
+    } else if let Some(p) = t.strip_prefix("spot:") {
+        let chance = match p.strip_suffix('%') {
+            Some(pct) => pct.trim().parse::<f64>().map(|v| v / 100.0),
+            None => p.trim().parse::<f64>(),
+        }
+        .ok()
+        .filter(|c| c.is_finite() && (0.0..=1.0).contains(c))
+        .ok_or_else(|| bad("verify", format!("{text:?}: spot:P% with P from 0 to 100")))?;
+        Policy::SpotCheck {
+            per_mille: (chance * 1000.0).round() as u16,
+        }
+    } else if let Some((k, n)) = t.split_once("-of-") {
+        let (Ok(k), Ok(n)) = (k.trim().parse::<u8>(), n.trim().parse::<u8>()) else {
+            return Err(bad("verify", format!("{text:?}: K-of-N, e.g. 2-of-3")));
+        };
+        Policy::Quorum { k, n }
+    } else {
+        return Err(bad(
+            "verify",
+            format!("{text:?}: none, K-of-N (e.g. 2-of-3) or spot:P% (e.g. spot:5%)"),
+        ));
+    };
+    policy.validate().map_err(|e| bad("verify", e.to_string()))
+}
+
 impl JobSpec {
+    /// How its result is checked (see [`parse_policy`]).
+    pub fn policy(&self) -> Result<Policy, SpecError> {
+        parse_policy(self.verify.as_deref().unwrap_or("none"))
+    }
+
+    /// The most it may cost per 10⁹ fuel, micro-credits.
+    pub fn max_price_micro(&self) -> Result<Option<u64>, SpecError> {
+        match self.max_price {
+            None => Ok(None),
+            Some(p) if p.is_finite() && (0.0..=1_000.0).contains(&p) => {
+                Ok(Some((p * 1e6).round() as u64))
+            }
+            Some(p) => Err(bad(
+                "max_price",
+                format!("{p}: credits per 10⁹ fuel, from 0 to 1000"),
+            )),
+        }
+    }
+
     /// Check every field; the job, or the first thing wrong.
     pub fn validate(&self) -> Result<Job, SpecError> {
+        self.policy()?;
+        self.max_price_micro()?;
         let module = source("module", &self.module, true)?;
         let inputs = self
             .inputs
@@ -326,6 +387,34 @@ mod tests {
             output: "logs/jobs/wc/".into(),
             ..JobSpec::default()
         }
+    }
+
+    #[test]
+    fn verification_policies_read_and_bad_ones_are_named() {
+        assert_eq!(parse_policy("none"), Ok(Policy::None));
+        assert_eq!(parse_policy("2-of-3"), Ok(Policy::Quorum { k: 2, n: 3 }));
+        assert_eq!(
+            parse_policy("spot:5%"),
+            Ok(Policy::SpotCheck { per_mille: 50 })
+        );
+        assert_eq!(
+            parse_policy("spot:0.25"),
+            Ok(Policy::SpotCheck { per_mille: 250 })
+        );
+        for bad in [
+            "1-of-3",
+            "2-of-4",
+            "spot:150%",
+            "twice",
+            "2-of-x",
+            "9-of-12",
+        ] {
+            let e = parse_policy(bad).unwrap_err();
+            assert_eq!(e.field, "verify", "{bad}");
+        }
+        let mut s = spec();
+        s.verify = Some("1-of-2".into());
+        assert!(s.validate().unwrap_err().to_string().contains("k > n/2"));
     }
 
     #[test]

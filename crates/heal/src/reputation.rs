@@ -2,9 +2,15 @@
 //! range of a shard; the proof is checked against the shard's name (BLAKE3/bao) without the
 //! auditor holding the shard. Each auditor keeps a tally per audited node in the metadata
 //! table (`rep/<node>`, one row per auditor, so auditors never overwrite each other); a node's
-//! reputation is the share of passed audits among the recent ones of all its auditors. Below
-//! the threshold it is quarantined: it gets no new shards, and its shards count as lost, so
-//! they are rebuilt elsewhere.
+//! audit score is the share of passed audits among the recent ones of all its auditors.
+//!
+//! A node's **reputation** is one score from three things the fabric checked itself: its audit
+//! score, its availability (the share of its auditors' checks at which it was up), and its
+//! verified results — each proven wrong result (a fault row whose receipts check, see
+//! `weft_ledger::fault`) takes [`PER_FAULT`] off. The score is their product; the scheduler
+//! and placement weigh it. A node is quarantined when its audits fall below the threshold, when
+//! it is mostly away, or at [`FAULTS_TO_QUARANTINE`] proven wrong results: it gets no new
+//! shards and no jobs, and its shards count as lost, so they are rebuilt elsewhere.
 
 use std::collections::{HashMap, HashSet};
 
@@ -20,6 +26,10 @@ const WINDOW: u32 = 32;
 pub const MIN_AUDITS: u32 = 8;
 /// Share of passed audits below which a node is quarantined.
 pub const THRESHOLD: f64 = 0.5;
+/// Proven wrong results at which a node is quarantined (one may be a fluke of hardware).
+pub const FAULTS_TO_QUARANTINE: u32 = 3;
+/// What each proven wrong result takes off the reputation's verified-results factor.
+pub const PER_FAULT: f64 = 1.0 / FAULTS_TO_QUARANTINE as f64;
 
 /// One auditor's record of one node.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,8 +90,14 @@ fn mask(bits: u32) -> u64 {
 pub struct Reputation {
     /// Node id (hex).
     pub node: String,
-    /// Share of recent audits passed (1.0 when never audited).
+    /// The one score, 0 to 1: audit score × availability × verified-results factor.
     pub score: f64,
+    /// Share of recent audits passed (1.0 when never audited).
+    #[serde(default = "one")]
+    pub audit_score: f64,
+    /// Proven wrong results (faults that check).
+    #[serde(default)]
+    pub wrong_results: u32,
     /// Recent audits counted.
     pub audits: u32,
     /// Audits passed, all time, over all auditors.
@@ -105,7 +121,7 @@ fn one() -> f64 {
 /// others, and quarantine needs most of a node's auditors to have seen it fail. `up_now`:
 /// whether it is up at the moment; a node is judged on availability only then, so an outage
 /// alone never skips the grace period.
-pub fn judge(node: &NodeId, tallies: &[Tally], up_now: bool) -> Reputation {
+pub fn judge(node: &NodeId, tallies: &[Tally], up_now: bool, wrong_results: u32) -> Reputation {
     let (mut total, mut passed, mut failed, mut samples) = (0, 0u64, 0u64, 0);
     let (mut scores, mut ups) = (Vec::new(), Vec::new());
     for t in tallies {
@@ -134,17 +150,20 @@ pub fn judge(node: &NodeId, tallies: &[Tally], up_now: bool) -> Reputation {
             v.iter().sum::<f64>() / v.len() as f64
         }
     };
-    let (score, availability) = (mean(&scores), mean(&ups));
-    let fails_audits = total >= MIN_AUDITS && score < THRESHOLD;
+    let (audit_score, availability) = (mean(&scores), mean(&ups));
+    let fails_audits = total >= MIN_AUDITS && audit_score < THRESHOLD;
     let mostly_away = up_now && samples >= MIN_AUDITS && availability < THRESHOLD;
+    let results = (1.0 - f64::from(wrong_results) * PER_FAULT).max(0.0);
     Reputation {
         node: node.to_hex(),
-        score,
+        score: audit_score * availability * results,
+        audit_score,
+        wrong_results,
         audits: total,
         passed,
         failed,
         availability,
-        quarantined: fails_audits || mostly_away,
+        quarantined: fails_audits || mostly_away || wrong_results >= FAULTS_TO_QUARANTINE,
     }
 }
 
@@ -173,7 +192,15 @@ impl Healer {
             };
             let tallies = tallies_of(&id, rows);
             let up_now = m.state == weft_fabric::MemberState::Alive;
-            reps.insert(id, judge(&id, &tallies, up_now));
+            let wrong = match weft_ledger::fault::faults_of(self.registry.table(), &id).await {
+                Ok(f) => f.len() as u32,
+                Err(_) => self
+                    .reputation
+                    .lock()
+                    .get(&id)
+                    .map_or(0, |r| r.wrong_results),
+            };
+            reps.insert(id, judge(&id, &tallies, up_now, wrong));
         }
         let quarantined: HashSet<NodeId> = reps
             .iter()
@@ -182,10 +209,12 @@ impl Healer {
             .collect();
         for id in &quarantined {
             if !self.storage.quarantined().contains(id) {
-                tracing::warn!(node = %id, "node quarantined after failed audits or long absences; its shards will be rebuilt elsewhere");
+                tracing::warn!(node = %id, "node quarantined after failed audits, long absences or proven wrong results; its shards will be rebuilt elsewhere");
             }
         }
         self.storage.set_quarantined(quarantined);
+        self.storage
+            .set_reputation(reps.iter().map(|(id, r)| (*id, r.score)).collect());
         *self.reputation.lock() = reps;
     }
 
@@ -244,7 +273,7 @@ mod tests {
     #[test]
     fn a_node_failing_most_recent_audits_is_quarantined() {
         let node = NodeId([1; 32]);
-        assert!(!judge(&node, &[], true).quarantined);
+        assert!(!judge(&node, &[], true, 0).quarantined);
         let mut good = Tally::default();
         for _ in 0..40 {
             good.push(true);
@@ -255,17 +284,17 @@ mod tests {
             bad.push(false);
         }
         // Too few audits to judge.
-        assert!(!judge(&node, &[bad.clone()], true).quarantined);
+        assert!(!judge(&node, &[bad.clone()], true, 0).quarantined);
         bad.push(false);
-        let r = judge(&node, &[bad.clone()], true);
-        assert!(r.quarantined && r.score == 0.0 && r.failed == u64::from(MIN_AUDITS));
+        let r = judge(&node, &[bad.clone()], true, 0);
+        assert!(r.quarantined && r.audit_score == 0.0 && r.failed == u64::from(MIN_AUDITS));
         // Many auditors who saw it pass outweigh one who saw it fail.
-        assert!(!judge(&node, &[bad.clone(), good.clone()], true).quarantined);
+        assert!(!judge(&node, &[bad.clone(), good.clone()], true, 0).quarantined);
         // Recent results count: old passes roll out of the window.
         for _ in 0..32 {
             good.push(false);
         }
-        assert!(judge(&node, &[good], true).quarantined);
+        assert!(judge(&node, &[good], true, 0).quarantined);
     }
 
     /// [untrusted] 9: a member writes a tally of a node it never audited (a huge count of
@@ -287,7 +316,7 @@ mod tests {
             up: 0,
             up_count: u32::MAX,
         };
-        let r = judge(&victim, &[seen.clone(), forged.clone()], true);
+        let r = judge(&victim, &[seen.clone(), forged.clone()], true, 0);
         assert!(!r.quarantined, "{r:?}");
         assert_eq!(r.audits, MIN_AUDITS + WINDOW);
         let row = |t: &Tally| weft_meta::Row {
@@ -314,7 +343,25 @@ mod tests {
         ];
         let counted = tallies_of(&rogue, rows);
         assert_eq!(counted, vec![failing]);
-        assert!(judge(&rogue, &counted, true).quarantined);
+        assert!(judge(&rogue, &counted, true, 0).quarantined);
+    }
+
+    #[test]
+    fn proven_wrong_results_lower_the_one_score_and_repeated_ones_quarantine() {
+        let node = NodeId([3; 32]);
+        let mut good = Tally::default();
+        for _ in 0..WINDOW {
+            good.push(true);
+            good.push_up(true);
+        }
+        let clean = judge(&node, std::slice::from_ref(&good), true, 0);
+        assert_eq!(clean.score, 1.0);
+        let once = judge(&node, std::slice::from_ref(&good), true, 1);
+        assert!(once.score < clean.score && !once.quarantined);
+        let twice = judge(&node, std::slice::from_ref(&good), true, 2);
+        assert!(twice.score < once.score && !twice.quarantined);
+        let thrice = judge(&node, &[good], true, FAULTS_TO_QUARANTINE);
+        assert!(thrice.quarantined && thrice.score == 0.0 && thrice.audit_score == 1.0);
     }
 
     #[test]
@@ -325,14 +372,14 @@ mod tests {
             t.push(true);
             t.push_up(i % 4 == 0);
         }
-        let r = judge(&node, std::slice::from_ref(&t), true);
-        assert!(r.quarantined && r.availability < THRESHOLD && r.score == 1.0);
+        let r = judge(&node, std::slice::from_ref(&t), true, 0);
+        assert!(r.quarantined && r.availability < THRESHOLD && r.audit_score == 1.0);
         // While it is down the grace period decides, not its record.
-        assert!(!judge(&node, std::slice::from_ref(&t), false).quarantined);
+        assert!(!judge(&node, std::slice::from_ref(&t), false, 0).quarantined);
         // Staying up brings it back.
         for _ in 0..WINDOW {
             t.push_up(true);
         }
-        assert!(!judge(&node, &[t], true).quarantined);
+        assert!(!judge(&node, &[t], true, 0).quarantined);
     }
 }

@@ -15,6 +15,7 @@ use weft_data::Acting;
 use weft_fabric::MemberState;
 use weft_store::Capability;
 
+use crate::check::CheckStep;
 use crate::definition::Definition;
 use crate::protocol::{JOB_RPC, JobAnswer, JobAsk};
 use crate::{JobError, JobKey, JobService, now_ms};
@@ -89,7 +90,20 @@ impl JobService {
                         attempt,
                         not_before_ms,
                     } if now >= not_before_ms.max(queued_since) => {
-                        match self.place(&b, key, &rec, attempt, session).await {
+                        let mut others = Others::default();
+                        if let Some(checks) = &rec.checks {
+                            match self.step_checks(&b, &signer, key, &rec, checks).await {
+                                CheckStep::Run { avoid, sites_used } => {
+                                    others = Others { avoid, sites_used };
+                                }
+                                CheckStep::Changed => continue,
+                                CheckStep::Later => {
+                                    tokio::time::sleep(POLL).await;
+                                    continue;
+                                }
+                            }
+                        }
+                        match self.place(&b, key, &rec, attempt, session, &others).await {
                             Placed::Yes => {
                                 unplaceable_since = None;
                                 continue;
@@ -180,6 +194,7 @@ impl JobService {
         b: &Acting,
         def: &Definition,
         life: &Life,
+        others: &Others,
         names: &mut Interner,
     ) -> Needs {
         let mut held: HashMap<NodeId, u64> = HashMap::new();
@@ -224,7 +239,14 @@ impl JobService {
                 .collect(),
             inputs: InputBytes { held },
             near,
-            avoid: life.failed_on.clone(),
+            avoid: life
+                .failed_on
+                .iter()
+                .chain(&others.avoid)
+                .copied()
+                .collect(),
+            sites_used: others.sites_used.iter().map(|s| names.get(s)).collect(),
+            max_price: None,
         }
     }
 
@@ -278,13 +300,17 @@ impl JobService {
         rec: &JobRecord,
         attempt: u32,
         session: &str,
+        others: &Others,
     ) -> Placed {
         let Ok(def) = Self::open_definition(b, key, rec) else {
             return Placed::Nowhere("its definition does not open with this session".into());
         };
         let mut names = Interner::default();
-        let needs = self.needs(b, &def, &rec.life, &mut names).await;
+        let mut needs = self.needs(b, &def, &rec.life, others, &mut names).await;
+        needs.max_price = rec.max_price;
+        let prices = self.inner.ledger.price_lists().await;
         let quarantined = self.inner.storage.quarantined();
+        let reputation = self.inner.storage.reputation();
         let members = self.inner.fabric.members();
         let views: Vec<NodeView> = members
             .iter()
@@ -298,6 +324,8 @@ impl JobService {
                     compute: m.has_role(Role::Compute),
                     alive: m.state == MemberState::Alive,
                     quarantined: quarantined.contains(&m.id),
+                    reputation: reputation.get(&m.id).copied().unwrap_or(1.0),
+                    price: prices.get(&m.id).map(|p| p.fuel_per_g),
                     cpu: cpus * 1000,
                     cpu_used: m.load.cpu_milli.saturating_mul(cpus),
                     memory: m.capacity.mem_bytes,
@@ -388,6 +416,13 @@ impl JobService {
             Err(e) => JobAnswer::Refused(format!("unreachable: {e}")),
         }
     }
+}
+
+/// Where other runs of a checked job ran: not there again, and other sites first.
+#[derive(Default)]
+pub(crate) struct Others {
+    pub(crate) avoid: Vec<NodeId>,
+    pub(crate) sites_used: Vec<String>,
 }
 
 /// How a placement round went.

@@ -35,6 +35,12 @@ pub enum JobError {
     /// The session can only read.
     #[error("this session is read-only; submitting or cancelling a job needs one that signs")]
     ReadOnly,
+    /// The account's credits do not cover what the job may cost.
+    #[error("{0}")]
+    Credits(String),
+    /// The ledger could not say what the account has.
+    #[error("ledger: {0}")]
+    Ledger(#[from] weft_ledger::LedgerError),
 }
 
 /// Why a job did not run or did not finish.

@@ -40,6 +40,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod check;
 pub mod coordinate;
 pub mod definition;
 mod error;
@@ -67,8 +68,8 @@ use weft_store::Storage;
 
 pub use definition::{JobKey, parse_reference};
 pub use error::{JobError, RunnerError};
-pub use runner::{JobReport, deterministic_profile, result_commitment, run_job};
-pub use status::{JobStatus, PlacementView, RunView};
+pub use runner::{JobReport, Tamper, deterministic_profile, result_commitment, run_job};
+pub use status::{CheckView, JobStatus, PlacementView, RunView, VerificationView};
 /// What a job file holds, and its validated form (re-exported for the front ends).
 pub use weft_compute::spec::{Job, JobSpec, SpecError};
 
@@ -96,6 +97,8 @@ pub(crate) struct Inner {
     pub(crate) memory: u64,
     pub(crate) running: Mutex<HashMap<JobKey, run::Local>>,
     pub(crate) watching: Mutex<HashSet<JobKey>>,
+    /// What this node does to the outputs it signs: `None` on every honest node.
+    pub(crate) tamper: Mutex<Option<runner::Tamper>>,
 }
 
 /// What an operator sets for the jobs its node runs (`[jobs]` in `node.toml`).
@@ -137,6 +140,7 @@ impl Service for JobService {
                 memory: ctx.capacity.mem_bytes,
                 running: Mutex::new(HashMap::new()),
                 watching: Mutex::new(HashSet::new()),
+                tamper: Mutex::new(None),
             }),
         };
         // A previous run's leftovers: jobs that were running when the node stopped.
@@ -157,6 +161,14 @@ impl JobService {
                     .map_err(|e| e.to_string())
             })
             .clone()
+    }
+
+    /// Make this node a lying runner: every run's outputs pass through `tamper` before they
+    /// are written and their result signed. For the rogue test kit (`weft_cluster::Rogue`),
+    /// which plays a modified member binary; an honest node never calls it.
+    #[doc(hidden)]
+    pub fn rogue_tamper_outputs(&self, tamper: runner::Tamper) {
+        *self.inner.tamper.lock() = Some(tamper);
     }
 
     /// The account `session` acts for, through this node.

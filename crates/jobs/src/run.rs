@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use weft_compute::lease::{Ended, JobState, LEASE_MS, RENEW_EVERY_MS, Refused};
 use weft_compute::runtime::{MAX_CONCURRENT, RunError};
-use weft_compute::schema::{Jobs, Placement, RunFigures};
+use weft_compute::schema::{CheckRun, JobRecord, Jobs, Placement, RunFigures};
 use weft_data::{Acting, BucketError};
 
 use crate::definition::Definition;
@@ -32,10 +32,23 @@ pub(crate) struct Attempt {
     key: JobKey,
     attempt: u32,
     def: Definition,
+    /// Its result is checked on several nodes: outputs go to [`checks_prefix`], the result is
+    /// recorded as a check run.
+    checked: bool,
     cancel: Arc<AtomicBool>,
     workdir: PathBuf,
     started_ms: u64,
 }
+
+/// Where run `attempt` of the checked job `id` writes its outputs, under the job's output
+/// prefix: apart from every other run, until its coordinator keeps the outputs of a run whose
+/// result stood.
+pub fn checks_prefix(prefix: &str, id: &str, attempt: u32) -> String {
+    format!("{prefix}{CHECKS_DIR}{id}-{attempt}/")
+}
+
+/// The folder, under a job's output prefix, of its check runs' outputs.
+pub const CHECKS_DIR: &str = ".weft-checks/";
 
 /// How long room reserved for an offered attempt waits for its start.
 pub(crate) const HOLD: Duration = Duration::from_secs(10);
@@ -182,7 +195,7 @@ impl JobService {
         session: &str,
         cpu: u32,
         memory: u64,
-    ) -> Result<(Acting, weft_meta::Signer, Definition), String> {
+    ) -> Result<(Acting, weft_meta::Signer, Definition, bool), String> {
         let b = self.acting(session).map_err(|e| e.to_string())?;
         let signer = b.signer().map_err(|e| e.to_string())?.clone();
         let rec = self
@@ -199,7 +212,7 @@ impl JobService {
                 def.job.cpu_milli, def.job.limits.memory
             ));
         }
-        Ok((b, signer, def))
+        Ok((b, signer, def, rec.checks.is_some()))
     }
 
     /// Claim the job's lease for the attempt started here, and run it in the background.
@@ -207,7 +220,7 @@ impl JobService {
         &self,
         key: &JobKey,
         attempt: u32,
-        (b, signer, def): (Acting, weft_meta::Signer, Definition),
+        (b, signer, def, checked): (Acting, weft_meta::Signer, Definition, bool),
         cancel: Arc<AtomicBool>,
         workdir: PathBuf,
         placement: Placement,
@@ -239,6 +252,7 @@ impl JobService {
             key: key.clone(),
             attempt,
             def,
+            checked,
             cancel,
             workdir,
             started_ms: now,
@@ -278,6 +292,7 @@ impl JobService {
             key,
             attempt,
             def,
+            checked,
             cancel,
             workdir,
             started_ms,
@@ -303,13 +318,19 @@ impl JobService {
         } else {
             weft_compute::runtime::Profile::Native
         };
-        let work = crate::runner::run_job(
+        let mut job = def.job.clone();
+        if *checked {
+            job.output_prefix = checks_prefix(&job.output_prefix, &key.id, attempt);
+        }
+        let tamper = self.inner.tamper.lock().clone();
+        let work = crate::runner::run_job_with(
             b,
             &runtime,
-            &def.job,
+            &job,
             profile,
             Some(cancel.clone()),
             workdir,
+            tamper,
         );
         // The lease is renewed beside the job, never in its way: the job's own reads and
         // writes go on while a renewal waits on its round trips.
@@ -358,7 +379,98 @@ impl JobService {
                 Err((e.to_string(), retryable))
             }
         };
-        self.record(signer, key, attempt, outcome, started_ms).await;
+        match outcome {
+            Ok(report) if *checked => {
+                self.record_check(signer, key, attempt, report, started_ms)
+                    .await
+            }
+            outcome => self.record(signer, key, attempt, outcome, started_ms).await,
+        }
+    }
+
+    /// Record a run of a checked job that exited: sign its receipt first (the receipt is what
+    /// the coordinator decides from), then add it to the row's check runs and queue the job
+    /// again for its coordinator.
+    async fn record_check(
+        &self,
+        signer: &weft_meta::Signer,
+        key: &JobKey,
+        attempt: u32,
+        report: JobReport,
+        started_ms: u64,
+    ) {
+        let me = self.inner.me;
+        let site = self
+            .inner
+            .fabric
+            .member(&me)
+            .map(|m| m.placement.site)
+            .unwrap_or_default();
+        let mut receipt = None;
+        for _ in 0..20 {
+            if receipt.is_none() {
+                match self
+                    .inner
+                    .table
+                    .get_value::<Jobs>(&key.part(), &key.id)
+                    .await
+                {
+                    Ok(Some(rec)) => {
+                        match self.receipt(key, attempt, &report, request_of(key, &rec)) {
+                            Some(r) => receipt = Some(weft_core::wire::encode(&r)),
+                            None => {
+                                let why = "cannot sign the run's receipt".to_string();
+                                return self
+                                    .record(signer, key, attempt, Err((why, true)), started_ms)
+                                    .await;
+                            }
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!(job = %key.reference(), error = %e, "cannot read a job to record its result");
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        continue;
+                    }
+                }
+            }
+            let Some(bytes) = receipt.clone() else {
+                continue;
+            };
+            let now = now_ms();
+            let ended = Ended {
+                attempt,
+                runner: me,
+                exit_code: Some(report.outcome.exit_code),
+                error: None,
+            };
+            let result = self
+                .change(signer, key, |r| {
+                    r.life = r.life.checked(&ended, now)?;
+                    r.runs.push(figures(attempt, me, started_ms, now, &report));
+                    if let Some(c) = &mut r.checks {
+                        c.runs.push(CheckRun {
+                            attempt,
+                            runner: me,
+                            site: site.clone(),
+                            receipt: bytes.clone(),
+                        });
+                    }
+                    Ok(())
+                })
+                .await;
+            match result {
+                Ok(_) => return,
+                Err(JobError::Refused(why)) => {
+                    tracing::info!(job = %key.reference(), %why, "a check run's result was not recorded");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(job = %key.reference(), error = %e, "cannot record a check run yet");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
     }
 
     /// Record how attempt `attempt` ended (only its claimant can, once).
@@ -377,10 +489,7 @@ impl JobService {
             let result = self
                 .change(signer, key, |r| {
                     // The job as its owner wrote it: what the receipt answers.
-                    request = Some(weft_core::ContentHash::of(&weft_core::wire::encode(&(
-                        key.reference(),
-                        &r.sealed,
-                    ))));
+                    request = Some(request_of(key, r));
                     let (ended, retryable, figures) = match &outcome {
                         Ok(report) => (
                             Ended {
@@ -390,16 +499,7 @@ impl JobService {
                                 error: None,
                             },
                             false,
-                            RunFigures {
-                                attempt,
-                                runner: me,
-                                started_ms,
-                                ended_ms: now,
-                                fuel_used: report.outcome.fuel_used,
-                                wall_ms: report.outcome.wall.as_millis() as u64,
-                                input_bytes: report.input_bytes,
-                                outputs: report.outputs.clone(),
-                            },
+                            figures(attempt, me, started_ms, now, report),
                         ),
                         Err((why, retryable)) => (
                             Ended {
@@ -429,7 +529,7 @@ impl JobService {
             match result {
                 Ok(_) => {
                     if let (Ok(report), Some(request)) = (&outcome, request) {
-                        self.receipt(key, attempt, report, request);
+                        let _ = self.receipt(key, attempt, report, request);
                     }
                     return;
                 }
@@ -452,7 +552,7 @@ impl JobService {
         attempt: u32,
         report: &JobReport,
         request: weft_core::ContentHash,
-    ) {
+    ) -> Option<weft_ledger::Receipt> {
         let work = weft_ledger::Work::Job {
             job: key.reference(),
             attempt,
@@ -464,8 +564,37 @@ impl JobService {
             wall_ms: report.outcome.wall.as_millis() as u64,
             exit: Some(report.outcome.exit_code),
         };
-        if let Err(e) = self.inner.ledger.issue(key.owner, request, work) {
-            tracing::warn!(job = %key.reference(), error = %e, "cannot sign the receipt of a job");
+        match self.inner.ledger.issue(key.owner, request, work) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(job = %key.reference(), error = %e, "cannot sign the receipt of a job");
+                None
+            }
         }
+    }
+}
+
+/// The request a job's receipts answer: the job as its owner's capability wrote it.
+pub(crate) fn request_of(key: &JobKey, rec: &JobRecord) -> weft_core::ContentHash {
+    weft_core::ContentHash::of(&weft_core::wire::encode(&(key.reference(), &rec.sealed)))
+}
+
+/// What a run that exited did.
+fn figures(
+    attempt: u32,
+    runner: weft_core::NodeId,
+    started_ms: u64,
+    ended_ms: u64,
+    report: &JobReport,
+) -> RunFigures {
+    RunFigures {
+        attempt,
+        runner,
+        started_ms,
+        ended_ms,
+        fuel_used: report.outcome.fuel_used,
+        wall_ms: report.outcome.wall.as_millis() as u64,
+        input_bytes: report.input_bytes,
+        outputs: report.outputs.clone(),
     }
 }

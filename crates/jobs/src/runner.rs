@@ -108,6 +108,10 @@ fn files_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// Inputs fetched, and outputs written, at once.
 const AT_ONCE: usize = 4;
 
+/// What a lying runner does to a run's outputs before it writes and signs them: the rogue test
+/// kit's (`weft_cluster::Rogue`), never set by an honest node.
+pub type Tamper = Arc<dyn Fn(&Path) + Send + Sync>;
+
 /// Run `job` here for the account `acting` acts as, in `workdir` (which it may fill; the
 /// caller removes it); setting `cancel` stops it (see [`RunSpec::cancel`]).
 pub async fn run_job(
@@ -117,6 +121,19 @@ pub async fn run_job(
     profile: Profile,
     cancel: Option<Arc<AtomicBool>>,
     workdir: &Path,
+) -> Result<JobReport, RunnerError> {
+    run_job_with(acting, runtime, job, profile, cancel, workdir, None).await
+}
+
+/// [`run_job`], with the outputs passed through `tamper` first (the rogue kit's).
+pub(crate) async fn run_job_with(
+    acting: &Acting,
+    runtime: &Runtime,
+    job: &Job,
+    profile: Profile,
+    cancel: Option<Arc<AtomicBool>>,
+    workdir: &Path,
+    tamper: Option<Tamper>,
 ) -> Result<JobReport, RunnerError> {
     // Authorize everything before fetching a byte or running an instruction.
     check_key(&format!("{}x", job.output_prefix))?;
@@ -191,6 +208,9 @@ pub async fn run_job(
     let result = tokio::task::spawn_blocking(move || rt.run(&name, &module, &run_spec))
         .await
         .map_err(|e| RunError::Trap(format!("the runner thread failed: {e}")))?;
+    if let (Ok(_), Some(tamper)) = (&result, tamper) {
+        tamper(&spec.output);
+    }
     // Its logs are kept however it ended; its outputs only if it finished.
     let mut files: Vec<(String, PathBuf)> = Vec::new();
     if result.is_ok() {

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use weft_compute::lease::JobState;
-use weft_compute::schema::JobRecord;
+use weft_compute::schema::{Checked, Checks, JobRecord};
 use weft_core::NodeId;
 
 use crate::JobKey;
@@ -56,6 +56,38 @@ pub struct JobStatus {
     /// Whether it runs in the deterministic profile.
     #[serde(default)]
     pub deterministic: bool,
+    /// How its result is being checked on several nodes, if it is.
+    #[serde(default)]
+    pub verification: Option<VerificationView>,
+}
+
+/// A checked job's runs and verdict, for display.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VerificationView {
+    /// `K-of-N`.
+    pub quorum: String,
+    /// `checking`, `agreed` or `undecided`.
+    pub verdict: String,
+    /// The result that stood (hex), once agreed.
+    pub result: Option<String>,
+    /// Runs that exited, with the result each signed (hex; `None`: its receipt does not
+    /// verify).
+    pub runs: Vec<CheckView>,
+    /// Nodes that signed another result than the one that stood.
+    pub wrong: Vec<String>,
+}
+
+/// One run of a checked job.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckView {
+    /// The attempt.
+    pub attempt: u32,
+    /// Its runner.
+    pub runner: String,
+    /// Its site.
+    pub site: String,
+    /// The result commitment its receipt signs.
+    pub result: Option<String>,
 }
 
 /// A placement, for display.
@@ -176,5 +208,43 @@ pub(crate) fn status_of(key: &JobKey, rec: &JobRecord, def: &Definition) -> JobS
             .collect(),
         failed_on: rec.life.failed_on.iter().map(hex).collect(),
         deterministic: def.deterministic,
+        verification: rec.checks.as_ref().map(verification),
+    }
+}
+
+fn verification(c: &Checks) -> VerificationView {
+    let signed = |bytes: &[u8], runner: &NodeId| {
+        let r: weft_ledger::Receipt = weft_core::wire::decode(bytes).ok()?;
+        match &r.body.work {
+            weft_ledger::Work::Job { result, .. } if r.body.node == *runner && r.verifies() => {
+                Some(result.to_hex())
+            }
+            _ => None,
+        }
+    };
+    let (verdict, result, wrong) = match &c.verdict {
+        None => ("checking", None, Vec::new()),
+        Some(Checked::Undecided) => ("undecided", None, Vec::new()),
+        Some(Checked::Agreed { result, wrong, .. }) => (
+            "agreed",
+            Some(result.to_hex()),
+            wrong.iter().map(NodeId::to_hex).collect(),
+        ),
+    };
+    VerificationView {
+        quorum: format!("{}-of-{}", c.quorum.0, c.quorum.1),
+        verdict: verdict.into(),
+        result,
+        runs: c
+            .runs
+            .iter()
+            .map(|r| CheckView {
+                attempt: r.attempt,
+                runner: r.runner.to_hex(),
+                site: r.site.clone(),
+                result: signed(&r.receipt, &r.runner),
+            })
+            .collect(),
+        wrong,
     }
 }

@@ -4,7 +4,7 @@
 //! starts coordinating it, with a standby on another node.
 
 use weft_compute::lease::Life;
-use weft_compute::schema::{JobRecord, Jobs};
+use weft_compute::schema::{Checks, JobRecord, Jobs};
 use weft_compute::spec::{JobSpec, Near, Source};
 use weft_data::{BucketError, Capability, Need};
 use weft_meta::Schema;
@@ -31,15 +31,15 @@ impl JobService {
         if !b.access().can_write() {
             return Err(JobError::ReadOnly);
         }
-        if let Some(limit) = b.quota().await?.jobs {
-            let active = self.active_jobs(&b).await?;
-            if active >= limit as usize {
-                return Err(BucketError::OverQuota(format!(
-                    "account {} has {active} jobs queued or running, its quota is {limit}",
-                    b.account().short()
-                ))
-                .into());
-            }
+        let (active, held) = self.active_jobs(&b).await?;
+        if let Some(limit) = b.quota().await?.jobs
+            && active >= limit as usize
+        {
+            return Err(BucketError::OverQuota(format!(
+                "account {} has {active} jobs queued or running, its quota is {limit}",
+                b.account().short()
+            ))
+            .into());
         }
         let out = b.authorize(&job.output_bucket, Need::Write).await?;
         let mut regions = job.regions.clone();
@@ -86,12 +86,49 @@ impl JobService {
             bucket: job.output_bucket.clone(),
             id: new_id(now),
         };
+        let checks = spec
+            .policy()?
+            .quorum_for(&key.reference())
+            .map(|quorum| Checks {
+                quorum,
+                runs: Vec::new(),
+                verdict: None,
+            });
+        // Held against the account's credits while it is queued or running: its fuel limit at
+        // the most it may be charged per unit, for every run it may take.
+        let max_price = spec.max_price_micro()?;
+        let unit = match max_price {
+            Some(m) => m,
+            None => self.highest_fuel_price().await,
+        };
+        let runs = checks.as_ref().map_or(1, |c| u64::from(c.quorum.1));
+        let hold = weft_ledger::price::job_ceiling(job.limits.fuel, unit).saturating_mul(runs);
+        let balance = self.inner.ledger.balance(&b.account(), held).await?;
+        if balance.available() < i128::from(hold) {
+            let c = weft_ledger::price::credits;
+            return Err(JobError::Credits(format!(
+                "account {} has {} credits available ({} in its balance, {} held by {active} jobs under way); this job may cost up to {} ({} fuel at {} credits per 10⁹{}) — ask the fabric's admin for credits (`weft ledger grant`), or lower its fuel or max price",
+                b.account().short(),
+                c(balance.available()),
+                c(balance.balance()),
+                c(i128::from(held)),
+                c(i128::from(hold)),
+                job.limits.fuel,
+                c(i128::from(unit)),
+                if runs > 1 {
+                    format!(", {runs} runs")
+                } else {
+                    String::new()
+                },
+            )));
+        }
         let def = Definition {
             job,
             regions,
             jurisdictions,
             near_node,
-            deterministic: spec.deterministic,
+            // A result checked on several nodes must be the same on each.
+            deterministic: spec.deterministic || checks.is_some(),
         };
         let more = crate::definition::DefinitionMore {
             deterministic: def.deterministic,
@@ -108,6 +145,9 @@ impl JobService {
             placement: None,
             started_ms: None,
             runs: Vec::new(),
+            checks,
+            max_price,
+            hold,
         };
         self.inner
             .table
@@ -135,9 +175,29 @@ impl JobService {
 }
 
 impl JobService {
-    /// Jobs of `b`'s account queued or running, in every bucket it owns.
-    async fn active_jobs(&self, b: &weft_data::Acting) -> Result<usize, JobError> {
-        let mut active = 0;
+    /// The highest price per 10⁹ fuel a node that may run jobs published (this node's own if
+    /// none did): what a job with no maximum is held at.
+    async fn highest_fuel_price(&self) -> u64 {
+        let lists = self.inner.ledger.price_lists().await;
+        self.inner
+            .fabric
+            .members()
+            .iter()
+            .filter(|m| m.has_role(weft_core::Role::Compute))
+            .filter_map(|m| lists.get(&m.id).map(|p| p.fuel_per_g))
+            .max()
+            .unwrap_or(self.inner.ledger.prices().fuel_per_g)
+    }
+
+    /// Jobs of `b`'s account queued or running, in every bucket it owns, and the credits they
+    /// hold (micro-credits).
+    pub async fn held_by(&self, b: &weft_data::Acting) -> Result<(usize, u64), JobError> {
+        self.active_jobs(b).await
+    }
+
+    /// Jobs of `b`'s account queued or running, in every bucket it owns, and what they hold.
+    async fn active_jobs(&self, b: &weft_data::Acting) -> Result<(usize, u64), JobError> {
+        let (mut active, mut held) = (0, 0u64);
         for bucket in b.list_buckets().await? {
             if bucket.owner != b.account() {
                 continue;
@@ -147,11 +207,14 @@ impl JobService {
                 bucket: bucket.name,
             };
             for (_, row) in self.inner.table.list::<Jobs>(&part, "").await? {
-                if row.known().is_some_and(|rec| !rec.life.ended()) {
+                if let Some(rec) = row.known()
+                    && !rec.life.ended()
+                {
                     active += 1;
+                    held = held.saturating_add(rec.hold);
                 }
             }
         }
-        Ok(active)
+        Ok((active, held))
     }
 }

@@ -72,8 +72,9 @@ impl Issued {
         account: NodeId,
         request: ContentHash,
         work: Work,
+        price: u64,
     ) -> Result<Receipt, IssuedError> {
-        let receipt = Receipt::sign(
+        let receipt = Receipt::sign_priced(
             key,
             ReceiptBody {
                 format: RECEIPT_FORMAT,
@@ -85,6 +86,7 @@ impl Issued {
                 request,
                 work,
             },
+            price,
         );
         self.next += 1;
         self.last = receipt.hash();

@@ -21,7 +21,10 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod credits;
+pub mod fault;
 pub mod issued;
+pub mod price;
 pub mod receipt;
 pub mod replica;
 pub mod schema;
@@ -40,7 +43,9 @@ use weft_meta::{MetaError, Table};
 use weft_net::{Endpoint, Rpc};
 use weft_tlog::{Checkpoint, Note, NoteSignature, Signer, Verifier};
 
+pub use fault::{Fault, FaultError};
 pub use issued::{Issued, IssuedError};
+pub use price::{Balance, Prices};
 pub use receipt::{Receipt, ReceiptBody, Work};
 pub use replica::{Replica, ReplicaError};
 use schema::{Batch, BatchRef, Batches, Head, Heads};
@@ -64,6 +69,8 @@ const SUBMIT_EVERY: Duration = Duration::from_millis(200);
 const RESUBMIT_AFTER: Duration = Duration::from_secs(3);
 /// How often every replica reads the newest cosigned checkpoint and follows it.
 const FOLLOW_EVERY: Duration = Duration::from_secs(2);
+/// How often a sequencer with a staged, unsettled head asks its witnesses again.
+const REGATHER_EVERY: Duration = Duration::from_secs(1);
 /// The most batches one catch-up walks back through.
 const WALK_MAX: usize = 100_000;
 
@@ -176,6 +183,18 @@ pub struct WorkDone {
     pub tokens_out: u64,
     /// Distinct accounts the work was for.
     pub accounts: u64,
+    /// What its receipts charged, micro-credits: in all, for jobs, for inference.
+    #[serde(default)]
+    pub earned: u64,
+    /// Of which for jobs.
+    #[serde(default)]
+    pub earned_jobs: u64,
+    /// Of which for inference.
+    #[serde(default)]
+    pub earned_inference: u64,
+    /// The node's prices now.
+    #[serde(default)]
+    pub prices: Option<Prices>,
 }
 
 /// A receipt with the proof that the log holds it.
@@ -217,6 +236,10 @@ struct Inner {
     changing: tokio::sync::Mutex<()>,
     /// What this node last handed over: (up to which number, when).
     handed: Mutex<(u64, Option<Instant>)>,
+    /// This node's prices (what its receipts charge).
+    prices: price::Prices,
+    /// Every node's prices as last read, and when.
+    price_lists: Mutex<(HashMap<NodeId, price::Prices>, Option<Instant>)>,
 }
 
 /// A checkpoint that verified: what it says, who signed it, who cosigned it.
@@ -318,6 +341,17 @@ impl Service for Ledger {
                 issued_wake: Notify::new(),
                 changing: tokio::sync::Mutex::new(()),
                 handed: Mutex::new((0, None)),
+                prices: {
+                    let p = ctx.setting::<price::Prices>().unwrap_or_default();
+                    if !p.valid() {
+                        return Err(failed(format!(
+                            "a price above the most allowed ({} micro-credits per unit)",
+                            price::MAX_PRICE
+                        )));
+                    }
+                    p
+                },
+                price_lists: Mutex::new((HashMap::new(), None)),
             }),
         };
         ledger.register();
@@ -328,6 +362,8 @@ impl Service for Ledger {
         tasks.spawn(async move { this.submit_loop().await });
         let this = ledger.clone();
         tasks.spawn(async move { this.follow_loop().await });
+        let this = ledger.clone();
+        tasks.spawn(async move { this.publish_prices().await });
         Ok(ledger)
     }
 }
@@ -346,15 +382,28 @@ impl Ledger {
         request: ContentHash,
         work: Work,
     ) -> Result<Receipt, LedgerError> {
+        let price = self.inner.prices.for_work(&work);
         let receipt = self.inner.issued.lock().issue(
             &self.inner.key,
             weft_net::now_ms(),
             account,
             request,
             work,
+            price,
         )?;
         self.inner.issued_wake.notify_one();
         Ok(receipt)
+    }
+
+    /// Keep a proven wrong result in the table, where it counts against its offender's
+    /// reputation (see [`fault`]); the offender.
+    pub async fn report_fault(&self, fault: &Fault) -> Result<NodeId, fault::ReportError> {
+        fault::report(&self.inner.table, &self.inner.key, fault).await
+    }
+
+    /// The proven wrong results of `node`.
+    pub async fn faults_of(&self, node: &NodeId) -> Result<Vec<Fault>, MetaError> {
+        fault::faults_of(&self.inner.table, node).await
     }
 
     /// Where the ledger stands here.
@@ -454,6 +503,8 @@ impl Ledger {
             let receipt = replica.receipt(index)?;
             done.receipts += 1;
             accounts.insert(receipt.body.account);
+            let charge = receipt.charge();
+            done.earned = done.earned.saturating_add(charge);
             match receipt.body.work {
                 Work::Job {
                     fuel,
@@ -463,6 +514,7 @@ impl Ledger {
                     ..
                 } => {
                     done.jobs += 1;
+                    done.earned_jobs = done.earned_jobs.saturating_add(charge);
                     done.fuel = done.fuel.saturating_add(fuel);
                     done.bytes_in = done.bytes_in.saturating_add(bytes_in);
                     done.bytes_out = done.bytes_out.saturating_add(bytes_out);
@@ -474,6 +526,7 @@ impl Ledger {
                     ..
                 } => {
                     done.requests += 1;
+                    done.earned_inference = done.earned_inference.saturating_add(charge);
                     done.tokens_in = done.tokens_in.saturating_add(tokens_in);
                     done.tokens_out = done.tokens_out.saturating_add(tokens_out);
                 }
@@ -481,6 +534,9 @@ impl Ledger {
             }
         }
         done.accounts = accounts.len() as u64;
+        if *node == self.inner.key.public() {
+            done.prices = Some(self.inner.prices);
+        }
         Ok(done)
     }
 
@@ -687,6 +743,7 @@ impl Ledger {
     }
 
     async fn sequence_loop(&self) {
+        let mut regathered = Instant::now();
         loop {
             if self.inner.queue.lock().is_empty() {
                 tokio::select! {
@@ -695,6 +752,14 @@ impl Ledger {
                 }
             }
             if self.inner.queue.lock().is_empty() {
+                if regathered.elapsed() >= REGATHER_EVERY
+                    && self.designated() == Some(self.inner.key.public())
+                {
+                    regathered = Instant::now();
+                    if let Err(e) = self.regather().await {
+                        tracing::debug!("ledger: asking again for cosignatures: {e}");
+                    }
+                }
                 continue;
             }
             if self.designated() != Some(self.inner.key.public()) {
@@ -703,16 +768,68 @@ impl Ledger {
                 self.inner.queue.lock().clear();
                 continue;
             }
-            if let Err(e) = self.round().await {
-                tracing::warn!("ledger: sequencing: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+            match self.round().await {
+                Ok(true) => {}
+                // Only receipts waiting for ones before them: wait for those, do not spin.
+                Ok(false) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => {
+                    tracing::warn!("ledger: sequencing: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
             }
         }
     }
 
+    /// Ask the witnesses again for the head when it lacks a quorum: this node's copy staged it
+    /// but did not settle it (a round whose witnesses did not all answer), or the newest
+    /// cosigned checkpoint no longer has enough cosignatures for the members there are now (a
+    /// member that was away came back, so the quorum grew). Without this, the receipts of that
+    /// batch would wait for the next batch, and a node handing them again is told they are in.
+    async fn regather(&self) -> Result<(), LedgerError> {
+        let _changing = self.inner.changing.lock().await;
+        let Some(head) = self
+            .inner
+            .table
+            .get_value::<Heads>(&(), schema::HEAD)
+            .await?
+        else {
+            return Ok(());
+        };
+        let end = head.batch.first + head.batch.count;
+        let (staged, settled) = {
+            let replica = self.inner.replica.lock();
+            (replica.staged_size(), replica.size())
+        };
+        let unsettled = staged > settled && staged == end;
+        let short = !unsettled && settled == end && {
+            let cosigned = self
+                .inner
+                .table
+                .get_value::<Heads>(&(), schema::COSIGNED)
+                .await?;
+            cosigned
+                .is_some_and(|c| c.batch == head.batch && self.verify_checkpoint(&c.note).is_none())
+        };
+        if !unsettled && !short {
+            return Ok(());
+        }
+        let (part, sort) = schema::batch_key(&head.batch);
+        let Some(batch) = self
+            .inner
+            .table
+            .get_value::<Batches>(&part, sort.as_str())
+            .await?
+        else {
+            return Ok(());
+        };
+        let note = Note::parse(&head.note).map_err(|e| LedgerError::Diverged(e.to_string()))?;
+        self.gather(note, batch, head.batch).await
+    }
+
     /// One round as sequencer: bring the staged branch to the head, append what is queued,
-    /// replace the head by a conditional write, then gather cosignatures.
-    async fn round(&self) -> Result<(), LedgerError> {
+    /// replace the head by a conditional write, then gather cosignatures. Whether it appended
+    /// anything.
+    async fn round(&self) -> Result<bool, LedgerError> {
         let _changing = self.inner.changing.lock().await;
         self.drop_revoked()?;
         let head = self
@@ -758,7 +875,7 @@ impl Ledger {
         };
         self.inner.queue.lock().extend(keep);
         if entries.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let (old, prev, size, root) = {
             let replica = self.inner.replica.lock();
@@ -791,14 +908,15 @@ impl Ledger {
                     .iter()
                     .filter_map(|e| Receipt::from_entry(e).ok());
                 self.inner.queue.lock().extend(receipts);
-                return Ok(());
+                return Ok(true);
             }
         };
         self.inner
             .replica
             .lock()
             .stage(&batch.entries, &checkpoint, reference, me)?;
-        self.gather(note, batch, reference).await
+        self.gather(note, batch, reference).await?;
+        Ok(true)
     }
 
     /// Write the batch row and replace the head (if it is still the one this node's branch

@@ -6,8 +6,9 @@
 use serde::{Deserialize, Serialize};
 use weft_core::{ContentHash, NodeId, SecretKey, Signature, wire};
 
-/// The receipt format this build writes and reads.
-pub const RECEIPT_FORMAT: u8 = 1;
+/// The receipt format this build writes: 2, priced (the unit price charged, signed with the
+/// body). It reads 1 too (unpriced: such a receipt costs nothing).
+pub const RECEIPT_FORMAT: u8 = 2;
 /// The largest encoded receipt accepted.
 pub const MAX_RECEIPT: usize = 4096;
 /// The signature domain of receipts.
@@ -85,13 +86,15 @@ pub struct ReceiptBody {
     pub work: Work,
 }
 
-/// A receipt: its body and the node's signature.
+/// A receipt: its body, the node's signature, and (format 2) the unit price it charged.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
     /// What it says.
     pub body: ReceiptBody,
-    /// The node's signature of the body.
+    /// The node's signature of the body (and, format 2, of the price).
     pub signature: Signature,
+    /// The unit price of the work's kind, micro-credits (see [`crate::price`]); 0 in format 1.
+    pub price: u64,
 }
 
 /// A receipt could not be read.
@@ -109,23 +112,46 @@ pub enum ReceiptError {
 }
 
 impl Receipt {
-    /// Sign `body` with `key` (whose public key must be `body.node`).
+    /// Sign `body` with `key` (whose public key must be `body.node`), unpriced.
     pub fn sign(key: &SecretKey, body: ReceiptBody) -> Receipt {
-        let signature = key.sign(DOMAIN, &wire::encode(&body));
-        Receipt { body, signature }
+        Receipt::sign_priced(key, body, 0)
+    }
+
+    /// Sign `body` and the unit price `price` it charges with `key` (a format 1 body is
+    /// signed alone, and costs nothing).
+    pub fn sign_priced(key: &SecretKey, body: ReceiptBody, price: u64) -> Receipt {
+        let price = if body.format == 1 { 0 } else { price };
+        let signature = key.sign(DOMAIN, &signed_bytes(&body, price));
+        Receipt {
+            body,
+            signature,
+            price,
+        }
     }
 
     /// Whether the signature is the node's.
     pub fn verifies(&self) -> bool {
-        self.body
-            .node
-            .verify_once(DOMAIN, &wire::encode(&self.body), &self.signature)
+        (self.body.format != 1 || self.price == 0)
+            && self.body.node.verify_once(
+                DOMAIN,
+                &signed_bytes(&self.body, self.price),
+                &self.signature,
+            )
+    }
+
+    /// What it costs its account, micro-credits.
+    pub fn charge(&self) -> u64 {
+        crate::price::charge(&self.body.work, self.price)
     }
 
     /// The receipt as a log entry.
     pub fn to_entry(&self) -> Vec<u8> {
         let mut out = vec![ENTRY_RECEIPT];
-        out.extend_from_slice(&wire::encode(self));
+        if self.body.format == 1 {
+            out.extend_from_slice(&wire::encode(&(&self.body, &self.signature)));
+        } else {
+            out.extend_from_slice(&wire::encode(self));
+        }
         out
     }
 
@@ -134,14 +160,22 @@ impl Receipt {
         if entry.len() > MAX_RECEIPT {
             return Err(ReceiptError::TooLarge(entry.len()));
         }
-        let (&kind, body) = entry.split_first().ok_or(ReceiptError::Malformed)?;
+        let (&kind, bytes) = entry.split_first().ok_or(ReceiptError::Malformed)?;
         if kind != ENTRY_RECEIPT {
             return Err(ReceiptError::Malformed);
         }
-        let receipt: Receipt = wire::decode(body).map_err(|_| ReceiptError::Malformed)?;
-        if receipt.body.format != RECEIPT_FORMAT {
-            return Err(ReceiptError::Malformed);
-        }
+        let ((body, signature), rest): ((ReceiptBody, Signature), _) =
+            wire::decode_prefix(bytes).map_err(|_| ReceiptError::Malformed)?;
+        let price = match body.format {
+            1 if rest.is_empty() => 0,
+            2 => wire::decode::<u64>(rest).map_err(|_| ReceiptError::Malformed)?,
+            _ => return Err(ReceiptError::Malformed),
+        };
+        let receipt = Receipt {
+            body,
+            signature,
+            price,
+        };
         if !receipt.verifies() {
             return Err(ReceiptError::BadSignature);
         }
@@ -151,6 +185,15 @@ impl Receipt {
     /// Its hash (what the next receipt of the node chains to).
     pub fn hash(&self) -> ContentHash {
         ContentHash::of(&self.to_entry())
+    }
+}
+
+/// What a receipt's signature covers: format 1, the body; later, the body and the price.
+fn signed_bytes(body: &ReceiptBody, price: u64) -> Vec<u8> {
+    if body.format == 1 {
+        wire::encode(body)
+    } else {
+        wire::encode(&(body, price))
     }
 }
 
@@ -241,6 +284,39 @@ mod tests {
                 work: Work::Transfer { bytes: 10 },
             },
         )
+    }
+
+    #[test]
+    fn priced_and_unpriced_receipts_read_back_and_a_changed_price_is_refused() {
+        let key = SecretKey::from_seed([2; 32]);
+        let mut body = receipt(&key, 0, ContentHash([0; 32])).body;
+        body.work = Work::Transfer {
+            bytes: 3_000_000_000,
+        };
+        let priced = Receipt::sign_priced(&key, body.clone(), 50_000);
+        let back = Receipt::from_entry(&priced.to_entry()).unwrap();
+        assert_eq!(back, priced);
+        assert_eq!(back.charge(), 150_000);
+        let mut cheaper = priced.clone();
+        cheaper.price = 1;
+        assert_eq!(
+            Receipt::from_entry(&cheaper.to_entry()),
+            Err(ReceiptError::BadSignature)
+        );
+        // A format 1 receipt (before prices) reads back as it was written, costing nothing.
+        body.format = 1;
+        let old = Receipt::sign_priced(&key, body, 50_000);
+        assert_eq!(old.price, 0);
+        let entry = old.to_entry();
+        assert_eq!(entry[1..], wire::encode(&(&old.body, &old.signature))[..]);
+        let back = Receipt::from_entry(&entry).unwrap();
+        assert_eq!((back.charge(), back.hash()), (0, old.hash()));
+        let mut with_tail = entry.clone();
+        with_tail.push(0);
+        assert_eq!(
+            Receipt::from_entry(&with_tail),
+            Err(ReceiptError::Malformed)
+        );
     }
 
     #[test]

@@ -60,6 +60,16 @@ pub fn checkpoint_of(note: &str) -> Result<(Note, Checkpoint), ReplicaError> {
     Ok((note, checkpoint))
 }
 
+/// Add a settled receipt's charge to its account's spending and its node's earnings.
+fn count(spent: &mut HashMap<NodeId, (u64, u64)>, earned: &mut HashMap<NodeId, u64>, r: &Receipt) {
+    let charge = r.charge();
+    let s = spent.entry(r.body.account).or_default();
+    s.0 = s.0.saturating_add(charge);
+    s.1 += 1;
+    let e = earned.entry(r.body.node).or_default();
+    *e = e.saturating_add(charge);
+}
+
 /// A replica of the ledger in a folder.
 #[derive(Debug)]
 pub struct Replica {
@@ -72,6 +82,10 @@ pub struct Replica {
     index: HashMap<NodeId, Vec<u64>>,
     /// Per account, the log indices of receipts of work done for it, in order.
     by_account: HashMap<NodeId, Vec<u64>>,
+    /// Per account, what its settled receipts cost (micro-credits) and how many there are.
+    spent: HashMap<NodeId, (u64, u64)>,
+    /// Per node, what its settled receipts charged.
+    earned: HashMap<NodeId, u64>,
     /// The batches of the staged part with who sequenced each, oldest first, and the batch
     /// ending at the settled size.
     staged_batches: Vec<(BatchRef, NodeId)>,
@@ -93,6 +107,7 @@ impl Replica {
         let mut chains = Chains::default();
         let mut index: HashMap<NodeId, Vec<u64>> = HashMap::new();
         let mut by_account: HashMap<NodeId, Vec<u64>> = HashMap::new();
+        let (mut spent, mut earned) = (HashMap::new(), HashMap::new());
         let mut failed = None;
         log.scan(0, |at, entry| {
             match Receipt::from_entry(entry) {
@@ -100,6 +115,7 @@ impl Replica {
                     chains.advance(&r);
                     index.entry(r.body.node).or_default().push(at);
                     by_account.entry(r.body.account).or_default().push(at);
+                    count(&mut spent, &mut earned, &r);
                 }
                 Err(error) => failed = failed.take().or(Some((at, error))),
             }
@@ -119,6 +135,8 @@ impl Replica {
             chains,
             index,
             by_account,
+            spent,
+            earned,
             staged_batches: Vec::new(),
             staged_receipts: Vec::new(),
             settled_batch,
@@ -342,6 +360,7 @@ impl Replica {
         self.settled_batch = Some(batch);
         for r in self.staged_receipts.drain(..settling) {
             self.settled_chains.advance(&r);
+            count(&mut self.spent, &mut self.earned, &r);
         }
         Ok(true)
     }
@@ -378,6 +397,16 @@ impl Replica {
     /// The consistency proof from the tree of `old` to that of `new`.
     pub fn consistency_proof(&mut self, old: u64, new: u64) -> Result<Vec<Hash>, ReplicaError> {
         Ok(self.log.consistency_proof(old, new)?)
+    }
+
+    /// What `account`'s settled receipts cost, micro-credits, and how many there are.
+    pub fn spent_by(&self, account: &NodeId) -> (u64, u64) {
+        self.spent.get(account).copied().unwrap_or((0, 0))
+    }
+
+    /// What `node`'s settled receipts charged, micro-credits.
+    pub fn earned_by(&self, node: &NodeId) -> u64 {
+        self.earned.get(node).copied().unwrap_or(0)
     }
 
     /// How many receipts of `node` the settled part holds.

@@ -5,6 +5,9 @@
 //! | `lh` | `lh` | `head` | [`Head`]: the newest checkpoint as its sequencer signed it | any member, by a conditional write from the head it extends |
 //! | `lh` | `lh` | `cosigned` | [`Head`]: the newest checkpoint with a quorum of cosignatures | any member (readers check the cosignatures) |
 //! | `lb` | `lb/<first entry / 65536>` | `<first entry, 20 digits>-<batch hash>` | [`Batch`] | its first claimant (its key names its content) |
+//! | `lp` | `lp` | node id | [`PriceList`]: the node's prices | that node, a member |
+//! | `cr` | `cr/<account>` | grant id | [`CreditGrant`]: credits the admin granted the account | the admin key |
+//! | `lf` | `lf/<offender>` | the wrong receipt's hash | [`crate::fault::Fault`] | its first claimant (readers count only faults that check) |
 
 use serde::{Deserialize, Serialize};
 use weft_core::{ContentHash, NodeId, wire};
@@ -80,6 +83,50 @@ row_kind! {
     }
 }
 
+/// A node's published prices.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceList {
+    /// The prices, micro-credits per unit.
+    pub prices: crate::price::Prices,
+    /// Unix ms they were set.
+    pub set_ms: u64,
+}
+
+row_kind! {
+    /// Every node's prices.
+    pub struct PriceRows {
+        kind: "lp",
+        writer: Writer::SortKeyMember,
+        part: (),
+        sort: str,
+        value: PriceList,
+        partition: |_| String::new(),
+    }
+}
+
+/// Credits the fabric's admin granted an account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditGrant {
+    /// Micro-credits.
+    pub amount: u64,
+    /// Unix ms it was granted.
+    pub at_ms: u64,
+    /// Why (free text, at most 200 bytes).
+    pub memo: String,
+}
+
+row_kind! {
+    /// Credit grants, by account.
+    pub struct Grants {
+        kind: "cr",
+        writer: Writer::Admin,
+        part: NodeId,
+        sort: str,
+        value: CreditGrant,
+        partition: |account| account.to_hex(),
+    }
+}
+
 /// The sort key of the head row.
 pub const HEAD: &str = "head";
 /// The sort key of the newest cosigned checkpoint's row.
@@ -97,4 +144,7 @@ pub fn batch_key(batch: &BatchRef) -> (u64, String) {
 pub fn register(rules: &mut Rules) {
     rules.add(Heads::KIND, Heads::WRITER);
     rules.add(Batches::KIND, Batches::WRITER);
+    rules.add(PriceRows::KIND, PriceRows::WRITER);
+    rules.add(Grants::KIND, Grants::WRITER);
+    crate::fault::register(rules);
 }

@@ -57,6 +57,7 @@ use peers::{load_peers, save_peers};
 /// What the front ends see of membership (re-exported: they depend on nothing below the node).
 pub use weft_fabric::{Member, MemberState};
 pub use weft_heal::{HealConfig, HealStatus, Reputation};
+pub use weft_ledger::Prices;
 pub use weft_net::WanConfig;
 
 /// Everything needed to start a node, already validated.
@@ -80,6 +81,8 @@ pub struct NodeSettings {
     pub timing: SwimTiming,
     /// What jobs run here may use.
     pub jobs: weft_jobs::JobsConfig,
+    /// What this node charges per unit of work (its receipts carry it).
+    pub prices: weft_ledger::Prices,
 }
 
 /// Node failures.
@@ -236,7 +239,8 @@ impl Node {
             dir.root(),
         )
         .with_setting(settings.heal.clone())
-        .with_setting(settings.jobs.clone());
+        .with_setting(settings.jobs.clone())
+        .with_setting(settings.prices);
         // Every service, in an order where each finds those it uses.
         let mut services = Services::new(ctx.clone());
         let started = (|| -> Result<_, HostError> {

@@ -76,6 +76,27 @@ impl Node {
         Ok(who)
     }
 
+    /// Grant `credits` (micro-credits) to `account`, signed with the admin key; the grant's
+    /// id. Admin nodes only.
+    pub async fn grant_credits(
+        &self,
+        account: &str,
+        micro: u64,
+        memo: &str,
+    ) -> Result<(NodeId, String), NodeError> {
+        let admin = self.inner.admin.as_ref().ok_or(NodeError::NotAdmin)?;
+        let account = parse_account(account)?;
+        if micro == 0 {
+            return Err(NodeError::Invalid("a grant of no credits".into()));
+        }
+        let id = self
+            .ledger()
+            .grant(admin, &account, micro, memo)
+            .await
+            .map_err(|e| NodeError::Invalid(format!("the grant was not written: {e}")))?;
+        Ok((account, id))
+    }
+
     /// The fabric's policy for accounts and the accounts its admin admitted.
     pub async fn accounts_policy(&self) -> Result<AccountsPolicy, NodeError> {
         use weft_data::schema::{ACCOUNTS, Passes, Policies};

@@ -71,6 +71,24 @@ async fn account(state: &AppState, headers: &HeaderMap) -> Result<NodeId, ApiErr
     }
 }
 
+/// Refuse an account with no credits left (its allowance and grants spent): 402, saying so.
+async fn paying(state: &AppState, account: &NodeId) -> Result<(), ApiError> {
+    let balance = state
+        .node
+        .ledger()
+        .balance(account, 0)
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot read the account's credits: {e}")))?;
+    if balance.available() <= 0 {
+        return Err(ApiError::payment(format!(
+            "account {} has no credits left ({} credits: its allowance and grants are spent); ask the fabric's admin for credits (`weft ledger grant`)",
+            account.short(),
+            weft_ledger::price::credits(balance.available())
+        )));
+    }
+    Ok(())
+}
+
 /// Where the request may run, from its headers.
 fn allowed(headers: &HeaderMap) -> Result<Allowed, ApiError> {
     let list = |name: &'static str| -> Result<Vec<String>, ApiError> {
@@ -208,6 +226,7 @@ pub(crate) async fn embeddings(
 ) -> Result<Response, ApiError> {
     let (headers, bytes) = body(&state, req).await?;
     let account = account(&state, &headers).await?;
+    paying(&state, &account).await?;
     let req: EmbeddingRequest = wire::parse(&bytes)?;
     let inputs = req.inputs(None)?;
     let allowed = allowed(&headers)?;
@@ -318,6 +337,7 @@ pub(crate) async fn generation<T: Generate + Answers>(
 ) -> Result<Response, ApiError> {
     let (headers, bytes) = body(&state, req).await?;
     let account = account(&state, &headers).await?;
+    paying(&state, &account).await?;
     let req: T = wire::parse(&bytes)?;
     let common = req.common();
     let (model, stream, include_usage) =

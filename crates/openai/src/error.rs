@@ -58,6 +58,11 @@ impl ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "permission_error", message)
     }
 
+    /// 402: the account has no credits left.
+    pub fn payment(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::PAYMENT_REQUIRED, "insufficient_quota", message)
+    }
+
     /// 404: no such route.
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", message)

@@ -333,6 +333,8 @@ pub struct Storage {
     hedge_after: Duration,
     catalog: Arc<std::sync::OnceLock<Arc<dyn Catalog>>>,
     quarantined: Arc<parking_lot::RwLock<std::collections::HashSet<NodeId>>>,
+    /// Nodes' reputations as the healer last judged them (absent: 1).
+    reputation: Arc<parking_lot::RwLock<HashMap<NodeId, f64>>>,
     /// Holders that served a shard not matching its name since repair last asked.
     bad_reads: Arc<parking_lot::Mutex<HashMap<NodeId, u32>>>,
     /// Manifests this node wrote or fetched (see [`Manifests`]).
@@ -477,6 +479,7 @@ impl Storage {
             hedge_after: HEDGE_AFTER,
             catalog: Arc::new(std::sync::OnceLock::new()),
             quarantined: Arc::default(),
+            reputation: Arc::default(),
             bad_reads: Arc::default(),
             manifests: Arc::default(),
             hot: Arc::default(),
@@ -502,6 +505,7 @@ impl Storage {
                     jurisdiction: m.placement.jurisdiction,
                     free_bytes: 0,
                     healthy: ok,
+                    reputation: 1.0,
                 };
                 (m.is_self, c)
             })
@@ -660,6 +664,16 @@ impl Storage {
         *self.quarantined.write() = nodes;
     }
 
+    /// Nodes' reputations, 0 to 1, as the healer last judged them (absent: 1).
+    pub fn reputation(&self) -> HashMap<NodeId, f64> {
+        self.reputation.read().clone()
+    }
+
+    /// Set the nodes' reputations (the healer does). Shared by every clone.
+    pub fn set_reputation(&self, scores: HashMap<NodeId, f64>) {
+        *self.reputation.write() = scores;
+    }
+
     /// Challenge `node` to prove it holds bytes of shard `hash` (`shard_len` long) at a random
     /// offset; true when the proof checks against the shard's name.
     pub async fn audit(
@@ -739,6 +753,7 @@ impl Storage {
                 } else {
                     m.capacity.disk_bytes
                 },
+                reputation: self.reputation.read().get(&m.id).copied().unwrap_or(1.0),
                 site: m.placement.site,
                 region: m.placement.region,
                 jurisdiction: m.placement.jurisdiction,

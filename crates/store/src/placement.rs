@@ -3,7 +3,7 @@
 //!
 //! Pure and deterministic. Rendezvous (highest-random-weight) hashing keeps placements stable
 //! when membership changes: a node joining or leaving moves only the shards it wins or held.
-//! The weight favours nodes with more free space. Spread: each pick comes from a site with the
+//! The weight favours nodes with more free space and a better reputation. Spread: each pick comes from a site with the
 //! fewest shards of this segment so far, so a segment covers as many sites as it can.
 //! Residency is a hard filter: if too few nodes satisfy the policy, placement fails — it never
 //! falls back to a node outside it.
@@ -16,7 +16,7 @@ use weft_core::{ContentHash, NodeId};
 use crate::Erasure;
 
 /// A node that could hold a shard.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Candidate {
     /// The node.
     pub id: NodeId,
@@ -30,6 +30,9 @@ pub struct Candidate {
     pub free_bytes: u64,
     /// Alive, storage role, not quarantined.
     pub healthy: bool,
+    /// Its reputation, 0 to 1 (1: nothing against it): scales its rendezvous weight, so a
+    /// distrusted node wins fewer shards.
+    pub reputation: f64,
 }
 
 /// Where a bucket's data may live. Empty lists allow anything.
@@ -111,8 +114,10 @@ pub fn place(
         .iter()
         .filter(|c| c.healthy && c.free_bytes >= shard_bytes && policy.allows(c))
         .map(|c| {
-            // Weighted rendezvous: lower is better; weight grows with free space.
-            let weight = ((c.free_bytes.max(1)) as f64).ln().max(1.0);
+            // Weighted rendezvous: lower is better; weight grows with free space and
+            // reputation.
+            let weight =
+                ((c.free_bytes.max(1)) as f64).ln().max(1.0) * c.reputation.clamp(0.05, 1.0);
             (c, -uniform(key, &c.id).ln() / weight)
         })
         .collect();
@@ -187,6 +192,7 @@ mod tests {
                 jurisdiction: REGIONS[region as usize % 3].to_ascii_uppercase(),
                 free_bytes: free,
                 healthy,
+                reputation: 1.0,
             })
             .collect()
     }

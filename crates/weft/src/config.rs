@@ -54,6 +54,49 @@ pub struct NodeFile {
     /// Jobs this node runs.
     #[serde(default)]
     pub jobs: JobsFile,
+    /// What this node charges.
+    #[serde(default)]
+    pub prices: PricesFile,
+}
+
+/// `[prices]`: credits per unit of work (defaults: 0.001 per 10⁹ fuel, 0.001 per 1,000
+/// tokens, 0.1 per GB-month stored, 0.05 per GB served).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricesFile {
+    /// Per 10⁹ fuel.
+    pub fuel: Option<f64>,
+    /// Per 1,000 tokens.
+    pub tokens: Option<f64>,
+    /// Per GB stored for a month.
+    pub storage_gb_month: Option<f64>,
+    /// Per GB served.
+    pub egress_gb: Option<f64>,
+}
+
+impl PricesFile {
+    /// The validated prices, micro-credits per unit.
+    pub fn config(&self) -> Result<weft_ledger::Prices> {
+        let mut p = weft_ledger::Prices::default();
+        for (name, value, into) in [
+            ("fuel", self.fuel, &mut p.fuel_per_g),
+            ("tokens", self.tokens, &mut p.tokens_per_k),
+            (
+                "storage_gb_month",
+                self.storage_gb_month,
+                &mut p.storage_gb_month,
+            ),
+            ("egress_gb", self.egress_gb, &mut p.egress_gb),
+        ] {
+            if let Some(v) = value {
+                if !(v.is_finite() && (0.0..=1000.0).contains(&v)) {
+                    bail!("[prices] {name} = {v}: credits per unit, from 0 to 1000");
+                }
+                *into = (v * 1e6).round() as u64;
+            }
+        }
+        Ok(p)
+    }
 }
 
 /// `[jobs]`.
@@ -283,6 +326,7 @@ impl NodeFile {
             timing,
             heal: self.repair.config()?,
             jobs: self.jobs.config()?,
+            prices: self.prices.config()?,
         })
     }
 
@@ -386,6 +430,7 @@ mod tests {
                 "smaller",
             ),
             ("[jobs]\noutput_gib = 0", "[jobs] output_gib"),
+            ("[prices]\nfuel = -1", "[prices] fuel"),
         ];
         for (text, expected) in cases {
             let file: NodeFile = toml::from_str(text).unwrap();

@@ -110,6 +110,15 @@ pub struct RunArgs {
     /// it, on any node, gives the same outputs
     #[arg(long)]
     deterministic: bool,
+    /// Check its result on several nodes: K-of-N (e.g. 2-of-3: run on distinct nodes until 2
+    /// agree, at most 3 runs) or spot:P% (checked 2-of-3 with probability P); implies
+    /// --deterministic
+    #[arg(long, value_name = "POLICY")]
+    verify: Option<String>,
+    /// The most it may cost per 10^9 fuel, in credits: it never runs on a node that charges
+    /// more
+    #[arg(long, value_name = "CREDITS")]
+    max_price: Option<f64>,
     /// Return once it is submitted, printing its id
     #[arg(long)]
     detach: bool,
@@ -165,7 +174,9 @@ fn spec_of(a: &RunArgs) -> Result<JobSpec> {
     macro_rules! set {
         ($($f:ident),*) => { $( if a.$f.is_some() { spec.$f = a.$f.clone(); } )* };
     }
-    set!(cpu, memory, fuel, deadline, retries, near, name);
+    set!(
+        cpu, memory, fuel, deadline, retries, near, name, verify, max_price
+    );
     spec.deterministic |= a.deterministic;
     // A local module file is resolved against the spec file's directory.
     if let (Some(path), Ok(job)) = (&a.spec, spec.validate())
@@ -488,5 +499,32 @@ fn print_status(s: &JobStatus) {
     if !s.failed_on.is_empty() {
         let nodes: Vec<String> = s.failed_on.iter().map(|n| short(n)).collect();
         println!("failed on  {}", nodes.join(", "));
+    }
+    if let Some(v) = &s.verification {
+        println!(
+            "verified   {} {}{}",
+            v.quorum,
+            v.verdict,
+            v.result
+                .as_deref()
+                .map_or(String::new(), |r| format!(" on result {}", short(r)))
+        );
+        for c in &v.runs {
+            println!(
+                "  run {}    on {} ({}): result {}",
+                c.attempt + 1,
+                short(&c.runner),
+                c.site,
+                c.result
+                    .as_deref()
+                    .map_or("(receipt does not verify)".into(), short)
+            );
+        }
+        for w in &v.wrong {
+            println!(
+                "  WRONG    {} signed another result (kept as proof)",
+                short(w)
+            );
+        }
     }
 }

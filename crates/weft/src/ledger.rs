@@ -26,6 +26,157 @@ pub enum LedgerCommand {
     /// The work this node's receipts in the ledger add up to (its operator's view; `--data`
     /// names the node)
     Work(Json),
+    /// Your account's credits: its allowance, the admin's grants, what its receipts cost and
+    /// what its jobs under way hold
+    Balance(Json),
+    /// Your account's grants and charges, oldest first, with the balance after each
+    History(ReceiptsArgs),
+    /// Grant credits to an account (admin node only)
+    Grant(GrantArgs),
+}
+
+/// `weft ledger grant`.
+#[derive(Args, Debug)]
+pub struct GrantArgs {
+    /// The account (its id, as `weft account show` prints it)
+    account: String,
+    /// Credits (fractions allowed)
+    credits: f64,
+    /// Why
+    #[arg(long, default_value = "")]
+    memo: String,
+}
+
+/// `weft node …`: an operator's commands about their node.
+#[derive(Subcommand, Debug)]
+pub enum NodeCommand {
+    /// What this node earned: the credits its receipts in the ledger charged, with the work
+    /// behind them and its prices (`--data` names the node)
+    Earnings(Json),
+}
+
+/// Run a `weft node` command.
+pub fn run_node(who: &Actor, cmd: NodeCommand) -> Result<()> {
+    match cmd {
+        NodeCommand::Earnings(j) => earnings(who, j.json),
+    }
+}
+
+fn earnings(who: &Actor, json: bool) -> Result<()> {
+    let done: weft_ledger::WorkDone =
+        crate::ops::client(who.data.clone())?.get("/v1/ledger/work")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&done)?);
+        return Ok(());
+    }
+    let c = |m: u64| weft_ledger::price::credits(i128::from(m));
+    println!("node       {}", done.node);
+    println!(
+        "earned     {} credits from {} receipts in the ledger, for {} accounts",
+        c(done.earned),
+        done.receipts,
+        done.accounts
+    );
+    println!(
+        "  jobs       {} credits: {} runs, {} fuel",
+        c(done.earned_jobs),
+        done.jobs,
+        done.fuel
+    );
+    println!(
+        "  inference  {} credits: {} requests, {} tokens",
+        c(done.earned_inference),
+        done.requests,
+        done.tokens_in.saturating_add(done.tokens_out)
+    );
+    if let Some(p) = done.prices {
+        println!(
+            "prices     {} per 10^9 fuel, {} per 1,000 tokens, {} per GB-month, {} per GB out",
+            c(p.fuel_per_g),
+            c(p.tokens_per_k),
+            c(p.storage_gb_month),
+            c(p.egress_gb)
+        );
+    }
+    Ok(())
+}
+
+fn balance(who: &Actor, json: bool) -> Result<()> {
+    let b: weft_ledger::Balance = who.client(false, &[])?.get("/v1/ledger/balance")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&b)?);
+        return Ok(());
+    }
+    let c = weft_ledger::price::credits;
+    println!("account    {}", b.account);
+    println!("balance    {} credits", c(b.balance()));
+    println!("available  {} credits", c(b.available()));
+    println!("  allowance  {}", c(i128::from(b.allowance)));
+    println!("  granted    {}", c(i128::from(b.granted)));
+    println!(
+        "  spent      {} ({} receipts in the ledger)",
+        c(i128::from(b.spent)),
+        b.receipts
+    );
+    println!(
+        "  held       {} (jobs under way, at their most)",
+        c(i128::from(b.held))
+    );
+    Ok(())
+}
+
+fn history(who: &Actor, a: ReceiptsArgs) -> Result<()> {
+    let lines: Vec<weft_api::HistoryLine> = who.client(false, &[])?.get("/v1/ledger/history")?;
+    let b: weft_ledger::Balance = who.client(false, &[])?.get("/v1/ledger/balance")?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&lines)?);
+        return Ok(());
+    }
+    let c = weft_ledger::price::credits;
+    let mut running = i128::from(b.allowance);
+    println!("{:>14}  allowance", c(running));
+    let start = lines.len().saturating_sub(a.last);
+    let mut table: Vec<[String; 4]> = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        running += l.amount;
+        if i < start {
+            continue;
+        }
+        let who = l.node.as_deref().map_or(String::new(), |n| {
+            format!(" by {}", n.get(..12).unwrap_or(n))
+        });
+        table.push([
+            format!("{:+}", l.amount as f64 / 1e6),
+            c(running),
+            l.kind.clone(),
+            format!("{}{who}", l.what),
+        ]);
+    }
+    if start > 0 {
+        println!("  … {start} earlier lines");
+    }
+    for [amount, after, kind, what] in table {
+        println!("{after:>14}  {amount:>12}  {kind:<9}  {what}");
+    }
+    Ok(())
+}
+
+fn grant(who: &Actor, a: GrantArgs) -> Result<()> {
+    let answer: weft_api::GrantAnswer = crate::ops::client(who.data.clone())?.post(
+        "/v1/ledger/grants",
+        &weft_api::GrantRequest {
+            account: a.account,
+            credits: a.credits,
+            memo: a.memo,
+        },
+    )?;
+    println!(
+        "granted {} credits to account {} (grant {})",
+        weft_ledger::price::credits(i128::from(answer.micro)),
+        answer.account,
+        answer.id
+    );
+    Ok(())
 }
 
 /// `--json`.
@@ -54,6 +205,9 @@ pub fn run(who: &Actor, cmd: LedgerCommand) -> Result<()> {
         LedgerCommand::Receipts(a) => receipts(who, a),
         LedgerCommand::Verify(j) => verify(who, j.json),
         LedgerCommand::Work(j) => work(who, j.json),
+        LedgerCommand::Balance(j) => balance(who, j.json),
+        LedgerCommand::History(a) => history(who, a),
+        LedgerCommand::Grant(a) => grant(who, a),
     }
 }
 

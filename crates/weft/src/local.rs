@@ -273,7 +273,10 @@ pub fn up(args: UpArgs) -> Result<()> {
         sites.len(),
         took.as_secs_f64()
     );
-    print!("{}", crate::ops::nodes_table(&rows, &Default::default()));
+    print!(
+        "{}",
+        crate::ops::nodes_table(&rows, &Default::default(), &Default::default())
+    );
     let wan = NodeFile::load(&dirs[0])?.wan;
     if let Some(w) = wan {
         println!(

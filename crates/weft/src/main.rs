@@ -98,9 +98,12 @@ enum Command {
     /// Run a pipeline of jobs (a TOML DAG of steps) and show its steps: run, status
     #[command(subcommand)]
     Pipeline(pipeline::PipelineCommand),
-    /// The fabric's ledger: status, your receipts, verify it yourself
+    /// The fabric's ledger: status, your balance, history and receipts, verify it yourself
     #[command(subcommand)]
     Ledger(ledger::LedgerCommand),
+    /// This node, as its operator sees it: earnings
+    #[command(subcommand)]
+    Node(ledger::NodeCommand),
     /// Self-healing: repair status, check now, scrub now
     #[command(subcommand)]
     Repair(repair::RepairCommand),
@@ -154,6 +157,7 @@ fn main() -> ExitCode {
         Command::Model(m) => models::run(&who, m),
         Command::Repair(r) => repair::run(cli.data, r),
         Command::Ledger(l) => ledger::run(&who, l),
+        Command::Node(n) => ledger::run_node(&who, n),
         Command::Up(a) => local::up(a),
         Command::Down(a) => local::down(a),
         Command::Bench(b) => weft_bench::run(b),

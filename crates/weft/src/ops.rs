@@ -372,10 +372,16 @@ pub fn nodes(data: Option<PathBuf>, json: bool) -> Result<()> {
             let mut text = if r.audits == 0 {
                 "-".to_string()
             } else {
-                format!("{:.0}% of {}", r.score * 100.0, r.audits)
+                format!("{:.0}% of {}", r.audit_score * 100.0, r.audits)
             };
             if r.availability < 1.0 {
                 text.push_str(&format!(", up {:.0}%", r.availability * 100.0));
+            }
+            if r.wrong_results > 0 {
+                text.push_str(&format!(", {} wrong results", r.wrong_results));
+            }
+            if r.score < 1.0 {
+                text.push_str(&format!(", rep {:.2}", r.score));
             }
             if r.quarantined {
                 text.push_str(" QUARANTINED");
@@ -383,7 +389,19 @@ pub fn nodes(data: Option<PathBuf>, json: bool) -> Result<()> {
             (r.node, text)
         })
         .collect();
-    print!("{}", nodes_table(&rows, &audits));
+    let prices: std::collections::HashMap<String, weft_ledger::Prices> =
+        api.get("/v1/ledger/prices").unwrap_or_default();
+    let prices = prices
+        .into_iter()
+        .map(|(id, p)| {
+            let c = |m: u64| weft_ledger::price::credits(i128::from(m));
+            (
+                id,
+                format!("{}/Gfuel {}/ktok", c(p.fuel_per_g), c(p.tokens_per_k)),
+            )
+        })
+        .collect();
+    print!("{}", nodes_table(&rows, &audits, &prices));
     Ok(())
 }
 
@@ -391,9 +409,11 @@ pub fn nodes(data: Option<PathBuf>, json: bool) -> Result<()> {
 pub fn nodes_table(
     rows: &[MemberStatus],
     audits: &std::collections::HashMap<String, String>,
+    prices: &std::collections::HashMap<String, String>,
 ) -> String {
     let header = [
-        "NODE", "SITE", "REGION", "JUR", "STATE", "UPTIME", "EST RTT", "RTT", "AUDITS", "ADDRESS",
+        "NODE", "SITE", "REGION", "JUR", "STATE", "UPTIME", "EST RTT", "RTT", "AUDITS", "PRICE",
+        "ADDRESS",
     ];
     let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for m in rows {
@@ -416,6 +436,7 @@ pub fn nodes_table(
                 ms(m.measured_rtt_ms)
             },
             audits.get(&m.id).cloned().unwrap_or_else(|| "-".into()),
+            prices.get(&m.id).cloned().unwrap_or_else(|| "-".into()),
             m.addr.map_or("-".to_string(), |a| a.to_string()),
         ]);
     }
@@ -433,7 +454,7 @@ pub fn nodes_table(
         out.push('\n');
     }
     out.push_str(
-        "(* = the node answering; EST RTT from network coordinates, RTT measured by probes;\n AUDITS = share of recent storage proofs passed, over all auditors, and of checks it was up)\n",
+        "(* = the node answering; EST RTT from network coordinates, RTT measured by probes;\n AUDITS = share of recent storage proofs passed, over all auditors, and of checks it was up,\n proven wrong results and the one reputation score; PRICE = credits per 10^9 fuel and per 1,000 tokens)\n",
     );
     out
 }

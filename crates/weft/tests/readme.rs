@@ -123,11 +123,7 @@ fn the_readme_walk_through_works_as_printed() {
         "## Jobs",
     ));
     steps.extend(commands(&readme, "## Jobs", "## Models"));
-    steps.extend(commands(
-        &readme,
-        "## Models",
-        "## A fabric across machines",
-    ));
+    steps.extend(commands(&readme, "## Models", "## The ledger"));
     assert!(steps.len() >= 18, "walk-through not found: {steps:?}");
     let (mut capability, mut version, mut key) = (String::new(), String::new(), String::new());
     let mut job = String::new();
@@ -263,6 +259,50 @@ fn the_readme_walk_through_works_as_printed() {
             "{cmd}: {text}{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+    // The ledger's section, after storing, running jobs and chatting: the chat's receipt
+    // reaches the cosigned log within moments, and the balance shows what it all cost.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = home.weft(&[
+            "ledger".into(),
+            "history".into(),
+            "--last".into(),
+            "1000".into(),
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if text.contains("inference") && text.contains(" job ") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no job and inference charges in the history: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    for step in commands(&readme, "## The ledger", "## A fabric across machines") {
+        let out = home.weft(&step);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "weft {}: {}{}",
+            step.join(" "),
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if step[..2] == ["ledger", "balance"] {
+            let spent = stdout
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("spent"))
+                .unwrap_or_default();
+            assert!(!spent.trim().starts_with("0.000000"), "{stdout}");
+        }
+        if step[..2] == ["node", "earnings"] {
+            assert!(
+                stdout.contains("earned") && stdout.contains("prices"),
+                "{stdout}"
+            );
+        }
     }
     let old = std::fs::read(cwd.join("old.pdf")).unwrap();
     assert!(

@@ -38,6 +38,7 @@ async fn main() -> Result<()> {
         heal: Default::default(),
         timing: Default::default(),
         jobs: Default::default(),
+        prices: Default::default(),
     })
     .await?;
     println!("weft-rogue: member {} joined", node.id());

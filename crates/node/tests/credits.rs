@@ -1,0 +1,200 @@
+//! `[ledger]` Credits: an account's balance is its allowance and the admin's grants less what
+//! its receipts in the log cost, at the prices the nodes that did the work published; a job
+//! that may cost more than the account has available is refused with a clear message (nothing
+//! already acknowledged is lost); a job with a maximum price runs only on a node priced at or
+//! under it; an operator's earnings are what its receipts charged.
+
+use std::time::Duration;
+
+use weft_cluster::Builder;
+use weft_compute::spec::JobSpec;
+use weft_core::{Scope, SecretKey};
+use weft_data::{Access, Session};
+use weft_jobs::{JobError, JobStatus};
+use weft_ledger::price::{DEFAULT_ALLOWANCE, MICRO};
+use weft_store::Residency;
+
+/// Prints "paid\n" and exits 0.
+const HELLO: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 8) "paid\n")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 8))
+    (i32.store (i32.const 4) (i32.const 5))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 20)))))"#;
+
+/// Counts for a long while (about 10¹⁰ instructions), then exits.
+const SPIN: &str = r#"(module (memory (export "memory") 1)
+  (func (export "_start") (local $i i64)
+    (loop $l
+      (local.set $i (i64.add (local.get $i) (i64.const 1)))
+      (br_if $l (i64.lt_u (local.get $i) (i64.const 2000000000))))))"#;
+
+async fn wait_ended(node: &weft_node::Node, session: &str, reference: &str) -> JobStatus {
+    let (bucket, id) = reference.split_once('/').unwrap();
+    for _ in 0..600 {
+        let s = node.jobs().status(session, bucket, id).await.unwrap();
+        if matches!(s.state.as_str(), "done" | "failed" | "cancelled") {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("job {reference} did not end within a minute");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balances_follow_the_receipts_and_work_beyond_them_is_refused() {
+    // Node 2 is cheaper than the default price for fuel (1,000 micro-credits per 10⁹).
+    let cheap = weft_node::Prices {
+        fuel_per_g: 250,
+        ..Default::default()
+    };
+    let cluster = Builder::new(3).prices(2, cheap).start().await;
+    let cheap_id = cluster.node(2).id();
+    let entry = cluster.node(0);
+    for _ in 0..100 {
+        if entry
+            .ledger()
+            .price_lists()
+            .await
+            .get(&cheap_id)
+            .map(|p| p.fuel_per_g)
+            == Some(250)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let alice = SecretKey::from_seed([51; 32]);
+    let owner = entry.data().acting(Access::account(alice.clone()));
+    owner
+        .create_bucket("paid", Residency::default(), None, 1)
+        .await
+        .unwrap();
+    owner
+        .objects()
+        .put("paid", "bin/hello.wat", HELLO.as_bytes())
+        .await
+        .unwrap();
+    owner
+        .objects()
+        .put("paid", "bin/spin.wat", SPIN.as_bytes())
+        .await
+        .unwrap();
+    let session = Session::new(
+        &alice,
+        Scope::Account,
+        true,
+        weft_net::now_ms(),
+        600_000,
+        &[],
+    )
+    .to_text();
+    let before = entry.ledger().balance(&alice.public(), 0).await.unwrap();
+    assert_eq!(before.allowance, DEFAULT_ALLOWANCE);
+    assert_eq!((before.spent, before.granted), (0, 0));
+
+    // A job with a maximum price runs on the one node priced under it.
+    let spec = |out: &str, fuel: Option<u64>, max: Option<f64>| JobSpec {
+        module: "paid/bin/hello.wat".into(),
+        output: format!("paid/{out}"),
+        fuel,
+        max_price: max,
+        ..JobSpec::default()
+    };
+    let submitted = entry
+        .jobs()
+        .submit(&session, &spec("cheap/", None, Some(0.0005)))
+        .await
+        .unwrap();
+    let done = wait_ended(entry, &session, &submitted.id).await;
+    assert_eq!(done.state, "done", "{done:?}");
+    assert_eq!(done.runner, Some(cheap_id.to_hex()));
+    let placed = done.placement.unwrap();
+    assert!(
+        placed.filtered.contains("2 above its maximum price"),
+        "{}",
+        placed.filtered
+    );
+
+    // Its receipt, once in the log, costs the account what the runner charged: fuel at 250
+    // micro-credits per 10⁹, rounded up.
+    let fuel = done.runs[0].fuel_used;
+    let charge = (u128::from(fuel) * 250).div_ceil(1_000_000_000) as u64;
+    let mut after = before.clone();
+    for _ in 0..150 {
+        after = entry.ledger().balance(&alice.public(), 0).await.unwrap();
+        if after.receipts >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(after.receipts, 1, "{after:?}");
+    assert_eq!(after.spent, charge);
+    assert_eq!(after.balance(), i128::from(DEFAULT_ALLOWANCE - charge));
+    for _ in 0..150 {
+        if cluster.node(2).ledger().earned(&cheap_id) == charge {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let earned = cluster.node(2).ledger().work_done(&cheap_id).unwrap();
+    assert_eq!(
+        (earned.earned, earned.earned_jobs, earned.jobs),
+        (charge, charge, 1)
+    );
+
+    // 2·10¹⁶ fuel at up to 0.001 credits per 10⁹ may cost 20,000 credits: more than the
+    // account has.
+    let big = spec("big/", Some(20_000_000_000_000_000), None);
+    let refused = entry.jobs().submit(&session, &big).await.unwrap_err();
+    assert!(matches!(refused, JobError::Credits(_)), "{refused:?}");
+    let why = refused.to_string();
+    assert!(
+        why.contains("credits available") && why.contains("may cost up to 20000.000000"),
+        "{why}"
+    );
+    // Nothing acknowledged was lost: the first job's outputs are still there.
+    let mut out = Vec::new();
+    owner
+        .objects()
+        .get("paid", "cheap/stdout", &mut out)
+        .await
+        .unwrap();
+    assert_eq!(out, b"paid\n");
+
+    // A grant from the fabric's admin (the first node) makes room; only the admin can grant.
+    assert!(
+        cluster
+            .node(1)
+            .grant_credits(&alice.public().to_hex(), 15_000 * MICRO, "test")
+            .await
+            .is_err()
+    );
+    entry
+        .grant_credits(&alice.public().to_hex(), 15_000 * MICRO, "for the big run")
+        .await
+        .unwrap();
+    let granted = entry.ledger().balance(&alice.public(), 0).await.unwrap();
+    assert_eq!(granted.granted, 15_000 * MICRO);
+    let long = JobSpec {
+        module: "paid/bin/spin.wat".into(),
+        ..big.clone()
+    };
+    let submitted = entry.jobs().submit(&session, &long).await.unwrap();
+    // While it is under way its ceiling is held: a second one does not fit.
+    match entry.jobs().submit(&session, &big).await {
+        Err(JobError::Credits(why)) => assert!(why.contains("held by 1 jobs"), "{why}"),
+        Ok(s) => panic!("a second 20,000-credit job fit in 25,000 credits: {s:?}"),
+        Err(e) => panic!("{e}"),
+    }
+    let (bucket, id) = submitted.id.split_once('/').unwrap();
+    entry.jobs().cancel(&session, bucket, id).await.unwrap();
+    let ended = wait_ended(entry, &session, &submitted.id).await;
+    assert_eq!(ended.state, "cancelled", "{ended:?}");
+    // Once it ended, its hold is given back.
+    let (_, held) = entry.jobs().held_by(&owner).await.unwrap();
+    assert_eq!(held, 0);
+}
