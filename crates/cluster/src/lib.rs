@@ -60,6 +60,43 @@ pub async fn wait(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A session of `account` over the whole account for ten minutes, as a client opens one.
+pub fn session(account: &weft_core::SecretKey) -> String {
+    weft_data::Session::new(
+        account,
+        weft_core::Scope::Account,
+        true,
+        weft_net::now_ms(),
+        600_000,
+        &[],
+    )
+    .to_text()
+}
+
+/// Wait up to a minute for job `reference` (`BUCKET/ID`) to end — done, failed or cancelled —
+/// as `session` sees it through `node`; its status.
+pub async fn job_ended(
+    node: &weft_node::Node,
+    session: &str,
+    reference: &str,
+) -> weft_jobs::JobStatus {
+    let (bucket, id) = reference
+        .split_once('/')
+        .expect("a job reference is BUCKET/ID");
+    for _ in 0..600 {
+        let s = node
+            .jobs()
+            .status(session, bucket, id)
+            .await
+            .expect("the job's status");
+        if matches!(s.state.as_str(), "done" | "failed" | "cancelled") {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("job {reference} did not end within a minute");
+}
+
 /// `len` bytes of a fixed pattern (compressible data is fine: weft encrypts before coding).
 pub fn data(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 % 251) as u8).collect()

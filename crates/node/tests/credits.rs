@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
-use weft_cluster::Builder;
+use weft_cluster::{Builder, job_ended, session};
 use weft_compute::spec::JobSpec;
-use weft_core::{Scope, SecretKey};
-use weft_data::{Access, Session};
-use weft_jobs::{JobError, JobStatus};
+use weft_core::SecretKey;
+use weft_data::Access;
+use weft_jobs::JobError;
 use weft_ledger::price::{DEFAULT_ALLOWANCE, MICRO};
 use weft_store::Residency;
 
@@ -30,18 +30,6 @@ const SPIN: &str = r#"(module (memory (export "memory") 1)
     (loop $l
       (local.set $i (i64.add (local.get $i) (i64.const 1)))
       (br_if $l (i64.lt_u (local.get $i) (i64.const 2000000000))))))"#;
-
-async fn wait_ended(node: &weft_node::Node, session: &str, reference: &str) -> JobStatus {
-    let (bucket, id) = reference.split_once('/').unwrap();
-    for _ in 0..600 {
-        let s = node.jobs().status(session, bucket, id).await.unwrap();
-        if matches!(s.state.as_str(), "done" | "failed" | "cancelled") {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("job {reference} did not end within a minute");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn balances_follow_the_receipts_and_work_beyond_them_is_refused() {
@@ -83,15 +71,7 @@ async fn balances_follow_the_receipts_and_work_beyond_them_is_refused() {
         .put("paid", "bin/spin.wat", SPIN.as_bytes())
         .await
         .unwrap();
-    let session = Session::new(
-        &alice,
-        Scope::Account,
-        true,
-        weft_net::now_ms(),
-        600_000,
-        &[],
-    )
-    .to_text();
+    let session = session(&alice);
     let before = entry.ledger().balance(&alice.public(), 0).await.unwrap();
     assert_eq!(before.allowance, DEFAULT_ALLOWANCE);
     assert_eq!((before.spent, before.granted), (0, 0));
@@ -109,7 +89,7 @@ async fn balances_follow_the_receipts_and_work_beyond_them_is_refused() {
         .submit(&session, &spec("cheap/", None, Some(0.0005)))
         .await
         .unwrap();
-    let done = wait_ended(entry, &session, &submitted.id).await;
+    let done = job_ended(entry, &session, &submitted.id).await;
     assert_eq!(done.state, "done", "{done:?}");
     assert_eq!(done.runner, Some(cheap_id.to_hex()));
     let placed = done.placement.unwrap();
@@ -192,7 +172,7 @@ async fn balances_follow_the_receipts_and_work_beyond_them_is_refused() {
     }
     let (bucket, id) = submitted.id.split_once('/').unwrap();
     entry.jobs().cancel(&session, bucket, id).await.unwrap();
-    let ended = wait_ended(entry, &session, &submitted.id).await;
+    let ended = job_ended(entry, &session, &submitted.id).await;
     assert_eq!(ended.state, "cancelled", "{ended:?}");
     // Once it ended, its hold is given back.
     let (_, held) = entry.jobs().held_by(&owner).await.unwrap();

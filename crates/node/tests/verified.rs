@@ -5,11 +5,10 @@
 
 use std::time::Duration;
 
-use weft_cluster::{Builder, Rogue};
+use weft_cluster::{Builder, Rogue, job_ended, session};
 use weft_compute::spec::JobSpec;
-use weft_core::{NodeId, Scope, SecretKey};
-use weft_data::{Access, Session};
-use weft_jobs::JobStatus;
+use weft_core::{NodeId, SecretKey};
+use weft_data::Access;
 use weft_ledger::fault::{Fault, Faults};
 use weft_store::Residency;
 
@@ -32,18 +31,6 @@ async fn wait_idle(node: &weft_node::Node) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the members did not all look idle within 30 s");
-}
-
-async fn wait_ended(node: &weft_node::Node, session: &str, reference: &str) -> JobStatus {
-    let (bucket, id) = reference.split_once('/').unwrap();
-    for _ in 0..600 {
-        let s = node.jobs().status(session, bucket, id).await.unwrap();
-        if matches!(s.state.as_str(), "done" | "failed" | "cancelled") {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("job {reference} did not end within a minute");
 }
 
 /// `[ledger]` A rogue runner's wrong results are outvoted, proven, and quarantine it.
@@ -76,15 +63,7 @@ async fn a_lying_runner_is_outvoted_proven_wrong_and_quarantined() {
         .put("work", "bin/hello.wat", HELLO.as_bytes())
         .await
         .unwrap();
-    let session = Session::new(
-        &alice,
-        Scope::Account,
-        true,
-        weft_net::now_ms(),
-        600_000,
-        &[],
-    )
-    .to_text();
+    let session = session(&alice);
     let spec = |out: &str| JobSpec {
         module: "work/bin/hello.wat".into(),
         output: format!("work/{out}"),
@@ -101,7 +80,7 @@ async fn a_lying_runner_is_outvoted_proven_wrong_and_quarantined() {
             submitted.deterministic,
             "a checked job runs deterministically"
         );
-        let s = wait_ended(entry, &session, &submitted.id).await;
+        let s = job_ended(entry, &session, &submitted.id).await;
         assert_eq!(s.state, "done", "{s:?}");
         let v = s
             .verification
@@ -178,7 +157,7 @@ async fn a_lying_runner_is_outvoted_proven_wrong_and_quarantined() {
     // Quarantined, it gets no more runs: the next checked job runs on the honest three.
     wait_idle(entry).await;
     let submitted = entry.jobs().submit(&session, &spec("r3/")).await.unwrap();
-    let s = wait_ended(entry, &session, &submitted.id).await;
+    let s = job_ended(entry, &session, &submitted.id).await;
     assert_eq!(s.state, "done", "{s:?}");
     let v = s.verification.unwrap();
     assert_eq!(v.runs.len(), 2, "two honest runs agree at once: {v:?}");
