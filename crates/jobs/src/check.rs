@@ -149,7 +149,6 @@ impl JobService {
                         .await;
                     return CheckStep::Changed;
                 };
-                self.drop_check_outputs(b, key).await;
                 let ended = Ended {
                     attempt: kept.attempt,
                     runner: kept.receipt.body.node,
@@ -175,6 +174,9 @@ impl JobService {
                 {
                     return CheckStep::Later;
                 }
+                // Only once it is settled: a coordinator lost before this leaves its standby
+                // the runs' outputs to keep again, and one lost after leaves only clutter.
+                self.drop_check_outputs(b, key).await;
                 let right: Vec<Receipt> = signed
                     .iter()
                     .filter(|s| s.result == result)

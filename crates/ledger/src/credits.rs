@@ -18,6 +18,11 @@ use crate::{Ledger, LedgerError};
 
 /// How long every node's prices, as read, are used before they are read again.
 const PRICES_FRESH: Duration = Duration::from_secs(5);
+/// How long an account's grants, as read, count before they are read again (a request's
+/// balance check then costs no round trip; a grant counts everywhere within this).
+const GRANTS_FRESH: Duration = Duration::from_secs(3);
+/// The most accounts whose grants are kept as read.
+const GRANTS_CACHED: usize = 10_000;
 /// The most grants of one account read.
 const GRANTS_MAX: usize = 10_000;
 /// The longest memo of a grant.
@@ -88,11 +93,29 @@ impl Ledger {
     /// `held` micro-credits held for its work under way.
     pub async fn balance(&self, account: &NodeId, held: u64) -> Result<Balance, LedgerError> {
         let (spent, receipts) = self.inner.replica.lock().spent_by(account);
-        let granted = self
-            .grants(account)
-            .await?
-            .iter()
-            .fold(0u64, |sum, (_, g)| sum.saturating_add(g.amount));
+        let cached = self
+            .inner
+            .granted
+            .lock()
+            .get(account)
+            .filter(|(_, at)| at.elapsed() < GRANTS_FRESH)
+            .map(|(g, _)| *g);
+        let granted = match cached {
+            Some(g) => g,
+            None => {
+                let g = self
+                    .grants(account)
+                    .await?
+                    .iter()
+                    .fold(0u64, |sum, (_, g)| sum.saturating_add(g.amount));
+                let mut cache = self.inner.granted.lock();
+                if cache.len() >= GRANTS_CACHED {
+                    cache.retain(|_, (_, at)| at.elapsed() < GRANTS_FRESH);
+                }
+                cache.insert(*account, (g, Instant::now()));
+                g
+            }
+        };
         Ok(Balance {
             account: account.to_hex(),
             allowance: DEFAULT_ALLOWANCE,
@@ -145,6 +168,7 @@ impl Ledger {
             .table
             .create::<Grants>(admin, account, id.as_str(), &grant)
             .await?;
+        self.inner.granted.lock().remove(account);
         Ok(id)
     }
 }

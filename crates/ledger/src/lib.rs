@@ -240,6 +240,8 @@ struct Inner {
     prices: price::Prices,
     /// Every node's prices as last read, and when.
     price_lists: Mutex<(HashMap<NodeId, price::Prices>, Option<Instant>)>,
+    /// Accounts' granted credits as last read, and when.
+    granted: Mutex<HashMap<NodeId, (u64, Instant)>>,
 }
 
 /// A checkpoint that verified: what it says, who signed it, who cosigned it.
@@ -352,6 +354,7 @@ impl Service for Ledger {
                     p
                 },
                 price_lists: Mutex::new((HashMap::new(), None)),
+                granted: Mutex::new(HashMap::new()),
             }),
         };
         ledger.register();

@@ -171,9 +171,11 @@ async fn balances_follow_the_receipts_and_work_beyond_them_is_refused() {
         Err(e) => panic!("{e}"),
     }
     let (bucket, id) = submitted.id.split_once('/').unwrap();
-    entry.jobs().cancel(&session, bucket, id).await.unwrap();
-    let ended = job_ended(entry, &session, &submitted.id).await;
-    assert_eq!(ended.state, "cancelled", "{ended:?}");
+    match entry.jobs().cancel(&session, bucket, id).await {
+        Ok(_) | Err(JobError::Refused(_)) => {} // it may have ended on its own
+        Err(e) => panic!("{e}"),
+    }
+    job_ended(entry, &session, &submitted.id).await;
     // Once it ended, its hold is given back.
     let (_, held) = entry.jobs().held_by(&owner).await.unwrap();
     assert_eq!(held, 0);
