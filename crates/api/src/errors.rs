@@ -54,7 +54,7 @@ impl From<weft_ledger::LedgerError> for ApiFailure {
                 ..
             })) => StatusCode::BAD_REQUEST,
             L::Meta(_) | L::Diverged(_) => StatusCode::BAD_GATEWAY,
-            L::Issued(_) | L::Replica(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            L::Issued(_) | L::Replica(_) | L::Audit(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiFailure(status, e.to_string())
     }

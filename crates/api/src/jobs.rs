@@ -13,7 +13,7 @@ use crate::errors::ApiFailure;
 use crate::state::{AppState, SESSION_HEADER};
 
 /// The session text of a request.
-pub(crate) struct SessionText(String);
+pub(crate) struct SessionText(pub(crate) String);
 
 impl axum::extract::FromRequestParts<AppState> for SessionText {
     type Rejection = ApiFailure;

@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod audit;
 mod buckets;
 mod client;
 mod errors;
@@ -21,6 +22,10 @@ mod objects;
 mod server;
 mod state;
 
+pub use audit::{
+    AuditParams, AuditReport, JobAudit, ObjectAudit, ObjectsAudit, ShardAudit, job_audit,
+    object_findings, paid_job,
+};
 pub use buckets::{CreateBucket, ListedObject, Revoked};
 pub use client::{ApiClient, ApiError, path_escape, url_escape};
 pub use jobs::{ListJobs, LogChunk, LogsQuery};

@@ -84,6 +84,11 @@ impl User {
         stdout_of(args, weft_as(self.config.path(), args))
     }
 
+    /// Their `weft ARGS…`, whatever it does: its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        weft_as(self.config.path(), args)
+    }
+
     /// Their `weft ARGS…` must fail: its standard error.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = weft_as(self.config.path(), args);

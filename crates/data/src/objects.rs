@@ -291,6 +291,42 @@ impl Objects<'_> {
         self.capability_of(bucket, key, &record)
     }
 
+    /// The manifests `bucket/key`'s current version is stored as, each as it stands now
+    /// (holders moved by repair included): one, or one per uploaded part; none for a small
+    /// object kept in its row. What an auditor checks the shards of.
+    pub async fn stored_manifests(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Vec<Manifest>, BucketError> {
+        let b = self.0.authorize(bucket, Need::Read).await?;
+        let record = self.0.object_in(&b, key).await?;
+        if record.inline.is_some() {
+            return Ok(Vec::new());
+        }
+        let mut caps = Vec::new();
+        if record.parts.is_empty() {
+            caps.push(self.capability_of(bucket, key, &record)?);
+        }
+        for (i, part) in record.parts.iter().enumerate() {
+            let object_key = self
+                .0
+                .unwrap(bucket, &part.wrapped_key, &part_context(bucket, key, i))
+                .ok_or_else(|| BucketError::Corrupt(format!("{bucket}/{key} part {i}")))?;
+            caps.push(Capability {
+                manifest: part.manifest,
+                key: object_key,
+                holders: part.holders.clone(),
+                inline: None,
+            });
+        }
+        let mut out = Vec::with_capacity(caps.len());
+        for cap in caps {
+            out.push(self.0.storage.manifest_now(&cap).await?);
+        }
+        Ok(out)
+    }
+
     /// The read capability of a record of `bucket/key` (any version).
     pub fn capability_of(
         &self,

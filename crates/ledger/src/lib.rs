@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod audit;
 pub mod credits;
 pub mod fault;
 pub mod issued;
@@ -129,6 +130,9 @@ pub enum LedgerError {
     /// The log's rows do not make a history this node can take.
     #[error("the ledger's rows do not extend this node's copy: {0}")]
     Diverged(String),
+    /// The node's copy of the log does not pass an audit.
+    #[error("{0}")]
+    Audit(String),
     /// The asked receipt is not in the log (yet).
     #[error("receipt {seq} of node {node} is not in the ledger yet")]
     NotYet {
@@ -547,6 +551,54 @@ impl Ledger {
     pub fn consistency(&self, old: u64, new: u64) -> Result<Vec<weft_tlog::Hash>, LedgerError> {
         let proof = self.inner.replica.lock().consistency_proof(old, new)?;
         Ok(proof)
+    }
+
+    /// A tile or entry bundle of the settled (cosigned) log by its tlog-tiles path: what an
+    /// auditor reads to walk the log.
+    pub fn tile(&self, rel: &str) -> Result<Option<Vec<u8>>, LedgerError> {
+        Ok(self.inner.replica.lock().read_tile(rel)?)
+    }
+
+    /// Walk this node's own copy up to its newest cosigned checkpoint, a bundle at a time
+    /// (the copy is locked for one bundle's read, never for the walk): every entry a receipt
+    /// its node signed, in its chain, hashing to the checkpoint's root. Blocking; the
+    /// checkpoint walked to and what it held.
+    pub fn walk(&self) -> Result<(String, audit::WalkSummary), LedgerError> {
+        let note = self
+            .inner
+            .replica
+            .lock()
+            .cosigned()
+            .map(String::from)
+            .ok_or_else(|| LedgerError::Diverged("no cosigned checkpoint yet".into()))?;
+        let (_, cp) = replica::checkpoint_of(&note)?;
+        let mut walk = audit::Walk::new();
+        let width = weft_tlog::tiles::TILE_WIDTH;
+        let mut bundle = 0;
+        while walk.size() < cp.size {
+            let count = (cp.size - bundle * width).min(width);
+            let rel = weft_tlog::tiles::entries_path(bundle, count);
+            let bytes = self
+                .tile(&rel)?
+                .ok_or_else(|| LedgerError::Audit(format!("entry bundle {rel} is missing")))?;
+            let entries = weft_tlog::tiles::decode_bundle(&bytes)
+                .ok_or_else(|| LedgerError::Audit(format!("{rel} is not an entry bundle")))?;
+            if entries.len() as u64 != count {
+                return Err(LedgerError::Audit(format!(
+                    "{rel} holds {} entries, not {count}",
+                    entries.len()
+                )));
+            }
+            for (i, entry) in entries.iter().enumerate() {
+                walk.push(bundle * width + i as u64, entry)
+                    .map_err(|e| LedgerError::Audit(e.to_string()))?;
+            }
+            bundle += 1;
+        }
+        let summary = walk
+            .finish(&cp)
+            .map_err(|e| LedgerError::Audit(e.to_string()))?;
+        Ok((note, summary))
     }
 
     /// The members whose cosignatures count and how many are needed, as this node sees the

@@ -394,6 +394,12 @@ impl Replica {
         Ok(self.log.inclusion_proof(index, size)?)
     }
 
+    /// A tile or entry bundle of the settled log by its tlog-tiles path (`tile/0/000`,
+    /// `tile/entries/000.p/5`), `None` if the path names nothing settled.
+    pub fn read_tile(&self, rel: &str) -> Result<Option<Vec<u8>>, ReplicaError> {
+        Ok(self.log.read_tile(rel)?)
+    }
+
     /// The consistency proof from the tree of `old` to that of `new`.
     pub fn consistency_proof(&mut self, old: u64, new: u64) -> Result<Vec<Hash>, ReplicaError> {
         Ok(self.log.consistency_proof(old, new)?)

@@ -418,8 +418,37 @@ fn parse_id(hex: &str) -> Result<NodeId> {
         .map_err(|e| anyhow!("a member id from the node: {e}"))
 }
 
-fn verify(who: &Actor, json: bool) -> Result<()> {
-    let api = who.client(false, &[])?;
+/// The node's newest cosigned checkpoint, checked here: signed by a member, cosigned by a
+/// quorum of the others, and consistent with the checkpoint this machine saw before.
+pub(crate) struct Checked {
+    pub(crate) note: String,
+    pub(crate) origin: String,
+    pub(crate) members: Vec<NodeId>,
+    pub(crate) verified: weft_ledger::Verified,
+    /// The size of the checkpoint seen before, if one was.
+    pub(crate) previous: Option<u64>,
+    /// Where the newest checkpoint seen is kept, and whether this one is to replace it.
+    file: std::path::PathBuf,
+    newer: bool,
+}
+
+impl Checked {
+    /// Keep this checkpoint as the one seen (unless an older one than seen before).
+    pub(crate) fn remember(&self) -> Result<()> {
+        if self.newer {
+            if let Some(dir) = self.file.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            std::fs::write(&self.file, &self.note)
+                .with_context(|| format!("writing {}", self.file.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Check the node's checkpoint as [`Checked`] says.
+pub(crate) fn check_checkpoint(api: &weft_api::ApiClient, json: bool) -> Result<Checked> {
     let view: LedgerView = api.get("/v1/ledger")?;
     let origin = view.status.origin.clone();
     let note = view.checkpoint.ok_or_else(|| {
@@ -437,8 +466,7 @@ fn verify(who: &Actor, json: bool) -> Result<()> {
     })?;
     let cp = &verified.checkpoint;
     // The checkpoint seen before, from this machine.
-    let dir = config_dir().join("ledger");
-    let file = dir.join(format!(
+    let file = config_dir().join("ledger").join(format!(
         "{}.checkpoint",
         &weft_core::ContentHash::of(origin.as_bytes()).to_hex()[..16]
     ));
@@ -477,7 +505,23 @@ fn verify(who: &Actor, json: bool) -> Result<()> {
             );
         }
     }
+    let newer = previous.as_ref().is_none_or(|p| p.size <= cp.size);
+    Ok(Checked {
+        note,
+        origin,
+        members,
+        previous: previous.map(|p| p.size),
+        verified,
+        file,
+        newer,
+    })
+}
+
+/// Check every receipt of the account the node answers: the account's own, signed by its
+/// node, included in a checkpoint that verifies.
+pub(crate) fn checked_receipts(who: &Actor, c: &Checked) -> Result<Vec<Receipt>> {
     let me = who.account_key()?.public();
+    let cp = &c.verified.checkpoint;
     let receipts = all_receipts(who)?;
     for r in &receipts {
         if r.receipt.body.account != me {
@@ -486,10 +530,10 @@ fn verify(who: &Actor, json: bool) -> Result<()> {
                 r.index
             );
         }
-        let checked = if r.checkpoint == note {
+        let checked = if r.checkpoint == c.note {
             cp.clone()
         } else {
-            weft_ledger::verify_checkpoint(&r.checkpoint, &origin, &members)
+            weft_ledger::verify_checkpoint(&r.checkpoint, &c.origin, &c.members)
                 .ok_or_else(|| anyhow!("receipt #{}'s checkpoint does not verify", r.index))?
                 .checkpoint
         };
@@ -503,17 +547,25 @@ fn verify(who: &Actor, json: bool) -> Result<()> {
             bail!("receipt #{} is not in the ledger its proof names", r.index);
         }
     }
-    if previous.as_ref().is_none_or(|p| p.size <= cp.size) {
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::write(&file, &note).with_context(|| format!("writing {}", file.display()))?;
-    }
+    Ok(receipts.into_iter().map(|p| p.receipt).collect())
+}
+
+fn verify(who: &Actor, json: bool) -> Result<()> {
+    let api = who.client(false, &[])?;
+    let checked = check_checkpoint(&api, json)?;
+    let receipts = checked_receipts(who, &checked)?;
+    checked.remember()?;
+    let verified = &checked.verified;
+    let cp = &verified.checkpoint;
+    let members = &checked.members;
+    let previous = checked.previous;
     let verdict = Verdict {
         size: cp.size,
         signer: verified.signer.to_hex(),
         cosigners: verified.cosigners.len(),
         quorum: verified.quorum,
         members: members.len(),
-        previous: previous.map(|p| p.size),
+        previous,
         receipts: receipts.len(),
     };
     if json {

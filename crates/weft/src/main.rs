@@ -3,6 +3,7 @@
 //! configuration files.
 
 mod account;
+mod audit;
 mod config;
 mod jobs;
 mod keys;
@@ -101,6 +102,9 @@ enum Command {
     /// The fabric's ledger: status, your balance, history and receipts, verify it yourself
     #[command(subcommand)]
     Ledger(ledger::LedgerCommand),
+    /// Audit the fabric for your account: walk the whole ledger, prove where each of your
+    /// objects' shards lives, and that every job you paid for has its receipts
+    Audit(audit::AuditArgs),
     /// This node, as its operator sees it: earnings
     #[command(subcommand)]
     Node(ledger::NodeCommand),
@@ -157,6 +161,7 @@ fn main() -> ExitCode {
         Command::Model(m) => models::run(&who, m),
         Command::Repair(r) => repair::run(cli.data, r),
         Command::Ledger(l) => ledger::run(&who, l),
+        Command::Audit(a) => audit::run(&who, a),
         Command::Node(n) => ledger::run_node(&who, n),
         Command::Up(a) => local::up(a),
         Command::Down(a) => local::down(a),

@@ -731,3 +731,175 @@ fn quotas_bound_what_an_account_stores_and_runs() {
     assert_eq!(usage["quota_bytes"], 1_000_000, "{usage:#}");
     assert_eq!(usage["quota_jobs"], Value::Null, "{usage:#}");
 }
+
+/// Every file below `dir` whose path contains `part`.
+fn files_under(dir: &Path, part: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.to_string_lossy().contains(part) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// `weft audit --json` through `node` until nothing is pending (a job's receipts reach a
+/// cosigned checkpoint within a second or two): its outcome and whether it passed.
+fn audit(user: &User, node: &str) -> (Value, bool) {
+    let start = Instant::now();
+    loop {
+        let out = user.run(&["--data", node, "audit", "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+            panic!(
+                "audit printed no JSON: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let pending = v["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["verdict"] == "pending");
+        let counted = v["jobs"].as_array().unwrap().len() >= 2;
+        if (!pending && counted) || start.elapsed() > Duration::from_secs(90) {
+            assert_eq!(out.status.success(), v["passed"] == true, "{v:#}");
+            return (v.clone(), out.status.success());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn an_audit_passes_an_honest_fabric_and_names_what_was_tampered() {
+    let fabric = up(&["--sites", "eu:2,us:2", "--no-wan"]);
+    let node = |n: usize| fabric.node(n).to_str().unwrap().to_string();
+    let ex = examples(fabric.root());
+    let (alice, _) = User::with_account();
+    let text = fabric.root().join("a.txt");
+    std::fs::write(&text, "an audited line of text\n".repeat(400)).unwrap();
+    alice.ok(&[
+        "--data",
+        &node(1),
+        "bucket",
+        "create",
+        "logs",
+        "--regions",
+        "eu",
+    ]);
+    alice.ok(&[
+        "--data",
+        &node(1),
+        "put",
+        text.to_str().unwrap(),
+        "logs/a.txt",
+    ]);
+    let wasm = ex.join("wordcount.wasm");
+    let first = node(1);
+    for (out, more) in [("logs/wc/", None), ("logs/wc-checked/", Some("2-of-3"))] {
+        let mut args = vec![
+            "--data",
+            &first,
+            "job",
+            "run",
+            "--module",
+            wasm.to_str().unwrap(),
+            "--input",
+            "logs/a.txt",
+            "--output",
+            out,
+            "--json",
+        ];
+        if let Some(v) = more {
+            args.extend_from_slice(&["--verify", v]);
+        }
+        let s: Value = serde_json::from_str(&alice.ok(&args)).unwrap();
+        assert_eq!(s["state"], "done", "{s:#}");
+    }
+    // Honest: the log walks to its checkpoint, every shard is in eu and proven, both jobs
+    // are backed by their receipts.
+    let (v, passed) = audit(&alice, &node(3));
+    assert!(passed, "{v:#}");
+    assert!(v["ledger"]["entries"].as_u64().unwrap() >= 3, "{v:#}");
+    assert!(v["receipts"].as_u64().unwrap() >= 3, "{v:#}");
+    assert!(v["shards"].as_u64().unwrap() >= 3, "{v:#}");
+    assert_eq!(v["jobs"][0]["verdict"], "proven", "{v:#}");
+    assert_eq!(v["jobs"][1]["verdict"], "proven", "{v:#}");
+    let lines = alice.ok(&["--data", &node(3), "audit"]);
+    assert!(
+        lines.contains("audit       passed") && lines.contains("consistent with the checkpoint"),
+        "{lines}"
+    );
+    // Tampered storage: every shard file on one eu node overwritten in place.
+    let ids = sites(&fabric, 4);
+    let eu: Vec<usize> = ids
+        .values()
+        .filter(|(_, s)| s == "eu")
+        .map(|(n, _)| *n)
+        .collect();
+    let victim = eu[0];
+    let victim_id = ids
+        .iter()
+        .find(|(_, (n, _))| *n == victim)
+        .unwrap()
+        .0
+        .clone();
+    let shards = files_under(&fabric.node(victim), "/shards/");
+    assert!(!shards.is_empty());
+    for f in &shards {
+        let len = std::fs::metadata(f).unwrap().len() as usize;
+        std::fs::write(f, vec![0u8; len]).unwrap();
+    }
+    let (v, passed) = audit(&alice, &node(3));
+    assert!(!passed, "{v:#}");
+    let findings = v["findings"].to_string();
+    assert!(
+        findings.contains("logs/a.txt: shard")
+            && findings.contains(&victim_id[..16])
+            && findings.contains("no proof it holds the shard"),
+        "{v:#}"
+    );
+    let err = alice.fails(&["--data", &node(3), "audit"]);
+    assert!(err.contains("the audit failed"), "{err}");
+    // The same through the HTTP API (`GET /v1/audit`), the node auditing itself.
+    let out = alice.run(&["--data", &node(3), "audit", "--by-node", "--json"]);
+    assert!(!out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["ledger"]["entries"].as_u64().unwrap() >= 3,
+        "{report:#}"
+    );
+    assert!(
+        report["findings"].to_string().contains("logs/a.txt: shard"),
+        "{report:#}"
+    );
+    // Tampered ledger: a byte of an entry changed in the answering node's copy.
+    let bundles = files_under(&fabric.node(3), "tile/entries/");
+    assert!(!bundles.is_empty());
+    for b in &bundles {
+        let mut bytes = std::fs::read(b).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x40;
+        std::fs::write(b, bytes).unwrap();
+    }
+    let (v, passed) = audit(&alice, &node(3));
+    assert!(!passed, "{v:#}");
+    assert!(v["ledger"].is_null(), "{v:#}");
+    assert!(
+        v["findings"].to_string().contains("ledger entry #"),
+        "{v:#}"
+    );
+    let out = alice.run(&["--data", &node(3), "audit", "--by-node", "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["findings"]
+            .to_string()
+            .contains("the node's copy of the ledger"),
+        "{report:#}"
+    );
+}
