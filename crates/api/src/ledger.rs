@@ -72,8 +72,16 @@ pub(crate) async fn balance(
     Caller(acting): Caller,
 ) -> Result<Json<weft_ledger::Balance>, ApiFailure> {
     let (_, held) = s.node.jobs().held_by(&acting).await?;
+    let allowance = acting
+        .quota()
+        .await?
+        .allowance
+        .unwrap_or(weft_ledger::price::DEFAULT_ALLOWANCE);
     Ok(Json(
-        s.node.ledger().balance(&acting.account(), held).await?,
+        s.node
+            .ledger()
+            .balance(&acting.account(), held, allowance)
+            .await?,
     ))
 }
 

@@ -84,6 +84,12 @@ pub struct QuotaParams {
     pub bytes: Option<u64>,
     /// Jobs queued or running at once.
     pub jobs: Option<u32>,
+    /// AI tokens in any minute.
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+    /// The free allowance, micro-credits (`None`: the fabric's default).
+    #[serde(default)]
+    pub allowance: Option<u64>,
 }
 
 /// `GET /v1/ledger` answer: where the fabric's ledger stands on the node, its newest cosigned

@@ -248,12 +248,15 @@ async fn set_quota(
     axum::extract::Path(who): axum::extract::Path<String>,
     Json(q): Json<crate::QuotaParams>,
 ) -> Result<Json<weft_node::QuotaEntry>, ApiFailure> {
-    let applies_to = s.node.set_quota(&who, Some((q.bytes, q.jobs))).await?;
-    Ok(Json(weft_node::QuotaEntry {
-        applies_to,
+    let quota = weft_data::quota::AccountQuota {
         bytes: q.bytes,
         jobs: q.jobs,
-    }))
+        tokens_per_minute: q.tokens_per_minute,
+        allowance: q.allowance,
+        set_ms: 0,
+    };
+    let applies_to = s.node.set_quota(&who, Some(quota.clone())).await?;
+    Ok(Json(weft_node::QuotaEntry::new(applies_to, Some(&quota))))
 }
 
 async fn remove_quota(
@@ -261,11 +264,7 @@ async fn remove_quota(
     axum::extract::Path(who): axum::extract::Path<String>,
 ) -> Result<Json<weft_node::QuotaEntry>, ApiFailure> {
     let applies_to = s.node.set_quota(&who, None).await?;
-    Ok(Json(weft_node::QuotaEntry {
-        applies_to,
-        bytes: None,
-        jobs: None,
-    }))
+    Ok(Json(weft_node::QuotaEntry::new(applies_to, None)))
 }
 
 async fn reputation(State(s): State<AppState>) -> Json<Vec<weft_node::Reputation>> {

@@ -233,10 +233,11 @@ impl Rogue {
         use weft_data::quota::{AccountQuota, Tally};
         use weft_data::schema::{DEFAULT_QUOTA, Quotas, Tallies, TallyKey};
         let table = self.node().table();
+        // No limits and a vast allowance: what a rogue would grant itself.
         let free = AccountQuota {
-            bytes: None,
-            jobs: None,
             set_ms: weft_net::now_ms(),
+            allowance: Some(u64::MAX),
+            ..AccountQuota::default()
         };
         report.quota_rows += 1;
         if table

@@ -31,6 +31,30 @@ pub struct AccountQuota {
     pub jobs: Option<u32>,
     /// When the admin set it (Unix ms).
     pub set_ms: u64,
+    /// AI tokens (prompt and generated) in any minute, as the ledger's receipts count them.
+    pub tokens_per_minute: Option<u64>,
+    /// The free allowance of credits, micro-credits (`None`: the fabric's default,
+    /// `weft_ledger::price::DEFAULT_ALLOWANCE`).
+    pub allowance: Option<u64>,
+}
+
+/// [`AccountQuota`] in row format 1.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct AccountQuotaV1 {
+    pub bytes: Option<u64>,
+    pub jobs: Option<u32>,
+    pub set_ms: u64,
+}
+
+impl From<AccountQuotaV1> for AccountQuota {
+    fn from(v: AccountQuotaV1) -> AccountQuota {
+        AccountQuota {
+            bytes: v.bytes,
+            jobs: v.jobs,
+            set_ms: v.set_ms,
+            ..AccountQuota::default()
+        }
+    }
 }
 
 /// What one node counted of one bucket: bytes made held, bytes let go.
@@ -53,6 +77,12 @@ impl Acting {
     /// The quota that applies to this account: its own, else the fabric's default (every
     /// quota row read at most once per [`crate::policy::CHECK_TTL`] per node).
     pub async fn quota(&self) -> Result<AccountQuota, BucketError> {
+        self.quota_of(&self.account()).await
+    }
+
+    /// The quota that applies to `account` (as [`Acting::quota`]): what a front end that
+    /// serves an account by its key, not its session, enforces.
+    pub async fn quota_of(&self, account: &weft_core::NodeId) -> Result<AccountQuota, BucketError> {
         let this = self.clone();
         let all = self
             .policy_checks
@@ -70,7 +100,7 @@ impl Acting {
             })
             .await?;
         Ok(all
-            .get(&self.account().to_hex())
+            .get(&account.to_hex())
             .or_else(|| all.get(DEFAULT_QUOTA))
             .cloned()
             .unwrap_or_default())
@@ -188,5 +218,40 @@ impl Acting {
             .await?;
         *counter = Some(t);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_meta::schema::{Value, decode_value, encode_value};
+
+    #[test]
+    fn quotas_written_before_tokens_and_allowances_still_read() {
+        let mut v1 = vec![1u8];
+        v1.extend(weft_core::wire::encode(&AccountQuotaV1 {
+            bytes: Some(5),
+            jobs: Some(2),
+            set_ms: 9,
+        }));
+        assert_eq!(
+            decode_value::<Quotas>(&v1),
+            Value::Known(AccountQuota {
+                bytes: Some(5),
+                jobs: Some(2),
+                set_ms: 9,
+                tokens_per_minute: None,
+                allowance: None,
+            })
+        );
+        let now = AccountQuota {
+            tokens_per_minute: Some(100),
+            allowance: Some(0),
+            ..AccountQuota::default()
+        };
+        assert_eq!(
+            decode_value::<Quotas>(&encode_value::<Quotas>(&now)),
+            Value::Known(now)
+        );
     }
 }

@@ -29,7 +29,7 @@ use weft_core::NodeId;
 use weft_meta::{Rules, Schema, SortKey, Writer, row_kind};
 
 use crate::policy::{AccountPass, AccountPolicy};
-use crate::quota::{AccountQuota, Tally};
+use crate::quota::{AccountQuota, AccountQuotaV1, Tally};
 use crate::records::{BucketRecordV1, BucketRecordV2, ObjectRecordV1};
 use crate::{BucketRecord, Grant, ObjectRecord, PartRecord, UploadRecord};
 
@@ -338,15 +338,27 @@ row_kind! {
     }
 }
 
-row_kind! {
-    /// Per-account quotas (sort key: [`DEFAULT_QUOTA`] or the account).
-    pub struct Quotas {
-        kind: "quota",
-        writer: Writer::Admin,
-        part: (),
-        sort: str,
-        value: AccountQuota,
-        partition: |_| String::new(),
+/// Per-account quotas (sort key: [`DEFAULT_QUOTA`] or the account).
+pub struct Quotas;
+
+impl Schema for Quotas {
+    const KIND: &'static str = "quota";
+    const WRITER: Writer = Writer::Admin;
+    /// 2: [`AccountQuota::tokens_per_minute`] and [`AccountQuota::allowance`] added.
+    const FORMAT: u8 = 2;
+    type Part = ();
+    type Sort = str;
+    type Value = AccountQuota;
+
+    fn partition(_: &()) -> String {
+        String::new()
+    }
+
+    fn decode(format: u8, body: &[u8]) -> Result<AccountQuota, weft_core::wire::WireError> {
+        match format {
+            1 => weft_core::wire::decode::<AccountQuotaV1>(body).map(AccountQuota::from),
+            _ => weft_core::wire::decode(body),
+        }
     }
 }
 

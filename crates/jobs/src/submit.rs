@@ -32,7 +32,8 @@ impl JobService {
             return Err(JobError::ReadOnly);
         }
         let (active, held) = self.active_jobs(&b).await?;
-        if let Some(limit) = b.quota().await?.jobs
+        let quota = b.quota().await?;
+        if let Some(limit) = quota.jobs
             && active >= limit as usize
         {
             return Err(BucketError::OverQuota(format!(
@@ -103,7 +104,14 @@ impl JobService {
         };
         let runs = checks.as_ref().map_or(1, |c| u64::from(c.quorum.1));
         let hold = weft_ledger::price::job_ceiling(job.limits.fuel, unit).saturating_mul(runs);
-        let balance = self.inner.ledger.balance(&b.account(), held).await?;
+        let allowance = quota
+            .allowance
+            .unwrap_or(weft_ledger::price::DEFAULT_ALLOWANCE);
+        let balance = self
+            .inner
+            .ledger
+            .balance(&b.account(), held, allowance)
+            .await?;
         if balance.available() < i128::from(hold) {
             let c = weft_ledger::price::credits;
             return Err(JobError::Credits(format!(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use weft_core::{NodeId, SecretKey};
 use weft_meta::MetaError;
 
-use crate::price::{Balance, DEFAULT_ALLOWANCE, Prices};
+use crate::price::{Balance, Prices};
 use crate::schema::{CreditGrant, Grants, PriceList, PriceRows};
 use crate::{Ledger, LedgerError};
 
@@ -90,8 +90,14 @@ impl Ledger {
     }
 
     /// `account`'s credits as this node's copy of the log and the admin's grants say, with
-    /// `held` micro-credits held for its work under way.
-    pub async fn balance(&self, account: &NodeId, held: u64) -> Result<Balance, LedgerError> {
+    /// `held` micro-credits held for its work under way and `allowance` its free allowance
+    /// (the admin's quota for it, else [`crate::price::DEFAULT_ALLOWANCE`]).
+    pub async fn balance(
+        &self,
+        account: &NodeId,
+        held: u64,
+        allowance: u64,
+    ) -> Result<Balance, LedgerError> {
         let (spent, receipts) = self.inner.replica.lock().spent_by(account);
         let cached = self
             .inner
@@ -118,7 +124,7 @@ impl Ledger {
         };
         Ok(Balance {
             account: account.to_hex(),
-            allowance: DEFAULT_ALLOWANCE,
+            allowance,
             granted,
             spent,
             receipts,

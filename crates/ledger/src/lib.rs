@@ -26,6 +26,7 @@ pub mod credits;
 pub mod fault;
 pub mod issued;
 pub mod price;
+pub mod rate;
 pub mod receipt;
 pub mod replica;
 pub mod schema;
@@ -551,6 +552,15 @@ impl Ledger {
     pub fn consistency(&self, old: u64, new: u64) -> Result<Vec<weft_tlog::Hash>, LedgerError> {
         let proof = self.inner.replica.lock().consistency_proof(old, new)?;
         Ok(proof)
+    }
+
+    /// `account`'s AI tokens in receipts issued in the last minute, as this copy has settled
+    /// them (the figure a tokens-per-minute quota is held to).
+    pub fn tokens_last_minute(&self, account: &NodeId) -> u64 {
+        self.inner
+            .replica
+            .lock()
+            .recent_tokens(account, weft_net::now_ms())
     }
 
     /// A tile or entry bundle of the settled (cosigned) log by its tlog-tiles path: what an

@@ -86,6 +86,8 @@ pub struct Replica {
     spent: HashMap<NodeId, (u64, u64)>,
     /// Per node, what its settled receipts charged.
     earned: HashMap<NodeId, u64>,
+    /// Each account's inference tokens in the last minute.
+    recent: crate::rate::Recent,
     /// The batches of the staged part with who sequenced each, oldest first, and the batch
     /// ending at the settled size.
     staged_batches: Vec<(BatchRef, NodeId)>,
@@ -108,6 +110,8 @@ impl Replica {
         let mut index: HashMap<NodeId, Vec<u64>> = HashMap::new();
         let mut by_account: HashMap<NodeId, Vec<u64>> = HashMap::new();
         let (mut spent, mut earned) = (HashMap::new(), HashMap::new());
+        let mut recent = crate::rate::Recent::default();
+        let now = weft_net::now_ms();
         let mut failed = None;
         log.scan(0, |at, entry| {
             match Receipt::from_entry(entry) {
@@ -116,6 +120,7 @@ impl Replica {
                     index.entry(r.body.node).or_default().push(at);
                     by_account.entry(r.body.account).or_default().push(at);
                     count(&mut spent, &mut earned, &r);
+                    recent.take(&r, now);
                 }
                 Err(error) => failed = failed.take().or(Some((at, error))),
             }
@@ -137,6 +142,7 @@ impl Replica {
             by_account,
             spent,
             earned,
+            recent,
             staged_batches: Vec::new(),
             staged_receipts: Vec::new(),
             settled_batch,
@@ -358,9 +364,11 @@ impl Replica {
         self.write(SETTLED_BATCH, &wire::encode(&batch))?;
         self.staged_batches.drain(..=at);
         self.settled_batch = Some(batch);
+        let now = weft_net::now_ms();
         for r in self.staged_receipts.drain(..settling) {
             self.settled_chains.advance(&r);
             count(&mut self.spent, &mut self.earned, &r);
+            self.recent.take(&r, now);
         }
         Ok(true)
     }
@@ -408,6 +416,11 @@ impl Replica {
     /// What `account`'s settled receipts cost, micro-credits, and how many there are.
     pub fn spent_by(&self, account: &NodeId) -> (u64, u64) {
         self.spent.get(account).copied().unwrap_or((0, 0))
+    }
+
+    /// `account`'s AI tokens in settled receipts issued in the window before `now_ms`.
+    pub fn recent_tokens(&self, account: &NodeId, now_ms: u64) -> u64 {
+        self.recent.tokens(account, now_ms)
     }
 
     /// What `node`'s settled receipts charged, micro-credits.

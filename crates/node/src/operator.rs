@@ -26,6 +26,26 @@ pub struct QuotaEntry {
     pub bytes: Option<u64>,
     /// Jobs queued or running at once (`None`: no limit).
     pub jobs: Option<u32>,
+    /// AI tokens in any minute (`None`: no limit).
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+    /// The free allowance, micro-credits (`None`: the fabric's default).
+    #[serde(default)]
+    pub allowance: Option<u64>,
+}
+
+impl QuotaEntry {
+    /// The entry for `applies_to` with `quota`'s limits (none: no limits, default allowance).
+    pub fn new(applies_to: String, quota: Option<&weft_data::quota::AccountQuota>) -> QuotaEntry {
+        let q = quota.cloned().unwrap_or_default();
+        QuotaEntry {
+            applies_to,
+            bytes: q.bytes,
+            jobs: q.jobs,
+            tokens_per_minute: q.tokens_per_minute,
+            allowance: q.allowance,
+        }
+    }
 }
 
 impl Node {
@@ -37,24 +57,18 @@ impl Node {
             .list::<Quotas>(&(), "")
             .await?
             .into_iter()
-            .filter_map(|(who, row)| {
-                row.known().map(|q| QuotaEntry {
-                    applies_to: who,
-                    bytes: q.bytes,
-                    jobs: q.jobs,
-                })
-            })
+            .filter_map(|(who, row)| row.known().map(|q| QuotaEntry::new(who, Some(&q))))
             .collect();
         out.sort_by_key(|q| (q.applies_to != DEFAULT_QUOTA, q.applies_to.clone()));
         Ok(out)
     }
 
     /// Set the quota of `applies_to` (`default`, or an account's id), or remove it (`None`;
-    /// an account then has the default). Admin nodes only.
+    /// an account then has the default). Admin nodes only; `set_ms` is set here.
     pub async fn set_quota(
         &self,
         applies_to: &str,
-        quota: Option<(Option<u64>, Option<u32>)>,
+        quota: Option<weft_data::quota::AccountQuota>,
     ) -> Result<String, NodeError> {
         use weft_data::quota::AccountQuota;
         use weft_data::schema::{DEFAULT_QUOTA, Quotas};
@@ -65,10 +79,9 @@ impl Node {
         } else {
             parse_account(who)?.to_hex()
         };
-        let quota = quota.map(|(bytes, jobs)| AccountQuota {
-            bytes,
-            jobs,
+        let quota = quota.map(|q| AccountQuota {
             set_ms: weft_net::now_ms(),
+            ..q
         });
         self.table()
             .put::<Quotas>(admin.clone(), &(), &who, quota.as_ref())

@@ -72,7 +72,11 @@ async fn balances_follow_the_receipts_and_work_beyond_them_is_refused() {
         .await
         .unwrap();
     let session = session(&alice);
-    let before = entry.ledger().balance(&alice.public(), 0).await.unwrap();
+    let before = entry
+        .ledger()
+        .balance(&alice.public(), 0, DEFAULT_ALLOWANCE)
+        .await
+        .unwrap();
     assert_eq!(before.allowance, DEFAULT_ALLOWANCE);
     assert_eq!((before.spent, before.granted), (0, 0));
 
@@ -105,7 +109,11 @@ async fn balances_follow_the_receipts_and_work_beyond_them_is_refused() {
     let charge = (u128::from(fuel) * 250).div_ceil(1_000_000_000) as u64;
     let mut after = before.clone();
     for _ in 0..150 {
-        after = entry.ledger().balance(&alice.public(), 0).await.unwrap();
+        after = entry
+            .ledger()
+            .balance(&alice.public(), 0, DEFAULT_ALLOWANCE)
+            .await
+            .unwrap();
         if after.receipts >= 1 {
             break;
         }
@@ -157,7 +165,11 @@ async fn balances_follow_the_receipts_and_work_beyond_them_is_refused() {
         .grant_credits(&alice.public().to_hex(), 15_000 * MICRO, "for the big run")
         .await
         .unwrap();
-    let granted = entry.ledger().balance(&alice.public(), 0).await.unwrap();
+    let granted = entry
+        .ledger()
+        .balance(&alice.public(), 0, DEFAULT_ALLOWANCE)
+        .await
+        .unwrap();
     assert_eq!(granted.granted, 15_000 * MICRO);
     let long = JobSpec {
         module: "paid/bin/spin.wat".into(),

@@ -793,7 +793,13 @@ async fn an_accounts_quota_holds_through_every_node() {
         .unwrap();
     let fresh = weft_data::policy::CHECK_TTL + Duration::from_millis(300);
     admin
-        .set_quota("default", Some((Some(1_000_000), None)))
+        .set_quota(
+            "default",
+            Some(AccountQuota {
+                bytes: Some(1_000_000),
+                ..AccountQuota::default()
+            }),
+        )
         .await
         .unwrap();
     tokio::time::sleep(fresh).await;
@@ -852,7 +858,14 @@ async fn an_accounts_quota_holds_through_every_node() {
         .unwrap();
     bob.objects().put("bob-box", "x", &kb600[..]).await.unwrap();
     admin
-        .set_quota(&alice.account().to_hex(), Some((Some(3_000_000), Some(2))))
+        .set_quota(
+            &alice.account().to_hex(),
+            Some(AccountQuota {
+                bytes: Some(3_000_000),
+                jobs: Some(2),
+                ..AccountQuota::default()
+            }),
+        )
         .await
         .unwrap();
     tokio::time::sleep(fresh).await;
@@ -898,9 +911,9 @@ async fn an_accounts_quota_holds_through_every_node() {
     let rogue = Rogue::new(c.node(2));
     let table = rogue.node().table();
     let free = AccountQuota {
-        bytes: None,
-        jobs: None,
         set_ms: weft_net::now_ms(),
+        allowance: Some(u64::MAX),
+        ..AccountQuota::default()
     };
     assert!(
         table

@@ -71,12 +71,35 @@ async fn account(state: &AppState, headers: &HeaderMap) -> Result<NodeId, ApiErr
     }
 }
 
-/// Refuse an account with no credits left (its allowance and grants spent): 402, saying so.
+/// Refuse an account with no credits left (its allowance and grants spent): 402, saying so;
+/// or one past its tokens-per-minute quota (as the ledger's receipts of the last minute count
+/// them): 429, with when to come back.
 async fn paying(state: &AppState, account: &NodeId) -> Result<(), ApiError> {
-    let balance = state
+    let quota = state
         .node
-        .ledger()
-        .balance(account, 0)
+        .data()
+        .own()
+        .quota_of(account)
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot read the account's quota: {e}")))?;
+    let ledger = state.node.ledger();
+    if let Some(limit) = quota.tokens_per_minute {
+        let used = ledger.tokens_last_minute(account);
+        if used >= limit {
+            return Err(ApiError::rate_limited(
+                format!(
+                    "account {} used {used} tokens in the last minute; its quota is {limit} tokens per minute",
+                    account.short()
+                ),
+                RATE_RETRY_S,
+            ));
+        }
+    }
+    let allowance = quota
+        .allowance
+        .unwrap_or(weft_ledger::price::DEFAULT_ALLOWANCE);
+    let balance = ledger
+        .balance(account, 0, allowance)
         .await
         .map_err(|e| ApiError::internal(format!("cannot read the account's credits: {e}")))?;
     if balance.available() <= 0 {
@@ -88,6 +111,9 @@ async fn paying(state: &AppState, account: &NodeId) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+/// When an account over its tokens-per-minute quota is told to try again, seconds.
+const RATE_RETRY_S: u32 = 5;
 
 /// Where the request may run, from its headers.
 fn allowed(headers: &HeaderMap) -> Result<Allowed, ApiError> {

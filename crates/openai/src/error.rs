@@ -63,6 +63,15 @@ impl ApiError {
         ApiError::new(StatusCode::PAYMENT_REQUIRED, "insufficient_quota", message)
     }
 
+    /// 429: the account is past its tokens-per-minute quota.
+    pub fn rate_limited(message: impl Into<String>, retry_after: u32) -> ApiError {
+        ApiError {
+            code: Some("rate_limit_exceeded"),
+            retry_after: Some(retry_after),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "tokens", message)
+        }
+    }
+
     /// 404: no such route.
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", message)

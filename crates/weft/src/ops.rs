@@ -48,7 +48,8 @@ pub enum FabricCommand {
         account: String,
     },
     /// Show the quotas, or set one: the default every account has, or one account's own
-    /// (bytes stored, jobs queued or running), in open and invite-only fabrics alike
+    /// (bytes stored, jobs queued or running, AI tokens per minute, free credits), in open and
+    /// invite-only fabrics alike
     Quota(QuotaArgs),
 }
 
@@ -63,12 +64,39 @@ pub struct QuotaArgs {
     /// Jobs the account may have queued or running at once (`none`: no limit)
     #[arg(long, value_parser = parse_limit)]
     jobs: Option<Limit>,
+    /// AI tokens (prompt and generated) the account may use in any minute, every node
+    /// counting the ledger's receipts (`none`: no limit)
+    #[arg(long, value_parser = parse_limit)]
+    tokens_per_minute: Option<Limit>,
+    /// The account's free allowance of credits (fractions allowed; `default`: the fabric's,
+    /// 10,000)
+    #[arg(long, value_parser = parse_allowance)]
+    allowance: Option<Allowance>,
     /// Remove this quota (an account then has the default)
-    #[arg(long, conflicts_with_all = ["bytes", "jobs"])]
+    #[arg(long, conflicts_with_all = ["bytes", "jobs", "tokens_per_minute", "allowance"])]
     clear: bool,
     /// Print JSON
     #[arg(long)]
     json: bool,
+}
+
+/// An allowance on the command line: credits, or the fabric's default.
+#[derive(Clone, Copy, Debug)]
+struct Allowance(Option<u64>);
+
+fn parse_allowance(text: &str) -> Result<Allowance, String> {
+    if text.eq_ignore_ascii_case("default") {
+        return Ok(Allowance(None));
+    }
+    let credits: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?}: credits (e.g. 500 or 0.25), or `default`"))?;
+    if !(0.0..=1e12).contains(&credits) {
+        return Err(format!("{text:?}: credits from 0 to 10^12"));
+    }
+    Ok(Allowance(Some(
+        (credits * weft_ledger::price::MICRO as f64).round() as u64,
+    )))
 }
 
 /// A limit on the command line: a number, or none.
@@ -129,8 +157,14 @@ pub fn human_bytes(bytes: u64) -> String {
 fn show_quota(q: &weft_node::QuotaEntry) -> String {
     let bytes = q.bytes.map_or("no limit".to_string(), human_bytes);
     let jobs = q.jobs.map_or("no limit".to_string(), |j| j.to_string());
+    let tokens = q
+        .tokens_per_minute
+        .map_or("no limit".to_string(), |t| t.to_string());
+    let allowance = q.allowance.map_or("the default".to_string(), |a| {
+        weft_ledger::price::credits(i128::from(a))
+    });
     format!(
-        "{:<16} bytes stored: {bytes}; jobs queued or running: {jobs}",
+        "{:<16} bytes stored: {bytes}; jobs queued or running: {jobs}; AI tokens per minute: {tokens}; free credits: {allowance}",
         short_who(&q.applies_to)
     )
 }
@@ -207,7 +241,12 @@ pub fn fabric(data: Option<PathBuf>, cmd: FabricCommand) -> Result<()> {
 
 fn quota(api: &ApiClient, q: QuotaArgs) -> Result<()> {
     let Some(who) = q.applies_to else {
-        if q.bytes.is_some() || q.jobs.is_some() || q.clear {
+        if q.bytes.is_some()
+            || q.jobs.is_some()
+            || q.tokens_per_minute.is_some()
+            || q.allowance.is_some()
+            || q.clear
+        {
             bail!("say whose quota to set: `default`, or an account id");
         }
         let all: Vec<weft_node::QuotaEntry> = api.get("/v1/fabric/quotas")?;
@@ -226,11 +265,7 @@ fn quota(api: &ApiClient, q: QuotaArgs) -> Result<()> {
     let path = format!("/v1/fabric/quotas/{who}");
     let done: weft_node::QuotaEntry = if q.clear {
         api.delete(&path)?;
-        weft_node::QuotaEntry {
-            applies_to: who.clone(),
-            bytes: None,
-            jobs: None,
-        }
+        weft_node::QuotaEntry::new(who.clone(), None)
     } else {
         // Set what is given; keep what is not.
         let all: Vec<weft_node::QuotaEntry> = api.get("/v1/fabric/quotas")?;
@@ -249,12 +284,22 @@ fn quota(api: &ApiClient, q: QuotaArgs) -> Result<()> {
             Some(Limit(None)) => None,
             None => current.and_then(|e| e.jobs),
         };
-        if q.bytes.is_none() && q.jobs.is_none() {
-            let shown = current.cloned().unwrap_or(weft_node::QuotaEntry {
-                applies_to: who.clone(),
-                bytes: None,
-                jobs: None,
-            });
+        let tokens_per_minute = match q.tokens_per_minute {
+            Some(Limit(t)) => t,
+            None => current.and_then(|e| e.tokens_per_minute),
+        };
+        let allowance = match q.allowance {
+            Some(Allowance(a)) => a,
+            None => current.and_then(|e| e.allowance),
+        };
+        if q.bytes.is_none()
+            && q.jobs.is_none()
+            && q.tokens_per_minute.is_none()
+            && q.allowance.is_none()
+        {
+            let shown = current
+                .cloned()
+                .unwrap_or(weft_node::QuotaEntry::new(who.clone(), None));
             if q.json {
                 println!("{}", serde_json::to_string_pretty(&shown)?);
             } else {
@@ -262,7 +307,15 @@ fn quota(api: &ApiClient, q: QuotaArgs) -> Result<()> {
             }
             return Ok(());
         }
-        api.put_json_answer(&path, &weft_api::QuotaParams { bytes, jobs })?
+        api.put_json_answer(
+            &path,
+            &weft_api::QuotaParams {
+                bytes,
+                jobs,
+                tokens_per_minute,
+                allowance,
+            },
+        )?
     };
     if q.json {
         println!("{}", serde_json::to_string_pretty(&done)?);

@@ -191,7 +191,7 @@ fn requests_go_to_the_nearest_replica_fail_over_and_never_leave_their_regions() 
     let (minilm, _) = models();
     // eu: node1 (no inference role: the entry) and node2; us: node3. 40 ms one way between
     // the sites. The model's two replicas land one per site: node2 and node3.
-    let (fabric, _user, key) = fabric_with(
+    let (fabric, user, key) = fabric_with(
         &["--sites", "eu:2,us:1", "--wan", "eu-us=40ms"],
         &[("minilm", &minilm, 2)],
         2,
@@ -224,6 +224,89 @@ fn requests_go_to_the_nearest_replica_fail_over_and_never_leave_their_regions() 
     // A node that holds the model answers its own clients.
     let (status, by, _) = embed(&n3, &key, None);
     assert_eq!((status, by.as_str()), (200, id3.as_str()));
+
+    // The admin's quotas hold on every node: tokens per minute, as the ledger's receipts
+    // count them (about a second behind), then a free allowance of nothing.
+    let admin = n1.to_str().unwrap();
+    let shown = user.ok(&["account", "show"]);
+    let account = shown
+        .split_whitespace()
+        .find(|w| w.len() == 64 && w.chars().all(|c| c.is_ascii_hexdigit()))
+        .unwrap_or_else(|| panic!("no account id in {shown}"))
+        .to_string();
+    let set = ok(&[
+        "--data",
+        admin,
+        "fabric",
+        "quota",
+        &account,
+        "--tokens-per-minute",
+        "20",
+    ]);
+    assert!(set.contains("AI tokens per minute: 20"), "{set}");
+    let mut limited = None;
+    wait_until(
+        "the tokens quota to refuse",
+        Duration::from_secs(60),
+        || {
+            let (status, _, body) = embed(&n1, &key, None);
+            if status == 429 {
+                limited = Some(body);
+                true
+            } else {
+                assert_eq!(status, 200, "{body}");
+                std::thread::sleep(Duration::from_millis(300));
+                false
+            }
+        },
+    );
+    let body = limited.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("its quota is 20 tokens per minute"),
+        "{body}"
+    );
+    // Refused through the node that holds the model too (once it has read the quota): the
+    // count is the fabric's.
+    wait_until("node3 to refuse too", Duration::from_secs(10), || {
+        embed(&n3, &key, None).0 == 429
+    });
+    ok(&[
+        "--data",
+        admin,
+        "fabric",
+        "quota",
+        &account,
+        "--tokens-per-minute",
+        "none",
+        "--allowance",
+        "0",
+    ]);
+    let mut unpaid = None;
+    wait_until("the allowance to refuse", Duration::from_secs(30), || {
+        let (status, _, body) = embed(&n3, &key, None);
+        unpaid = Some(body);
+        status == 402
+    });
+    let body = unpaid.unwrap();
+    assert_eq!(body["error"]["type"], "insufficient_quota", "{body}");
+    // Every node reads the quota at most 3 s old.
+    wait_until(
+        "the balance to show the allowance",
+        Duration::from_secs(10),
+        || {
+            let balance = user.ok(&["--data", admin, "ledger", "balance", "--json"]);
+            serde_json::from_str::<Value>(&balance).unwrap()["allowance"] == 0
+        },
+    );
+    // Cleared, the account has the default again.
+    ok(&["--data", admin, "fabric", "quota", &account, "--clear"]);
+    wait_until("the quota to be lifted", Duration::from_secs(30), || {
+        embed(&n1, &key, None).0 == 200
+    });
 
     // kill -9 of the nearer replica: the next request is taken by the other one.
     signal(&n2, "-9");
