@@ -181,18 +181,23 @@ pub(crate) async fn get(
         Some(v) => buckets.objects().version(&bucket, &key, v).await,
     }
     .map_err(ApiFailure::from)?;
+    let bill = Some((
+        buckets.account(),
+        format!("{bucket}/{key}@{}", record.version),
+    ));
     // A whole object's manifest is fetched first, so a bad one fails with a status.
     if record.parts.is_empty() && !record.is_inline() {
         let cap = buckets
             .objects()
             .capability_of(&bucket, &key, &record)
             .map_err(ApiFailure::from)?;
-        return crate::objects::stream_object(&s, cap, &headers).await;
+        return crate::objects::stream_object(&s, cap, &headers, bill).await;
     }
     Ok(crate::objects::ranged_body(
         &s.node,
         record.size,
         &headers,
+        bill,
         move |start, end, writer| async move {
             buckets
                 .objects()

@@ -107,7 +107,8 @@ pub(crate) async fn get(
     headers: HeaderMap,
 ) -> Result<Response, ApiFailure> {
     let cap = Capability::from_text(&cap).map_err(ApiFailure::from)?;
-    stream_object(&s, cap, &headers).await
+    // A read by capability alone names no account: nobody is billed for it.
+    stream_object(&s, cap, &headers, None).await
 }
 
 /// Parse a single `Range: bytes=...` against an object of `size` bytes into `start..end`.
@@ -141,10 +142,14 @@ pub fn parse_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>
 }
 
 /// Stream the object a capability names (or the `Range` of it asked for) as a response body.
+/// Whom a read is billed to (its bytes go into a transfer receipt), and what it read.
+pub(crate) type Bill = Option<(weft_core::NodeId, String)>;
+
 pub(crate) async fn stream_object(
     s: &AppState,
     cap: Capability,
     headers: &HeaderMap,
+    bill: Bill,
 ) -> Result<Response, ApiFailure> {
     // A small object the capability carries: opened (and verified) here, no round trip.
     if let Some(bytes) = cap.open_inline() {
@@ -153,6 +158,7 @@ pub(crate) async fn stream_object(
             &s.node,
             bytes.len() as u64,
             headers,
+            bill,
             move |start, end, mut writer| async move {
                 use tokio::io::AsyncWriteExt;
                 writer
@@ -174,6 +180,7 @@ pub(crate) async fn stream_object(
         &s.node,
         manifest.size,
         headers,
+        bill,
         move |start, end, writer| async move {
             data.read_capability(&cap, &manifest, start, end, writer)
                 .await
@@ -183,11 +190,13 @@ pub(crate) async fn stream_object(
 }
 
 /// A response streaming `size` bytes (or the `Range` of them asked for) that `read` writes
-/// into the pipe it is given, as a task of `node` (cut short if the node shuts down).
+/// into the pipe it is given, as a task of `node` (cut short if the node shuts down); once
+/// they are all written, metered to the account `bill` names.
 pub(crate) fn ranged_body<F, Fut>(
     node: &weft_node::Node,
     size: u64,
     headers: &HeaderMap,
+    bill: Bill,
     read: F,
 ) -> Response
 where
@@ -208,11 +217,17 @@ where
     };
     let (reader, writer) = tokio::io::duplex(1 << 20);
     let reading = read(start, end, writer);
+    let ledger = node.ledger().clone();
     node.spawn(async move {
-        if let Err(e) = reading.await {
+        match reading.await {
+            Ok(()) => {
+                if let Some((account, what)) = bill {
+                    ledger.meter_transfer(account, &format!("{what} {start}-{end}"), end - start);
+                }
+            }
             // Dropping the writer mid-stream cuts the response short; the client sees an
             // incomplete body (the length header tells it) and never a wrong byte.
-            tracing::warn!(error = %e, "object read failed");
+            Err(e) => tracing::warn!(error = %e, "object read failed"),
         }
     });
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(reader));

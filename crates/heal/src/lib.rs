@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod billing;
 pub mod gc;
 pub mod registry;
 pub mod repair;
@@ -48,6 +49,8 @@ pub struct HealConfig {
     /// How long an object must have had no references (deleted, overwritten, an abandoned
     /// upload, a write whose name was never committed) before its shards are reclaimed.
     pub gc_delay: Duration,
+    /// How often this node issues storage receipts for the bytes it holds for each account.
+    pub storage_receipts_every: Duration,
 }
 
 impl Default for HealConfig {
@@ -59,6 +62,7 @@ impl Default for HealConfig {
             scrub_bytes_per_sec: 16 << 20,
             scrub_interval: Duration::from_secs(3600),
             gc_delay: Duration::from_secs(3600),
+            storage_receipts_every: Duration::from_secs(3600),
         }
     }
 }
@@ -200,6 +204,11 @@ impl Healer {
     /// The catalog.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// How often this node issues storage receipts for what it holds.
+    pub fn storage_receipts_every(&self) -> Duration {
+        self.config.storage_receipts_every
     }
 
     /// What healing has done so far.

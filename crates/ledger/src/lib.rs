@@ -25,6 +25,7 @@ pub mod audit;
 pub mod credits;
 pub mod fault;
 pub mod issued;
+pub mod meter;
 pub mod price;
 pub mod rate;
 pub mod receipt;
@@ -197,6 +198,18 @@ pub struct WorkDone {
     /// Of which for inference.
     #[serde(default)]
     pub earned_inference: u64,
+    /// Byte-hours of storage held.
+    #[serde(default)]
+    pub byte_hours: u64,
+    /// Of `earned`, for storage.
+    #[serde(default)]
+    pub earned_storage: u64,
+    /// Bytes served to clients.
+    #[serde(default)]
+    pub bytes_served: u64,
+    /// Of `earned`, for bytes served.
+    #[serde(default)]
+    pub earned_transfer: u64,
     /// The node's prices now.
     #[serde(default)]
     pub prices: Option<Prices>,
@@ -247,6 +260,8 @@ struct Inner {
     price_lists: Mutex<(HashMap<NodeId, price::Prices>, Option<Instant>)>,
     /// Accounts' granted credits as last read, and when.
     granted: Mutex<HashMap<NodeId, (u64, Instant)>>,
+    /// Bytes served per account since the last transfer receipts.
+    served: Mutex<meter::Meter>,
 }
 
 /// A checkpoint that verified: what it says, who signed it, who cosigned it.
@@ -360,6 +375,7 @@ impl Service for Ledger {
                 },
                 price_lists: Mutex::new((HashMap::new(), None)),
                 granted: Mutex::new(HashMap::new()),
+                served: Mutex::new(HashMap::new()),
             }),
         };
         ledger.register();
@@ -372,6 +388,8 @@ impl Service for Ledger {
         tasks.spawn(async move { this.follow_loop().await });
         let this = ledger.clone();
         tasks.spawn(async move { this.publish_prices().await });
+        let this = ledger.clone();
+        tasks.spawn(async move { this.transfer_loop().await });
         Ok(ledger)
     }
 }
@@ -538,7 +556,14 @@ impl Ledger {
                     done.tokens_in = done.tokens_in.saturating_add(tokens_in);
                     done.tokens_out = done.tokens_out.saturating_add(tokens_out);
                 }
-                Work::Storage { .. } | Work::Transfer { .. } => {}
+                Work::Storage { byte_hours, .. } => {
+                    done.byte_hours = done.byte_hours.saturating_add(byte_hours);
+                    done.earned_storage = done.earned_storage.saturating_add(charge);
+                }
+                Work::Transfer { bytes } => {
+                    done.bytes_served = done.bytes_served.saturating_add(bytes);
+                    done.earned_transfer = done.earned_transfer.saturating_add(charge);
+                }
             }
         }
         done.accounts = accounts.len() as u64;

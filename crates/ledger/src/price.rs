@@ -91,6 +91,12 @@ pub fn charge(work: &Work, price: u64) -> u64 {
     }
 }
 
+/// Byte-hours of `bytes` held for `elapsed_ms` (rounded down, saturating).
+pub fn byte_hours(bytes: u64, elapsed_ms: u64) -> u64 {
+    let v = u128::from(bytes) * u128::from(elapsed_ms) / 3_600_000;
+    u64::try_from(v).unwrap_or(u64::MAX)
+}
+
 /// The most a job with a fuel limit of `fuel` can cost at `price` per 10⁹ fuel.
 pub fn job_ceiling(fuel: u64, price: u64) -> u64 {
     scaled(fuel, price, 1_000_000_000)
@@ -174,6 +180,10 @@ mod tests {
             audits: 3,
         };
         assert_eq!(charge(&month, p.for_work(&month)), p.storage_gb_month);
+        // A GB held for a month of 730 hours, billed an hour at a time.
+        assert_eq!(byte_hours(1_000_000_000, 3_600_000), 1_000_000_000);
+        assert_eq!(byte_hours(1_000, 1_800_000), 500);
+        assert_eq!(byte_hours(u64::MAX, u64::MAX), u64::MAX);
         // Huge figures saturate instead of wrapping.
         assert_eq!(charge(&job(u64::MAX), MAX_PRICE), u64::MAX);
         assert_eq!(job_ceiling(5_000_000_000, 20_000), 100_000);

@@ -19,8 +19,10 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod admission;
+mod billing;
 mod datadir;
 mod operator;
+pub use billing::StorageBill;
 pub use operator::{AccountsPolicy, QuotaEntry};
 mod peers;
 mod status;
@@ -120,6 +122,9 @@ pub enum NodeError {
     /// The metadata table could not be read or written.
     #[error(transparent)]
     Meta(#[from] weft_meta::MetaError),
+    /// Storage receipts could not be made.
+    #[error("storage could not be billed: {0}")]
+    Billing(String),
 }
 
 struct Inner {
@@ -280,6 +285,7 @@ impl Node {
             }),
         };
         node.inner.endpoint.spawn(node.clone().persist_peers());
+        node.inner.endpoint.spawn(node.clone().bill_storage());
         node.inner.endpoint.spawn(weft_data::migrate::run(
             node.inner.dir.path("migrated-rows"),
             node.inner.ctx.table.clone(),

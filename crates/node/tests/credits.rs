@@ -199,3 +199,75 @@ async fn balances_follow_the_receipts_and_work_beyond_them_is_refused() {
     }
     assert_eq!(held, 0);
 }
+
+/// Storage is billed by the nodes that hold it: each holder signs, per account, the byte-hours
+/// it held the account's shards for since its last bill, and the account pays for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_is_billed_by_the_nodes_that_hold_it() {
+    let cluster = Builder::new(3).start().await;
+    let entry = cluster.node(0);
+    let alice = SecretKey::from_seed([52; 32]);
+    let owner = entry.data().acting(Access::account(alice.clone()));
+    owner
+        .create_bucket("kept", Residency::default(), None, 1)
+        .await
+        .unwrap();
+    let bytes = vec![7u8; 300_000];
+    owner
+        .objects()
+        .put("kept", "a.bin", bytes.as_slice())
+        .await
+        .unwrap();
+    // Each node starts its first period, holds for a while, and bills it.
+    for i in 0..3 {
+        let first = cluster.node(i).bill_storage_now().await.unwrap();
+        assert_eq!(first.receipts, 0, "{first:?}");
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut billed = 0;
+    let mut holders = 0;
+    for i in 0..3 {
+        let bill = cluster.node(i).bill_storage_now().await.unwrap();
+        assert!(bill.skipped.is_none(), "{bill:?}");
+        assert!(bill.until_ms - bill.from_ms >= 3_000, "{bill:?}");
+        billed += bill.byte_hours;
+        holders += bill.receipts;
+    }
+    assert!(holders >= 2, "shards on at least two nodes: {holders}");
+    // About 300 kB (its shards' bytes, with parity) for about 3 s.
+    assert!(
+        (200..5_000).contains(&billed),
+        "byte-hours billed: {billed}"
+    );
+    // The receipts reach the log; the account pays for them.
+    let mut balance = None;
+    for _ in 0..150 {
+        let b = entry
+            .ledger()
+            .balance(&alice.public(), 0, DEFAULT_ALLOWANCE)
+            .await
+            .unwrap();
+        if b.receipts as usize >= holders {
+            balance = Some(b);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let balance = balance.expect("the storage receipts settle");
+    assert!(balance.spent >= holders as u64, "{balance:?}");
+    let receipts = entry
+        .ledger()
+        .receipts_for(&alice.public(), 0, 100)
+        .unwrap();
+    let stored: u64 = receipts
+        .iter()
+        .map(|r| match r.receipt.body.work {
+            weft_ledger::Work::Storage { byte_hours, .. } => byte_hours,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(stored, billed);
+    // Billed again at once, almost nothing more is due: periods never overlap.
+    let again = entry.bill_storage_now().await.unwrap();
+    assert!(again.byte_hours <= billed / 10, "{again:?}");
+}

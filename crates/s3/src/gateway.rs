@@ -500,15 +500,22 @@ impl S3 for Gateway {
         let buckets = g.buckets().clone();
         let (bucket, key) = (input.bucket.clone(), input.key.clone());
         let rec = record.clone();
+        let ledger = self.node.ledger().clone();
         self.node.spawn(async move {
-            if let Err(e) = buckets
+            match buckets
                 .objects()
                 .read_range((&bucket, &key), &rec, start, end, writer)
                 .await
             {
+                // Served: metered to the account it was read for (a transfer receipt).
+                Ok(()) => ledger.meter_transfer(
+                    buckets.account(),
+                    &format!("{bucket}/{key}@{} {start}-{end}", rec.version),
+                    end - start,
+                ),
                 // The body stops short of its Content-Length: the client sees a failed
                 // transfer, never wrong bytes.
-                tracing::warn!(%bucket, %key, error = %e, "S3 read failed");
+                Err(e) => tracing::warn!(%bucket, %key, error = %e, "S3 read failed"),
             }
         });
         let body = StreamingBlob::wrap(tokio_util::io::ReaderStream::with_capacity(

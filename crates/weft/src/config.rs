@@ -138,6 +138,8 @@ pub struct RepairFile {
     pub scrub_interval: Option<String>,
     /// How long unreferenced objects wait before their shards are reclaimed (default "1h").
     pub gc_delay: Option<String>,
+    /// How often this node issues storage receipts for what it holds (default "1h").
+    pub storage_receipts: Option<String>,
 }
 
 impl RepairFile {
@@ -158,8 +160,19 @@ impl RepairFile {
             &self.scrub_interval,
             &mut c.scrub_interval,
         )?;
-        if c.interval.is_zero() || c.scrub_interval.is_zero() {
-            anyhow::bail!("[repair] interval and scrub_interval must be more than zero");
+        dur("gc_delay", &self.gc_delay, &mut c.gc_delay)?;
+        dur(
+            "storage_receipts",
+            &self.storage_receipts,
+            &mut c.storage_receipts_every,
+        )?;
+        if c.interval.is_zero()
+            || c.scrub_interval.is_zero()
+            || c.storage_receipts_every < std::time::Duration::from_secs(1)
+        {
+            anyhow::bail!(
+                "[repair] interval and scrub_interval must be more than zero, storage_receipts at least 1s"
+            );
         }
         if let Some(r) = self.rate_mib {
             if r == 0 {

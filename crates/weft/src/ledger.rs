@@ -89,6 +89,16 @@ fn earnings(who: &Actor, json: bool) -> Result<()> {
         done.requests,
         done.tokens_in.saturating_add(done.tokens_out)
     );
+    println!(
+        "  storage    {} credits: {:.3} GB-hours held",
+        c(done.earned_storage),
+        done.byte_hours as f64 / 1e9
+    );
+    println!(
+        "  transfer   {} credits: {} served",
+        c(done.earned_transfer),
+        crate::ops::human_bytes(done.bytes_served)
+    );
     if let Some(p) = done.prices {
         println!(
             "prices     {} per 10^9 fuel, {} per 1,000 tokens, {} per GB-month, {} per GB out",

@@ -835,6 +835,24 @@ fn an_audit_passes_an_honest_fabric_and_names_what_was_tampered() {
         lines.contains("audit       passed") && lines.contains("consistent with the checkpoint"),
         "{lines}"
     );
+    // Reading an object back is served by a node, which signs for the bytes it served (a
+    // transfer receipt, every 10 s per account) and charges the reader.
+    let back = fabric.root().join("back.txt");
+    alice.ok(&[
+        "--data",
+        &node(2),
+        "get",
+        "logs/a.txt",
+        "-o",
+        back.to_str().unwrap(),
+    ]);
+    wait_until("a transfer receipt", Duration::from_secs(40), || {
+        let h = alice.ok(&["--data", &node(2), "ledger", "history", "--json"]);
+        let h: Value = serde_json::from_str(&h).unwrap();
+        h.as_array().unwrap().iter().any(|l| {
+            l["kind"] == "transfer" && l["what"] == "9600 bytes" && l["amount"].as_i64() < Some(0)
+        })
+    });
     // Tampered storage: every shard file on one eu node overwritten in place.
     let ids = sites(&fabric, 4);
     let eu: Vec<usize> = ids
