@@ -76,6 +76,16 @@ impl InferenceService {
     /// Run `request` on the best replica; returns once the first text (or the embeddings)
     /// arrived, so a replica that fails before that is replaced by the next.
     pub async fn run(&self, request: Request) -> Result<Answer, InferenceError> {
+        self.run_within(request, None).await
+    }
+
+    /// [`InferenceService::run`] on replicas whose nodes publish a price per 1,000 tokens of at
+    /// most `max_price` micro-credits (`None`: any price).
+    pub async fn run_within(
+        &self,
+        request: Request,
+        max_price: Option<u64>,
+    ) -> Result<Answer, InferenceError> {
         let inner = &self.inner;
         inner.received.fetch_add(1, Ordering::Relaxed);
         let model = self.model(&request.model).await?;
@@ -97,7 +107,20 @@ impl InferenceService {
         let mut last_failure: Option<String> = None;
         let started = Instant::now();
         loop {
-            let replicas = self.replicas(&model).await?;
+            let mut replicas = self.replicas(&model).await?;
+            if let Some(max) = max_price {
+                let prices = inner.ledger.price_lists().await;
+                let all = replicas.len();
+                replicas =
+                    route::priced_within(replicas, |n| prices.get(n).map(|p| p.tokens_per_k), max);
+                if replicas.is_empty() && all > 0 {
+                    return Err(InferenceError::Unavailable(format!(
+                        "model `{}`: none of its {all} replicas is priced at or under {} credits per 1,000 tokens",
+                        model.name,
+                        weft_ledger::price::credits(i128::from(max))
+                    )));
+                }
+            }
             let per_request = inner.service_time(&model.name);
             let node = match route::route(&replicas, &request.allowed, &exclude, per_request) {
                 Route::To(n) => n,

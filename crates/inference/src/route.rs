@@ -152,6 +152,19 @@ pub fn route<N: Clone + PartialEq>(
     Route::To(best.node.clone())
 }
 
+/// The replicas whose nodes publish a price (per 1,000 tokens, from `price_of`) of at most
+/// `max`; a node that published none is never within a maximum.
+pub fn priced_within<N>(
+    replicas: Vec<Replica<N>>,
+    price_of: impl Fn(&N) -> Option<u64>,
+    max: u64,
+) -> Vec<Replica<N>> {
+    replicas
+        .into_iter()
+        .filter(|r| price_of(&r.node).is_some_and(|p| p <= max))
+        .collect()
+}
+
 fn describe(a: &Allowed) -> String {
     let mut parts = Vec::new();
     if !a.regions.is_empty() {
@@ -192,6 +205,26 @@ mod tests {
             regions: vec!["eu".into()],
             jurisdictions: vec![],
         }
+    }
+
+    #[test]
+    fn a_maximum_price_keeps_only_replicas_priced_under_it() {
+        let all = vec![
+            replica(1, "eu", 0.0, 0),
+            replica(2, "eu", 5.0, 0),
+            replica(3, "us", 40.0, 0),
+        ];
+        // Node 1 is the dearest, node 3 published no price.
+        let price = |n: &u8| match n {
+            1 => Some(5_000),
+            2 => Some(1_000),
+            _ => None,
+        };
+        let kept = priced_within(all.clone(), price, 1_000);
+        assert_eq!(kept.iter().map(|r| r.node).collect::<Vec<_>>(), vec![2]);
+        // The nearest (local) replica is passed over for the one within the price.
+        assert_eq!(route(&kept, &Allowed::default(), &[], 10.0), Route::To(2));
+        assert!(priced_within(all, price, 999).is_empty());
     }
 
     #[test]

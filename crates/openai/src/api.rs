@@ -115,6 +115,34 @@ async fn paying(state: &AppState, account: &NodeId) -> Result<(), ApiError> {
 /// When an account over its tokens-per-minute quota is told to try again, seconds.
 const RATE_RETRY_S: u32 = 5;
 
+/// The most the request may be charged per 1,000 tokens (`X-Weft-Max-Price`, credits),
+/// micro-credits.
+fn max_price(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(v) = headers.get(MAX_PRICE_HEADER) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::invalid(
+            format!("header {MAX_PRICE_HEADER}: credits per 1,000 tokens, e.g. 0.002"),
+            None,
+        )
+    };
+    let credits: f64 = v
+        .to_str()
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .ok_or_else(bad)?;
+    if !(0.0..=1e6).contains(&credits) {
+        return Err(bad());
+    }
+    Ok(Some(
+        (credits * weft_ledger::price::MICRO as f64).round() as u64
+    ))
+}
+
+/// The header that caps what a request may be charged per 1,000 tokens.
+pub const MAX_PRICE_HEADER: &str = "x-weft-max-price";
+
 /// Where the request may run, from its headers.
 fn allowed(headers: &HeaderMap) -> Result<Allowed, ApiError> {
     let list = |name: &'static str| -> Result<Vec<String>, ApiError> {
@@ -256,15 +284,19 @@ pub(crate) async fn embeddings(
     let req: EmbeddingRequest = wire::parse(&bytes)?;
     let inputs = req.inputs(None)?;
     let allowed = allowed(&headers)?;
+    let max = max_price(&headers)?;
     let mut answer = state
         .node
         .inference()
-        .run(Ask {
-            model: req.model.clone(),
-            work: Work::Embed { inputs },
-            allowed,
-            account,
-        })
+        .run_within(
+            Ask {
+                model: req.model.clone(),
+                work: Work::Embed { inputs },
+                allowed,
+                account,
+            },
+            max,
+        )
         .await?;
     let node = answer.node;
     let (vectors, tokens) = match answer.next().await {
@@ -370,12 +402,13 @@ pub(crate) async fn generation<T: Generate + Answers>(
         (common.model.clone(), common.stream, common.include_usage());
     let work = req.work()?;
     let allowed = allowed(&headers)?;
+    let max = max_price(&headers)?;
     generate(
         &state,
         T::SHAPE,
         model,
         work,
-        (allowed, account),
+        (allowed, account, max),
         stream,
         include_usage,
     )
@@ -387,7 +420,7 @@ async fn generate(
     shape: Shape,
     model: String,
     work: Work,
-    (allowed, account): (Allowed, NodeId),
+    (allowed, account, max): (Allowed, NodeId, Option<u64>),
     stream: bool,
     include_usage: bool,
 ) -> Result<Response, ApiError> {
@@ -400,12 +433,15 @@ async fn generate(
     let answer = state
         .node
         .inference()
-        .run(Ask {
-            model: model.clone(),
-            work,
-            allowed,
-            account,
-        })
+        .run_within(
+            Ask {
+                model: model.clone(),
+                work,
+                allowed,
+                account,
+            },
+            max,
+        )
         .await?;
     let node = answer.node;
     let fingerprint = format!("weft-{}", env!("CARGO_PKG_VERSION"));

@@ -307,6 +307,29 @@ fn requests_go_to_the_nearest_replica_fail_over_and_never_leave_their_regions() 
     wait_until("the quota to be lifted", Duration::from_secs(30), || {
         embed(&n1, &key, None).0 == 200
     });
+    // A request's maximum price keeps it off replicas that charge more (every node here
+    // charges the default 0.001 credits per 1,000 tokens).
+    let priced = |max: &str| {
+        let mut resp = agent()
+            .post(format!("{}/embeddings", base_url(&n1)))
+            .header("Authorization", format!("Bearer {key}"))
+            .header("X-Weft-Max-Price", max)
+            .send_json(json!({"model": "minilm", "input": ["how much?"]}))
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_json::<Value>().unwrap())
+    };
+    let (status, body) = priced("0.0005");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("priced at or under 0.000500 credits per 1,000 tokens"),
+        "{body}"
+    );
+    assert_eq!(priced("0.001").0, 200);
+    assert_eq!(priced("lots").0, 400);
 
     // kill -9 of the nearer replica: the next request is taken by the other one.
     signal(&n2, "-9");
