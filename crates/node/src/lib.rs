@@ -19,9 +19,11 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod admission;
+mod audit;
 mod billing;
 mod datadir;
 mod operator;
+pub use audit::{ObjectAudit, ObjectsAudit, ShardAudit};
 pub use billing::StorageBill;
 pub use operator::{AccountsPolicy, QuotaEntry};
 mod peers;

@@ -290,14 +290,14 @@ fn the_readme_walk_through_works_as_printed() {
             stdout,
             String::from_utf8_lossy(&out.stderr)
         );
-        if step[..2] == ["ledger", "balance"] {
+        if step.starts_with(&["ledger".to_string(), "balance".to_string()]) {
             let spent = stdout
                 .lines()
                 .find_map(|l| l.trim().strip_prefix("spent"))
                 .unwrap_or_default();
             assert!(!spent.trim().starts_with("0.000000"), "{stdout}");
         }
-        if step[..2] == ["node", "earnings"] {
+        if step.starts_with(&["node".to_string(), "earnings".to_string()]) {
             assert!(
                 stdout.contains("earned") && stdout.contains("prices"),
                 "{stdout}"
