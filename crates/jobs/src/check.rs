@@ -47,10 +47,10 @@ pub(crate) enum CheckStep {
 }
 
 /// A run whose receipt checked.
-struct Signed {
+pub(crate) struct Signed {
     attempt: u32,
     receipt: Receipt,
-    result: ContentHash,
+    pub(crate) result: ContentHash,
     exit: Option<i32>,
 }
 
@@ -96,7 +96,9 @@ impl JobService {
                 let why = format!(
                     "its result could not be verified: no result was signed by {k} of the {n} runs allowed"
                 );
-                self.drop_check_outputs(b, key).await;
+                if let Ok(def) = Self::open_definition(b, key, rec) {
+                    self.drop_check_outputs(b, key, &def).await;
+                }
                 let me = self.inner.me;
                 let _ = self
                     .change(signer, key, |r| {
@@ -176,7 +178,7 @@ impl JobService {
                 }
                 // Only once it is settled: a coordinator lost before this leaves its standby
                 // the runs' outputs to keep again, and one lost after leaves only clutter.
-                self.drop_check_outputs(b, key).await;
+                self.drop_check_outputs(b, key, &def).await;
                 let right: Vec<Receipt> = signed
                     .iter()
                     .filter(|s| s.result == result)
@@ -245,10 +247,7 @@ impl JobService {
 
     /// Delete the outputs every run of the job stored apart (best effort: what stays is only
     /// listed under the prefix's check folder).
-    async fn drop_check_outputs(&self, b: &Acting, key: &JobKey) {
-        let Ok(def) = self.definition_of(b, key).await else {
-            return;
-        };
+    async fn drop_check_outputs(&self, b: &Acting, key: &JobKey, def: &Definition) {
         let (bucket, prefix) = (&def.job.output_bucket, &def.job.output_prefix);
         let all = format!("{prefix}{CHECKS_DIR}{}-", key.id);
         if let Ok(objects) = b.objects().list(bucket, &all).await {
@@ -257,20 +256,10 @@ impl JobService {
             }
         }
     }
-
-    async fn definition_of(&self, b: &Acting, key: &JobKey) -> Result<Definition, crate::JobError> {
-        let rec = self
-            .inner
-            .table
-            .get_value::<weft_compute::schema::Jobs>(&key.part(), &key.id)
-            .await?
-            .ok_or_else(|| crate::JobError::NoJob(key.reference()))?;
-        Self::open_definition(b, key, &rec)
-    }
 }
 
 /// A check run's receipt, if it verifies, is its runner's, and answers this job's request.
-fn read_run(
+pub(crate) fn read_run(
     key: &JobKey,
     request: ContentHash,
     run: &weft_compute::schema::CheckRun,

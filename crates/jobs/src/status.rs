@@ -208,20 +208,14 @@ pub(crate) fn status_of(key: &JobKey, rec: &JobRecord, def: &Definition) -> JobS
             .collect(),
         failed_on: rec.life.failed_on.iter().map(hex).collect(),
         deterministic: def.deterministic,
-        verification: rec.checks.as_ref().map(verification),
+        verification: rec.checks.as_ref().map(|c| verification(key, rec, c)),
     }
 }
 
-fn verification(c: &Checks) -> VerificationView {
-    let signed = |bytes: &[u8], runner: &NodeId| {
-        let r: weft_ledger::Receipt = weft_core::wire::decode(bytes).ok()?;
-        match &r.body.work {
-            weft_ledger::Work::Job { result, .. } if r.body.node == *runner && r.verifies() => {
-                Some(result.to_hex())
-            }
-            _ => None,
-        }
-    };
+/// A checked job's runs as the coordinator counts them: a run's result shows only when its
+/// receipt is one [`crate::check::read_run`] takes.
+fn verification(key: &JobKey, rec: &JobRecord, c: &Checks) -> VerificationView {
+    let request = crate::run::request_of(key, rec);
     let (verdict, result, wrong) = match &c.verdict {
         None => ("checking", None, Vec::new()),
         Some(Checked::Undecided) => ("undecided", None, Vec::new()),
@@ -242,7 +236,7 @@ fn verification(c: &Checks) -> VerificationView {
                 attempt: r.attempt,
                 runner: r.runner.to_hex(),
                 site: r.site.clone(),
-                result: signed(&r.receipt, &r.runner),
+                result: crate::check::read_run(key, request, r).map(|s| s.result.to_hex()),
             })
             .collect(),
         wrong,

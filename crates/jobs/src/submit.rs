@@ -31,7 +31,7 @@ impl JobService {
         if !b.access().can_write() {
             return Err(JobError::ReadOnly);
         }
-        let (active, held) = self.active_jobs(&b).await?;
+        let (active, held) = self.held_by(&b).await?;
         let quota = b.quota().await?;
         if let Some(limit) = quota.jobs
             && active >= limit as usize
@@ -200,11 +200,6 @@ impl JobService {
     /// Jobs of `b`'s account queued or running, in every bucket it owns, and the credits they
     /// hold (micro-credits).
     pub async fn held_by(&self, b: &weft_data::Acting) -> Result<(usize, u64), JobError> {
-        self.active_jobs(b).await
-    }
-
-    /// Jobs of `b`'s account queued or running, in every bucket it owns, and what they hold.
-    async fn active_jobs(&self, b: &weft_data::Acting) -> Result<(usize, u64), JobError> {
         let (mut active, mut held) = (0, 0u64);
         for bucket in b.list_buckets().await? {
             if bucket.owner != b.account() {
