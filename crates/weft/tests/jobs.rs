@@ -24,6 +24,20 @@ fn json_str(s: &str) -> Value {
     Value::String(s.to_string())
 }
 
+/// `user`'s bucket `logs`, held to eu, with `file` stored as `name`, through `node`.
+fn logs_in_eu(user: &User, node: &str, file: &Path, name: &str) {
+    user.ok(&[
+        "--data",
+        node,
+        "bucket",
+        "create",
+        "logs",
+        "--regions",
+        "eu",
+    ]);
+    user.ok(&["--data", node, "put", file.to_str().unwrap(), name]);
+}
+
 fn status(user: &User, node: &str, id: &str) -> Value {
     serde_json::from_str(&user.ok(&["--data", node, "job", "status", id, "--json"])).unwrap()
 }
@@ -42,22 +56,7 @@ fn a_job_runs_where_its_data_is_and_never_outside_its_residency() {
         "the quick brown fox\njumps over the lazy dog\n".repeat(200),
     )
     .unwrap();
-    alice.ok(&[
-        "--data",
-        &node(1),
-        "bucket",
-        "create",
-        "logs",
-        "--regions",
-        "eu",
-    ]);
-    alice.ok(&[
-        "--data",
-        &node(1),
-        "put",
-        text.to_str().unwrap(),
-        "logs/2026/a.txt",
-    ]);
+    logs_in_eu(&alice, &node(1), &text, "logs/2026/a.txt");
     // Submitted through a node outside eu; it must run in eu, where the shards are.
     let us = ids
         .values()
@@ -783,22 +782,7 @@ fn an_audit_passes_an_honest_fabric_and_names_what_was_tampered() {
     let (alice, _) = User::with_account();
     let text = fabric.root().join("a.txt");
     std::fs::write(&text, "an audited line of text\n".repeat(400)).unwrap();
-    alice.ok(&[
-        "--data",
-        &node(1),
-        "bucket",
-        "create",
-        "logs",
-        "--regions",
-        "eu",
-    ]);
-    alice.ok(&[
-        "--data",
-        &node(1),
-        "put",
-        text.to_str().unwrap(),
-        "logs/a.txt",
-    ]);
+    logs_in_eu(&alice, &node(1), &text, "logs/a.txt");
     let wasm = ex.join("wordcount.wasm");
     let first = node(1);
     for (out, more) in [("logs/wc/", None), ("logs/wc-checked/", Some("2-of-3"))] {
