@@ -124,9 +124,9 @@ pub(crate) async fn history(
                     "inference",
                     format!("{model}: {tokens_in} + {tokens_out} tokens"),
                 ),
-                weft_ledger::Work::Storage { byte_hours, .. } => {
-                    ("storage", format!("{byte_hours} byte-hours"))
-                }
+                weft_ledger::Work::Storage {
+                    bucket, byte_hours, ..
+                } => ("storage", format!("{bucket}: {byte_hours} byte-hours")),
                 weft_ledger::Work::Transfer { bytes } => ("transfer", format!("{bytes} bytes")),
             };
             lines.push(HistoryLine {

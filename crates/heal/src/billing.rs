@@ -1,6 +1,6 @@
 //! What a node holds for whom: the facts its storage receipts are made of. For each object
 //! the catalog places shards on this node, the bytes of those shards, split among the
-//! accounts whose signed references keep the object; and the audits this node passed, as its
+//! (account, bucket) pairs whose signed references keep the object; and the audits this node passed, as its
 //! auditors' tallies count them. The ledger's storage receipts are issued from these (see the
 //! node's billing loop); a node its auditors quarantined bills nothing.
 
@@ -21,12 +21,13 @@ pub struct HeldFor {
 }
 
 impl Healer {
-    /// The bytes of shards the catalog places on this node, per account that keeps the objects
-    /// they belong to. Objects released by garbage collection, objects whose manifest cannot be
-    /// read and objects nobody references are left out (nobody is billed for them).
-    pub async fn held_for_accounts(&self) -> Result<HashMap<NodeId, HeldFor>, String> {
+    /// The bytes of shards the catalog places on this node, per account and bucket that keep
+    /// the objects they belong to (bucket empty: objects stored under no name). Objects
+    /// released by garbage collection, objects whose manifest cannot be read and objects nobody
+    /// references are left out (nobody is billed for them).
+    pub async fn held_for_accounts(&self) -> Result<HashMap<(NodeId, String), HeldFor>, String> {
         let me = self.storage.id();
-        let mut out: HashMap<NodeId, HeldFor> = HashMap::new();
+        let mut out: HashMap<(NodeId, String), HeldFor> = HashMap::new();
         for part in crate::schema::catalog_parts() {
             let listing = self
                 .registry
@@ -73,19 +74,26 @@ impl Healer {
         Ok(out)
     }
 
-    /// The accounts whose references (rows each signed) keep `object`.
-    async fn owners_of(&self, object: &ContentHash) -> Result<Vec<NodeId>, String> {
+    /// The accounts, and their buckets, whose references (rows each signed) keep `object`.
+    async fn owners_of(&self, object: &ContentHash) -> Result<Vec<(NodeId, String)>, String> {
         let rows = self
             .registry
             .table()
             .list::<References>(object, "")
             .await
             .map_err(|e| format!("references of {}: {e}", object.to_hex()))?;
-        let mut owners: Vec<NodeId> = rows
+        let mut owners: Vec<(NodeId, String)> = rows
             .into_iter()
             .filter_map(|(sort, row)| {
                 row.known()?;
-                sort.get(..64)?.parse().ok()
+                let owner: NodeId = sort.get(..64)?.parse().ok()?;
+                // `<owner>/v/<bucket>/…`, `<owner>/u/<bucket>/…`, `<owner>/capability`.
+                let mut rest = sort.get(65..)?.splitn(3, '/');
+                let bucket = match (rest.next(), rest.next()) {
+                    (Some("v" | "u"), Some(bucket)) => bucket.to_string(),
+                    _ => String::new(),
+                };
+                Some((owner, bucket))
             })
             .collect();
         owners.sort();

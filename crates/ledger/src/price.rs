@@ -176,6 +176,7 @@ mod tests {
         };
         assert_eq!(charge(&chat, p.for_work(&chat)), 2_000);
         let month = Work::Storage {
+            bucket: "b".into(),
             byte_hours: 1_000_000_000 * 730,
             audits: 3,
         };

@@ -43,6 +43,8 @@ pub enum Work {
     },
     /// Bytes held for a period, shown by audits the holder passed.
     Storage {
+        /// The bucket the bytes are kept in (empty: objects stored under no name).
+        bucket: String,
         /// Byte-hours held.
         byte_hours: u64,
         /// Audits passed in the period.

@@ -1,5 +1,5 @@
 //! Storage receipts: every `[repair] storage_receipts` period (an hour unless the operator
-//! sets it) a node signs, for each account whose objects it holds shards of, a receipt for the
+//! sets it) a node signs, for each account and bucket whose objects it holds shards of, a receipt for the
 //! byte-hours it held them since its last one, with the audits it passed in the period. The
 //! facts come from the healer (the catalog's placement, the accounts' signed references, the
 //! auditors' tallies); a node its auditors quarantined bills nothing for the period. The
@@ -92,8 +92,8 @@ impl Node {
             let elapsed = now.saturating_sub(last.until_ms);
             let passed = u32::try_from(audits.saturating_sub(last.audits)).unwrap_or(u32::MAX);
             let mut accounts: Vec<_> = held.into_iter().collect();
-            accounts.sort_by_key(|(a, _)| *a);
-            for (account, h) in accounts {
+            accounts.sort_by(|(a, _), (b, _)| a.cmp(b));
+            for ((account, bucket), h) in accounts {
                 let byte_hours = weft_ledger::price::byte_hours(h.bytes, elapsed);
                 if byte_hours == 0 {
                     continue;
@@ -102,6 +102,7 @@ impl Node {
                 let request = ContentHash::of(&weft_core::wire::encode(&(
                     "weft/storage",
                     account,
+                    &bucket,
                     last.until_ms,
                     now,
                     &h.objects,
@@ -111,6 +112,7 @@ impl Node {
                         account,
                         request,
                         Work::Storage {
+                            bucket,
                             byte_hours,
                             audits: passed,
                         },

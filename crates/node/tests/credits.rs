@@ -261,8 +261,13 @@ async fn storage_is_billed_by_the_nodes_that_hold_it() {
         .unwrap();
     let stored: u64 = receipts
         .iter()
-        .map(|r| match r.receipt.body.work {
-            weft_ledger::Work::Storage { byte_hours, .. } => byte_hours,
+        .map(|r| match &r.receipt.body.work {
+            weft_ledger::Work::Storage {
+                bucket, byte_hours, ..
+            } => {
+                assert_eq!(bucket, "kept", "billed to the bucket the object is in");
+                *byte_hours
+            }
             _ => 0,
         })
         .sum();

@@ -333,8 +333,12 @@ fn receipt_json(p: &Proven) -> serde_json::Value {
             "fuel": fuel, "bytes_in": bytes_in, "bytes_out": bytes_out, "wall_ms": wall_ms,
             "exit": exit,
         }}),
-        Work::Storage { byte_hours, audits } => {
-            serde_json::json!({"storage": {"byte_hours": byte_hours, "audits": audits}})
+        Work::Storage {
+            bucket,
+            byte_hours,
+            audits,
+        } => {
+            serde_json::json!({"storage": {"bucket": bucket, "byte_hours": byte_hours, "audits": audits}})
         }
         Work::Inference {
             model,
@@ -375,8 +379,12 @@ fn describe(work: &Work) -> String {
             crate::ops::human_bytes(*bytes_out),
             exit.map_or("-".to_string(), |e| e.to_string())
         ),
-        Work::Storage { byte_hours, audits } => {
-            format!("storage: {byte_hours} byte-hours, {audits} audits passed")
+        Work::Storage {
+            bucket,
+            byte_hours,
+            audits,
+        } => {
+            format!("storage of {bucket}: {byte_hours} byte-hours, {audits} audits passed")
         }
         Work::Inference {
             model,
