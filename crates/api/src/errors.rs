@@ -78,7 +78,9 @@ pub(crate) fn bucket_status(e: &BucketError) -> StatusCode {
             | BucketError::NoObject(..)
             | BucketError::NoVersion(..)
             | BucketError::NoUpload(_) => StatusCode::NOT_FOUND,
-            BucketError::Exists(_) | BucketError::NotEmpty(_) => StatusCode::CONFLICT,
+            BucketError::Exists(_) | BucketError::NotEmpty(_) | BucketError::Kept(_) => {
+                StatusCode::CONFLICT
+            }
             BucketError::NotOwner(_)
             | BucketError::NotAdmitted(_)
             | BucketError::OverQuota(_)

@@ -2,8 +2,9 @@
 //! consistency proofs between two sizes — everything `weft ledger verify` checks for itself.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
 
 use weft_tlog::Hash;
 
@@ -207,4 +208,82 @@ pub(crate) async fn consistency(
     Ok(Json(ConsistencyProof {
         proof: proof.iter().map(Hash::to_hex).collect(),
     }))
+}
+
+/// `POST /v1/buckets/{name}/prepay` body: credits set aside for the bucket, for how long.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PrepayRequest {
+    /// Credits (fractions allowed, to the micro-credit).
+    pub credits: f64,
+    /// Days the term lasts, from now.
+    pub days: u32,
+}
+
+/// The longest term a prepay may have, days (a century).
+const PREPAY_DAYS_MAX: u32 = 36_500;
+
+/// `POST /v1/buckets/{name}/prepay`: set credits aside for one of the caller's buckets; its
+/// storage is paid from them and its objects are kept until the term ends.
+pub(crate) async fn prepay(
+    State(s): State<AppState>,
+    Caller(acting): Caller,
+    Path(name): Path<String>,
+    Json(req): Json<PrepayRequest>,
+) -> Result<Json<weft_ledger::prepay::Prepay>, ApiFailure> {
+    let bad = |why: String| ApiFailure(StatusCode::BAD_REQUEST, why);
+    if !(req.credits.is_finite() && req.credits > 0.0 && req.credits <= 1e12) {
+        return Err(bad(format!(
+            "credits {}: more than 0, at most 10^12",
+            req.credits
+        )));
+    }
+    if req.days == 0 || req.days > PREPAY_DAYS_MAX {
+        return Err(bad(format!(
+            "days {}: from 1 to {PREPAY_DAYS_MAX}",
+            req.days
+        )));
+    }
+    let bucket = acting.authorize(&name, weft_data::Need::Write).await?;
+    let account = acting.account();
+    if bucket.owner != account {
+        return Err(ApiFailure(
+            StatusCode::FORBIDDEN,
+            format!("only the owner of bucket {name} can prepay it"),
+        ));
+    }
+    let amount = (req.credits * weft_ledger::price::MICRO as f64).round() as u64;
+    let (_, held) = s.node.jobs().held_by(&acting).await?;
+    let allowance = acting
+        .quota()
+        .await?
+        .allowance
+        .unwrap_or(weft_ledger::price::DEFAULT_ALLOWANCE);
+    let ledger = s.node.ledger();
+    let balance = ledger.balance(&account, held, allowance).await?;
+    if balance.available() < i128::from(amount) {
+        return Err(ApiFailure(
+            StatusCode::PAYMENT_REQUIRED,
+            format!(
+                "account {} has {} credits available; prepaying {name} needs {}",
+                account.short(),
+                weft_ledger::price::credits(balance.available()),
+                weft_ledger::price::credits(i128::from(amount))
+            ),
+        ));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let prepay = weft_ledger::prepay::Prepay {
+        bucket: name,
+        amount,
+        from_ms: now,
+        until_ms: now + u64::from(req.days) * 86_400_000,
+    };
+    let signer = acting.signer()?;
+    ledger
+        .prepay(signer, &account, &prepay)
+        .await
+        .map_err(|e| ApiFailure(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(Json(prepay))
 }

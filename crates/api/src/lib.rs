@@ -30,6 +30,7 @@ pub use buckets::{CreateBucket, ListedObject, Revoked};
 pub use client::{ApiClient, ApiError, path_escape, url_escape};
 pub use jobs::{ListJobs, LogChunk, LogsQuery};
 pub use keys::CreateKey;
+pub use ledger::PrepayRequest;
 pub use members::MemberStatus;
 pub use models::{AddModel, PlaceModel};
 pub use objects::{PutAnswer, PutQuery};

@@ -91,6 +91,7 @@ pub async fn serve(
             "/v1/buckets/{name}/grants/{account}",
             axum::routing::delete(crate::buckets::revoke_grant),
         )
+        .route("/v1/buckets/{name}/prepay", post(crate::ledger::prepay))
         .route(
             "/v1/buckets/{name}/grant",
             get(crate::buckets::grant_lookup),

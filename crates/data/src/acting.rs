@@ -368,6 +368,7 @@ impl Acting {
         record: &ObjectRecord,
     ) -> Result<(), BucketError> {
         let rows = self.rows(b)?;
+        self.not_replacing_kept(b, &rows, key).await?;
         // The new version holds its objects before anything points at it (its bytes are
         // counted beside); one kept in its row has none, and is counted beside its write.
         let stored = !Self::stored_objects(record).is_empty();
@@ -375,6 +376,19 @@ impl Acting {
             self.reference(&rows, b, key, record, true).await?;
         }
         self.commit_referenced(b, key, record, stored).await
+    }
+
+    /// A prepaid bucket takes new names only: what it holds stays until its term ends.
+    async fn not_replacing_kept(
+        &self,
+        b: &BucketRecord,
+        rows: &BucketRows<'_>,
+        key: &str,
+    ) -> Result<(), BucketError> {
+        if self.kept_until(b).await?.is_some() && rows.object(key).await?.is_some() {
+            self.not_kept(b, &format!("replacing {key}")).await?;
+        }
+        Ok(())
     }
 
     /// Make a prepared object durable and `record` (made from it) the current version of
@@ -390,6 +404,7 @@ impl Acting {
         record: ObjectRecord,
     ) -> Result<(ObjectRecord, Manifest), BucketError> {
         let rows = self.rows(b)?;
+        self.not_replacing_kept(b, &rows, key).await?;
         let planned = prepared.capability().manifest;
         let (stored, held) = tokio::join!(
             self.storage.finish(prepared),
@@ -578,6 +593,7 @@ impl Acting {
     pub async fn delete_bucket(&self, bucket: &str) -> Result<(), BucketError> {
         let b = self.authorize(bucket, Need::Write).await?;
         self.owner_itself(&b, "delete it")?;
+        self.not_kept(&b, "deleting the bucket").await?;
         if self.rows(&b)?.has_objects().await? {
             return Err(BucketError::NotEmpty(bucket.into()));
         }

@@ -58,6 +58,9 @@ pub enum BucketError {
         "this fabric admits accounts by invitation and account {0} is not admitted: ask the fabric's admin to run `weft fabric admit {0}`"
     )]
     NotAdmitted(String),
+    /// A prepaid bucket keeps what it holds until its term ends.
+    #[error("{0}")]
+    Kept(String),
     /// The account's quota (bytes stored or jobs running) does not allow it.
     #[error("over quota: {0}; the fabric's admin sets quotas (`weft fabric quota`)")]
     OverQuota(String),

@@ -399,6 +399,7 @@ impl Objects<'_> {
     /// Shards nothing else uses are reclaimed by garbage collection after its safety delay.
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), BucketError> {
         let b = self.0.authorize(bucket, Need::Write).await?;
+        self.0.not_kept(&b, &format!("deleting {key}")).await?;
         let rows = self.0.rows(&b)?;
         let current = rows
             .object(key)

@@ -51,6 +51,8 @@ pub(crate) struct PolicyChecks {
     pub(crate) quotas: Arc<Recent<(), HashMap<String, crate::quota::AccountQuota>>>,
     /// Bucket records (see [`Acting::bucket_recent`]).
     pub(crate) buckets: Arc<Recent<String, crate::BucketRecord>>,
+    /// Each bucket owner's prepays (see [`Acting::kept_until`]).
+    pub(crate) prepays: Arc<Recent<NodeId, Vec<weft_ledger::prepay::Prepay>>>,
     /// This node's counters per (account, bucket): `None` until read from the table.
     pub(crate) tallies: Arc<Mutex<HashMap<(NodeId, String), crate::quota::Counter>>>,
 }

@@ -221,6 +221,49 @@ impl Acting {
     }
 }
 
+impl Acting {
+    /// Until when bucket `b` is kept by a prepay of its owner running now (every owner's
+    /// prepays read at most once per [`crate::policy::CHECK_TTL`] per node): nothing it holds
+    /// may be deleted or replaced before then.
+    pub async fn kept_until(&self, b: &crate::BucketRecord) -> Result<Option<u64>, BucketError> {
+        let this = self.clone();
+        let owner = b.owner;
+        let prepays = self
+            .policy_checks
+            .prepays
+            .get(owner, &self.tasks, move || async move {
+                weft_ledger::prepay::prepays(&this.table, &owner)
+                    .await
+                    .map_err(BucketError::from)
+            })
+            .await?;
+        let now = weft_net::now_ms();
+        Ok(prepays
+            .iter()
+            .filter(|p| p.bucket == b.name && p.from_ms <= now && now < p.until_ms)
+            .map(|p| p.until_ms)
+            .max())
+    }
+
+    /// Refuse `what` on bucket `b` while a prepay keeps it.
+    pub(crate) async fn not_kept(
+        &self,
+        b: &crate::BucketRecord,
+        what: &str,
+    ) -> Result<(), BucketError> {
+        match self.kept_until(b).await? {
+            Some(until) => Err(BucketError::Kept(format!(
+                "bucket {} is prepaid and keeps what it holds until {} (Unix ms {until}): {what} is refused until then",
+                b.name,
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(until)
+                )
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

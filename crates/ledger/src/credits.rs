@@ -98,30 +98,37 @@ impl Ledger {
         held: u64,
         allowance: u64,
     ) -> Result<Balance, LedgerError> {
-        let (spent, receipts) = self.inner.replica.lock().spent_by(account);
         let cached = self
             .inner
             .granted
             .lock()
             .get(account)
-            .filter(|(_, at)| at.elapsed() < GRANTS_FRESH)
-            .map(|(g, _)| *g);
-        let granted = match cached {
-            Some(g) => g,
+            .filter(|(_, _, at)| at.elapsed() < GRANTS_FRESH)
+            .map(|(g, p, _)| (*g, p.clone()));
+        let (granted, prepays) = match cached {
+            Some(c) => c,
             None => {
                 let g = self
                     .grants(account)
                     .await?
                     .iter()
                     .fold(0u64, |sum, (_, g)| sum.saturating_add(g.amount));
+                let p =
+                    std::sync::Arc::new(crate::prepay::prepays(&self.inner.table, account).await?);
                 let mut cache = self.inner.granted.lock();
                 if cache.len() >= GRANTS_CACHED {
-                    cache.retain(|_, (_, at)| at.elapsed() < GRANTS_FRESH);
+                    cache.retain(|_, (_, _, at)| at.elapsed() < GRANTS_FRESH);
                 }
-                cache.insert(*account, (g, Instant::now()));
-                g
+                cache.insert(*account, (g, p.clone(), Instant::now()));
+                (g, p)
             }
         };
+        let replica = self.inner.replica.lock();
+        let (spent, receipts) = replica.spent_by(account);
+        let covered = crate::prepay::covered(&prepays, |bucket, from, until| {
+            replica.storage_charged(account, bucket, from, until)
+        });
+        let prepaid = prepays.iter().fold(0u64, |s, p| s.saturating_add(p.amount));
         Ok(Balance {
             account: account.to_hex(),
             allowance,
@@ -129,7 +136,14 @@ impl Ledger {
             spent,
             receipts,
             held,
+            prepaid,
+            covered,
         })
+    }
+
+    /// Forget what was read of `account`'s grants and prepays (the next balance reads them).
+    pub fn forget_credits(&self, account: &NodeId) {
+        self.inner.granted.lock().remove(account);
     }
 
     /// The admin's grants to `account`, oldest first.

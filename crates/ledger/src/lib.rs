@@ -26,6 +26,7 @@ pub mod credits;
 pub mod fault;
 pub mod issued;
 pub mod meter;
+pub mod prepay;
 pub mod price;
 pub mod rate;
 pub mod receipt;
@@ -259,10 +260,13 @@ struct Inner {
     /// Every node's prices as last read, and when.
     price_lists: Mutex<(HashMap<NodeId, price::Prices>, Option<Instant>)>,
     /// Accounts' granted credits as last read, and when.
-    granted: Mutex<HashMap<NodeId, (u64, Instant)>>,
+    granted: Mutex<HashMap<NodeId, CreditsRead>>,
     /// Bytes served per account since the last transfer receipts.
     served: Mutex<meter::Meter>,
 }
+
+/// An account's grants (their sum) and prepays as last read, and when.
+type CreditsRead = (u64, Arc<Vec<prepay::Prepay>>, Instant);
 
 /// A checkpoint that verified: what it says, who signed it, who cosigned it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -117,13 +117,21 @@ pub struct Balance {
     pub receipts: u64,
     /// Held for work under way (its jobs queued or running, at their most).
     pub held: u64,
+    /// Set aside for prepaid buckets.
+    #[serde(default)]
+    pub prepaid: u64,
+    /// Of `spent`, what prepaid buckets' credits paid (their storage in their terms).
+    #[serde(default)]
+    pub covered: u64,
 }
 
 impl Balance {
-    /// Allowance and grants less spending (negative: spent more than it had, which holds
-    /// keep small).
+    /// Allowance and grants less spending and what prepaid buckets set aside (their storage is
+    /// paid from those; negative: spent more than it had, which holds keep small).
     pub fn balance(&self) -> i128 {
-        i128::from(self.allowance) + i128::from(self.granted) - i128::from(self.spent)
+        i128::from(self.allowance) + i128::from(self.granted) + i128::from(self.covered)
+            - i128::from(self.spent)
+            - i128::from(self.prepaid)
     }
 
     /// What new work may be held against: the balance less what is held.

@@ -70,6 +70,16 @@ fn count(spent: &mut HashMap<NodeId, (u64, u64)>, earned: &mut HashMap<NodeId, u
     *e = e.saturating_add(charge);
 }
 
+/// Keep a storage receipt's charge by account and bucket (what prepays pay for).
+fn count_storage(storage: &mut HashMap<(NodeId, String), Vec<(u64, u64)>>, r: &Receipt) {
+    if let crate::receipt::Work::Storage { bucket, .. } = &r.body.work {
+        storage
+            .entry((r.body.account, bucket.clone()))
+            .or_default()
+            .push((r.body.at_ms, r.charge()));
+    }
+}
+
 /// A replica of the ledger in a folder.
 #[derive(Debug)]
 pub struct Replica {
@@ -88,6 +98,8 @@ pub struct Replica {
     earned: HashMap<NodeId, u64>,
     /// Each account's inference tokens in the last minute.
     recent: crate::rate::Recent,
+    /// Per account and bucket, its settled storage charges: (issued ms, micro-credits).
+    storage: HashMap<(NodeId, String), Vec<(u64, u64)>>,
     /// The batches of the staged part with who sequenced each, oldest first, and the batch
     /// ending at the settled size.
     staged_batches: Vec<(BatchRef, NodeId)>,
@@ -111,6 +123,7 @@ impl Replica {
         let mut by_account: HashMap<NodeId, Vec<u64>> = HashMap::new();
         let (mut spent, mut earned) = (HashMap::new(), HashMap::new());
         let mut recent = crate::rate::Recent::default();
+        let mut storage = HashMap::new();
         let now = weft_net::now_ms();
         let mut failed = None;
         log.scan(0, |at, entry| {
@@ -121,6 +134,7 @@ impl Replica {
                     by_account.entry(r.body.account).or_default().push(at);
                     count(&mut spent, &mut earned, &r);
                     recent.take(&r, now);
+                    count_storage(&mut storage, &r);
                 }
                 Err(error) => failed = failed.take().or(Some((at, error))),
             }
@@ -143,6 +157,7 @@ impl Replica {
             spent,
             earned,
             recent,
+            storage,
             staged_batches: Vec::new(),
             staged_receipts: Vec::new(),
             settled_batch,
@@ -369,6 +384,7 @@ impl Replica {
             self.settled_chains.advance(&r);
             count(&mut self.spent, &mut self.earned, &r);
             self.recent.take(&r, now);
+            count_storage(&mut self.storage, &r);
         }
         Ok(true)
     }
@@ -416,6 +432,24 @@ impl Replica {
     /// What `account`'s settled receipts cost, micro-credits, and how many there are.
     pub fn spent_by(&self, account: &NodeId) -> (u64, u64) {
         self.spent.get(account).copied().unwrap_or((0, 0))
+    }
+
+    /// What `account`'s settled storage receipts for `bucket` issued in `from_ms..until_ms`
+    /// cost, micro-credits.
+    pub fn storage_charged(
+        &self,
+        account: &NodeId,
+        bucket: &str,
+        from_ms: u64,
+        until_ms: u64,
+    ) -> u64 {
+        self.storage
+            .get(&(*account, bucket.to_string()))
+            .map_or(0, |v| {
+                v.iter()
+                    .filter(|(at, _)| (from_ms..until_ms).contains(at))
+                    .fold(0u64, |s, (_, c)| s.saturating_add(*c))
+            })
     }
 
     /// `account`'s AI tokens in settled receipts issued in the window before `now_ms`.

@@ -7,6 +7,7 @@
 //! | `lb` | `lb/<first entry / 65536>` | `<first entry, 20 digits>-<batch hash>` | [`Batch`] | its first claimant (its key names its content) |
 //! | `lp` | `lp` | node id | [`PriceList`]: the node's prices | that node, a member |
 //! | `cr` | `cr/<account>` | grant id | [`CreditGrant`]: credits the admin granted the account | the admin key |
+//! | `pp` | `pp/<account>` | `<bucket>/<start ms>` | [`crate::prepay::Prepay`]: credits set aside for a bucket until a date | the account (or its session) |
 //! | `lf` | `lf/<offender>` | the wrong receipt's hash | [`crate::fault::Fault`] | its first claimant (readers count only faults that check) |
 
 use serde::{Deserialize, Serialize};
@@ -146,5 +147,9 @@ pub fn register(rules: &mut Rules) {
     rules.add(Batches::KIND, Batches::WRITER);
     rules.add(PriceRows::KIND, PriceRows::WRITER);
     rules.add(Grants::KIND, Grants::WRITER);
+    rules.add(
+        crate::prepay::Prepays::KIND,
+        <crate::prepay::Prepays as Schema>::WRITER,
+    );
     crate::fault::register(rules);
 }

@@ -218,6 +218,29 @@ async fn storage_is_billed_by_the_nodes_that_hold_it() {
         .put("kept", "a.bin", bytes.as_slice())
         .await
         .unwrap();
+    // Prepaid for a day: a credit set aside, which pays the bucket's storage.
+    let now = weft_net::now_ms();
+    let prepay = weft_ledger::prepay::Prepay {
+        bucket: "kept".into(),
+        amount: MICRO,
+        from_ms: now,
+        until_ms: now + 86_400_000,
+    };
+    entry
+        .ledger()
+        .prepay(owner.signer().unwrap(), &alice.public(), &prepay)
+        .await
+        .unwrap();
+    // Nobody else can make or change an account's prepays.
+    let mallory = SecretKey::from_seed([53; 32]);
+    let forged = entry.data().acting(Access::account(mallory.clone()));
+    assert!(
+        entry
+            .ledger()
+            .prepay(forged.signer().unwrap(), &alice.public(), &prepay)
+            .await
+            .is_err()
+    );
     // Each node starts its first period, holds for a while, and bills it.
     for i in 0..3 {
         let first = cluster.node(i).bill_storage_now().await.unwrap();
@@ -275,4 +298,34 @@ async fn storage_is_billed_by_the_nodes_that_hold_it() {
     // Billed again at once, almost nothing more is due: periods never overlap.
     let again = entry.bill_storage_now().await.unwrap();
     assert!(again.byte_hours <= billed / 10, "{again:?}");
+
+    // The prepay paid for that storage: the balance is down by what was set aside only.
+    assert_eq!(balance.prepaid, MICRO, "{balance:?}");
+    assert_eq!(balance.covered, balance.spent, "{balance:?}");
+    assert_eq!(
+        balance.balance(),
+        i128::from(DEFAULT_ALLOWANCE - MICRO),
+        "{balance:?}"
+    );
+    // What the bucket holds is kept for the term: no delete, no replacement, no removal;
+    // new names are taken.
+    let objects = owner.objects();
+    let refused = objects.delete("kept", "a.bin").await.unwrap_err();
+    assert!(
+        matches!(refused, weft_data::BucketError::Kept(_))
+            && refused.to_string().contains("prepaid"),
+        "{refused}"
+    );
+    assert!(matches!(
+        objects.put("kept", "a.bin", &b"new"[..]).await,
+        Err(weft_data::BucketError::Kept(_))
+    ));
+    objects.put("kept", "b.bin", &b"new"[..]).await.unwrap();
+    assert!(matches!(
+        owner.delete_bucket("kept").await,
+        Err(weft_data::BucketError::Kept(_))
+    ));
+    let mut back = Vec::new();
+    objects.get("kept", "a.bin", &mut back).await.unwrap();
+    assert_eq!(back, bytes);
 }

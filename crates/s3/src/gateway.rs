@@ -31,6 +31,7 @@ fn err(e: BucketError) -> S3Error {
         BucketError::NotOwner(_)
         | BucketError::NotAdmitted(_)
         | BucketError::OverQuota(_)
+        | BucketError::Kept(_)
         | BucketError::ReadOnly
         | BucketError::NoKey(_)
         | BucketError::Revoked(_)

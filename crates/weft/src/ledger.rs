@@ -132,6 +132,13 @@ fn balance(who: &Actor, json: bool) -> Result<()> {
         "  held       {} (jobs under way, at their most)",
         c(i128::from(b.held))
     );
+    if b.prepaid > 0 {
+        println!(
+            "  prepaid    {} (buckets' terms), of which their storage used {}",
+            c(i128::from(b.prepaid)),
+            c(i128::from(b.covered))
+        );
+    }
     Ok(())
 }
 

@@ -483,6 +483,17 @@ pub enum BucketCommand {
         /// Bucket
         name: String,
     },
+    /// Prepay a bucket for a term: the credits leave your balance now, its storage is paid
+    /// from them, and nothing it holds can be deleted or replaced until the term ends
+    Prepay {
+        /// Bucket (yours)
+        name: String,
+        /// Credits to set aside (fractions allowed)
+        credits: f64,
+        /// Days the term lasts
+        #[arg(long)]
+        days: u32,
+    },
 }
 
 /// `weft bucket create`.
@@ -557,6 +568,24 @@ pub fn bucket(who: &Actor, cmd: BucketCommand) -> Result<()> {
             println!(
                 "bucket {name} is no longer shared with {}",
                 grantee.to_hex()
+            );
+            Ok(())
+        }
+        BucketCommand::Prepay {
+            name,
+            credits,
+            days,
+        } => {
+            let p: weft_ledger::prepay::Prepay = who.client(true, &[&name])?.post(
+                &format!("/v1/buckets/{}/prepay", path_escape(&name)),
+                &weft_api::PrepayRequest { credits, days },
+            )?;
+            let until = humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(p.until_ms),
+            );
+            println!(
+                "bucket {name} prepaid: {} credits set aside until {until}; its storage is paid from them, and what it holds is kept until then",
+                weft_ledger::price::credits(i128::from(p.amount))
             );
             Ok(())
         }
