@@ -30,6 +30,9 @@ pub struct CreateBucket {
     /// Versions of each object to keep (default 1: only the current one).
     #[serde(default)]
     pub versions: Option<u32>,
+    /// The most a node holding its shards may charge, credits per GB-month (default: any).
+    #[serde(default)]
+    pub max_price: Option<f64>,
 }
 
 /// One row of a listing.
@@ -83,7 +86,16 @@ pub(crate) async fn create(
     Caller(acting): Caller,
     Json(b): Json<CreateBucket>,
 ) -> Result<Json<BucketRecord>, ApiFailure> {
-    let (policy, ec) = placement(&b.regions, &b.jurisdictions, &b.ec)?;
+    let (mut policy, ec) = placement(&b.regions, &b.jurisdictions, &b.ec)?;
+    if let Some(credits) = b.max_price {
+        if !(0.0..=1e6).contains(&credits) {
+            return Err(ApiFailure(
+                StatusCode::BAD_REQUEST,
+                format!("max price {credits}: credits per GB-month, from 0 to 10^6"),
+            ));
+        }
+        policy.max_price = Some((credits * weft_ledger::price::MICRO as f64).round() as u64);
+    }
     Ok(Json(
         acting
             .create_bucket(&b.name, policy, ec, b.versions.unwrap_or(1))

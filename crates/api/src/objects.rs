@@ -66,6 +66,7 @@ pub(crate) fn placement(
             .iter()
             .map(|j| j.to_ascii_uppercase())
             .collect(),
+        ..Default::default()
     };
     Ok((policy, ec))
 }

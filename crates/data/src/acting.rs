@@ -174,6 +174,7 @@ impl Acting {
         let record = BucketRecord {
             name: name.into(),
             owner: self.account(),
+            max_price: policy.max_price,
             policy,
             ec,
             versions,

@@ -46,6 +46,39 @@ pub struct BucketRecord {
     /// small objects live in their rows): every bucket with regions made since weft placed
     /// rows by residency; false for one made before, whose rows stay where they are.
     pub rows_in_regions: bool,
+    /// The most a holder of its shards may charge, micro-credits per GB-month (`None`: any);
+    /// the encoded policy does not carry it, so it is kept here and set into `policy` when
+    /// the record is read (format 4).
+    pub max_price: Option<u64>,
+}
+
+/// A bucket as stored before maximum prices (`bucket` format 3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct BucketRecordV3 {
+    pub name: String,
+    pub owner: NodeId,
+    pub policy: Residency,
+    pub ec: Option<Erasure>,
+    pub versions: u32,
+    pub created_ms: u64,
+    pub sealed: bool,
+    pub rows_in_regions: bool,
+}
+
+impl From<BucketRecordV3> for BucketRecord {
+    fn from(b: BucketRecordV3) -> BucketRecord {
+        BucketRecord {
+            name: b.name,
+            owner: b.owner,
+            policy: b.policy,
+            ec: b.ec,
+            versions: b.versions,
+            created_ms: b.created_ms,
+            sealed: b.sealed,
+            rows_in_regions: b.rows_in_regions,
+            max_price: None,
+        }
+    }
 }
 
 /// A bucket as stored before its rows were held to its regions (`bucket` format 2).
@@ -71,6 +104,7 @@ impl From<BucketRecordV2> for BucketRecord {
             created_ms: b.created_ms,
             sealed: b.sealed,
             rows_in_regions: false,
+            max_price: None,
         }
     }
 }
@@ -97,6 +131,7 @@ impl From<BucketRecordV1> for BucketRecord {
             created_ms: b.created_ms,
             sealed: false,
             rows_in_regions: false,
+            max_price: None,
         }
     }
 }

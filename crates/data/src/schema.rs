@@ -30,7 +30,7 @@ use weft_meta::{Rules, Schema, SortKey, Writer, row_kind};
 
 use crate::policy::{AccountPass, AccountPolicy};
 use crate::quota::{AccountQuota, AccountQuotaV1, Tally};
-use crate::records::{BucketRecordV1, BucketRecordV2, ObjectRecordV1};
+use crate::records::{BucketRecordV1, BucketRecordV2, BucketRecordV3, ObjectRecordV1};
 use crate::{BucketRecord, Grant, ObjectRecord, PartRecord, UploadRecord};
 
 /// A bucket, as its rows are keyed: its owner and its name.
@@ -82,7 +82,8 @@ impl Schema for Buckets {
     const WRITER: Writer = Writer::FirstClaim;
     /// 2: [`BucketRecord::sealed`] added (format 1 records are buckets with plain rows).
     /// 3: [`BucketRecord::rows_in_regions`] added.
-    const FORMAT: u8 = 3;
+    /// 4: [`BucketRecord::max_price`] added.
+    const FORMAT: u8 = 4;
     type Part = ();
     type Sort = str;
     type Value = BucketRecord;
@@ -92,11 +93,14 @@ impl Schema for Buckets {
     }
 
     fn decode(format: u8, body: &[u8]) -> Result<BucketRecord, weft_core::wire::WireError> {
-        match format {
-            1 => weft_core::wire::decode::<BucketRecordV1>(body).map(BucketRecord::from),
-            2 => weft_core::wire::decode::<BucketRecordV2>(body).map(BucketRecord::from),
-            _ => weft_core::wire::decode(body),
-        }
+        let mut b: BucketRecord = match format {
+            1 => weft_core::wire::decode::<BucketRecordV1>(body).map(BucketRecord::from)?,
+            2 => weft_core::wire::decode::<BucketRecordV2>(body).map(BucketRecord::from)?,
+            3 => weft_core::wire::decode::<BucketRecordV3>(body).map(BucketRecord::from)?,
+            _ => weft_core::wire::decode(body)?,
+        };
+        b.policy.max_price = b.max_price;
+        Ok(b)
     }
 }
 

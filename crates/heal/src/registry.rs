@@ -35,6 +35,38 @@ pub struct ManifestEntry {
     /// Set when garbage collection released the object (Unix ms): its shards are being
     /// deleted, and holders may delete them.
     pub released_ms: Option<u64>,
+    /// The policy's maximum price (micro-credits per GB-month), which the encoded policy does
+    /// not carry: set into `policy` when the row is read (row format 2).
+    pub max_price: Option<u64>,
+}
+
+/// [`ManifestEntry`] in catalog row format 1 (before maximum prices).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ManifestEntryV1 {
+    pub holders: Vec<NodeId>,
+    pub size: u64,
+    pub stored_bytes: u64,
+    pub ec: Erasure,
+    pub policy: Residency,
+    pub created_ms: u64,
+    pub moved: Vec<(u32, u16, NodeId)>,
+    pub released_ms: Option<u64>,
+}
+
+impl From<ManifestEntryV1> for ManifestEntry {
+    fn from(v: ManifestEntryV1) -> ManifestEntry {
+        ManifestEntry {
+            holders: v.holders,
+            size: v.size,
+            stored_bytes: v.stored_bytes,
+            ec: v.ec,
+            policy: v.policy,
+            created_ms: v.created_ms,
+            moved: v.moved,
+            released_ms: v.released_ms,
+            max_price: None,
+        }
+    }
 }
 
 impl ManifestEntry {
@@ -54,6 +86,7 @@ impl ManifestEntry {
             created_ms: weft_net::now_ms(),
             moved: Vec::new(),
             released_ms: None,
+            max_price: manifest.policy.max_price,
         }
     }
 

@@ -485,12 +485,12 @@ impl Healer {
         Ok(None)
     }
 
-    /// Healthy storage nodes the policy allows, other than `exclude`.
+    /// Healthy storage nodes the policy allows (within its maximum price), other than `exclude`.
     fn eligible(&self, policy: &Residency, exclude: &[NodeId]) -> Vec<Candidate> {
         self.storage
             .candidates()
             .into_iter()
-            .filter(|c| c.healthy && policy.allows(c) && !exclude.contains(&c.id))
+            .filter(|c| c.healthy && policy.admits(c) && !exclude.contains(&c.id))
             .collect()
     }
 

@@ -178,8 +178,22 @@ pub fn tallies_of(node: &NodeId, rows: Vec<(String, weft_meta::Row<Tally>)>) -> 
 }
 
 impl Healer {
+    /// Re-read the nodes' published storage prices, which placement holds a bucket's maximum
+    /// price to (done with every reputation refresh).
+    pub async fn refresh_prices(&self) {
+        if let Ok(lists) = weft_ledger::credits::read_price_lists(self.registry.table()).await {
+            self.storage.set_prices(
+                lists
+                    .into_iter()
+                    .map(|(id, p)| (id, p.storage_gb_month))
+                    .collect(),
+            );
+        }
+    }
+
     /// Re-read every known node's tallies, recompute reputations and apply quarantine.
     pub(crate) async fn refresh_reputation(&self) {
+        self.refresh_prices().await;
         let mut reps = HashMap::new();
         for m in self.storage.fabric().members() {
             let id = m.id;

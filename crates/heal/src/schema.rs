@@ -19,7 +19,8 @@ pub struct CatalogRows;
 impl Schema for CatalogRows {
     const KIND: &'static str = "m";
     const WRITER: Writer = Writer::Member;
-    const FORMAT: u8 = 1;
+    /// 2: [`ManifestEntry::max_price`] added.
+    const FORMAT: u8 = 2;
     /// The first byte of the manifest hash.
     type Part = u8;
     type Sort = ContentHash;
@@ -27,6 +28,15 @@ impl Schema for CatalogRows {
 
     fn partition(first_byte: &u8) -> String {
         format!("{first_byte:02x}")
+    }
+
+    fn decode(format: u8, body: &[u8]) -> Result<ManifestEntry, weft_core::wire::WireError> {
+        let mut entry: ManifestEntry = match format {
+            1 => weft_core::wire::decode::<crate::registry::ManifestEntryV1>(body)?.into(),
+            _ => weft_core::wire::decode(body)?,
+        };
+        entry.policy.max_price = entry.max_price;
+        Ok(entry)
     }
 
     /// Versions only some replicas hold are combined so no repair's moves are lost: the newer

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use weft_core::{NodeId, SecretKey};
-use weft_meta::MetaError;
+use weft_meta::{MetaError, Table};
 
 use crate::price::{Balance, Prices};
 use crate::schema::{CreditGrant, Grants, PriceList, PriceRows};
@@ -27,6 +27,21 @@ const GRANTS_CACHED: usize = 10_000;
 const GRANTS_MAX: usize = 10_000;
 /// The longest memo of a grant.
 pub const MEMO_MAX: usize = 200;
+
+/// Every node's published prices, read from the table now; nodes that published none, or a
+/// list out of bounds, are absent.
+pub async fn read_price_lists(table: &Table) -> Result<HashMap<NodeId, Prices>, MetaError> {
+    Ok(table
+        .list::<PriceRows>(&(), "")
+        .await?
+        .into_iter()
+        .filter_map(|(node, row)| {
+            let id: NodeId = node.parse().ok()?;
+            let list = row.known()?;
+            list.prices.valid().then_some((id, list.prices))
+        })
+        .collect())
+}
 
 impl Ledger {
     /// This node's prices.
@@ -74,17 +89,9 @@ impl Ledger {
                 return cached.0.clone();
             }
         }
-        let Ok(rows) = self.inner.table.list::<PriceRows>(&(), "").await else {
+        let Ok(lists) = read_price_lists(&self.inner.table).await else {
             return self.inner.price_lists.lock().0.clone();
         };
-        let lists: HashMap<NodeId, Prices> = rows
-            .into_iter()
-            .filter_map(|(node, row)| {
-                let id: NodeId = node.parse().ok()?;
-                let list = row.known()?;
-                list.prices.valid().then_some((id, list.prices))
-            })
-            .collect();
         *self.inner.price_lists.lock() = (lists.clone(), Some(Instant::now()));
         lists
     }

@@ -329,3 +329,84 @@ async fn storage_is_billed_by_the_nodes_that_hold_it() {
     objects.get("kept", "a.bin", &mut back).await.unwrap();
     assert_eq!(back, bytes);
 }
+
+/// A bucket's maximum price keeps its shards off nodes that charge more for storage (or
+/// publish no price), at its writes and in the catalog row repair places by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buckets_maximum_price_keeps_its_shards_off_dearer_nodes() {
+    // Node 3 charges 1 credit per GB-month, the others the default 0.1.
+    let dear = weft_node::Prices {
+        storage_gb_month: MICRO,
+        ..Default::default()
+    };
+    let cluster = Builder::new(4).prices(3, dear).start().await;
+    let entry = cluster.node(0);
+    let dear_id = cluster.node(3).id();
+    for _ in 0..100 {
+        if entry.ledger().price_lists().await.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    entry.healer().refresh_prices().await;
+    let alice = SecretKey::from_seed([54; 32]);
+    let owner = entry.data().acting(Access::account(alice.clone()));
+    let capped = Residency {
+        max_price: Some(MICRO / 2),
+        ..Residency::default()
+    };
+    let b = owner
+        .create_bucket("capped", capped, None, 1)
+        .await
+        .unwrap();
+    assert_eq!(b.max_price, Some(MICRO / 2));
+    // Read back as any node reads it: the policy carries the maximum.
+    let read = owner.bucket("capped").await.unwrap();
+    assert_eq!(read.policy.max_price, Some(MICRO / 2));
+    for round in 0..5u8 {
+        let bytes = vec![round; 200_000];
+        let (_, manifest) = owner
+            .objects()
+            .put("capped", &format!("o{round}"), bytes.as_slice())
+            .await
+            .unwrap();
+        let manifest = manifest.expect("stored in segments");
+        for seg in &manifest.segments {
+            assert!(
+                !seg.holders.contains(&dear_id),
+                "a shard went to the node priced above the bucket's maximum"
+            );
+        }
+        // The catalog row repair places by keeps the maximum too.
+        let hash = weft_core::ContentHash::of(&manifest.encode());
+        let mut entry_row = None;
+        for _ in 0..50 {
+            entry_row = entry.healer().registry().get(&hash).await.unwrap();
+            if entry_row.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let row = entry_row.expect("a catalog row");
+        assert_eq!(row.policy.max_price, Some(MICRO / 2));
+    }
+    // Below every node's price: refused, naming the maximum.
+    let nowhere = Residency {
+        max_price: Some(MICRO / 100),
+        ..Residency::default()
+    };
+    owner
+        .create_bucket("toocheap", nowhere, None, 1)
+        .await
+        .unwrap();
+    let err = owner
+        .objects()
+        .put("toocheap", "x", vec![1u8; 200_000].as_slice())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("priced at most 0.010000 credits per GB-month"),
+        "{err}"
+    );
+}

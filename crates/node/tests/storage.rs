@@ -153,6 +153,7 @@ async fn residency_holds_and_providers_never_see_plaintext() {
     let eu_only = Residency {
         regions: vec!["eu".into()],
         jurisdictions: vec![],
+        ..Default::default()
     };
     let cap = put(&c.nodes[4], &bytes, eu_only.clone(), None)
         .await
@@ -434,6 +435,7 @@ async fn a_split_fabric_takes_writes_on_both_sides_and_converges_after_healing()
         created_ms: weft_net::now_ms(),
         moved: Vec::new(),
         released_ms: None,
+        max_price: None,
     };
     let put = |n: &Node, name: &str, size: u64| {
         let (t, k, r) = (n.table().clone(), key(name), row(size));
@@ -602,11 +604,13 @@ async fn small_objects_live_sealed_in_their_rows_only_where_residency_allows() {
     let eu = Residency {
         regions: vec!["eu".into()],
         jurisdictions: vec![],
+        ..Default::default()
     };
     b.create_bucket("eu-only", eu, None, 1).await.unwrap();
     let eu_law = Residency {
         regions: vec![],
         jurisdictions: vec!["EU".into()],
+        ..Default::default()
     };
     b.create_bucket("eu-law", eu_law.clone(), None, 1)
         .await
@@ -805,6 +809,7 @@ async fn hot_copies_stay_in_their_objects_regions_and_are_never_plaintext() {
     let eu_us = Residency {
         regions: vec!["eu".into(), "us".into()],
         jurisdictions: vec![],
+        ..Default::default()
     };
     let cap = put(&c.nodes[0], &object(1 << 20), eu_us, None)
         .await

@@ -21,7 +21,7 @@ use weft_store::{Capability, Erasure, Manifest, PlacedSegment, Residency};
 
 /// A catalog entry as a newer weft writes it: one more field at the end.
 #[derive(Serialize)]
-struct ManifestEntryV2 {
+struct ManifestEntryNext {
     holders: Vec<NodeId>,
     size: u64,
     stored_bytes: u64,
@@ -30,6 +30,7 @@ struct ManifestEntryV2 {
     created_ms: u64,
     moved: Vec<(u32, u16, NodeId)>,
     released_ms: Option<u64>,
+    max_price: Option<u64>,
     tier: String,
 }
 
@@ -61,6 +62,7 @@ fn catalog_entry(holder: NodeId, size: u64) -> ManifestEntry {
         created_ms: 1,
         moved: Vec::new(),
         released_ms: None,
+        max_price: None,
     }
 }
 
@@ -264,7 +266,7 @@ async fn rows_of_a_newer_format_are_kept() {
         .unwrap()
         .unwrap();
     // A newer weft rewrites its catalog row with a field this build does not know.
-    let newer = ManifestEntryV2 {
+    let newer = ManifestEntryNext {
         holders: entry.holders.clone(),
         size: entry.size,
         stored_bytes: entry.stored_bytes,
@@ -273,6 +275,7 @@ async fn rows_of_a_newer_format_are_kept() {
         created_ms: entry.created_ms,
         moved: entry.moved.clone(),
         released_ms: None,
+        max_price: entry.max_price,
         tier: "cold".into(),
     };
     let mut value = vec![CatalogRows::FORMAT + 1];
@@ -478,6 +481,7 @@ fn wild_entry(holders: Vec<NodeId>) -> impl Strategy<Value = ManifestEntry> {
                 .map(|(s, i)| (s, i, NodeId([3; 32])))
                 .collect(),
             released_ms: None,
+            max_price: None,
         })
 }
 
@@ -632,6 +636,7 @@ async fn rows_of_a_bucket_held_to_regions_stay_in_them() {
     let eu = Residency {
         regions: vec!["eu".into()],
         jurisdictions: vec![],
+        ..Default::default()
     };
     b.create_bucket("eu-rows", eu, None, 3).await.unwrap();
     let record = b.bucket("eu-rows").await.unwrap();

@@ -371,6 +371,7 @@ impl S3 for Gateway {
                 .into_iter()
                 .map(|j| j.to_ascii_uppercase())
                 .collect(),
+            ..Default::default()
         };
         let ec = match header(h, "x-weft-ec") {
             Some(t) if !t.is_empty() => Some(

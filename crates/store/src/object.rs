@@ -335,6 +335,8 @@ pub struct Storage {
     quarantined: Arc<parking_lot::RwLock<std::collections::HashSet<NodeId>>>,
     /// Nodes' reputations as the healer last judged them (absent: 1).
     reputation: Arc<parking_lot::RwLock<HashMap<NodeId, f64>>>,
+    /// Nodes' published storage prices, micro-credits per GB-month (absent: none known).
+    prices: Arc<parking_lot::RwLock<HashMap<NodeId, u64>>>,
     /// Holders that served a shard not matching its name since repair last asked.
     bad_reads: Arc<parking_lot::Mutex<HashMap<NodeId, u32>>>,
     /// Manifests this node wrote or fetched (see [`Manifests`]).
@@ -480,6 +482,7 @@ impl Storage {
             catalog: Arc::new(std::sync::OnceLock::new()),
             quarantined: Arc::default(),
             reputation: Arc::default(),
+            prices: Arc::default(),
             bad_reads: Arc::default(),
             manifests: Arc::default(),
             hot: Arc::default(),
@@ -506,6 +509,7 @@ impl Storage {
                     free_bytes: 0,
                     healthy: ok,
                     reputation: 1.0,
+                    price: None,
                 };
                 (m.is_self, c)
             })
@@ -674,6 +678,12 @@ impl Storage {
         *self.reputation.write() = scores;
     }
 
+    /// Set the nodes' storage prices (micro-credits per GB-month), which placement holds a
+    /// policy's maximum price to. Shared by every clone.
+    pub fn set_prices(&self, prices: HashMap<NodeId, u64>) {
+        *self.prices.write() = prices;
+    }
+
     /// Challenge `node` to prove it holds bytes of shard `hash` (`shard_len` long) at a random
     /// offset; true when the proof checks against the shard's name.
     pub async fn audit(
@@ -754,6 +764,7 @@ impl Storage {
                     m.capacity.disk_bytes
                 },
                 reputation: self.reputation.read().get(&m.id).copied().unwrap_or(1.0),
+                price: self.prices.read().get(&m.id).copied(),
                 site: m.placement.site,
                 region: m.placement.region,
                 jurisdiction: m.placement.jurisdiction,
@@ -1039,7 +1050,7 @@ impl Storage {
         let eligible = self
             .candidates()
             .iter()
-            .filter(|c| c.healthy && policy.allows(c))
+            .filter(|c| c.healthy && policy.admits(c))
             .count();
         let ec = ec.unwrap_or_else(|| default_erasure(eligible));
         ec.validate()?;

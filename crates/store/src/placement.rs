@@ -33,6 +33,8 @@ pub struct Candidate {
     /// Its reputation, 0 to 1 (1: nothing against it): scales its rendezvous weight, so a
     /// distrusted node wins fewer shards.
     pub reputation: f64,
+    /// Its published storage price, micro-credits per GB-month (`None`: none known).
+    pub price: Option<u64>,
 }
 
 /// Where a bucket's data may live. Empty lists allow anything.
@@ -42,10 +44,24 @@ pub struct Residency {
     pub regions: Vec<String>,
     /// Allowed jurisdictions.
     pub jurisdictions: Vec<String>,
+    /// The most a holder may charge, micro-credits per GB-month (`None`: any price). Not part
+    /// of the encoded policy (manifests stay byte-identical): the bucket record and the
+    /// catalog row carry it beside the policy and set it here when they are read.
+    #[serde(skip)]
+    pub max_price: Option<u64>,
 }
 
 impl Residency {
-    /// True when `c` may hold data under this policy.
+    /// True when `c` may be given shards under this policy: where it allows, and priced
+    /// (published) at or under its maximum price if it has one.
+    pub fn admits(&self, c: &Candidate) -> bool {
+        self.allows(c)
+            && self
+                .max_price
+                .is_none_or(|m| c.price.is_some_and(|p| p <= m))
+    }
+
+    /// True when `c` is where this policy allows data to be.
     pub fn allows(&self, c: &Candidate) -> bool {
         (self.regions.is_empty() || self.regions.contains(&c.region))
             && (self.jurisdictions.is_empty()
@@ -68,6 +84,15 @@ impl std::fmt::Display for Residency {
                 self.regions.join(","),
                 self.jurisdictions.join(",")
             ),
+        }?;
+        match self.max_price {
+            Some(m) => write!(
+                f,
+                ", priced at most {}.{:06} credits per GB-month",
+                m / 1_000_000,
+                m % 1_000_000
+            ),
+            None => Ok(()),
         }
     }
 }
@@ -112,7 +137,7 @@ pub fn place(
 ) -> Result<Vec<NodeId>, PlacementError> {
     let mut eligible: Vec<(&Candidate, f64)> = candidates
         .iter()
-        .filter(|c| c.healthy && c.free_bytes >= shard_bytes && policy.allows(c))
+        .filter(|c| c.healthy && c.free_bytes >= shard_bytes && policy.admits(c))
         .map(|c| {
             // Weighted rendezvous: lower is better; weight grows with free space and
             // reputation.
@@ -193,6 +218,7 @@ mod tests {
                 free_bytes: free,
                 healthy,
                 reputation: 1.0,
+                price: Some(1_000 * (i as u64 % 4)),
             })
             .collect()
     }
@@ -205,7 +231,7 @@ mod tests {
             seed in any::<[u8; 32]>(),
         ) {
             let nodes = fabric(&spec);
-            let policy = Residency { regions: vec!["eu".into()], jurisdictions: vec![] };
+            let policy = Residency { regions: vec!["eu".into()], jurisdictions: vec![], ..Default::default() };
             let key = ContentHash(seed);
             let eligible = nodes.iter().filter(|c| c.healthy && c.region == "eu" && c.free_bytes >= 1000).count();
             match place(&key, count, 1000, &nodes, &policy) {
@@ -261,10 +287,43 @@ mod tests {
         let policy = Residency {
             regions: vec!["eu".into()],
             jurisdictions: vec![],
+            ..Default::default()
         };
         let err = place(&ContentHash([1; 32]), 3, 100, &nodes, &policy).unwrap_err();
         assert!(err.to_string().contains("only 1 healthy nodes"), "{err}");
         assert!(err.to_string().contains("regions eu"), "{err}");
+    }
+
+    #[test]
+    fn a_maximum_price_keeps_shards_off_dearer_and_unpriced_nodes() {
+        // Prices 0, 1000, 2000, 3000, 0, 1000 … (see `fabric`); one node publishes none.
+        let mut nodes = fabric(&[
+            (0, 0, 10_000, true),
+            (0, 1, 10_000, true),
+            (0, 2, 10_000, true),
+            (1, 0, 10_000, true),
+            (1, 1, 10_000, true),
+            (1, 2, 10_000, true),
+        ]);
+        nodes[4].price = None;
+        let policy = Residency {
+            max_price: Some(1_000),
+            ..Residency::default()
+        };
+        let chosen = place(&ContentHash([7; 32]), 3, 100, &nodes, &policy).unwrap();
+        for id in &chosen {
+            let c = nodes.iter().find(|c| c.id == *id).unwrap();
+            assert!(c.price.is_some_and(|p| p <= 1_000), "{c:?}");
+        }
+        let err = place(&ContentHash([7; 32]), 4, 100, &nodes, &policy).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("priced at most 0.001000 credits per GB-month"),
+            "{err}"
+        );
+        // The price is not part of the encoded policy: manifests keep their bytes.
+        let encoded = weft_core::wire::encode(&policy);
+        assert_eq!(encoded, weft_core::wire::encode(&Residency::default()));
     }
 
     #[test]

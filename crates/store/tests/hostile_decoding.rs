@@ -37,6 +37,7 @@ fn manifest() -> Manifest {
         policy: Residency {
             regions: vec!["eu".into()],
             jurisdictions: vec!["DE".into()],
+            ..Default::default()
         },
         segments: vec![segment(0), segment(1)],
         keyed: true,

@@ -513,6 +513,10 @@ pub struct BucketCreateArgs {
     /// Versions of each object to keep (1: only the current one)
     #[arg(long, default_value_t = 1)]
     versions: u32,
+    /// The most a node holding its shards may charge, credits per GB-month (default: any);
+    /// repair keeps to it too
+    #[arg(long)]
+    max_price: Option<f64>,
 }
 
 /// Bucket commands.
@@ -615,12 +619,15 @@ pub fn bucket(who: &Actor, cmd: BucketCommand) -> Result<()> {
                     jurisdictions: a.jurisdictions,
                     ec: a.ec.map(|e| e.to_string()).unwrap_or_default(),
                     versions: Some(a.versions),
+                    max_price: a.max_price,
                 },
             )?;
+            let mut policy = b.policy.clone();
+            policy.max_price = b.max_price;
             println!(
                 "created bucket {} (residency {}, keeps {} version{}, owner {})",
                 b.name,
-                b.policy,
+                policy,
                 b.versions,
                 if b.versions == 1 { "" } else { "s" },
                 b.owner.short()
