@@ -3,7 +3,7 @@
 //!
 //! Pure and deterministic. Rendezvous (highest-random-weight) hashing keeps placements stable
 //! when membership changes: a node joining or leaving moves only the shards it wins or held.
-//! The weight favours nodes with more free space and a better reputation. Spread: each pick comes from a site with the
+//! The weight favours nodes with more free space, a better reputation and a lower price. Spread: each pick comes from a site with the
 //! fewest shards of this segment so far, so a segment covers as many sites as it can.
 //! Residency is a hard filter: if too few nodes satisfy the policy, placement fails — it never
 //! falls back to a node outside it.
@@ -135,14 +135,25 @@ pub fn place(
     candidates: &[Candidate],
     policy: &Residency,
 ) -> Result<Vec<NodeId>, PlacementError> {
-    let mut eligible: Vec<(&Candidate, f64)> = candidates
+    let admitted: Vec<&Candidate> = candidates
         .iter()
         .filter(|c| c.healthy && c.free_bytes >= shard_bytes && policy.admits(c))
+        .collect();
+    let cheapest = admitted.iter().filter_map(|c| c.price).min();
+    let mut eligible: Vec<(&Candidate, f64)> = admitted
+        .into_iter()
         .map(|c| {
-            // Weighted rendezvous: lower is better; weight grows with free space and
-            // reputation.
-            let weight =
-                ((c.free_bytes.max(1)) as f64).ln().max(1.0) * c.reputation.clamp(0.05, 1.0);
+            // Weighted rendezvous: lower is better; weight grows with free space, reputation
+            // and cheapness (the cheapest price over its own, at least a quarter; a node with
+            // no published price counts as a quarter where others publish one).
+            let price = match (cheapest, c.price) {
+                (Some(low), Some(p)) if p > 0 => (low.max(1) as f64 / p as f64).clamp(0.25, 1.0),
+                (Some(_), None) => 0.25,
+                _ => 1.0,
+            };
+            let weight = ((c.free_bytes.max(1)) as f64).ln().max(1.0)
+                * c.reputation.clamp(0.05, 1.0)
+                * price;
             (c, -uniform(key, &c.id).ln() / weight)
         })
         .collect();
@@ -324,6 +335,37 @@ mod tests {
         // The price is not part of the encoded policy: manifests keep their bytes.
         let encoded = weft_core::wire::encode(&policy);
         assert_eq!(encoded, weft_core::wire::encode(&Residency::default()));
+    }
+
+    #[test]
+    fn cheaper_nodes_win_more_shards() {
+        // Two sites alike but for price: site 0 at 1,000, site 1 at 4,000 per GB-month.
+        let mut nodes = fabric(&[
+            (0, 0, 10_000, true),
+            (0, 0, 10_000, true),
+            (0, 0, 10_000, true),
+            (0, 1, 10_000, true),
+            (0, 1, 10_000, true),
+            (0, 1, 10_000, true),
+        ]);
+        for (i, n) in nodes.iter_mut().enumerate() {
+            n.price = Some(if i < 3 { 1_000 } else { 4_000 });
+        }
+        let cheap: Vec<NodeId> = nodes[..3].iter().map(|c| c.id).collect();
+        let (mut to_cheap, mut to_dear) = (0, 0);
+        for k in 0..2_000u32 {
+            let mut key = [0u8; 32];
+            key[..4].copy_from_slice(&k.to_le_bytes());
+            // One shard per segment: the site spread does not even it out.
+            for id in place(&ContentHash(key), 1, 100, &nodes, &Residency::default()).unwrap() {
+                if cheap.contains(&id) {
+                    to_cheap += 1;
+                } else {
+                    to_dear += 1;
+                }
+            }
+        }
+        assert!(to_cheap > 3 * to_dear, "{to_cheap} vs {to_dear}");
     }
 
     #[test]
