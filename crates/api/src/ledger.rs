@@ -144,7 +144,50 @@ pub(crate) async fn history(
         }
         skip += n;
     }
+    // Prepays leave the balance when made; their buckets' storage in their terms is paid from
+    // them (in order, until used up), as the balance counts it.
+    let prepays = ledger
+        .prepays(&account)
+        .await
+        .map_err(weft_ledger::LedgerError::from)?;
+    for p in &prepays {
+        lines.push(HistoryLine {
+            at_ms: p.from_ms,
+            kind: "prepay".into(),
+            what: format!(
+                "{} for {} days",
+                p.bucket,
+                (p.until_ms - p.from_ms) / 86_400_000
+            ),
+            amount: -i128::from(p.amount),
+            node: None,
+            index: None,
+        });
+    }
     lines.sort_by_key(|l| l.at_ms);
+    let mut pots: std::collections::HashMap<&str, (u64, u64, u64)> =
+        std::collections::HashMap::new();
+    for p in &prepays {
+        let pot = pots.entry(p.bucket.as_str()).or_insert((u64::MAX, 0, 0));
+        pot.0 = pot.0.min(p.from_ms);
+        pot.1 = pot.1.max(p.until_ms);
+        pot.2 = pot.2.saturating_add(p.amount);
+    }
+    for l in lines.iter_mut().filter(|l| l.kind == "storage") {
+        let Some((bucket, _)) = l.what.split_once(": ") else {
+            continue;
+        };
+        if let Some((from, until, left)) = pots.get_mut(bucket)
+            && (*from..*until).contains(&l.at_ms)
+            && *left > 0
+        {
+            let charge = u64::try_from(-l.amount).unwrap_or(0);
+            let paid = charge.min(*left);
+            *left -= paid;
+            l.amount += i128::from(paid);
+            l.what.push_str(" (paid from its prepay)");
+        }
+    }
     Ok(Json(lines))
 }
 
@@ -285,5 +328,7 @@ pub(crate) async fn prepay(
         .prepay(signer, &account, &prepay)
         .await
         .map_err(|e| ApiFailure(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    // Held on this node at once; other nodes read it within 3 s.
+    acting.forget_prepays(&account);
     Ok(Json(prepay))
 }

@@ -399,12 +399,12 @@ impl Objects<'_> {
     /// Shards nothing else uses are reclaimed by garbage collection after its safety delay.
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), BucketError> {
         let b = self.0.authorize(bucket, Need::Write).await?;
-        self.0.not_kept(&b, &format!("deleting {key}")).await?;
         let rows = self.0.rows(&b)?;
         let current = rows
             .object(key)
             .await?
             .ok_or_else(|| BucketError::NoObject(key.into(), bucket.into()))?;
+        self.0.not_kept(&b, &format!("deleting {key}")).await?;
         rows.put_object(self.0.signer()?, key, None).await?;
         // Kept versions still use their objects; otherwise the bytes become garbage.
         if b.versions == 1 {

@@ -245,6 +245,12 @@ impl Acting {
             .max())
     }
 
+    /// Forget this node's copy of `owner`'s prepays (the next check reads them): after a
+    /// prepay made through this node, which holds here at once.
+    pub fn forget_prepays(&self, owner: &weft_core::NodeId) {
+        self.policy_checks.prepays.forget(owner);
+    }
+
     /// Refuse `what` on bucket `b` while a prepay keeps it.
     pub(crate) async fn not_kept(
         &self,

@@ -179,6 +179,7 @@ impl Healer {
         let endpoint = healer.storage.endpoint().clone();
         endpoint.spawn(healer.clone().repair_loop());
         endpoint.spawn(healer.clone().claim_loop());
+        endpoint.spawn(healer.clone().price_loop());
         if healer.config.scrub_bytes_per_sec > 0 {
             endpoint.spawn(healer.clone().scrub_loop());
         }

@@ -20,6 +20,9 @@ use weft_core::NodeId;
 use crate::Healer;
 use crate::schema::Tallies;
 
+/// How often placement's view of the nodes' storage prices is read again.
+pub const PRICES_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Recent audits that count per auditor.
 const WINDOW: u32 = 32;
 /// Audits needed before a node can be judged: one lost file on a young node is not enough.
@@ -180,20 +183,46 @@ pub fn tallies_of(node: &NodeId, rows: Vec<(String, weft_meta::Row<Tally>)>) -> 
 impl Healer {
     /// Re-read the nodes' published storage prices, which placement holds a bucket's maximum
     /// price to (done with every reputation refresh).
-    pub async fn refresh_prices(&self) {
-        if let Ok(lists) = weft_ledger::credits::read_price_lists(self.registry.table()).await {
-            self.storage.set_prices(
-                lists
-                    .into_iter()
-                    .map(|(id, p)| (id, p.storage_gb_month))
-                    .collect(),
-            );
+    /// How many nodes' prices are known.
+    pub async fn refresh_prices(&self) -> usize {
+        match weft_ledger::credits::read_price_lists(self.registry.table()).await {
+            Ok(lists) => {
+                let n = lists.len();
+                self.storage.set_prices(
+                    lists
+                        .into_iter()
+                        .map(|(id, p)| (id, p.storage_gb_month))
+                        .collect(),
+                );
+                n
+            }
+            Err(_) => 0,
+        }
+    }
+
+    /// Keep the nodes' prices fresh for placement: every [`PRICES_EVERY`], every 0.5 s while
+    /// a live member's price is still unknown (a node publishes its list as it starts).
+    pub(crate) async fn price_loop(self) {
+        loop {
+            let known = self.refresh_prices().await;
+            let members = self
+                .storage
+                .fabric()
+                .members()
+                .iter()
+                .filter(|m| m.is_alive())
+                .count();
+            let wait = if known < members {
+                std::time::Duration::from_millis(500)
+            } else {
+                PRICES_EVERY
+            };
+            tokio::time::sleep(wait).await;
         }
     }
 
     /// Re-read every known node's tallies, recompute reputations and apply quarantine.
     pub(crate) async fn refresh_reputation(&self) {
-        self.refresh_prices().await;
         let mut reps = HashMap::new();
         for m in self.storage.fabric().members() {
             let id = m.id;
