@@ -72,18 +72,25 @@ pub(crate) async fn balance(
     State(s): State<AppState>,
     Caller(acting): Caller,
 ) -> Result<Json<weft_ledger::Balance>, ApiFailure> {
-    let (_, held) = s.node.jobs().held_by(&acting).await?;
+    Ok(Json(balance_of(&s, &acting).await?))
+}
+
+/// `acting`'s balance: what its jobs under way hold, its allowance (the admin's quota, else
+/// the default).
+async fn balance_of(
+    s: &AppState,
+    acting: &weft_data::Acting,
+) -> Result<weft_ledger::Balance, ApiFailure> {
+    let (_, held) = s.node.jobs().held_by(acting).await?;
     let allowance = acting
         .quota()
         .await?
         .allowance
         .unwrap_or(weft_ledger::price::DEFAULT_ALLOWANCE);
-    Ok(Json(
-        s.node
-            .ledger()
-            .balance(&acting.account(), held, allowance)
-            .await?,
-    ))
+    Ok(s.node
+        .ledger()
+        .balance(&acting.account(), held, allowance)
+        .await?)
 }
 
 /// The caller's account's grants and charges, oldest first (receipts in the cosigned log).
@@ -295,14 +302,8 @@ pub(crate) async fn prepay(
         ));
     }
     let amount = (req.credits * weft_ledger::price::MICRO as f64).round() as u64;
-    let (_, held) = s.node.jobs().held_by(&acting).await?;
-    let allowance = acting
-        .quota()
-        .await?
-        .allowance
-        .unwrap_or(weft_ledger::price::DEFAULT_ALLOWANCE);
     let ledger = s.node.ledger();
-    let balance = ledger.balance(&account, held, allowance).await?;
+    let balance = balance_of(&s, &acting).await?;
     if balance.available() < i128::from(amount) {
         return Err(ApiFailure(
             StatusCode::PAYMENT_REQUIRED,
