@@ -201,9 +201,7 @@ pub(crate) async fn report(
             break;
         }
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now = crate::state::now_ms();
     let mut jobs = Vec::new();
     for j in s.node.jobs().list(&session, q.bucket.as_deref()).await? {
         let Some(paid) = paid_job(&j) else { continue };

@@ -315,9 +315,7 @@ pub(crate) async fn prepay(
             ),
         ));
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now = crate::state::now_ms();
     let prepay = weft_ledger::prepay::Prepay {
         bucket: name,
         amount,

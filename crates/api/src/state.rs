@@ -78,3 +78,10 @@ impl axum::extract::FromRequestParts<AppState> for Caller {
         Ok(Caller(acting))
     }
 }
+
+/// Unix ms now.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -386,10 +386,12 @@ impl Acting {
         rows: &BucketRows<'_>,
         key: &str,
     ) -> Result<(), BucketError> {
-        if self.kept_until(b).await?.is_some() && rows.object(key).await?.is_some() {
-            self.not_kept(b, &format!("replacing {key}")).await?;
+        match self.kept_until(b).await? {
+            Some(until) if rows.object(key).await?.is_some() => {
+                Err(crate::quota::kept(b, until, &format!("replacing {key}")))
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Make a prepared object durable and `record` (made from it) the current version of

@@ -237,12 +237,11 @@ impl Acting {
                     .map_err(BucketError::from)
             })
             .await?;
-        let now = weft_net::now_ms();
-        Ok(prepays
-            .iter()
-            .filter(|p| p.bucket == b.name && p.from_ms <= now && now < p.until_ms)
-            .map(|p| p.until_ms)
-            .max())
+        Ok(weft_ledger::prepay::kept_until(
+            &prepays,
+            &b.name,
+            weft_net::now_ms(),
+        ))
     }
 
     /// Forget this node's copy of `owner`'s prepays (the next check reads them): after a
@@ -258,16 +257,21 @@ impl Acting {
         what: &str,
     ) -> Result<(), BucketError> {
         match self.kept_until(b).await? {
-            Some(until) => Err(BucketError::Kept(format!(
-                "bucket {} is prepaid and keeps what it holds until {} (Unix ms {until}): {what} is refused until then",
-                b.name,
-                humantime::format_rfc3339_seconds(
-                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(until)
-                )
-            ))),
+            Some(until) => Err(kept(b, until, what)),
             None => Ok(()),
         }
     }
+}
+
+/// Why `what` on bucket `b`, kept until `until` (Unix ms), is refused.
+pub(crate) fn kept(b: &crate::BucketRecord, until: u64, what: &str) -> BucketError {
+    BucketError::Kept(format!(
+        "bucket {} is prepaid and keeps what it holds until {} (Unix ms {until}): {what} is refused until then",
+        b.name,
+        humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(until)
+        )
+    ))
 }
 
 #[cfg(test)]

@@ -200,9 +200,11 @@ impl Healer {
         }
     }
 
-    /// Keep the nodes' prices fresh for placement: every [`PRICES_EVERY`], every 0.5 s while
-    /// a live member's price is still unknown (a node publishes its list as it starts).
+    /// Keep the nodes' prices fresh for placement: every [`PRICES_EVERY`]; in this node's
+    /// first minute, every 0.5 s while a live member's price is still unknown (nodes publish
+    /// their lists as they start; one that never does is not polled for).
     pub(crate) async fn price_loop(self) {
+        let started = std::time::Instant::now();
         loop {
             let known = self.refresh_prices().await;
             let members = self
@@ -212,7 +214,8 @@ impl Healer {
                 .iter()
                 .filter(|m| m.is_alive())
                 .count();
-            let wait = if known < members {
+            let wait = if known < members && started.elapsed() < std::time::Duration::from_secs(60)
+            {
                 std::time::Duration::from_millis(500)
             } else {
                 PRICES_EVERY

@@ -140,6 +140,38 @@ impl Walk {
     }
 }
 
+/// Walk the log up to `checkpoint` entry bundle by entry bundle, `fetch` giving the bytes of
+/// a tlog-tiles bundle path (`None`: missing): the bundles must hold exactly the entries the
+/// checkpoint counts, each taken by a [`Walk`]. What the node's own audit and `weft audit`
+/// (over HTTP) both run.
+pub fn walk_bundles(
+    checkpoint: &Checkpoint,
+    mut fetch: impl FnMut(&str) -> Result<Option<Vec<u8>>, String>,
+) -> Result<WalkSummary, String> {
+    use weft_tlog::tiles::{TILE_WIDTH, decode_bundle, entries_path};
+    let mut walk = Walk::new();
+    let mut bundle = 0u64;
+    while walk.size() < checkpoint.size {
+        let count = (checkpoint.size - bundle * TILE_WIDTH).min(TILE_WIDTH);
+        let rel = entries_path(bundle, count);
+        let bytes = fetch(&rel)?.ok_or_else(|| format!("entry bundle {rel} is missing"))?;
+        let entries =
+            decode_bundle(&bytes).ok_or_else(|| format!("{rel} is not an entry bundle"))?;
+        if entries.len() as u64 != count {
+            return Err(format!(
+                "{rel} holds {} entries, not {count}",
+                entries.len()
+            ));
+        }
+        for (i, entry) in entries.iter().enumerate() {
+            walk.push(bundle * TILE_WIDTH + i as u64, entry)
+                .map_err(|e| e.to_string())?;
+        }
+        bundle += 1;
+    }
+    walk.finish(checkpoint).map_err(|e| e.to_string())
+}
+
 /// A job an account paid for, as its listing shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PaidJob {

@@ -611,32 +611,8 @@ impl Ledger {
             .map(String::from)
             .ok_or_else(|| LedgerError::Diverged("no cosigned checkpoint yet".into()))?;
         let (_, cp) = replica::checkpoint_of(&note)?;
-        let mut walk = audit::Walk::new();
-        let width = weft_tlog::tiles::TILE_WIDTH;
-        let mut bundle = 0;
-        while walk.size() < cp.size {
-            let count = (cp.size - bundle * width).min(width);
-            let rel = weft_tlog::tiles::entries_path(bundle, count);
-            let bytes = self
-                .tile(&rel)?
-                .ok_or_else(|| LedgerError::Audit(format!("entry bundle {rel} is missing")))?;
-            let entries = weft_tlog::tiles::decode_bundle(&bytes)
-                .ok_or_else(|| LedgerError::Audit(format!("{rel} is not an entry bundle")))?;
-            if entries.len() as u64 != count {
-                return Err(LedgerError::Audit(format!(
-                    "{rel} holds {} entries, not {count}",
-                    entries.len()
-                )));
-            }
-            for (i, entry) in entries.iter().enumerate() {
-                walk.push(bundle * width + i as u64, entry)
-                    .map_err(|e| LedgerError::Audit(e.to_string()))?;
-            }
-            bundle += 1;
-        }
-        let summary = walk
-            .finish(&cp)
-            .map_err(|e| LedgerError::Audit(e.to_string()))?;
+        let summary = audit::walk_bundles(&cp, |rel| self.tile(rel).map_err(|e| e.to_string()))
+            .map_err(LedgerError::Audit)?;
         Ok((note, summary))
     }
 

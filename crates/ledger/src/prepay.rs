@@ -67,19 +67,13 @@ pub async fn prepays(table: &Table, account: &NodeId) -> Result<Vec<Prepay>, Met
     Ok(out)
 }
 
-/// Until when `account`'s `bucket` is kept by a prepay running at `now_ms`, if one is.
-pub async fn kept_until(
-    table: &Table,
-    account: &NodeId,
-    bucket: &str,
-    now_ms: u64,
-) -> Result<Option<u64>, MetaError> {
-    Ok(prepays(table, account)
-        .await?
+/// Until when `bucket` is kept by one of `prepays` (its owner's) running at `now_ms`, if one is.
+pub fn kept_until(prepays: &[Prepay], bucket: &str, now_ms: u64) -> Option<u64> {
+    prepays
         .iter()
         .filter(|p| p.bucket == bucket && p.from_ms <= now_ms && now_ms < p.until_ms)
         .map(|p| p.until_ms)
-        .max())
+        .max()
 }
 
 /// Keep `prepay` for `account`, signed by `signer` (the account or its session).
@@ -167,6 +161,10 @@ mod tests {
         );
         // Another bucket's storage is not paid by it.
         assert_eq!(covered(&[pp("b", 100, 0, 50)], charged), 50);
+        let kept = [pp("a", 1, 10, 20), pp("a", 1, 15, 40), pp("b", 1, 0, 100)];
+        assert_eq!(kept_until(&kept, "a", 16), Some(40));
+        assert_eq!(kept_until(&kept, "a", 5), None);
+        assert_eq!(kept_until(&kept, "a", 40), None);
         assert!(!pp("", 1, 0, 1).valid());
         assert!(!pp("a", 0, 0, 1).valid());
         assert!(!pp("a", 1, 5, 5).valid());

@@ -11,8 +11,7 @@ use clap::Args;
 use weft_api::{
     AuditReport, JobAudit, ObjectsAudit, job_audit, object_findings, paid_job, url_escape,
 };
-use weft_ledger::audit::{JobProof, Walk, WalkSummary, prove_job};
-use weft_tlog::tiles::{TILE_WIDTH, decode_bundle, entries_path};
+use weft_ledger::audit::{JobProof, WalkSummary, prove_job, walk_bundles};
 
 use crate::account::Actor;
 use crate::ledger::{check_checkpoint, checked_receipts};
@@ -47,32 +46,14 @@ struct Outcome {
     passed: bool,
 }
 
-/// Walk the ledger's entries from the node's tiles up to `size`, against the checked
-/// checkpoint.
+/// Walk the ledger's entries from the node's tiles up to the checked checkpoint.
 fn walk(api: &weft_api::ApiClient, cp: &weft_tlog::Checkpoint) -> Result<WalkSummary, String> {
-    let mut walk = Walk::new();
-    let mut bundle = 0u64;
-    while walk.size() < cp.size {
-        let count = (cp.size - bundle * TILE_WIDTH).min(TILE_WIDTH);
-        let rel = entries_path(bundle, count);
+    walk_bundles(cp, |rel| {
         let mut bytes = Vec::new();
         api.download(&format!("/v1/ledger/{rel}"), &mut bytes)
             .map_err(|e| format!("reading the ledger's {rel}: {e}"))?;
-        let entries = decode_bundle(&bytes)
-            .ok_or_else(|| format!("the node's {rel} is not an entry bundle"))?;
-        if entries.len() as u64 != count {
-            return Err(format!(
-                "the node's {rel} holds {} entries, not {count}",
-                entries.len()
-            ));
-        }
-        for (i, entry) in entries.iter().enumerate() {
-            walk.push(bundle * TILE_WIDTH + i as u64, entry)
-                .map_err(|e| e.to_string())?;
-        }
-        bundle += 1;
-    }
-    walk.finish(cp).map_err(|e| e.to_string())
+        Ok(Some(bytes))
+    })
 }
 
 /// `?bucket=…` when one is named.
@@ -123,9 +104,7 @@ fn audit_without_ledger(api: &weft_api::ApiClient, a: &AuditArgs) -> Result<()> 
     let objects: ObjectsAudit = api.get(&format!("/v1/audit/objects{}", bucket_query(a)))?;
     let mut findings: Vec<String> = objects.objects.iter().flat_map(object_findings).collect();
     let listed: Vec<weft_jobs::JobStatus> = api.get(&format!("/v1/jobs{}", bucket_query(a)))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now = weft_net::now_ms();
     for job in listed.iter().filter_map(paid_job) {
         if let JobProof::Missing(why) = prove_job(&job, &[], now) {
             findings.push(format!("job {}: {why}", job.id));
@@ -200,9 +179,7 @@ pub fn run(who: &Actor, a: AuditArgs) -> Result<()> {
     }
     // Jobs: every one that ran to its end is backed by receipts in the ledger.
     let listed: Vec<weft_jobs::JobStatus> = api.get(&format!("/v1/jobs{}", bucket_query(&a)))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now = weft_net::now_ms();
     let mut jobs = Vec::new();
     for j in &listed {
         let Some(paid) = paid_job(j) else { continue };
